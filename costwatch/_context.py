@@ -1,0 +1,149 @@
+"""Attribution on contextvars: ``tags(...)``, ``request(...)`` and cost scopes.
+
+Everything here is correct across threads (each thread has its own context) and asyncio tasks
+(each task copies the context it was created in).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from decimal import Decimal
+from types import TracebackType
+
+from costwatch._record import CostRecord
+
+STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
+
+_EMPTY: Mapping[str, str] = {}
+tags_var: ContextVar[Mapping[str, str]] = ContextVar("costwatch_tags", default=_EMPTY)
+request_var: ContextVar[RequestState | None] = ContextVar("costwatch_request", default=None)
+scopes_var: ContextVar[tuple[CostScope, ...]] = ContextVar("costwatch_scopes", default=())
+
+_request_ids = itertools.count(1)
+
+
+class tags:  # noqa: N801 - a context manager used like a function, as in contextlib
+    """Attach attribution tags (feature, team, tenant, ...) to every call inside the block.
+
+    Nestable: inner values override outer ones for the duration of the inner block.
+    """
+
+    __slots__ = ("_values", "_token")
+
+    def __init__(self, **values: object) -> None:
+        self._values = {k: str(v) for k, v in values.items() if v is not None}
+        self._token: Token[Mapping[str, str]] | None = None
+
+    def __enter__(self) -> Mapping[str, str]:
+        merged = {**tags_var.get(), **self._values}
+        self._token = tags_var.set(merged)
+        return merged
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            tags_var.reset(self._token)
+            self._token = None
+
+
+def current_tags() -> Mapping[str, str]:
+    return tags_var.get()
+
+
+class CostScope:
+    """Collects the cost of every record made inside it (used by the cache to price a miss)."""
+
+    __slots__ = ("cost_usd", "unpriced", "_lock")
+
+    def __init__(self) -> None:
+        self.cost_usd = Decimal(0)
+        self.unpriced = 0
+        self._lock = threading.Lock()
+
+    def add(self, cost: Decimal | None) -> None:
+        with self._lock:
+            if cost is None:
+                self.unpriced += 1
+            else:
+                self.cost_usd += cost
+
+
+@contextmanager
+def cost_scope() -> Iterator[CostScope]:
+    scope = CostScope()
+    token = scopes_var.set((*scopes_var.get(), scope))
+    try:
+        yield scope
+    finally:
+        scopes_var.reset(token)
+
+
+class RequestState:
+    """One user-facing request: groups its calls and carries retrieved context forward."""
+
+    __slots__ = (
+        "name",
+        "strategy",
+        "request_id",
+        "tags",
+        "cost_usd",
+        "unpriced",
+        "calls",
+        "started",
+        "pending_context",
+        "_lock",
+    )
+
+    def __init__(self, name: str, strategy: str | None, tags: Mapping[str, str]) -> None:
+        self.name = name
+        self.strategy = strategy
+        self.request_id = f"{name}-{next(_request_ids)}"
+        self.tags = tags
+        self.cost_usd = Decimal(0)
+        self.unpriced = 0
+        self.calls = 0
+        self.started = time.perf_counter()
+        self.pending_context: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add_context(self, source: str, tokens: int) -> None:
+        """A retrieval returned ``tokens`` of documents: the next generation consumes them."""
+        if tokens <= 0:
+            return
+        with self._lock:
+            self.pending_context[source] = self.pending_context.get(source, 0) + tokens
+
+    def take_context(self) -> dict[str, int]:
+        with self._lock:
+            pending, self.pending_context = self.pending_context, {}
+        return pending
+
+    def add_record(self, record: CostRecord) -> None:
+        with self._lock:
+            self.calls += 1
+            if record.cost_usd is None:
+                self.unpriced += 1
+            else:
+                self.cost_usd += record.cost_usd
+
+
+def resolve_strategy(model_fine_tuned: bool, request: RequestState | None,
+                     tag_values: Mapping[str, str]) -> str:
+    """DESIGN.md: a fine-tuned model is ``fine_tuned`` unless the request says ``hybrid``."""
+    declared = request.strategy if request is not None and request.strategy else None
+    if declared is None:
+        declared = tag_values.get("strategy")
+    if declared == "hybrid":
+        return "hybrid"
+    if model_fine_tuned:
+        return "fine_tuned"
+    return declared or "base"

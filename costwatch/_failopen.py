@@ -1,0 +1,56 @@
+"""Fail open around costwatch's own code: log rate-limited, count, re-raise only in strict mode."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger("costwatch")
+
+_LOG_INTERVAL_S = 60.0
+
+
+class InternalErrors:
+    """Counts costwatch's own failures per component and rate-limits their log lines."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._last_logged: dict[str, float] = {}
+        self.strict = False
+        self.listeners: list[Callable[[str], None]] = []
+
+    def report(self, component: str, exc: BaseException) -> None:
+        """Count and maybe log ``exc``; raise it again in strict mode."""
+        now = self._clock()
+        with self._lock:
+            self._counts[component] = self._counts.get(component, 0) + 1
+            last = self._last_logged.get(component)
+            should_log = last is None or now - last >= _LOG_INTERVAL_S
+            if should_log:
+                self._last_logged[component] = now
+        for listener in self.listeners:
+            try:
+                listener(component)
+            except Exception:  # a broken sink must not hide the original error
+                pass
+        if should_log:
+            logger.warning(
+                "costwatch internal error in %s (further errors of this component are "
+                "counted and logged at most once a minute): %r",
+                component,
+                exc,
+            )
+        if self.strict:
+            raise exc
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+errors = InternalErrors()
+"""The process-wide default; ``configure()`` sets ``strict`` and wires the listeners."""

@@ -1,0 +1,47 @@
+"""Fixtures shared by the whole suite: fresh costwatch globals in strict mode, a real Redis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests._fixtures.redis_proc import RedisProcess
+
+
+@pytest.fixture(scope="session")
+def redis_process() -> Iterator[RedisProcess]:
+    proc = RedisProcess()
+    proc.start()
+    yield proc
+    proc.cleanup()
+
+
+@pytest.fixture
+def redis_server(redis_process: RedisProcess) -> Iterator[str]:
+    """URL of a real Redis, empty at the start of each test (REDIS_URL when set)."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+        yield url
+        return
+    if redis_process.proc is None or redis_process.proc.poll() is not None:
+        redis_process.start()
+    redis_process.flush()
+    yield redis_process.url
+
+
+@pytest.fixture
+def cw(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """costwatch configured afresh for one test: strict, no global Prometheus registry."""
+    import costwatch
+
+    costwatch.configure(service="test", strict=True, prometheus=False, otel=False)
+    yield costwatch
+    costwatch.reset()
