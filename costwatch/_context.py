@@ -100,6 +100,8 @@ class RequestState:
         "calls",
         "started",
         "pending_context",
+        "strategies",
+        "retrieved",
         "_lock",
     )
 
@@ -112,17 +114,23 @@ class RequestState:
         self.unpriced = 0
         self.calls = 0
         self.started = time.perf_counter()
-        self.pending_context: dict[str, int] = {}
+        self.pending_context: dict[str, list[str]] = {}
+        self.strategies: set[str] = set()
+        self.retrieved = False
         self._lock = threading.Lock()
 
-    def add_context(self, source: str, tokens: int) -> None:
-        """A retrieval returned ``tokens`` of documents: the next generation consumes them."""
-        if tokens <= 0:
+    def add_context(self, source: str, texts: list[str]) -> None:
+        """A retrieval returned these documents: the next generation in the request consumes them.
+
+        Their tokens are counted then, with the generating model's tokenizer.
+        """
+        if not texts:
             return
         with self._lock:
-            self.pending_context[source] = self.pending_context.get(source, 0) + tokens
+            self.retrieved = True
+            self.pending_context.setdefault(source, []).extend(texts)
 
-    def take_context(self) -> dict[str, int]:
+    def take_context(self) -> dict[str, list[str]]:
         with self._lock:
             pending, self.pending_context = self.pending_context, {}
         return pending
@@ -130,6 +138,8 @@ class RequestState:
     def add_record(self, record: CostRecord) -> None:
         with self._lock:
             self.calls += 1
+            if record.stage == "generation":
+                self.strategies.add(record.strategy)
             if record.cost_usd is None:
                 self.unpriced += 1
             else:
@@ -146,4 +156,6 @@ def resolve_strategy(model_fine_tuned: bool, request: RequestState | None,
         return "hybrid"
     if model_fine_tuned:
         return "fine_tuned"
+    if declared is None and request is not None and request.retrieved:
+        return "rag"
     return declared or "base"

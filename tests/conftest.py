@@ -44,4 +44,4 @@ def cw(request: pytest.FixtureRequest) -> Iterator[Any]:
 
     costwatch.configure(service="test", strict=True, prometheus=False, otel=False)
     yield costwatch
-    costwatch.reset()
+    costwatch._runtime.shutdown()

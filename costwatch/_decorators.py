@@ -1,0 +1,530 @@
+"""``@generation``, ``@embedding`` and ``@retrieval``: record calls that already exist.
+
+The wrapper kind (async generator, generator, coroutine, plain) is chosen once, at decoration
+time.  Each call is recorded exactly once; the host's return value and exceptions pass through
+untouched; costwatch's own failures are reported by ``errors.report`` (raised only in strict mode).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
+from decimal import Decimal
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from costwatch import _runtime
+from costwatch._failopen import errors
+from costwatch._record import EMPTY_USAGE, TokenUsage
+from costwatch._recorder import CallSpec
+from costwatch._usage import extract_usage
+
+if TYPE_CHECKING:
+    from costwatch._budget import Reservation
+    from costwatch._cache import RetrievalCache
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_PROMPT_KWARGS = ("messages", "prompt", "input", "query", "text", "texts", "question")
+_MAX_OUTPUT_KWARGS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_DOC_TEXT_KEYS = ("page_content", "text", "content", "document", "chunk", "body")
+
+
+class _Site:
+    """One decorated function: its spec and how to read its inputs and outputs."""
+
+    __slots__ = ("spec", "retrieval", "embedding", "cache_name")
+
+    def __init__(self, spec: CallSpec, *, cache_name: str = "") -> None:
+        self.spec = spec
+        self.retrieval = spec.stage == "retrieval"
+        self.embedding = spec.stage == "embedding"
+        self.cache_name = cache_name
+
+    # -- before the call -------------------------------------------------------------------
+    def preflight(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
+        """Budget reservation; only reached when a budget is registered."""
+        if self.retrieval and self.spec.price_usd is None:
+            return None
+        model = self.model_for(kwargs)
+        prompt = _prompt_of(args, kwargs)
+        tokens = 0
+        if prompt is not None:
+            from costwatch._tokens import count_message_tokens, count_tokens
+
+            if isinstance(prompt, str):
+                tokens = count_tokens(prompt, model)[0]
+            elif _is_str_list(prompt):
+                tokens = count_tokens("\n".join(prompt), model)[0]
+            else:
+                tokens = count_message_tokens(prompt, model)[0]
+        max_out: int | None = None
+        for key in _MAX_OUTPUT_KWARGS:
+            value = kwargs.get(key)
+            if isinstance(value, int):
+                max_out = value
+                break
+        if self.embedding:
+            max_out = 0
+        return self.spec.preflight(model, tokens, max_out)
+
+    def model_for(self, kwargs: Mapping[str, Any]) -> str:
+        model = self.spec.model
+        if not model:
+            value = kwargs.get("model")
+            model = value if isinstance(value, str) else ""
+        return model
+
+    # -- after the call --------------------------------------------------------------------
+    def finish(
+        self,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        result: object,
+        latency_s: float,
+        reservation: Reservation | None,
+        cache_hit: bool = False,
+    ) -> None:
+        spec = self.spec
+        if self.retrieval:
+            spec.emit(
+                self.model_for(kwargs),
+                EMPTY_USAGE,
+                latency_s,
+                usage_source="none",
+                reservation=reservation,
+                cache_hit=cache_hit,
+                context_texts=_document_texts(result),
+            )
+            return
+        extracted = extract_usage(result)
+        if extracted is not None:
+            usage, response_model = extracted
+            spec.emit(
+                self.model_for(kwargs),
+                usage,
+                latency_s,
+                response_model=response_model,
+                reservation=reservation,
+                cache_hit=cache_hit,
+            )
+            return
+        spec.emit(
+            self.model_for(kwargs),
+            None,
+            latency_s,
+            prompt=_estimable_prompt(args, kwargs),
+            estimate_text=result if isinstance(result, str) and not self.embedding else None,
+            reservation=reservation,
+            cache_hit=cache_hit,
+        )
+
+    def fail(
+        self,
+        kwargs: Mapping[str, Any],
+        exc: BaseException,
+        latency_s: float,
+        reservation: Reservation | None,
+    ) -> None:
+        self.spec.emit(
+            self.model_for(kwargs),
+            EMPTY_USAGE,
+            latency_s,
+            status="error",
+            error_type=type(exc).__name__,
+            usage_source="none",
+            reservation=reservation,
+        )
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+
+
+def _prompt_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    for key in _PROMPT_KWARGS:
+        value = kwargs.get(key)
+        if value is not None:
+            return value
+    for value in args:
+        if isinstance(value, str) or _is_str_list(value):
+            return value
+        if isinstance(value, list) and value and isinstance(value[0], Mapping):
+            return value
+    return None
+
+
+def _estimable_prompt(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    prompt = _prompt_of(args, kwargs)
+    if _is_str_list(prompt):
+        return "\n".join(prompt)
+    return prompt
+
+
+def _document_texts(result: object) -> list[str]:
+    """The text of the documents a retrieval returned (str, dicts, LangChain-style objects)."""
+    if result is None:
+        return []
+    items: Sequence[Any]
+    if isinstance(result, str):
+        return [result]
+    if isinstance(result, Mapping):
+        for key in ("documents", "matches", "results", "hits"):
+            inner = result.get(key)
+            if isinstance(inner, list):
+                return _document_texts(inner)
+        items = [result]
+    elif isinstance(result, list | tuple):
+        items = result
+    else:
+        return []
+    texts: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+            continue
+        if isinstance(item, tuple) and item:  # (document, score) pairs
+            item = item[0]
+        if isinstance(item, Mapping):
+            for key in _DOC_TEXT_KEYS:
+                value = item.get(key)
+                if isinstance(value, str):
+                    texts.append(value)
+                    break
+            else:
+                metadata = item.get("metadata")
+                if isinstance(metadata, Mapping):
+                    for key in _DOC_TEXT_KEYS:
+                        value = metadata.get(key)
+                        if isinstance(value, str):
+                            texts.append(value)
+                            break
+            continue
+        for key in _DOC_TEXT_KEYS:
+            value = getattr(item, key, None)
+            if isinstance(value, str):
+                texts.append(value)
+                break
+    return texts
+
+
+class _Observed:
+    """What a generator yielded: the last usage seen, and the text for estimation."""
+
+    __slots__ = ("usage", "response_model", "texts")
+
+    def __init__(self) -> None:
+        self.usage: TokenUsage | None = None
+        self.response_model = ""
+        self.texts: list[str] = []
+
+    def see(self, item: object) -> None:
+        try:
+            if isinstance(item, str):
+                self.texts.append(item)
+                return
+            extracted = extract_usage(item)
+            if extracted is not None:
+                self.usage, model = extracted
+                self.response_model = model or self.response_model
+        except Exception as exc:
+            errors.report("decorator", exc)
+
+    def emit(
+        self,
+        site: _Site,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        latency_s: float,
+        error: BaseException | None,
+        incomplete: bool,
+        reservation: Reservation | None,
+    ) -> None:
+        site.spec.emit(
+            site.model_for(kwargs),
+            self.usage,
+            latency_s,
+            status="error" if error is not None else "ok",
+            error_type=type(error).__name__ if error is not None else "",
+            response_model=self.response_model,
+            incomplete=incomplete,
+            prompt=_estimable_prompt(args, kwargs) if self.usage is None else None,
+            estimate_text="".join(self.texts) if self.usage is None and self.texts else None,
+            reservation=reservation,
+        )
+
+
+def _wrap(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
+    """Pick the wrapper kind once, here, at decoration time."""
+    if inspect.isasyncgenfunction(fn):
+        return cast(Callable[P, R], _wrap_async_gen(site, fn))
+    if inspect.isgeneratorfunction(fn):
+        return cast(Callable[P, R], _wrap_gen(site, fn))
+    if inspect.iscoroutinefunction(fn):
+        return cast(Callable[P, R], _wrap_coroutine(site, cast(Any, fn)))
+    return _wrap_plain(site, fn)
+
+
+def _preflight(site: _Site, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
+    if not _runtime.runtime().budgets.active:
+        return None
+    from costwatch._errors import BudgetExceeded
+
+    try:
+        return site.preflight(args, kwargs)
+    except BudgetExceeded:
+        raise
+    except Exception as exc:
+        errors.report("budget", exc)
+        return None
+
+
+def _cache_hit(site: _Site) -> bool:
+    if not site.cache_name:
+        return False
+    from costwatch._cache import last_lookup_var
+
+    return last_lookup_var.get() == "hit"
+
+
+def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
+    from costwatch._streams import is_stream, wrap_stream
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        reservation = _preflight(site, args, kwargs)
+        t0 = perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            try:
+                site.fail(kwargs, exc, perf_counter() - t0, reservation)
+            except Exception as internal:
+                errors.report("decorator", internal)
+            raise
+        latency = perf_counter() - t0
+        try:
+            if is_stream(result):
+                wrapped = wrap_stream(
+                    result, site.spec, site.model_for(kwargs), t0, reservation=reservation,
+                    prompt=_estimable_prompt(args, kwargs),
+                )
+                if wrapped is not None:
+                    return cast(R, wrapped)
+            site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
+        except Exception as internal:
+            errors.report("decorator", internal)
+        return result
+
+    return wrapper
+
+
+def _wrap_coroutine(
+    site: _Site, fn: Callable[P, Awaitable[R]]
+) -> Callable[P, Awaitable[R]]:
+    from costwatch._streams import is_stream, wrap_stream
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        reservation = _preflight(site, args, kwargs)
+        t0 = perf_counter()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            try:
+                site.fail(kwargs, exc, perf_counter() - t0, reservation)
+            except Exception as internal:
+                errors.report("decorator", internal)
+            raise
+        latency = perf_counter() - t0
+        try:
+            if is_stream(result):
+                wrapped = wrap_stream(
+                    result, site.spec, site.model_for(kwargs), t0, reservation=reservation,
+                    prompt=_estimable_prompt(args, kwargs),
+                )
+                if wrapped is not None:
+                    return cast(R, wrapped)
+            site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
+        except Exception as internal:
+            errors.report("decorator", internal)
+        return result
+
+    return wrapper
+
+
+def _wrap_gen(
+    site: _Site, fn: Callable[P, Generator[Any, Any, Any]]
+) -> Callable[P, Generator[Any, Any, Any]]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
+        reservation = _preflight(site, args, kwargs)
+        t0 = perf_counter()
+        observed = _Observed()
+        error: BaseException | None = None
+        finished = False
+        inner = fn(*args, **kwargs)
+        try:
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            while True:
+                try:
+                    if to_throw is not None:
+                        exc, to_throw = to_throw, None
+                        item = inner.throw(exc)
+                    else:
+                        item = inner.send(to_send)
+                except StopIteration as stop:
+                    finished = True
+                    return stop.value
+                observed.see(item)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+        except GeneratorExit:
+            inner.close()
+            raise
+        except BaseException as exc:
+            error = exc
+            finished = True
+            raise
+        finally:
+            observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished,
+                          reservation)
+
+    return wrapper
+
+
+def _wrap_async_gen(
+    site: _Site, fn: Callable[P, AsyncGenerator[Any, Any]]
+) -> Callable[P, AsyncGenerator[Any, Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
+        reservation = _preflight(site, args, kwargs)
+        t0 = perf_counter()
+        observed = _Observed()
+        error: BaseException | None = None
+        finished = False
+        inner = fn(*args, **kwargs)
+        try:
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            while True:
+                try:
+                    if to_throw is not None:
+                        exc, to_throw = to_throw, None
+                        item = await inner.athrow(exc)
+                    else:
+                        item = await inner.asend(to_send)
+                except StopAsyncIteration:
+                    finished = True
+                    return
+                observed.see(item)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+        except GeneratorExit:
+            await inner.aclose()
+            raise
+        except BaseException as exc:
+            error = exc
+            finished = True
+            raise
+        finally:
+            observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished,
+                          reservation)
+
+    return wrapper
+
+
+def generation(
+    provider: str = "",
+    model: str = "",
+    *,
+    stage: str = "generation",
+    operation: str = "chat",
+    price_usd: Decimal | float | str | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Record every call of the decorated function as a priced generation.
+
+    Usage is read from the returned SDK object or dict (OpenAI, Anthropic), from the chunks a
+    generator yields, or from a returned SDK stream; when there is none, it is estimated with
+    tiktoken (``usage_source="estimated"``).  ``model`` may be omitted when the function is called
+    with ``model=...``.  ``stage`` may be ``rerank`` or ``tool``; ``price_usd`` gives a fixed
+    per-call price (rerankers priced per search).
+    """
+    spec = CallSpec(provider, model, stage, operation, price_usd=_money(price_usd))
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        return _wrap(_Site(spec), fn)
+
+    return decorate
+
+
+def embedding(
+    provider: str = "",
+    model: str = "",
+    *,
+    cache: RetrievalCache | None = None,
+    operation: str = "embeddings",
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Record every call of the decorated function as a priced embedding call (optionally cached)."""
+    spec = CallSpec(provider, model, "embedding", operation)
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        name = ""
+        if cache is not None:
+            name = cache.name or model or fn.__qualname__
+            fn = cache.wrap(fn, source=name, stage="embedding")
+        return _wrap(_Site(spec, cache_name=name), fn)
+
+    return decorate
+
+
+def retrieval(
+    source: str,
+    *,
+    cache: RetrievalCache | None = None,
+    provider: str = "vectorstore",
+    price_usd: Decimal | float | str | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Record every call as a retrieval from ``source``; its documents become request context.
+
+    Inside a ``costwatch.request``, the tokens of the returned documents are attributed to the
+    next generation in that request as context tokens (with their share of its input cost).
+    Retrieval costs ``price_usd`` per call when given (a managed vector store's per-query
+    price), else nothing of its own.  ``cache`` serves repeated retrievals from Redis.
+    """
+    spec = CallSpec(provider, source, "retrieval", "retrieval", source=source,
+                    price_usd=_money(price_usd) if price_usd is not None else Decimal(0))
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        name = ""
+        if cache is not None:
+            name = cache.name or source
+            fn = cache.wrap(fn, source=name, stage="retrieval")
+        return _wrap(_Site(spec, cache_name=name), fn)
+
+    return decorate
+
+
+def _money(value: Decimal | float | str | None) -> Decimal | None:
+    if value is None:
+        return None
+    from costwatch._errors import ConfigError
+
+    try:
+        money = Decimal(str(value))
+    except ArithmeticError:
+        raise ConfigError("price_usd", value, "not a number") from None
+    if not money.is_finite() or money < 0:
+        raise ConfigError("price_usd", value, "must be a finite amount >= 0")
+    return money

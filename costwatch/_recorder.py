@@ -1,0 +1,280 @@
+"""Turn one finished call into a priced, attributed ``CostRecord`` and hand it to every sink."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from costwatch import _runtime
+from costwatch._context import request_var, resolve_strategy, scopes_var, tags_var
+from costwatch._failopen import errors
+from costwatch._record import EMPTY_USAGE, CostRecord, Status, TokenUsage, UsageSource
+
+if TYPE_CHECKING:
+    from costwatch._budget import Reservation
+    from costwatch._pricing import Price
+
+_ZERO = Decimal(0)
+_NO_CONTEXT: dict[str, Any] = {}
+
+
+class CallSpec:
+    """What a wrapped call site is: fixed at decoration / instrumentation time."""
+
+    __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd")
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        stage: str,
+        operation: str,
+        source: str = "",
+        price_usd: Decimal | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.stage = stage
+        self.operation = operation
+        self.source = source
+        self.price_usd = price_usd
+        """A fixed per-call price (retrieval, reranker searches) instead of a token price."""
+
+    def preflight(
+        self, model: str, prompt_tokens: int, max_output_tokens: int | None
+    ) -> Reservation | None:
+        """Reserve the call's worst-case cost against matching budgets (may raise BudgetExceeded)."""
+        rt = _runtime.runtime()
+        if not rt.budgets.active:
+            return None
+        return rt.budgets.reserve(self.budget_call(rt, model, prompt_tokens, max_output_tokens))
+
+    def budget_call(
+        self, rt: _runtime.Runtime, model: str, prompt_tokens: int, max_output_tokens: int | None
+    ) -> Any:
+        from costwatch._budget import BudgetCall
+
+        tag_values = tags_var.get()
+        price = self._price(rt, model)
+        fine_tuned = price.fine_tuned if price is not None else model.startswith("ft:")
+        return BudgetCall(
+            provider=self.provider,
+            model=model,
+            stage=self.stage,
+            strategy=resolve_strategy(fine_tuned, request_var.get(), tag_values),
+            tags=tag_values,
+            price=price,
+            prompt_tokens=prompt_tokens,
+            max_output_tokens=max_output_tokens,
+            fixed_cost_usd=self.price_usd,
+        )
+
+    def _price(self, rt: _runtime.Runtime, model: str) -> Price | None:
+        if self.price_usd is not None:
+            return None
+        return rt.catalog.resolve(self.provider, model)
+
+    def emit(
+        self,
+        model: str | None,
+        usage: TokenUsage | None,
+        latency_s: float,
+        *,
+        status: Status = "ok",
+        error_type: str = "",
+        response_model: str = "",
+        usage_source: UsageSource = "reported",
+        incomplete: bool = False,
+        prompt: object = None,
+        estimate_text: str | None = None,
+        reservation: Reservation | None = None,
+        cache_hit: bool = False,
+        context_texts: Sequence[str] = (),
+    ) -> CostRecord | None:
+        """Record one finished call; never raises into the host (except in strict mode)."""
+        try:
+            return self._emit(
+                model or self.model or response_model or "unknown",
+                usage,
+                latency_s,
+                status,
+                error_type,
+                response_model,
+                usage_source,
+                incomplete,
+                prompt,
+                estimate_text,
+                reservation,
+                cache_hit,
+                context_texts,
+            )
+        except Exception as exc:
+            errors.report("recorder", exc)
+            return None
+
+    def _emit(
+        self,
+        model: str,
+        usage: TokenUsage | None,
+        latency_s: float,
+        status: Status,
+        error_type: str,
+        response_model: str,
+        usage_source: UsageSource,
+        incomplete: bool,
+        prompt: object,
+        estimate_text: str | None,
+        reservation: Reservation | None,
+        cache_hit: bool,
+        context_texts: Sequence[str],
+    ) -> CostRecord:
+        rt = _runtime.runtime()
+        if usage is None:
+            usage, usage_source = _estimate(rt, model, prompt, estimate_text)
+        price = self._price(rt, model)
+        fixed = self.price_usd
+        if fixed is not None:
+            cost: Decimal | None = fixed
+            input_cost: Decimal | None = _ZERO
+            price_source: str | None = "fixed"
+            fine_tuned = False
+        elif price is not None:
+            cost = price.cost(usage)
+            input_cost = price.input_cost(usage)
+            price_source = price.source
+            fine_tuned = price.fine_tuned
+        else:
+            cost = None
+            input_cost = None
+            price_source = None
+            fine_tuned = model.startswith("ft:")
+        tag_values = tags_var.get()
+        req = request_var.get()
+        record = CostRecord(
+            provider=self.provider,
+            model=model,
+            stage=self.stage,
+            usage=usage,
+            cost_usd=cost,
+            latency_s=latency_s,
+            status=status,
+            input_cost_usd=input_cost,
+            strategy=resolve_strategy(fine_tuned, req, tag_values),
+            service=rt.settings.service,
+            feature=tag_values.get("feature", ""),
+            team=tag_values.get("team", ""),
+            tenant=tag_values.get("tenant", ""),
+            operation=self.operation,
+            response_model=response_model,
+            price_source=price_source,
+            usage_source=usage_source,
+            incomplete=incomplete,
+            error_type=error_type,
+            source=self.source,
+            cache_hit=cache_hit,
+            timestamp=rt.clock(),
+            tags=dict(tag_values) if tag_values else {},
+        )
+        if req is not None:
+            record.pipeline = req.name
+            record.request_id = req.request_id
+            if context_texts:
+                req.add_context(self.source or "default", list(context_texts))
+            elif self.stage == "generation" and req.pending_context:
+                _attribute_context(record, req.take_context(), input_cost)
+            req.add_record(record)
+        for scope in scopes_var.get():
+            scope.add(cost)
+        if reservation is not None:
+            reservation.settle(cost)
+        elif rt.budgets.active:
+            rt.budgets.charge(self.budget_call(rt, model, 0, 0), cost)
+        for sink in rt.sinks:
+            sink.on_record(record)
+        return record
+
+
+def _estimate(
+    rt: _runtime.Runtime, model: str, prompt: object, completion: str | None
+) -> tuple[TokenUsage, UsageSource]:
+    """Usage the provider did not report: tiktoken counts (or the marked heuristic)."""
+    if not rt.estimate or (prompt is None and not completion):
+        return EMPTY_USAGE, "none"
+    from costwatch._tokens import count_message_tokens, count_tokens
+
+    prompt_tokens = 0
+    if isinstance(prompt, str):
+        prompt_tokens = count_tokens(prompt, model)[0]
+    elif isinstance(prompt, Sequence) and prompt:
+        prompt_tokens = count_message_tokens(prompt, model)[0]
+    output_tokens = count_tokens(completion, model)[0] if completion else 0
+    return TokenUsage(input=prompt_tokens, output=output_tokens), "estimated"
+
+
+def _attribute_context(
+    record: CostRecord, pending: Mapping[str, list[str]], input_cost: Decimal | None
+) -> None:
+    """Attribute retrieved documents to this generation's input tokens and input cost.
+
+    Tokens are counted with the generating model's tokenizer and capped at the prompt size
+    (a prompt cannot hold more context than its own tokens); the cost share is the context's
+    fraction of all input-side tokens times the input-side cost.
+    """
+    from costwatch._tokens import count_tokens
+
+    counts = {src: count_tokens("\n".join(texts), record.model)[0] for src, texts in pending.items()}
+    total = sum(counts.values())
+    prompt_total = record.usage.prompt_total
+    if total == 0 or prompt_total == 0:
+        return
+    if total > prompt_total:
+        scaled = {src: n * prompt_total // total for src, n in counts.items()}
+        counts = scaled
+    record.context_tokens = {src: n for src, n in counts.items() if n}
+    if input_cost is not None:
+        record.context_cost_usd = {
+            src: input_cost * n / prompt_total for src, n in record.context_tokens.items()
+        }
+
+
+def record(
+    *,
+    provider: str,
+    model: str,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    stage: str = "generation",
+    latency_s: float = 0.0,
+    status: Status = "ok",
+    operation: str = "",
+    cache_write_1h_tokens: int = 0,
+) -> CostRecord | None:
+    """Record a call costwatch did not wrap.  Returns the priced ``CostRecord``.
+
+    The token arguments are the ``token_type`` partition: ``input_tokens`` is fresh input
+    (without cache reads or writes) and ``output_tokens`` is visible output (without
+    reasoning tokens), so their sum is the billed total.
+    """
+    usage = TokenUsage(
+        input=input_tokens,
+        cache_read=cache_read_tokens,
+        cache_write=cache_write_tokens,
+        output=output_tokens,
+        reasoning=reasoning_tokens,
+        cache_write_1h=cache_write_1h_tokens,
+    )
+    spec = CallSpec(provider, model, stage, operation or _DEFAULT_OPERATION.get(stage, stage))
+    return spec.emit(model, usage, latency_s, status=status)
+
+
+_DEFAULT_OPERATION = {
+    "generation": "chat",
+    "embedding": "embeddings",
+    "retrieval": "retrieval",
+    "rerank": "rerank",
+    "tool": "execute_tool",
+}

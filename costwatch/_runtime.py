@@ -1,0 +1,156 @@
+"""The process-wide runtime: settings, sinks, price catalog, budgets and clock, built by ``configure()``.
+
+Every global is injectable (registry, meter provider, clock, extra sinks) so each test builds a
+fresh runtime; ``runtime()`` builds a default one from the environment on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from costwatch._config import Settings, load_settings
+from costwatch._failopen import errors
+from costwatch._ledger import Ledger
+from costwatch._sink import Sink
+
+if TYPE_CHECKING:
+    from costwatch._budget import BudgetRegistry
+    from costwatch._pricing import PriceCatalog
+
+
+class Runtime:
+    """Everything a wrapped call needs, resolved once at configuration time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Any = None,
+        meter_provider: Any = None,
+        tracer_provider: Any = None,
+        clock: Callable[[], float] = time.time,
+        sinks: Iterable[Sink] = (),
+    ) -> None:
+        from costwatch._budget import BudgetRegistry
+        from costwatch._pricing import PriceCatalog
+
+        self.settings = settings
+        self.clock = clock
+        self.redis_url = settings.redis_url
+        self.estimate = settings.estimate_missing_usage
+        self.ledger = Ledger()
+        self.catalog: PriceCatalog = PriceCatalog(settings.prices)
+        built: list[Sink] = [self.ledger]
+        if settings.prometheus:
+            from costwatch.exporters.prometheus import PrometheusSink
+
+            built.append(
+                PrometheusSink(registry, service=settings.service, label_limits=settings.label_limits)
+            )
+        if settings.otel:
+            from costwatch.exporters.otel import OTelSink
+
+            built.append(
+                OTelSink(
+                    meter_provider,
+                    service=settings.service,
+                    spans=settings.otel_spans,
+                    tracer_provider=tracer_provider,
+                )
+            )
+        built.extend(sinks)
+        self.sinks: tuple[Sink, ...] = tuple(built)
+        self.budgets: BudgetRegistry = BudgetRegistry(None, clock, lambda: self.sinks)
+
+    def close(self) -> None:
+        """Flush pending budget settlements and stop background work."""
+        self.budgets.close()
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """The current runtime; a default one (from ``COSTWATCH_*``) on first use."""
+    current = _current
+    if current is None:
+        with _lock:
+            current = _current
+            if current is None:
+                current = _install(Runtime(load_settings({})))
+    return current
+
+
+def _install(new: Runtime) -> Runtime:
+    global _current
+    errors.strict = new.settings.strict
+    errors.listeners = [sink.on_internal_error for sink in new.sinks]
+    _current = new
+    return new
+
+
+def configure(
+    service: str | None = None,
+    redis_url: str | None = None,
+    prices: str | dict[str, Any] | None = None,
+    prometheus: bool | None = None,
+    otel: bool | None = None,
+    estimate_missing_usage: bool | None = None,
+    label_limits: dict[str, int] | None = None,
+    strict: bool | None = None,
+    *,
+    otel_spans: bool | None = None,
+    redis_timeout_s: float | None = None,
+    registry: Any = None,
+    meter_provider: Any = None,
+    tracer_provider: Any = None,
+    clock: Callable[[], float] | None = None,
+    sinks: Iterable[Sink] = (),
+) -> Settings:
+    """Configure costwatch for this process.  Argument > ``COSTWATCH_*`` env var > default.
+
+    Invalid values raise :class:`costwatch.ConfigError` naming the field.  ``registry``,
+    ``meter_provider``, ``tracer_provider``, ``clock`` and ``sinks`` inject the globals
+    (tests build fresh ones).  Reconfiguring replaces the previous runtime and its totals.
+    """
+    settings = load_settings(
+        {
+            "service": service,
+            "redis_url": redis_url,
+            "prices": prices,
+            "prometheus": prometheus,
+            "otel": otel,
+            "estimate_missing_usage": estimate_missing_usage,
+            "label_limits": label_limits,
+            "strict": strict,
+            "otel_spans": otel_spans,
+            "redis_timeout_s": redis_timeout_s,
+        }
+    )
+    new = Runtime(
+        settings,
+        registry=registry,
+        meter_provider=meter_provider,
+        tracer_provider=tracer_provider,
+        clock=clock or time.time,
+        sinks=sinks,
+    )
+    with _lock:
+        old = _current
+        _install(new)
+    if old is not None:
+        old.close()
+    return settings
+
+
+def shutdown() -> None:
+    """Flush what is pending (budget settlements) and drop the runtime."""
+    global _current
+    with _lock:
+        old, _current = _current, None
+    if old is not None:
+        old.close()
