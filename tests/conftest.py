@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess
 
 
@@ -38,10 +39,17 @@ def redis_server(redis_process: RedisProcess) -> Iterator[str]:
 
 
 @pytest.fixture
-def cw(request: pytest.FixtureRequest) -> Iterator[Any]:
+def capture() -> CaptureSink:
+    """Every record, request, cache and budget event of the test (wired in by ``cw``)."""
+    return CaptureSink()
+
+
+@pytest.fixture
+def cw(capture: CaptureSink) -> Iterator[Any]:
     """costwatch configured afresh for one test: strict, no global Prometheus registry."""
     import costwatch
 
-    costwatch.configure(service="test", strict=True, prometheus=False, otel=False)
+    costwatch.configure(service="test", strict=True, prometheus=False, otel=False,
+                        sinks=[capture])
     yield costwatch
     costwatch._runtime.shutdown()

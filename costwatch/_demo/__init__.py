@@ -1,0 +1,1 @@
+"""``costwatch demo``: a realistic mixed LLM workload driven through the public API."""

@@ -1,0 +1,192 @@
+"""The demo's workload: a RAG assistant, a fine-tuned classifier, a hybrid drafter, a summariser.
+
+Everything goes through the public API a user would call: ``instrument`` on real SDK clients
+(when installed), ``@retrieval`` with a ``RetrievalCache``, ``request`` and ``tags``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import costwatch
+from costwatch._demo.fake_api import FakeProviders, mock_transport
+
+RAG_MODEL = "gpt-4o-mini"
+REASONING_MODEL = "o4-mini"
+EMBED_MODEL = "text-embedding-3-small"
+FT_CLASSIFIER = "ft:gpt-4o-mini-2024-07-18:acme::x1"
+FT_DRAFTER = "ft:gpt-4o-2024-08-06:acme::draft-v2"
+SUMMARY_MODEL = "claude-sonnet-4-20250514"
+VECTOR_QUERY_USD = Decimal("0.000004")
+"""A managed vector store's price per query (order of magnitude of serverless offerings)."""
+
+_TOPICS = ("refunds", "passwords", "invoices", "shipping", "sso", "api keys", "exports", "seats")
+_QUESTIONS = [f"How do I handle {t} for {who}?" for t in _TOPICS
+              for who in ("a new customer", "an enterprise account", "a trial user", "my team")]
+_TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
+_SYSTEM = ("You are the support assistant of Example Corp. Answer only from the context. "
+           "Cite the document titles you used. ") * 40
+
+
+class _Docs:
+    """A tiny knowledge base: deterministic top-k per query."""
+
+    def __init__(self, seed: int) -> None:
+        rng = random.Random(seed)
+        words = ("policy account billing refund invoice password shipping enterprise admin "
+                 "token export seat license renewal contract support region data").split()
+        self.docs = [
+            {"id": f"kb-{i}", "title": f"Article {i}",
+             "text": " ".join(rng.choice(words) for _ in range(rng.randint(120, 380)))}
+            for i in range(48)
+        ]
+
+    def top_k(self, vector: list[float], query: str, k: int) -> list[dict[str, str]]:
+        digest = int(hashlib.sha256(query.encode()).hexdigest(), 16)
+        return [self.docs[(digest >> (6 * i)) % len(self.docs)] for i in range(k)]
+
+
+class Workload:
+    def __init__(self, seed: int = 7, *, latency_s: tuple[float, float] = (0.0005, 0.003)) -> None:
+        self.rng = random.Random(seed)
+        self.fake = FakeProviders(seed, latency_s)
+        self.docs = _Docs(seed)
+        self.sdk_objects = False
+        self._openai, self._anthropic = self._clients()
+        self.cache = costwatch.RetrievalCache(ttl=600)
+        self.search = costwatch.retrieval(
+            source="kb", cache=self.cache, price_usd=VECTOR_QUERY_USD
+        )(self._search)
+
+    # -- clients -------------------------------------------------------------------------------
+    def _clients(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        try:
+            import anthropic
+            import httpx
+            import openai
+        except ImportError:
+            return self._dict_clients()
+        transport = mock_transport(self.fake)
+        oa = costwatch.instrument(openai.OpenAI(
+            api_key="demo", max_retries=0, http_client=httpx.Client(transport=transport)))
+        an = costwatch.instrument(anthropic.Anthropic(
+            api_key="demo", max_retries=0, http_client=httpx.Client(transport=transport)))
+        self.sdk_objects = True
+
+        def openai_call(kind: str, **body: Any) -> Any:
+            if kind == "embeddings":
+                return oa.embeddings.create(**body)
+            return oa.chat.completions.create(**body)
+
+        return openai_call, an.messages.create
+
+    def _dict_clients(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """Without the SDKs: the same JSON bodies, recorded through the decorators."""
+        fake = self.fake
+
+        @costwatch.embedding(provider="openai")
+        def embeddings(**body: Any) -> dict[str, Any]:
+            return fake.embeddings(body)
+
+        @costwatch.generation(provider="openai")
+        def chat(**body: Any) -> dict[str, Any]:
+            return fake.chat_completion(body)
+
+        @costwatch.generation(provider="anthropic")
+        def messages(**body: Any) -> dict[str, Any]:
+            return fake.message(body)
+
+        def openai_call(kind: str, **body: Any) -> Any:
+            return embeddings(**body) if kind == "embeddings" else chat(**body)
+
+        return openai_call, messages
+
+    # -- pipeline steps ------------------------------------------------------------------------
+    def _search(self, query: str, k: int = 4) -> list[dict[str, str]]:
+        response = self._openai("embeddings", model=EMBED_MODEL, input=query, dimensions=16)
+        vector = response["data"][0]["embedding"] if isinstance(response, dict) else \
+            list(response.data[0].embedding)
+        return self.docs.top_k(vector, query, k)
+
+    def _question(self) -> str:
+        # Zipf-like: a few questions are asked far more often than the rest.
+        index = min(int(self.rng.paretovariate(1.1)) - 1, len(_QUESTIONS) - 1)
+        return _QUESTIONS[index]
+
+    def answer_question(self) -> None:
+        question = self._question()
+        model = REASONING_MODEL if self.rng.random() < 0.1 else RAG_MODEL
+        with costwatch.request("answer_question", strategy="rag"):
+            docs = self.search(question)
+            context = "\n\n".join(f"## {d['title']}\n{d['text']}" for d in docs)
+            self._openai("chat", model=model, max_tokens=400, messages=[
+                {"role": "system", "content": _SYSTEM},
+                {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
+            ])
+
+    def classify_ticket(self) -> None:
+        with costwatch.request("classify_ticket"):
+            self._openai("chat", model=FT_CLASSIFIER, max_tokens=20, messages=[
+                {"role": "user", "content": self.fake._text(self.rng.randint(60, 240))},
+            ])
+
+    def draft_reply(self) -> None:
+        question = self._question()
+        with costwatch.request("draft_reply", strategy="hybrid"):
+            docs = self.search(question, k=2)
+            context = "\n\n".join(d["text"] for d in docs)
+            self._openai("chat", model=FT_DRAFTER, max_tokens=500, messages=[
+                {"role": "user", "content": f"Context:\n{context}\n\nDraft a reply to: {question}"},
+            ])
+
+    def summarize_thread(self) -> None:
+        with costwatch.request("summarize_thread", strategy="base"):
+            self._anthropic(model=SUMMARY_MODEL, max_tokens=300, system=_SYSTEM, messages=[
+                {"role": "user", "content": self.fake._text(self.rng.randint(200, 900))},
+            ])
+
+    # -- driving -------------------------------------------------------------------------------
+    _MIX: tuple[tuple[str, str, str, float], ...] = (
+        ("answer_question", "faq", "support", 0.55),
+        ("classify_ticket", "triage", "support", 0.25),
+        ("draft_reply", "drafting", "success", 0.10),
+        ("summarize_thread", "summaries", "success", 0.10),
+    )
+
+    def one(self) -> str:
+        roll = self.rng.random()
+        for name, feature, team, weight in self._MIX:
+            if roll < weight:
+                break
+            roll -= weight
+        tenant = self.rng.choice(_TENANTS)
+        with costwatch.tags(feature=feature, team=team, tenant=tenant):
+            getattr(self, name)()
+        return name
+
+    def run(self, requests: int, progress: Callable[[int, int], None] | None = None) -> None:
+        for done in range(1, requests + 1):
+            self.one()
+            if progress is not None:
+                progress(done, requests)
+
+    def run_for(self, duration_s: float, stop: threading.Event, rate_per_s: float = 20.0,
+                progress: Callable[[int, int], None] | None = None) -> int:
+        """Keep the workload running (``duration_s`` 0 = until ``stop`` is set)."""
+        started = time.monotonic()
+        done = 0
+        while not stop.is_set():
+            if duration_s and time.monotonic() - started >= duration_s:
+                break
+            self.one()
+            done += 1
+            if progress is not None:
+                progress(done, 0)
+            stop.wait(self.rng.expovariate(rate_per_s))
+        return done

@@ -1,0 +1,142 @@
+"""The ``costwatch`` command: ``demo``, ``prices``, ``estimate`` and ``budget status``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Sequence
+from typing import TextIO
+
+
+def _progress(stream: TextIO) -> object:
+    tty = stream.isatty()
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        if total:
+            pct = done * 100 // total
+            if tty:
+                bar = "#" * (pct // 4)
+                stream.write(f"\r[{bar:<25}] {done}/{total} requests")
+                if done == total:
+                    stream.write("\n")
+            elif pct // 10 != last[0]:
+                last[0] = pct // 10
+                stream.write(f"{done}/{total} requests\n")
+        elif done % 100 == 0:
+            stream.write(f"{done} requests\n")
+        stream.flush()
+
+    return show
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import costwatch
+    from costwatch._demo.report import render
+    from costwatch._demo.workload import Workload
+
+    costwatch.configure(service=args.service)
+    workload = Workload(seed=args.seed)
+    progress = _progress(sys.stderr)
+    source = "real openai/anthropic SDK objects" if workload.sdk_objects else "SDK-shaped dicts"
+    sys.stderr.write(f"costwatch demo: {source}, in-memory ledger"
+                     f"{', cache on Redis' if costwatch.runtime().redis_url else ''}\n")
+    if args.serve is not None:
+        server = costwatch.serve_metrics(args.serve, addr=args.addr)
+        sys.stderr.write(f"serving /metrics on http://{args.addr}:{args.serve}/metrics"
+                         f" for {'ever' if not args.duration else f'{args.duration:g} s'}\n")
+        stop = threading.Event()
+        try:
+            workload.run_for(args.duration, stop, rate_per_s=args.rate,
+                             progress=progress)  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            stop.set()
+        shutdown = getattr(server, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+    else:
+        workload.run(args.requests, progress=progress)  # type: ignore[arg-type]
+    print(render(costwatch.summary()))
+    return 0
+
+
+def _prices(args: argparse.Namespace) -> int:
+    from costwatch._pricing import PriceCatalog, format_price_table
+
+    catalog = PriceCatalog(args.prices)
+    text = format_price_table(catalog, args.model, args.provider)
+    print(text)
+    return 0 if catalog.resolve(args.provider or "", args.model) is not None or \
+        "no price" not in text.lower() else 1
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from costwatch._pricing import PriceCatalog
+    from costwatch._tokens import estimate_cost, format_estimate
+
+    if args.file and args.file != "-":
+        with open(args.file, encoding="utf-8") as fh:
+            text = fh.read()
+    else:
+        text = sys.stdin.read()
+    catalog = PriceCatalog(args.prices)
+    estimate = estimate_cost(text, args.model, args.provider, catalog,
+                             expected_output_tokens=args.output_tokens)
+    print(format_estimate(estimate))
+    return 0
+
+
+def _budget_status(args: argparse.Namespace) -> int:
+    from costwatch._budget import budget_status
+    from costwatch._config import load_settings
+
+    url = args.redis_url or load_settings({}).redis_url
+    print(budget_status(url))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="costwatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a realistic RAG / fine-tuned / hybrid workload")
+    demo.add_argument("--requests", type=int, default=200, help="requests to run (default 200)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--service", default="costwatch-demo")
+    demo.add_argument("--serve", type=int, metavar="PORT", help="serve /metrics while running")
+    demo.add_argument("--addr", default="127.0.0.1", help="address for --serve")
+    demo.add_argument("--duration", type=float, default=0.0,
+                      help="with --serve: seconds to keep running (0 = until interrupted)")
+    demo.add_argument("--rate", type=float, default=20.0, help="with --serve: requests per second")
+    demo.set_defaults(run=_demo)
+
+    prices = sub.add_parser("prices", help="print the resolved price of a model and its source")
+    prices.add_argument("model")
+    prices.add_argument("--provider", default=None)
+    prices.add_argument("--prices", default=None, help="user price YAML")
+    prices.set_defaults(run=_prices)
+
+    estimate = sub.add_parser("estimate", help="estimate the cost of a prompt (file or stdin)")
+    estimate.add_argument("file", nargs="?", default="-")
+    estimate.add_argument("--model", required=True)
+    estimate.add_argument("--provider", default=None)
+    estimate.add_argument("--output-tokens", type=int, default=0)
+    estimate.add_argument("--prices", default=None, help="user price YAML")
+    estimate.set_defaults(run=_estimate)
+
+    budget = sub.add_parser("budget", help="budgets")
+    budget_sub = budget.add_subparsers(dest="budget_command", required=True)
+    status = budget_sub.add_parser("status", help="each budget's window, spend and limit")
+    status.add_argument("--redis-url", default=None)
+    status.set_defaults(run=_budget_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""A sink that keeps every event, so tests can look at exactly what costwatch recorded."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+from costwatch._record import CostRecord
+from costwatch._sink import BaseSink, CacheEvent, RequestEnd
+
+
+class CaptureSink(BaseSink):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.records: list[CostRecord] = []
+        self.requests: list[RequestEnd] = []
+        self.cache: list[CacheEvent] = []
+        self.budgets: list[tuple[str, Decimal, Decimal]] = []
+        self.blocked: list[str] = []
+        self.internal_errors: list[str] = []
+
+    def on_record(self, record: CostRecord) -> None:
+        with self._lock:
+            self.records.append(record)
+
+    def on_request_end(self, event: RequestEnd) -> None:
+        with self._lock:
+            self.requests.append(event)
+
+    def on_cache(self, event: CacheEvent) -> None:
+        with self._lock:
+            self.cache.append(event)
+
+    def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
+        with self._lock:
+            self.budgets.append((budget, spent_usd, limit_usd))
+
+    def on_budget_blocked(self, budget: str) -> None:
+        with self._lock:
+            self.blocked.append(budget)
+
+    def on_internal_error(self, component: str) -> None:
+        with self._lock:
+            self.internal_errors.append(component)
+
+    @property
+    def last(self) -> CostRecord:
+        return self.records[-1]

@@ -1,0 +1,52 @@
+"""The public namespace is the contract: pinned here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import costwatch
+
+
+def test_all_is_sorted_and_pinned() -> None:
+    assert costwatch.__all__ == sorted(costwatch.__all__)
+    assert costwatch.__all__ == [
+        "BudgetExceeded",
+        "ConfigError",
+        "CostRecord",
+        "RetrievalCache",
+        "Summary",
+        "TokenUsage",
+        "budget",
+        "configure",
+        "embedding",
+        "generation",
+        "instrument",
+        "record",
+        "request",
+        "retrieval",
+        "serve_metrics",
+        "summary",
+        "tags",
+        "uninstrument",
+    ]
+    for name in costwatch.__all__:
+        assert hasattr(costwatch, name), name
+
+
+def test_import_costwatch_does_not_import_heavy_or_optional_dependencies() -> None:
+    code = (
+        "import sys, costwatch\n"
+        "costwatch.configure(service='x', prometheus=True)\n"
+        "bad = [m for m in ('genai_prices', 'tiktoken', 'opentelemetry.sdk', 'openai', 'anthropic')"
+        " if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_package_ships_type_information() -> None:
+    from importlib.resources import files
+
+    assert files("costwatch").joinpath("py.typed").is_file()
