@@ -1,0 +1,192 @@
+"""Cumulative in-process totals behind the exporters' collection-time reporting.
+
+Recording a call adds to a few integers and one ``Decimal`` under the lock of its series;
+turning totals into Prometheus samples or OpenTelemetry observations happens only when a scrape
+or a metric reader asks.  Money stays ``Decimal`` here and becomes ``float`` at the edge.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Mapping
+from decimal import Decimal
+
+from costwatch._cardinality import GuardedTable, LabelGuard
+from costwatch._record import CostRecord
+from costwatch._sink import CacheEvent, RequestEnd
+from costwatch.exporters.names import (
+    CACHE_LABELS,
+    DURATION_BUCKETS,
+    REQUEST_COST_BUCKETS,
+    REQUEST_LABELS,
+    SPEND_LABELS,
+)
+
+_ZERO = Decimal(0)
+
+
+class SpendSeries:
+    """Totals of one spend label combination (service, provider, model, stage, strategy, ...)."""
+
+    __slots__ = (
+        "buckets",
+        "context",
+        "cost",
+        "dur_sum",
+        "error",
+        "lock",
+        "ok",
+        "tokens",
+        "unpriced",
+    )
+
+    def __init__(self, histogram: bool) -> None:
+        self.lock = threading.Lock()
+        self.cost: Decimal | None = None
+        """``None`` until a priced call arrives: an unpriced model exposes no cost series."""
+        self.unpriced = 0
+        self.tokens = [0, 0, 0, 0, 0]
+        """In ``TOKEN_TYPE_VALUES`` order: input, cache_read, cache_write, output, reasoning."""
+        self.ok = 0
+        self.error = 0
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1) if histogram else []
+        """Non-cumulative counts per duration bucket, the last one is +Inf."""
+        self.dur_sum = 0.0
+        self.context: dict[str, list[int | Decimal]] = {}
+        """Retrieval source → [context tokens, context cost]."""
+
+
+class HistogramSeries:
+    """A histogram kept as non-cumulative bucket counts and a sum."""
+
+    __slots__ = ("buckets", "lock", "total")
+
+    def __init__(self, n_bounds: int) -> None:
+        self.lock = threading.Lock()
+        self.buckets = [0] * (n_bounds + 1)
+        self.total = 0.0
+
+    def observe(self, bounds: tuple[float, ...], value: float) -> None:
+        with self.lock:
+            self.buckets[bisect_left(bounds, value)] += 1
+            self.total += value
+
+
+class CacheSeries:
+    __slots__ = ("lock", "results", "saved")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.results: dict[str, int] = {}
+        self.saved = _ZERO
+
+
+class SpendAggregate:
+    """Everything one exporter reports, aggregated in process.
+
+    ``histograms=False`` skips the duration and request-cost buckets (the OTel exporter records
+    those through SDK histograms instead).
+    """
+
+    def __init__(self, service: str, guard: LabelGuard, *, histograms: bool = True) -> None:
+        self.service = service
+        self.guard = guard
+        self.histograms = histograms
+        self.spend: GuardedTable[SpendSeries] = GuardedTable(
+            SPEND_LABELS, guard, lambda _labels: SpendSeries(histograms)
+        )
+        self.requests: GuardedTable[HistogramSeries] = GuardedTable(
+            REQUEST_LABELS, guard, lambda _labels: HistogramSeries(len(REQUEST_COST_BUCKETS))
+        )
+        self.cache: GuardedTable[CacheSeries] = GuardedTable(
+            CACHE_LABELS, guard, lambda _labels: CacheSeries()
+        )
+        self._lock = threading.Lock()
+        self.budget_spent: dict[str, float] = {}
+        self.budget_limit: dict[str, float] = {}
+        self.budget_blocked: dict[str, int] = {}
+        self.internal_errors: dict[str, int] = {}
+
+    def add_record(self, record: CostRecord) -> None:
+        series = self.spend.get((
+            record.service or self.service, record.provider, record.model, record.stage,
+            record.strategy, record.feature, record.team, record.tenant,
+        ))
+        usage = record.usage
+        cost = record.cost_usd
+        with series.lock:
+            if cost is None:
+                series.unpriced += 1
+            elif series.cost is None:
+                series.cost = cost
+            else:
+                series.cost += cost
+            tokens = series.tokens
+            tokens[0] += usage.input
+            tokens[1] += usage.cache_read
+            tokens[2] += usage.cache_write
+            tokens[3] += usage.output
+            tokens[4] += usage.reasoning
+            if record.status == "ok":
+                series.ok += 1
+            else:
+                series.error += 1
+            if series.buckets:
+                latency = record.latency_s
+                series.buckets[bisect_left(DURATION_BUCKETS, latency)] += 1
+                series.dur_sum += latency
+        if record.context_tokens:
+            self._add_context(series, record.context_tokens, record.context_cost_usd)
+
+    def _add_context(
+        self, series: SpendSeries, tokens: Mapping[str, int], costs: Mapping[str, Decimal]
+    ) -> None:
+        admit = self.guard.admit
+        for source, count in tokens.items():
+            label = admit("source", source)
+            with series.lock:
+                slot = series.context.get(label)
+                if slot is None:
+                    slot = series.context[label] = [0, _ZERO]
+                slot[0] += count
+                slot[1] += costs.get(source, _ZERO)
+
+    def add_request_end(self, event: RequestEnd) -> None:
+        series = self.requests.get((
+            event.service or self.service, event.strategy, event.feature, event.team,
+            event.tenant, event.pipeline,
+        ))
+        series.observe(REQUEST_COST_BUCKETS, float(event.cost_usd))
+
+    def add_cache(self, event: CacheEvent) -> None:
+        series = self.cache.get(
+            (event.service or self.service, event.feature, event.team, event.tenant, event.cache)
+        )
+        with series.lock:
+            series.results[event.result] = series.results.get(event.result, 0) + 1
+            if event.saved_usd:
+                series.saved += event.saved_usd
+
+    def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
+        name = self.guard.admit("budget", budget)
+        with self._lock:
+            self.budget_spent[name] = float(spent_usd)
+            self.budget_limit[name] = float(limit_usd)
+
+    def add_blocked(self, budget: str) -> None:
+        name = self.guard.admit("budget", budget)
+        with self._lock:
+            self.budget_blocked[name] = self.budget_blocked.get(name, 0) + 1
+
+    def add_internal_error(self, component: str) -> None:
+        with self._lock:
+            self.internal_errors[component] = self.internal_errors.get(component, 0) + 1
+
+    def snapshot_scalars(
+        self,
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, int], dict[str, int]]:
+        """Copies of budget spent, budget limits, blocked calls and internal errors."""
+        with self._lock:
+            return (dict(self.budget_spent), dict(self.budget_limit), dict(self.budget_blocked),
+                    dict(self.internal_errors))

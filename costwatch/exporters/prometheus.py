@@ -1,0 +1,204 @@
+"""The Prometheus exporter: ``PrometheusSink`` and ``serve_metrics``.
+
+Two recording paths behind one sink, chosen once at construction:
+
+* single process (the default): calls add to in-process totals and a collector renders them at
+  scrape time, so a recorded call costs a few integer additions under one lock;
+* prometheus-client multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before the process
+  imported ``prometheus_client``; gunicorn-style workers): plain prometheus-client metrics whose
+  values live in the workers' mmap files, with label children cached per label combination.
+  No custom collector is registered on that path.
+
+Either way a registry carries one set of costwatch metrics: sinks built again on the same
+registry (``configure()`` called twice) reuse it, so totals keep accumulating like any
+Prometheus counter and nothing is registered twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Protocol
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
+from prometheus_client.metrics import disable_created_metrics
+
+from costwatch._cardinality import LabelGuard
+from costwatch._errors import ConfigError
+from costwatch._failopen import errors
+from costwatch._record import CostRecord
+from costwatch._sink import BaseSink, CacheEvent, RequestEnd
+
+__all__ = ["PrometheusSink", "is_multiprocess", "serve_metrics"]
+
+_COMPONENT = "exporter.prometheus"
+
+
+def is_multiprocess() -> bool:
+    """Whether prometheus-client writes values to ``PROMETHEUS_MULTIPROC_DIR`` in this process.
+
+    prometheus-client decides once, when it is first imported, from the environment.
+    """
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+class _Backend(Protocol):
+    service: str
+    guard: LabelGuard
+
+    def add_record(self, record: CostRecord) -> None: ...
+
+    def add_request_end(self, event: RequestEnd) -> None: ...
+
+    def add_cache(self, event: CacheEvent) -> None: ...
+
+    def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None: ...
+
+    def add_blocked(self, budget: str) -> None: ...
+
+    def add_internal_error(self, component: str) -> None: ...
+
+
+_states: weakref.WeakKeyDictionary[CollectorRegistry, tuple[bool, _Backend]] = (
+    weakref.WeakKeyDictionary()
+)
+_states_lock = threading.Lock()
+
+
+def _backend_for(
+    registry: CollectorRegistry, multiprocess: bool, service: str,
+    label_limits: Mapping[str, int] | None,
+) -> _Backend:
+    with _states_lock:
+        state = _states.get(registry)
+        if state is not None:
+            mode, backend = state
+            if mode != multiprocess:
+                raise ConfigError(
+                    "multiprocess", multiprocess,
+                    "this registry already carries costwatch metrics of the other mode",
+                )
+            backend.service = service
+            backend.guard.set_limits(label_limits)
+            return backend
+        guard = LabelGuard(label_limits)
+        new: _Backend
+        if multiprocess:
+            from costwatch.exporters._prom_client import ClientMetrics
+
+            new = ClientMetrics(registry, guard, service)
+        else:
+            from costwatch.exporters._aggregate import SpendAggregate
+            from costwatch.exporters._prom_collector import AggregateCollector
+
+            new = SpendAggregate(service, guard)
+            registry.register(AggregateCollector(new))
+        _states[registry] = (multiprocess, new)
+        return new
+
+
+class PrometheusSink(BaseSink):
+    """Every costwatch event as Prometheus metrics, under the names of ``names.py``.
+
+    ``registry`` defaults to prometheus-client's global ``REGISTRY``.  ``label_limits`` caps the
+    distinct values of free-form labels (tenant, feature, model ...; see ``_cardinality``).
+    ``multiprocess=None`` follows ``PROMETHEUS_MULTIPROC_DIR``; ``True`` requires it.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        service: str,
+        label_limits: Mapping[str, int] | None = None,
+        multiprocess: bool | None = None,
+    ) -> None:
+        active = is_multiprocess()
+        if multiprocess is None:
+            multiprocess = active
+        elif multiprocess and not active:
+            raise ConfigError(
+                "multiprocess", True,
+                "set PROMETHEUS_MULTIPROC_DIR to an existing directory before the process "
+                "imports prometheus_client (before it starts, e.g. in the gunicorn environment)",
+            )
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.service = service
+        self.multiprocess = multiprocess
+        self.registry = REGISTRY if registry is None else registry
+        self._backend = _backend_for(self.registry, multiprocess, service, label_limits)
+
+    @property
+    def guard(self) -> LabelGuard:
+        return self._backend.guard
+
+    def on_record(self, record: CostRecord) -> None:
+        try:
+            self._backend.add_record(record)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_request_end(self, event: RequestEnd) -> None:
+        try:
+            self._backend.add_request_end(event)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_cache(self, event: CacheEvent) -> None:
+        try:
+            self._backend.add_cache(event)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
+        try:
+            self._backend.set_budget(budget, spent_usd, limit_usd)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_budget_blocked(self, budget: str) -> None:
+        try:
+            self._backend.add_blocked(budget)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_internal_error(self, component: str) -> None:
+        # No errors.report() here: this is called *by* errors.report (it would recurse), and
+        # InternalErrors already shields the reporting path from a failing listener.
+        self._backend.add_internal_error(component)
+
+
+def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """The registry ``/metrics`` should render: under multiprocess mode, every worker's files."""
+    if registry is not None:
+        return registry
+    if is_multiprocess():
+        from prometheus_client import multiprocess
+
+        aggregated = CollectorRegistry()
+        multiprocess.MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
+        return aggregated
+    return REGISTRY
+
+
+def serve_metrics(
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``/metrics`` from a daemon thread; returns ``(server, thread)``.
+
+    ``port=0`` picks a free port (read it from ``server.server_port``); stop with
+    ``server.shutdown(); server.server_close()``.  Under multiprocess mode (and no explicit
+    ``registry``) it serves the aggregate of every worker's values in
+    ``PROMETHEUS_MULTIPROC_DIR``, so it can run in any one process (or a sidecar).
+    """
+    if is_multiprocess() and not os.path.isdir(os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")):
+        raise ConfigError(
+            "PROMETHEUS_MULTIPROC_DIR", os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+            "must be an existing directory",
+        )
+    server, thread = start_http_server(port, addr=addr, registry=metrics_registry(registry))
+    return server, thread
