@@ -13,13 +13,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from decimal import Decimal
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 
 from costwatch._record import CostRecord
 
 STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
 
-_EMPTY: Mapping[str, str] = {}
+_EMPTY: Mapping[str, str] = MappingProxyType({})
 tags_var: ContextVar[Mapping[str, str]] = ContextVar("costwatch_tags", default=_EMPTY)
 request_var: ContextVar[RequestState | None] = ContextVar("costwatch_request", default=None)
 scopes_var: ContextVar[tuple[CostScope, ...]] = ContextVar("costwatch_scopes", default=())

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Literal
+from types import MappingProxyType
+from typing import Any, Literal
 
 UsageSource = Literal["reported", "estimated", "none"]
 Status = Literal["ok", "error"]
@@ -13,7 +14,6 @@ TOKEN_TYPES: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", 
 """The ``token_type`` partition of billed tokens (DESIGN.md): summing over it is meaningful."""
 
 
-@dataclass(slots=True, frozen=True)
 class TokenUsage:
     """Billed tokens of one call, partitioned so that the fields sum to the billed total.
 
@@ -21,14 +21,28 @@ class TokenUsage:
     ``input_tokens`` as reported.  ``output`` is visible output: completion tokens minus
     reasoning tokens.  ``cache_write_1h`` is the part of ``cache_write`` billed at the one-hour
     cache-write rate (Anthropic); it is a subset, not a sixth partition.
+
+    Treated as immutable.  A plain ``__slots__`` class rather than a frozen dataclass: it is built
+    on every wrapped call and a frozen dataclass costs several times more to construct.
     """
 
-    input: int = 0
-    cache_read: int = 0
-    cache_write: int = 0
-    output: int = 0
-    reasoning: int = 0
-    cache_write_1h: int = 0
+    __slots__ = ("input", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h")
+
+    def __init__(
+        self,
+        input: int = 0,
+        cache_read: int = 0,
+        cache_write: int = 0,
+        output: int = 0,
+        reasoning: int = 0,
+        cache_write_1h: int = 0,
+    ) -> None:
+        self.input = input
+        self.cache_read = cache_read
+        self.cache_write = cache_write
+        self.output = output
+        self.reasoning = reasoning
+        self.cache_write_1h = cache_write_1h
 
     @property
     def total(self) -> int:
@@ -48,6 +62,25 @@ class TokenUsage:
             "reasoning": self.reasoning,
         }
 
+    def _key(self) -> tuple[int, ...]:
+        return (self.input, self.cache_read, self.cache_write, self.output, self.reasoning,
+                self.cache_write_1h)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TokenUsage):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenUsage(input={self.input}, cache_read={self.cache_read}, "
+            f"cache_write={self.cache_write}, output={self.output}, reasoning={self.reasoning}, "
+            f"cache_write_1h={self.cache_write_1h})"
+        )
+
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
             self.input + other.input,
@@ -60,11 +93,17 @@ class TokenUsage:
 
 
 EMPTY_USAGE = TokenUsage()
+_NO_TOKENS: Mapping[str, int] = MappingProxyType({})
+_NO_COST: Mapping[str, Decimal] = MappingProxyType({})
+_NO_TAGS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(slots=True)
 class CostRecord:
-    """One priced call.  Built once per call and handed, unchanged, to every sink."""
+    """One priced call.  Built once per call and handed, unchanged, to every sink.
+
+    A plain class with class-level defaults for the rarely set fields: it is built on every
+    wrapped call, and this costs a tenth of an equivalent dataclass.
+    """
 
     provider: str
     model: str
@@ -82,10 +121,10 @@ class CostRecord:
     team: str = ""
     tenant: str = ""
     operation: str = ""
-    """GenAI operation name: ``chat``, ``embeddings``, ``retrieval``, ``generate_content`` ..."""
+    """GenAI operation name: ``chat``, ``embeddings``, ``retrieval`` ..."""
     response_model: str = ""
     price_source: str | None = None
-    """Where the price came from: ``user``, ``bundled``, ``genai-prices`` or ``None``."""
+    """Where the price came from: ``user``, ``bundled``, ``genai-prices``, ``fixed`` or ``None``."""
     usage_source: UsageSource = "reported"
     incomplete: bool = False
     """A stream abandoned early or interrupted: recorded once, with what was known."""
@@ -95,11 +134,86 @@ class CostRecord:
     pipeline: str = ""
     """Name of the enclosing ``costwatch.request``, if any."""
     request_id: str = ""
-    context_tokens: dict[str, int] = field(default_factory=dict)
+    context_tokens: Mapping[str, int] = _NO_TOKENS
     """Input tokens that came from retrieved context, per retrieval source."""
-    context_cost_usd: dict[str, Decimal] = field(default_factory=dict)
+    context_cost_usd: Mapping[str, Decimal] = _NO_COST
     """The share of input cost those context tokens made, per retrieval source."""
     cache_hit: bool = False
     timestamp: float = 0.0
-    tags: dict[str, str] = field(default_factory=dict)
-    """Every tag in force (including feature/team/tenant) for budget matching."""
+    tags: Mapping[str, str] = _NO_TAGS
+    """Every tag in force (including feature/team/tenant), for budget matching."""
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        stage: str,
+        usage: TokenUsage,
+        cost_usd: Decimal | None,
+        latency_s: float,
+        status: Status = "ok",
+        input_cost_usd: Decimal | None = None,
+        strategy: str = "base",
+        service: str = "",
+        feature: str = "",
+        team: str = "",
+        tenant: str = "",
+        operation: str = "",
+        response_model: str = "",
+        price_source: str | None = None,
+        usage_source: UsageSource = "reported",
+        timestamp: float = 0.0,
+        tags: Mapping[str, str] = _NO_TAGS,
+        **rare: Any,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.stage = stage
+        self.usage = usage
+        self.cost_usd = cost_usd
+        self.latency_s = latency_s
+        self.status = status
+        self.input_cost_usd = input_cost_usd
+        self.strategy = strategy
+        self.service = service
+        self.feature = feature
+        self.team = team
+        self.tenant = tenant
+        self.operation = operation
+        self.response_model = response_model
+        self.price_source = price_source
+        self.usage_source = usage_source
+        self.timestamp = timestamp
+        self.tags = tags
+        for name, value in rare.items():
+            if name not in _RARE:
+                raise TypeError(f"CostRecord has no field {name!r}")
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        return (
+            f"CostRecord(provider={self.provider!r}, model={self.model!r}, stage={self.stage!r}, "
+            f"strategy={self.strategy!r}, cost_usd={self.cost_usd!r}, usage={self.usage!r}, "
+            f"status={self.status!r}, latency_s={self.latency_s:.6f})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, JSON-friendly (Decimal as str)."""
+        out: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, Decimal):
+                value = str(value)
+            elif isinstance(value, TokenUsage):
+                value = value.by_type()
+            elif isinstance(value, Mapping):
+                value = {k: str(v) if isinstance(v, Decimal) else v for k, v in value.items()}
+            out[name] = value
+        return out
+
+
+_RARE = frozenset(
+    {"incomplete", "error_type", "source", "pipeline", "request_id", "context_tokens",
+     "context_cost_usd", "cache_hit"}
+)
+_FIELDS = tuple(CostRecord.__annotations__)

@@ -152,30 +152,34 @@ class CallSpec:
         tag_values = tags_var.get()
         req = request_var.get()
         record = CostRecord(
-            provider=self.provider,
-            model=model,
-            stage=self.stage,
-            usage=usage,
-            cost_usd=cost,
-            latency_s=latency_s,
-            status=status,
-            input_cost_usd=input_cost,
-            strategy=resolve_strategy(fine_tuned, req, tag_values),
-            service=rt.settings.service,
-            feature=tag_values.get("feature", ""),
-            team=tag_values.get("team", ""),
-            tenant=tag_values.get("tenant", ""),
-            operation=self.operation,
-            response_model=response_model,
-            price_source=price_source,
-            usage_source=usage_source,
-            incomplete=incomplete,
-            error_type=error_type,
-            source=self.source,
-            cache_hit=cache_hit,
-            timestamp=rt.clock(),
-            tags=dict(tag_values) if tag_values else {},
+            self.provider,
+            model,
+            self.stage,
+            usage,
+            cost,
+            latency_s,
+            status,
+            input_cost,
+            resolve_strategy(fine_tuned, req, tag_values),
+            rt.settings.service,
+            tag_values.get("feature", ""),
+            tag_values.get("team", ""),
+            tag_values.get("tenant", ""),
+            self.operation,
+            response_model,
+            price_source,
+            usage_source,
+            rt.clock(),
+            tag_values,
         )
+        if incomplete:
+            record.incomplete = True
+        if error_type:
+            record.error_type = error_type
+        if self.source:
+            record.source = self.source
+        if cache_hit:
+            record.cache_hit = True
         if req is not None:
             record.pipeline = req.name
             record.request_id = req.request_id

@@ -1,0 +1,106 @@
+"""Per-call overhead of ``@costwatch.generation`` on a sync call that returns a usage object.
+
+Prints, from one run, the median per-call time of: the bare call, a minimal hand-written wrapper
+(times the call, reads usage, looks the price up in a dict) and the costwatch-wrapped call
+(ledger only: the Prometheus/OTel sinks are measured by bench/exporters.py). Rounds are
+interleaved so that machine noise hits all variants alike; medians, never a single run.
+
+    python bench/overhead.py [--calls 20000] [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import costwatch
+
+
+def make_response() -> Any:
+    try:
+        from openai.types.chat import ChatCompletion
+
+        return ChatCompletion.model_validate({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "hello"}}],
+            "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
+                      "prompt_tokens_details": {"cached_tokens": 1024},
+                      "completion_tokens_details": {"reasoning_tokens": 0}},
+        })
+    except ImportError:  # pragma: no cover - the bench runs with the test extra installed
+        from types import SimpleNamespace as NS
+
+        return NS(model="gpt-4o-mini-2024-07-18", usage=NS(
+            prompt_tokens=1200, completion_tokens=300,
+            prompt_tokens_details=NS(cached_tokens=1024),
+            completion_tokens_details=NS(reasoning_tokens=0)))
+
+
+RESPONSE = make_response()
+PRICES = {"gpt-4o-mini": (Decimal("0.15") / 10**6, Decimal("0.60") / 10**6)}
+
+
+def bare(prompt: str) -> Any:
+    return RESPONSE
+
+
+def hand_written(fn: Callable[[str], Any]) -> Callable[[str], Any]:
+    totals = [Decimal(0)]
+
+    def wrapper(prompt: str) -> Any:
+        t0 = time.perf_counter()
+        result = fn(prompt)
+        latency = time.perf_counter() - t0  # noqa: F841 - a real wrapper would keep it
+        usage = result.usage
+        price_in, price_out = PRICES["gpt-4o-mini"]
+        totals[0] += usage.prompt_tokens * price_in + usage.completion_tokens * price_out
+        return result
+
+    return wrapper
+
+
+def per_call(fn: Callable[[str], Any], calls: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn("hello")
+    return (time.perf_counter() - t0) / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+
+    costwatch.configure(service="bench", prometheus=False, otel=False)
+    variants = {
+        "bare call": bare,
+        "hand-written wrapper": hand_written(bare),
+        "@costwatch.generation": costwatch.generation(provider="openai", model="gpt-4o-mini")(bare),
+    }
+    for fn in variants.values():  # warm up: price resolution, caches
+        per_call(fn, 1000)
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, fn in variants.items():
+            samples[name].append(per_call(fn, args.calls))
+    med = {name: statistics.median(s) for name, s in samples.items()}
+    floor = med["bare call"]
+    hand = med["hand-written wrapper"] - floor
+    ours = med["@costwatch.generation"] - floor
+    print(f"median per call over {args.rounds} interleaved rounds of {args.calls} calls")
+    for name, value in med.items():
+        print(f"  {name:<24} {value * 1e6:8.3f} µs   overhead {(value - floor) * 1e6:7.3f} µs")
+    print(f"costwatch overhead / hand-written overhead = {ours / hand:.2f}x  (goal <= 2.5x)")
+    calls = costwatch.summary().total.calls
+    print(f"(recorded {calls} calls; total ${costwatch.summary().total_usd:.2f})")
+
+
+if __name__ == "__main__":
+    main()
