@@ -1,4 +1,4 @@
-"""Settings: from ``configure()`` arguments, then ``COSTWATCH_*`` environment variables, then defaults."""
+"""Settings: ``configure()`` arguments, then ``COSTWATCH_*`` environment variables, then defaults."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ def _parse_env_value(field: str, raw: str) -> Any:
     return raw
 
 
-def load_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    arguments: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> Settings:
     """Merge ``arguments`` (not None) over ``COSTWATCH_*`` environment values over defaults."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}

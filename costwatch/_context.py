@@ -146,8 +146,9 @@ class RequestState:
                 self.cost_usd += record.cost_usd
 
 
-def resolve_strategy(model_fine_tuned: bool, request: RequestState | None,
-                     tag_values: Mapping[str, str]) -> str:
+def resolve_strategy(
+    model_fine_tuned: bool, request: RequestState | None, tag_values: Mapping[str, str]
+) -> str:
     """DESIGN.md: a fine-tuned model is ``fine_tuned`` unless the request says ``hybrid``."""
     declared = request.strategy if request is not None and request.strategy else None
     if declared is None:

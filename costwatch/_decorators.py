@@ -308,7 +308,11 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
         try:
             if is_stream(result):
                 wrapped = wrap_stream(
-                    result, site.spec, site.model_for(kwargs), t0, reservation=reservation,
+                    result,
+                    site.spec,
+                    site.model_for(kwargs),
+                    t0,
+                    reservation=reservation,
                     prompt=_estimable_prompt(args, kwargs),
                 )
                 if wrapped is not None:
@@ -321,9 +325,7 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _wrap_coroutine(
-    site: _Site, fn: Callable[P, Awaitable[R]]
-) -> Callable[P, Awaitable[R]]:
+def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     from costwatch._streams import is_stream, wrap_stream
 
     @functools.wraps(fn)
@@ -342,7 +344,11 @@ def _wrap_coroutine(
         try:
             if is_stream(result):
                 wrapped = wrap_stream(
-                    result, site.spec, site.model_for(kwargs), t0, reservation=reservation,
+                    result,
+                    site.spec,
+                    site.model_for(kwargs),
+                    t0,
+                    reservation=reservation,
                     prompt=_estimable_prompt(args, kwargs),
                 )
                 if wrapped is not None:
@@ -394,8 +400,7 @@ def _wrap_gen(
             finished = True
             raise
         finally:
-            observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished,
-                          reservation)
+            observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
 
     return wrapper
 
@@ -439,8 +444,7 @@ def _wrap_async_gen(
             finished = True
             raise
         finally:
-            observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished,
-                          reservation)
+            observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
 
     return wrapper
 
@@ -476,7 +480,7 @@ def embedding(
     cache: RetrievalCache | None = None,
     operation: str = "embeddings",
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Record every call of the decorated function as a priced embedding call (optionally cached)."""
+    """Record every call of the decorated function as a priced embedding (optionally cached)."""
     spec = CallSpec(provider, model, "embedding", operation)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
@@ -503,8 +507,14 @@ def retrieval(
     Retrieval costs ``price_usd`` per call when given (a managed vector store's per-query
     price), else nothing of its own.  ``cache`` serves repeated retrievals from Redis.
     """
-    spec = CallSpec(provider, source, "retrieval", "retrieval", source=source,
-                    price_usd=_money(price_usd) if price_usd is not None else Decimal(0))
+    spec = CallSpec(
+        provider,
+        source,
+        "retrieval",
+        "retrieval",
+        source=source,
+        price_usd=_money(price_usd) if price_usd is not None else Decimal(0),
+    )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         name = ""

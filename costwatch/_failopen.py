@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -33,10 +34,8 @@ class InternalErrors:
             if should_log:
                 self._last_logged[component] = now
         for listener in self.listeners:
-            try:
+            with contextlib.suppress(Exception):  # a broken sink must not hide the error
                 listener(component)
-            except Exception:  # a broken sink must not hide the original error
-                pass
         if should_log:
             logger.warning(
                 "costwatch internal error in %s (further errors of this component are "

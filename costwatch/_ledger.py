@@ -135,7 +135,8 @@ class Summary:
                 for k, v in sorted(self.by_pipeline.items())
             },
             "context_by_source": {
-                k: {"tokens": t, "cost_usd": str(c)} for k, (t, c) in sorted(self.context_by_source.items())
+                k: {"tokens": t, "cost_usd": str(c)}
+                for k, (t, c) in sorted(self.context_by_source.items())
             },
             "cache": {
                 k: {
@@ -153,7 +154,9 @@ class Summary:
 
 
 # Ledger rows are lists indexed by these positions (cheaper to update than attribute objects).
-_CALLS, _ERRORS, _COST, _UNPRICED, _IN, _CR, _CW, _OUT, _REASON, _LAT, _CTX_T, _CTX_C, _IN_COST = range(13)
+_CALLS, _ERRORS, _COST, _UNPRICED, _IN, _CR, _CW, _OUT, _REASON, _LAT, _CTX_T, _CTX_C, _IN_COST = (
+    range(13)
+)
 
 
 def _new_row() -> list[Any]:
@@ -172,8 +175,15 @@ class Ledger(BaseSink):
         self._internal: dict[str, int] = {}
 
     def on_record(self, record: CostRecord) -> None:
-        key = (record.strategy, record.stage, record.provider, record.model,
-               record.feature, record.team, record.tenant)
+        key = (
+            record.strategy,
+            record.stage,
+            record.provider,
+            record.model,
+            record.feature,
+            record.team,
+            record.tenant,
+        )
         usage = record.usage
         cost = record.cost_usd
         with self._lock:
@@ -256,16 +266,22 @@ class Ledger(BaseSink):
                 errors=row[_ERRORS],
                 cost_usd=row[_COST],
                 unpriced=row[_UNPRICED],
-                tokens={"input": row[_IN], "cache_read": row[_CR], "cache_write": row[_CW],
-                        "output": row[_OUT], "reasoning": row[_REASON]},
+                tokens={
+                    "input": row[_IN],
+                    "cache_read": row[_CR],
+                    "cache_write": row[_CW],
+                    "output": row[_OUT],
+                    "reasoning": row[_REASON],
+                },
                 latency_s=row[_LAT],
                 context_tokens=row[_CTX_T],
                 context_cost_usd=row[_CTX_C],
                 input_cost_usd=row[_IN_COST],
             )
             total.merge(t)
-            for group, value in zip(groups, (strategy, stage, model, feature, team, tenant),
-                                    strict=True):
+            for group, value in zip(
+                groups, (strategy, stage, model, feature, team, tenant), strict=True
+            ):
                 g = group.get(value)
                 if g is None:
                     g = group[value] = Totals()

@@ -63,8 +63,14 @@ class TokenUsage:
         }
 
     def _key(self) -> tuple[int, ...]:
-        return (self.input, self.cache_read, self.cache_write, self.output, self.reasoning,
-                self.cache_write_1h)
+        return (
+            self.input,
+            self.cache_read,
+            self.cache_write,
+            self.output,
+            self.reasoning,
+            self.cache_write_1h,
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TokenUsage):
@@ -213,7 +219,15 @@ class CostRecord:
 
 
 _RARE = frozenset(
-    {"incomplete", "error_type", "source", "pipeline", "request_id", "context_tokens",
-     "context_cost_usd", "cache_hit"}
+    {
+        "incomplete",
+        "error_type",
+        "source",
+        "pipeline",
+        "request_id",
+        "context_tokens",
+        "context_cost_usd",
+        "cache_hit",
+    }
 )
 _FIELDS = tuple(CostRecord.__annotations__)

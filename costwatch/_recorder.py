@@ -44,7 +44,7 @@ class CallSpec:
     def preflight(
         self, model: str, prompt_tokens: int, max_output_tokens: int | None
     ) -> Reservation | None:
-        """Reserve the call's worst-case cost against matching budgets (may raise BudgetExceeded)."""
+        """Reserve the worst-case cost against matching budgets (may raise BudgetExceeded)."""
         rt = _runtime.runtime()
         if not rt.budgets.active:
             return None
@@ -227,7 +227,9 @@ def _attribute_context(
     """
     from costwatch._tokens import count_tokens
 
-    counts = {src: count_tokens("\n".join(texts), record.model)[0] for src, texts in pending.items()}
+    counts = {
+        src: count_tokens("\n".join(texts), record.model)[0] for src, texts in pending.items()
+    }
     total = sum(counts.values())
     prompt_total = record.usage.prompt_total
     if total == 0 or prompt_total == 0:

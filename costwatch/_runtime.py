@@ -1,4 +1,4 @@
-"""The process-wide runtime: settings, sinks, price catalog, budgets and clock, built by ``configure()``.
+"""The process-wide runtime: settings, sinks, prices, budgets and clock, built by ``configure()``.
 
 Every global is injectable (registry, meter provider, clock, extra sinks) so each test builds a
 fresh runtime; ``runtime()`` builds a default one from the environment on first use.
@@ -48,7 +48,9 @@ class Runtime:
             from costwatch.exporters.prometheus import PrometheusSink
 
             built.append(
-                PrometheusSink(registry, service=settings.service, label_limits=settings.label_limits)
+                PrometheusSink(
+                    registry, service=settings.service, label_limits=settings.label_limits
+                )
             )
         if settings.otel:
             from costwatch.exporters.otel import OTelSink

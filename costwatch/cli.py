@@ -40,16 +40,19 @@ def _demo(args: argparse.Namespace) -> int:
     workload = Workload(seed=args.seed)
     progress = _progress(sys.stderr)
     source = "real openai/anthropic SDK objects" if workload.sdk_objects else "SDK-shaped dicts"
-    sys.stderr.write(f"costwatch demo: {source}, in-memory ledger"
-                     f"{', cache on Redis' if costwatch.runtime().redis_url else ''}\n")
+    sys.stderr.write(
+        f"costwatch demo: {source}, in-memory ledger"
+        f"{', cache on Redis' if costwatch.runtime().redis_url else ''}\n"
+    )
     if args.serve is not None:
         server = costwatch.serve_metrics(args.serve, addr=args.addr)
-        sys.stderr.write(f"serving /metrics on http://{args.addr}:{args.serve}/metrics"
-                         f" for {'ever' if not args.duration else f'{args.duration:g} s'}\n")
+        sys.stderr.write(
+            f"serving /metrics on http://{args.addr}:{args.serve}/metrics"
+            f" for {'ever' if not args.duration else f'{args.duration:g} s'}\n"
+        )
         stop = threading.Event()
         try:
-            workload.run_for(args.duration, stop, rate_per_s=args.rate,
-                             progress=progress)  # type: ignore[arg-type]
+            workload.run_for(args.duration, stop, rate_per_s=args.rate, progress=progress)  # type: ignore[arg-type]
         except KeyboardInterrupt:
             stop.set()
         shutdown = getattr(server, "shutdown", None)
@@ -67,8 +70,12 @@ def _prices(args: argparse.Namespace) -> int:
     catalog = PriceCatalog(args.prices)
     text = format_price_table(catalog, args.model, args.provider)
     print(text)
-    return 0 if catalog.resolve(args.provider or "", args.model) is not None or \
-        "no price" not in text.lower() else 1
+    return (
+        0
+        if catalog.resolve(args.provider or "", args.model) is not None
+        or "no price" not in text.lower()
+        else 1
+    )
 
 
 def _estimate(args: argparse.Namespace) -> int:
@@ -81,8 +88,9 @@ def _estimate(args: argparse.Namespace) -> int:
     else:
         text = sys.stdin.read()
     catalog = PriceCatalog(args.prices)
-    estimate = estimate_cost(text, args.model, args.provider, catalog,
-                             expected_output_tokens=args.output_tokens)
+    estimate = estimate_cost(
+        text, args.model, args.provider, catalog, expected_output_tokens=args.output_tokens
+    )
     print(format_estimate(estimate))
     return 0
 
@@ -106,8 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--service", default="costwatch-demo")
     demo.add_argument("--serve", type=int, metavar="PORT", help="serve /metrics while running")
     demo.add_argument("--addr", default="127.0.0.1", help="address for --serve")
-    demo.add_argument("--duration", type=float, default=0.0,
-                      help="with --serve: seconds to keep running (0 = until interrupted)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="with --serve: seconds to keep running (0 = until interrupted)",
+    )
     demo.add_argument("--rate", type=float, default=20.0, help="with --serve: requests per second")
     demo.set_defaults(run=_demo)
 

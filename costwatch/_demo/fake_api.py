@@ -191,6 +191,8 @@ def mock_transport(fake: FakeProviders) -> Any:
             body = json.loads(request.content or b"{}")
             return httpx.Response(200, json=fake.route(request.url.path, body))
         except LookupError:
-            return httpx.Response(404, json={"error": {"message": "not found", "type": "invalid_request_error"}})
+            return httpx.Response(
+                404, json={"error": {"message": "not found", "type": "invalid_request_error"}}
+            )
 
     return httpx.MockTransport(handle)

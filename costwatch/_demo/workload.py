@@ -27,11 +27,16 @@ VECTOR_QUERY_USD = Decimal("0.000004")
 """A managed vector store's price per query (order of magnitude of serverless offerings)."""
 
 _TOPICS = ("refunds", "passwords", "invoices", "shipping", "sso", "api keys", "exports", "seats")
-_QUESTIONS = [f"How do I handle {t} for {who}?" for t in _TOPICS
-              for who in ("a new customer", "an enterprise account", "a trial user", "my team")]
+_QUESTIONS = [
+    f"How do I handle {t} for {who}?"
+    for t in _TOPICS
+    for who in ("a new customer", "an enterprise account", "a trial user", "my team")
+]
 _TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
-_SYSTEM = ("You are the support assistant of Example Corp. Answer only from the context. "
-           "Cite the document titles you used. ") * 40
+_SYSTEM = (
+    "You are the support assistant of Example Corp. Answer only from the context. "
+    "Cite the document titles you used. "
+) * 40
 
 
 class _Docs:
@@ -39,11 +44,16 @@ class _Docs:
 
     def __init__(self, seed: int) -> None:
         rng = random.Random(seed)
-        words = ("policy account billing refund invoice password shipping enterprise admin "
-                 "token export seat license renewal contract support region data").split()
+        words = (
+            "policy account billing refund invoice password shipping enterprise admin "
+            "token export seat license renewal contract support region data"
+        ).split()
         self.docs = [
-            {"id": f"kb-{i}", "title": f"Article {i}",
-             "text": " ".join(rng.choice(words) for _ in range(rng.randint(120, 380)))}
+            {
+                "id": f"kb-{i}",
+                "title": f"Article {i}",
+                "text": " ".join(rng.choice(words) for _ in range(rng.randint(120, 380))),
+            }
             for i in range(48)
         ]
 
@@ -73,10 +83,16 @@ class Workload:
         except ImportError:
             return self._dict_clients()
         transport = mock_transport(self.fake)
-        oa = costwatch.instrument(openai.OpenAI(
-            api_key="demo", max_retries=0, http_client=httpx.Client(transport=transport)))
-        an = costwatch.instrument(anthropic.Anthropic(
-            api_key="demo", max_retries=0, http_client=httpx.Client(transport=transport)))
+        oa = costwatch.instrument(
+            openai.OpenAI(
+                api_key="demo", max_retries=0, http_client=httpx.Client(transport=transport)
+            )
+        )
+        an = costwatch.instrument(
+            anthropic.Anthropic(
+                api_key="demo", max_retries=0, http_client=httpx.Client(transport=transport)
+            )
+        )
         self.sdk_objects = True
 
         def openai_call(kind: str, **body: Any) -> Any:
@@ -110,8 +126,11 @@ class Workload:
     # -- pipeline steps ------------------------------------------------------------------------
     def _search(self, query: str, k: int = 4) -> list[dict[str, str]]:
         response = self._openai("embeddings", model=EMBED_MODEL, input=query, dimensions=16)
-        vector = response["data"][0]["embedding"] if isinstance(response, dict) else \
-            list(response.data[0].embedding)
+        vector = (
+            response["data"][0]["embedding"]
+            if isinstance(response, dict)
+            else list(response.data[0].embedding)
+        )
         return self.docs.top_k(vector, query, k)
 
     def _question(self) -> str:
@@ -125,31 +144,54 @@ class Workload:
         with costwatch.request("answer_question", strategy="rag"):
             docs = self.search(question)
             context = "\n\n".join(f"## {d['title']}\n{d['text']}" for d in docs)
-            self._openai("chat", model=model, max_tokens=400, messages=[
-                {"role": "system", "content": _SYSTEM},
-                {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
-            ])
+            self._openai(
+                "chat",
+                model=model,
+                max_tokens=400,
+                messages=[
+                    {"role": "system", "content": _SYSTEM},
+                    {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
+                ],
+            )
 
     def classify_ticket(self) -> None:
         with costwatch.request("classify_ticket"):
-            self._openai("chat", model=FT_CLASSIFIER, max_tokens=20, messages=[
-                {"role": "user", "content": self.fake._text(self.rng.randint(60, 240))},
-            ])
+            self._openai(
+                "chat",
+                model=FT_CLASSIFIER,
+                max_tokens=20,
+                messages=[
+                    {"role": "user", "content": self.fake._text(self.rng.randint(60, 240))},
+                ],
+            )
 
     def draft_reply(self) -> None:
         question = self._question()
         with costwatch.request("draft_reply", strategy="hybrid"):
             docs = self.search(question, k=2)
             context = "\n\n".join(d["text"] for d in docs)
-            self._openai("chat", model=FT_DRAFTER, max_tokens=500, messages=[
-                {"role": "user", "content": f"Context:\n{context}\n\nDraft a reply to: {question}"},
-            ])
+            self._openai(
+                "chat",
+                model=FT_DRAFTER,
+                max_tokens=500,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": f"Context:\n{context}\n\nDraft a reply to: {question}",
+                    },
+                ],
+            )
 
     def summarize_thread(self) -> None:
         with costwatch.request("summarize_thread", strategy="base"):
-            self._anthropic(model=SUMMARY_MODEL, max_tokens=300, system=_SYSTEM, messages=[
-                {"role": "user", "content": self.fake._text(self.rng.randint(200, 900))},
-            ])
+            self._anthropic(
+                model=SUMMARY_MODEL,
+                max_tokens=300,
+                system=_SYSTEM,
+                messages=[
+                    {"role": "user", "content": self.fake._text(self.rng.randint(200, 900))},
+                ],
+            )
 
     # -- driving -------------------------------------------------------------------------------
     _MIX: tuple[tuple[str, str, str, float], ...] = (
@@ -161,7 +203,7 @@ class Workload:
 
     def one(self) -> str:
         roll = self.rng.random()
-        for name, feature, team, weight in self._MIX:
+        for name, feature, team, weight in self._MIX:  # noqa: B007 - used after the loop
             if roll < weight:
                 break
             roll -= weight
@@ -176,8 +218,13 @@ class Workload:
             if progress is not None:
                 progress(done, requests)
 
-    def run_for(self, duration_s: float, stop: threading.Event, rate_per_s: float = 20.0,
-                progress: Callable[[int, int], None] | None = None) -> int:
+    def run_for(
+        self,
+        duration_s: float,
+        stop: threading.Event,
+        rate_per_s: float = 20.0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Keep the workload running (``duration_s`` 0 = until ``stop`` is set)."""
         started = time.monotonic()
         done = 0
