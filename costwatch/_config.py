@@ -1,4 +1,4 @@
-"""Settings: ``configure()`` arguments, then ``COSTWATCH_*`` environment variables, then defaults."""
+"""Settings: ``configure()`` arguments, then ``COSTWATCH_*`` environment, then defaults."""
 
 from __future__ import annotations
 
