@@ -140,7 +140,7 @@ def _variable(name: str, label: str, query: str) -> dict[str, Any]:
         "type": "query",
         "datasource": DATASOURCE,
         "definition": query,
-        "query": {"query": query, "refId": f"{name}-values", "qryType": 1},
+        "query": query,  # the classic string form: every Grafana version reads it
         "refresh": 2,
         "includeAll": True,
         "allValue": ".*",
