@@ -1,0 +1,203 @@
+"""Budget alerts: what fired, and delivering it to callbacks, the log and a webhook.
+
+Deciding *whether* an alert fires (once per window per budget, across processes) is the
+registry's job, through the backend's alert claims.  This module only builds and delivers:
+callbacks and the log line run in the registry's background thread, webhooks go through their
+own worker thread (JSON POST, timeout, retries with backoff), so neither ever runs on the
+host's call path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+logger = logging.getLogger("costwatch.budget")
+
+AlertKind = Literal["threshold", "exceeded", "blocked"]
+"""``threshold``: spend crossed a fraction of the limit; ``exceeded``: a ``warn`` budget let a
+call through that would take it over the limit; ``blocked``: a ``block`` budget refused a call."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAlert:
+    """One alert, delivered once per window per budget (across processes when Redis is used)."""
+
+    budget: str
+    kind: AlertKind
+    threshold: float
+    """Fraction of the limit (1.0 for ``exceeded`` and ``blocked``)."""
+    spent_usd: Decimal
+    limit_usd: Decimal
+    window: str
+    window_id: str
+    resets_at: datetime | None
+    action: str
+    service: str
+    fired_at: datetime
+
+    @property
+    def message(self) -> str:
+        pct = (self.spent_usd / self.limit_usd * 100) if self.limit_usd else Decimal(0)
+        if self.kind == "threshold":
+            what = f"crossed {self.threshold:.0%} of its limit"
+        elif self.kind == "exceeded":
+            what = "let a call through that takes it over its limit (action=warn)"
+        else:
+            what = "is blocking calls: the limit is reached (action=block)"
+        when = self.resets_at.isoformat() if self.resets_at is not None else "n/a"
+        return (
+            f"costwatch budget {self.budget!r} ({self.window}) {what}: "
+            f"${self.spent_usd:.6f} of ${self.limit_usd} ({pct:.1f}%), resets at {when}"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """The webhook payload: money as decimal strings, times as ISO 8601 UTC."""
+        return {
+            "budget": self.budget,
+            "kind": self.kind,
+            "threshold": self.threshold,
+            "spent_usd": str(self.spent_usd),
+            "limit_usd": str(self.limit_usd),
+            "window": self.window,
+            "window_id": self.window_id,
+            "resets_at": self.resets_at.isoformat() if self.resets_at is not None else None,
+            "action": self.action,
+            "service": self.service,
+            "fired_at": self.fired_at.isoformat(),
+            "message": self.message,
+        }
+
+
+AlertCallback = Callable[[BudgetAlert], object]
+
+
+class WebhookSender:
+    """POSTs alerts as JSON from one daemon thread: timeout per attempt, retries with backoff."""
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 2.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._sleep = sleep
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=1000)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.delivered = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def send(self, url: str, alert: BudgetAlert) -> None:
+        body = json.dumps(alert.to_json()).encode()
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait((url, body))
+        except queue.Full:
+            self.dropped += 1
+            logger.warning(
+                "costwatch budget webhook queue full: alert for %r dropped", alert.budget
+            )
+
+    def _ensure_thread(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="costwatch-budget-webhook", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                self._deliver(*item)
+            finally:
+                self._queue.task_done()
+
+    def _deliver(self, url: str, body: bytes) -> None:
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            try:
+                request = urllib.request.Request(
+                    url,
+                    data=body,
+                    method="POST",
+                    headers={"Content-Type": "application/json", "User-Agent": "costwatch"},
+                )
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    response.read()
+                self.delivered += 1
+                return
+            except OSError as exc:  # URLError, HTTPError, timeouts, refused connections
+                if attempt + 1 == attempts:
+                    self.failed += 1
+                    logger.warning(
+                        "costwatch budget webhook failed after %d attempts: %r", attempts, exc
+                    )
+                    return
+                self._sleep(self.backoff_s * (2**attempt))
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every queued alert was delivered or given up on; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                return
+
+
+def deliver(
+    alert: BudgetAlert,
+    callbacks: Sequence[AlertCallback],
+    webhook_url: str | None,
+    webhooks: WebhookSender,
+) -> None:
+    """Log the alert, call each callback (a failing callback is logged, the others still run),
+    and queue the webhook POST."""
+    logger.warning("%s", alert.message)
+    for callback in callbacks:
+        try:
+            callback(alert)
+        except Exception as exc:  # the user's callback: never let it stop the others
+            logger.warning(
+                "costwatch on_alert callback %r for budget %r raised %r",
+                getattr(callback, "__qualname__", callback),
+                alert.budget,
+                exc,
+            )
+    if webhook_url:
+        webhooks.send(webhook_url, alert)
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)

@@ -1,0 +1,642 @@
+"""Where budget spend lives: a ``BudgetBackend`` protocol, a thread-safe in-memory twin and Redis.
+
+The data model is the same in both implementations, so the twin is an exact stand-in in tests:
+
+* **spent**: integer nano-dollars per *bucket* (an integer index: the minute or hour of a
+  rolling window, the day or month of a calendar window).  The spend of a window is the sum of
+  the buckets ``min_bucket <= b <= cur_bucket``; older buckets are pruned lazily.  Two
+  bookkeeping fields make the common case O(1): ``t`` (total of the live buckets) and ``m``
+  (the oldest live bucket; when it falls behind ``min_bucket`` the hash is rescanned once).
+* **holds** (reservations): an amount per reservation id plus an expiry, and their running
+  total.  Expired holds are pruned on every reservation, so a process that dies after reserving
+  frees the budget once its holds expire.
+* **alert claims**: one key per (window id, threshold); claiming it is what makes an alert fire
+  once per window across processes.
+
+Every operation takes ``now`` from the caller (the registry's injectable clock), never from
+Redis, so window rollover and hold expiry are testable against a real Redis.
+
+In Redis all keys of a budget share the hash tag ``{cw:b:<name>}`` (Redis Cluster-safe), money
+is integer nano-dollars changed with ``HINCRBY`` and Lua integer math (exact up to 2**53 nano-
+dollars, ~$9M per window), and each reservation or settlement is one ``EVALSHA``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+BUDGET_INDEX_KEY = "cw:budgets"
+"""Hash ``name -> JSON definition`` of every registered budget (``costwatch budget status``)."""
+
+
+class BackendUnavailable(Exception):
+    """The budget store could not be reached (connection refused, timeout, circuit open)."""
+
+
+class BudgetKeys:
+    """Names of one budget's Redis keys, computed once at registration."""
+
+    __slots__ = ("name", "spent", "holds", "amounts", "alert_prefix")
+
+    def __init__(self, name: str) -> None:
+        tag = "{cw:b:" + name + "}"
+        self.name = name
+        self.spent = tag + ":spent"
+        self.holds = tag + ":holds"
+        self.amounts = tag + ":holdamt"
+        self.alert_prefix = tag + ":alert:"
+
+
+@dataclass(slots=True)
+class ReserveRequest:
+    """Hold ``amount`` nano-dollars against a budget unless that would pass ``limit``."""
+
+    keys: BudgetKeys
+    now_ms: int
+    cur_bucket: int
+    min_bucket: int
+    limit: int
+    amount: int
+    hold_id: str
+    hold_expires_ms: int
+    hold_ttl_s: int
+    enforce: bool
+    """``True``: refuse the hold when over the limit (``block``); ``False``: hold and report."""
+
+
+@dataclass(slots=True)
+class ReserveResult:
+    granted: bool
+    over: bool
+    """spent + held + amount > limit (or the budget is already used up)."""
+    spent: int
+    reserved: int
+    """Held by other calls before this one."""
+    oldest_bucket: int
+    """Oldest bucket with spend, -1 when the window is empty."""
+
+
+@dataclass(slots=True)
+class Settlement:
+    """Release the hold ``settle_id`` (if there is one) and charge ``cost`` nano-dollars.
+
+    Applying the same ``settle_id`` twice before ``done_expires_ms`` charges once.
+    """
+
+    keys: BudgetKeys
+    settle_id: str
+    cost: int
+    cur_bucket: int
+    min_bucket: int
+    spent_ttl_s: int
+    done_expires_ms: int
+    hold_key_ttl_s: int
+
+
+@dataclass(slots=True)
+class SettleResult:
+    spent: int
+    """Window spend after the settlement."""
+    reserved: int
+    oldest_bucket: int
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class BudgetReading:
+    spent: int
+    reserved: int
+    oldest_bucket: int
+    holds: int
+
+
+class BudgetBackend(Protocol):
+    """Shared budget state.  Implementations are thread-safe."""
+
+    def reserve(self, requests: Sequence[ReserveRequest]) -> list[ReserveResult]:
+        """All requests in one round trip; raises ``BackendUnavailable``."""
+        ...
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[SettleResult]:
+        """Apply in one round trip (idempotent per ``settle_id``); raises ``BackendUnavailable``."""
+        ...
+
+    def read(self, keys: BudgetKeys, now_ms: int, min_bucket: int) -> BudgetReading: ...
+
+    def claim_alert(
+        self, keys: BudgetKeys, claim: str, now_ms: int, dedupe_ms: int, ttl_s: int
+    ) -> bool:
+        """True exactly once per claim (or once per ``dedupe_ms`` when it is >= 0)."""
+        ...
+
+    def register(self, name: str, definition_json: str) -> None: ...
+
+    def definitions(self) -> dict[str, str]: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- in-memory twin
+
+
+class _MemoryBudget:
+    __slots__ = ("buckets", "holds", "held", "done", "alerts")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.holds: dict[str, tuple[int, int]] = {}
+        self.held = 0
+        self.done: dict[str, int] = {}
+        self.alerts: dict[str, int] = {}
+
+    def prune_holds(self, now_ms: int) -> None:
+        expired = [hid for hid, (_, exp) in self.holds.items() if exp <= now_ms]
+        for hid in expired:
+            self.held -= self.holds.pop(hid)[0]
+        if self.done:
+            for sid in [sid for sid, exp in self.done.items() if exp <= now_ms]:
+                del self.done[sid]
+
+    def window(self, min_bucket: int) -> tuple[int, int]:
+        stale = [b for b in self.buckets if b < min_bucket]
+        for b in stale:
+            del self.buckets[b]
+        if not self.buckets:
+            return 0, -1
+        return sum(self.buckets.values()), min(self.buckets)
+
+
+class MemoryBudgetBackend:
+    """The in-process twin of ``RedisBudgetBackend`` (one process, same semantics)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._budgets: dict[str, _MemoryBudget] = {}
+        self._definitions: dict[str, str] = {}
+
+    def _state(self, keys: BudgetKeys) -> _MemoryBudget:
+        state = self._budgets.get(keys.name)
+        if state is None:
+            state = self._budgets[keys.name] = _MemoryBudget()
+        return state
+
+    def reserve(self, requests: Sequence[ReserveRequest]) -> list[ReserveResult]:
+        results = []
+        with self._lock:
+            for req in requests:
+                state = self._state(req.keys)
+                state.prune_holds(req.now_ms)
+                spent, oldest = state.window(req.min_bucket)
+                reserved = state.held
+                over = spent + reserved + req.amount > req.limit or spent + reserved >= req.limit
+                if over and req.enforce:
+                    results.append(ReserveResult(False, True, spent, reserved, oldest))
+                    continue
+                if req.amount > 0:
+                    state.holds[req.hold_id] = (req.amount, req.hold_expires_ms)
+                    state.held += req.amount
+                results.append(ReserveResult(True, over, spent, reserved, oldest))
+        return results
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[SettleResult]:
+        results = []
+        with self._lock:
+            for item in settlements:
+                state = self._state(item.keys)
+                duplicate = item.settle_id in state.done
+                if not duplicate:
+                    hold = state.holds.pop(item.settle_id, None)
+                    if hold is not None:
+                        state.held -= hold[0]
+                    state.done[item.settle_id] = item.done_expires_ms
+                    if item.cost > 0:
+                        bucket = item.cur_bucket
+                        state.buckets[bucket] = state.buckets.get(bucket, 0) + item.cost
+                spent, oldest = state.window(item.min_bucket)
+                results.append(SettleResult(spent, state.held, oldest, duplicate))
+        return results
+
+    def read(self, keys: BudgetKeys, now_ms: int, min_bucket: int) -> BudgetReading:
+        with self._lock:
+            state = self._state(keys)
+            state.prune_holds(now_ms)
+            spent, oldest = state.window(min_bucket)
+            return BudgetReading(spent, state.held, oldest, len(state.holds))
+
+    def claim_alert(
+        self, keys: BudgetKeys, claim: str, now_ms: int, dedupe_ms: int, ttl_s: int
+    ) -> bool:
+        with self._lock:
+            alerts = self._state(keys).alerts
+            fired = alerts.get(claim)
+            if fired is not None and (dedupe_ms < 0 or now_ms - fired < dedupe_ms):
+                return False
+            alerts[claim] = now_ms
+            return True
+
+    def register(self, name: str, definition_json: str) -> None:
+        with self._lock:
+            self._definitions[name] = definition_json
+
+    def definitions(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._definitions)
+
+    def close(self) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------- Redis
+
+_LUA_WINDOW = """
+local function window_spent(key, minb)
+  local meta = redis.call('HMGET', key, 't', 'm')
+  local oldest = tonumber(meta[2])
+  if oldest == nil then return 0, -1 end
+  if oldest >= minb then return tonumber(meta[1]) or 0, oldest end
+  local all = redis.call('HGETALL', key)
+  local total, low, stale = 0, nil, {}
+  for i = 1, #all, 2 do
+    local f = all[i]
+    if f ~= 't' and f ~= 'm' then
+      local b = tonumber(f)
+      if b < minb then
+        stale[#stale + 1] = f
+      else
+        total = total + tonumber(all[i + 1])
+        if low == nil or b < low then low = b end
+      end
+    end
+  end
+  for i = 1, #stale, 500 do
+    redis.call('HDEL', key, unpack(stale, i, math.min(i + 499, #stale)))
+  end
+  if low == nil then
+    redis.call('DEL', key)
+    return 0, -1
+  end
+  redis.call('HSET', key, 't', string.format('%.0f', total), 'm', string.format('%.0f', low))
+  return total, low
+end
+"""
+
+RESERVE_LUA = (
+    _LUA_WINDOW
+    + """
+-- KEYS: spent hash, holds zset, hold amounts hash
+-- ARGV: now_ms, cur, min, limit, amount, hold_id, hold_expires_ms, enforce, hold_ttl
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 500)
+if #expired > 0 then
+  local amounts = redis.call('HMGET', KEYS[3], unpack(expired))
+  local freed = 0
+  for i = 1, #amounts do freed = freed + (tonumber(amounts[i]) or 0) end
+  redis.call('HDEL', KEYS[3], unpack(expired))
+  redis.call('ZREM', KEYS[2], unpack(expired))
+  if freed ~= 0 then
+    redis.call('HINCRBY', KEYS[3], '_t', string.format('%.0f', -freed))
+  end
+end
+local spent, oldest = window_spent(KEYS[1], tonumber(ARGV[3]))
+local reserved = tonumber(redis.call('HGET', KEYS[3], '_t') or '0')
+local limit = tonumber(ARGV[4])
+local amount = tonumber(ARGV[5])
+local over = 0
+if spent + reserved + amount > limit or spent + reserved >= limit then over = 1 end
+if over == 1 and ARGV[8] == '1' then
+  return {0, 1, spent, reserved, oldest}
+end
+if amount > 0 then
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[6])
+  redis.call('HSET', KEYS[3], ARGV[6], ARGV[5])
+  redis.call('HINCRBY', KEYS[3], '_t', ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[9])
+  redis.call('EXPIRE', KEYS[3], ARGV[9])
+end
+return {1, over, spent, reserved, oldest}
+"""
+)
+
+SETTLE_LUA = (
+    _LUA_WINDOW
+    + """
+-- KEYS: spent hash, holds zset, hold amounts hash
+-- ARGV: id, cost, cur, min, spent_ttl, done_expires_ms, hold_key_ttl
+-- Idempotent: the id is left as a tombstone ('s') until done_expires_ms, so a settlement
+-- retried after an ambiguous failure (timeout mid-flight) is not charged twice.
+local prev = redis.call('HGET', KEYS[3], ARGV[1])
+local dup = 0
+if prev == 's' then
+  dup = 1
+else
+  if prev then
+    redis.call('HINCRBY', KEYS[3], '_t', '-' .. prev)
+  end
+  redis.call('HSET', KEYS[3], ARGV[1], 's')
+  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[7])
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+  if tonumber(ARGV[2]) > 0 then
+    local m = redis.call('HGET', KEYS[1], 'm')
+    redis.call('HINCRBY', KEYS[1], ARGV[3], ARGV[2])
+    redis.call('HINCRBY', KEYS[1], 't', ARGV[2])
+    if (not m) or tonumber(m) > tonumber(ARGV[3]) then
+      redis.call('HSET', KEYS[1], 'm', ARGV[3])
+    end
+    redis.call('EXPIRE', KEYS[1], ARGV[5])
+  end
+end
+local spent, oldest = window_spent(KEYS[1], tonumber(ARGV[4]))
+local reserved = tonumber(redis.call('HGET', KEYS[3], '_t') or '0')
+return {spent, reserved, oldest, dup}
+"""
+)
+
+READ_LUA = """
+-- read-only: KEYS: spent hash, holds zset, hold amounts hash; ARGV: now_ms, min
+local minb = tonumber(ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+local spent, low = 0, -1
+for i = 1, #all, 2 do
+  local f = all[i]
+  if f ~= 't' and f ~= 'm' then
+    local b = tonumber(f)
+    if b >= minb then
+      spent = spent + tonumber(all[i + 1])
+      if low < 0 or b < low then low = b end
+    end
+  end
+end
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
+local reserved, holds = 0, 0
+for i = 1, #live, 500 do
+  local amounts = redis.call('HMGET', KEYS[3], unpack(live, i, math.min(i + 499, #live)))
+  for j = 1, #amounts do
+    local amount = tonumber(amounts[j])
+    if amount then
+      reserved = reserved + amount
+      holds = holds + 1
+    end
+  end
+end
+return {spent, reserved, low, holds}
+"""
+
+CLAIM_LUA = """
+-- KEYS: alert claim key; ARGV: now_ms, dedupe_ms (-1: once per key), ttl_s
+local fired = redis.call('GET', KEYS[1])
+if fired then
+  local dedupe = tonumber(ARGV[2])
+  if dedupe < 0 or tonumber(ARGV[1]) - tonumber(fired) < dedupe then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+RESERVE_SHA = _sha(RESERVE_LUA)
+SETTLE_SHA = _sha(SETTLE_LUA)
+READ_SHA = _sha(READ_LUA)
+CLAIM_SHA = _sha(CLAIM_LUA)
+_SCRIPTS = {
+    RESERVE_SHA: RESERVE_LUA,
+    SETTLE_SHA: SETTLE_LUA,
+    READ_SHA: READ_LUA,
+    CLAIM_SHA: CLAIM_LUA,
+}
+
+
+class CircuitBreaker:
+    """Open after ``failures`` consecutive failures; one probe per ``cooldown_s`` while open.
+
+    A dead Redis therefore costs one socket timeout per cooldown, not one per call.
+    """
+
+    __slots__ = ("_threshold", "_cooldown", "_clock", "_failures", "_open_until", "_lock")
+
+    def __init__(
+        self, failures: int = 3, cooldown_s: float = 2.0, clock: Callable[[], float] | None = None
+    ) -> None:
+        import time
+
+        self._threshold = failures
+        self._cooldown = cooldown_s
+        self._clock = clock or time.monotonic
+        self._failures = 0
+        self._open_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self._failures >= self._threshold
+
+    def allow(self) -> bool:
+        """False while open; True for closed, and for one caller per cooldown (the probe)."""
+        if self._failures < self._threshold:
+            return True
+        with self._lock:
+            now = self._clock()
+            if now < self._open_until:
+                return False
+            self._open_until = now + self._cooldown
+            return True
+
+    def success(self) -> None:
+        if self._failures:
+            self._failures = 0
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self._threshold:
+                self._open_until = self._clock() + self._cooldown
+
+
+class RedisBudgetBackend:
+    """Budget state in Redis: one ``EVALSHA`` per reservation, settlements pipelined."""
+
+    def __init__(self, client: Any, *, breaker: CircuitBreaker | None = None) -> None:
+        import redis
+
+        self._client = client
+        self._breaker = breaker or CircuitBreaker()
+        self._down: tuple[type[BaseException], ...] = (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            OSError,
+        )
+        self._noscript: type[BaseException] = redis.exceptions.NoScriptError
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout_s: float = 0.1) -> RedisBudgetBackend:
+        """A client with short socket timeouts and no retries (the breaker handles outages)."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        return cls(client)
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def _run(self, call: Callable[[], Any]) -> Any:
+        breaker = self._breaker
+        if not breaker.allow():
+            raise BackendUnavailable("budget backend circuit open after repeated Redis failures")
+        try:
+            result = call()
+        except self._down as exc:
+            breaker.failure()
+            raise BackendUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+        breaker.success()
+        return result
+
+    def _evalsha(self, sha: str, numkeys: int, *args: Any) -> Any:
+        client = self._client
+        try:
+            return client.evalsha(sha, numkeys, *args)
+        except self._noscript:
+            client.script_load(_SCRIPTS[sha])
+            return client.evalsha(sha, numkeys, *args)
+
+    def _pipelined(self, calls: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """EVALSHA each call in one round trip; reload and rerun only those that met NOSCRIPT."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            for i in todo:
+                sha, args = calls[i]
+                pipe.evalsha(sha, 3, *args)
+            replies = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, self._noscript) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(reply, BaseException):
+                    raise reply
+                else:
+                    results[i] = reply
+            if not missing:
+                break
+            for sha in {calls[i][0] for i in missing}:
+                self._client.script_load(_SCRIPTS[sha])
+            todo = missing
+        return results
+
+    def reserve(self, requests: Sequence[ReserveRequest]) -> list[ReserveResult]:
+        if len(requests) == 1:
+            req = requests[0]
+            keys = req.keys
+            reply = self._run(
+                lambda: self._evalsha(
+                    RESERVE_SHA,
+                    3,
+                    keys.spent,
+                    keys.holds,
+                    keys.amounts,
+                    req.now_ms,
+                    req.cur_bucket,
+                    req.min_bucket,
+                    req.limit,
+                    req.amount,
+                    req.hold_id,
+                    req.hold_expires_ms,
+                    1 if req.enforce else 0,
+                    req.hold_ttl_s,
+                )
+            )
+            return [ReserveResult(reply[0] == 1, reply[1] == 1, reply[2], reply[3], reply[4])]
+        calls = [
+            (
+                RESERVE_SHA,
+                (
+                    r.keys.spent,
+                    r.keys.holds,
+                    r.keys.amounts,
+                    r.now_ms,
+                    r.cur_bucket,
+                    r.min_bucket,
+                    r.limit,
+                    r.amount,
+                    r.hold_id,
+                    r.hold_expires_ms,
+                    1 if r.enforce else 0,
+                    r.hold_ttl_s,
+                ),
+            )
+            for r in requests
+        ]
+        replies = self._run(lambda: self._pipelined(calls))
+        return [ReserveResult(x[0] == 1, x[1] == 1, x[2], x[3], x[4]) for x in replies]
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[SettleResult]:
+        if not settlements:
+            return []
+        calls = [
+            (
+                SETTLE_SHA,
+                (
+                    s.keys.spent,
+                    s.keys.holds,
+                    s.keys.amounts,
+                    s.settle_id,
+                    s.cost,
+                    s.cur_bucket,
+                    s.min_bucket,
+                    s.spent_ttl_s,
+                    s.done_expires_ms,
+                    s.hold_key_ttl_s,
+                ),
+            )
+            for s in settlements
+        ]
+        replies = self._run(lambda: self._pipelined(calls))
+        return [SettleResult(x[0], x[1], x[2], x[3] == 1) for x in replies]
+
+    def read(self, keys: BudgetKeys, now_ms: int, min_bucket: int) -> BudgetReading:
+        reply = self._run(
+            lambda: self._evalsha(
+                READ_SHA, 3, keys.spent, keys.holds, keys.amounts, now_ms, min_bucket
+            )
+        )
+        return BudgetReading(reply[0], reply[1], reply[2], reply[3])
+
+    def claim_alert(
+        self, keys: BudgetKeys, claim: str, now_ms: int, dedupe_ms: int, ttl_s: int
+    ) -> bool:
+        key = keys.alert_prefix + claim
+        reply = self._run(lambda: self._evalsha(CLAIM_SHA, 1, key, now_ms, dedupe_ms, ttl_s))
+        return bool(reply == 1)
+
+    def register(self, name: str, definition_json: str) -> None:
+        self._run(lambda: self._client.hset(BUDGET_INDEX_KEY, name, definition_json))
+
+    def definitions(self) -> dict[str, str]:
+        raw = self._run(lambda: self._client.hgetall(BUDGET_INDEX_KEY))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def close(self) -> None:
+        with contextlib.suppress(*self._down):
+            self._client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
