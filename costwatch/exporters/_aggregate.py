@@ -35,13 +35,16 @@ class SpendSeries:
         "cost",
         "dur_sum",
         "error",
+        "labels",
         "lock",
         "ok",
         "tokens",
         "unpriced",
     )
 
-    def __init__(self, histogram: bool) -> None:
+    def __init__(self, labels: tuple[str, ...], histogram: bool) -> None:
+        self.labels = labels
+        """The exported label values (after the guard), in ``SPEND_LABELS`` order."""
         self.lock = threading.Lock()
         self.cost: Decimal | None = None
         """``None`` until a priced call arrives: an unpriced model exposes no cost series."""
@@ -60,9 +63,10 @@ class SpendSeries:
 class HistogramSeries:
     """A histogram kept as non-cumulative bucket counts and a sum."""
 
-    __slots__ = ("buckets", "lock", "total")
+    __slots__ = ("buckets", "labels", "lock", "total")
 
-    def __init__(self, n_bounds: int) -> None:
+    def __init__(self, labels: tuple[str, ...], n_bounds: int) -> None:
+        self.labels = labels
         self.lock = threading.Lock()
         self.buckets = [0] * (n_bounds + 1)
         self.total = 0.0
@@ -94,10 +98,10 @@ class SpendAggregate:
         self.guard = guard
         self.histograms = histograms
         self.spend: GuardedTable[SpendSeries] = GuardedTable(
-            SPEND_LABELS, guard, lambda _labels: SpendSeries(histograms)
+            SPEND_LABELS, guard, lambda labels: SpendSeries(labels, histograms)
         )
         self.requests: GuardedTable[HistogramSeries] = GuardedTable(
-            REQUEST_LABELS, guard, lambda _labels: HistogramSeries(len(REQUEST_COST_BUCKETS))
+            REQUEST_LABELS, guard, lambda labels: HistogramSeries(labels, len(REQUEST_COST_BUCKETS))
         )
         self.cache: GuardedTable[CacheSeries] = GuardedTable(
             CACHE_LABELS, guard, lambda _labels: CacheSeries()
@@ -108,7 +112,7 @@ class SpendAggregate:
         self.budget_blocked: dict[str, int] = {}
         self.internal_errors: dict[str, int] = {}
 
-    def add_record(self, record: CostRecord) -> None:
+    def add_record(self, record: CostRecord) -> SpendSeries:
         series = self.spend.get((
             record.service or self.service, record.provider, record.model, record.stage,
             record.strategy, record.feature, record.team, record.tenant,
@@ -138,6 +142,7 @@ class SpendAggregate:
                 series.dur_sum += latency
         if record.context_tokens:
             self._add_context(series, record.context_tokens, record.context_cost_usd)
+        return series
 
     def _add_context(
         self, series: SpendSeries, tokens: Mapping[str, int], costs: Mapping[str, Decimal]
@@ -152,12 +157,14 @@ class SpendAggregate:
                 slot[0] += count
                 slot[1] += costs.get(source, _ZERO)
 
-    def add_request_end(self, event: RequestEnd) -> None:
-        series = self.requests.get((
+    def request_series(self, event: RequestEnd) -> HistogramSeries:
+        return self.requests.get((
             event.service or self.service, event.strategy, event.feature, event.team,
             event.tenant, event.pipeline,
         ))
-        series.observe(REQUEST_COST_BUCKETS, float(event.cost_usd))
+
+    def add_request_end(self, event: RequestEnd) -> None:
+        self.request_series(event).observe(REQUEST_COST_BUCKETS, float(event.cost_usd))
 
     def add_cache(self, event: CacheEvent) -> None:
         series = self.cache.get(

@@ -50,7 +50,7 @@ class _Backend(Protocol):
     service: str
     guard: LabelGuard
 
-    def add_record(self, record: CostRecord) -> None: ...
+    def add_record(self, record: CostRecord) -> object: ...
 
     def add_request_end(self, event: RequestEnd) -> None: ...
 
@@ -95,8 +95,9 @@ def _backend_for(
             from costwatch.exporters._aggregate import SpendAggregate
             from costwatch.exporters._prom_collector import AggregateCollector
 
-            new = SpendAggregate(service, guard)
-            registry.register(AggregateCollector(new))
+            aggregate = SpendAggregate(service, guard)
+            registry.register(AggregateCollector(aggregate))
+            new = aggregate
         _states[registry] = (multiprocess, new)
         return new
 
