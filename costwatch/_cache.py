@@ -1,0 +1,1063 @@
+"""``RetrievalCache``: serve repeated retrievals and embeddings from Redis, count the dollars saved.
+
+``@costwatch.retrieval(source="kb", cache=RetrievalCache(ttl=600))`` calls ``cache.wrap(fn, ...)``
+at decoration time.  Each call of the wrapped function then:
+
+1. builds a key: SHA-256 of the canonical JSON of (namespace, tenant, source, version, stage,
+   function, normalised arguments).  Arguments that are not plain JSON make the call skip the
+   cache (``result="skip"``).  No argument text ever reaches a key or a log line;
+2. looks in the optional in-process LRU, then in the backend (one ``MGET`` of the namespace
+   generation and the entry).  A current entry is a hit: its value is returned and the cost
+   stored beside it is reported as saved;
+3. on a miss, runs the function once per key — threads and asyncio tasks of this process share
+   one computation, and across processes a short Redis lock (``SET NX PX``, random token,
+   compare-and-delete release) lets one process compute while the others poll for the value
+   for a bounded time, then compute themselves;
+4. stores the value (JSON, never pickle) with the cost of the calls made inside it.
+
+Redis down is an operational state, not a bug: the call goes straight through, the lookup counts
+as ``result="error"``, one log line a minute, and a circuit breaker stops paying the socket
+timeout until a probe finds Redis back.  costwatch's own bugs go to ``errors.report``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
+
+import orjson
+
+from costwatch import _runtime
+from costwatch._breaker import CircuitBreaker
+from costwatch._cache_backend import (
+    BUSY,
+    HAVE_ENTRY,
+    LOCKED,
+    AsyncCacheBackend,
+    BackendError,
+    CacheBackend,
+    MemoryBackend,
+    shared_redis_backend,
+)
+from costwatch._context import cost_scope, current_tags
+from costwatch._errors import ConfigError
+from costwatch._failopen import errors
+from costwatch._sink import CacheEvent
+
+if TYPE_CHECKING:
+    from costwatch._sink import Sink
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("costwatch.cache")
+
+last_lookup_var: ContextVar[str] = ContextVar("costwatch_cache_lookup", default="")
+"""Result of the latest cache lookup in this context: ``hit``, ``miss``, ``error`` or ``skip``.
+
+Set just before a cached function returns, so the decorator wrapping it can mark its
+``CostRecord.cache_hit``."""
+
+HIT: Final = "hit"
+MISS: Final = "miss"
+ERROR: Final = "error"
+SKIP: Final = "skip"
+
+_ZERO = Decimal(0)
+_KEY_PREFIX = "cw:c:"
+_LOG_INTERVAL_S = 60.0
+_POLL_FIRST_S = 0.005
+_POLL_MAX_S = 0.05
+_MAX_DEPTH = 64
+
+OwnCost = Callable[[Any], Decimal | None]
+"""Given a miss's result, the cost of the wrapping decorator's own record (priced retrieval,
+embedding usage read from the result): it is emitted outside the cached function, so the cost
+scope cannot see it."""
+
+
+# ------------------------------------------------------------------------------------------
+# Values and keys: plain JSON only
+# ------------------------------------------------------------------------------------------
+
+
+def _plain_json(value: object, allow_tuple: bool, depth: int = 0) -> bool:
+    """Is ``value`` made only of types that survive a JSON round trip unchanged?
+
+    Exact types only: a subclass (an Enum over str, an OrderedDict), a tuple in a value, a
+    non-finite float or a dataclass would come back as something else, and the host must get
+    exactly what its function returned.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return math.isfinite(cast(float, value))
+    if depth >= _MAX_DEPTH:
+        return False
+    if kind is list or (allow_tuple and kind is tuple):
+        return all(_plain_json(v, allow_tuple, depth + 1) for v in cast(list[object], value))
+    if kind is dict:
+        return all(
+            type(k) is str and _plain_json(v, allow_tuple, depth + 1)
+            for k, v in cast(dict[object, object], value).items()
+        )
+    return False
+
+
+def _is_empty(value: object) -> bool:
+    if value is None:
+        return True
+    kind = type(value)
+    return (kind is list or kind is dict or kind is str) and not cast(Any, value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cost(text: str) -> Decimal | None:
+    try:
+        cost = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not cost.is_finite() or cost < 0:
+        return None
+    return cost
+
+
+def _header(generation: int, cost: Decimal) -> bytes:
+    return b'[1,%d,"%s",' % (generation, str(cost).encode())
+
+
+def decode_entry(entry: bytes, generation: int | None) -> tuple[Any, Decimal, int] | None:
+    """``(value, cost, offset of the value's JSON)`` of a stored entry, or None.
+
+    None for anything that is not an entry of the expected generation: garbage, a pickle, a
+    truncated write.  Decoding is ``orjson.loads`` and nothing else: nothing read is executed.
+    """
+    try:
+        obj = orjson.loads(entry)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not list or len(obj) != 4:
+        return None
+    version, gen, cost_text, value = obj
+    if type(version) is not int or version != 1 or type(gen) is not int:
+        return None
+    if generation is not None and gen != generation:
+        return None
+    if type(cost_text) is not str:
+        return None
+    cost = _parse_cost(cost_text)
+    if cost is None:
+        return None
+    header = b'[1,%d,"%s",' % (gen, cost_text.encode())
+    offset = len(header) if entry.startswith(header) and entry.endswith(b"]") else -1
+    return value, cost, offset
+
+
+class _Binder:
+    """Normalises a call's arguments so ``f("q")`` and ``f(query="q")`` give the same key.
+
+    Functions with only positional-or-keyword parameters (most retrievers) take a fast path
+    without ``inspect.Signature.bind``.  ``None`` means the call does not bind (the function
+    itself will raise its own ``TypeError``).
+    """
+
+    __slots__ = ("_sig", "_simple", "_names", "_defaults")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        try:
+            sig: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            sig = None
+        self._sig = sig
+        params = list(sig.parameters.values()) if sig is not None else []
+        self._simple = sig is not None and all(
+            p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params
+        )
+        self._names = tuple(p.name for p in params)
+        self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
+
+    def __call__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> object:
+        names = self._names
+        if self._simple:
+            given = len(args)
+            if not kwargs and given == len(names):
+                return args
+            if given > len(names):
+                return None
+            values = list(args)
+            used = 0
+            for name in names[given:]:
+                if name in kwargs:
+                    values.append(kwargs[name])
+                    used += 1
+                elif name in self._defaults:
+                    values.append(self._defaults[name])
+                else:
+                    return None
+            if used != len(kwargs):
+                return None
+            return values
+        if self._sig is None:
+            return None
+        try:
+            bound = self._sig.bind(*args, **kwargs)
+        except TypeError:
+            return None
+        bound.apply_defaults()
+        return bound.arguments
+
+
+def _key_part(text: str) -> str:
+    """A namespace component for a Redis key: no braces (hash tag), colons or spaces; bounded."""
+    if len(text) <= 64 and text.isprintable() and not any(c in text for c in "{}:% "):
+        return text
+    if len(text) > 64:
+        return "h-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    out = []
+    for ch in text:
+        if ch in "{}:% " or not ch.isprintable():
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------
+# Local LRU
+# ------------------------------------------------------------------------------------------
+
+
+class _LocalLRU:
+    """A small in-process LRU of encoded values with its own short TTL (thread-safe)."""
+
+    __slots__ = ("_data", "_lock", "_size", "_ttl", "_clock")
+
+    def __init__(self, size: int, ttl_s: float, clock: Callable[[], float]) -> None:
+        self._data: OrderedDict[bytes, tuple[float, bytes, Decimal]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+        self._ttl = ttl_s
+        self._clock = clock
+
+    def get(self, key: bytes) -> tuple[float, bytes, Decimal] | None:
+        now = self._clock()
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            if item[0] <= now:
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+        return item
+
+    def put(self, key: bytes, body: bytes, cost: Decimal) -> None:
+        expires = self._clock() + self._ttl
+        with self._lock:
+            self._data[key] = (expires, body, cost)
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+# ------------------------------------------------------------------------------------------
+# Per-runtime resolution
+# ------------------------------------------------------------------------------------------
+
+
+class _Resolved:
+    """What a cache uses under one runtime: backend, breaker, sinks, local LRU."""
+
+    __slots__ = ("rt", "backend", "_abackend", "breaker", "sinks", "service", "namespace",
+                 "local", "is_redis", "_lock")
+
+    def __init__(
+        self,
+        rt: _runtime.Runtime,
+        backend: CacheBackend,
+        breaker: CircuitBreaker,
+        namespace: str,
+        local: _LocalLRU | None,
+        is_redis: bool,
+    ) -> None:
+        self.rt = rt
+        self.backend = backend
+        self._abackend: AsyncCacheBackend | None = None
+        self.breaker = breaker
+        self.sinks: tuple[Sink, ...] = rt.sinks
+        self.service = rt.settings.service
+        self.namespace = namespace
+        self.local = local
+        self.is_redis = is_redis
+        self._lock = threading.Lock()
+
+    @property
+    def abackend(self) -> AsyncCacheBackend:
+        found = self._abackend
+        if found is None:
+            with self._lock:
+                found = self._abackend
+                if found is None:
+                    found = self._abackend = self.backend.asyncio()
+        return found
+
+
+_twins_lock = threading.Lock()
+_twins: dict[int, tuple[Any, MemoryBackend]] = {}
+
+
+def _memory_twin(rt: _runtime.Runtime) -> MemoryBackend:
+    """The in-memory backend of one runtime, shared by every cache of that runtime."""
+    with _twins_lock:
+        found = _twins.get(id(rt))
+        if found is not None and found[0]() is rt:
+            return found[1]
+        for ident in [i for i, (ref, _) in _twins.items() if ref() is None]:
+            del _twins[ident]
+        twin = MemoryBackend()
+        _twins[id(rt)] = (weakref.ref(rt), twin)
+        return twin
+
+
+class _Flight:
+    """One in-process computation of a key that concurrent callers wait for."""
+
+    __slots__ = ("event", "body", "cost")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.body: bytes | None = None
+        self.cost = _ZERO
+
+
+class _Lookup:
+    """A miss in progress: everything the miss path needs, computed once by the lookup."""
+
+    __slots__ = ("res", "tags", "material", "key", "gen_key", "lock_key", "generation",
+                 "site")
+
+    def __init__(
+        self,
+        site: _Site,
+        res: _Resolved,
+        tags: Mapping[str, str],
+        material: bytes,
+        key: str,
+        gen_key: str,
+        lock_key: str,
+        generation: int,
+    ) -> None:
+        self.site = site
+        self.res = res
+        self.tags = tags
+        self.material = material
+        self.key = key
+        self.gen_key = gen_key
+        self.lock_key = lock_key
+        self.generation = generation
+
+
+class _Done:
+    """The lookup settled the call without running the function (hit) or decided to call through."""
+
+    __slots__ = ("value", "hit")
+
+    def __init__(self, value: object, hit: bool) -> None:
+        self.value = value
+        self.hit = hit
+
+
+_CALL_THROUGH = _Done(None, False)
+
+
+# ------------------------------------------------------------------------------------------
+# The cache
+# ------------------------------------------------------------------------------------------
+
+
+class RetrievalCache:
+    """A Redis-backed cache for ``@costwatch.retrieval`` and ``@costwatch.embedding`` functions.
+
+    ``ttl`` seconds per entry (with up to ``jitter`` of it taken off at random, so entries
+    written together do not expire together).  ``namespace`` replaces the service name in keys
+    (to share entries between services deliberately); ``version`` is part of every key (bump it
+    when the index changes).  ``backend`` is a :class:`CacheBackend` or a Redis URL; by default
+    ``configure(redis_url=...)``, else an in-memory twin.  ``max_value_bytes`` bounds a stored
+    entry; ``local_size`` > 0 adds an in-process LRU in front of the backend whose entries live
+    ``local_ttl`` seconds (other processes' invalidations reach it within that time).
+    ``cache_empty`` stores empty results (None, [], {}, "") too.  ``lock_timeout`` bounds how
+    long a caller waits for another's computation of the same key.  ``key``, when given, is
+    called with the call's arguments and returns the plain-JSON value the key is built from
+    (needed for methods, whose ``self`` is not JSON).  ``name`` names the cache in metrics
+    (default: the decorator's source).
+    """
+
+    def __init__(
+        self,
+        ttl: float = 600.0,
+        namespace: str | None = None,
+        version: str | int | None = None,
+        backend: CacheBackend | str | None = None,
+        max_value_bytes: int = 1_000_000,
+        local_size: int = 0,
+        cache_empty: bool = False,
+        *,
+        local_ttl: float = 5.0,
+        name: str | None = None,
+        lock_timeout: float = 5.0,
+        jitter: float = 0.1,
+        key: Callable[..., Any] | None = None,
+        breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _check_positive("ttl", ttl)
+        _check_positive("local_ttl", local_ttl)
+        _check_positive("lock_timeout", lock_timeout)
+        if not isinstance(max_value_bytes, int) or max_value_bytes < 64:
+            raise ConfigError("max_value_bytes", max_value_bytes, "must be an integer >= 64")
+        if not isinstance(local_size, int) or local_size < 0:
+            raise ConfigError("local_size", local_size, "must be an integer >= 0")
+        if not 0 <= jitter <= 0.5:
+            raise ConfigError("jitter", jitter, "must be between 0 and 0.5")
+        if isinstance(backend, str) and not backend.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("backend", backend, "a URL must start with redis://, rediss:// or unix://")
+        if backend is not None and not isinstance(backend, str | CacheBackend):
+            raise ConfigError("backend", backend, "must be a CacheBackend or a Redis URL")
+        if namespace is not None and not namespace:
+            raise ConfigError("namespace", namespace, "must not be empty")
+        self.ttl = float(ttl)
+        self.namespace = namespace
+        self.version = "" if version is None else str(version)
+        self.max_value_bytes = max_value_bytes
+        self.local_size = local_size
+        self.local_ttl = min(float(local_ttl), self.ttl)
+        self.cache_empty = cache_empty
+        self.lock_timeout = float(lock_timeout)
+        self.jitter = float(jitter)
+        self.name = name or ""
+        """The explicit name, or "" (the decorator then names the cache after its source)."""
+        self._backend_arg = backend
+        self._key_fn = key
+        self._breaker_arg = breaker
+        self._clock = clock
+        self._ttl_ms = max(1, int(self.ttl * 1000))
+        self._lock_ms = max(1, int(self.lock_timeout * 1000))
+        self._lock = threading.Lock()
+        self._resolved: _Resolved | None = None
+        self._sources: dict[str, None] = {}
+        self._last_log = -math.inf
+
+    # -- public -----------------------------------------------------------------------------
+    def wrap(
+        self,
+        fn: Callable[P, R],
+        *,
+        source: str,
+        stage: str = "retrieval",
+        own_cost: OwnCost | None = None,
+    ) -> Callable[P, R]:
+        """Return ``fn`` served from this cache (same kind: coroutine function stays one).
+
+        Generator functions are returned unchanged: a stream is not a value to cache.
+        """
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            return cast(Callable[P, R], fn)
+        if not source:
+            raise ConfigError("source", source, "a cache needs a source name")
+        site = _Site(self, fn, source, stage, own_cost)
+        with self._lock:
+            self._sources[source] = None
+        if inspect.iscoroutinefunction(fn):
+            return cast(Callable[P, R], _async_wrapper(site, cast(Any, fn)))
+        return _sync_wrapper(site, fn)
+
+    def invalidate(self, tenant: str | None = None) -> None:
+        """Drop every entry of this cache for ``tenant`` (default: the current one) in O(1).
+
+        Increments the namespace generation: entries of older generations are never served again
+        and expire with their TTL.  Other processes' local LRUs see it within ``local_ttl``.
+        Raises :class:`BackendError` (a ``ConnectionError``) when the backend is unreachable:
+        the host asked for it, and keeping stale entries silently would be worse.
+        """
+        res = self._resolve(_runtime.runtime())
+        tenant = current_tags().get("tenant", "") if tenant is None else tenant
+        if res.local is not None:
+            res.local.clear()
+        for source in self._source_names():
+            res.backend.bump(self._gen_key(res, tenant, source))
+
+    async def ainvalidate(self, tenant: str | None = None) -> None:
+        """:meth:`invalidate` through the asyncio backend."""
+        res = self._resolve(_runtime.runtime())
+        tenant = current_tags().get("tenant", "") if tenant is None else tenant
+        if res.local is not None:
+            res.local.clear()
+        for source in self._source_names():
+            await res.abackend.bump(self._gen_key(res, tenant, source))
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The breaker guarding the current backend (None before the first call)."""
+        res = self._resolved
+        return res.breaker if res is not None else self._breaker_arg
+
+    # -- internals --------------------------------------------------------------------------
+    def _source_names(self) -> list[str]:
+        with self._lock:
+            names = list(self._sources)
+        if not names and self.name:
+            names = [self.name]
+        return names
+
+    def _resolve(self, rt: _runtime.Runtime) -> _Resolved:
+        res = self._resolved
+        if res is not None and res.rt is rt:
+            return res
+        with self._lock:
+            res = self._resolved
+            if res is not None and res.rt is rt:
+                return res
+            arg = self._backend_arg
+            backend: CacheBackend
+            timeout = rt.settings.redis_timeout_s
+            if isinstance(arg, str):
+                backend, is_redis = shared_redis_backend(arg, timeout), True
+            elif arg is not None:
+                backend, is_redis = arg, False
+            elif rt.redis_url:
+                backend, is_redis = shared_redis_backend(rt.redis_url, timeout), True
+            else:
+                backend, is_redis = _memory_twin(rt), False
+            breaker = self._breaker_arg or CircuitBreaker()
+            local = (
+                _LocalLRU(self.local_size, self.local_ttl, self._clock)
+                if self.local_size
+                else None
+            )
+            namespace = self.namespace or rt.settings.service
+            res = self._resolved = _Resolved(rt, backend, breaker, namespace, local, is_redis)
+            return res
+
+    def _gen_key(self, res: _Resolved, tenant: str, source: str) -> str:
+        return _namespace_tag(res.namespace, tenant, source) + "gen"
+
+    def _ttl_with_jitter(self) -> int:
+        if not self.jitter:
+            return self._ttl_ms
+        return max(1, int(self._ttl_ms * (1.0 - self.jitter * random.random())))
+
+    def _backend_down(self, res: _Resolved, exc: BaseException) -> None:
+        """Redis unreachable: tell the breaker, log at most once a minute (no keys, no text)."""
+        res.breaker.record_failure()
+        now = time.monotonic()
+        if now - self._last_log >= _LOG_INTERVAL_S:
+            self._last_log = now
+            logger.warning(
+                "costwatch cache %s: backend unavailable (%s); calls go straight through "
+                "(logged at most once a minute)",
+                self.name or "/".join(self._source_names()),
+                exc,
+            )
+
+
+def _namespace_tag(namespace: str, tenant: str, source: str) -> str:
+    """``cw:c:{service:tenant:source}:`` — one Redis Cluster hash tag per namespace."""
+    return f"{_KEY_PREFIX}{{{_key_part(namespace)}:{_key_part(tenant)}:{_key_part(source)}}}:"
+
+
+def _check_positive(field: str, value: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ConfigError(field, value, "must be a positive number of seconds")
+
+
+class _Site:
+    """One wrapped function: its key material, in-flight computations and event emission."""
+
+    __slots__ = ("cache", "fn", "source", "stage", "own_cost", "name", "_binder", "_const",
+                 "_flights", "_aflights", "_lock", "_ns_keys")
+
+    def __init__(
+        self,
+        cache: RetrievalCache,
+        fn: Callable[..., Any],
+        source: str,
+        stage: str,
+        own_cost: OwnCost | None,
+    ) -> None:
+        self.cache = cache
+        self.fn = fn
+        self.source = source
+        self.stage = stage
+        self.own_cost = own_cost
+        self.name = cache.name or source
+        self._binder = _Binder(fn)
+        qualname = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+        self._const = (source, cache.version, stage, qualname)
+        self._flights: dict[str, _Flight] = {}
+        self._aflights: dict[
+            tuple[int, str], tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]
+        ] = {}
+        self._lock = threading.Lock()
+        self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
+
+    # -- events ----------------------------------------------------------------------------
+    def emit(self, res: _Resolved, tags: Mapping[str, str], result: str, saved: Decimal) -> None:
+        last_lookup_var.set(result)
+        try:
+            event = CacheEvent(
+                self.name,
+                result,
+                saved,
+                res.service,
+                tags.get("feature", ""),
+                tags.get("team", ""),
+                tags.get("tenant", ""),
+            )
+            for sink in res.sinks:
+                sink.on_cache(event)
+        except Exception as exc:
+            errors.report("cache", exc)
+
+    # -- keys ------------------------------------------------------------------------------
+    def material(self, res: _Resolved, tenant: str, args: tuple[Any, ...],
+                 kwargs: Mapping[str, Any]) -> bytes | None:
+        """The canonical JSON the key is hashed from, or None when the call cannot be keyed."""
+        key_fn = self.cache._key_fn
+        if key_fn is not None:
+            try:
+                values: object = key_fn(*args, **kwargs)
+            except Exception:
+                return None
+        else:
+            values = self._binder(args, kwargs)
+            if values is None:
+                return None
+        if not _plain_json(values, True):
+            return None
+        try:
+            return orjson.dumps((res.namespace, tenant, self._const, values),
+                                option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            return None
+
+    def keys(self, res: _Resolved, tenant: str, material: bytes) -> tuple[str, str, str]:
+        """``(generation key, entry key, lock key)``: one hash tag per service/tenant/source."""
+        ns = self._ns_keys.get((res.namespace, tenant))
+        if ns is None:
+            tag = _namespace_tag(res.namespace, tenant, self.source)
+            ns = (tag + "gen", tag)
+            if len(self._ns_keys) > 4096:
+                self._ns_keys.clear()
+            self._ns_keys[(res.namespace, tenant)] = ns
+        digest = hashlib.sha256(material).hexdigest()
+        return ns[0], ns[1] + digest, ns[1] + "lock:" + digest
+
+    # -- lookup ----------------------------------------------------------------------------
+    def begin(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _Done | _Lookup:
+        """Everything before a backend round trip: key, local LRU, breaker."""
+        res = self.cache._resolve(_runtime.runtime())
+        tags = current_tags()
+        tenant = tags.get("tenant", "")
+        material = self.material(res, tenant, args, kwargs)
+        if material is None:
+            self.emit(res, tags, SKIP, _ZERO)
+            return _CALL_THROUGH
+        local = res.local
+        if local is not None:
+            item = local.get(material)
+            if item is not None:
+                value = orjson.loads(item[1])
+                self.emit(res, tags, HIT, item[2])
+                return _Done(value, True)
+        if not res.breaker.allow():
+            self.emit(res, tags, ERROR, _ZERO)
+            return _CALL_THROUGH
+        gen_key, key, lock_key = self.keys(res, tenant, material)
+        return _Lookup(self, res, tags, material, key, gen_key, lock_key, 0)
+
+    def served(self, lk: _Lookup, entry: bytes | None, generation: int) -> _Done | None:
+        """The backend answered: a current entry is a hit (returned), anything else a miss."""
+        lk.generation = generation
+        if entry is None:
+            return None
+        decoded = decode_entry(entry, generation)
+        if decoded is None:
+            return None
+        value, cost, offset = decoded
+        local = lk.res.local
+        if local is not None and offset > 0:
+            local.put(lk.material, entry[offset:-1], cost)
+        self.emit(lk.res, lk.tags, HIT, cost)
+        return _Done(value, True)
+
+    def failed(self, lk: _Lookup, exc: BaseException) -> _Done:
+        self.cache._backend_down(lk.res, exc)
+        self.emit(lk.res, lk.tags, ERROR, _ZERO)
+        return _CALL_THROUGH
+
+    # -- after computing -------------------------------------------------------------------
+    def encode(
+        self, lk: _Lookup, value: object, cost: Decimal
+    ) -> tuple[bytes | None, bytes | None, str]:
+        """``(body, entry, result)``: the value's JSON (shareable with waiters), the entry to
+        store, and what the lookup counts as.
+
+        A value that is not plain JSON or is larger than ``max_value_bytes`` is not stored
+        (``skip``); an empty one is not stored without ``cache_empty`` (still a ``miss``).
+        """
+        if not _plain_json(value, False):
+            return None, None, SKIP
+        try:
+            body = orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return None, None, SKIP
+        cache = self.cache
+        if _is_empty(value) and not cache.cache_empty:
+            return body, None, MISS
+        entry = _header(lk.generation, cost) + body + b"]"
+        if len(entry) > cache.max_value_bytes:
+            return body, None, SKIP
+        return body, entry, MISS
+
+    def computed_cost(self, scope_cost: Decimal, value: object) -> Decimal:
+        own = self.own_cost
+        if own is None:
+            return scope_cost
+        extra = own(value)
+        return scope_cost + extra if extra is not None else scope_cost
+
+    def finish_miss(self, lk: _Lookup, body: bytes | None, entry: bytes | None, cost: Decimal,
+                    result: str) -> None:
+        if entry is not None and body is not None and lk.res.local is not None:
+            lk.res.local.put(lk.material, body, cost)
+        self.emit(lk.res, lk.tags, result, _ZERO)
+
+    # -- single flight: threads -------------------------------------------------------------
+    def join_or_lead(self, key: str) -> tuple[_Flight, bool]:
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = _Flight()
+            return flight, True
+
+    def land(self, key: str, flight: _Flight) -> None:
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.event.set()
+
+    # -- single flight: asyncio -------------------------------------------------------------
+    def ajoin_or_lead(self, key: str) -> tuple[asyncio.Future[Any], bool]:
+        loop = asyncio.get_running_loop()
+        ident = (id(loop), key)
+        with self._lock:
+            found = self._aflights.get(ident)
+            if found is not None and found[0] is loop:
+                return found[1], False
+            future: asyncio.Future[Any] = loop.create_future()
+            self._aflights[ident] = (loop, future)
+            return future, True
+
+    def aland(
+        self, key: str, future: asyncio.Future[Any], shared: tuple[bytes, Decimal] | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        ident = (id(loop), key)
+        with self._lock:
+            found = self._aflights.get(ident)
+            if found is not None and found[1] is future:
+                del self._aflights[ident]
+        if not future.done():
+            future.set_result(shared)
+
+
+# ------------------------------------------------------------------------------------------
+# Wrappers: the sync and async call paths
+# ------------------------------------------------------------------------------------------
+
+
+def _sync_wrapper(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def cached(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            step = site.begin(args, kwargs)
+            if isinstance(step, _Lookup):
+                try:
+                    generation, entry = step.res.backend.read(step.gen_key, step.key)
+                except BackendError as exc:
+                    step = site.failed(step, exc)
+                else:
+                    step.res.breaker.record_success()
+                    step = site.served(step, entry, generation) or step
+        except Exception as exc:
+            errors.report("cache", exc)
+            step = _CALL_THROUGH
+        if isinstance(step, _Done):
+            if step.hit:
+                return cast(R, step.value)
+            return fn(*args, **kwargs)
+        return _sync_miss(step, fn, args, kwargs)
+
+    return cached
+
+
+def _sync_miss(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
+               kwargs: Mapping[str, Any]) -> R:
+    site = lk.site
+    flight, leader = site.join_or_lead(lk.key)
+    if not leader:
+        if flight.event.wait(site.cache.lock_timeout) and flight.body is not None:
+            try:
+                value = orjson.loads(flight.body)
+                site.emit(lk.res, lk.tags, HIT, flight.cost)
+                return cast(R, value)
+            except Exception as exc:
+                errors.report("cache", exc)
+        return _sync_compute(lk, fn, args, kwargs, None, locked=False)
+    try:
+        return _sync_lead(lk, fn, args, kwargs, flight)
+    finally:
+        site.land(lk.key, flight)
+
+
+def _sync_lead(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
+               kwargs: Mapping[str, Any], flight: _Flight) -> R:
+    """This thread computes the key for the process; first take the cross-process lock."""
+    site, res = lk.site, lk.res
+    token = os.urandom(12).hex()
+    locked = False
+    try:
+        backend = res.backend
+        deadline = time.monotonic() + site.cache.lock_timeout
+        poll = _POLL_FIRST_S
+        while True:
+            status, generation, entry = backend.acquire(
+                lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
+            )
+            lk.generation = generation
+            if status == HAVE_ENTRY and entry is not None:
+                decoded = decode_entry(entry, generation)
+                if decoded is not None:
+                    value, cost, offset = decoded
+                    flight.body, flight.cost = (entry[offset:-1] if offset > 0 else None), cost
+                    if res.local is not None and offset > 0:
+                        res.local.put(lk.material, entry[offset:-1], cost)
+                    site.emit(res, lk.tags, HIT, cost)
+                    return cast(R, value)
+                break  # garbage with a plausible prefix: compute and overwrite
+            if status == LOCKED:
+                locked = True
+                break
+            if status != BUSY or time.monotonic() + poll > deadline:
+                break
+            time.sleep(poll)
+            poll = min(poll * 2, _POLL_MAX_S)
+    except BackendError as exc:
+        site.failed(lk, exc)
+        failed = True
+    except Exception as exc:
+        errors.report("cache", exc)
+        failed = True
+    else:
+        failed = False
+    if failed:  # called outside the handlers, so the host's exception is not chained to ours
+        return fn(*args, **kwargs)
+    return _sync_compute(lk, fn, args, kwargs, flight, locked=locked, token=token)
+
+
+def _sync_compute(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
+                  kwargs: Mapping[str, Any], flight: _Flight | None, *, locked: bool,
+                  token: str = "") -> R:
+    """Run the function (its own result and exceptions pass through untouched) and store it."""
+    site, res = lk.site, lk.res
+    try:
+        with cost_scope() as scope:
+            value = fn(*args, **kwargs)
+    except BaseException:
+        if locked:
+            _sync_release(lk, token)
+        raise
+    try:
+        cost = site.computed_cost(scope.cost_usd, value)
+        body, entry, result = site.encode(lk, value, cost)
+        if flight is not None:
+            flight.body, flight.cost = body, cost
+        ttl = site.cache._ttl_with_jitter()
+        if locked:
+            res.backend.write_release(lk.key, entry, ttl, lk.lock_key, token)
+        elif entry is not None:
+            res.backend.write(lk.key, entry, ttl)
+        site.finish_miss(lk, body, entry, cost, result)
+    except BackendError as exc:
+        site.cache._backend_down(res, exc)
+        site.emit(res, lk.tags, ERROR, _ZERO)
+    except Exception as exc:
+        errors.report("cache", exc)
+    return value
+
+
+def _sync_release(lk: _Lookup, token: str) -> None:
+    try:
+        lk.res.backend.write_release(lk.key, None, 1, lk.lock_key, token)
+    except BackendError as exc:
+        lk.site.cache._backend_down(lk.res, exc)
+    except Exception as exc:
+        errors.report("cache", exc)
+
+
+def _async_wrapper(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def cached(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            step = site.begin(args, kwargs)
+            if isinstance(step, _Lookup):
+                try:
+                    generation, entry = await step.res.abackend.read(step.gen_key, step.key)
+                except BackendError as exc:
+                    step = site.failed(step, exc)
+                else:
+                    step.res.breaker.record_success()
+                    step = site.served(step, entry, generation) or step
+        except Exception as exc:
+            errors.report("cache", exc)
+            step = _CALL_THROUGH
+        if isinstance(step, _Done):
+            if step.hit:
+                return cast(R, step.value)
+            return await fn(*args, **kwargs)
+        return await _async_miss(step, fn, args, kwargs)
+
+    return cached
+
+
+async def _async_miss(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...],
+                      kwargs: Mapping[str, Any]) -> R:
+    site = lk.site
+    future, leader = site.ajoin_or_lead(lk.key)
+    if not leader:
+        try:
+            shared = await asyncio.wait_for(asyncio.shield(future), site.cache.lock_timeout)
+        except TimeoutError:
+            shared = None
+        if shared is not None:
+            try:
+                value = orjson.loads(shared[0])
+                site.emit(lk.res, lk.tags, HIT, shared[1])
+                return cast(R, value)
+            except Exception as exc:
+                errors.report("cache", exc)
+        return await _async_compute(lk, fn, args, kwargs, None, locked=False)
+    box: list[tuple[bytes, Decimal] | None] = [None]
+    try:
+        return await _async_lead(lk, fn, args, kwargs, box)
+    finally:
+        site.aland(lk.key, future, box[0])
+
+
+async def _async_lead(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...],
+                      kwargs: Mapping[str, Any], box: list[tuple[bytes, Decimal] | None]) -> R:
+    site, res = lk.site, lk.res
+    token = os.urandom(12).hex()
+    locked = False
+    try:
+        backend = res.abackend
+        deadline = time.monotonic() + site.cache.lock_timeout
+        poll = _POLL_FIRST_S
+        while True:
+            status, generation, entry = await backend.acquire(
+                lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
+            )
+            lk.generation = generation
+            if status == HAVE_ENTRY and entry is not None:
+                decoded = decode_entry(entry, generation)
+                if decoded is not None:
+                    value, cost, offset = decoded
+                    if offset > 0:
+                        box[0] = (entry[offset:-1], cost)
+                        if res.local is not None:
+                            res.local.put(lk.material, entry[offset:-1], cost)
+                    site.emit(res, lk.tags, HIT, cost)
+                    return cast(R, value)
+                break
+            if status == LOCKED:
+                locked = True
+                break
+            if status != BUSY or time.monotonic() + poll > deadline:
+                break
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, _POLL_MAX_S)
+    except BackendError as exc:
+        site.failed(lk, exc)
+        failed = True
+    except Exception as exc:
+        errors.report("cache", exc)
+        failed = True
+    else:
+        failed = False
+    if failed:
+        return await fn(*args, **kwargs)
+    return await _async_compute(lk, fn, args, kwargs, box, locked=locked, token=token)
+
+
+async def _async_compute(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...],
+                         kwargs: Mapping[str, Any], box: list[tuple[bytes, Decimal] | None] | None,
+                         *, locked: bool, token: str = "") -> R:
+    site, res = lk.site, lk.res
+    try:
+        with cost_scope() as scope:
+            value = await fn(*args, **kwargs)
+    except BaseException:
+        if locked:
+            await _async_release(lk, token)
+        raise
+    try:
+        cost = site.computed_cost(scope.cost_usd, value)
+        body, entry, result = site.encode(lk, value, cost)
+        if box is not None and body is not None:
+            box[0] = (body, cost)
+        ttl = site.cache._ttl_with_jitter()
+        if locked:
+            await res.abackend.write_release(lk.key, entry, ttl, lk.lock_key, token)
+        elif entry is not None:
+            await res.abackend.write(lk.key, entry, ttl)
+        site.finish_miss(lk, body, entry, cost, result)
+    except BackendError as exc:
+        site.cache._backend_down(res, exc)
+        site.emit(res, lk.tags, ERROR, _ZERO)
+    except Exception as exc:
+        errors.report("cache", exc)
+    return value
+
+
+async def _async_release(lk: _Lookup, token: str) -> None:
+    try:
+        await lk.res.abackend.write_release(lk.key, None, 1, lk.lock_key, token)
+    except BackendError as exc:
+        lk.site.cache._backend_down(lk.res, exc)
+    except Exception as exc:
+        errors.report("cache", exc)
