@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from costwatch._breaker import CircuitBreaker
+
 BUDGET_INDEX_KEY = "cw:budgets"
 """Hash ``name -> JSON definition`` of every registered budget (``costwatch budget status``)."""
 
@@ -414,52 +416,6 @@ _SCRIPTS = {
 }
 
 
-class CircuitBreaker:
-    """Open after ``failures`` consecutive failures; one probe per ``cooldown_s`` while open.
-
-    A dead Redis therefore costs one socket timeout per cooldown, not one per call.
-    """
-
-    __slots__ = ("_threshold", "_cooldown", "_clock", "_failures", "_open_until", "_lock")
-
-    def __init__(
-        self, failures: int = 3, cooldown_s: float = 2.0, clock: Callable[[], float] | None = None
-    ) -> None:
-        import time
-
-        self._threshold = failures
-        self._cooldown = cooldown_s
-        self._clock = clock or time.monotonic
-        self._failures = 0
-        self._open_until = 0.0
-        self._lock = threading.Lock()
-
-    @property
-    def is_open(self) -> bool:
-        return self._failures >= self._threshold
-
-    def allow(self) -> bool:
-        """False while open; True for closed, and for one caller per cooldown (the probe)."""
-        if self._failures < self._threshold:
-            return True
-        with self._lock:
-            now = self._clock()
-            if now < self._open_until:
-                return False
-            self._open_until = now + self._cooldown
-            return True
-
-    def success(self) -> None:
-        if self._failures:
-            self._failures = 0
-
-    def failure(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._failures >= self._threshold:
-                self._open_until = self._clock() + self._cooldown
-
-
 class RedisBudgetBackend:
     """Budget state in Redis: one ``EVALSHA`` per reservation, settlements pipelined."""
 
@@ -467,7 +423,7 @@ class RedisBudgetBackend:
         import redis
 
         self._client = client
-        self._breaker = breaker or CircuitBreaker()
+        self._breaker = breaker or CircuitBreaker(failure_threshold=3, cooldown_s=1.0)
         self._down: tuple[type[BaseException], ...] = (
             redis.ConnectionError,
             redis.TimeoutError,
@@ -503,9 +459,9 @@ class RedisBudgetBackend:
         try:
             result = call()
         except self._down as exc:
-            breaker.failure()
+            breaker.record_failure()
             raise BackendUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
-        breaker.success()
+        breaker.record_success()
         return result
 
     def _evalsha(self, sha: str, numkeys: int, *args: Any) -> Any:
