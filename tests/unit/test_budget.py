@@ -26,7 +26,6 @@ from costwatch._budget_alerts import BudgetAlert
 from costwatch._budget_backend import BudgetKeys, MemoryBudgetBackend, Settlement
 from costwatch._errors import BudgetExceeded, ConfigError
 from costwatch._pricing import Price
-from costwatch._record import TokenUsage
 from tests._fixtures.capture import CaptureSink
 
 # $1 per million input tokens, $4 per million output tokens
