@@ -119,6 +119,9 @@ class SpendAggregate:
         ))
         usage = record.usage
         cost = record.cost_usd
+        latency = record.latency_s
+        # Everything that can fail on a malformed record fails before the series changes.
+        bucket = bisect_left(DURATION_BUCKETS, latency) if series.buckets else 0
         with series.lock:
             if cost is None:
                 series.unpriced += 1
@@ -137,8 +140,7 @@ class SpendAggregate:
             else:
                 series.error += 1
             if series.buckets:
-                latency = record.latency_s
-                series.buckets[bisect_left(DURATION_BUCKETS, latency)] += 1
+                series.buckets[bucket] += 1
                 series.dur_sum += latency
         if record.context_tokens:
             self._add_context(series, record.context_tokens, record.context_cost_usd)

@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
@@ -33,7 +33,7 @@ from costwatch._failopen import errors
 from costwatch._record import CostRecord
 from costwatch._sink import BaseSink, CacheEvent, RequestEnd
 
-__all__ = ["PrometheusSink", "is_multiprocess", "serve_metrics"]
+__all__ = ["MetricsServer", "PrometheusSink", "is_multiprocess", "serve_metrics"]
 
 _COMPONENT = "exporter.prometheus"
 
@@ -186,15 +186,31 @@ def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegi
     return REGISTRY
 
 
+class MetricsServer(NamedTuple):
+    """The running ``/metrics`` endpoint: unpacks as ``(server, thread)``."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def shutdown(self) -> None:
+        """Stop serving and close the listening socket."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
 def serve_metrics(
     port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
-) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``/metrics`` from a daemon thread; returns ``(server, thread)``.
+) -> MetricsServer:
+    """Serve ``/metrics`` from a daemon thread; returns ``MetricsServer(server, thread)``.
 
-    ``port=0`` picks a free port (read it from ``server.server_port``); stop with
-    ``server.shutdown(); server.server_close()``.  Under multiprocess mode (and no explicit
-    ``registry``) it serves the aggregate of every worker's values in
-    ``PROMETHEUS_MULTIPROC_DIR``, so it can run in any one process (or a sidecar).
+    ``port=0`` picks a free port (``.port`` tells which); ``.shutdown()`` stops it.  Under
+    multiprocess mode (and no explicit ``registry``) it serves the aggregate of every worker's
+    values in ``PROMETHEUS_MULTIPROC_DIR``, so it can run in any one process (or a sidecar).
     """
     if is_multiprocess() and not os.path.isdir(os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")):
         raise ConfigError(
@@ -202,4 +218,4 @@ def serve_metrics(
             "must be an existing directory",
         )
     server, thread = start_http_server(port, addr=addr, registry=metrics_registry(registry))
-    return server, thread
+    return MetricsServer(server, thread)
