@@ -1,0 +1,381 @@
+"""``instrument(client)``: record every call an OpenAI or Anthropic client instance makes.
+
+Patches, on that client instance only, ``chat.completions.create``/``parse``,
+``responses.create``/``parse``, ``embeddings.create`` (OpenAI) and ``messages.create``/
+``parse``/``stream`` (Anthropic), sync and async, streaming included; ``chat.completions.stream()``
+and ``responses.stream()`` go through the patched ``create``.  Copies made with
+``client.with_options(...)``/``copy(...)`` are instrumented too.
+
+Per call: a budget preflight when a budget is registered (``BudgetExceeded`` propagates before
+the provider is called), then the provider call, then one record with the reported usage.  A
+provider exception is recorded (``status="error"``) and re-raised unchanged.  OpenAI chat streams
+get ``stream_options.include_usage`` when the caller did not set it, and the extra usage chunk is
+hidden from the caller.  The SDKs are never imported: clients are recognised by class name.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from time import perf_counter
+from typing import Any, TypeVar
+
+from costwatch import _runtime
+from costwatch._errors import BudgetExceeded
+from costwatch._failopen import errors
+from costwatch._record import EMPTY_USAGE
+from costwatch._recorder import CallSpec
+from costwatch._streams import is_stream, wrap_stream
+from costwatch._usage import extract_usage
+
+C = TypeVar("C")
+
+_PATCHES = "_costwatch_patches"
+
+_CLIENT_CLASSES = {
+    ("openai", "OpenAI"): ("openai", False),
+    ("openai", "AsyncOpenAI"): ("openai", True),
+    ("anthropic", "Anthropic"): ("anthropic", False),
+    ("anthropic", "AsyncAnthropic"): ("anthropic", True),
+}
+
+
+class _Endpoint:
+    """One patched method: what it records and how to read its request."""
+
+    __slots__ = ("spec", "prompt_key", "extra_prompt_key", "max_keys", "inject_usage", "active")
+
+    def __init__(
+        self,
+        spec: CallSpec,
+        prompt_key: str,
+        max_keys: tuple[str, ...],
+        *,
+        extra_prompt_key: str = "",
+        inject_usage: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.prompt_key = prompt_key
+        self.extra_prompt_key = extra_prompt_key
+        """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
+        self.max_keys = max_keys
+        self.inject_usage = inject_usage
+        self.active = True
+        """Cleared by ``uninstrument``: SDK helpers may still hold the patched method."""
+
+    def prompt(self, kwargs: Mapping[str, Any]) -> Any:
+        """The prompt in a form the recorder's estimator takes (text or a message list)."""
+        prompt = kwargs.get(self.prompt_key)
+        if isinstance(prompt, list | tuple) and prompt and all(isinstance(p, str) for p in prompt):
+            prompt = "\n".join(prompt)
+        extra = kwargs.get(self.extra_prompt_key) if self.extra_prompt_key else None
+        if isinstance(extra, str) and extra:
+            if isinstance(prompt, str):
+                return f"{extra}\n{prompt}"
+            if isinstance(prompt, list | tuple):
+                return [{"role": "system", "content": extra}, *prompt]
+        return prompt if isinstance(prompt, str | list | tuple) else None
+
+    def max_output(self, kwargs: Mapping[str, Any]) -> int | None:
+        if not self.max_keys:
+            return 0
+        for key in self.max_keys:
+            value = kwargs.get(key)
+            if type(value) is int:
+                return value
+        return None
+
+
+def _model_of(kwargs: Mapping[str, Any]) -> str:
+    model = kwargs.get("model")
+    return model if isinstance(model, str) else ""
+
+
+def _prompt_tokens(prompt: Any, model: str) -> int:
+    if prompt is None:
+        return 0
+    from costwatch._tokens import count_message_tokens, count_tokens
+
+    if isinstance(prompt, str):
+        return count_tokens(prompt, model)[0]
+    if prompt and all(isinstance(p, int) for p in prompt):  # pre-tokenised input
+        return len(prompt)
+    if prompt and all(isinstance(p, Mapping) for p in prompt):
+        return count_message_tokens(prompt, model)[0]
+    return 0
+
+
+def _before(ep: _Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
+    """``(model, hide_usage_chunk, reservation)``; mutates ``kwargs`` (the call's own dict)."""
+    model = _model_of(kwargs)
+    reservation = None
+    if _runtime.runtime().budgets.active:
+        reservation = ep.spec.preflight(
+            model, _prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
+        )
+    hide = False
+    if ep.inject_usage and kwargs.get("stream") is True:
+        options = kwargs.get("stream_options")
+        if not (isinstance(options, Mapping) and options.get("include_usage") is True):
+            base = options if isinstance(options, Mapping) else {}
+            kwargs["stream_options"] = {**base, "include_usage": True}
+            hide = True
+    return model, hide, reservation
+
+
+def _failed(
+    ep: _Endpoint, model: str, exc: BaseException, latency_s: float, reservation: Any
+) -> None:
+    try:
+        ep.spec.emit(
+            model,
+            EMPTY_USAGE,
+            latency_s,
+            status="error",
+            error_type=type(exc).__name__,
+            usage_source="none",
+            reservation=reservation,
+        )
+    except Exception as internal:
+        errors.report("instrument", internal)
+
+
+def _after(
+    ep: _Endpoint,
+    model: str,
+    kwargs: Mapping[str, Any],
+    result: Any,
+    t0: float,
+    hide: bool,
+    reservation: Any,
+) -> None:
+    try:
+        if is_stream(result):
+            wrap_stream(
+                result, ep.spec, model, t0,
+                reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
+            )
+            return
+        latency = perf_counter() - t0
+        extracted = extract_usage(result)
+        if extracted is None and type(result).__name__ == "LegacyAPIResponse":
+            # ``with_raw_response``: the body is already read and ``parse()`` caches its result,
+            # so the caller's own ``parse()`` gets the same (for streams: hooked) object.
+            parsed = result.parse()
+            if is_stream(parsed):
+                wrap_stream(
+                    parsed, ep.spec, model, t0,
+                    reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
+                )
+                return
+            extracted = extract_usage(parsed)
+        if extracted is not None:
+            usage, response_model = extracted
+            ep.spec.emit(
+                model, usage, latency, response_model=response_model, reservation=reservation
+            )
+        else:
+            ep.spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
+    except Exception as internal:
+        errors.report("instrument", internal)
+
+
+def _sync_call(ep: _Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not ep.active:
+            return original(*args, **kwargs)
+        try:
+            model, hide, reservation = _before(ep, kwargs)
+        except BudgetExceeded:
+            raise
+        except Exception as internal:
+            errors.report("instrument", internal)
+            return original(*args, **kwargs)
+        t0 = perf_counter()
+        try:
+            result = original(*args, **kwargs)
+        except BaseException as exc:
+            _failed(ep, model, exc, perf_counter() - t0, reservation)
+            raise
+        _after(ep, model, kwargs, result, t0, hide, reservation)
+        return result
+
+    return call
+
+
+def _async_call(ep: _Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        if not ep.active:
+            return await original(*args, **kwargs)
+        try:
+            model, hide, reservation = _before(ep, kwargs)
+        except BudgetExceeded:
+            raise
+        except Exception as internal:
+            errors.report("instrument", internal)
+            return await original(*args, **kwargs)
+        t0 = perf_counter()
+        try:
+            result = await original(*args, **kwargs)
+        except BaseException as exc:
+            _failed(ep, model, exc, perf_counter() - t0, reservation)
+            raise
+        _after(ep, model, kwargs, result, t0, hide, reservation)
+        return result
+
+    return call
+
+
+def _stream_manager_call(ep: _Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``messages.stream(...)``: returns a manager; the request is made on ``__enter__``."""
+
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not ep.active:
+            return original(*args, **kwargs)
+        try:
+            model, _, reservation = _before(ep, kwargs)
+        except BudgetExceeded:
+            raise
+        except Exception as internal:
+            errors.report("instrument", internal)
+            return original(*args, **kwargs)
+        try:
+            manager = original(*args, **kwargs)
+        except BaseException:
+            if reservation is not None:  # the SDK refused the arguments: nothing was sent
+                reservation.settle(None)
+            raise
+        try:
+            wrap_stream(
+                manager, ep.spec, model, perf_counter(),
+                reservation=reservation, prompt=ep.prompt(kwargs),
+            )
+        except Exception as internal:
+            errors.report("instrument", internal)
+        return manager
+
+    return call
+
+
+# --- patching client instances ----------------------------------------------------------------
+
+_ABSENT: Any = object()
+
+
+class _Patch:
+    __slots__ = ("owner", "name", "previous", "endpoint")
+
+    def __init__(self, owner: Any, name: str, previous: Any, endpoint: _Endpoint | None) -> None:
+        self.owner = owner
+        self.name = name
+        self.previous = previous
+        self.endpoint = endpoint
+
+    def undo(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.active = False
+        if self.previous is _ABSENT:
+            self.owner.__dict__.pop(self.name, None)
+        else:
+            setattr(self.owner, self.name, self.previous)
+
+
+def _client_kind(client: object) -> tuple[str, bool]:
+    for base in type(client).__mro__:
+        module = base.__module__.split(".", 1)[0]
+        found = _CLIENT_CLASSES.get((module, base.__name__))
+        if found is not None:
+            return found
+    names = ", ".join(f"{m}.{n}" for m, n in _CLIENT_CLASSES)
+    raise TypeError(
+        f"costwatch.instrument() supports {names}; got {type(client).__module__}."
+        f"{type(client).__qualname__} (install the SDK extra: pip install 'costwatch[openai]' "
+        "or 'costwatch[anthropic]')"
+    )
+
+
+def _patch(
+    patches: list[_Patch],
+    owner: Any,
+    name: str,
+    endpoint: _Endpoint,
+    make: Callable[[_Endpoint, Callable[..., Any]], Callable[..., Any]],
+) -> None:
+    if owner is None:
+        return
+    original = getattr(owner, name, None)
+    if original is None:
+        return
+    previous = owner.__dict__.get(name, _ABSENT)
+    setattr(owner, name, make(endpoint, original))
+    patches.append(_Patch(owner, name, previous, endpoint))
+
+
+def _copy_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        return instrument(original(*args, **kwargs))
+
+    return copy
+
+
+def instrument(client: C) -> C:
+    """Record every call ``client`` makes; returns the same client.  Idempotent.
+
+    Supports ``openai.OpenAI``/``AsyncOpenAI`` (and subclasses such as ``AzureOpenAI``) and
+    ``anthropic.Anthropic``/``AsyncAnthropic``.  Raises ``TypeError`` for anything else.
+    """
+    if getattr(client, _PATCHES, None) is not None:
+        return client
+    provider, asynchronous = _client_kind(client)
+    call = _async_call if asynchronous else _sync_call
+    patches: list[_Patch] = []
+    generation = CallSpec(provider, "", "generation", "chat")
+    target: Any = client
+    if provider == "openai":
+        chat = getattr(target, "chat", None)
+        completions = getattr(chat, "completions", None)
+        chat_endpoint = _Endpoint(
+            generation, "messages", ("max_completion_tokens", "max_tokens"), inject_usage=True
+        )
+        _patch(patches, completions, "create", chat_endpoint, call)
+        _patch(patches, completions, "parse", chat_endpoint, call)
+        responses_endpoint = _Endpoint(
+            generation, "input", ("max_output_tokens",), extra_prompt_key="instructions"
+        )
+        responses = getattr(target, "responses", None)
+        _patch(patches, responses, "create", responses_endpoint, call)
+        _patch(patches, responses, "parse", responses_endpoint, call)
+        embedding = _Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "input", ())
+        _patch(patches, getattr(target, "embeddings", None), "create", embedding, call)
+    else:
+        messages_endpoint = _Endpoint(
+            generation, "messages", ("max_tokens",), extra_prompt_key="system"
+        )
+        messages = getattr(target, "messages", None)
+        _patch(patches, messages, "create", messages_endpoint, call)
+        _patch(patches, messages, "parse", messages_endpoint, call)
+        _patch(patches, messages, "stream", messages_endpoint, _stream_manager_call)
+    for name in ("copy", "with_options"):
+        original = getattr(target, name, None)
+        if original is not None:
+            previous = target.__dict__.get(name, _ABSENT)
+            setattr(target, name, _copy_call(original))
+            patches.append(_Patch(target, name, previous, None))
+    setattr(target, _PATCHES, patches)
+    return client
+
+
+def uninstrument(client: C) -> C:
+    """Restore the methods ``instrument`` patched on ``client``; returns the same client."""
+    target: Any = client
+    patches: list[_Patch] | None = getattr(target, _PATCHES, None)
+    if patches is None:
+        return client
+    for patch in reversed(patches):
+        patch.undo()
+    target.__dict__.pop(_PATCHES, None)
+    return client

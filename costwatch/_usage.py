@@ -1,0 +1,332 @@
+"""Read billed tokens from provider responses into the ``TokenUsage`` partition.
+
+Runs on every wrapped call, so the reader for a response *class* is chosen once and cached;
+reading is then a handful of attribute lookups (no ``isinstance`` chains, no ``model_dump``).
+SDK objects (pydantic models) and plain dicts (JSON bodies) are both understood, and every
+detail field may be ``None`` or missing.
+
+Shapes and how they map (the partition sums to the billed total):
+
+* OpenAI chat completions / embeddings — ``prompt_tokens`` *includes* cached tokens and
+  ``completion_tokens`` *includes* reasoning tokens: ``input = prompt - cached``,
+  ``output = completion - reasoning``.
+* OpenAI Responses API — the same with ``input_tokens`` / ``output_tokens`` and
+  ``input_tokens_details.cached_tokens`` / ``output_tokens_details.reasoning_tokens``.
+* Anthropic messages — ``input_tokens`` *excludes* cache reads and writes, which are reported
+  beside it; ``cache_creation`` splits writes into 5-minute and 1-hour entries
+  (``cache_write_1h`` is the 1-hour subset).  ``output_tokens_details.thinking_tokens``, when
+  reported, is the reasoning part of ``output_tokens``.
+* Google Gemini ``usage_metadata`` — ``prompt_token_count`` includes
+  ``cached_content_token_count``; ``thoughts_token_count`` is billed beside
+  ``candidates_token_count``.
+
+OpenAI's ``cache_write_tokens`` detail stays inside ``input``: OpenAI bills prompt-cache writes
+at the plain input rate, so splitting them out would only risk pricing them at zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from costwatch._record import TokenUsage
+
+UsageReader = Callable[[Any], TokenUsage]
+ResponseReader = Callable[[Any], "tuple[TokenUsage, str] | None"]
+
+_MAX_CACHED_TYPES = 512
+"""Bound on the per-class reader caches (classes made on the fly must not grow them forever)."""
+
+
+# --- usage sub-objects: attribute access (SDK models, dataclasses, namespaces) -------------
+
+
+def _openai_completion_usage(u: Any) -> TokenUsage:
+    prompt = getattr(u, "prompt_tokens", None) or 0
+    completion = getattr(u, "completion_tokens", None) or 0
+    details = getattr(u, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    details = getattr(u, "completion_tokens_details", None)
+    reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details is not None else 0
+    return _openai_partition(prompt, cached, completion, reasoning)
+
+
+def _openai_responses_usage(u: Any) -> TokenUsage:
+    prompt = getattr(u, "input_tokens", None) or 0
+    completion = getattr(u, "output_tokens", None) or 0
+    details = getattr(u, "input_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    details = getattr(u, "output_tokens_details", None)
+    reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details is not None else 0
+    return _openai_partition(prompt, cached, completion, reasoning)
+
+
+def _anthropic_usage(u: Any) -> TokenUsage:
+    fresh = getattr(u, "input_tokens", None) or 0
+    read = getattr(u, "cache_read_input_tokens", None) or 0
+    write = getattr(u, "cache_creation_input_tokens", None)
+    creation = getattr(u, "cache_creation", None)
+    write_5m = write_1h = 0
+    if creation is not None:
+        write_5m = getattr(creation, "ephemeral_5m_input_tokens", None) or 0
+        write_1h = getattr(creation, "ephemeral_1h_input_tokens", None) or 0
+    output = getattr(u, "output_tokens", None) or 0
+    details = getattr(u, "output_tokens_details", None)
+    thinking = (getattr(details, "thinking_tokens", None) or 0) if details is not None else 0
+    return _anthropic_partition(fresh, read, write, write_5m, write_1h, output, thinking)
+
+
+def _gemini_usage(u: Any) -> TokenUsage:
+    prompt = getattr(u, "prompt_token_count", None) or 0
+    cached = getattr(u, "cached_content_token_count", None) or 0
+    tool_prompt = getattr(u, "tool_use_prompt_token_count", None) or 0
+    output = getattr(u, "candidates_token_count", None) or 0
+    thoughts = getattr(u, "thoughts_token_count", None) or 0
+    return TokenUsage(
+        input=int(max(prompt - cached, 0) + tool_prompt),
+        cache_read=int(cached),
+        output=int(output),
+        reasoning=int(thoughts),
+    )
+
+
+# --- usage sub-objects: plain dicts (JSON bodies) -----------------------------------------
+
+
+def _dict_usage(u: Mapping[str, Any], provider: str) -> TokenUsage | None:
+    """Classify a usage dict by its keys; ``None`` when it has no shape we know."""
+    if "prompt_tokens" in u or "completion_tokens" in u:
+        details = u.get("prompt_tokens_details") or _EMPTY
+        cached = details.get("cached_tokens") or 0
+        details = u.get("completion_tokens_details") or _EMPTY
+        reasoning = details.get("reasoning_tokens") or 0
+        return _openai_partition(
+            u.get("prompt_tokens") or 0, cached, u.get("completion_tokens") or 0, reasoning
+        )
+    if "input_tokens" in u or "output_tokens" in u:
+        output_details = u.get("output_tokens_details") or _EMPTY
+        if provider != "anthropic" and "input_tokens_details" in u:
+            details = u.get("input_tokens_details") or _EMPTY
+            return _openai_partition(
+                u.get("input_tokens") or 0,
+                details.get("cached_tokens") or 0,
+                u.get("output_tokens") or 0,
+                output_details.get("reasoning_tokens") or 0,
+            )
+        creation = u.get("cache_creation") or _EMPTY
+        return _anthropic_partition(
+            u.get("input_tokens") or 0,
+            u.get("cache_read_input_tokens") or 0,
+            u.get("cache_creation_input_tokens"),
+            creation.get("ephemeral_5m_input_tokens") or 0,
+            creation.get("ephemeral_1h_input_tokens") or 0,
+            u.get("output_tokens") or 0,
+            output_details.get("thinking_tokens") or output_details.get("reasoning_tokens") or 0,
+        )
+    if "prompt_token_count" in u or "promptTokenCount" in u:
+        prompt = u.get("prompt_token_count") or u.get("promptTokenCount") or 0
+        cached = u.get("cached_content_token_count") or u.get("cachedContentTokenCount") or 0
+        tool_prompt = (
+            u.get("tool_use_prompt_token_count") or u.get("toolUsePromptTokenCount") or 0
+        )
+        return TokenUsage(
+            input=int(max(prompt - cached, 0) + tool_prompt),
+            cache_read=int(cached),
+            output=int(u.get("candidates_token_count") or u.get("candidatesTokenCount") or 0),
+            reasoning=int(u.get("thoughts_token_count") or u.get("thoughtsTokenCount") or 0),
+        )
+    return None
+
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+def _openai_partition(prompt: int, cached: int, completion: int, reasoning: int) -> TokenUsage:
+    return TokenUsage(
+        input=int(max(prompt - cached, 0)),
+        cache_read=int(cached),
+        output=int(max(completion - reasoning, 0)),
+        reasoning=int(reasoning),
+    )
+
+
+def _anthropic_partition(
+    fresh: int,
+    read: int,
+    write: int | None,
+    write_5m: int,
+    write_1h: int,
+    output: int,
+    thinking: int,
+) -> TokenUsage:
+    if write is None:
+        write = write_5m + write_1h
+    thinking = min(thinking, output)
+    return TokenUsage(
+        input=int(fresh),
+        cache_read=int(read),
+        cache_write=int(max(write, write_1h)),
+        output=int(output - thinking),
+        reasoning=int(thinking),
+        cache_write_1h=int(write_1h),
+    )
+
+
+# --- choosing a reader once per class -------------------------------------------------------
+
+_usage_readers: dict[type, UsageReader | None] = {}
+
+
+def _fields_of(cls: type) -> frozenset[str] | None:
+    """Attribute names every instance of ``cls`` has (pydantic models, dataclasses), else None."""
+    fields = getattr(cls, "model_fields", None)
+    if isinstance(fields, Mapping):
+        return frozenset(fields)
+    fields = getattr(cls, "__dataclass_fields__", None)
+    if isinstance(fields, Mapping):
+        return frozenset(fields)
+    return None
+
+
+_ANTHROPIC_ONLY = frozenset(
+    {"cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation"}
+)
+
+
+def _usage_reader_for(names: frozenset[str] | set[str], provider: str) -> UsageReader | None:
+    if "prompt_tokens" in names or "completion_tokens" in names:
+        return _openai_completion_usage
+    if "prompt_token_count" in names:
+        return _gemini_usage
+    if "input_tokens" in names or "output_tokens" in names:
+        if provider == "anthropic" or not _ANTHROPIC_ONLY.isdisjoint(names):
+            return _anthropic_usage
+        return _openai_responses_usage
+    return None
+
+
+def _instance_names(obj: object) -> set[str]:
+    names = getattr(obj, "__dict__", None)
+    found = set(names) if isinstance(names, Mapping) else set()
+    for name in ("prompt_tokens", "prompt_token_count", "input_tokens", "output_tokens"):
+        if hasattr(obj, name):
+            found.add(name)
+    return found
+
+
+def _read_usage(provider: str, usage_obj: object) -> TokenUsage | None:
+    cls = type(usage_obj)
+    if cls in _usage_readers:
+        reader = _usage_readers[cls]
+    else:
+        if isinstance(usage_obj, Mapping):
+            return _dict_usage(usage_obj, provider)
+        fields = _fields_of(cls)
+        if fields is None:
+            # A class whose attribute set may vary per instance: classify this one object.
+            reader = _usage_reader_for(_instance_names(usage_obj), provider)
+        else:
+            reader = _usage_reader_for(fields, provider)
+            if len(_usage_readers) < _MAX_CACHED_TYPES:
+                _usage_readers[cls] = reader
+    return None if reader is None else reader(usage_obj)
+
+
+def extract_provider_usage(provider: str, usage_obj: object) -> TokenUsage:
+    """The ``TokenUsage`` of a provider's ``usage`` sub-object (SDK model or dict).
+
+    ``provider`` settles the one ambiguous shape (``input_tokens``/``output_tokens`` with
+    details of both kinds): ``"anthropic"`` means cache tokens are reported beside
+    ``input_tokens``.  Raises ``ValueError`` for an object of no known shape.
+    """
+    usage = _read_usage(provider, usage_obj)
+    if usage is None:
+        raise ValueError(
+            f"costwatch: unrecognised {provider or 'provider'} usage object "
+            f"of type {type(usage_obj).__name__}"
+        )
+    return usage
+
+
+# --- whole responses -------------------------------------------------------------------------
+
+_response_readers: dict[type, ResponseReader] = {}
+
+
+def _no_usage(obj: Any) -> None:
+    return None
+
+
+def _read_sdk_response(obj: Any) -> tuple[TokenUsage, str] | None:
+    usage_obj = obj.usage
+    if usage_obj is None:
+        return None
+    usage = _read_usage("", usage_obj)
+    if usage is None:
+        return None
+    return usage, getattr(obj, "model", None) or ""
+
+
+def _read_gemini_response(obj: Any) -> tuple[TokenUsage, str] | None:
+    meta = obj.usage_metadata
+    if meta is None:
+        return None
+    usage = _read_usage("gemini", meta)
+    if usage is None:
+        return None
+    return usage, getattr(obj, "model_version", None) or ""
+
+
+def _read_dict_response(obj: Mapping[str, Any]) -> tuple[TokenUsage, str] | None:
+    usage_obj = obj.get("usage")
+    if usage_obj is not None:
+        usage = _read_usage("", usage_obj)
+        return None if usage is None else (usage, obj.get("model") or "")
+    meta = obj.get("usage_metadata") or obj.get("usageMetadata")
+    if meta is not None:
+        usage = _read_usage("gemini", meta)
+        if usage is None:
+            return None
+        return usage, obj.get("model_version") or obj.get("modelVersion") or ""
+    return None
+
+
+def _read_any_object(obj: Any) -> tuple[TokenUsage, str] | None:
+    """Objects whose attributes may differ per instance: look each time."""
+    if getattr(obj, "usage", None) is not None:
+        return _read_sdk_response(obj)
+    if getattr(obj, "usage_metadata", None) is not None:
+        return _read_gemini_response(obj)
+    return None
+
+
+_UNCACHEABLE = (str, bytes, int, float, bool, type(None), list, tuple)
+
+
+def _response_reader_for(cls: type) -> ResponseReader:
+    if issubclass(cls, Mapping):
+        return _read_dict_response
+    if issubclass(cls, _UNCACHEABLE):
+        return _no_usage
+    fields = _fields_of(cls)
+    if fields is None:
+        return _read_any_object
+    if "usage" in fields:
+        return _read_sdk_response
+    if "usage_metadata" in fields:
+        return _read_gemini_response
+    return _no_usage
+
+
+def extract_usage(obj: object) -> tuple[TokenUsage, str] | None:
+    """``(usage, response_model or "")`` from a provider response (SDK object or dict).
+
+    ``None`` when the object carries no usage (a stream, a list, a response without usage).
+    """
+    cls = type(obj)
+    reader = _response_readers.get(cls)
+    if reader is None:
+        reader = _response_reader_for(cls)
+        if len(_response_readers) < _MAX_CACHED_TYPES:
+            _response_readers[cls] = reader
+    return reader(obj)

@@ -1,0 +1,541 @@
+"""A real HTTP server on loopback that answers like the OpenAI and Anthropic APIs.
+
+The tests drive the REAL ``openai`` and ``anthropic`` SDK clients at it (``base_url``), so the
+SDKs parse, stream and raise exactly as they do against the providers.  Bodies, SSE event
+sequences, ids and usage objects follow the published API shapes; the usage numbers, the reply
+text and failures are knobs a test sets on the ``FakeProvider`` before calling.
+
+Responses are deterministic (fixed ids and timestamps), so two identical requests receive
+byte-identical answers: the stream-identity tests compare a call made with costwatch against
+one made without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+CREATED = 1_700_000_000
+CHAT_ID = "chatcmpl-CwFake7bW1x9Yq2ZkP3a"
+RESPONSE_ID = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
+MESSAGE_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
+FINGERPRINT = "fp_06737a9306"
+
+RESPONSE_MODELS = {
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "o4-mini": "o4-mini-2025-04-16",
+    "o3-mini": "o3-mini-2025-01-31",
+    "claude-sonnet-4-0": "claude-sonnet-4-20250514",
+    "claude-3-5-haiku-latest": "claude-3-5-haiku-20241022",
+}
+"""Aliases the real APIs answer with a dated snapshot name."""
+
+
+@dataclass
+class OpenAIUsage:
+    """As OpenAI reports usage: prompt includes cached tokens, completion includes reasoning."""
+
+    prompt_tokens: int = 120
+    completion_tokens: int = 30
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass
+class AnthropicUsage:
+    """Usage as Anthropic reports it: ``input_tokens`` excludes cache reads and writes."""
+
+    input_tokens: int = 120
+    output_tokens: int = 30
+    cache_read_input_tokens: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+
+
+@dataclass
+class ReceivedRequest:
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class Failure:
+    status: int
+    message: str
+    mid_stream_after: int | None = None
+    """For streams: send this many content deltas, then an error event."""
+
+
+@dataclass
+class FakeProvider:
+    """Knobs of the running fake and what it received."""
+
+    base_url: str
+    openai_usage: OpenAIUsage = field(default_factory=OpenAIUsage)
+    anthropic_usage: AnthropicUsage = field(default_factory=AnthropicUsage)
+    embedding_tokens: int = 8
+    reply: list[str] = field(
+        default_factory=lambda: ["Hello", " from", " the", " fake", " provider", "."]
+    )
+    requests: list[ReceivedRequest] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.base_url
+
+    def fail_next(self, status: int, message: str = "fake failure") -> None:
+        """The next request is answered with an HTTP error in the API's error shape."""
+        with self.lock:
+            self.failures.append(Failure(status, message))
+
+    def fail_mid_stream(self, after: int, message: str = "Overloaded") -> None:
+        """The next streaming request sends ``after`` text deltas and then an error event."""
+        with self.lock:
+            self.failures.append(Failure(200, message, mid_stream_after=after))
+
+    def take_failure(self) -> Failure | None:
+        with self.lock:
+            return self.failures.pop(0) if self.failures else None
+
+    @property
+    def reply_text(self) -> str:
+        return "".join(self.reply)
+
+
+# --- OpenAI bodies -----------------------------------------------------------------------------
+
+
+def _chat_usage(u: OpenAIUsage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": u.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def chat_completion(fake: FakeProvider, model: str) -> dict[str, Any]:
+    return {
+        "id": CHAT_ID,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": RESPONSE_MODELS.get(model, model),
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": fake.reply_text,
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _chat_usage(fake.openai_usage),
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+    }
+
+
+def chat_chunks(fake: FakeProvider, model: str, include_usage: bool) -> Iterator[dict[str, Any]]:
+    def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": CHAT_ID,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": RESPONSE_MODELS.get(model, model),
+            "service_tier": "default",
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+        }
+        if include_usage:
+            body["usage"] = None
+        return body
+
+    def choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    yield chunk([choice({"role": "assistant", "content": "", "refusal": None})])
+    for piece in fake.reply:
+        yield chunk([choice({"content": piece})])
+    yield chunk([choice({}, "stop")])
+    if include_usage:
+        final = chunk([])
+        final["usage"] = _chat_usage(fake.openai_usage)
+        yield final
+
+
+def _responses_usage(u: OpenAIUsage) -> dict[str, Any]:
+    return {
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    }
+
+
+def _message_item(text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}]
+    return {
+        "id": "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b",
+        "type": "message",
+        "status": status,
+        "content": content if status == "completed" else [],
+        "role": "assistant",
+    }
+
+
+_REASONING_ITEM = {
+    "id": "rs_6820f383d7c08191846711c5df8233bc0ac5ba57aafcbac7",
+    "type": "reasoning",
+    "summary": [],
+}
+
+
+def response_object(
+    fake: FakeProvider, body: dict[str, Any], *, status: str, output: list[dict[str, Any]]
+) -> dict[str, Any]:
+    model = str(body.get("model", ""))
+    return {
+        "id": RESPONSE_ID,
+        "object": "response",
+        "created_at": CREATED,
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": None,
+        "model": RESPONSE_MODELS.get(model, model),
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "prompt_cache_key": None,
+        "reasoning": {"effort": "medium", "summary": None},
+        "safety_identifier": None,
+        "service_tier": "default",
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": _responses_usage(fake.openai_usage) if status == "completed" else None,
+        "user": None,
+        "metadata": {},
+    }
+
+
+def _response_output(fake: FakeProvider) -> list[dict[str, Any]]:
+    output = [dict(_REASONING_ITEM)] if fake.openai_usage.reasoning_tokens else []
+    output.append(_message_item(fake.reply_text, "completed"))
+    return output
+
+
+def response_events(fake: FakeProvider, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    seq = 0
+
+    def event(kind: str, **fields: Any) -> dict[str, Any]:
+        nonlocal seq
+        out = {"type": kind, "sequence_number": seq, **fields}
+        seq += 1
+        return out
+
+    in_progress = response_object(fake, body, status="in_progress", output=[])
+    yield event("response.created", response=in_progress)
+    yield event("response.in_progress", response=in_progress)
+    index = 0
+    if fake.openai_usage.reasoning_tokens:
+        yield event("response.output_item.added", output_index=0, item=dict(_REASONING_ITEM))
+        yield event("response.output_item.done", output_index=0, item=dict(_REASONING_ITEM))
+        index = 1
+    item = _message_item("", "in_progress")
+    item_id = item["id"]
+    yield event("response.output_item.added", output_index=index, item=item)
+    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+    yield event(
+        "response.content_part.added",
+        item_id=item_id, output_index=index, content_index=0, part=part,
+    )
+    for piece in fake.reply:
+        yield event(
+            "response.output_text.delta",
+            item_id=item_id, output_index=index, content_index=0, delta=piece, logprobs=[],
+        )
+    text = fake.reply_text
+    yield event(
+        "response.output_text.done",
+        item_id=item_id, output_index=index, content_index=0, text=text, logprobs=[],
+    )
+    yield event(
+        "response.content_part.done",
+        item_id=item_id, output_index=index, content_index=0, part={**part, "text": text},
+    )
+    yield event(
+        "response.output_item.done", output_index=index, item=_message_item(text, "completed")
+    )
+    yield event(
+        "response.completed",
+        response=response_object(fake, body, status="completed", output=_response_output(fake)),
+    )
+
+
+def embeddings(fake: FakeProvider, body: dict[str, Any]) -> dict[str, Any]:
+    inputs = body.get("input")
+    batch = isinstance(inputs, list) and inputs and not isinstance(inputs[0], int)
+    count = len(inputs) if batch and isinstance(inputs, list) else 1
+    vector = [0.0125, -0.5, 0.25, 0.75]
+    encoded: Any = vector
+    if body.get("encoding_format") == "base64":
+        encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": encoded} for i in range(count)],
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": fake.embedding_tokens, "total_tokens": fake.embedding_tokens},
+    }
+
+
+def openai_error(status: int, message: str) -> dict[str, Any]:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+# --- Anthropic bodies ----------------------------------------------------------------------------
+
+
+def _anthropic_usage(u: AnthropicUsage, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": u.input_tokens,
+        "cache_creation_input_tokens": u.cache_write_5m + u.cache_write_1h,
+        "cache_read_input_tokens": u.cache_read_input_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": u.cache_write_5m,
+            "ephemeral_1h_input_tokens": u.cache_write_1h,
+        },
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def anthropic_message(fake: FakeProvider, model: str) -> dict[str, Any]:
+    return {
+        "id": MESSAGE_ID,
+        "type": "message",
+        "role": "assistant",
+        "model": RESPONSE_MODELS.get(model, model),
+        "content": [{"type": "text", "text": fake.reply_text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": _anthropic_usage(fake.anthropic_usage, fake.anthropic_usage.output_tokens),
+    }
+
+
+def anthropic_events(
+    fake: FakeProvider, model: str, fail_after: int | None
+) -> Iterator[dict[str, Any]]:
+    start = anthropic_message(fake, model)
+    start.update(content=[], stop_reason=None)
+    start["usage"] = _anthropic_usage(fake.anthropic_usage, 1)
+    yield {"type": "message_start", "message": start}
+    yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    yield {"type": "ping"}
+    for n, piece in enumerate(fake.reply):
+        if fail_after is not None and n == fail_after:
+            return
+        yield {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": piece},
+        }
+    yield {"type": "content_block_stop", "index": 0}
+    yield {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": fake.anthropic_usage.output_tokens},
+    }
+    yield {"type": "message_stop"}
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    kinds = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error",
+             529: "overloaded_error"}
+    kind = kinds.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message},
+            "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
+
+
+# --- the HTTP server ---------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        body = json.loads(raw or b"{}")
+        fake = self.server.fake
+        with fake.lock:
+            fake.requests.append(
+                ReceivedRequest(self.path, body, {k.lower(): v for k, v in self.headers.items()})
+            )
+        path = self.path.split("?", 1)[0]
+        anthropic = path == "/v1/messages"
+        failure = fake.take_failure()
+        if failure is not None and failure.mid_stream_after is None:
+            error = anthropic_error if anthropic else openai_error
+            self._json(failure.status, error(failure.status, failure.message), anthropic)
+            return
+        fail_after = failure.mid_stream_after if failure is not None else None
+        stream = bool(body.get("stream"))
+        model = str(body.get("model", ""))
+        if path == "/v1/chat/completions":
+            if stream:
+                options = body.get("stream_options") or {}
+                chunks = chat_chunks(fake, model, bool(options.get("include_usage")))
+                self._sse(((None, c) for c in chunks), fail_after, anthropic=False)
+            else:
+                self._json(200, chat_completion(fake, model), anthropic=False)
+        elif path == "/v1/responses":
+            if stream:
+                events = response_events(fake, body)
+                self._sse(((e["type"], e) for e in events), fail_after, anthropic=False)
+            else:
+                output = _response_output(fake)
+                self._json(200, response_object(fake, body, status="completed", output=output),
+                           anthropic=False)
+        elif path == "/v1/embeddings":
+            self._json(200, embeddings(fake, body), anthropic=False)
+        elif anthropic:
+            if stream:
+                events = anthropic_events(fake, model, fail_after)
+                self._sse(((e["type"], e) for e in events), fail_after, anthropic=True,
+                          message=failure.message if failure else "")
+            else:
+                self._json(200, anthropic_message(fake, model), anthropic=True)
+        else:
+            self._json(404, openai_error(404, f"unknown path {path}"), anthropic=False)
+
+    def _headers(self, anthropic: bool) -> None:
+        if anthropic:
+            self.send_header("request-id", "req_011CSHoEeqs5C35K2UUqR7Fy")
+        else:
+            self.send_header("x-request-id", "req_fake_0123456789abcdef")
+            self.send_header("openai-processing-ms", "12")
+
+    def _json(self, status: int, payload: dict[str, Any], anthropic: bool) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self._headers(anthropic)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _sse(
+        self,
+        events: Iterator[tuple[str | None, dict[str, Any]]],
+        fail_after: int | None,
+        *,
+        anthropic: bool,
+        message: str = "",
+    ) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache")
+        self._headers(anthropic)
+        self.end_headers()
+        deltas = 0
+        try:
+            for name, payload in events:
+                is_delta = payload.get("type") in ("response.output_text.delta",) or (
+                    name is None and any(c["delta"].get("content") for c in payload["choices"])
+                )
+                if not anthropic and fail_after is not None and is_delta and deltas == fail_after:
+                    self._error_event(anthropic, message or "stream failed")
+                    break
+                deltas += is_delta
+                self._chunk(_sse_frame(name, payload))
+            else:
+                if anthropic and fail_after is not None:
+                    self._error_event(anthropic, message or "Overloaded")
+                elif not anthropic:
+                    self._chunk(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _error_event(self, anthropic: bool, message: str) -> None:
+        if anthropic:
+            payload = {"type": "error", "error": {"type": "overloaded_error", "message": message}}
+            self._chunk(_sse_frame("error", payload))
+        else:
+            self._chunk(_sse_frame(None, openai_error(500, message)))
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+def _sse_frame(name: str | None, payload: dict[str, Any]) -> bytes:
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {json.dumps(payload)}\n\n".encode()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        port = self.server_address[1]
+        self.fake = FakeProvider(base_url=f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+def fake_provider() -> Iterator[FakeProvider]:
+    """A running fake OpenAI + Anthropic endpoint on 127.0.0.1:<free port>."""
+    server = _Server()
+    thread = threading.Thread(target=server.serve_forever, name="fake-provider", daemon=True)
+    thread.start()
+    try:
+        yield server.fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
