@@ -229,8 +229,11 @@ ALL_METRICS: tuple[MetricSpec, ...] = (*PROMETHEUS_METRICS, *OTEL_GEN_AI_METRICS
 
 
 def defined_series_names() -> frozenset[str]:
-    """Every Prometheus series name a dashboard or rule may reference."""
-    return frozenset(series for spec in ALL_METRICS for series in spec.series_names())
+    """Every name a dashboard or rule may reference: the series, and each histogram's family."""
+    return frozenset(
+        {series for spec in ALL_METRICS for series in spec.series_names()}
+        | {spec.name for spec in ALL_METRICS}
+    )
 
 
 def spec_by_name(name: str) -> MetricSpec:

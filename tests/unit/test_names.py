@@ -1,0 +1,145 @@
+"""The metric contract: names.py defines every metric a dashboard or rule file references."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from costwatch.exporters import names
+
+REPO = Path(__file__).resolve().parents[2]
+
+DESIGN_TABLE = {
+    "costwatch_cost_usd_total": ("counter", ()),
+    "costwatch_tokens_total": ("counter", ("token_type",)),
+    "costwatch_requests_total": ("counter", ("status",)),
+    "costwatch_duration_seconds": ("histogram", ()),
+    "costwatch_request_cost_usd": ("histogram", ("pipeline",)),
+    "costwatch_context_tokens_total": ("counter", ("source",)),
+    "costwatch_context_cost_usd_total": ("counter", ("source",)),
+    "costwatch_unpriced_requests_total": ("counter", ()),
+    "costwatch_cache_requests_total": ("counter", ("cache", "result")),
+    "costwatch_cache_saved_usd_total": ("counter", ("cache",)),
+    "costwatch_budget_spent_usd": ("gauge", ("budget",)),
+    "costwatch_budget_limit_usd": ("gauge", ("budget",)),
+    "costwatch_budget_blocked_total": ("counter", ("budget",)),
+    "costwatch_internal_errors_total": ("counter", ("component",)),
+}
+"""DESIGN.md's metric table: name, type and the labels it adds."""
+
+_IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def referenced_metrics(text: str) -> set[str]:
+    """Metric names a dashboard or rule text refers to.
+
+    Recording-rule names contain ``:`` (``service:costwatch_cost_usd:rate5m``): they are rule
+    outputs, not references to exported metrics, so they are left out; so are prefixes such as
+    ``costwatch_.*`` in a relabel regex or ``costwatch_*`` in a comment.
+    """
+    return {
+        token for token in _IDENTIFIER.findall(text)
+        if token.startswith(("costwatch_", "gen_ai_")) and ":" not in token
+        and not token.endswith("_")
+    }
+
+
+def telemetry_files() -> list[Path]:
+    files = [p for p in (REPO / "dashboards").rglob("*") if p.suffix in {".json", ".yml", ".yaml"}]
+    files += [p for p in (REPO / "exporters").rglob("*") if p.suffix in {".yml", ".yaml"}]
+    return sorted(p for p in files if p.is_file())
+
+
+def test_the_scan_finds_metric_references_but_not_recording_rule_outputs() -> None:
+    expr = ('sum by (team) (rate(costwatch_cost_usd_total{team!=""}[5m])) '
+            '/ service:costwatch_spend_usd:rate1h + histogram_quantile(0.9, '
+            'costwatch_duration_seconds_bucket) # every costwatch_* series; regex: "gen_ai_.*"')
+
+    assert referenced_metrics(expr) == {"costwatch_cost_usd_total",
+                                        "costwatch_duration_seconds_bucket"}
+
+
+def test_the_repository_has_telemetry_files_to_check() -> None:
+    assert any(p.suffix == ".json" for p in telemetry_files()), "no dashboard found"
+    assert (REPO / "exporters/prometheus/prometheus.yml") in telemetry_files()
+
+
+@pytest.mark.parametrize("path", telemetry_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_metric_a_dashboard_or_rule_file_references_is_defined(path: Path) -> None:
+    undefined = referenced_metrics(path.read_text(encoding="utf-8")) - names.defined_series_names()
+
+    assert not undefined, f"{path.relative_to(REPO)} references metrics not in names.py"
+
+
+def test_the_design_table_is_defined_with_its_types_and_labels() -> None:
+    for name, (kind, extra) in DESIGN_TABLE.items():
+        spec = names.spec_by_name(name)
+        assert spec.kind == kind, name
+        assert set(extra) <= set(spec.labels), name
+        assert not spec.extension
+
+
+def test_spend_metrics_carry_the_common_spend_labels() -> None:
+    assert names.SPEND_LABELS == ("service", "provider", "model", "stage", "strategy",
+                                  "feature", "team", "tenant")
+    for spec in (names.COST_USD, names.TOKENS, names.REQUESTS, names.DURATION,
+                 names.CONTEXT_TOKENS, names.CONTEXT_COST, names.UNPRICED):
+        assert spec.labels[:8] == names.SPEND_LABELS, spec.name
+
+
+def test_extensions_beyond_the_design_table_are_marked() -> None:
+    extensions = {s.name for s in names.PROMETHEUS_METRICS if s.name not in DESIGN_TABLE}
+
+    assert extensions == {"costwatch_label_overflow_total"}
+    assert names.LABEL_OVERFLOW.extension
+
+
+def test_every_series_name_belongs_to_exactly_one_metric() -> None:
+    series = [s for spec in names.ALL_METRICS for s in spec.series_names()]
+
+    assert len(series) == len(set(series))
+    assert len({spec.otel_name for spec in names.ALL_METRICS}) == len(names.ALL_METRICS)
+
+
+def test_buckets_follow_the_genai_advice() -> None:
+    assert names.DURATION_BUCKETS == tuple(round(0.01 * 2**i, 2) for i in range(14))
+    assert names.TOKEN_USAGE_BUCKETS == tuple(4**i for i in range(14))
+    assert names.DURATION.buckets == names.GEN_AI_OPERATION_DURATION.buckets
+    assert list(names.REQUEST_COST_BUCKETS) == sorted(names.REQUEST_COST_BUCKETS)
+
+
+def test_gauges_choose_a_multiprocess_mode() -> None:
+    for spec in names.PROMETHEUS_METRICS:
+        assert bool(spec.multiprocess_mode) == (spec.kind == "gauge"), spec.name
+
+
+_UNIT_SUFFIX = {"s": "seconds", "": ""}
+
+
+def otel_to_prometheus(spec: names.MetricSpec) -> str:
+    """The OTel→Prometheus name translation of the collector's Prometheus exporter.
+
+    Dots become underscores; a unit is appended in its Prometheus word unless the name already
+    ends with it (annotations in braces such as ``{token}`` are dropped); monotonic counters end
+    in ``_total``.
+    """
+    name = spec.otel_name.replace(".", "_")
+    unit = "" if spec.otel_unit.startswith("{") else _UNIT_SUFFIX[spec.otel_unit]
+    if unit and not name.endswith(f"_{unit}"):
+        name = f"{name}_{unit}"
+    if spec.kind == "counter":
+        name = f"{name}_total"
+    return name
+
+
+@pytest.mark.parametrize("spec", names.ALL_METRICS, ids=lambda s: s.otel_name)
+def test_the_otel_name_reaches_prometheus_under_the_contract_name(spec: names.MetricSpec) -> None:
+    assert otel_to_prometheus(spec) == spec.name
+
+
+def test_cost_is_a_counter_without_a_unit_so_it_arrives_as_cost_usd_total() -> None:
+    assert names.COST_USD.otel_name == "costwatch.cost.usd"
+    assert names.COST_USD.otel_unit == ""
+    assert otel_to_prometheus(names.COST_USD) == "costwatch_cost_usd_total"
