@@ -1,0 +1,486 @@
+"""Prices: hand-computed costs from published per-million prices, layering, memoisation, YAML."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from costwatch import _pricing
+from costwatch._errors import ConfigError
+from costwatch._pricing import (
+    Price,
+    PriceCatalog,
+    PriceTier,
+    format_price_table,
+    load_user_prices,
+    model_candidates,
+)
+from costwatch._record import TokenUsage
+
+M = 1_000_000
+
+
+def usd(text: str) -> Decimal:
+    return Decimal(text)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> PriceCatalog:
+    """One catalog for the read-only price checks (genai-prices data loads once)."""
+    return PriceCatalog()
+
+
+def price_of(catalog: PriceCatalog, provider: str, model: str) -> Price:
+    price = catalog.resolve(provider, model)
+    assert price is not None, f"{provider}/{model} should be priced"
+    return price
+
+
+# --- published prices, hand-computed ----------------------------------------------------------
+
+
+def test_gpt_4o_mini_bills_fresh_input_cached_input_and_output(catalog: PriceCatalog) -> None:
+    # $0.15 / $0.075 cached / $0.60 per 1M tokens
+    price = price_of(catalog, "openai", "gpt-4o-mini")
+    usage = TokenUsage(input=1000, cache_read=2000, output=500)
+    # 1000 * 0.15/M + 2000 * 0.075/M + 500 * 0.60/M
+    assert price.cost(usage) == usd("0.00015") + usd("0.00015") + usd("0.0003")
+    assert price.input_cost(usage) == usd("0.0003")
+    assert price.source == "genai-prices"
+    assert not price.fine_tuned
+
+
+def test_a_dated_snapshot_resolves_to_its_model(catalog: PriceCatalog) -> None:
+    dated = price_of(catalog, "openai", "gpt-4o-mini-2024-07-18")
+    assert dated.cost(TokenUsage(input=M)) == usd("0.15")
+
+
+@pytest.mark.parametrize(
+    ("model", "usage", "expected"),
+    [
+        # o3-mini: $1.10 in / $4.40 out; reasoning bills as output
+        ("o3-mini", TokenUsage(input=2000, output=300, reasoning=1200), "0.0088"),
+        # o4-mini: $1.10 in / $0.275 cached / $4.40 out
+        ("o4-mini", TokenUsage(input=1000, cache_read=4000, output=100, reasoning=900), "0.0066"),
+    ],
+)
+def test_reasoning_tokens_are_priced_as_output(
+    catalog: PriceCatalog, model: str, usage: TokenUsage, expected: str
+) -> None:
+    price = price_of(catalog, "openai", model)
+    assert price.reasoning is None  # no separate price published
+    assert price.cost(usage) == usd(expected)
+
+
+def test_claude_sonnet_4_bills_cache_reads_and_5_minute_and_1_hour_cache_writes(
+    catalog: PriceCatalog,
+) -> None:
+    # $3 in, $0.30 cache read, $3.75 5-min write, $6 1-hour write, $15 out
+    price = price_of(catalog, "anthropic", "claude-sonnet-4-20250514")
+    usage = TokenUsage(input=100, cache_read=10_000, cache_write=3000, cache_write_1h=1000,
+                       output=400)
+    expected = (
+        usd("0.0003")  # 100 fresh input
+        + usd("0.003")  # 10k cache reads
+        + usd("0.0075")  # 2000 5-minute cache writes
+        + usd("0.006")  # 1000 1-hour cache writes
+        + usd("0.006")  # 400 output
+    )
+    assert price.cost(usage) == expected == usd("0.0228")
+    assert price.input_cost(usage) == usd("0.0168")
+
+
+def test_claude_3_5_haiku_cache_prices(catalog: PriceCatalog) -> None:
+    # $0.80 in, $0.08 cache read, $1 cache write, $4 out
+    price = price_of(catalog, "anthropic", "claude-3-5-haiku-latest")
+    usage = TokenUsage(input=500, cache_read=20_000, cache_write=5000, output=1000)
+    assert price.cost(usage) == usd("0.0004") + usd("0.0016") + usd("0.005") + usd("0.004")
+
+
+def test_gemini_long_context_tier_applies_to_all_tokens_above_200k_prompt_tokens(
+    catalog: PriceCatalog,
+) -> None:
+    # gemini-2.5-pro: $1.25 in / $10 out up to 200k prompt tokens, $2.50 / $15 above
+    price = price_of(catalog, "google", "gemini-2.5-pro")
+    assert [tier.above_prompt_tokens for tier in price.tiers] == [200_000]
+    assert price.cost(TokenUsage(input=150_000, output=1000)) == usd("0.1875") + usd("0.01")
+    assert price.cost(TokenUsage(input=200_000, output=1000)) == usd("0.25") + usd("0.01")
+    assert price.cost(TokenUsage(input=250_000, output=1000)) == usd("0.625") + usd("0.015")
+
+
+def test_cached_prompt_tokens_count_towards_the_long_context_threshold(
+    catalog: PriceCatalog,
+) -> None:
+    # claude-sonnet-4-5 above 200k prompt tokens: $6 in, $0.60 cache read, $22.50 out
+    price = price_of(catalog, "anthropic", "claude-sonnet-4-5")
+    usage = TokenUsage(input=1000, cache_read=199_500, output=1000)
+    assert price.cost(usage) == usd("0.006") + usd("0.1197") + usd("0.0225")
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "usage"),
+    [
+        ("openai", "gpt-4o-mini", TokenUsage(input=1234, cache_read=5678, output=910)),
+        ("openai", "o4-mini", TokenUsage(input=3000, cache_read=1000, output=50, reasoning=700)),
+        ("anthropic", "claude-sonnet-4-0", TokenUsage(input=10, cache_read=900, cache_write=80,
+                                                      output=77)),
+        ("anthropic", "claude-sonnet-4-5", TokenUsage(input=5, cache_read=250_000, output=9)),
+        ("google", "gemini-2.5-pro", TokenUsage(input=300_001, output=2)),
+        ("google", "gemini-2.5-flash", TokenUsage(input=42, cache_read=7, output=13)),
+    ],
+)
+def test_costs_agree_with_genai_prices_own_calculation(
+    catalog: PriceCatalog, provider: str, model: str, usage: TokenUsage
+) -> None:
+    import genai_prices
+
+    reference = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=usage.prompt_total,
+            cache_read_tokens=usage.cache_read,
+            cache_write_tokens=usage.cache_write,
+            output_tokens=usage.output + usage.reasoning,
+        ),
+        model,
+        provider_id=provider,
+    )
+    assert price_of(catalog, provider, model).cost(usage) == reference.total_price
+
+
+# --- bundled supplement --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "tokens", "expected"),
+    [
+        ("text-embedding-3-small", M, "0.02"),
+        ("text-embedding-3-large", 12_345, "0.00160485"),
+        ("text-embedding-ada-002", 2 * M, "0.20"),
+    ],
+)
+def test_embeddings_bill_input_tokens(
+    catalog: PriceCatalog, model: str, tokens: int, expected: str
+) -> None:
+    price = price_of(catalog, "openai", model)
+    assert price.source == "bundled"
+    assert price.cost(TokenUsage(input=tokens)) == usd(expected)
+
+
+@pytest.mark.parametrize(
+    ("model", "usage", "expected"),
+    [
+        # ft:gpt-4o-mini: $0.30 in / $0.15 cached / $1.20 out
+        ("ft:gpt-4o-mini-2024-07-18:acme::x1",
+         TokenUsage(input=1000, cache_read=1000, output=1000), "0.00165"),
+        # the date suffix is optional
+        ("ft:gpt-4o-mini:acme:support:abc123", TokenUsage(input=M), "0.30"),
+        # ft:gpt-4o: $3.75 / $1.875 / $15
+        ("ft:gpt-4o-2024-08-06:acme::y", TokenUsage(input=M, cache_read=M, output=M), "20.625"),
+        # ft:gpt-3.5-turbo: $3 / $6 (legacy MMDD snapshot suffix)
+        ("ft:gpt-3.5-turbo-0125:acme::z", TokenUsage(input=M, output=M), "9"),
+        # ft:gpt-4.1: $3 / $0.75 / $12
+        ("ft:gpt-4.1-2025-04-14:acme::a", TokenUsage(input=M, cache_read=M, output=M), "15.75"),
+        # ft:gpt-4.1-mini: $0.80 / $0.20 / $3.20
+        ("ft:gpt-4.1-mini-2025-04-14:acme::b", TokenUsage(input=M, cache_read=M, output=M), "4.2"),
+        # ft:gpt-4.1-nano: $0.20 / $0.05 / $0.80
+        ("ft:gpt-4.1-nano-2025-04-14:acme::c", TokenUsage(input=M, cache_read=M, output=M),
+         "1.05"),
+    ],
+)
+def test_fine_tuned_openai_models_resolve_through_their_base_model(
+    catalog: PriceCatalog, model: str, usage: TokenUsage, expected: str
+) -> None:
+    price = price_of(catalog, "openai", model)
+    assert (price.source, price.fine_tuned) == ("bundled", True)
+    assert price.cost(usage) == usd(expected)
+    assert catalog.is_fine_tuned(model)
+
+
+def test_fine_tuned_prices_do_not_leak_to_the_base_model(catalog: PriceCatalog) -> None:
+    assert price_of(catalog, "openai", "gpt-4o-mini").cost(TokenUsage(input=M)) == usd("0.15")
+    assert not catalog.is_fine_tuned("gpt-4o-mini")
+
+
+def test_reranker_searches_are_priced_per_call(catalog: PriceCatalog) -> None:
+    # Cohere Rerank 3.5: $2 per 1000 searches (a search: one query, up to 100 documents)
+    price = price_of(catalog, "cohere", "rerank-v3.5")
+    assert price.cost(TokenUsage()) == usd("0.002")
+    assert price.cost(TokenUsage(), requests=3) == usd("0.006")
+    assert price.input_cost(TokenUsage()) == 0
+
+
+# --- layering, user prices -----------------------------------------------------------------------
+
+
+def test_user_prices_win_over_bundled_and_genai_prices() -> None:
+    catalog = PriceCatalog(
+        {
+            "models": [
+                {"provider": "openai", "model": "gpt-4o-mini", "input_per_mtok": 0.12,
+                 "output_per_mtok": 0.50, "cache_read_per_mtok": 0.06},
+                {"provider": "openai", "match": "ft:gpt-4o-mini*", "input_per_mtok": 0.25,
+                 "output_per_mtok": 1.0},
+            ]
+        }
+    )
+    mini = price_of(catalog, "openai", "gpt-4o-mini-2024-07-18")
+    assert mini.source == "user"
+    usage = TokenUsage(input=1000, cache_read=1000, output=1000)
+    assert mini.cost(usage) == usd("0.00012") + usd("0.00006") + usd("0.0005")
+
+    tuned = price_of(catalog, "openai", "ft:gpt-4o-mini-2024-07-18:acme::x1")
+    assert (tuned.source, tuned.fine_tuned) == ("user", True)
+    assert tuned.cost(TokenUsage(input=M, output=M)) == usd("1.25")
+    # other models still come from the lower layers
+    assert price_of(catalog, "openai", "gpt-4o").source == "genai-prices"
+    assert price_of(catalog, "openai", "text-embedding-3-small").source == "bundled"
+
+
+def test_missing_cache_and_reasoning_prices_fall_back_to_input_and_output() -> None:
+    catalog = PriceCatalog(
+        {"models": [{"provider": "acme", "model": "m1", "input_per_mtok": 2, "output_per_mtok": 8}]}
+    )
+    price = price_of(catalog, "acme", "m1")
+    usage = TokenUsage(cache_read=M, cache_write=M, cache_write_1h=M // 2, reasoning=M)
+    assert price.cost(usage) == usd("2") + usd("2") + usd("8")
+
+
+def test_self_hosted_gpu_hour_price_becomes_a_per_token_price() -> None:
+    # per-token = gpu_hour_usd / (3600 * tokens_per_second); output tokens weigh 3x
+    catalog = PriceCatalog(
+        {"models": [{"provider": "self-hosted", "model": "llama-3-70b-ft", "gpu_hour_usd": 4.10,
+                     "tokens_per_second": 2500, "output_weight": 3, "fine_tuned": True}]}
+    )
+    price = price_of(catalog, "self-hosted", "llama-3-70b-ft")
+    one_hour_of_tokens = 3600 * 2500
+    assert abs(price.cost(TokenUsage(input=one_hour_of_tokens)) - usd("4.10")) < usd("1e-24")
+    assert abs(price.cost(TokenUsage(output=one_hour_of_tokens // 3)) - usd("4.10")) < usd("1e-24")
+    assert abs(price.cost(TokenUsage(input=1000, output=100)) - usd("4.10") * 1300 / 9_000_000) \
+        < usd("1e-24")
+    assert price.fine_tuned and catalog.is_fine_tuned("llama-3-70b-ft")
+
+
+def test_batch_applies_the_50_percent_discount(catalog: PriceCatalog) -> None:
+    usage = TokenUsage(input=1000, cache_read=2000, output=500)
+    mini = price_of(catalog, "openai", "gpt-4o-mini")
+    assert mini.cost(usage, batch=True) == usd("0.0003")
+    haiku = price_of(catalog, "anthropic", "claude-3-5-haiku-latest")
+    assert haiku.cost(usage, batch=True) == haiku.cost(usage) / 2
+    assert mini.input_cost(usage, batch=True) == usd("0.00015")
+
+
+def test_user_batch_discount_overrides_the_default() -> None:
+    catalog = PriceCatalog({"models": [{"provider": "acme", "model": "m", "input_per_mtok": 1,
+                                        "output_per_mtok": 1, "batch_discount": 0.25}]})
+    assert price_of(catalog, "acme", "m").cost(TokenUsage(input=M), batch=True) == usd("0.25")
+
+
+def test_a_yaml_price_file_is_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        "models:\n"
+        "  - provider: anthropic\n"
+        "    model: claude-sonnet-4-0\n"
+        "    input_per_mtok: 2.40\n"
+        "    output_per_mtok: 12\n"
+        "    cache_write_1h_per_mtok: 4.80\n"
+    )
+    price = price_of(PriceCatalog(str(path)), "anthropic", "claude-sonnet-4-0")
+    assert price.source == "user"
+    assert price.cost(TokenUsage(input=M, cache_write=M, cache_write_1h=M)) == usd("7.2")
+
+
+# --- unknown models, names -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("openai", "gpt-nonexistent-9"), ("self-hosted", "llama-3-70b"), ("", "no-such-model")],
+)
+def test_an_unknown_model_has_no_price_rather_than_zero(
+    catalog: PriceCatalog, provider: str, model: str
+) -> None:
+    assert catalog.resolve(provider, model) is None
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "per_mtok_input"),
+    [
+        ("azure_openai", "gpt-4o", "2.5"),
+        ("az.ai.openai", "gpt-4o-mini", "0.15"),
+        ("gcp.gemini", "models/gemini-2.5-flash", "0.3"),
+        ("vertex_ai", "projects/p/locations/us/publishers/google/models/gemini-2.5-flash", "0.3"),
+        ("OpenAI", "GPT-4o-mini", "0.15"),
+        ("", "claude-3-5-haiku-latest", "0.8"),
+    ],
+)
+def test_provider_aliases_and_model_prefixes_are_normalised(
+    catalog: PriceCatalog, provider: str, model: str, per_mtok_input: str
+) -> None:
+    assert price_of(catalog, provider, model).cost(TokenUsage(input=M)) == usd(per_mtok_input)
+
+
+def test_model_candidates_strip_prefixes_and_snapshot_suffixes() -> None:
+    assert model_candidates("models/gemini-2.5-pro")[-1] == "gemini-2.5-pro"
+    assert "claude-3-5-sonnet" in model_candidates("anthropic.claude-3-5-sonnet-20240620-v1:0")
+    assert "claude-3-5-sonnet" in model_candidates("claude-3-5-sonnet@20240620")
+    assert model_candidates("ft:gpt-4o-mini-2024-07-18:acme::x1") == (
+        "ft:gpt-4o-mini-2024-07-18:acme::x1", "ft:gpt-4o-mini-2024-07-18", "ft:gpt-4o-mini"
+    )
+    assert "ft:gpt-4o-mini" in model_candidates("gpt-4o-mini-2024-07-18.ft-0123abcd")
+
+
+# --- memoisation ---------------------------------------------------------------------------------
+
+
+def test_resolution_is_memoised_and_genai_prices_is_asked_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    real = _pricing._genai_lookup
+
+    def counting(provider: str, candidates: Any, fine_tuned: bool) -> Price | None:
+        calls.append((provider, tuple(candidates)))
+        return real(provider, candidates, fine_tuned)
+
+    monkeypatch.setattr(_pricing, "_genai_lookup", counting)
+    catalog = PriceCatalog()
+    first = catalog.resolve("openai", "gpt-4o-mini")
+    second = catalog.resolve("openai", "gpt-4o-mini")
+    assert first is second is not None
+    assert catalog.resolve("openai", "gpt-nonexistent") is None
+    assert catalog.resolve("openai", "gpt-nonexistent") is None
+    assert [c[0] for c in calls] == ["openai", "openai"]
+    assert catalog.genai_lookups == 2
+
+
+def test_concurrent_first_resolution_looks_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = _pricing._genai_lookup
+
+    def counting(provider: str, candidates: Any, fine_tuned: bool) -> Price | None:
+        calls.append(provider)
+        return real(provider, candidates, fine_tuned)
+
+    monkeypatch.setattr(_pricing, "_genai_lookup", counting)
+    catalog = PriceCatalog()
+    barrier = threading.Barrier(16)
+    seen: list[Price | None] = []
+
+    def worker() -> None:
+        barrier.wait()
+        seen.append(catalog.resolve("anthropic", "claude-sonnet-4-0"))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["anthropic"]
+    assert len(seen) == 16 and all(p is seen[0] for p in seen) and seen[0] is not None
+
+
+def test_without_genai_prices_only_user_and_bundled_prices_resolve() -> None:
+    catalog = PriceCatalog(genai_prices=False)
+    assert catalog.resolve("openai", "gpt-4o-mini") is None
+    assert price_of(catalog, "openai", "text-embedding-3-small").source == "bundled"
+
+
+def test_building_a_catalog_does_not_import_genai_prices() -> None:
+    code = (
+        "import sys\n"
+        "from costwatch._pricing import PriceCatalog\n"
+        "PriceCatalog({'models': [{'provider': 'a', 'model': 'b', 'input_per_mtok': 1}]})\n"
+        "print('genai_prices' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ({"provider": "openai", "model": "m", "input_per_mtok": "cheap"},
+         "prices.models[0].input_per_mtok"),
+        ({"provider": "openai", "model": "m", "output_per_mtok": -1},
+         "prices.models[0].output_per_mtok"),
+        ({"provider": "openai", "model": "m", "inptu_per_mtok": 1},
+         "prices.models[0].inptu_per_mtok"),
+        ({"provider": "openai", "input_per_mtok": 1}, "prices.models[0].model"),
+        ({"provider": "openai", "model": "m", "match": "m*", "input_per_mtok": 1},
+         "prices.models[0].match"),
+        ({"provider": "x", "model": "m", "gpu_hour_usd": 4}, "prices.models[0].tokens_per_second"),
+        ({"provider": "x", "model": "m", "gpu_hour_usd": 4, "tokens_per_second": 10,
+          "input_per_mtok": 1}, "prices.models[0].gpu_hour_usd"),
+        ({"provider": "x", "model": "m", "tokens_per_second": 0, "gpu_hour_usd": 1},
+         "prices.models[0].tokens_per_second"),
+        ({"provider": "x", "model": "m"}, "prices.models[0].input_per_mtok"),
+        ({"provider": "x", "model": "m", "input_per_mtok": 1, "batch_discount": 2},
+         "prices.models[0].batch_discount"),
+    ],
+)
+def test_invalid_user_prices_raise_a_config_error_naming_the_field(
+    entry: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_user_prices({"models": [entry]})
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_a_yaml_error_names_the_field_and_a_missing_file_names_the_setting(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        "models:\n"
+        "  - provider: openai\n"
+        "    model: gpt-4o-mini\n"
+        "    input_per_mtok: 0.12\n"
+        "  - provider: openai\n"
+        "    model: gpt-4o\n"
+        "    output_per_mtok: lots\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        PriceCatalog(str(path))
+    assert info.value.field == "prices.models[1].output_per_mtok"
+    with pytest.raises(ConfigError) as missing:
+        PriceCatalog(str(tmp_path / "nope.yaml"))
+    assert missing.value.field == "prices"
+
+
+def test_tiers_must_be_ascending() -> None:
+    base = Price(input=Decimal(1), output=Decimal(1))
+    with pytest.raises(ValueError, match="sorted"):
+        Price(input=Decimal(1), output=Decimal(1),
+              tiers=(PriceTier(200, base), PriceTier(100, base)))
+
+
+# --- `costwatch prices MODEL` --------------------------------------------------------------------
+
+
+def test_the_price_table_shows_per_million_prices_source_and_fallbacks(
+    catalog: PriceCatalog,
+) -> None:
+    text = format_price_table(catalog, "ft:gpt-4o-mini-2024-07-18:acme::x1")
+    assert "bundled" in text and "fine-tuned  yes" in text
+    assert "0.3" in text and "0.15" in text and "1.2" in text
+    assert "(= input price)" in text  # no cache-write price published
+    tiers = format_price_table(catalog, "gemini-2.5-pro", "google")
+    assert "above 200000 prompt tokens" in tiers
+
+
+def test_the_price_table_of_an_unknown_model_says_how_to_add_one(catalog: PriceCatalog) -> None:
+    text = format_price_table(catalog, "in-house-7b", "self-hosted")
+    assert "no price" in text
+    assert "provider: self-hosted" in text and "model: in-house-7b" in text
