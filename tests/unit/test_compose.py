@@ -186,7 +186,8 @@ def test_prometheus_sends_alerts_to_the_alertmanager_service() -> None:
     alerting = _prometheus_config()["alerting"]["alertmanagers"]
     targets = {t for am in alerting for s in am.get("static_configs", []) for t in s["targets"]}
     assert "alertmanager:9093" in targets
-    assert _in_repo("alertmanager", _flag("alertmanager", "--config.file")).is_file()
+    config = _in_repo("alertmanager", _flag("alertmanager", "--config.file"))
+    assert config.is_file(), f"{config.relative_to(REPO)} does not exist"
 
 
 def test_prometheus_scrapes_every_prometheus_exporter_of_the_collector() -> None:
