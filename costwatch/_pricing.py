@@ -149,6 +149,8 @@ class Price:
         if cache_write:
             one_hour = usage.cache_write_1h
             if one_hour:
+                if one_hour > cache_write:  # a subset by contract; never bill negative tokens
+                    one_hour = cache_write
                 total += self._cache_write_1h * one_hour
                 cache_write -= one_hour
             if cache_write:

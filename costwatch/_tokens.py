@@ -220,6 +220,14 @@ class _Encodings:
 _encodings = _Encodings()
 
 
+def preload_encodings() -> bool:
+    """Load both encodings now (e.g. in a start-up thread) instead of on the first estimate.
+
+    True when tiktoken counting is available, False when estimates will use the heuristic.
+    """
+    return all(_encodings.get(name) is not None for name in ENCODING_SHA256)
+
+
 def heuristic_tokens(text: str) -> int:
     """~4 characters per token, rounded up; 0 for empty text."""
     return -(-len(text) // CHARS_PER_TOKEN)

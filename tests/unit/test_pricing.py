@@ -96,6 +96,14 @@ def test_claude_sonnet_4_bills_cache_reads_and_5_minute_and_1_hour_cache_writes(
     assert price.input_cost(usage) == usd("0.0168")
 
 
+def test_one_hour_cache_writes_never_exceed_the_cache_writes_they_belong_to(
+    catalog: PriceCatalog,
+) -> None:
+    price = price_of(catalog, "anthropic", "claude-sonnet-4-0")
+    inconsistent = TokenUsage(cache_write=1000, cache_write_1h=5000)
+    assert price.cost(inconsistent) == usd("0.006")  # 1000 tokens at the 1-hour price
+
+
 def test_claude_3_5_haiku_cache_prices(catalog: PriceCatalog) -> None:
     # $0.80 in, $0.08 cache read, $1 cache write, $4 out
     price = price_of(catalog, "anthropic", "claude-3-5-haiku-latest")

@@ -192,6 +192,19 @@ def test_encodings_load_from_the_seeded_cache_once_under_concurrent_first_use(
     assert len(set(results)) == 1 and results[0][1] == "tiktoken"
 
 
+def test_preloading_makes_the_first_estimate_a_cache_hit(
+    offline_tiktoken: str, fresh_encodings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _tokens.preload_encodings() is True
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} loaded again")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", refuse)
+    assert count_tokens(TEXT, "gpt-4o")[1] == "tiktoken"
+    assert count_tokens(TEXT, "gpt-4")[1] == "tiktoken"
+
+
 def test_without_bpe_openai_counting_falls_back_to_a_marked_heuristic_and_warns_once(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -209,6 +222,7 @@ def test_without_bpe_openai_counting_falls_back_to_a_marked_heuristic_and_warns_
     tokens, method = count_message_tokens([{"role": "user", "content": "z" * 12}], "gpt-4o")
     assert (tokens, method) == (3 + 3 + 1 + 3, "heuristic")
 
+    assert _tokens.preload_encodings() is False
     warnings = [r for r in caplog.records if "heuristic" in r.getMessage()]
     assert len(warnings) == 1
     assert not empty.exists() or list(empty.iterdir()) == []  # nothing downloaded or seeded
