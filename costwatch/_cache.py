@@ -44,7 +44,6 @@ import orjson
 from costwatch import _runtime
 from costwatch._breaker import CircuitBreaker
 from costwatch._cache_backend import (
-    BUSY,
     HAVE_ENTRY,
     LOCKED,
     AsyncCacheBackend,
@@ -342,14 +341,19 @@ def _memory_twin(rt: _runtime.Runtime) -> MemoryBackend:
 
 
 class _Flight:
-    """One in-process computation of a key that concurrent callers wait for."""
+    """One in-process computation of a key that concurrent callers wait for.
 
-    __slots__ = ("event", "body", "cost")
+    ``shared`` is the value's JSON and its cost once known (each waiter decodes its own copy);
+    ``through`` says the backend failed, so waiters call the function without the cache.
+    Threads wait on ``event``; asyncio tasks on a future whose result is the flight.
+    """
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.body: bytes | None = None
-        self.cost = _ZERO
+    __slots__ = ("event", "shared", "through")
+
+    def __init__(self, threads: bool) -> None:
+        self.event = threading.Event() if threads else None
+        self.shared: tuple[bytes, Decimal] | None = None
+        self.through = False
 
 
 class _Lookup:
@@ -380,16 +384,22 @@ class _Lookup:
 
 
 class _Done:
-    """The lookup settled the call without running the function (hit) or decided to call through."""
+    """The lookup settled the call: a hit (value, and its JSON for waiters), or call through."""
 
-    __slots__ = ("value", "hit")
+    __slots__ = ("value", "result", "body", "cost")
 
-    def __init__(self, value: object, hit: bool) -> None:
+    def __init__(self, value: object, result: str, body: bytes | None = None,
+                 cost: Decimal = _ZERO) -> None:
         self.value = value
-        self.hit = hit
+        self.result = result
+        self.body = body
+        self.cost = cost
 
 
-_CALL_THROUGH = _Done(None, False)
+_SKIPPED = _Done(None, SKIP)
+_ERRORED = _Done(None, ERROR)
+_BROKEN = _Done(None, ERROR)
+"""costwatch's own failure (already reported): call through."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -570,7 +580,8 @@ class RetrievalCache:
 
     def _backend_down(self, res: _Resolved, exc: BaseException) -> None:
         """Redis unreachable: tell the breaker, log at most once a minute (no keys, no text)."""
-        res.breaker.record_failure()
+        if not isinstance(exc, BackendError) or exc.down:
+            res.breaker.record_failure()
         now = time.monotonic()
         if now - self._last_log >= _LOG_INTERVAL_S:
             self._last_log = now
@@ -619,7 +630,7 @@ class _Site:
         self._const = (source, cache.version, stage, qualname)
         self._flights: dict[str, _Flight] = {}
         self._aflights: dict[
-            tuple[int, str], tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]
+            tuple[int, str], tuple[asyncio.AbstractEventLoop, asyncio.Future[_Flight]]
         ] = {}
         self._lock = threading.Lock()
         self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
@@ -685,22 +696,22 @@ class _Site:
         material = self.material(res, tenant, args, kwargs)
         if material is None:
             self.emit(res, tags, SKIP, _ZERO)
-            return _CALL_THROUGH
+            return _SKIPPED
         local = res.local
         if local is not None:
             item = local.get(material)
             if item is not None:
                 value = orjson.loads(item[1])
                 self.emit(res, tags, HIT, item[2])
-                return _Done(value, True)
+                return _Done(value, HIT)
         if not res.breaker.allow():
             self.emit(res, tags, ERROR, _ZERO)
-            return _CALL_THROUGH
+            return _ERRORED
         gen_key, key, lock_key = self.keys(res, tenant, material)
         return _Lookup(self, res, tags, material, key, gen_key, lock_key, 0)
 
     def served(self, lk: _Lookup, entry: bytes | None, generation: int) -> _Done | None:
-        """The backend answered: a current entry is a hit (returned), anything else a miss."""
+        """The backend answered: a current entry is a hit, anything else (garbage too) a miss."""
         lk.generation = generation
         if entry is None:
             return None
@@ -708,16 +719,17 @@ class _Site:
         if decoded is None:
             return None
         value, cost, offset = decoded
+        body = entry[offset:-1] if offset > 0 else None
         local = lk.res.local
-        if local is not None and offset > 0:
-            local.put(lk.material, entry[offset:-1], cost)
+        if local is not None and body is not None:
+            local.put(lk.material, body, cost)
         self.emit(lk.res, lk.tags, HIT, cost)
-        return _Done(value, True)
+        return _Done(value, HIT, body, cost)
 
     def failed(self, lk: _Lookup, exc: BaseException) -> _Done:
         self.cache._backend_down(lk.res, exc)
         self.emit(lk.res, lk.tags, ERROR, _ZERO)
-        return _CALL_THROUGH
+        return _ERRORED
 
     # -- after computing -------------------------------------------------------------------
     def encode(
@@ -762,42 +774,44 @@ class _Site:
             flight = self._flights.get(key)
             if flight is not None:
                 return flight, False
-            flight = self._flights[key] = _Flight()
+            flight = self._flights[key] = _Flight(threads=True)
             return flight, True
 
     def land(self, key: str, flight: _Flight) -> None:
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+        assert flight.event is not None
         flight.event.set()
 
     # -- single flight: asyncio -------------------------------------------------------------
-    def ajoin_or_lead(self, key: str) -> tuple[asyncio.Future[Any], bool]:
+    def ajoin_or_lead(self, key: str) -> tuple[asyncio.Future[_Flight], _Flight | None]:
+        """``(future, flight)``: flight is None for a waiter, the new flight for the leader."""
         loop = asyncio.get_running_loop()
         ident = (id(loop), key)
         with self._lock:
             found = self._aflights.get(ident)
             if found is not None and found[0] is loop:
-                return found[1], False
-            future: asyncio.Future[Any] = loop.create_future()
+                return found[1], None
+            future: asyncio.Future[_Flight] = loop.create_future()
             self._aflights[ident] = (loop, future)
-            return future, True
+        return future, _Flight(threads=False)
 
-    def aland(
-        self, key: str, future: asyncio.Future[Any], shared: tuple[bytes, Decimal] | None
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        ident = (id(loop), key)
+    def aland(self, key: str, future: asyncio.Future[_Flight], flight: _Flight) -> None:
+        ident = (id(asyncio.get_running_loop()), key)
         with self._lock:
             found = self._aflights.get(ident)
             if found is not None and found[1] is future:
                 del self._aflights[ident]
         if not future.done():
-            future.set_result(shared)
+            future.set_result(flight)
 
 
 # ------------------------------------------------------------------------------------------
 # Wrappers: the sync and async call paths
+#
+# The host's function is always called outside costwatch's exception handlers, so its own
+# exceptions are never chained to (or replaced by) costwatch's.
 # ------------------------------------------------------------------------------------------
 
 
@@ -816,11 +830,13 @@ def _sync_wrapper(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
                     step = site.served(step, entry, generation) or step
         except Exception as exc:
             errors.report("cache", exc)
-            step = _CALL_THROUGH
+            step = _BROKEN
         if isinstance(step, _Done):
-            if step.hit:
+            if step.result is HIT:
                 return cast(R, step.value)
-            return fn(*args, **kwargs)
+            value = fn(*args, **kwargs)
+            last_lookup_var.set(step.result)  # again: fn may have run cached calls itself
+            return value
         return _sync_miss(step, fn, args, kwargs)
 
     return cached
@@ -828,72 +844,82 @@ def _sync_wrapper(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
 
 def _sync_miss(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
                kwargs: Mapping[str, Any]) -> R:
+    """A miss: one thread per key leads; the others wait (bounded) for its value."""
     site = lk.site
     flight, leader = site.join_or_lead(lk.key)
-    if not leader:
-        if flight.event.wait(site.cache.lock_timeout) and flight.body is not None:
-            try:
-                value = orjson.loads(flight.body)
-                site.emit(lk.res, lk.tags, HIT, flight.cost)
-                return cast(R, value)
-            except Exception as exc:
-                errors.report("cache", exc)
-        return _sync_compute(lk, fn, args, kwargs, None, locked=False)
-    try:
-        return _sync_lead(lk, fn, args, kwargs, flight)
-    finally:
-        site.land(lk.key, flight)
+    if leader:
+        try:
+            return _sync_lead(lk, fn, args, kwargs, flight, wait=True)
+        finally:
+            site.land(lk.key, flight)
+    assert flight.event is not None
+    arrived = flight.event.wait(site.cache.lock_timeout)
+    if arrived and flight.through:
+        site.emit(lk.res, lk.tags, ERROR, _ZERO)
+        value = fn(*args, **kwargs)
+        last_lookup_var.set(ERROR)
+        return value
+    if arrived and flight.shared is not None:
+        body, cost = flight.shared
+        try:
+            shared_value = orjson.loads(body)  # a copy of its own for each waiter
+            site.emit(lk.res, lk.tags, HIT, cost)
+        except Exception as exc:
+            errors.report("cache", exc)
+        else:
+            return cast(R, shared_value)
+    # The leader failed (its exception is its own) or is too slow: compute ourselves, without
+    # waiting for a lock again when we already waited our time.
+    return _sync_lead(lk, fn, args, kwargs, None, wait=arrived)
 
 
 def _sync_lead(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
-               kwargs: Mapping[str, Any], flight: _Flight) -> R:
-    """This thread computes the key for the process; first take the cross-process lock."""
+               kwargs: Mapping[str, Any], flight: _Flight | None, *, wait: bool) -> R:
+    """Compute the key for this process: take the cross-process lock or wait for its holder."""
     site, res = lk.site, lk.res
     token = os.urandom(12).hex()
-    locked = False
+    locked = failed = False
     try:
-        backend = res.backend
-        deadline = time.monotonic() + site.cache.lock_timeout
+        deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while True:
-            status, generation, entry = backend.acquire(
+            status, generation, entry = res.backend.acquire(
                 lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
             )
+            if status == HAVE_ENTRY:
+                done = site.served(lk, entry, generation)
+                if done is not None:
+                    if flight is not None and done.body is not None:
+                        flight.shared = (done.body, done.cost)
+                    return cast(R, done.value)
+                break  # garbage behind a plausible prefix: compute and overwrite it
             lk.generation = generation
-            if status == HAVE_ENTRY and entry is not None:
-                decoded = decode_entry(entry, generation)
-                if decoded is not None:
-                    value, cost, offset = decoded
-                    flight.body, flight.cost = (entry[offset:-1] if offset > 0 else None), cost
-                    if res.local is not None and offset > 0:
-                        res.local.put(lk.material, entry[offset:-1], cost)
-                    site.emit(res, lk.tags, HIT, cost)
-                    return cast(R, value)
-                break  # garbage with a plausible prefix: compute and overwrite
             if status == LOCKED:
                 locked = True
                 break
-            if status != BUSY or time.monotonic() + poll > deadline:
+            if time.monotonic() + poll > deadline:
                 break
             time.sleep(poll)
             poll = min(poll * 2, _POLL_MAX_S)
     except BackendError as exc:
         site.failed(lk, exc)
+        if flight is not None:
+            flight.through = True
         failed = True
     except Exception as exc:
         errors.report("cache", exc)
         failed = True
-    else:
-        failed = False
-    if failed:  # called outside the handlers, so the host's exception is not chained to ours
-        return fn(*args, **kwargs)
+    if failed:
+        value = fn(*args, **kwargs)
+        last_lookup_var.set(ERROR)
+        return value
     return _sync_compute(lk, fn, args, kwargs, flight, locked=locked, token=token)
 
 
 def _sync_compute(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
                   kwargs: Mapping[str, Any], flight: _Flight | None, *, locked: bool,
-                  token: str = "") -> R:
-    """Run the function (its own result and exceptions pass through untouched) and store it."""
+                  token: str) -> R:
+    """Run the function inside a cost scope and store its value with what it cost."""
     site, res = lk.site, lk.res
     try:
         with cost_scope() as scope:
@@ -905,8 +931,8 @@ def _sync_compute(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
     try:
         cost = site.computed_cost(scope.cost_usd, value)
         body, entry, result = site.encode(lk, value, cost)
-        if flight is not None:
-            flight.body, flight.cost = body, cost
+        if flight is not None and body is not None:
+            flight.shared = (body, cost)
         ttl = site.cache._ttl_with_jitter()
         if locked:
             res.backend.write_release(lk.key, entry, ttl, lk.lock_key, token)
@@ -914,14 +940,14 @@ def _sync_compute(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
             res.backend.write(lk.key, entry, ttl)
         site.finish_miss(lk, body, entry, cost, result)
     except BackendError as exc:
-        site.cache._backend_down(res, exc)
-        site.emit(res, lk.tags, ERROR, _ZERO)
+        site.failed(lk, exc)
     except Exception as exc:
         errors.report("cache", exc)
     return value
 
 
 def _sync_release(lk: _Lookup, token: str) -> None:
+    """The function raised: free the lock at once so other processes need not wait it out."""
     try:
         lk.res.backend.write_release(lk.key, None, 1, lk.lock_key, token)
     except BackendError as exc:
@@ -935,21 +961,15 @@ def _async_wrapper(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Aw
     async def cached(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             step = site.begin(args, kwargs)
-            if isinstance(step, _Lookup):
-                try:
-                    generation, entry = await step.res.abackend.read(step.gen_key, step.key)
-                except BackendError as exc:
-                    step = site.failed(step, exc)
-                else:
-                    step.res.breaker.record_success()
-                    step = site.served(step, entry, generation) or step
         except Exception as exc:
             errors.report("cache", exc)
-            step = _CALL_THROUGH
+            step = _BROKEN
         if isinstance(step, _Done):
-            if step.hit:
+            if step.result is HIT:
                 return cast(R, step.value)
-            return await fn(*args, **kwargs)
+            value = await fn(*args, **kwargs)
+            last_lookup_var.set(step.result)
+            return value
         return await _async_miss(step, fn, args, kwargs)
 
     return cached
@@ -957,76 +977,94 @@ def _async_wrapper(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Aw
 
 async def _async_miss(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...],
                       kwargs: Mapping[str, Any]) -> R:
+    """One task per key and event loop goes to Redis (even for the read: 200 tasks on one key
+    make one round trip, not 200); the others wait for what it found or computed."""
     site = lk.site
-    future, leader = site.ajoin_or_lead(lk.key)
-    if not leader:
+    future, flight = site.ajoin_or_lead(lk.key)
+    if flight is not None:
         try:
-            shared = await asyncio.wait_for(asyncio.shield(future), site.cache.lock_timeout)
-        except TimeoutError:
-            shared = None
-        if shared is not None:
-            try:
-                value = orjson.loads(shared[0])
-                site.emit(lk.res, lk.tags, HIT, shared[1])
-                return cast(R, value)
-            except Exception as exc:
-                errors.report("cache", exc)
-        return await _async_compute(lk, fn, args, kwargs, None, locked=False)
-    box: list[tuple[bytes, Decimal] | None] = [None]
+            return await _async_lead(lk, fn, args, kwargs, flight, wait=True, read_first=True)
+        finally:
+            site.aland(lk.key, future, flight)
     try:
-        return await _async_lead(lk, fn, args, kwargs, box)
-    finally:
-        site.aland(lk.key, future, box[0])
+        shared_flight: _Flight | None = await asyncio.wait_for(
+            asyncio.shield(future), site.cache.lock_timeout
+        )
+    except TimeoutError:
+        shared_flight = None
+    if shared_flight is not None and shared_flight.through:
+        site.emit(lk.res, lk.tags, ERROR, _ZERO)
+        value = await fn(*args, **kwargs)
+        last_lookup_var.set(ERROR)
+        return value
+    if shared_flight is not None and shared_flight.shared is not None:
+        body, cost = shared_flight.shared
+        try:
+            shared_value = orjson.loads(body)
+            site.emit(lk.res, lk.tags, HIT, cost)
+        except Exception as exc:
+            errors.report("cache", exc)
+        else:
+            return cast(R, shared_value)
+    return await _async_lead(lk, fn, args, kwargs, None, wait=shared_flight is not None,
+                             read_first=False)
 
 
 async def _async_lead(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...],
-                      kwargs: Mapping[str, Any], box: list[tuple[bytes, Decimal] | None]) -> R:
+                      kwargs: Mapping[str, Any], flight: _Flight | None, *, wait: bool,
+                      read_first: bool) -> R:
     site, res = lk.site, lk.res
     token = os.urandom(12).hex()
-    locked = False
+    locked = failed = False
     try:
         backend = res.abackend
-        deadline = time.monotonic() + site.cache.lock_timeout
+        if read_first:
+            generation, entry = await backend.read(lk.gen_key, lk.key)
+            res.breaker.record_success()
+            done = site.served(lk, entry, generation)
+            if done is not None:
+                if flight is not None and done.body is not None:
+                    flight.shared = (done.body, done.cost)
+                return cast(R, done.value)
+        deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while True:
             status, generation, entry = await backend.acquire(
                 lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
             )
-            lk.generation = generation
-            if status == HAVE_ENTRY and entry is not None:
-                decoded = decode_entry(entry, generation)
-                if decoded is not None:
-                    value, cost, offset = decoded
-                    if offset > 0:
-                        box[0] = (entry[offset:-1], cost)
-                        if res.local is not None:
-                            res.local.put(lk.material, entry[offset:-1], cost)
-                    site.emit(res, lk.tags, HIT, cost)
-                    return cast(R, value)
+            if status == HAVE_ENTRY:
+                done = site.served(lk, entry, generation)
+                if done is not None:
+                    if flight is not None and done.body is not None:
+                        flight.shared = (done.body, done.cost)
+                    return cast(R, done.value)
                 break
+            lk.generation = generation
             if status == LOCKED:
                 locked = True
                 break
-            if status != BUSY or time.monotonic() + poll > deadline:
+            if time.monotonic() + poll > deadline:
                 break
             await asyncio.sleep(poll)
             poll = min(poll * 2, _POLL_MAX_S)
     except BackendError as exc:
         site.failed(lk, exc)
+        if flight is not None:
+            flight.through = True
         failed = True
     except Exception as exc:
         errors.report("cache", exc)
         failed = True
-    else:
-        failed = False
     if failed:
-        return await fn(*args, **kwargs)
-    return await _async_compute(lk, fn, args, kwargs, box, locked=locked, token=token)
+        value = await fn(*args, **kwargs)
+        last_lookup_var.set(ERROR)
+        return value
+    return await _async_compute(lk, fn, args, kwargs, flight, locked=locked, token=token)
 
 
 async def _async_compute(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...],
-                         kwargs: Mapping[str, Any], box: list[tuple[bytes, Decimal] | None] | None,
-                         *, locked: bool, token: str = "") -> R:
+                         kwargs: Mapping[str, Any], flight: _Flight | None, *, locked: bool,
+                         token: str) -> R:
     site, res = lk.site, lk.res
     try:
         with cost_scope() as scope:
@@ -1038,8 +1076,8 @@ async def _async_compute(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tup
     try:
         cost = site.computed_cost(scope.cost_usd, value)
         body, entry, result = site.encode(lk, value, cost)
-        if box is not None and body is not None:
-            box[0] = (body, cost)
+        if flight is not None and body is not None:
+            flight.shared = (body, cost)
         ttl = site.cache._ttl_with_jitter()
         if locked:
             await res.abackend.write_release(lk.key, entry, ttl, lk.lock_key, token)
@@ -1047,8 +1085,7 @@ async def _async_compute(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tup
             await res.abackend.write(lk.key, entry, ttl)
         site.finish_miss(lk, body, entry, cost, result)
     except BackendError as exc:
-        site.cache._backend_down(res, exc)
-        site.emit(res, lk.tags, ERROR, _ZERO)
+        site.failed(lk, exc)
     except Exception as exc:
         errors.report("cache", exc)
     return value

@@ -38,9 +38,21 @@ ENTRY_PREFIX = b"[1,"
 
 HAVE_ENTRY, LOCKED, BUSY = 2, 1, 0
 
+MAX_CONNECTIONS = 512
+"""Per client (per event loop for asyncio); redis-py's default of 100 is easy to exhaust with
+many concurrent tasks, and exhaustion raises instead of waiting."""
 
-class BackendError(Exception):
-    """The backend could not be reached or refused the command (operational, not a bug)."""
+
+class BackendError(ConnectionError):
+    """The backend could not be reached or refused the command (operational, not a bug).
+
+    ``down`` is False when the backend itself is fine and only this process ran short (its
+    connection pool is exhausted): that must not open the circuit breaker.
+    """
+
+    def __init__(self, message: str, *, down: bool = True) -> None:
+        super().__init__(message)
+        self.down = down
 
 
 @runtime_checkable
@@ -252,8 +264,7 @@ def redis_client_kwargs(timeout_s: float) -> dict[str, Any]:
         "retry": Retry(NoBackoff(), 0),
         "retry_on_timeout": False,
         "health_check_interval": 0,
-        "lib_name": None,
-        "lib_version": None,
+        "max_connections": MAX_CONNECTIONS,
     }
 
 
@@ -261,6 +272,14 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis
 
     return (redis.RedisError, OSError)
+
+
+def _backend_error(exc: BaseException) -> BackendError:
+    import redis.exceptions
+
+    # redis-py >= 5.1: the pool ran out of connections (this process, not Redis, is short).
+    exhausted: Any = getattr(redis.exceptions, "MaxConnectionsError", ())
+    return BackendError(type(exc).__name__, down=not isinstance(exc, exhausted))
 
 
 def _acquired(reply: Any) -> Acquired:
@@ -301,7 +320,7 @@ class RedisBackend:
         try:
             raw_gen, entry = self.client.mget((gen_key, key))
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
         return _generation(raw_gen), entry
 
     def acquire(
@@ -310,14 +329,14 @@ class RedisBackend:
         try:
             reply = self._acquire(keys=(gen_key, key, lock_key), args=(token, lock_ms))
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
         return _acquired(reply)
 
     def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
         try:
             self.client.set(key, entry, px=ttl_ms)
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
 
     def write_release(
         self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
@@ -325,13 +344,13 @@ class RedisBackend:
         try:
             self._write_release(keys=(key, lock_key), args=(entry or b"", ttl_ms, token))
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
 
     def bump(self, gen_key: str) -> int:
         try:
             return int(self.client.incr(gen_key))
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
 
     def asyncio(self) -> AsyncCacheBackend:
         backend = self._async
@@ -400,7 +419,7 @@ class AsyncRedisBackend:
         try:
             raw_gen, entry = await client.mget((gen_key, key))
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
         return _generation(raw_gen), entry
 
     async def acquire(
@@ -410,7 +429,7 @@ class AsyncRedisBackend:
         try:
             reply = await script(keys=(gen_key, key, lock_key), args=(token, lock_ms))
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
         return _acquired(reply)
 
     async def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
@@ -418,7 +437,7 @@ class AsyncRedisBackend:
         try:
             await client.set(key, entry, px=ttl_ms)
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
 
     async def write_release(
         self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
@@ -427,14 +446,14 @@ class AsyncRedisBackend:
         try:
             await script(keys=(key, lock_key), args=(entry or b"", ttl_ms, token))
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
 
     async def bump(self, gen_key: str) -> int:
         client = self._client()[0]
         try:
             return int(await client.incr(gen_key))
         except self._errors as exc:
-            raise BackendError(type(exc).__name__) from exc
+            raise _backend_error(exc) from exc
 
     async def aclose(self) -> None:
         """Close the client of the running loop (each loop's client closes with its loop)."""

@@ -1,0 +1,402 @@
+"""RetrievalCache against a real redis-server: hits, expiry, isolation, stampedes, planted values."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import costwatch
+from costwatch._cache import RetrievalCache, decode_entry, last_lookup_var
+from costwatch._record import CostRecord
+from costwatch._sink import BaseSink, CacheEvent
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Capture(BaseSink):
+    def __init__(self) -> None:
+        self.events: list[CacheEvent] = []
+        self._lock = threading.Lock()
+
+    def on_cache(self, event: CacheEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def on_record(self, record: CostRecord) -> None:
+        return None
+
+    def results(self) -> list[str]:
+        return [e.result for e in self.events]
+
+
+@pytest.fixture
+def sink(cw: Any, redis_server: str) -> Iterator[Capture]:
+    capture = Capture()
+    cw.configure(service="test", strict=True, prometheus=False, otel=False,
+                 redis_url=redis_server, sinks=[capture])
+    yield capture
+
+
+@pytest.fixture
+def client(redis_server: str) -> Iterator[redis.Redis[bytes]]:
+    c: redis.Redis[bytes] = redis.Redis.from_url(redis_server)
+    yield c
+    c.close()
+
+
+def entry_keys(client: redis.Redis[bytes]) -> list[bytes]:
+    return [k for k in client.scan_iter(b"cw:c:*") if not k.endswith(b":gen") and b":lock:" not in k]
+
+
+class Retriever:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.cost = Decimal(0)
+        self._lock = threading.Lock()
+
+    def search(self, query: str, k: int = 3) -> list[dict[str, Any]]:
+        with self._lock:
+            self.calls.append(query)
+        rec = costwatch.record(provider="openai", model="text-embedding-3-small",
+                               input_tokens=1200, stage="embedding")
+        assert rec is not None and rec.cost_usd is not None
+        self.cost = rec.cost_usd
+        return [{"text": f"doc {i} about {query}", "score": 0.9 - i / 10} for i in range(k)]
+
+
+def test_hit_miss_and_saved_dollars_are_exact_through_redis(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    r = Retriever()
+    search = RetrievalCache(ttl=60).wrap(r.search, source="kb")
+    first = search("how do refunds work")
+    for _ in range(4):
+        assert search(query="how do refunds work") == first
+    assert r.calls == ["how do refunds work"]
+    assert sink.results() == ["miss"] + ["hit"] * 4
+    totals = costwatch.summary().cache["kb"]
+    assert (totals.hits, totals.misses, totals.errors, totals.skips) == (4, 1, 0, 0)
+    assert totals.saved_usd == 4 * r.cost
+    assert r.cost == Decimal("1200") * Decimal("0.02") / Decimal(1_000_000)
+    [key] = entry_keys(client)
+    assert key.startswith(b"cw:c:{test::kb}:")
+    raw = client.get(key)
+    assert raw is not None and decode_entry(raw, 0) is not None
+    assert b"refunds" not in key
+
+
+def test_a_second_process_configuration_shares_the_entries(
+    cw: Any, redis_server: str
+) -> None:
+    """Two caches (as in two processes) over the same Redis see each other's entries."""
+    r1, r2 = Retriever(), Retriever()
+    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server)
+    RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
+    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server)
+    # The same function identity (module + qualname) is what makes the key; use r1's method.
+    RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
+    RetrievalCache(ttl=60).wrap(r2.search, source="kb")("q")
+    assert len(r1.calls) == 1
+    assert r2.calls == []
+
+
+def test_entries_expire_with_their_jittered_ttl(sink: Capture, client: redis.Redis[bytes]) -> None:
+    r = Retriever()
+    search = RetrievalCache(ttl=0.3).wrap(r.search, source="kb")
+    search("q")
+    [key] = entry_keys(client)
+    assert 270 - 20 <= client.pttl(key) <= 300
+    search("q")
+    time.sleep(0.35)
+    search("q")
+    assert sink.results() == ["miss", "hit", "miss"]
+    assert len(r.calls) == 2
+
+
+def test_skip_for_unkeyable_arguments_and_unstorable_values(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    def search(query: object) -> object:
+        return query if isinstance(query, str) else ["doc"]
+
+    cached = RetrievalCache(ttl=60, max_value_bytes=100).wrap(search, source="kb")
+    cached(object())
+    cached("x" * 200)
+    assert sink.results() == ["skip", "skip"]
+    assert entry_keys(client) == []
+
+
+def test_invalidate_is_one_generation_bump_not_a_key_scan(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    r = Retriever()
+    cache = RetrievalCache(ttl=60)
+    search = cache.wrap(r.search, source="kb")
+    for q in ("a", "b", "c"):
+        search(q)
+    assert client.get(b"cw:c:{test::kb}:gen") is None
+    cache.invalidate()
+    assert client.get(b"cw:c:{test::kb}:gen") == b"1"
+    assert len(entry_keys(client)) == 3  # old entries stay until their TTL, never served
+    for q in ("a", "b", "c"):
+        search(q)
+    assert len(r.calls) == 6
+    for q in ("a", "b", "c"):
+        search(q)
+    assert len(r.calls) == 6
+    assert sink.results() == ["miss"] * 6 + ["hit"] * 3
+
+
+async def test_async_invalidate_goes_through_redis_asyncio(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    calls = []
+
+    async def search(query: str) -> list[str]:
+        calls.append(query)
+        return [query]
+
+    cache = RetrievalCache(ttl=60)
+    cached = cache.wrap(search, source="kb")
+    await cached("q")
+    await cached("q")
+    await cache.ainvalidate()
+    await cached("q")
+    assert calls == ["q", "q"]
+    assert client.get(b"cw:c:{test::kb}:gen") == b"1"
+
+
+def test_tenants_are_isolated_in_separate_namespaces(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    r = Retriever()
+    cache = RetrievalCache(ttl=60)
+    search = cache.wrap(r.search, source="kb")
+    for tenant in ("acme", "globex", "acme", "globex"):
+        with costwatch.tags(tenant=tenant):
+            search("same question")
+    assert len(r.calls) == 2
+    keys = sorted(entry_keys(client))
+    assert [k.split(b"}")[0] for k in keys] == [b"cw:c:{test:acme:kb", b"cw:c:{test:globex:kb"]
+    with costwatch.tags(tenant="acme"):
+        cache.invalidate()
+        search("same question")
+    with costwatch.tags(tenant="globex"):
+        search("same question")
+    assert len(r.calls) == 3
+    tenants = [(e.tenant, e.result) for e in sink.events]
+    assert tenants[-2:] == [("acme", "miss"), ("globex", "hit")]
+
+
+class Exploit:
+    """Unpickling this would create a file: it must never happen."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (str(self.marker),))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "garbage", "json-of-wrong-shape", "truncated"])
+def test_planted_payloads_are_a_miss_never_unpickled_and_get_overwritten(
+    sink: Capture, client: redis.Redis[bytes], tmp_path: Path, kind: str
+) -> None:
+    marker = tmp_path / "unpickled"
+    r = Retriever()
+    search = RetrievalCache(ttl=60).wrap(r.search, source="kb")
+    expected = search("q")
+    [key] = entry_keys(client)
+    planted = {
+        "pickle": pickle.dumps(Exploit(marker)),
+        "garbage": os.urandom(64),
+        "json-of-wrong-shape": b'{"__class__": "os.system", "args": ["true"]}',
+        "truncated": (client.get(key) or b"")[:-5],
+    }[kind]
+    client.set(key, planted)
+    assert search("q") == expected
+    assert not marker.exists()
+    assert len(r.calls) == 2
+    assert sink.results() == ["miss", "miss"]
+    stored = client.get(key)
+    assert stored is not None and decode_entry(stored, 0) is not None
+    assert search("q") == expected
+    assert len(r.calls) == 2
+
+
+def test_sixteen_threads_on_one_cold_key_run_the_function_once(sink: Capture) -> None:
+    calls = []
+    barrier = threading.Barrier(16)
+
+    def search(query: str) -> list[str]:
+        calls.append(query)
+        time.sleep(0.2)
+        return ["doc"]
+
+    cached = RetrievalCache(ttl=60).wrap(search, source="kb")
+    results: list[list[str]] = []
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(cached("q"))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["q"]
+    assert results == [["doc"]] * 16
+    assert sorted(sink.results()) == ["hit"] * 15 + ["miss"]
+
+
+async def test_two_hundred_tasks_on_one_cold_key_run_the_function_once(sink: Capture) -> None:
+    calls = []
+
+    async def search(query: str) -> list[str]:
+        calls.append(query)
+        await asyncio.sleep(0.1)
+        return ["doc"]
+
+    cached = RetrievalCache(ttl=60).wrap(search, source="kb")
+    results = await asyncio.gather(*(cached("q") for _ in range(200)))
+    assert calls == ["q"]
+    assert all(r == ["doc"] for r in results)
+    assert sorted(sink.results()) == ["hit"] * 199 + ["miss"]
+    assert await cached("q") == ["doc"]
+    assert sink.results()[-1] == "hit"
+
+
+_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import redis
+    import costwatch
+    from costwatch._cache import RetrievalCache, last_lookup_var
+
+    url, start_at, work_s, lock_timeout = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+    costwatch.configure(service="test", redis_url=url, prometheus=False, strict=True)
+    counter = redis.Redis.from_url(url)
+
+    def search(query):
+        counter.incr("test:runs")
+        time.sleep(work_s)
+        return ["doc about " + query]
+
+    search.__module__ = "stampede"
+    cached = RetrievalCache(ttl=60, lock_timeout=lock_timeout).wrap(search, source="kb")
+    while time.time() < start_at:
+        time.sleep(0.001)
+    value = cached("cold question")
+    assert value == ["doc about cold question"], value
+    print(last_lookup_var.get())
+    """
+)
+
+
+def run_two_processes(redis_url: str, work_s: float, lock_timeout: float) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start_at = time.time() + 1.5  # both interpreters are up and waiting by then
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PROCESS_SCRIPT, redis_url, str(start_at), str(work_s),
+             str(lock_timeout)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = []
+    for p in procs:
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        outputs.append(out.strip())
+    return outputs
+
+
+def test_two_processes_on_one_cold_key_run_the_function_exactly_once(
+    redis_server: str, client: redis.Redis[bytes]
+) -> None:
+    results = run_two_processes(redis_server, work_s=0.3, lock_timeout=5.0)
+    assert client.get("test:runs") == b"1"
+    assert sorted(results) == ["hit", "miss"]
+
+
+def test_two_processes_run_it_at_most_once_each_side_of_the_lock_timeout(
+    redis_server: str, client: redis.Redis[bytes]
+) -> None:
+    results = run_two_processes(redis_server, work_s=0.8, lock_timeout=0.2)
+    assert client.get("test:runs") == b"2"
+    assert sorted(results) == ["miss", "miss"]
+    assert entry_keys(client)
+
+
+def test_a_function_that_raises_releases_the_lock_at_once(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    def search(query: str) -> list[str]:
+        raise LookupError("index offline")
+
+    cached = RetrievalCache(ttl=60, lock_timeout=30).wrap(search, source="kb")
+    with pytest.raises(LookupError):
+        cached("q")
+    assert [k for k in client.scan_iter(b"*:lock:*")] == []
+    assert entry_keys(client) == []
+
+
+def test_the_local_lru_sits_in_front_of_redis(sink: Capture, client: redis.Redis[bytes]) -> None:
+    r = Retriever()
+    search = RetrievalCache(ttl=60, local_size=16, local_ttl=0.2).wrap(r.search, source="kb")
+    search("q")
+    client.flushdb()
+    search("q")  # local hit: Redis is not asked
+    assert len(r.calls) == 1
+    time.sleep(0.25)
+    search("q")
+    assert len(r.calls) == 2
+    assert sink.results() == ["miss", "hit", "miss"]
+
+
+def test_local_lru_is_filled_by_redis_hits(sink: Capture, client: redis.Redis[bytes]) -> None:
+    r = Retriever()
+    shared = RetrievalCache(ttl=60).wrap(r.search, source="kb")
+    shared("q")
+    local = RetrievalCache(ttl=60, local_size=4).wrap(r.search, source="kb")
+    local("q")  # a Redis hit, copied into the LRU
+    client.flushdb()
+    assert local("q")[0]["text"] == "doc 0 about q"
+    assert len(r.calls) == 1
+    assert sink.events[-1].saved_usd == r.cost
+
+
+def test_the_retrieval_decorator_counts_hits_and_savings_in_summary(sink: Capture) -> None:
+    calls = []
+
+    @costwatch.retrieval(source="kb", cache=costwatch.RetrievalCache(ttl=60))
+    def search(query: str, k: int = 2) -> list[dict[str, str]]:
+        calls.append(query)
+        costwatch.record(provider="openai", model="text-embedding-3-small", input_tokens=500,
+                         stage="embedding")
+        return [{"text": f"doc {i}"} for i in range(k)]
+
+    for _ in range(5):
+        search("q")
+    summary = costwatch.summary()
+    assert calls == ["q"]
+    cache = summary.cache["kb"]
+    assert (cache.hits, cache.misses) == (4, 1)
+    assert cache.saved_usd == 4 * Decimal(500) * Decimal("0.02") / Decimal(1_000_000)
+    assert summary.cache_saved_usd == cache.saved_usd
+    assert last_lookup_var.get() == "hit"
