@@ -534,6 +534,7 @@ class BudgetRegistry:
         service: str = "",
         webhooks: WebhookSender | None = None,
         retry_interval_s: float = 1.0,
+        gauge_refresh_s: float = 30.0,
         max_pending: int = 100_000,
     ) -> None:
         if backend is None and redis_url:
@@ -549,6 +550,7 @@ class BudgetRegistry:
         self.pending: deque[_Pending] = deque()
         self._max_pending = max_pending
         self._retry_interval_s = retry_interval_s
+        self._gauge_refresh_s = gauge_refresh_s
         self._event = threading.Event()
         self._drain_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -796,14 +798,40 @@ class BudgetRegistry:
 
     def _run(self) -> None:
         while not self._closed:
-            self._event.wait(self._retry_interval_s if self._backlog else None)
+            woke = self._event.wait(
+                self._retry_interval_s if self._backlog else self._gauge_refresh_s
+            )
             self._event.clear()
             if self._closed:
                 return
             try:
-                self._backlog = not self._drain()
+                if woke or self.pending:
+                    self._backlog = not self._drain()
+                else:
+                    self.refresh_gauges()
             except Exception as exc:  # only reached in strict mode: keep it for flush()
                 self._background_error = exc
+
+    def refresh_gauges(self) -> None:
+        """Re-read every budget's spend and publish it (the background thread does this every
+        ``gauge_refresh_s`` while idle, so an idle process's gauges follow window resets and
+        other processes' spend)."""
+        now = self.clock()
+        now_ms = int(now * 1000)
+        sinks = self._sinks_getter()
+        for budget in self._budgets:
+            position = budget.window.locate(now)
+            try:
+                reading = self.backend.read(budget.keys, now_ms, position.min)
+            except BackendUnavailable:
+                return
+            budget.last_spent_nano = reading.spent
+            spent_usd = from_nano(reading.spent)
+            for sink in sinks:
+                try:
+                    sink.on_budget(budget.name, spent_usd, budget.limit_usd)
+                except Exception as exc:
+                    errors.report("sink", exc)
 
     def _drain(self) -> bool:
         """Apply everything pending; False when the backend is unreachable (kept for retry)."""

@@ -7,6 +7,7 @@ tests/integration/test_budget_redis.py.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -515,3 +516,18 @@ def test_public_budget_charges_manual_records(cw: Any) -> None:
     cw.record(provider="openai", model="gpt-4o-mini", input_tokens=1_000_000, output_tokens=0)
     assert cw.runtime().budgets.flush()
     assert created.status().spent_usd == Decimal("0.15")
+
+
+def test_idle_processes_refresh_their_gauges_so_they_follow_window_resets(
+    clock: Clock, sink: CaptureSink
+) -> None:
+    registry = BudgetRegistry(MemoryBudgetBackend(), clock, lambda: (sink,), gauge_refresh_s=0.02)
+    registry.add(Budget("daily", 10, "day"))
+    spend(registry, "4")
+    assert sink.budgets[-1] == ("daily", Decimal(4), Decimal(10))
+    clock.advance(86400)  # the next day: nothing is spent, the gauge must drop to 0
+    deadline = time.monotonic() + 5
+    while sink.budgets[-1][1] != 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.budgets[-1] == ("daily", Decimal(0), Decimal(10))
+    registry.close()
