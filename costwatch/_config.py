@@ -30,6 +30,9 @@ class Settings(BaseModel):
     label_limits: dict[str, int] = Field(default_factory=lambda: {"tenant": 100, "feature": 100})
     strict: bool = False
     redis_timeout_s: float = Field(default=0.1, gt=0, le=30)
+    warm_up: bool = True
+    """Load price data and tokenizer files in a background thread at ``configure()``, so the
+    first wrapped call does not pay for them."""
 
     @field_validator("redis_url")
     @classmethod

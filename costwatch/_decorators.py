@@ -18,6 +18,7 @@ from costwatch import _runtime
 from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE, TokenUsage
 from costwatch._recorder import CallSpec
+from costwatch._streams import is_stream, wrap_stream
 from costwatch._usage import extract_usage
 
 if TYPE_CHECKING:
@@ -35,13 +36,37 @@ _DOC_TEXT_KEYS = ("page_content", "text", "content", "document", "chunk", "body"
 class _Site:
     """One decorated function: its spec and how to read its inputs and outputs."""
 
-    __slots__ = ("spec", "retrieval", "embedding", "cache_name")
+    __slots__ = ("spec", "hit_spec", "retrieval", "embedding", "cache_name")
 
     def __init__(self, spec: CallSpec, *, cache_name: str = "") -> None:
         self.spec = spec
+        # A cache hit calls no provider: recorded with no tokens and no fixed price.
+        self.hit_spec = CallSpec(
+            spec.provider,
+            spec.model,
+            spec.stage,
+            spec.operation,
+            spec.source,
+            None if spec.price_usd is None else Decimal(0),
+        )
         self.retrieval = spec.stage == "retrieval"
         self.embedding = spec.stage == "embedding"
         self.cache_name = cache_name
+
+    def own_cost(self, value: object) -> Decimal | None:
+        """What this site's own record charges for a computed (missed) value.
+
+        The cache stores it beside the value, with the cost of the calls made inside the
+        function, so that each hit counts the whole avoided cost as saved.
+        """
+        spec = self.spec
+        if spec.price_usd is not None:
+            return spec.price_usd
+        extracted = extract_usage(value)
+        if extracted is None or not spec.model:
+            return None
+        price = _runtime.runtime().catalog.resolve(spec.provider, spec.model)
+        return price.cost(extracted[0]) if price is not None else None
 
     # -- before the call -------------------------------------------------------------------
     def preflight(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
@@ -88,6 +113,17 @@ class _Site:
         cache_hit: bool = False,
     ) -> None:
         spec = self.spec
+        if cache_hit:
+            self.hit_spec.emit(
+                self.model_for(kwargs),
+                EMPTY_USAGE,
+                latency_s,
+                usage_source="none",
+                reservation=reservation,
+                cache_hit=True,
+                context_texts=_document_texts(result) if self.retrieval else (),
+            )
+            return
         if self.retrieval:
             spec.emit(
                 self.model_for(kwargs),
@@ -268,8 +304,7 @@ def _wrap(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _preflight(site: _Site, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
-    if not _runtime.runtime().budgets.active:
-        return None
+    """Only called when a budget is registered."""
     from costwatch._errors import BudgetExceeded
 
     try:
@@ -290,33 +325,29 @@ def _cache_hit(site: _Site) -> bool:
 
 
 def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
-    from costwatch._streams import is_stream, wrap_stream
+    spec = site.spec
+    fast = not site.cache_name and not site.retrieval
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        reservation = _preflight(site, args, kwargs)
+        rt = _runtime.runtime()
+        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            try:
-                site.fail(kwargs, exc, perf_counter() - t0, reservation)
-            except Exception as internal:
-                errors.report("decorator", internal)
+            _failed(site, kwargs, exc, t0, reservation)
             raise
         latency = perf_counter() - t0
         try:
+            if fast:
+                extracted = extract_usage(result)
+                if extracted is not None:
+                    spec.record_usage(rt, spec.model or site.model_for(kwargs), extracted[0],
+                                      latency, extracted[1], reservation)
+                    return result
             if is_stream(result):
-                wrapped = wrap_stream(
-                    result,
-                    site.spec,
-                    site.model_for(kwargs),
-                    t0,
-                    reservation=reservation,
-                    prompt=_estimable_prompt(args, kwargs),
-                )
-                if wrapped is not None:
-                    return cast(R, wrapped)
+                return cast(R, _stream(site, result, args, kwargs, t0, reservation))
             site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
         except Exception as internal:
             errors.report("decorator", internal)
@@ -326,33 +357,29 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    from costwatch._streams import is_stream, wrap_stream
+    spec = site.spec
+    fast = not site.cache_name and not site.retrieval
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        reservation = _preflight(site, args, kwargs)
+        rt = _runtime.runtime()
+        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            try:
-                site.fail(kwargs, exc, perf_counter() - t0, reservation)
-            except Exception as internal:
-                errors.report("decorator", internal)
+            _failed(site, kwargs, exc, t0, reservation)
             raise
         latency = perf_counter() - t0
         try:
+            if fast:
+                extracted = extract_usage(result)
+                if extracted is not None:
+                    spec.record_usage(rt, spec.model or site.model_for(kwargs), extracted[0],
+                                      latency, extracted[1], reservation)
+                    return result
             if is_stream(result):
-                wrapped = wrap_stream(
-                    result,
-                    site.spec,
-                    site.model_for(kwargs),
-                    t0,
-                    reservation=reservation,
-                    prompt=_estimable_prompt(args, kwargs),
-                )
-                if wrapped is not None:
-                    return cast(R, wrapped)
+                return cast(R, _stream(site, result, args, kwargs, t0, reservation))
             site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
         except Exception as internal:
             errors.report("decorator", internal)
@@ -361,12 +388,46 @@ def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, A
     return wrapper
 
 
+def _failed(
+    site: _Site,
+    kwargs: Mapping[str, Any],
+    exc: BaseException,
+    t0: float,
+    reservation: Reservation | None,
+) -> None:
+    try:
+        site.fail(kwargs, exc, perf_counter() - t0, reservation)
+    except Exception as internal:
+        errors.report("decorator", internal)
+
+
+def _stream(
+    site: _Site,
+    result: object,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    t0: float,
+    reservation: Reservation | None,
+) -> object:
+    """A returned SDK stream: recorded once, when it ends or is abandoned."""
+    wrapped = wrap_stream(
+        result,
+        site.spec,
+        site.model_for(kwargs),
+        t0,
+        reservation=reservation,
+        prompt=_estimable_prompt(args, kwargs),
+    )
+    return result if wrapped is None else wrapped
+
+
 def _wrap_gen(
     site: _Site, fn: Callable[P, Generator[Any, Any, Any]]
 ) -> Callable[P, Generator[Any, Any, Any]]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
-        reservation = _preflight(site, args, kwargs)
+        rt = _runtime.runtime()
+        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         observed = _Observed()
         error: BaseException | None = None
@@ -410,7 +471,8 @@ def _wrap_async_gen(
 ) -> Callable[P, AsyncGenerator[Any, Any]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
-        reservation = _preflight(site, args, kwargs)
+        rt = _runtime.runtime()
+        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         observed = _Observed()
         error: BaseException | None = None
@@ -484,11 +546,12 @@ def embedding(
     spec = CallSpec(provider, model, "embedding", operation)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        name = ""
-        if cache is not None:
-            name = cache.name or model or fn.__qualname__
-            fn = cache.wrap(fn, source=name, stage="embedding")
-        return _wrap(_Site(spec, cache_name=name), fn)
+        if cache is None:
+            return _wrap(_Site(spec), fn)
+        name = cache.name or model or fn.__qualname__
+        site = _Site(spec, cache_name=name)
+        fn = cache.wrap(fn, source=name, stage="embedding", own_cost=site.own_cost)
+        return _wrap(site, fn)
 
     return decorate
 
@@ -517,11 +580,12 @@ def retrieval(
     )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        name = ""
-        if cache is not None:
-            name = cache.name or source
-            fn = cache.wrap(fn, source=name, stage="retrieval")
-        return _wrap(_Site(spec, cache_name=name), fn)
+        if cache is None:
+            return _wrap(_Site(spec), fn)
+        name = cache.name or source
+        site = _Site(spec, cache_name=name)
+        fn = cache.wrap(fn, source=name, stage="retrieval", own_cost=site.own_cost)
+        return _wrap(site, fn)
 
     return decorate
 

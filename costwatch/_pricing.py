@@ -128,6 +128,19 @@ class Price:
             total *= price.batch_discount
         return total
 
+    def cost_split(self, usage: TokenUsage) -> tuple[Decimal, Decimal]:
+        """``(cost, input-side cost)`` of ``usage`` in one pass (the recorder's hot path)."""
+        price = self.for_prompt(usage.prompt_total) if self.tiers else self
+        input_side = price._input_side(usage)
+        total = input_side
+        if usage.output:
+            total += price.output * usage.output
+        if usage.reasoning:
+            total += price._reasoning * usage.reasoning
+        if price.per_request:
+            total += price.per_request
+        return total, input_side
+
     def input_cost(self, usage: TokenUsage, *, batch: bool = False) -> Decimal:
         """The input-side part of :meth:`cost`: fresh input, cache reads and cache writes."""
         price = self.for_prompt(usage.prompt_total) if self.tiers else self

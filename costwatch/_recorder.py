@@ -132,25 +132,48 @@ class CallSpec:
         rt = _runtime.runtime()
         if usage is None:
             usage, usage_source = _estimate(rt, model, prompt, estimate_text)
-        price = self._price(rt, model)
+        record = self.build(rt, model, usage, latency_s, status, response_model, usage_source)
+        if incomplete:
+            record.incomplete = True
+        if error_type:
+            record.error_type = error_type
+        if cache_hit:
+            record.cache_hit = True
+        self.deliver(rt, record, reservation, context_texts)
+        return record
+
+    def build(
+        self,
+        rt: _runtime.Runtime,
+        model: str,
+        usage: TokenUsage,
+        latency_s: float,
+        status: Status,
+        response_model: str,
+        usage_source: UsageSource,
+    ) -> CostRecord:
+        """Price and attribute one call (the hot path: positional, no optional work)."""
         fixed = self.price_usd
         if fixed is not None:
             cost: Decimal | None = fixed
             input_cost: Decimal | None = _ZERO
             price_source: str | None = "fixed"
             fine_tuned = False
-        elif price is not None:
-            cost = price.cost(usage)
-            input_cost = price.input_cost(usage)
-            price_source = price.source
-            fine_tuned = price.fine_tuned
         else:
-            cost = None
-            input_cost = None
-            price_source = None
-            fine_tuned = model.startswith("ft:")
+            price = rt.catalog.resolve(self.provider, model)
+            if price is not None:
+                cost, input_cost = price.cost_split(usage)
+                price_source = price.source
+                fine_tuned = price.fine_tuned
+            else:
+                cost = input_cost = price_source = None
+                fine_tuned = rt.catalog.is_fine_tuned(model)
         tag_values = tags_var.get()
         req = request_var.get()
+        if req is None and not tag_values:
+            strategy = "fine_tuned" if fine_tuned else "base"
+        else:
+            strategy = resolve_strategy(fine_tuned, req, tag_values)
         record = CostRecord(
             self.provider,
             model,
@@ -160,8 +183,8 @@ class CallSpec:
             latency_s,
             status,
             input_cost,
-            resolve_strategy(fine_tuned, req, tag_values),
-            rt.settings.service,
+            strategy,
+            rt.service,
             tag_values.get("feature", ""),
             tag_values.get("team", ""),
             tag_values.get("tenant", ""),
@@ -172,31 +195,57 @@ class CallSpec:
             rt.clock(),
             tag_values,
         )
-        if incomplete:
-            record.incomplete = True
-        if error_type:
-            record.error_type = error_type
         if self.source:
             record.source = self.source
-        if cache_hit:
-            record.cache_hit = True
+        return record
+
+    def deliver(
+        self,
+        rt: _runtime.Runtime,
+        record: CostRecord,
+        reservation: Reservation | None,
+        context_texts: Sequence[str] = (),
+    ) -> None:
+        """Request attribution, cost scopes, budget settlement, then every sink."""
+        req = request_var.get()
         if req is not None:
             record.pipeline = req.name
             record.request_id = req.request_id
             if context_texts:
                 req.add_context(self.source or "default", list(context_texts))
             elif self.stage == "generation" and req.pending_context:
-                _attribute_context(record, req.take_context(), input_cost)
+                _attribute_context(record, req.take_context(), record.input_cost_usd)
             req.add_record(record)
-        for scope in scopes_var.get():
-            scope.add(cost)
+        cost = record.cost_usd
+        scopes = scopes_var.get()
+        if scopes:
+            for scope in scopes:
+                scope.add(cost)
         if reservation is not None:
             reservation.settle(cost)
         elif rt.budgets.active:
-            rt.budgets.charge(self.budget_call(rt, model, 0, 0), cost)
+            rt.budgets.charge(self.budget_call(rt, record.model, 0, 0), cost)
         for sink in rt.sinks:
             sink.on_record(record)
-        return record
+
+    def record_usage(
+        self,
+        rt: _runtime.Runtime,
+        model: str,
+        usage: TokenUsage,
+        latency_s: float,
+        response_model: str,
+        reservation: Reservation | None,
+    ) -> None:
+        """The common case, for the decorators: a successful call that reported its usage."""
+        self.deliver(
+            rt,
+            self.build(
+                rt, model or response_model or "unknown", usage, latency_s, "ok",
+                response_model, "reported",
+            ),
+            reservation,
+        )
 
 
 def _estimate(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from costwatch._config import Settings, load_settings
-from costwatch._failopen import errors
+from costwatch._failopen import errors, logger
 from costwatch._ledger import Ledger
 from costwatch._sink import Sink
 
@@ -38,6 +38,7 @@ class Runtime:
         from costwatch._pricing import PriceCatalog
 
         self.settings = settings
+        self.service = settings.service
         self.clock = clock
         self.redis_url = settings.redis_url
         self.estimate = settings.estimate_missing_usage
@@ -66,6 +67,17 @@ class Runtime:
         built.extend(sinks)
         self.sinks: tuple[Sink, ...] = tuple(built)
         self.budgets: BudgetRegistry = BudgetRegistry(None, clock, lambda: self.sinks)
+        if settings.warm_up:
+            threading.Thread(target=self._warm_up, name="costwatch-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        try:
+            self.catalog.warm_up()
+            from costwatch._tokens import preload_encodings
+
+            preload_encodings()
+        except Exception as exc:  # a background thread: log, never raise (even when strict)
+            logger.warning("costwatch could not preload prices/tokenizers: %r", exc)
 
     def close(self) -> None:
         """Flush pending budget settlements and stop background work."""
@@ -107,6 +119,7 @@ def configure(
     *,
     otel_spans: bool | None = None,
     redis_timeout_s: float | None = None,
+    warm_up: bool | None = None,
     registry: Any = None,
     meter_provider: Any = None,
     tracer_provider: Any = None,
@@ -131,6 +144,7 @@ def configure(
             "strict": strict,
             "otel_spans": otel_spans,
             "redis_timeout_s": redis_timeout_s,
+            "warm_up": warm_up,
         }
     )
     new = Runtime(

@@ -10,6 +10,13 @@ import pytest
 
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess
+from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401 - session fixture
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_tiktoken(tiktoken_cache_dir: str) -> str:
+    """tiktoken reads its encodings from a cache seeded from bpe-openai: never the network."""
+    return tiktoken_cache_dir
 
 
 @pytest.fixture(scope="session")

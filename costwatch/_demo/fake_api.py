@@ -182,11 +182,22 @@ def _dated(model: str) -> str:
     return snapshots.get(model, model)
 
 
-def mock_transport(fake: FakeProviders) -> Any:
-    """An ``httpx.MockTransport`` answering like api.openai.com and api.anthropic.com."""
-    import httpx
+def sdk_httpx() -> Any:
+    """The HTTP library the installed SDKs are built on (recent releases moved to ``httpx2``)."""
+    try:
+        import httpx2
 
-    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx2
+    except ImportError:
+        import httpx
+
+        return httpx
+
+
+def mock_transport(fake: FakeProviders, httpx: Any) -> Any:
+    """An ``httpx.MockTransport`` answering like api.openai.com and api.anthropic.com."""
+
+    def handle(request: Any) -> Any:
         try:
             body = json.loads(request.content or b"{}")
             return httpx.Response(200, json=fake.route(request.url.path, body))

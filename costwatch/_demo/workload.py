@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import costwatch
-from costwatch._demo.fake_api import FakeProviders, mock_transport
+from costwatch._demo.fake_api import FakeProviders, mock_transport, sdk_httpx
 
 RAG_MODEL = "gpt-4o-mini"
 REASONING_MODEL = "o4-mini"
@@ -78,11 +78,11 @@ class Workload:
     def _clients(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
         try:
             import anthropic
-            import httpx
             import openai
         except ImportError:
             return self._dict_clients()
-        transport = mock_transport(self.fake)
+        httpx = sdk_httpx()
+        transport = mock_transport(self.fake, httpx)
         oa = costwatch.instrument(
             openai.OpenAI(
                 api_key="demo", max_retries=0, http_client=httpx.Client(transport=transport)

@@ -44,10 +44,10 @@ def test_broken_sink_does_not_change_the_host_result_and_is_counted(
     with caplog.at_level(logging.WARNING, logger="costwatch"):
         for _ in range(5):
             assert answer("hi") is value
-    assert capture.internal_errors == ["recorder"] * 5
+    assert capture.internal_errors == ["decorator"] * 5
     # rate-limited: one log line for five failures of the same component
     assert len([r for r in caplog.records if "internal error" in r.getMessage()]) == 1
-    assert lenient.summary().internal_errors == {"recorder": 5}
+    assert lenient.summary().internal_errors == {"decorator": 5}
 
 
 def test_strict_mode_raises_costwatch_own_errors(capture: CaptureSink) -> None:
