@@ -14,7 +14,7 @@ from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401 - se
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _offline_tiktoken(tiktoken_cache_dir: str) -> str:
+def _offline_tiktoken(tiktoken_cache_dir: str) -> str:  # noqa: F811
     """tiktoken reads its encodings from a cache seeded from bpe-openai: never the network."""
     return tiktoken_cache_dir
 
@@ -56,7 +56,7 @@ def cw(capture: CaptureSink) -> Iterator[Any]:
     """costwatch configured afresh for one test: strict, no global Prometheus registry."""
     import costwatch
 
-    costwatch.configure(service="test", strict=True, prometheus=False, otel=False,
+    costwatch.configure(service="test", strict=True, prometheus=False, otel=False, warm_up=False,
                         sinks=[capture])
     yield costwatch
     costwatch._runtime.shutdown()
