@@ -259,7 +259,7 @@ class Ledger(BaseSink):
             }
             internal = dict(self._internal)
         total = Totals()
-        groups: list[dict[str, Totals]] = [{} for _ in range(6)]
+        groups: tuple[dict[str, Totals], ...] = ({}, {}, {}, {}, {}, {})
         for (strategy, stage, _provider, model, feature, team, tenant), row in rows:
             t = Totals(
                 calls=row[_CALLS],
@@ -286,4 +286,17 @@ class Ledger(BaseSink):
                 if g is None:
                     g = group[value] = Totals()
                 g.merge(t)
-        return Summary(total, *groups, pipelines, context, cache, internal)
+        by_strategy, by_stage, by_model, by_feature, by_team, by_tenant = groups
+        return Summary(
+            total,
+            by_strategy,
+            by_stage,
+            by_model,
+            by_feature,
+            by_team,
+            by_tenant,
+            pipelines,
+            context,
+            cache,
+            internal,
+        )

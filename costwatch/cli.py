@@ -35,6 +35,7 @@ def _demo(args: argparse.Namespace) -> int:
     import costwatch
     from costwatch._demo.report import render
     from costwatch._demo.workload import Workload
+    from costwatch._runtime import runtime
 
     costwatch.configure(service=args.service)
     workload = Workload(seed=args.seed)
@@ -42,7 +43,7 @@ def _demo(args: argparse.Namespace) -> int:
     source = "real openai/anthropic SDK objects" if workload.sdk_objects else "SDK-shaped dicts"
     sys.stderr.write(
         f"costwatch demo: {source}, in-memory ledger"
-        f"{', cache on Redis' if costwatch.runtime().redis_url else ''}\n"
+        f"{', cache on Redis' if runtime().redis_url else ''}\n"
     )
     if args.serve is not None:
         server = costwatch.serve_metrics(args.serve, addr=args.addr)

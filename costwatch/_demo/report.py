@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 from costwatch._ledger import Summary, Totals
@@ -11,7 +12,7 @@ def _usd(value: Decimal, places: int = 4) -> str:
     return f"${value:,.{places}f}"
 
 
-def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
     ]
@@ -35,7 +36,7 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> 
 
 
 def _group_rows(group: dict[str, Totals], total: Decimal) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, t in sorted(group.items(), key=lambda kv: kv[1].cost_usd, reverse=True):
         share = float(t.cost_usd / total * 100) if total else 0.0
         tokens = sum(t.tokens.values())
