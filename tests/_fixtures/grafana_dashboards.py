@@ -133,11 +133,10 @@ class PrometheusProcess:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def api(self, path: str, **params: str) -> tuple[int, dict[str, Any]]:
-        """POST to the HTTP API; returns (HTTP status, decoded body) for errors too."""
-        body = urllib.parse.urlencode(params).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=body, method="POST")
+        """GET from the HTTP API; returns (HTTP status, decoded body) for errors too."""
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
+            with urllib.request.urlopen(url, timeout=10) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"{}")

@@ -94,7 +94,7 @@ def prometheus(demo_metrics_port: int) -> Iterator[PrometheusProcess]:
         while time.monotonic() < deadline and not _result(server, probe):
             time.sleep(0.25)
         assert _result(server, probe), "Prometheus never saw the demo's requests"
-        time.sleep(3)  # a few more scrapes, so series first seen late also have a rate
+        time.sleep(2)  # a few more scrapes, so series first seen late also have a rate
         yield server
     finally:
         server.stop()
