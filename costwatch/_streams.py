@@ -443,6 +443,8 @@ _MANAGERS = {
     "AsyncResponseStreamManager": _ASYNC_MANAGER,
 }
 
+_SDK_PACKAGES = frozenset({"openai", "anthropic"})
+
 _kinds: dict[type, tuple[int, str]] = {}
 """class -> (kind, name of the SDK class it derives from); kind 0 = not a stream."""
 
@@ -453,8 +455,7 @@ def _kind_of(cls: type) -> tuple[int, str]:
         return found
     found = (0, "")
     for base in cls.__mro__:
-        module = base.__module__
-        if not module.startswith(("openai.", "anthropic.")):
+        if base.__module__.partition(".")[0] not in _SDK_PACKAGES:
             continue
         name = base.__name__
         kind = _RAW_STREAMS.get(name) or _MANAGERS.get(name)

@@ -13,6 +13,7 @@ one made without it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import struct
 import threading
@@ -420,19 +421,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(failure.status, error(failure.status, failure.message), anthropic)
             return
         fail_after = failure.mid_stream_after if failure is not None else None
+        message = failure.message if failure is not None else ""
         stream = bool(body.get("stream"))
         model = str(body.get("model", ""))
         if path == "/v1/chat/completions":
             if stream:
                 options = body.get("stream_options") or {}
                 chunks = chat_chunks(fake, model, bool(options.get("include_usage")))
-                self._sse(((None, c) for c in chunks), fail_after, anthropic=False)
+                self._sse(((None, c) for c in chunks), fail_after, anthropic=False,
+                          message=message)
             else:
                 self._json(200, chat_completion(fake, model), anthropic=False)
         elif path == "/v1/responses":
             if stream:
                 events = response_events(fake, body)
-                self._sse(((e["type"], e) for e in events), fail_after, anthropic=False)
+                self._sse(((e["type"], e) for e in events), fail_after, anthropic=False,
+                          message=message)
             else:
                 output = _response_output(fake)
                 self._json(200, response_object(fake, body, status="completed", output=output),
@@ -443,7 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
             if stream:
                 events = anthropic_events(fake, model, fail_after)
                 self._sse(((e["type"], e) for e in events), fail_after, anthropic=True,
-                          message=failure.message if failure else "")
+                          message=message)
             else:
                 self._json(200, anthropic_message(fake, model), anthropic=True)
         else:
@@ -526,12 +530,22 @@ class _Server(ThreadingHTTPServer):
         port = self.server_address[1]
         self.fake = FakeProvider(base_url=f"http://127.0.0.1:{port}")
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its connection (an abandoned stream) is not a server error."""
+        import sys
 
-@pytest.fixture
-def fake_provider() -> Iterator[FakeProvider]:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+@contextlib.contextmanager
+def running_fake_provider() -> Iterator[FakeProvider]:
     """A running fake OpenAI + Anthropic endpoint on 127.0.0.1:<free port>."""
     server = _Server()
-    thread = threading.Thread(target=server.serve_forever, name="fake-provider", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.02,), name="fake-provider", daemon=True
+    )
     thread.start()
     try:
         yield server.fake
@@ -539,3 +553,11 @@ def fake_provider() -> Iterator[FakeProvider]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(name="fake_provider")
+def fake_provider_fixture() -> Iterator[FakeProvider]:
+    """Fixture ``fake_provider``: import ``fake_provider_fixture`` (or list this module in
+    ``pytest_plugins``) to use it."""
+    with running_fake_provider() as fake:
+        yield fake

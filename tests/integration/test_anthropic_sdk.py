@@ -1,0 +1,270 @@
+"""instrument() on the real Anthropic SDK clients, over HTTP, against the local fake endpoint.
+
+Claude Sonnet 4, by hand from the published per-million prices: $3 input, $0.30 cache read,
+$3.75 five-minute cache write, $6 one-hour cache write, $15 output.  Anthropic reports
+``input_tokens`` without the cache reads and writes, which come beside it.
+"""
+
+from __future__ import annotations
+
+import gc
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import pytest
+
+from costwatch._record import TokenUsage
+from tests._fixtures.capture import CaptureSink
+from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
+    AnthropicUsage,
+    FakeProvider,
+    fake_provider_fixture,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
+M = Decimal(1_000_000)
+MODEL = "claude-sonnet-4-20250514"
+MESSAGES = [{"role": "user", "content": "What is the refund policy?"}]
+
+USAGE = AnthropicUsage(
+    input_tokens=100, cache_read_input_tokens=2000, cache_write_5m=1000, cache_write_1h=500,
+    output_tokens=250,
+)
+TOKENS = TokenUsage(input=100, cache_read=2000, cache_write=1500, output=250, cache_write_1h=500)
+COST = (
+    100 * Decimal(3) + 2000 * Decimal("0.30") + 1000 * Decimal("3.75") + 500 * Decimal(6)
+    + 250 * Decimal(15)
+) / M
+
+
+def _client(fake: FakeProvider) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=fake.anthropic_base_url, api_key="test", max_retries=0)
+
+
+def _async_client(fake: FakeProvider) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(
+        base_url=fake.anthropic_base_url, api_key="test", max_retries=0
+    )
+
+
+def _only_record(capture: CaptureSink) -> Any:
+    assert len(capture.records) == 1, capture.records
+    return capture.records[0]
+
+
+def test_message_records_cache_reads_and_both_cache_write_rates(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    message = client.messages.create(model=MODEL, max_tokens=1024, messages=MESSAGES)
+
+    assert message.content[0].text == "Hello from the fake provider."
+    record = _only_record(capture)
+    assert (record.provider, record.model, record.stage, record.operation) == (
+        "anthropic", MODEL, "generation", "chat",
+    )
+    assert record.usage == TOKENS
+    assert record.cost_usd == COST
+    assert cw.summary().total_usd == COST
+
+
+async def test_async_message_records_the_same(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_async_client(fake_provider))
+
+    await client.messages.create(model=MODEL, max_tokens=1024, messages=MESSAGES)
+
+    record = _only_record(capture)
+    assert record.usage == TOKENS
+    assert record.cost_usd == COST
+
+
+def test_streamed_message_takes_input_from_message_start_and_output_from_message_delta(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    events = list(client.messages.create(
+        model=MODEL, max_tokens=1024, messages=MESSAGES, stream=True
+    ))
+
+    assert events[0].type == "message_start"
+    record = _only_record(capture)
+    assert record.usage == TOKENS
+    assert record.cost_usd == COST
+    assert (record.usage_source, record.incomplete) == ("reported", False)
+    assert record.response_model == "claude-sonnet-4-20250514"
+
+
+async def test_async_streamed_message_is_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_async_client(fake_provider))
+
+    stream = await client.messages.create(
+        model=MODEL, max_tokens=1024, messages=MESSAGES, stream=True
+    )
+    async for _event in stream:
+        pass
+
+    assert _only_record(capture).cost_usd == COST
+
+
+def test_messages_stream_helper_is_recorded_whichever_way_it_is_read(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    with client.messages.stream(model=MODEL, max_tokens=1024, messages=MESSAGES) as stream:
+        text = "".join(stream.text_stream)
+    with client.messages.stream(model=MODEL, max_tokens=1024, messages=MESSAGES) as stream:
+        final = stream.get_final_message()
+
+    assert text == "Hello from the fake provider."
+    assert final.usage.cache_read_input_tokens == 2000
+    assert [r.cost_usd for r in capture.records] == [COST, COST]
+
+
+async def test_async_messages_stream_helper_is_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_async_client(fake_provider))
+
+    async with client.messages.stream(model=MODEL, max_tokens=1024, messages=MESSAGES) as stream:
+        text = await stream.get_final_text()
+
+    assert text == "Hello from the fake provider."
+    assert _only_record(capture).usage == TOKENS
+
+
+def test_stream_manager_never_entered_records_nothing_and_holds_no_budget(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+    daily = cw.budget("daily", limit_usd=10, window="1d", action="block")
+
+    manager = client.messages.stream(model=MODEL, max_tokens=1024, messages=MESSAGES)
+    assert daily.status().holds == 1
+    del manager
+    gc.collect()
+    cw._runtime.runtime().budgets.flush()
+
+    assert fake_provider.requests == []
+    assert capture.records == []
+    assert daily.status().holds == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, anthropic.BadRequestError), (500, anthropic.InternalServerError),
+     (529, anthropic.OverloadedError)],
+    ids=["400", "500", "529"],
+)
+def test_provider_error_reaches_the_caller_unchanged_and_is_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, status: int, error: type
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+    fake_provider.fail_next(status, "prompt is too long")
+
+    with pytest.raises(error) as raised:
+        client.messages.create(model=MODEL, max_tokens=1024, messages=MESSAGES)
+
+    assert raised.value.status_code == status
+    record = _only_record(capture)
+    assert (record.status, record.error_type) == ("error", error.__name__)
+
+
+def test_error_event_mid_stream_is_raised_and_recorded_with_the_input_already_billed(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_client(fake_provider))
+    fake_provider.fail_mid_stream(after=2)
+
+    with pytest.raises(anthropic.APIStatusError, match="Overloaded"):
+        for _event in client.messages.create(
+            model=MODEL, max_tokens=1024, messages=MESSAGES, stream=True
+        ):
+            pass
+
+    record = _only_record(capture)
+    assert (record.status, record.incomplete) == ("error", True)
+    assert (record.usage.input, record.usage.cache_read, record.usage.cache_write) == (
+        100, 2000, 1500,
+    )
+    assert record.usage.output == 2  # "Hello from", estimated: no message_delta arrived
+
+
+def test_stream_abandoned_after_two_events_is_recorded_once_as_incomplete(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+
+    stream = client.messages.create(model=MODEL, max_tokens=1024, messages=MESSAGES, stream=True)
+    with stream:
+        for n, _event in enumerate(stream):
+            if n == 1:
+                break
+
+    record = _only_record(capture)
+    assert record.incomplete is True
+    assert record.usage.input == 120  # reported by message_start before the caller left
+
+
+async def test_async_stream_abandoned_and_closed_is_recorded_once(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_async_client(fake_provider))
+
+    stream = await client.messages.create(
+        model=MODEL, max_tokens=1024, messages=MESSAGES, stream=True
+    )
+    async for event in stream:
+        if event.type == "content_block_start":
+            break
+    await stream.close()
+    await stream.close()
+
+    record = _only_record(capture)
+    assert record.incomplete is True
+
+
+def test_instrument_twice_is_once_and_uninstrument_restores(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = _client(fake_provider)
+    cw.instrument(cw.instrument(client))
+
+    client.messages.create(model=MODEL, max_tokens=16, messages=MESSAGES)
+    assert len(capture.records) == 1
+
+    cw.uninstrument(client)
+    assert {"create", "stream", "parse"}.isdisjoint(vars(client.messages))
+    client.messages.create(model=MODEL, max_tokens=16, messages=MESSAGES)
+    with client.messages.stream(model=MODEL, max_tokens=16, messages=MESSAGES) as stream:
+        stream.until_done()
+    assert len(capture.records) == 1
+
+
+def test_blocking_budget_refuses_the_stream_before_any_request(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+    cw.budget("tiny", limit_usd="0.000001", window="1d", action="block")
+
+    with pytest.raises(cw.BudgetExceeded):
+        client.messages.stream(model=MODEL, max_tokens=4096, messages=MESSAGES)
+    with pytest.raises(cw.BudgetExceeded):
+        client.messages.create(model=MODEL, max_tokens=4096, messages=MESSAGES)
+
+    assert fake_provider.requests == []

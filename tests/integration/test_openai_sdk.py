@@ -1,0 +1,447 @@
+"""instrument() on the real OpenAI SDK clients, over HTTP, against the local fake endpoint.
+
+Costs are computed here by hand from the published per-million prices:
+gpt-4o-mini $0.15 input / $0.075 cached input / $0.60 output; o4-mini $1.10 / $0.275 / $4.40
+(reasoning tokens bill as output); text-embedding-3-small $0.02.
+"""
+
+from __future__ import annotations
+
+import gc
+from decimal import Decimal
+from typing import Any
+
+import openai
+import pytest
+
+from costwatch._record import TokenUsage
+from tests._fixtures.capture import CaptureSink
+from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
+    FakeProvider,
+    OpenAIUsage,
+    fake_provider_fixture,
+)
+
+M = Decimal(1_000_000)
+MESSAGES = [{"role": "user", "content": "What is the refund policy?"}]
+
+# gpt-4o-mini: 1200 prompt tokens of which 1024 cached, 300 completion tokens.
+MINI_USAGE = OpenAIUsage(prompt_tokens=1200, cached_tokens=1024, completion_tokens=300)
+MINI_TOKENS = TokenUsage(input=176, cache_read=1024, output=300)
+MINI_COST = (176 * Decimal("0.15") + 1024 * Decimal("0.075") + 300 * Decimal("0.60")) / M
+
+# o4-mini: 2000 prompt tokens (1536 cached), 900 completion tokens of which 640 reasoning.
+O4_USAGE = OpenAIUsage(
+    prompt_tokens=2000, cached_tokens=1536, completion_tokens=900, reasoning_tokens=640
+)
+O4_TOKENS = TokenUsage(input=464, cache_read=1536, output=260, reasoning=640)
+O4_COST = (464 * Decimal("1.10") + 1536 * Decimal("0.275") + (260 + 640) * Decimal("4.40")) / M
+
+
+def _client(fake: FakeProvider) -> openai.OpenAI:
+    return openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
+
+
+def _async_client(fake: FakeProvider) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
+
+
+def _only_record(capture: CaptureSink) -> Any:
+    assert len(capture.records) == 1, capture.records
+    return capture.records[0]
+
+
+# --- chat completions ----------------------------------------------------------------------
+
+
+def test_chat_completion_records_cached_input_and_its_exact_cost(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert reply.choices[0].message.content == "Hello from the fake provider."
+    record = _only_record(capture)
+    assert (record.provider, record.model, record.stage, record.operation) == (
+        "openai", "gpt-4o-mini", "generation", "chat",
+    )
+    assert record.response_model == "gpt-4o-mini-2024-07-18"
+    assert record.usage == MINI_TOKENS
+    assert record.cost_usd == MINI_COST
+    assert (record.status, record.usage_source, record.incomplete) == ("ok", "reported", False)
+    assert cw.summary().total_usd == MINI_COST
+
+
+async def test_async_chat_completion_records_the_same(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_async_client(fake_provider))
+
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    record = _only_record(capture)
+    assert record.usage == MINI_TOKENS
+    assert record.cost_usd == MINI_COST
+
+
+def test_streamed_chat_injects_include_usage_and_records_reported_usage(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    chunks = list(
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    )
+
+    assert fake_provider.requests[-1].body["stream_options"] == {"include_usage": True}
+    assert all(chunk.choices for chunk in chunks)  # the usage-only chunk never reached us
+    record = _only_record(capture)
+    assert record.usage == MINI_TOKENS
+    assert record.cost_usd == MINI_COST
+    assert (record.usage_source, record.incomplete) == ("reported", False)
+    assert record.response_model == "gpt-4o-mini-2024-07-18"
+
+
+async def test_async_streamed_chat_records_reported_usage(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_async_client(fake_provider))
+
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    async with stream:
+        chunks = [chunk async for chunk in stream]
+
+    assert all(chunk.choices for chunk in chunks)
+    record = _only_record(capture)
+    assert record.usage == MINI_TOKENS
+    assert record.cost_usd == MINI_COST
+
+
+def test_caller_that_asked_for_usage_still_gets_the_usage_chunk(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    chunks = list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True,
+        stream_options={"include_usage": True},
+    ))
+
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == 1200
+    assert _only_record(capture).cost_usd == MINI_COST
+
+
+def test_chat_stream_helper_is_recorded_once(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    with client.chat.completions.stream(model="gpt-4o-mini", messages=MESSAGES) as stream:
+        final = stream.get_final_completion()
+
+    assert final.choices[0].message.content == "Hello from the fake provider."
+    assert final.usage is None  # as without costwatch: the caller did not ask for usage
+    record = _only_record(capture)
+    assert record.cost_usd == MINI_COST
+
+
+# --- Responses API (reasoning model) --------------------------------------------------------
+
+
+def test_responses_api_records_reasoning_tokens_at_the_output_price(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = O4_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    response = client.responses.create(model="o4-mini", input="Summarise the policy.")
+
+    assert response.output_text == "Hello from the fake provider."
+    record = _only_record(capture)
+    assert record.usage == O4_TOKENS
+    assert record.cost_usd == O4_COST
+    assert record.response_model == "o4-mini-2025-04-16"
+
+
+def test_streamed_responses_api_records_usage_from_response_completed(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = O4_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    events = list(client.responses.create(model="o4-mini", input="Summarise.", stream=True))
+
+    assert events[-1].type == "response.completed"
+    record = _only_record(capture)
+    assert record.usage == O4_TOKENS
+    assert record.cost_usd == O4_COST
+
+
+async def test_async_responses_stream_helper_records_usage(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = O4_USAGE
+    client = cw.instrument(_async_client(fake_provider))
+
+    async with client.responses.stream(model="o4-mini", input="Summarise.") as stream:
+        final = await stream.get_final_response()
+
+    assert final.usage is not None and final.usage.output_tokens == 900
+    record = _only_record(capture)
+    assert record.usage == O4_TOKENS
+    assert record.cost_usd == O4_COST
+
+
+# --- embeddings --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_embeddings_are_recorded_as_embedding_stage(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, asynchronous: bool
+) -> None:
+    fake_provider.embedding_tokens = 4200
+    if asynchronous:
+        result = await cw.instrument(_async_client(fake_provider)).embeddings.create(
+            model="text-embedding-3-small", input=["refund policy", "returns"]
+        )
+    else:
+        result = cw.instrument(_client(fake_provider)).embeddings.create(
+            model="text-embedding-3-small", input=["refund policy", "returns"]
+        )
+
+    assert len(result.data) == 2 and len(result.data[0].embedding) == 4
+    record = _only_record(capture)
+    assert (record.stage, record.operation) == ("embedding", "embeddings")
+    assert record.usage == TokenUsage(input=4200)
+    assert record.cost_usd == 4200 * Decimal("0.02") / M
+
+
+# --- failures, abandoned streams -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(500, openai.InternalServerError), (400, openai.BadRequestError)],
+    ids=["500", "400"],
+)
+def test_provider_error_reaches_the_caller_unchanged_and_is_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, status: int, error: type
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+    fake_provider.fail_next(status, "model overloaded")
+
+    with pytest.raises(error) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert raised.value.status_code == status
+    assert "model overloaded" in str(raised.value)
+    record = _only_record(capture)
+    assert (record.status, record.error_type) == ("error", error.__name__)
+    assert record.usage == TokenUsage()
+
+
+async def test_async_provider_error_is_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_async_client(fake_provider))
+    fake_provider.fail_next(500)
+
+    with pytest.raises(openai.InternalServerError):
+        await client.responses.create(model="o4-mini", input="x")
+
+    assert _only_record(capture).error_type == "InternalServerError"
+
+
+def test_stream_abandoned_then_closed_is_recorded_once_as_incomplete(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+
+    for n, _chunk in enumerate(stream):
+        if n == 2:
+            break
+    assert capture.records == []  # still open: nothing known yet
+    stream.close()
+    stream.close()
+    del stream
+    gc.collect()
+
+    record = _only_record(capture)
+    assert record.incomplete is True
+    assert record.status == "ok"
+    # usage never arrived: estimated from the prompt and the two text pieces seen
+    assert record.usage_source == "estimated"
+    assert record.usage.output == 2  # "Hello", " from"
+    assert record.usage.input > 0
+
+
+def test_stream_abandoned_and_garbage_collected_is_recorded_once(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+
+    def read_two_chunks() -> None:
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+        next(stream)
+        next(stream)
+
+    read_two_chunks()
+    gc.collect()
+
+    record = _only_record(capture)
+    assert record.incomplete is True
+
+
+def test_error_in_the_middle_of_a_stream_is_raised_and_recorded_as_error(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+    fake_provider.fail_mid_stream(after=2, message="upstream went away")
+    seen = []
+
+    with pytest.raises(openai.APIError, match="upstream went away"):
+        for chunk in client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        ):
+            seen.append(chunk)
+
+    assert len(seen) == 3  # the role chunk and two text chunks
+    record = _only_record(capture)
+    assert (record.status, record.error_type, record.incomplete) == ("error", "APIError", True)
+
+
+# --- instrument()/uninstrument() ---------------------------------------------------------------
+
+
+def test_instrumenting_twice_records_each_call_once(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = _client(fake_provider)
+
+    assert cw.instrument(client) is client
+    assert cw.instrument(client) is client
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert len(capture.records) == 1
+
+
+def test_uninstrument_restores_the_original_methods(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = _client(fake_provider)
+    raw = client.with_raw_response  # noqa: F841 - an SDK helper made while instrumented
+    cw.instrument(client)
+    assert "create" in vars(client.chat.completions)
+
+    cw.uninstrument(client)
+
+    assert "create" not in vars(client.chat.completions)
+    assert "create" not in vars(client.responses)
+    assert "with_options" not in vars(client)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert capture.records == []
+
+
+def test_only_the_instrumented_instance_is_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    cw.instrument(_client(fake_provider))
+
+    _client(fake_provider).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert capture.records == []
+
+
+def test_copies_made_with_with_options_are_instrumented(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+
+    client.with_options(timeout=5).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert len(capture.records) == 1
+
+
+def test_raw_response_calls_are_recorded_and_parse_still_works(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert raw.headers["x-request-id"] == "req_fake_0123456789abcdef"
+    assert raw.parse().usage.prompt_tokens == 1200
+    assert _only_record(capture).cost_usd == MINI_COST
+
+
+def test_instrument_rejects_objects_that_are_not_sdk_clients(cw: Any) -> None:
+    with pytest.raises(TypeError, match=r"openai\.OpenAI"):
+        cw.instrument(object())
+
+
+# --- attribution and budgets -------------------------------------------------------------------
+
+
+def test_stream_is_attributed_to_the_tags_in_force_when_the_call_was_made(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+    with cw.tags(feature="faq", team="support", tenant="acme"):
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+    with cw.tags(feature="other"):
+        list(stream)
+
+    record = _only_record(capture)
+    assert (record.feature, record.team, record.tenant) == ("faq", "support", "acme")
+
+
+def test_blocking_budget_refuses_before_the_provider_is_called(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+    cw.budget("tiny", limit_usd="0.0000001", window="1d", action="block")
+
+    with pytest.raises(cw.BudgetExceeded) as refused:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=500, stream=True
+        )
+
+    assert refused.value.budget == "tiny"
+    assert fake_provider.requests == []
+    assert capture.records == []
+
+
+def test_budget_reservation_is_settled_with_the_streamed_cost(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_client(fake_provider))
+    daily = cw.budget("daily", limit_usd=10, window="1d", action="block")
+
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, max_tokens=500, stream=True
+    )
+    assert daily.status().holds == 1  # the worst case is held while the stream runs
+    list(stream)
+    cw._runtime.runtime().budgets.flush()
+
+    status = daily.status()
+    assert (status.holds, status.reserved_usd) == (0, 0)
+    assert status.spent_usd == MINI_COST
