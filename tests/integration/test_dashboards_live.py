@@ -22,13 +22,13 @@ import pytest
 
 from tests._fixtures.grafana_dashboards import (
     METRIC_NAME,
-    PrometheusProcess,
     Query,
     concrete,
     load_dashboards,
     queries,
     query_panels,
 )
+from tests._fixtures.prometheus_proc import PrometheusProcess
 from tests._fixtures.redis_proc import free_port
 
 REPO = Path(__file__).resolve().parents[2]

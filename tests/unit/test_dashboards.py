@@ -19,7 +19,6 @@ from costwatch.exporters import names
 from tests._fixtures.grafana_dashboards import (
     DASHBOARD_DIR,
     METRIC_NAME,
-    PrometheusProcess,
     Query,
     all_panels,
     concrete,
@@ -27,6 +26,7 @@ from tests._fixtures.grafana_dashboards import (
     queries,
     query_panels,
 )
+from tests._fixtures.prometheus_proc import PrometheusProcess
 
 DASHBOARDS = load_dashboards()
 QUERIES = queries(DASHBOARDS)
