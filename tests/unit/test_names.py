@@ -104,8 +104,8 @@ def test_every_series_name_belongs_to_exactly_one_metric() -> None:
 
 
 def test_buckets_follow_the_genai_advice() -> None:
-    assert names.DURATION_BUCKETS == tuple(round(0.01 * 2**i, 2) for i in range(14))
-    assert names.TOKEN_USAGE_BUCKETS == tuple(4**i for i in range(14))
+    assert tuple(round(0.01 * 2**i, 2) for i in range(14)) == names.DURATION_BUCKETS
+    assert tuple(4**i for i in range(14)) == names.TOKEN_USAGE_BUCKETS
     assert names.DURATION.buckets == names.GEN_AI_OPERATION_DURATION.buckets
     assert list(names.REQUEST_COST_BUCKETS) == sorted(names.REQUEST_COST_BUCKETS)
 

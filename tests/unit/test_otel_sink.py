@@ -82,10 +82,13 @@ def test_token_usage_follows_the_genai_semantic_conventions(
     for point in by_type.values():
         assert isinstance(point, HistogramDataPoint)
         assert list(point.explicit_bounds) == TOKEN_BUCKETS
-        assert point.attributes["gen_ai.operation.name"] == "chat"
-        assert point.attributes["gen_ai.provider.name"] == "openai"
-        assert point.attributes["gen_ai.request.model"] == "gpt-4o-mini"
-        assert point.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+        assert {k: v for k, v in (point.attributes or {}).items()
+                if k != "gen_ai.token.type"} == {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+        }
 
 
 def test_operation_duration_carries_error_type_only_on_failure(
@@ -152,7 +155,7 @@ def test_costwatch_metrics_keep_their_names_units_and_attributes(
         for point in points(metric):
             assert set(point.attributes) == set(spec.labels), spec.otel_name
     assert got["costwatch.cost.usd"].unit == ""
-    assert got["costwatch.cost.usd"].data.is_monotonic
+    assert getattr(got["costwatch.cost.usd"].data, "is_monotonic", False) is True
     assert [p.value for p in points(got["costwatch.unpriced.requests"])] == [1]
     request_cost = points(got["costwatch.request.cost.usd"])[0]
     assert list(request_cost.explicit_bounds) == list(names.REQUEST_COST_BUCKETS)
@@ -278,19 +281,21 @@ def test_spans_follow_genai_span_conventions_and_carry_the_cost(provider: MeterP
         "chat gpt-4o-mini",
     ]
     chat = spans[0]
+    chat_attrs = dict(chat.attributes or {})
     assert chat.kind is SpanKind.CLIENT
     assert chat.end_time == 1_700_000_000 * 10**9
-    assert chat.end_time - chat.start_time == 250_000_000
-    assert chat.attributes["costwatch.cost.usd"] == pytest.approx(0.000237)
-    assert chat.attributes["gen_ai.usage.input_tokens"] == 1000
-    assert chat.attributes["gen_ai.usage.output_tokens"] == 150
-    assert chat.attributes["gen_ai.provider.name"] == "openai"
-    assert spans[2].attributes["gen_ai.data_source.id"] == "kb"
+    assert chat.start_time == chat.end_time - 250_000_000
+    assert chat_attrs["costwatch.cost.usd"] == pytest.approx(0.000237)
+    assert chat_attrs["gen_ai.usage.input_tokens"] == 1000
+    assert chat_attrs["gen_ai.usage.output_tokens"] == 150
+    assert chat_attrs["gen_ai.provider.name"] == "openai"
+    assert dict(spans[2].attributes or {})["gen_ai.data_source.id"] == "kb"
     failed = spans[3]
+    failed_attrs = dict(failed.attributes or {})
     assert failed.status.status_code is StatusCode.ERROR
-    assert failed.attributes["error.type"] == "APITimeoutError"
-    assert "costwatch.cost.usd" not in failed.attributes
-    assert failed.attributes["costwatch.unpriced"] is True
+    assert failed_attrs["error.type"] == "APITimeoutError"
+    assert "costwatch.cost.usd" not in failed_attrs
+    assert failed_attrs["costwatch.unpriced"] is True
 
 
 def test_importing_the_otel_exporter_does_not_import_the_sdk() -> None:

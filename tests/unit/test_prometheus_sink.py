@@ -1,4 +1,4 @@
-"""The Prometheus sink: what each costwatch event becomes on a registry, under the contract's names."""
+"""The Prometheus sink: what each costwatch event becomes on a registry, under the contract."""
 
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def test_duration_buckets_are_llm_sized_and_created_series_are_disabled(
     sink.on_request_end(RequestEnd("answer", "rag", Decimal("0.01"), 0, 1.0, "ok", "svc",
                                    "faq", "support", "acme"))
 
-    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
     bounds = [s.labels["le"] for s in families["costwatch_duration_seconds"].samples
               if s.name.endswith("_bucket")]
     assert bounds == [*(str(b) for b in names.DURATION_BUCKETS), "+Inf"]
@@ -278,7 +279,7 @@ def test_the_multiprocess_path_exposes_the_same_samples_as_the_single_process_pa
     single.on_internal_error("cache")
     client.add_internal_error("cache")
 
-    def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, ...]], float]:
         text = generate_latest(registry).decode()
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for f in text_string_to_metric_families(text) for s in f.samples}
