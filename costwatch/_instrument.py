@@ -25,7 +25,7 @@ from costwatch._errors import BudgetExceeded
 from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE
 from costwatch._recorder import CallSpec
-from costwatch._streams import is_stream, wrap_stream
+from costwatch._streams import is_api_response, is_stream, watch_api_response, wrap_stream
 from costwatch._usage import extract_usage
 
 C = TypeVar("C")
@@ -100,6 +100,8 @@ def _prompt_tokens(prompt: Any, model: str) -> int:
         return count_tokens(prompt, model)[0]
     if prompt and all(isinstance(p, int) for p in prompt):  # pre-tokenised input
         return len(prompt)
+    if prompt and all(isinstance(p, list) for p in prompt):  # a batch of pre-tokenised inputs
+        return sum(len(p) for p in prompt)
     if prompt and all(isinstance(p, Mapping) for p in prompt):
         return count_message_tokens(prompt, model)[0]
     return 0
@@ -114,13 +116,23 @@ def _before(ep: _Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
             model, _prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
         )
     hide = False
-    if ep.inject_usage and kwargs.get("stream") is True:
+    if ep.inject_usage and kwargs.get("stream") is True and not _raw_mode(kwargs):
         options = kwargs.get("stream_options")
         if not (isinstance(options, Mapping) and options.get("include_usage") is True):
             base = options if isinstance(options, Mapping) else {}
             kwargs["stream_options"] = {**base, "include_usage": True}
             hide = True
     return model, hide, reservation
+
+
+_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+
+
+def _raw_mode(kwargs: Mapping[str, Any]) -> bool:
+    """``with_raw_response``/``with_streaming_response``: the caller may read the body raw, so
+    it must get exactly the bytes it asked for (no injected usage chunk)."""
+    headers = kwargs.get("extra_headers")
+    return isinstance(headers, Mapping) and _RAW_RESPONSE_HEADER in headers
 
 
 def _failed(
@@ -154,6 +166,11 @@ def _after(
             wrap_stream(
                 result, ep.spec, model, t0,
                 reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
+            )
+            return
+        if is_api_response(result):
+            watch_api_response(
+                result, ep.spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
             )
             return
         latency = perf_counter() - t0

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from costwatch import _runtime
 from costwatch._failopen import errors
 from costwatch._record import TokenUsage, UsageSource
-from costwatch._usage import extract_provider_usage
+from costwatch._usage import extract_provider_usage, extract_usage
 
 if TYPE_CHECKING:
     from costwatch._budget import Reservation
@@ -585,3 +585,90 @@ async def _request_async(request: Awaitable[Any], rec: StreamRecording) -> Any:
         raise
     _attach(raw, rec, asynchronous=True)
     return raw
+
+
+# --- responses the caller parses itself (``with_streaming_response``) ---------------------------
+
+_API_RESPONSES = {"APIResponse": False, "AsyncAPIResponse": True}
+_api_response_kinds: dict[type, bool | None] = {}
+
+
+def _api_response_kind(cls: type) -> bool | None:
+    """False for a sync SDK ``APIResponse``, True for an async one, None for anything else."""
+    if cls in _api_response_kinds:
+        return _api_response_kinds[cls]
+    found: bool | None = None
+    for base in cls.__mro__:
+        if base.__module__.partition(".")[0] in _SDK_PACKAGES and base.__name__ in _API_RESPONSES:
+            found = _API_RESPONSES[base.__name__]
+            break
+    if len(_api_response_kinds) < 512:
+        _api_response_kinds[cls] = found
+    return found
+
+
+def is_api_response(obj: object) -> bool:
+    """Whether ``obj`` is an SDK ``APIResponse`` whose body the caller reads itself."""
+    return _api_response_kind(type(obj)) is not None
+
+
+def watch_api_response(
+    result: Any,
+    spec: CallSpec,
+    model: str,
+    t0: float,
+    *,
+    reservation: Reservation | None = None,
+    prompt: object = None,
+) -> bool:
+    """Record a ``with_streaming_response`` call when the caller parses its body.
+
+    The body is the caller's to read: costwatch must not consume it.  ``parse()`` is hooked on
+    the instance: a parsed object gives the usage, a parsed stream is hooked like any other.
+    A response the caller reads raw (``iter_lines()``) is recorded when it is dropped, as
+    incomplete, with tokens estimated from the prompt.  False if ``result`` is not such a response.
+    """
+    asynchronous = _api_response_kind(type(result))
+    if asynchronous is None:
+        return False
+    rec = StreamRecording(spec, model, t0, reservation=reservation, prompt=prompt)
+    hook = _parse_async if asynchronous else _parse_sync
+    result.parse = functools.partial(hook, weakref.ref(result), type(result).parse, rec)
+    return True
+
+
+def _parse_sync(
+    ref: weakref.ref[Any], parse: Callable[..., Any], rec: StreamRecording, *args: Any,
+    **kwargs: Any,
+) -> Any:
+    parsed = parse(ref(), *args, **kwargs)
+    _parsed(parsed, rec)
+    return parsed
+
+
+async def _parse_async(
+    ref: weakref.ref[Any], parse: Callable[..., Any], rec: StreamRecording, *args: Any,
+    **kwargs: Any,
+) -> Any:
+    parsed = await parse(ref(), *args, **kwargs)
+    _parsed(parsed, rec)
+    return parsed
+
+
+def _parsed(parsed: Any, rec: StreamRecording) -> None:
+    try:
+        if rec.done or getattr(parsed, _MARK, None) is not None:
+            return
+        kind = _kind_of(type(parsed))[0]
+        if kind == _RAW:
+            _hook_raw(parsed, rec)
+            return
+        if kind == _ASYNC_RAW:
+            _hook_async_raw(parsed, rec)
+            return
+        extracted = extract_usage(parsed)
+        if extracted is not None:
+            rec.acc.usage, rec.acc.response_model = extracted
+        rec.finish(_COMPLETE)
+    except Exception as internal:
+        errors.report("streams", internal)

@@ -48,7 +48,13 @@ def _openai_completion_usage(u: Any) -> TokenUsage:
     cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
     details = getattr(u, "completion_tokens_details", None)
     reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details is not None else 0
-    return _openai_partition(prompt, cached, completion, reasoning)
+    return TokenUsage(
+        prompt - cached if prompt > cached else 0,
+        cached,
+        0,
+        completion - reasoning if completion > reasoning else 0,
+        reasoning,
+    )
 
 
 def _openai_responses_usage(u: Any) -> TokenUsage:
@@ -58,7 +64,13 @@ def _openai_responses_usage(u: Any) -> TokenUsage:
     cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
     details = getattr(u, "output_tokens_details", None)
     reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details is not None else 0
-    return _openai_partition(prompt, cached, completion, reasoning)
+    return TokenUsage(
+        prompt - cached if prompt > cached else 0,
+        cached,
+        0,
+        completion - reasoning if completion > reasoning else 0,
+        reasoning,
+    )
 
 
 def _anthropic_usage(u: Any) -> TokenUsage:
@@ -72,7 +84,12 @@ def _anthropic_usage(u: Any) -> TokenUsage:
         write_1h = getattr(creation, "ephemeral_1h_input_tokens", None) or 0
     output = getattr(u, "output_tokens", None) or 0
     details = getattr(u, "output_tokens_details", None)
-    thinking = (getattr(details, "thinking_tokens", None) or 0) if details is not None else 0
+    if details is None:
+        if write is not None and write >= write_1h:
+            return TokenUsage(fresh, read, write, output, 0, write_1h)
+        thinking = 0
+    else:
+        thinking = getattr(details, "thinking_tokens", None) or 0
     return _anthropic_partition(fresh, read, write, write_5m, write_1h, output, thinking)
 
 
@@ -175,6 +192,7 @@ def _anthropic_partition(
 # --- choosing a reader once per class -------------------------------------------------------
 
 _usage_readers: dict[type, UsageReader | None] = {}
+_UNKNOWN: Any = object()
 
 
 def _fields_of(cls: type) -> frozenset[str] | None:
@@ -216,9 +234,8 @@ def _instance_names(obj: object) -> set[str]:
 
 def _read_usage(provider: str, usage_obj: object) -> TokenUsage | None:
     cls = type(usage_obj)
-    if cls in _usage_readers:
-        reader = _usage_readers[cls]
-    else:
+    reader = _usage_readers.get(cls, _UNKNOWN)
+    if reader is _UNKNOWN:
         if isinstance(usage_obj, Mapping):
             return _dict_usage(usage_obj, provider)
         fields = _fields_of(cls)

@@ -389,6 +389,74 @@ def test_raw_response_calls_are_recorded_and_parse_still_works(
     assert _only_record(capture).cost_usd == MINI_COST
 
 
+def test_streaming_response_is_recorded_when_the_caller_parses_it(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as response:
+        assert capture.records == []  # the body is the caller's to read
+        completion = response.parse()
+
+    assert completion.usage is not None and completion.usage.prompt_tokens == 1200
+    assert _only_record(capture).cost_usd == MINI_COST
+
+
+def test_streaming_response_read_raw_gets_the_bytes_it_asked_for(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: {")]
+    del response
+    gc.collect()
+
+    assert "stream_options" not in fake_provider.requests[-1].body  # nothing injected
+    assert len(lines) == 8 and all('"usage"' not in line for line in lines)
+    record = _only_record(capture)
+    assert (record.incomplete, record.usage_source) == (True, "estimated")
+
+
+async def test_async_streaming_response_parsed_into_a_stream_is_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_async_client(fake_provider))
+
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True,
+        stream_options={"include_usage": True},
+    ) as response:
+        stream = await response.parse()
+        chunks = [chunk async for chunk in stream]
+
+    assert chunks[-1].usage is not None
+    assert _only_record(capture).cost_usd == MINI_COST
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_parse_methods_are_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, asynchronous: bool
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    if asynchronous:
+        client: Any = cw.instrument(_async_client(fake_provider))
+        await client.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)
+        await client.responses.parse(model="gpt-4o-mini", input="x")
+    else:
+        client = cw.instrument(_client(fake_provider))
+        client.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)
+        client.responses.parse(model="gpt-4o-mini", input="x")
+
+    assert [r.cost_usd for r in capture.records] == [MINI_COST, MINI_COST]
+
+
 def test_instrument_rejects_objects_that_are_not_sdk_clients(cw: Any) -> None:
     with pytest.raises(TypeError, match=r"openai\.OpenAI"):
         cw.instrument(object())

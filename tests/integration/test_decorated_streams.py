@@ -1,0 +1,144 @@
+"""``@generation`` on a function that returns an SDK stream: recorded once, when the stream ends.
+
+The decorator hands the returned stream to the stream recorder, which hooks it in place; the
+caller iterates the very object the SDK returned.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from costwatch._record import TokenUsage
+from tests._fixtures.capture import CaptureSink
+from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
+    AnthropicUsage,
+    FakeProvider,
+    OpenAIUsage,
+    fake_provider_fixture,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
+M = Decimal(1_000_000)
+MESSAGES = [{"role": "user", "content": "Where is my order?"}]
+MINI_COST = (176 * Decimal("0.15") + 1024 * Decimal("0.075") + 300 * Decimal("0.60")) / M
+
+
+@pytest.fixture
+def fake(fake_provider: FakeProvider) -> FakeProvider:
+    fake_provider.openai_usage = OpenAIUsage(
+        prompt_tokens=1200, cached_tokens=1024, completion_tokens=300
+    )
+    return fake_provider
+
+
+def test_decorated_function_returning_a_stream_is_recorded_when_it_is_read(
+    cw: Any, capture: CaptureSink, fake: FakeProvider
+) -> None:
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
+
+    @cw.generation(provider="openai", model="gpt-4o-mini")
+    def answer(messages: list[dict[str, str]]) -> openai.Stream[Any]:
+        return client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, stream=True,
+            stream_options={"include_usage": True},
+        )
+
+    stream = answer(MESSAGES)
+    assert type(stream) is openai.Stream
+    assert capture.records == []
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    assert text == "Hello from the fake provider."
+    assert len(capture.records) == 1
+    record = capture.records[0]
+    assert record.usage == TokenUsage(input=176, cache_read=1024, output=300)
+    assert record.cost_usd == MINI_COST
+    assert record.incomplete is False
+
+
+async def test_decorated_coroutine_returning_an_async_stream_without_usage_is_estimated(
+    cw: Any, capture: CaptureSink, fake: FakeProvider
+) -> None:
+    client = openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
+
+    @cw.generation(provider="openai", model="gpt-4o-mini")
+    async def answer(messages: list[dict[str, str]]) -> openai.AsyncStream[Any]:
+        return await client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, stream=True
+        )
+
+    stream = await answer(MESSAGES)
+    chunks = [chunk async for chunk in stream]
+
+    assert len(chunks) == 8  # role, six text pieces, finish: no usage chunk was asked for
+    record = capture.records[0]
+    assert len(capture.records) == 1
+    assert record.usage_source == "estimated"
+    assert record.usage.output == 6  # the six text pieces, counted with tiktoken
+    assert record.usage.input > 0
+
+
+def test_decorated_function_around_an_instrumented_client_records_the_stream_once(
+    cw: Any, capture: CaptureSink, fake: FakeProvider
+) -> None:
+    client = cw.instrument(
+        openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
+    )
+
+    @cw.generation(provider="openai", model="gpt-4o-mini")
+    def answer() -> openai.Stream[Any]:
+        return client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+
+    list(answer())
+
+    assert len(capture.records) == 1
+    assert capture.records[0].cost_usd == MINI_COST
+
+
+def test_decorated_function_returning_a_message_stream_manager(
+    cw: Any, capture: CaptureSink, fake: FakeProvider
+) -> None:
+    fake.anthropic_usage = AnthropicUsage(input_tokens=400, output_tokens=60)
+    client = anthropic.Anthropic(base_url=fake.anthropic_base_url, api_key="test", max_retries=0)
+
+    @cw.generation(provider="anthropic", model="claude-sonnet-4-20250514")
+    def answer() -> Any:
+        return client.messages.stream(
+            model="claude-sonnet-4-20250514", max_tokens=256, messages=MESSAGES
+        )
+
+    with answer() as stream:
+        final = stream.get_final_message()
+
+    assert final.usage.output_tokens == 60
+    assert len(capture.records) == 1
+    record = capture.records[0]
+    assert record.usage == TokenUsage(input=400, output=60)
+    assert record.cost_usd == (400 * Decimal(3) + 60 * Decimal(15)) / M
+
+
+def test_decorated_stream_abandoned_early_is_recorded_once_as_incomplete(
+    cw: Any, capture: CaptureSink, fake: FakeProvider
+) -> None:
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
+
+    @cw.generation(provider="openai", model="gpt-4o-mini")
+    def answer() -> openai.Stream[Any]:
+        return client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+
+    with answer() as stream:
+        next(stream)
+        next(stream)
+
+    assert len(capture.records) == 1
+    assert capture.records[0].incomplete is True
