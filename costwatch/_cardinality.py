@@ -133,6 +133,8 @@ class GuardedTable(Generic[V]):
         self._lock = threading.Lock()
         self._by_raw: dict[tuple[str, ...], V] = {}
         self._by_labels: dict[tuple[str, ...], V] = {}
+        self.cached = self._by_raw.get
+        """The series of a raw label tuple admitted unchanged, else ``None`` (hot-path lookup)."""
 
     def get(self, raw: tuple[str, ...]) -> V:
         series = self._by_raw.get(raw)

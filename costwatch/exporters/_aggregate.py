@@ -106,6 +106,7 @@ class SpendAggregate:
         self.cache: GuardedTable[CacheSeries] = GuardedTable(
             CACHE_LABELS, guard, lambda _labels: CacheSeries()
         )
+        self._spend_cached = self.spend.cached
         self._lock = threading.Lock()
         self.budget_spent: dict[str, float] = {}
         self.budget_limit: dict[str, float] = {}
@@ -113,10 +114,11 @@ class SpendAggregate:
         self.internal_errors: dict[str, int] = {}
 
     def add_record(self, record: CostRecord) -> SpendSeries:
-        series = self.spend.get((
-            record.service or self.service, record.provider, record.model, record.stage,
-            record.strategy, record.feature, record.team, record.tenant,
-        ))
+        key = (record.service or self.service, record.provider, record.model, record.stage,
+               record.strategy, record.feature, record.team, record.tenant)
+        series = self._spend_cached(key)
+        if series is None:
+            series = self.spend.get(key)
         usage = record.usage
         cost = record.cost_usd
         latency = record.latency_s

@@ -79,10 +79,10 @@ class AggregateCollector(Collector):
             yield _family(spec)
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._spend()
-        yield self._requests()
-        yield from self._cache()
-        yield from self._scalars()
+        families = {f.name: f for f in (*self._spend(), self._requests(), *self._cache(),
+                                        *self._scalars())}
+        for spec in names.PROMETHEUS_METRICS:  # the order plain prometheus-client would use
+            yield families[spec.family]
 
     def _spend(self) -> Iterator[Metric]:
         cost = _counter(names.COST_USD)

@@ -132,6 +132,7 @@ class PrometheusSink(BaseSink):
         self.multiprocess = multiprocess
         self.registry = REGISTRY if registry is None else registry
         self._backend = _backend_for(self.registry, multiprocess, service, label_limits)
+        self._add_record = self._backend.add_record
 
     @property
     def guard(self) -> LabelGuard:
@@ -139,7 +140,7 @@ class PrometheusSink(BaseSink):
 
     def on_record(self, record: CostRecord) -> None:
         try:
-            self._backend.add_record(record)
+            self._add_record(record)
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 
