@@ -319,6 +319,16 @@ class StreamRecording:
     def done(self) -> bool:
         return self._done
 
+    def discard(self) -> None:
+        """Never record (hooking failed: the call is left to be recorded some other way)."""
+        self._done = True
+
+    def release(self) -> None:
+        """Never record, and free the budget hold: an inner hook records this call."""
+        self._done = True
+        if self.reservation is not None:
+            self.reservation.settle(None)
+
     def finish(self, how: int, exc: BaseException | None = None) -> None:
         """Record the call (once); ``how`` is complete, closed early, or failed."""
         with self._lock:
@@ -495,6 +505,8 @@ def wrap_stream(
     if kind == 0:
         return None
     if getattr(result, _MARK, None) is not None:
+        if reservation is not None:  # recorded (and charged) by the inner hook
+            reservation.settle(None)
         return result
     rec = StreamRecording(
         spec,
@@ -505,6 +517,15 @@ def wrap_stream(
         hide_usage_chunk=hide_usage_chunk,
         started=kind not in (_MANAGER, _ASYNC_MANAGER),
     )
+    try:
+        _hook(result, kind, name, rec)
+    except BaseException:
+        rec.discard()
+        raise
+    return result
+
+
+def _hook(result: Any, kind: int, name: str, rec: StreamRecording) -> None:
     if kind == _RAW:
         _hook_raw(result, rec)
     elif kind == _ASYNC_RAW:
@@ -519,10 +540,11 @@ def wrap_stream(
                 _hook_async_raw(raw, rec)
             else:
                 raise TypeError(f"costwatch: unexpected raw stream {type(raw).__name__} in {name}")
+        else:
+            rec.release()
     else:
         _hook_manager(result, name, rec, asynchronous=kind == _ASYNC_MANAGER)
     setattr(result, _MARK, rec)
-    return result
 
 
 def _hook_raw(stream: Any, rec: StreamRecording) -> None:
@@ -559,8 +581,7 @@ def _attach(raw: Any, rec: StreamRecording, asynchronous: bool) -> None:
         if getattr(raw, _MARK, None) is None:
             (_hook_async_raw if asynchronous else _hook_raw)(raw, rec)
         else:  # already recorded by an inner hook: this one has nothing to record
-            rec.started = False
-            rec.finish(_COMPLETE)
+            rec.release()
     except Exception as internal:
         errors.report("streams", internal)
 

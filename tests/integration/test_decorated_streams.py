@@ -97,10 +97,15 @@ def test_decorated_function_around_an_instrumented_client_records_the_stream_onc
             model="gpt-4o-mini", messages=MESSAGES, stream=True
         )
 
+    daily = cw.budget("daily", limit_usd=5, window="1d", action="block")
+
     list(answer())
+    cw._runtime.runtime().budgets.flush()
 
     assert len(capture.records) == 1
     assert capture.records[0].cost_usd == MINI_COST
+    status = daily.status()  # both layers reserved; only the inner one charged
+    assert (status.holds, status.spent_usd) == (0, MINI_COST)
 
 
 def test_decorated_function_returning_a_message_stream_manager(
