@@ -128,7 +128,7 @@ class FakeProviders:
 
     # -- Anthropic ---------------------------------------------------------------------------
     def message(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        model = str(body.get("model", "claude-sonnet-4-20250514"))
+        model = str(body.get("model", "claude-sonnet-4-6"))
         system = body.get("system") or ""
         messages = list(body.get("messages") or [])
         system_text = system if isinstance(system, str) else json.dumps(system)

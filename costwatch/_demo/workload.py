@@ -22,7 +22,7 @@ REASONING_MODEL = "o4-mini"
 EMBED_MODEL = "text-embedding-3-small"
 FT_CLASSIFIER = "ft:gpt-4o-mini-2024-07-18:acme::x1"
 FT_DRAFTER = "ft:gpt-4o-2024-08-06:acme::draft-v2"
-SUMMARY_MODEL = "claude-sonnet-4-20250514"
+SUMMARY_MODEL = "claude-sonnet-4-6"
 VECTOR_QUERY_USD = Decimal("0.000004")
 """A managed vector store's price per query (order of magnitude of serverless offerings)."""
 
