@@ -16,6 +16,7 @@ collects for a while the recording thread drains the queue itself once it holds
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections import deque
@@ -325,7 +326,10 @@ def _state_for(
     from costwatch import __version__
 
     with _states_lock:
-        state = _states.get(provider)
+        try:
+            state = _states.get(provider)
+        except TypeError:  # a provider that cannot be weakly referenced: not shared
+            state = None
         if state is not None:
             state.aggregate.service = service
             state.guard.set_limits(label_limits)
@@ -333,7 +337,8 @@ def _state_for(
             return state
         meter = provider.get_meter(_INSTRUMENTATION_SCOPE, __version__)
         state = _OTelState(meter, service, LabelGuard(label_limits), max_pending)
-        _states[provider] = state
+        with contextlib.suppress(TypeError):  # see above: such a provider is not shared
+            _states[provider] = state
         return state
 
 

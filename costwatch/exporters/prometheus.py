@@ -9,6 +9,10 @@ Two recording paths behind one sink, chosen once at construction:
   values live in the workers' mmap files, with label children cached per label combination.
   No custom collector is registered on that path.
 
+Neither path exposes ``_created`` series: the collector never builds them and multiprocess files
+do not store them.  prometheus-client's ``disable_created_metrics()`` is deliberately not called:
+it is process-wide and would also strip them from the host application's own metrics.
+
 Either way a registry carries one set of costwatch metrics: sinks built again on the same
 registry (``configure()`` called twice) reuse it, so totals keep accumulating like any
 Prometheus counter and nothing is registered twice.
@@ -25,7 +29,6 @@ from typing import NamedTuple, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
-from prometheus_client.metrics import disable_created_metrics
 
 from costwatch._cardinality import LabelGuard
 from costwatch._errors import ConfigError
@@ -127,7 +130,6 @@ class PrometheusSink(BaseSink):
                 "set PROMETHEUS_MULTIPROC_DIR to an existing directory before the process "
                 "imports prometheus_client (before it starts, e.g. in the gunicorn environment)",
             )
-        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.service = service
         self.multiprocess = multiprocess
         self.registry = REGISTRY if registry is None else registry

@@ -125,6 +125,18 @@ def test_duration_buckets_are_llm_sized_and_created_series_are_disabled(
     assert not [s for f in families.values() for s in f.samples if s.name.endswith("_created")]
 
 
+def test_building_a_sink_leaves_the_hosts_own_created_series_alone() -> None:
+    from prometheus_client import Counter, metrics
+
+    before = metrics._use_created
+    PrometheusSink(CollectorRegistry(), service="svc", label_limits={})
+
+    assert metrics._use_created is before
+    host = CollectorRegistry()
+    Counter("host_jobs", "the host's own counter", registry=host).inc()
+    assert (host.get_sample_value("host_jobs_created") is not None) is before
+
+
 def test_retrieved_context_tokens_and_cost_are_exported_per_source(
     sink: PrometheusSink, registry: CollectorRegistry
 ) -> None:
@@ -280,9 +292,11 @@ def test_the_multiprocess_path_exposes_the_same_samples_as_the_single_process_pa
     client.add_internal_error("cache")
 
     def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, ...]], float]:
+        # Multiprocess files never carry _created; plain metrics on a plain registry do.
         text = generate_latest(registry).decode()
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(text) for s in f.samples}
+                for f in text_string_to_metric_families(text) for s in f.samples
+                if not s.name.endswith("_created")}
 
     assert samples(client_registry) == pytest.approx(samples(single_registry))
 
