@@ -70,8 +70,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _ROLLING_RE = re.compile(r"^([1-9][0-9]{0,4})([mhd])$")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400}
 _CALENDAR = ("day", "month")
-_DONE_HORIZON_MS = 120_000
-"""How long a settlement id is remembered, so a retried settlement is not charged twice."""
+_DONE_TTL_S = 600
+"""How long a settlement batch id is remembered, so a retried batch is not charged twice."""
 
 
 def to_nano(value: Decimal) -> int:
@@ -478,13 +478,33 @@ class Reservation:
 
 
 class _Settle:
-    __slots__ = ("budget", "settle_id", "cost", "now")
+    """One call's settlement: release hold ``hold_id`` (if any) and charge ``cost``."""
 
-    def __init__(self, budget: Budget, settle_id: str, cost: int, now: float) -> None:
+    __slots__ = ("budget", "hold_id", "cost", "now")
+
+    def __init__(self, budget: Budget, hold_id: str, cost: int, now: float) -> None:
         self.budget = budget
-        self.settle_id = settle_id
+        self.hold_id = hold_id
         self.cost = cost
         self.now = now
+
+
+class _Group:
+    """Settlements of one budget and bucket, sent as one idempotent batch.  A batch that met
+    an unreachable backend is retried as it is, with the same batch id."""
+
+    __slots__ = ("budget", "settlement", "now")
+
+    def __init__(self, budget: Budget, settlement: Settlement, now: float) -> None:
+        self.budget = budget
+        self.settlement = settlement
+        self.now = now
+
+
+class _Retry(Exception):
+    def __init__(self, items: list[_Pending]) -> None:
+        super().__init__("budget backend unavailable")
+        self.items = items
 
 
 class _Event:
@@ -510,7 +530,7 @@ class _Register:
         self.now = now
 
 
-_Pending = _Settle | _Event | _Register
+_Pending = _Settle | _Group | _Event | _Register
 
 
 # --------------------------------------------------------------------------- registry
@@ -535,6 +555,7 @@ class BudgetRegistry:
         webhooks: WebhookSender | None = None,
         retry_interval_s: float = 1.0,
         gauge_refresh_s: float = 30.0,
+        batch_delay_s: float = 0.005,
         max_pending: int = 100_000,
     ) -> None:
         if backend is None and redis_url:
@@ -551,6 +572,7 @@ class BudgetRegistry:
         self._max_pending = max_pending
         self._retry_interval_s = retry_interval_s
         self._gauge_refresh_s = gauge_refresh_s
+        self._batch_delay_s = batch_delay_s
         self._event = threading.Event()
         self._drain_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -652,7 +674,7 @@ class BudgetRegistry:
                     position.min,
                     budget.limit_nano,
                     amount,
-                    self._next_id(),
+                    self._next_id() if amount else "",
                     now_ms + budget.hold_ms,
                     budget.hold_key_ttl_s,
                     budget.enforce,
@@ -765,7 +787,7 @@ class BudgetRegistry:
             nano = to_nano(cost)
             now = self.clock()
             for budget in matched:
-                self.pending.append(_Settle(budget, self._next_id(), nano, now))
+                self.pending.append(_Settle(budget, "", nano, now))
             self.wake()
         except Exception as exc:
             errors.report("budget", exc)
@@ -801,6 +823,8 @@ class BudgetRegistry:
             woke = self._event.wait(
                 self._retry_interval_s if self._backlog else self._gauge_refresh_s
             )
+            if woke and self._batch_delay_s > 0:
+                time.sleep(self._batch_delay_s)  # gather settlements: one pipeline for many
             self._event.clear()
             if self._closed:
                 return
@@ -839,19 +863,19 @@ class BudgetRegistry:
             pending = self.pending
             while pending:
                 batch: list[_Pending] = []
-                while pending and len(batch) < 500:
+                while pending and len(batch) < 1000:
                     batch.append(pending.popleft())
                 try:
                     self._apply(batch)
-                except BackendUnavailable:
-                    self._requeue(batch)
+                except _Retry as retry:
+                    self._requeue(retry.items)
                     return False
                 except Exception as exc:
                     errors.report("budget", exc)
         return True
 
-    def _requeue(self, batch: list[_Pending]) -> None:
-        self.pending.extendleft(reversed(batch))
+    def _requeue(self, items: list[_Pending]) -> None:
+        self.pending.extendleft(reversed(items))
         excess = len(self.pending) - self._max_pending
         if excess > 0:
             for _ in range(excess):
@@ -861,45 +885,71 @@ class BudgetRegistry:
                 "costwatch budget backend unreachable: %d queued settlements dropped", excess
             )
 
-    def _apply(self, batch: list[_Pending]) -> None:
-        """Settle, publish, then alert.  Settlements are idempotent, so a retry after a
-        failure part-way is safe."""
-        backend = self.backend
-        settles = [item for item in batch if isinstance(item, _Settle)]
-        readings: dict[str, tuple[Budget, int, int, float]] = {}
-        if settles:
-            settlements = []
-            for item in settles:
-                budget = item.budget
-                position = budget.window.locate(item.now)
-                settlements.append(
-                    Settlement(
-                        budget.keys,
-                        item.settle_id,
-                        item.cost,
-                        position.cur,
-                        position.min,
-                        budget.window.spent_ttl_s(position, item.now),
-                        int(item.now * 1000) + _DONE_HORIZON_MS,
-                        budget.hold_key_ttl_s,
-                    )
+    def _group(self, batch: list[_Pending]) -> list[_Group]:
+        """One batch per budget and bucket: the holds to release and the summed cost."""
+        groups = [item for item in batch if isinstance(item, _Group)]
+        fresh: dict[tuple[int, int], _Group] = {}
+        for item in batch:
+            if not isinstance(item, _Settle):
+                continue
+            budget = item.budget
+            position = budget.window.locate(item.now)
+            key = (id(budget), position.cur)
+            group = fresh.get(key)
+            if group is None:
+                settlement = Settlement(
+                    budget.keys,
+                    self._next_id(),
+                    [],
+                    0,
+                    position.cur,
+                    position.min,
+                    budget.window.spent_ttl_s(position, item.now),
+                    _DONE_TTL_S,
                 )
-            for item, result in zip(settles, backend.settle(settlements), strict=True):
-                readings[item.budget.name] = (
-                    item.budget,
+                group = fresh[key] = _Group(budget, settlement, item.now)
+                groups.append(group)
+            if item.hold_id:
+                group.settlement.hold_ids.append(item.hold_id)
+            group.settlement.cost += item.cost
+            if item.now > group.now:
+                group.now = item.now
+        return groups
+
+    def _apply(self, batch: list[_Pending]) -> None:
+        """Settle (one pipelined round trip), publish the gauges, then alert.
+
+        Raises ``_Retry`` with what still has to be done when the backend is unreachable;
+        settlement batches are idempotent, so retrying one that did reach Redis is safe.
+        """
+        backend = self.backend
+        groups = self._group(batch)
+        registers = [item for item in batch if isinstance(item, _Register)]
+        events = [item for item in batch if isinstance(item, _Event)]
+        readings: dict[int, tuple[Budget, int, int, float]] = {}
+        if groups:
+            try:
+                results = backend.settle([group.settlement for group in groups])
+            except BackendUnavailable:
+                raise _Retry([*groups, *registers, *events]) from None
+            for group, result in zip(groups, results, strict=True):
+                readings[id(group.budget)] = (
+                    group.budget,
                     result.spent,
                     result.oldest_bucket,
-                    item.now,
+                    group.now,
                 )
-        for entry in batch:
-            if isinstance(entry, _Register):
-                budget = entry.budget
+        for i, entry in enumerate(registers):
+            budget = entry.budget
+            try:
                 backend.register(budget.name, json.dumps(budget.definition(self.service)))
                 position = budget.window.locate(entry.now)
                 reading = backend.read(budget.keys, int(entry.now * 1000), position.min)
-                readings.setdefault(
-                    budget.name, (budget, reading.spent, reading.oldest_bucket, entry.now)
-                )
+            except BackendUnavailable:
+                raise _Retry([*registers[i:], *events]) from None
+            readings.setdefault(
+                id(budget), (budget, reading.spent, reading.oldest_bucket, entry.now)
+            )
         sinks = self._sinks_getter()
         for budget, spent, oldest, now in readings.values():
             budget.last_spent_nano = spent
@@ -909,12 +959,17 @@ class BudgetRegistry:
                     sink.on_budget(budget.name, spent_usd, budget.limit_usd)
                 except Exception as exc:
                     errors.report("sink", exc)
-            for threshold, threshold_nano in budget.threshold_nanos:
-                if spent >= threshold_nano:
-                    self._alert(budget, "threshold", threshold, spent, oldest, now)
-        for event in batch:
-            if isinstance(event, _Event):
+            try:
+                for threshold, threshold_nano in budget.threshold_nanos:
+                    if spent >= threshold_nano:
+                        self._alert(budget, "threshold", threshold, spent, oldest, now)
+            except BackendUnavailable:
+                pass  # not claimed: the next settlement of this budget evaluates it again
+        for i, event in enumerate(events):
+            try:
                 self._alert(event.budget, event.kind, 1.0, event.spent, event.oldest, event.now)
+            except BackendUnavailable:
+                raise _Retry(list(events[i:])) from None
 
     def _alert(
         self, budget: Budget, kind: AlertKind, threshold: float, spent: int, oldest: int, now: float

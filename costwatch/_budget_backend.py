@@ -43,7 +43,7 @@ class BackendUnavailable(Exception):
 class BudgetKeys:
     """Names of one budget's Redis keys, computed once at registration."""
 
-    __slots__ = ("name", "spent", "holds", "amounts", "alert_prefix")
+    __slots__ = ("name", "spent", "holds", "amounts", "alert_prefix", "batch_prefix")
 
     def __init__(self, name: str) -> None:
         tag = "{cw:b:" + name + "}"
@@ -52,6 +52,7 @@ class BudgetKeys:
         self.holds = tag + ":holds"
         self.amounts = tag + ":holdamt"
         self.alert_prefix = tag + ":alert:"
+        self.batch_prefix = tag + ":done:"
 
 
 @dataclass(slots=True)
@@ -85,19 +86,21 @@ class ReserveResult:
 
 @dataclass(slots=True)
 class Settlement:
-    """Release the hold ``settle_id`` (if there is one) and charge ``cost`` nano-dollars.
+    """A batch for one budget: release the holds ``hold_ids`` and charge ``cost`` nano-dollars
+    (the sum of the batch's actual costs) to ``cur_bucket``.
 
-    Applying the same ``settle_id`` twice before ``done_expires_ms`` charges once.
+    Idempotent: a batch applied twice with the same ``batch_id`` (a retry after a timeout that
+    left it unknown whether Redis ran it) is applied once, for ``done_ttl_s`` seconds.
     """
 
     keys: BudgetKeys
-    settle_id: str
+    batch_id: str
+    hold_ids: list[str]
     cost: int
     cur_bucket: int
     min_bucket: int
     spent_ttl_s: int
-    done_expires_ms: int
-    hold_key_ttl_s: int
+    done_ttl_s: int = 600
 
 
 @dataclass(slots=True)
@@ -125,7 +128,7 @@ class BudgetBackend(Protocol):
         ...
 
     def settle(self, settlements: Sequence[Settlement]) -> list[SettleResult]:
-        """Apply in one round trip (idempotent per ``settle_id``); raises ``BackendUnavailable``."""
+        """Apply in one round trip (idempotent per ``batch_id``); raises ``BackendUnavailable``."""
         ...
 
     def read(self, keys: BudgetKeys, now_ms: int, min_bucket: int) -> BudgetReading: ...
@@ -160,9 +163,6 @@ class _MemoryBudget:
         expired = [hid for hid, (_, exp) in self.holds.items() if exp <= now_ms]
         for hid in expired:
             self.held -= self.holds.pop(hid)[0]
-        if self.done:
-            for sid in [sid for sid, exp in self.done.items() if exp <= now_ms]:
-                del self.done[sid]
 
     def window(self, min_bucket: int) -> tuple[int, int]:
         stale = [b for b in self.buckets if b < min_bucket]
@@ -210,12 +210,15 @@ class MemoryBudgetBackend:
         with self._lock:
             for item in settlements:
                 state = self._state(item.keys)
-                duplicate = item.settle_id in state.done
+                duplicate = item.batch_id in state.done
                 if not duplicate:
-                    hold = state.holds.pop(item.settle_id, None)
-                    if hold is not None:
-                        state.held -= hold[0]
-                    state.done[item.settle_id] = item.done_expires_ms
+                    state.done[item.batch_id] = 0
+                    if len(state.done) > 10_000:  # remember the recent batches only
+                        del state.done[next(iter(state.done))]
+                    for hold_id in item.hold_ids:
+                        hold = state.holds.pop(hold_id, None)
+                        if hold is not None:
+                            state.held -= hold[0]
                     if item.cost > 0:
                         bucket = item.cur_bucket
                         state.buckets[bucket] = state.buckets.get(bucket, 0) + item.cost
@@ -326,33 +329,35 @@ return {1, over, spent, reserved, oldest}
 SETTLE_LUA = (
     _LUA_WINDOW
     + """
--- KEYS: spent hash, holds zset, hold amounts hash
--- ARGV: id, cost, cur, min, spent_ttl, done_expires_ms, hold_key_ttl
--- Idempotent: the id is left as a tombstone ('s') until done_expires_ms, so a settlement
--- retried after an ambiguous failure (timeout mid-flight) is not charged twice.
-local prev = redis.call('HGET', KEYS[3], ARGV[1])
+-- KEYS: spent hash, holds zset, hold amounts hash, batch marker
+-- ARGV: cur, min, spent_ttl, done_ttl, cost, hold ids...
+-- A batch applied twice (a retry after an ambiguous failure) is applied once: the marker.
 local dup = 0
-if prev == 's' then
-  dup = 1
-else
-  if prev then
-    redis.call('HINCRBY', KEYS[3], '_t', '-' .. prev)
+if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[4]) then
+  local freed = 0
+  for i = 6, #ARGV, 500 do
+    local last = math.min(i + 499, #ARGV)
+    local amounts = redis.call('HMGET', KEYS[3], unpack(ARGV, i, last))
+    for j = 1, #amounts do freed = freed + (tonumber(amounts[j]) or 0) end
+    redis.call('HDEL', KEYS[3], unpack(ARGV, i, last))
+    redis.call('ZREM', KEYS[2], unpack(ARGV, i, last))
   end
-  redis.call('HSET', KEYS[3], ARGV[1], 's')
-  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[7])
-  redis.call('EXPIRE', KEYS[3], ARGV[7])
-  if tonumber(ARGV[2]) > 0 then
+  if freed ~= 0 then
+    redis.call('HINCRBY', KEYS[3], '_t', string.format('%.0f', -freed))
+  end
+  if tonumber(ARGV[5]) > 0 then
     local m = redis.call('HGET', KEYS[1], 'm')
-    redis.call('HINCRBY', KEYS[1], ARGV[3], ARGV[2])
-    redis.call('HINCRBY', KEYS[1], 't', ARGV[2])
-    if (not m) or tonumber(m) > tonumber(ARGV[3]) then
-      redis.call('HSET', KEYS[1], 'm', ARGV[3])
+    redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[5])
+    redis.call('HINCRBY', KEYS[1], 't', ARGV[5])
+    if (not m) or tonumber(m) > tonumber(ARGV[1]) then
+      redis.call('HSET', KEYS[1], 'm', ARGV[1])
     end
-    redis.call('EXPIRE', KEYS[1], ARGV[5])
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
   end
+else
+  dup = 1
 end
-local spent, oldest = window_spent(KEYS[1], tonumber(ARGV[4]))
+local spent, oldest = window_spent(KEYS[1], tonumber(ARGV[2]))
 local reserved = tonumber(redis.call('HGET', KEYS[3], '_t') or '0')
 return {spent, reserved, oldest, dup}
 """
@@ -472,15 +477,15 @@ class RedisBudgetBackend:
             client.script_load(_SCRIPTS[sha])
             return client.evalsha(sha, numkeys, *args)
 
-    def _pipelined(self, calls: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+    def _pipelined(self, calls: Sequence[tuple[str, int, tuple[Any, ...]]]) -> list[Any]:
         """EVALSHA each call in one round trip; reload and rerun only those that met NOSCRIPT."""
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
             pipe = self._client.pipeline(transaction=False)
             for i in todo:
-                sha, args = calls[i]
-                pipe.evalsha(sha, 3, *args)
+                sha, numkeys, args = calls[i]
+                pipe.evalsha(sha, numkeys, *args)
             replies = pipe.execute(raise_on_error=False)
             missing = []
             for i, reply in zip(todo, replies, strict=True):
@@ -523,6 +528,7 @@ class RedisBudgetBackend:
         calls = [
             (
                 RESERVE_SHA,
+                3,
                 (
                     r.keys.spent,
                     r.keys.holds,
@@ -549,17 +555,18 @@ class RedisBudgetBackend:
         calls = [
             (
                 SETTLE_SHA,
+                4,
                 (
                     s.keys.spent,
                     s.keys.holds,
                     s.keys.amounts,
-                    s.settle_id,
-                    s.cost,
+                    s.keys.batch_prefix + s.batch_id,
                     s.cur_bucket,
                     s.min_bucket,
                     s.spent_ttl_s,
-                    s.done_expires_ms,
-                    s.hold_key_ttl_s,
+                    s.done_ttl_s,
+                    s.cost,
+                    *s.hold_ids,
                 ),
             )
             for s in settlements

@@ -144,14 +144,23 @@ def test_scripts_are_reloaded_after_script_flush(registry: BudgetRegistry, clien
     assert registry.status("b").spent_usd == Decimal("0.2")
 
 
-def test_a_settlement_applied_twice_is_charged_once(redis_server: str) -> None:
-    backend = RedisBudgetBackend.from_url(redis_server, timeout_s=2.0)
-    keys = BudgetKeys("b")
-    item = Settlement(keys, "retry-1", 500_000_000, 10, 10, 3600, 2**50, 600)
-    first, again = backend.settle([item, item])
+def test_a_settlement_batch_retried_after_reaching_redis_is_charged_once(
+    registry: BudgetRegistry,
+) -> None:
+    registry.add(Budget("b", 10, "day"))
+    held = registry.reserve(call())
+    assert held is not None
+    position = registry.get("b").window.locate(registry.clock())
+    batch = Settlement(
+        BudgetKeys("b"), "batch-1", held_ids(held), 500_000_000, position.cur, position.min, 3600
+    )
+    first, again = registry.backend.settle([batch, batch])
     assert (first.duplicate, again.duplicate) == (False, True)
-    assert again.spent == 500_000_000
-    backend.close()
+    assert (again.spent, again.reserved) == (500_000_000, 0)
+
+
+def held_ids(reservation: Any) -> list[str]:
+    return [hold_id for _, hold_id in reservation._holds]
 
 
 # --------------------------------------------------------------------------- limits and time

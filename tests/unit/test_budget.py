@@ -396,13 +396,38 @@ def test_a_settlement_after_its_hold_expired_is_still_charged(
     assert (status.spent_usd, status.reserved_usd) == (Decimal("0.002"), 0)
 
 
-def test_settlements_are_idempotent_per_id() -> None:
+def test_a_settlement_batch_applied_twice_is_charged_once() -> None:
     backend = MemoryBudgetBackend()
     keys = BudgetKeys("b")
-    item = Settlement(keys, "id-1", to_nano(Decimal("0.5")), 10, 10, 3600, 10**15, 600)
-    first, again = backend.settle([item, item])
+    batch = Settlement(keys, "batch-1", [], to_nano(Decimal("0.5")), 10, 10, 3600)
+    first, again = backend.settle([batch, batch])
     assert (first.duplicate, again.duplicate) == (False, True)
     assert again.spent == to_nano(Decimal("0.5"))
+
+
+def test_settlements_are_sent_as_one_batch_per_budget(
+    registry: BudgetRegistry, clock: Clock
+) -> None:
+    seen: list[list[Settlement]] = []
+    backend = registry.backend
+    original = backend.settle
+
+    def recording(settlements: list[Settlement]) -> Any:
+        seen.append(list(settlements))
+        return original(settlements)
+
+    backend.settle = recording  # type: ignore[method-assign]
+    registry.add(Budget("a", 1, "day"))
+    registry.add(Budget("b", 1, "day", match={"feature": "faq"}))
+    held = [registry.reserve(call()) for _ in range(5)]
+    for reservation in held:
+        assert reservation is not None
+        reservation.settle(Decimal("0.001"))
+    assert registry.flush()
+    (batches,) = seen
+    assert sorted((len(s.hold_ids), s.cost) for s in batches) == [(5, 5_000_000)] * 2
+    assert registry.status("a").spent_usd == Decimal("0.005")
+    assert registry.status("b").reserved_usd == 0
 
 
 # --------------------------------------------------------------------------- alerts
