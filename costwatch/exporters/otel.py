@@ -10,8 +10,8 @@ instrument, which the SDK runs before it reads the synchronous instruments): cou
 aggregated in process and reported through observable counters, and the histogram
 measurements (``gen_ai.client.token.usage``, ``gen_ai.client.operation.duration``,
 ``costwatch.duration``, ``costwatch.request.cost.usd``) are recorded then.  If no reader
-collects for a while the recording thread drains the queue itself once it holds
-``max_pending`` events, so memory stays bounded.
+collects for a while, a recording thread that finds ``max_pending`` events queued applies a
+small batch of them itself, so memory stays bounded without one call paying for the backlog.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ _OPERATION_BY_STAGE = {
 }
 _NO_TOKEN_METRIC_STAGES = frozenset({"retrieval", "tool"})
 _MAX_CACHED_ATTRIBUTE_SETS = 10_000
+_PRODUCER_BATCH = 32
+"""A recording thread that finds the queue full applies this many events, not the whole queue:
+the backlog's cost is spread over calls instead of landing on one (a 4096-event drain through
+the SDK takes a few hundred milliseconds)."""
 
 
 def operation_name(record: CostRecord) -> str:
@@ -121,7 +125,7 @@ class _OTelState:
         pending.append(event)
         if len(pending) >= self.max_pending and self._drain_lock.acquire(blocking=False):
             try:
-                self._drain_locked()
+                self._drain_locked(_PRODUCER_BATCH)
             finally:
                 self._drain_lock.release()
 
@@ -130,9 +134,11 @@ class _OTelState:
         with self._drain_lock:
             self._drain_locked()
 
-    def _drain_locked(self) -> None:
+    def _drain_locked(self, limit: int = -1) -> None:
+        """Apply queued events, all of them or at most ``limit``."""
         pending = self.pending
-        while True:
+        while limit:
+            limit -= 1
             try:
                 event = pending.popleft()
             except IndexError:

@@ -227,6 +227,21 @@ def test_the_queue_is_bounded_when_nothing_collects(
     assert [p.value for p in points(collect(reader)["costwatch.requests"])] == [100]
 
 
+def test_a_full_queue_costs_the_recording_thread_a_small_batch_not_the_backlog(
+    provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    sink = OTelSink(provider, service="svc", max_pending=100)
+    for _ in range(99):
+        sink.on_record(make_record())
+    assert len(sink._state.pending) == 99
+
+    sink.on_record(make_record())
+
+    assert len(sink._state.pending) == 100 - 32
+    assert [p.value for p in points(collect(reader)["costwatch.requests"])] == [100]
+    assert not sink._state.pending
+
+
 def test_a_tenant_fed_ten_thousand_values_exposes_its_limit_plus_other(
     provider: MeterProvider, reader: InMemoryMetricReader
 ) -> None:
