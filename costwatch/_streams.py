@@ -22,10 +22,13 @@ streams on ``message_start`` (input and cache) and ``message_delta`` (cumulative
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import functools
+import queue
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from time import perf_counter
@@ -288,6 +291,7 @@ class StreamRecording:
         "context",
         "acc",
         "started",
+        "ended",
         "_done",
         "_lock",
     )
@@ -312,6 +316,8 @@ class StreamRecording:
         self.acc = StreamAccumulator(hide_usage_chunk)
         self.started = started
         """False until a stream manager actually makes its request."""
+        self.ended = 0.0
+        """When a stream dropped by the garbage collector ended (its record is deferred)."""
         self._done = False
         self._lock = threading.Lock()
 
@@ -345,7 +351,7 @@ class StreamRecording:
             if self.reservation is not None:
                 self.reservation.settle(None)
             return
-        latency = perf_counter() - self.t0
+        latency = (self.ended or perf_counter()) - self.t0
         acc = self.acc
         usage, source = acc.outcome(self.model)
         failed = how == _FAILED and isinstance(exc, Exception)
@@ -372,11 +378,68 @@ class StreamRecording:
             errors.report("streams", internal)
             return False
 
+    def defer(self, how: int) -> None:
+        """Finish later, from a safe place: we may be inside the garbage collector."""
+        if not self._done:
+            self.ended = perf_counter()
+            _deferred.put((self, how))
+
     def __del__(self) -> None:
         if not self._done:
-            # Interpreter shutdown or strict mode: there is nowhere to raise to from here.
+            self.defer(_CLOSED)  # resurrected by the queue until the record is made
+
+
+# --- records of streams the garbage collector finished ------------------------------------------
+#
+# A dropped stream is finalized by the garbage collector, which can run at any allocation,
+# also while this thread holds a sink's or the ledger's lock: recording right there could
+# deadlock.  Finalizers only put the recording on a queue whose ``put`` is reentrant; the
+# records are made by ``drain()``: at the next hooked stream, by a daemon thread within a
+# second, at exit, or when a test calls it.
+
+_deferred: queue.SimpleQueue[tuple[StreamRecording, int]] = queue.SimpleQueue()
+_drain_lock = threading.RLock()
+_poller_lock = threading.Lock()
+_poller_started = False
+_POLL_S = 1.0
+
+
+def drain() -> None:
+    """Make the records of streams finished by garbage collection (safe to call any time)."""
+    if _deferred.empty():
+        return
+    with _drain_lock:
+        while True:
+            try:
+                rec, how = _deferred.get_nowait()
+            except queue.Empty:
+                return
+            rec.finish(how)
+
+
+def _poll() -> None:
+    while True:
+        time.sleep(_POLL_S)
+        try:
+            drain()
+        except Exception as internal:  # strict mode re-raises: nowhere to raise to here
             with contextlib.suppress(Exception):
-                self.finish(_CLOSED)
+                errors.report("streams", internal)
+
+
+def _ensure_drained() -> None:
+    """At each hooked stream: make deferred records, and make sure something will later."""
+    global _poller_started
+    if not _deferred.empty():
+        drain()
+    if _poller_started:
+        return
+    with _poller_lock:
+        if _poller_started:
+            return
+        threading.Thread(target=_poll, name="costwatch-stream-records", daemon=True).start()
+        atexit.register(drain)
+        _poller_started = True
 
 
 def _watch_sync(inner: Iterator[Any], rec: StreamRecording) -> Iterator[Any]:
@@ -385,8 +448,8 @@ def _watch_sync(inner: Iterator[Any], rec: StreamRecording) -> Iterator[Any]:
         for item in inner:
             if not observe(item):
                 yield item
-    except GeneratorExit:
-        rec.finish(_CLOSED)
+    except GeneratorExit:  # closed by the garbage collector: the caller dropped the stream
+        rec.defer(_CLOSED)
         raise
     except BaseException as exc:
         rec.finish(_FAILED, exc)
@@ -400,8 +463,8 @@ async def _watch_async(inner: AsyncIterator[Any], rec: StreamRecording) -> Async
         async for item in inner:
             if not observe(item):
                 yield item
-    except GeneratorExit:
-        rec.finish(_CLOSED)
+    except GeneratorExit:  # aclose() by the event loop's finalizer, or by the collector
+        rec.defer(_CLOSED)
         raise
     except BaseException as exc:
         rec.finish(_FAILED, exc)
@@ -504,6 +567,7 @@ def wrap_stream(
     kind, name = _kind_of(type(result))
     if kind == 0:
         return None
+    _ensure_drained()
     if getattr(result, _MARK, None) is not None:
         if reservation is not None:  # recorded (and charged) by the inner hook
             reservation.settle(None)
@@ -652,6 +716,7 @@ def watch_api_response(
     asynchronous = _api_response_kind(type(result))
     if asynchronous is None:
         return False
+    _ensure_drained()
     rec = StreamRecording(spec, model, t0, reservation=reservation, prompt=prompt)
     hook = _parse_async if asynchronous else _parse_sync
     result.parse = functools.partial(hook, weakref.ref(result), type(result).parse, rec)

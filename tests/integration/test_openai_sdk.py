@@ -8,13 +8,17 @@ gpt-4o-mini $0.15 input / $0.075 cached input / $0.60 output; o4-mini $1.10 / $0
 from __future__ import annotations
 
 import gc
+import threading
 from decimal import Decimal
 from typing import Any
 
 import openai
 import pytest
 
+import costwatch
 from costwatch._record import TokenUsage
+from costwatch._sink import BaseSink
+from costwatch._streams import drain
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
     FakeProvider,
@@ -276,6 +280,7 @@ def test_stream_abandoned_then_closed_is_recorded_once_as_incomplete(
     stream.close()
     del stream
     gc.collect()
+    drain()  # records of collected streams are made outside the collector
 
     record = _only_record(capture)
     assert record.incomplete is True
@@ -300,6 +305,7 @@ def test_stream_abandoned_and_garbage_collected_is_recorded_once(
 
     read_two_chunks()
     gc.collect()
+    drain()  # records of collected streams are made outside the collector
 
     record = _only_record(capture)
     assert record.incomplete is True
@@ -416,6 +422,7 @@ def test_streaming_response_read_raw_gets_the_bytes_it_asked_for(
         lines = [line for line in response.iter_lines() if line.startswith("data: {")]
     del response
     gc.collect()
+    drain()  # records of collected streams are made outside the collector
 
     assert "stream_options" not in fake_provider.requests[-1].body  # nothing injected
     assert len(lines) == 8 and all('"usage"' not in line for line in lines)
@@ -513,3 +520,50 @@ def test_budget_reservation_is_settled_with_the_streamed_cost(
     status = daily.status()
     assert (status.holds, status.reserved_usd) == (0, 0)
     assert status.spent_usd == MINI_COST
+
+
+# --- streams finished by the garbage collector ----------------------------------------------------
+
+
+class _CollectingSink(BaseSink):
+    """A sink that holds its (non-reentrant) lock while the garbage collector runs, as any
+    allocation inside a real sink may make it do."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.records: list[Any] = []
+
+    def on_record(self, record: Any) -> None:
+        if not self.lock.acquire(timeout=5):
+            raise AssertionError("deadlock: a record was made from inside the sink's own lock")
+        try:
+            self.records.append(record)
+            gc.collect()
+        finally:
+            self.lock.release()
+
+
+def test_a_stream_collected_while_a_sink_holds_its_lock_is_recorded_afterwards(
+    fake_provider: FakeProvider,
+) -> None:
+    sink = _CollectingSink()
+    costwatch.configure(service="test", strict=True, prometheus=False, otel=False, sinks=[sink])
+    try:
+        client = costwatch.instrument(_client(fake_provider))
+        gc.disable()  # keep the abandoned stream (a reference cycle) for the sink's collection
+        try:
+            stream = client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True
+            )
+            next(stream)
+            del stream
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        finally:
+            gc.enable()
+        assert len(sink.records) == 1  # the collected stream's record waits outside the lock
+
+        drain()
+
+        assert [r.incomplete for r in sink.records] == [False, True]
+    finally:
+        costwatch._runtime.shutdown()
