@@ -6,7 +6,7 @@ import argparse
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 
 def _progress(stream: TextIO) -> object:
@@ -37,7 +37,13 @@ def _demo(args: argparse.Namespace) -> int:
     from costwatch._demo.workload import Workload
     from costwatch._runtime import runtime
 
-    costwatch.configure(service=args.service)
+    meter_provider = _otlp_meter_provider()
+    costwatch.configure(service=args.service, meter_provider=meter_provider)
+    # Budgets the demo's spend runs into, so the budget gauges, alerts and panels show data.
+    costwatch.budget("support-daily", limit_usd=args.budget_usd, window="day",
+                     match={"team": "support"}, action="warn")
+    costwatch.budget("drafting-monthly", limit_usd=args.budget_usd * 20, window="month",
+                     match={"feature": "drafting"}, action="warn")
     workload = Workload(seed=args.seed)
     progress = _progress(sys.stderr)
     source = "real openai/anthropic SDK objects" if workload.sdk_objects else "SDK-shaped dicts"
@@ -61,8 +67,30 @@ def _demo(args: argparse.Namespace) -> int:
             shutdown()
     else:
         workload.run(args.requests, progress=progress)  # type: ignore[arg-type]
+    runtime().budgets.flush()
     print(render(costwatch.summary()))
+    if meter_provider is not None:
+        meter_provider.shutdown()
     return 0
+
+
+def _otlp_meter_provider() -> Any:
+    """With ``COSTWATCH_OTEL=true`` the demo owns the OTel SDK: metrics go out over OTLP/HTTP
+    (``OTEL_EXPORTER_OTLP_ENDPOINT``), as an application would set it up."""
+    from costwatch._config import load_settings
+
+    if not load_settings({}).otel:
+        return None
+    try:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    except ImportError as exc:
+        raise SystemExit(
+            "costwatch demo: COSTWATCH_OTEL=true needs the OTel SDK: pip install 'costwatch[otel]'"
+        ) from exc
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=10_000)
+    return MeterProvider(metric_readers=[reader])
 
 
 def _prices(args: argparse.Namespace) -> int:
@@ -122,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --serve: seconds to keep running (0 = until interrupted)",
     )
     demo.add_argument("--rate", type=float, default=20.0, help="with --serve: requests per second")
+    demo.add_argument("--budget-usd", type=float, default=0.02,
+                      help="daily warn budget of the support team (default $0.02)")
     demo.set_defaults(run=_demo)
 
     prices = sub.add_parser("prices", help="print the resolved price of a model and its source")
