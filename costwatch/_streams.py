@@ -26,6 +26,7 @@ import atexit
 import contextlib
 import contextvars
 import functools
+import os
 import queue
 import threading
 import time
@@ -425,6 +426,17 @@ def _poll() -> None:
         except Exception as internal:  # strict mode re-raises: nowhere to raise to here
             with contextlib.suppress(Exception):
                 errors.report("streams", internal)
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker (gunicorn, multiprocessing) has no poller thread and fresh locks."""
+    global _poller_started, _drain_lock, _poller_lock
+    _poller_started = False
+    _drain_lock = threading.RLock()
+    _poller_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _ensure_drained() -> None:

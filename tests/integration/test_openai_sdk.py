@@ -8,7 +8,9 @@ gpt-4o-mini $0.15 input / $0.075 cached input / $0.60 output; o4-mini $1.10 / $0
 from __future__ import annotations
 
 import gc
+import os
 import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +18,7 @@ import openai
 import pytest
 
 import costwatch
+from costwatch import _streams
 from costwatch._record import TokenUsage
 from costwatch._sink import BaseSink
 from costwatch._streams import drain
@@ -567,3 +570,36 @@ def test_a_stream_collected_while_a_sink_holds_its_lock_is_recorded_afterwards(
         assert [r.incomplete for r in sink.records] == [False, True]
     finally:
         costwatch._runtime.shutdown()
+
+
+def test_a_forked_worker_records_its_dropped_streams_by_itself(
+    cw: Any, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    read, write = os.pipe()
+
+    pid = os.fork()
+    if pid == 0:  # the worker: drops a stream and waits for the background drain
+        try:
+            _streams._POLL_S = 0.02
+            stream = client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True
+            )
+            next(stream)
+            del stream
+            gc.collect()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and cw.summary().total.calls < 2:
+                time.sleep(0.01)
+            os.write(write, str(cw.summary().total.calls).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        answer = os.read(read, 16)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+
+    assert answer == b"2"  # the worker's own poller made the record, no other stream needed
