@@ -460,7 +460,7 @@ class RedisBudgetBackend:
     def _run(self, call: Callable[[], Any]) -> Any:
         breaker = self._breaker
         if not breaker.allow():
-            raise BackendUnavailable("budget backend circuit open after repeated Redis failures")
+            raise BackendUnavailable("circuit open after repeated Redis failures")
         try:
             result = call()
         except self._down as exc:
@@ -503,11 +503,14 @@ class RedisBudgetBackend:
         return results
 
     def reserve(self, requests: Sequence[ReserveRequest]) -> list[ReserveResult]:
-        if len(requests) == 1:
+        if len(requests) == 1:  # the common case, kept free of closures
             req = requests[0]
             keys = req.keys
-            reply = self._run(
-                lambda: self._evalsha(
+            breaker = self._breaker
+            if not breaker.allow():
+                raise BackendUnavailable("circuit open after repeated Redis failures")
+            try:
+                reply = self._evalsha(
                     RESERVE_SHA,
                     3,
                     keys.spent,
@@ -523,7 +526,10 @@ class RedisBudgetBackend:
                     1 if req.enforce else 0,
                     req.hold_ttl_s,
                 )
-            )
+            except self._down as exc:
+                breaker.record_failure()
+                raise BackendUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+            breaker.record_success()
             return [ReserveResult(reply[0] == 1, reply[1] == 1, reply[2], reply[3], reply[4])]
         calls = [
             (
