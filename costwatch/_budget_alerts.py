@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -136,6 +135,8 @@ class WebhookSender:
                 self._queue.task_done()
 
     def _deliver(self, url: str, body: bytes) -> None:
+        import urllib.request  # only processes that post alerts pay for importing it
+
         attempts = self.retries + 1
         for attempt in range(attempts):
             try:
