@@ -176,8 +176,9 @@ def _after(
         latency = perf_counter() - t0
         extracted = extract_usage(result)
         if extracted is None and type(result).__name__ == "LegacyAPIResponse":
-            # ``with_raw_response``: the body is already read and ``parse()`` caches its result,
-            # so the caller's own ``parse()`` gets the same (for streams: hooked) object.
+            # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's own
+            # ``parse()`` gets the same object: the completion (its body was read already), or
+            # for ``stream=True`` the stream, not yet read, which is hooked in place.
             parsed = result.parse()
             if is_stream(parsed):
                 wrap_stream(

@@ -387,7 +387,10 @@ class StreamRecording:
 
     def __del__(self) -> None:
         if not self._done:
-            self.defer(_CLOSED)  # resurrected by the queue until the record is made
+            # Resurrected by the queue until the record is made.  At interpreter shutdown
+            # the module may already be torn down: nothing can be recorded then.
+            with contextlib.suppress(Exception):
+                self.defer(_CLOSED)
 
 
 # --- records of streams the garbage collector finished ------------------------------------------
