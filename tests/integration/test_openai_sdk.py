@@ -398,6 +398,22 @@ def test_raw_response_calls_are_recorded_and_parse_still_works(
     assert _only_record(capture).cost_usd == MINI_COST
 
 
+def test_raw_response_of_a_stream_records_the_stream_the_caller_parses(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_client(fake_provider))
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    chunks = list(raw.parse())
+
+    assert len(chunks) == 8  # raw mode: nothing injected into the body the caller asked for
+    record = _only_record(capture)
+    assert (record.incomplete, record.usage_source) == (False, "estimated")
+    assert record.usage.output == 6
+
+
 def test_streaming_response_is_recorded_when_the_caller_parses_it(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
