@@ -62,6 +62,7 @@ class Runtime:
                     service=settings.service,
                     spans=settings.otel_spans,
                     tracer_provider=tracer_provider,
+                    label_limits=settings.label_limits,
                 )
             )
         built.extend(sinks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 from collections.abc import Sequence
@@ -40,10 +41,20 @@ def _demo(args: argparse.Namespace) -> int:
     meter_provider = _otlp_meter_provider()
     costwatch.configure(service=args.service, meter_provider=meter_provider)
     # Budgets the demo's spend runs into, so the budget gauges, alerts and panels show data.
-    costwatch.budget("support-daily", limit_usd=args.budget_usd, window="day",
-                     match={"team": "support"}, action="warn")
-    costwatch.budget("drafting-monthly", limit_usd=args.budget_usd * 20, window="month",
-                     match={"feature": "drafting"}, action="warn")
+    costwatch.budget(
+        "support-daily",
+        limit_usd=args.budget_usd,
+        window="day",
+        match={"team": "support"},
+        action="warn",
+    )
+    costwatch.budget(
+        "drafting-monthly",
+        limit_usd=args.budget_usd * 20,
+        window="month",
+        match={"feature": "drafting"},
+        action="warn",
+    )
     workload = Workload(seed=args.seed)
     progress = _progress(sys.stderr)
     source = "real openai/anthropic SDK objects" if workload.sdk_objects else "SDK-shaped dicts"
@@ -51,6 +62,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"costwatch demo: {source}, in-memory ledger"
         f"{', cache on Redis' if runtime().redis_url else ''}\n"
     )
+    server = None
     if args.serve is not None:
         server = costwatch.serve_metrics(args.serve, addr=args.addr)
         sys.stderr.write(
@@ -62,13 +74,20 @@ def _demo(args: argparse.Namespace) -> int:
             workload.run_for(args.duration, stop, rate_per_s=args.rate, progress=progress)  # type: ignore[arg-type]
         except KeyboardInterrupt:
             stop.set()
-        shutdown = getattr(server, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
     else:
         workload.run(args.requests, progress=progress)  # type: ignore[arg-type]
     runtime().budgets.flush()
-    print(render(costwatch.summary()))
+    summary = costwatch.summary()
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2, sort_keys=True))
+    else:
+        print(render(summary))
+    sys.stdout.flush()
+    if server is not None:
+        if args.linger:
+            # The workload has stopped: keep /metrics up so a scraper sees the final totals.
+            threading.Event().wait(args.linger)
+        server.shutdown()
     if meter_provider is not None:
         meter_provider.shutdown()
     return 0
@@ -150,8 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --serve: seconds to keep running (0 = until interrupted)",
     )
     demo.add_argument("--rate", type=float, default=20.0, help="with --serve: requests per second")
-    demo.add_argument("--budget-usd", type=float, default=0.02,
-                      help="daily warn budget of the support team (default $0.02)")
+    demo.add_argument(
+        "--json", action="store_true", help="print summary() as JSON instead of the table"
+    )
+    demo.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="with --serve: keep serving /metrics this many seconds after the end",
+    )
+    demo.add_argument(
+        "--budget-usd",
+        type=float,
+        default=0.02,
+        help="daily warn budget of the support team (default $0.02)",
+    )
     demo.set_defaults(run=_demo)
 
     prices = sub.add_parser("prices", help="print the resolved price of a model and its source")

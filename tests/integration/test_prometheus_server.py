@@ -6,8 +6,8 @@ scrape interval.  Two sources are scraped:
 * the demo workload run in this process (``Workload`` is what ``costwatch demo`` runs) behind
   ``costwatch.serve_metrics``: after the run, spend by strategy, by stage and tokens by type as
   Prometheus computes them equal ``costwatch.summary()`` of the same run;
-* ``python3 -m costwatch demo --serve PORT --duration S``, the command itself: Prometheus sees
-  every strategy, stage and token type it produces.
+* ``python3 -m costwatch demo --serve PORT --duration S --json --linger L``, the command
+  itself: spend by strategy and stage and tokens by type equal the summary it prints.
 """
 
 from __future__ import annotations
@@ -190,36 +190,45 @@ def test_requests_and_cost_per_request_in_prometheus_equal_the_summary(
         assert request_usd[pipeline] == pytest.approx(float(totals.cost_usd), rel=1e-9)
 
 
-def test_the_demo_command_is_scraped_while_it_runs() -> None:
+def test_the_demo_command_scraped_by_prometheus_equals_its_own_summary() -> None:
+    """``costwatch demo --serve``: what Prometheus computes equals the run's ``summary()``.
+
+    ``--json`` prints ``summary().as_dict()`` when the workload stops and ``--linger`` keeps
+    ``/metrics`` up afterwards, so Prometheus gets a scrape of the final totals.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("COSTWATCH_", "PROMETHEUS_MULTIPROC"))}
     env["PYTHONPATH"] = str(REPO)
     prometheus = PrometheusServer([f"127.0.0.1:{port}"])
-    with tempfile.TemporaryFile() as out:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "costwatch", "demo", "--serve", str(port),
-             "--duration", "4", "--rate", "50"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-        try:
-            strategies_seen = ('count(count by (strategy) '
-                               '(costwatch_cost_usd_total{strategy=~"rag|fine_tuned|hybrid"}))')
-            prometheus.wait_for(strategies_seen, 3.0, timeout_s=25)
-            strategies = prometheus.by("strategy", "sum by (strategy) (costwatch_cost_usd_total)")
-            stages = prometheus.by("stage", "sum by (stage) (costwatch_cost_usd_total)")
-            tokens = prometheus.by("token_type", "sum by (token_type) (costwatch_tokens_total)")
-            assert demo.wait(timeout=30) == 0
-        finally:
-            if demo.poll() is None:
-                os.kill(demo.pid, signal.SIGTERM)
-                demo.wait(timeout=10)
-            prometheus.stop()
-        out.seek(0)
-        report = out.read().decode(errors="replace")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "costwatch", "demo", "--serve", str(port),
+         "--duration", "4", "--rate", "50", "--json", "--linger", "60"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        lines = []
+        for line in demo.stdout:
+            lines.append(line)
+            if line.rstrip() == "}":
+                break
+        summary = json.loads("".join(lines))
+        calls = summary["total"]["calls"]
+        prometheus.wait_for("sum(costwatch_requests_total)", float(calls), timeout_s=30)
+        strategies = prometheus.by("strategy", "sum by (strategy) (costwatch_cost_usd_total)")
+        stages = prometheus.by("stage", "sum by (stage) (costwatch_cost_usd_total)")
+        tokens = prometheus.by("token_type", "sum by (token_type) (costwatch_tokens_total)")
+    finally:
+        if demo.poll() is None:
+            os.kill(demo.pid, signal.SIGTERM)
+            demo.wait(timeout=10)
+        prometheus.stop()
 
-    assert {"rag", "fine_tuned", "hybrid"} <= set(strategies)
-    assert {"embedding", "retrieval", "generation"} <= set(stages)
-    assert {"input", "output"} <= set(tokens)
-    assert all(usd > 0 for usd in strategies.values())
-    assert "Spend by strategy" in report
+    assert {"rag", "fine_tuned", "hybrid", "base"} <= set(strategies)
+    for strategy, totals in summary["by_strategy"].items():
+        assert strategies[strategy] == pytest.approx(float(totals["cost_usd"]), rel=1e-9)
+    for stage, totals in summary["by_stage"].items():
+        assert stages[stage] == pytest.approx(float(totals["cost_usd"]), rel=1e-9)
+    expected_tokens = {k: float(v) for k, v in summary["total"]["tokens"].items() if v}
+    assert tokens == expected_tokens
