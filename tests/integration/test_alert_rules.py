@@ -65,6 +65,7 @@ def test_there_are_rule_files_and_rule_tests() -> None:
     assert {
         "CostwatchBudgetNearLimit",
         "CostwatchBudgetExhausted",
+        "CostwatchBudgetBlockingCalls",
         "CostwatchBudgetForecastExhausted",
         "CostwatchTeamBudgetBurnFast",
         "CostwatchTeamBudgetBurnHigh",
