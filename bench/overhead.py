@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
 
-    costwatch.configure(service="bench", prometheus=False, otel=False)
+    costwatch.configure(service="bench", prometheus=False, otel=False, warm_up=False)
     variants = {
         "bare call": bare,
         "hand-written wrapper": hand_written(bare),

@@ -23,6 +23,9 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 tags_var: ContextVar[Mapping[str, str]] = ContextVar("costwatch_tags", default=_EMPTY)
 request_var: ContextVar[RequestState | None] = ContextVar("costwatch_request", default=None)
 scopes_var: ContextVar[tuple[CostScope, ...]] = ContextVar("costwatch_scopes", default=())
+recorded_var: ContextVar[object] = ContextVar("costwatch_recorded", default=None)
+"""The last response (or exception) an instrumented client recorded in this context: a
+decorated function that returns it (or lets it propagate) does not record the call again."""
 
 _request_ids = itertools.count(1)
 

@@ -15,6 +15,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from costwatch import _runtime
+from costwatch._context import recorded_var
 from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE, TokenUsage
 from costwatch._recorder import CallSpec
@@ -340,6 +341,9 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
             raise
         latency = perf_counter() - t0
         try:
+            if recorded_var.get() is result:  # an instrumented client inside recorded it
+                _release(reservation)
+                return result
             if fast:
                 extracted = extract_usage(result)
                 if extracted is not None:
@@ -372,6 +376,9 @@ def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, A
             raise
         latency = perf_counter() - t0
         try:
+            if recorded_var.get() is result:  # an instrumented client inside recorded it
+                _release(reservation)
+                return result
             if fast:
                 extracted = extract_usage(result)
                 if extracted is not None:
@@ -396,9 +403,18 @@ def _failed(
     reservation: Reservation | None,
 ) -> None:
     try:
+        if recorded_var.get() is exc:  # an instrumented client inside recorded the failure
+            _release(reservation)
+            return
         site.fail(kwargs, exc, perf_counter() - t0, reservation)
     except Exception as internal:
         errors.report("decorator", internal)
+
+
+def _release(reservation: Reservation | None) -> None:
+    """Our own budget hold is not needed: the inner call settled its own."""
+    if reservation is not None:
+        reservation.settle(Decimal(0))
 
 
 def _stream(

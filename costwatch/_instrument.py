@@ -21,6 +21,7 @@ from time import perf_counter
 from typing import Any, TypeVar
 
 from costwatch import _runtime
+from costwatch._context import recorded_var
 from costwatch._errors import BudgetExceeded
 from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE
@@ -148,6 +149,7 @@ def _failed(
             usage_source="none",
             reservation=reservation,
         )
+        recorded_var.set(exc)
     except Exception as internal:
         errors.report("instrument", internal)
 
@@ -194,6 +196,7 @@ def _after(
             )
         else:
             ep.spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
+        recorded_var.set(result)
     except Exception as internal:
         errors.report("instrument", internal)
 

@@ -81,7 +81,10 @@ class Runtime:
             logger.warning("costwatch could not preload prices/tokenizers: %r", exc)
 
     def close(self) -> None:
-        """Flush pending budget settlements and stop background work."""
+        """Record streams dropped unclosed, flush budget settlements, stop background work."""
+        from costwatch._streams import drain
+
+        drain()
         self.budgets.close()
 
 
@@ -148,6 +151,9 @@ def configure(
             "warm_up": warm_up,
         }
     )
+    from costwatch._streams import drain
+
+    drain()  # streams dropped under the previous runtime are recorded there, not here
     new = Runtime(
         settings,
         registry=registry,
