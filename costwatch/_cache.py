@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
@@ -82,6 +82,9 @@ _LOG_INTERVAL_S = 60.0
 _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.05
 _MAX_DEPTH = 64
+_SCALARS: frozenset[type] = frozenset({str, int, bool, type(None)})
+_EXACT_KEYABLE: frozenset[type] = frozenset({str, int})
+"""Argument types whose tuple equality is exactly JSON equality (not bool/float: 1 == True)."""
 
 OwnCost = Callable[[Any], Decimal | None]
 """Given a miss's result, the cost of the wrapping decorator's own record (priced retrieval,
@@ -102,19 +105,24 @@ def _plain_json(value: object, allow_tuple: bool, depth: int = 0) -> bool:
     exactly what its function returned.
     """
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _SCALARS:
         return True
     if kind is float:
         return math.isfinite(cast(float, value))
     if depth >= _MAX_DEPTH:
         return False
     if kind is list or (allow_tuple and kind is tuple):
-        return all(_plain_json(v, allow_tuple, depth + 1) for v in cast(list[object], value))
+        for item in cast(list[object], value):
+            if type(item) not in _SCALARS and not _plain_json(item, allow_tuple, depth + 1):
+                return False
+        return True
     if kind is dict:
-        return all(
-            type(k) is str and _plain_json(v, allow_tuple, depth + 1)
-            for k, v in cast(dict[object, object], value).items()
-        )
+        for key, item in cast(dict[object, object], value).items():
+            if type(key) is not str:
+                return False
+            if type(item) not in _SCALARS and not _plain_json(item, allow_tuple, depth + 1):
+                return False
+        return True
     return False
 
 
@@ -140,8 +148,8 @@ def _header(generation: int, cost: Decimal) -> bytes:
     return b'[1,%d,"%s",' % (generation, str(cost).encode())
 
 
-def decode_entry(entry: bytes, generation: int | None) -> tuple[Any, Decimal, int] | None:
-    """``(value, cost, offset of the value's JSON)`` of a stored entry, or None.
+def decode_entry(entry: bytes, generation: int | None) -> tuple[Any, Decimal, str] | None:
+    """``(value, cost, cost as stored)`` of a stored entry, or None.
 
     None for anything that is not an entry of the expected generation: garbage, a pickle, a
     truncated write.  Decoding is ``orjson.loads`` and nothing else: nothing read is executed.
@@ -162,9 +170,16 @@ def decode_entry(entry: bytes, generation: int | None) -> tuple[Any, Decimal, in
     cost = _parse_cost(cost_text)
     if cost is None:
         return None
-    header = b'[1,%d,"%s",' % (gen, cost_text.encode())
-    offset = len(header) if entry.startswith(header) and entry.endswith(b"]") else -1
-    return value, cost, offset
+    return value, cost, cost_text
+
+
+def entry_body(entry: bytes, generation: int, cost_text: str) -> bytes | None:
+    """The value's JSON inside a decoded entry (for the local LRU and waiters), or None when
+    the entry is not laid out exactly as costwatch writes it."""
+    header = b'[1,%d,"%s",' % (generation, cost_text.encode())
+    if entry.startswith(header) and entry.endswith(b"]"):
+        return entry[len(header):-1]
+    return None
 
 
 class _Binder:
@@ -241,31 +256,43 @@ def _key_part(text: str) -> str:
 # ------------------------------------------------------------------------------------------
 
 
+LocalKey = Hashable
+"""The call's canonical JSON, or for calls of plain str/int arguments a cheaper exact tuple."""
+
+
 class _LocalLRU:
-    """A small in-process LRU of encoded values with its own short TTL (thread-safe)."""
+    """A small in-process LRU of encoded values with its own short TTL (thread-safe).
+
+    It holds the value's JSON, not the value: every hit decodes a fresh copy, so a host that
+    mutates what it got back cannot change what the next caller gets.  Reads take no lock
+    (each OrderedDict operation is atomic under the GIL); writes and evictions do.
+    """
 
     __slots__ = ("_data", "_lock", "_size", "_ttl", "_clock")
 
     def __init__(self, size: int, ttl_s: float, clock: Callable[[], float]) -> None:
-        self._data: OrderedDict[bytes, tuple[float, bytes, Decimal]] = OrderedDict()
+        self._data: OrderedDict[LocalKey, tuple[float, bytes, Decimal]] = OrderedDict()
         self._lock = threading.Lock()
         self._size = size
         self._ttl = ttl_s
         self._clock = clock
 
-    def get(self, key: bytes) -> tuple[float, bytes, Decimal] | None:
-        now = self._clock()
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            if item[0] <= now:
-                del self._data[key]
-                return None
+    def get(self, key: LocalKey) -> tuple[float, bytes, Decimal] | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] <= self._clock():
+            with self._lock:
+                if self._data.get(key) is item:
+                    del self._data[key]
+            return None
+        try:  # noqa: SIM105 - contextlib.suppress costs a context manager on the hot path
             self._data.move_to_end(key)
+        except KeyError:  # evicted by another thread meanwhile: the copy we hold is still good
+            pass
         return item
 
-    def put(self, key: bytes, body: bytes, cost: Decimal) -> None:
+    def put(self, key: LocalKey, body: bytes, cost: Decimal) -> None:
         expires = self._clock() + self._ttl
         with self._lock:
             self._data[key] = (expires, body, cost)
@@ -357,10 +384,10 @@ class _Flight:
 
 
 class _Lookup:
-    """A miss in progress: everything the miss path needs, computed once by the lookup."""
+    """A lookup in progress: what the read and the miss path need, computed once."""
 
-    __slots__ = ("res", "tags", "material", "key", "gen_key", "lock_key", "generation",
-                 "site")
+    __slots__ = ("site", "res", "tags", "material", "prefix", "digest", "key", "gen_key",
+                 "generation", "local_key")
 
     def __init__(
         self,
@@ -368,32 +395,34 @@ class _Lookup:
         res: _Resolved,
         tags: Mapping[str, str],
         material: bytes,
-        key: str,
+        prefix: str,
         gen_key: str,
-        lock_key: str,
-        generation: int,
+        local_key: LocalKey | None,
     ) -> None:
         self.site = site
         self.res = res
         self.tags = tags
         self.material = material
-        self.key = key
+        self.local_key = local_key
+        self.prefix = prefix
+        self.digest = hashlib.sha256(material).hexdigest()
+        self.key = prefix + self.digest
         self.gen_key = gen_key
-        self.lock_key = lock_key
-        self.generation = generation
+        self.generation = 0
+
+    @property
+    def lock_key(self) -> str:
+        return self.prefix + "lock:" + self.digest
 
 
 class _Done:
-    """The lookup settled the call: a hit (value, and its JSON for waiters), or call through."""
+    """The lookup settled the call: a hit (with its value), or call through (skip, error)."""
 
-    __slots__ = ("value", "result", "body", "cost")
+    __slots__ = ("value", "result")
 
-    def __init__(self, value: object, result: str, body: bytes | None = None,
-                 cost: Decimal = _ZERO) -> None:
+    def __init__(self, value: object, result: str) -> None:
         self.value = value
         self.result = result
-        self.body = body
-        self.cost = cost
 
 
 _SKIPPED = _Done(None, SKIP)
@@ -609,7 +638,7 @@ class _Site:
     """One wrapped function: its key material, in-flight computations and event emission."""
 
     __slots__ = ("cache", "fn", "source", "stage", "own_cost", "name", "_binder", "_const",
-                 "_flights", "_aflights", "_lock", "_ns_keys")
+                 "_flights", "_aflights", "_lock", "_ns_keys", "_events")
 
     def __init__(
         self,
@@ -634,20 +663,31 @@ class _Site:
         ] = {}
         self._lock = threading.Lock()
         self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
+        self._events: dict[str, tuple[Mapping[str, str], Decimal, _Resolved, CacheEvent]] = {}
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, res: _Resolved, tags: Mapping[str, str], result: str, saved: Decimal) -> None:
+        """Hand one ``CacheEvent`` to every sink and note the result for the decorator.
+
+        Events are immutable, so the last one built per result is reused while the caller's tags
+        and the saved amount are the same ones (the common case for hot keys): no allocation.
+        """
         last_lookup_var.set(result)
         try:
-            event = CacheEvent(
-                self.name,
-                result,
-                saved,
-                res.service,
-                tags.get("feature", ""),
-                tags.get("team", ""),
-                tags.get("tenant", ""),
-            )
+            memo = self._events.get(result)
+            if memo is not None and memo[0] is tags and memo[1] is saved and memo[2] is res:
+                event = memo[3]
+            else:
+                event = CacheEvent(
+                    self.name,
+                    result,
+                    saved,
+                    res.service,
+                    tags.get("feature", ""),
+                    tags.get("team", ""),
+                    tags.get("tenant", ""),
+                )
+                self._events[result] = (tags, saved, res, event)
             for sink in res.sinks:
                 sink.on_cache(event)
         except Exception as exc:
@@ -675,8 +715,8 @@ class _Site:
         except orjson.JSONEncodeError:
             return None
 
-    def keys(self, res: _Resolved, tenant: str, material: bytes) -> tuple[str, str, str]:
-        """``(generation key, entry key, lock key)``: one hash tag per service/tenant/source."""
+    def keys(self, res: _Resolved, tenant: str) -> tuple[str, str]:
+        """``(generation key, key prefix)``: one hash tag per service/tenant/source."""
         ns = self._ns_keys.get((res.namespace, tenant))
         if ns is None:
             tag = _namespace_tag(res.namespace, tenant, self.source)
@@ -684,8 +724,7 @@ class _Site:
             if len(self._ns_keys) > 4096:
                 self._ns_keys.clear()
             self._ns_keys[(res.namespace, tenant)] = ns
-        digest = hashlib.sha256(material).hexdigest()
-        return ns[0], ns[1] + digest, ns[1] + "lock:" + digest
+        return ns
 
     # -- lookup ----------------------------------------------------------------------------
     def begin(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _Done | _Lookup:
@@ -693,12 +732,22 @@ class _Site:
         res = self.cache._resolve(_runtime.runtime())
         tags = current_tags()
         tenant = tags.get("tenant", "")
+        local = res.local
+        local_key: LocalKey | None = None
+        if local is not None:
+            local_key = self.local_key(tenant, args, kwargs)
+            if local_key is not None:
+                item = local.get(local_key)
+                if item is not None:
+                    value = orjson.loads(item[1])
+                    self.emit(res, tags, HIT, item[2])
+                    return _Done(value, HIT)
         material = self.material(res, tenant, args, kwargs)
         if material is None:
             self.emit(res, tags, SKIP, _ZERO)
             return _SKIPPED
-        local = res.local
-        if local is not None:
+        if local is not None and local_key is None:
+            local_key = material
             item = local.get(material)
             if item is not None:
                 value = orjson.loads(item[1])
@@ -707,24 +756,51 @@ class _Site:
         if not res.breaker.allow():
             self.emit(res, tags, ERROR, _ZERO)
             return _ERRORED
-        gen_key, key, lock_key = self.keys(res, tenant, material)
-        return _Lookup(self, res, tags, material, key, gen_key, lock_key, 0)
+        gen_key, prefix = self.keys(res, tenant)
+        return _Lookup(self, res, tags, material, prefix, gen_key, local_key)
 
-    def served(self, lk: _Lookup, entry: bytes | None, generation: int) -> _Done | None:
-        """The backend answered: a current entry is a hit, anything else (garbage too) a miss."""
+    def local_key(self, tenant: str, args: tuple[Any, ...],
+                  kwargs: Mapping[str, Any]) -> LocalKey | None:
+        """A cheap exact key for the local LRU when every argument is a str or an int.
+
+        Raw call shape, not normalised: ``f("q")`` and ``f(query="q")`` are two local entries
+        of the same Redis entry, which is harmless.  None: use the canonical JSON instead.
+        """
+        if self.cache._key_fn is not None:
+            return None
+        for arg in args:
+            if type(arg) not in _EXACT_KEYABLE:
+                return None
+        if not kwargs:
+            return (self, tenant, args)
+        for arg in kwargs.values():
+            if type(arg) not in _EXACT_KEYABLE:
+                return None
+        return (self, tenant, args, tuple(kwargs.items()))
+
+    def served(self, lk: _Lookup, entry: bytes | None, generation: int,
+               flight: _Flight | None = None) -> _Done | None:
+        """The backend answered: a current entry is a hit, anything else (garbage too) a miss.
+
+        A hit's JSON goes to the local LRU and to the waiters of ``flight``, if any.
+        """
         lk.generation = generation
         if entry is None:
             return None
         decoded = decode_entry(entry, generation)
         if decoded is None:
             return None
-        value, cost, offset = decoded
-        body = entry[offset:-1] if offset > 0 else None
+        value, cost, cost_text = decoded
         local = lk.res.local
-        if local is not None and body is not None:
-            local.put(lk.material, body, cost)
+        if local is not None or flight is not None:
+            body = entry_body(entry, generation, cost_text)
+            if body is not None:
+                if local is not None and lk.local_key is not None:
+                    local.put(lk.local_key, body, cost)
+                if flight is not None:
+                    flight.shared = (body, cost)
         self.emit(lk.res, lk.tags, HIT, cost)
-        return _Done(value, HIT, body, cost)
+        return _Done(value, HIT)
 
     def failed(self, lk: _Lookup, exc: BaseException) -> _Done:
         self.cache._backend_down(lk.res, exc)
@@ -764,8 +840,9 @@ class _Site:
 
     def finish_miss(self, lk: _Lookup, body: bytes | None, entry: bytes | None, cost: Decimal,
                     result: str) -> None:
-        if entry is not None and body is not None and lk.res.local is not None:
-            lk.res.local.put(lk.material, body, cost)
+        local, local_key = lk.res.local, lk.local_key
+        if entry is not None and body is not None and local is not None and local_key is not None:
+            local.put(local_key, body, cost)
         self.emit(lk.res, lk.tags, result, _ZERO)
 
     # -- single flight: threads -------------------------------------------------------------
@@ -849,7 +926,7 @@ def _sync_miss(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
     flight, leader = site.join_or_lead(lk.key)
     if leader:
         try:
-            return _sync_lead(lk, fn, args, kwargs, flight, wait=True)
+            return _sync_lead(lk, fn, args, kwargs, flight, wait=True, just_read=True)
         finally:
             site.land(lk.key, flight)
     assert flight.event is not None
@@ -870,27 +947,33 @@ def _sync_miss(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
             return cast(R, shared_value)
     # The leader failed (its exception is its own) or is too slow: compute ourselves, without
     # waiting for a lock again when we already waited our time.
-    return _sync_lead(lk, fn, args, kwargs, None, wait=arrived)
+    return _sync_lead(lk, fn, args, kwargs, None, wait=arrived, just_read=False)
 
 
 def _sync_lead(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
-               kwargs: Mapping[str, Any], flight: _Flight | None, *, wait: bool) -> R:
-    """Compute the key for this process: take the cross-process lock or wait for its holder."""
+               kwargs: Mapping[str, Any], flight: _Flight | None, *, wait: bool,
+               just_read: bool) -> R:
+    """Compute the key for this process: take the cross-process lock or wait for its holder.
+
+    ``just_read``: the entry was read missing a moment ago, so first try a plain ``SET NX``;
+    otherwise (and while another process holds the lock) the acquire script re-reads the
+    entry and tries the lock in one round trip.
+    """
     site, res = lk.site, lk.res
     token = os.urandom(12).hex()
     locked = failed = False
     try:
+        if just_read:
+            locked = res.backend.lock(lk.lock_key, token, site.cache._lock_ms)
         deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
-        while True:
+        while not locked:
             status, generation, entry = res.backend.acquire(
                 lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
             )
             if status == HAVE_ENTRY:
-                done = site.served(lk, entry, generation)
+                done = site.served(lk, entry, generation, flight)
                 if done is not None:
-                    if flight is not None and done.body is not None:
-                        flight.shared = (done.body, done.cost)
                     return cast(R, done.value)
                 break  # garbage behind a plausible prefix: compute and overwrite it
             lk.generation = generation
@@ -1021,22 +1104,20 @@ async def _async_lead(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tuple[
         if read_first:
             generation, entry = await backend.read(lk.gen_key, lk.key)
             res.breaker.record_success()
-            done = site.served(lk, entry, generation)
+            done = site.served(lk, entry, generation, flight)
             if done is not None:
-                if flight is not None and done.body is not None:
-                    flight.shared = (done.body, done.cost)
                 return cast(R, done.value)
+            # The common miss: take the lock with a plain SET NX (cheaper than the script).
+            locked = await backend.lock(lk.lock_key, token, site.cache._lock_ms)
         deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
-        while True:
+        while not locked:
             status, generation, entry = await backend.acquire(
                 lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
             )
             if status == HAVE_ENTRY:
-                done = site.served(lk, entry, generation)
+                done = site.served(lk, entry, generation, flight)
                 if done is not None:
-                    if flight is not None and done.body is not None:
-                        flight.shared = (done.body, done.cost)
                     return cast(R, done.value)
                 break
             lk.generation = generation

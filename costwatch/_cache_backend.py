@@ -3,8 +3,9 @@
 Every operation the cache needs is one round trip:
 
 - ``read``: the namespace generation and an entry (``MGET``; the hit path);
-- ``acquire``: re-read the entry and, when it is missing or stale, take the stampede lock
-  (``SET NX PX`` with a random token) — one Lua script;
+- ``lock``: take the stampede lock (``SET NX PX`` with a random token) right after a miss;
+- ``acquire``: re-read the entry and, when it is missing or stale, take the lock — one Lua
+  script, used by callers waiting for another process's computation;
 - ``write_release``: store the computed entry and release the lock by compare-and-delete — one
   Lua script, so a lock that expired and was taken by another process is never deleted;
 - ``write``: store without a lock (overwrite garbage, waiters that gave up);
@@ -59,6 +60,8 @@ class BackendError(ConnectionError):
 class AsyncCacheBackend(Protocol):
     async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
 
+    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
+
     async def acquire(
         self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
     ) -> Acquired: ...
@@ -77,6 +80,8 @@ class CacheBackend(Protocol):
     """Synchronous storage; ``asyncio()`` gives the same storage for coroutine functions."""
 
     def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
+
+    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
 
     def acquire(
         self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
@@ -148,6 +153,14 @@ class MemoryBackend:
             now = self._clock()
             return self._generation(gen_key, now), self._get(key, now)
 
+    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+        with self._lock:
+            now = self._clock()
+            if self._get(lock_key, now) is not None:
+                return False
+            self._put(lock_key, token.encode(), lock_ms, now)
+            return True
+
     def acquire(
         self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
     ) -> Acquired:
@@ -201,6 +214,9 @@ class _AsyncMemoryBackend:
 
     async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
         return self._sync.read(gen_key, key)
+
+    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+        return self._sync.lock(lock_key, token, lock_ms)
 
     async def acquire(
         self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
@@ -323,6 +339,12 @@ class RedisBackend:
             raise _backend_error(exc) from exc
         return _generation(raw_gen), entry
 
+    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+        try:
+            return bool(self.client.set(lock_key, token, nx=True, px=lock_ms))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+
     def acquire(
         self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
     ) -> Acquired:
@@ -421,6 +443,13 @@ class AsyncRedisBackend:
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return _generation(raw_gen), entry
+
+    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+        client = self._client()[0]
+        try:
+            return bool(await client.set(lock_key, token, nx=True, px=lock_ms))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
 
     async def acquire(
         self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int

@@ -1,4 +1,4 @@
-"""RetrievalCache against a real redis-server: hits, expiry, isolation, stampedes, planted values."""
+"""RetrievalCache against a real redis-server: hits, expiry, isolation, stampedes, planted data."""
 
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ class Capture(BaseSink):
 @pytest.fixture
 def sink(cw: Any, redis_server: str) -> Iterator[Capture]:
     capture = Capture()
+    # A generous socket timeout: these tests are about semantics, not about a slow machine
+    # (test_cache_redis_faults.py covers short timeouts).
     cw.configure(service="test", strict=True, prometheus=False, otel=False,
-                 redis_url=redis_server, sinks=[capture])
+                 redis_url=redis_server, redis_timeout_s=2.0, sinks=[capture])
     yield capture
 
 
@@ -58,7 +60,9 @@ def client(redis_server: str) -> Iterator[redis.Redis[bytes]]:
 
 
 def entry_keys(client: redis.Redis[bytes]) -> list[bytes]:
-    return [k for k in client.scan_iter(b"cw:c:*") if not k.endswith(b":gen") and b":lock:" not in k]
+    return [
+        k for k in client.scan_iter(b"cw:c:*") if not k.endswith(b":gen") and b":lock:" not in k
+    ]
 
 
 class Retriever:
@@ -103,9 +107,11 @@ def test_a_second_process_configuration_shares_the_entries(
 ) -> None:
     """Two caches (as in two processes) over the same Redis see each other's entries."""
     r1, r2 = Retriever(), Retriever()
-    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server)
+    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server,
+                 redis_timeout_s=2.0)
     RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
-    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server)
+    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server,
+                 redis_timeout_s=2.0)
     # The same function identity (module + qualname) is what makes the key; use r1's method.
     RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
     RetrievalCache(ttl=60).wrap(r2.search, source="kb")("q")
@@ -287,8 +293,10 @@ _PROCESS_SCRIPT = textwrap.dedent(
     import costwatch
     from costwatch._cache import RetrievalCache, last_lookup_var
 
-    url, start_at, work_s, lock_timeout = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-    costwatch.configure(service="test", redis_url=url, prometheus=False, strict=True)
+    url = sys.argv[1]
+    start_at, work_s, lock_timeout = (float(a) for a in sys.argv[2:5])
+    costwatch.configure(service="test", redis_url=url, prometheus=False, strict=True,
+                        redis_timeout_s=2.0)
     counter = redis.Redis.from_url(url)
 
     def search(query):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import costwatch
-from costwatch._cache import RetrievalCache, decode_entry, last_lookup_var
+from costwatch._cache import RetrievalCache, decode_entry, entry_body, last_lookup_var
 from costwatch._cache_backend import MemoryBackend
 from costwatch._errors import ConfigError
 from costwatch._record import CostRecord
@@ -609,7 +609,9 @@ def test_keys_hold_no_argument_text_and_escape_the_hash_tag(sink: Capture) -> No
 
 def test_decode_entry_reads_only_well_formed_entries_of_the_generation() -> None:
     good = b'[1,3,"0.25",{"a":[1,2]}]'
-    assert decode_entry(good, 3) == ({"a": [1, 2]}, Decimal("0.25"), len(b'[1,3,"0.25",'))
+    assert decode_entry(good, 3) == ({"a": [1, 2]}, Decimal("0.25"), "0.25")
+    assert entry_body(good, 3, "0.25") == b'{"a":[1,2]}'
+    assert entry_body(b'[1,3, "0.25",{"a":[1,2]}]', 3, "0.25") is None
     assert decode_entry(good, 4) is None
     assert decode_entry(good, None) is not None
     assert decode_entry(b"\x80\x04\x95", 3) is None

@@ -1,0 +1,235 @@
+"""RetrievalCache latency against the floor: bare redis-py commands on the same bytes.
+
+Prints, from one run, median per-call times of:
+
+- a cache hit through Redis (sync and asyncio) against a bare ``GET`` of the same entry bytes,
+  on a default redis-py client and on one with the cache's fail-fast options (socket timeouts,
+  no retries): any socket timeout makes CPython poll() before every send and recv, and
+  redis.asyncio arm a timer per read, which is part of the price of never hanging on Redis.
+  The bench uses 1 s timeouts (the cost does not depend on the value) so that a loaded machine
+  does not turn a slow reply into a fail-open error;
+- a cache miss (lookup, cross-process lock, store) against a bare ``GET`` + ``SET``;
+- a hit in the in-process LRU (``local_size``), in microseconds, for the same 5-document value
+  and for a small one (5 ids and scores), with the two costs of a local hit that are not the
+  lookup: decoding a fresh copy of the value (``orjson.loads``) and the sink fan-out.
+
+Each variant runs in batches; batches of all variants are interleaved so machine noise hits
+them alike; the figure is the median over rounds of the per-call mean of a batch.  Variants
+that talk to Redis are timed on the wall clock; the in-process ones (local LRU) on the
+process's CPU clock, ten times as many calls per batch, so a busy machine that deschedules the
+bench does not inflate microsecond figures.  The cache
+runs with the default sinks of a deployment (ledger + Prometheus on a private registry).
+A redis-server is started on a free loopback port (and killed by pid) unless REDIS_URL is set.
+
+    python bench/cache.py [--calls 2000] [--rounds 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import orjson
+import redis
+import redis.asyncio as aredis
+from prometheus_client import CollectorRegistry
+
+import costwatch
+from costwatch._cache import RetrievalCache
+from costwatch._cache_backend import redis_client_kwargs
+from costwatch._sink import CacheEvent
+
+DOCS = [
+    {
+        "id": f"kb-{i}",
+        "text": "To reset your password open Settings, choose Security and follow the link "
+        "we e-mail you; the link expires after 30 minutes. " * 2,
+        "score": 0.91 - i / 50,
+        "metadata": {"source": "kb", "section": "account", "updated": "2025-01-0" + str(i + 1)},
+    }
+    for i in range(5)
+]
+
+IDS = [{"id": f"kb-{i}", "score": 0.91 - i / 50} for i in range(5)]
+
+
+@contextmanager
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (or set REDIS_URL)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="costwatch-bench-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def batch(fn: Callable[[int], Any], calls: int, offset: int,
+          timer: Callable[[], float] = time.perf_counter) -> float:
+    t0 = timer()
+    for i in range(offset, offset + calls):
+        fn(i)
+    return (timer() - t0) / calls
+
+
+async def abatch(fn: Callable[[int], Awaitable[Any]], calls: int, offset: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(offset, offset + calls):
+        await fn(i)
+    return (time.perf_counter() - t0) / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=250)
+    parser.add_argument("--rounds", type=int, default=31)
+    opts = parser.parse_args()
+
+    with redis_url() as url:
+        costwatch.configure(service="bench", redis_url=url, registry=CollectorRegistry(),
+                            redis_timeout_s=1.0)
+        client = redis.Redis.from_url(url)
+        fast = redis.Redis.from_url(url, **redis_client_kwargs(1.0))
+        client.flushdb()
+
+        def search(query: str, k: int = 5) -> list[dict[str, Any]]:
+            return DOCS[:k]
+
+        def search_ids(query: str, k: int = 5) -> list[dict[str, Any]]:
+            return IDS[:k]
+
+        cached = RetrievalCache(ttl=3600).wrap(search, source="kb")
+        local = RetrievalCache(ttl=3600, local_size=1024).wrap(search, source="kb-local")
+        local_small = RetrievalCache(ttl=3600, local_size=1024).wrap(search_ids, source="ids")
+        cached("how do I reset my password")
+        local("how do I reset my password")
+        local_small("how do I reset my password")
+        body = orjson.dumps(DOCS)
+        rt = costwatch.runtime()
+        event = CacheEvent("kb", "hit", Decimal("0.000024"), "bench", "faq", "support", "")
+        [entry_key] = [k for k in client.scan_iter(b"cw:c:{bench::kb}:*") if not k.endswith(b"gen")]
+        entry = client.get(entry_key)
+        assert entry is not None
+        client.set(b"bench:bare", entry)
+
+        results: dict[str, list[float]] = {}
+        sync_variants: dict[str, Callable[[int], Any]] = {
+            "bare GET": lambda i: client.get(b"bench:bare"),
+            "bare GET, fail-fast client": lambda i: fast.get(b"bench:bare"),
+            "cache hit (sync)": lambda i: cached("how do I reset my password"),
+            "bare GET+SET": lambda i: (client.get(b"bench:miss:%d" % i),
+                                       client.set(b"bench:miss:%d" % i, entry, px=600_000)),
+            "cache miss (sync)": lambda i: cached(f"question {i}"),
+        }
+        cpu_variants: dict[str, Callable[[int], Any]] = {
+            "local LRU hit": lambda i: local("how do I reset my password"),
+            "local LRU hit, small value": lambda i: local_small("how do I reset my password"),
+            "  orjson.loads of the value": lambda i: orjson.loads(body),
+            "  sink fan-out of one event": lambda i: [s.on_cache(event) for s in rt.sinks],
+        }
+        offsets = dict.fromkeys(sync_variants, 0)
+        for _ in range(opts.rounds):
+            for name, fn in sync_variants.items():
+                results.setdefault(name, []).append(batch(fn, opts.calls, offsets[name]))
+                offsets[name] += opts.calls
+            for name, fn in cpu_variants.items():
+                results.setdefault(name, []).append(
+                    batch(fn, opts.calls * 10, 0, time.process_time)
+                )
+
+        async def run_async() -> None:
+            aclient = aredis.Redis.from_url(url)
+            afast = aredis.Redis.from_url(url, **redis_client_kwargs(1.0))
+            acached = RetrievalCache(ttl=3600).wrap(_async_search, source="kb-async")
+            await acached("how do I reset my password")
+            variants: dict[str, Callable[[int], Awaitable[Any]]] = {
+                "bare GET (asyncio)": lambda i: aclient.get(b"bench:bare"),
+                "bare GET (asyncio), fail-fast": lambda i: afast.get(b"bench:bare"),
+                "cache hit (asyncio)": lambda i: acached("how do I reset my password"),
+            }
+            for _ in range(opts.rounds):
+                for name, fn in variants.items():
+                    results.setdefault(name, []).append(await abatch(fn, opts.calls, 0))
+            await aclient.aclose()
+            await afast.aclose()
+
+        asyncio.run(run_async())
+        client.close()
+        fast.close()
+
+    med = {name: statistics.median(times) for name, times in results.items()}
+    med["  vs fail-fast GET"] = med["cache hit (sync)"]
+    med["  vs fail-fast GET "] = med["cache hit (asyncio)"]
+    us = {name: t * 1e6 for name, t in med.items()}
+    print(f"RetrievalCache vs bare redis-py, {len(entry)} B entry ({len(body)} B value, small "
+          f"value {len(orjson.dumps(IDS))} B), median of {opts.rounds} rounds "
+          f"x {opts.calls} calls (Python {sys.version.split()[0]}, redis-py {redis.__version__})")
+    print(f"{'variant':<32}{'median µs/call':>16}{'ratio':>10}{'goal':>10}")
+    rows = [
+        ("bare GET", None, ""),
+        ("bare GET, fail-fast client", None, ""),
+        ("cache hit (sync)", "bare GET", "<= 1.3x"),
+        ("  vs fail-fast GET", "bare GET, fail-fast client", ""),
+        ("bare GET (asyncio)", None, ""),
+        ("bare GET (asyncio), fail-fast", None, ""),
+        ("cache hit (asyncio)", "bare GET (asyncio)", "<= 1.3x"),
+        ("  vs fail-fast GET ", "bare GET (asyncio), fail-fast", ""),
+        ("bare GET+SET", None, ""),
+        ("cache miss (sync)", "bare GET+SET", ""),
+        ("local LRU hit", None, "< 3 µs"),
+        ("  orjson.loads of the value", None, ""),
+        ("  sink fan-out of one event", None, ""),
+        ("local LRU hit, small value", None, "< 3 µs"),
+    ]
+    for name, floor, goal in rows:
+        ratio = f"{med[name] / med[floor]:.2f}x" if floor else ""
+        print(f"{name:<32}{us[name]:>16.2f}{ratio:>10}{goal:>10}")
+    overhead = us["cache miss (sync)"] - us["bare GET+SET"]
+    print(f"miss overhead over the bare GET+SET: {overhead:.1f} µs")
+
+
+async def _async_search(query: str, k: int = 5) -> list[dict[str, Any]]:
+    return DOCS[:k]
+
+
+if __name__ == "__main__":
+    main()
