@@ -245,3 +245,13 @@ def test_a_hung_redis_costs_one_short_timeout_per_call_until_the_breaker_opens(
     assert median_overhead_s(search, counter.search) < 0.001
     assert counter.calls == 3 + 2 * 300  # every call ran the function itself
     assert set(capture.results()) == {"error"}
+
+
+def test_invalidate_raises_when_redis_is_unreachable(
+    sink: Capture, own_redis: RedisProcess
+) -> None:
+    cache = RetrievalCache(ttl=60)
+    cache.wrap(Counter().search, source="kb")("q")
+    own_redis.stop()
+    with pytest.raises(ConnectionError):
+        cache.invalidate()

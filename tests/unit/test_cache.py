@@ -668,3 +668,52 @@ async def test_the_retrieval_decorator_marks_hits_of_coroutines(sink: Capture) -
     await search("q")
     retrievals = [rec for rec in sink.records if rec.stage == "retrieval"]
     assert [rec.cache_hit for rec in retrievals] == [False, True]
+
+
+def test_own_cost_adds_the_wrapping_decorators_cost_to_what_a_hit_saves(sink: Capture) -> None:
+    def search(query: str) -> list[str]:
+        return ["doc"]
+
+    cached = RetrievalCache(ttl=60).wrap(search, source="kb",
+                                         own_cost=lambda value: Decimal("0.0001") * len(value))
+    cached("q")
+    cached("q")
+    assert sink.events[-1].saved_usd == Decimal("0.0001")
+
+
+def test_a_waiter_computes_itself_after_lock_timeout(sink: Capture) -> None:
+    calls = []
+    started = threading.Event()
+
+    def search(query: str) -> list[str]:
+        calls.append(query)
+        if len(calls) == 1:
+            started.set()
+            time.sleep(0.5)
+        return ["doc"]
+
+    cached = RetrievalCache(ttl=60, lock_timeout=0.1).wrap(search, source="kb")
+    leader = threading.Thread(target=cached, args=("q",))
+    leader.start()
+    started.wait()
+    t0 = time.monotonic()
+    assert cached("q") == ["doc"]
+    waited = time.monotonic() - t0
+    leader.join()
+    assert len(calls) == 2
+    assert 0.1 <= waited < 0.45  # bounded: it did not wait for the slow leader
+
+
+def test_the_lookup_result_is_restored_after_nested_cached_calls(sink: Capture) -> None:
+    inner = RetrievalCache(ttl=60).wrap(lambda q: [q], source="inner")
+    inner("x")
+
+    def outer(query: object) -> list[object]:
+        inner("x")  # a hit, which sets the lookup result to "hit"
+        return [query]
+
+    cached_outer = RetrievalCache(ttl=60).wrap(outer, source="outer")
+    cached_outer(object())  # not keyable: skip
+    assert last_lookup_var.get() == "skip"
+    cached_outer("q")
+    assert last_lookup_var.get() == "miss"
