@@ -1,0 +1,33 @@
+"""The README's worked examples say what the code does."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_starts_with_the_two_set_up_commands() -> None:
+    first_block = re.search(r"```bash\n(.*?)```", README, re.S)
+    assert first_block is not None
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["pip install -e . && costwatch demo", "pip install -e '.[test]' && pytest"]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text(encoding="utf-8")
+    assert "pip install -e '.[test]' && pytest" in ci
+    assert shlex.split("pip install -e '.[test]'") == ["pip", "install", "-e", ".[test]"]
+
+
+def test_manual_record_example(cw: Any) -> None:
+    rec = cw.record(provider="openai", model="ft:gpt-4o-mini-2024-07-18:acme::x1",
+                    input_tokens=900, output_tokens=120, latency_s=0.8)
+    assert rec.cost_usd == Decimal("0.0004140")
+    assert f"Decimal('{rec.cost_usd}')" in README
+    assert rec.strategy == "fine_tuned"
+    assert rec.price_source == "bundled"
