@@ -228,6 +228,34 @@ class BudgetCall:
     """A fixed per-call price (retrievals, reranker searches) instead of token prices."""
 
 
+_FEMTO = Decimal(10**15)
+_femto_cache: dict[int, tuple[object, tuple[int, int, int] | None]] = {}
+
+
+def _femto_prices(price: PriceLike) -> tuple[int, int, int] | None:
+    """(input, output, per-request) prices in integer femto-dollars, when that is exact and the
+    price has no long-context tiers; else None (use ``Price.cost``).  Memoised per object."""
+    entry = _femto_cache.get(id(price))
+    if entry is not None and entry[0] is price:
+        return entry[1]
+    exact: tuple[int, int, int] | None = None
+    try:
+        if not getattr(price, "tiers", ()):
+            values = [
+                Decimal(getattr(price, "input")) * _FEMTO,  # noqa: B009 - PriceLike has no fields
+                Decimal(getattr(price, "output")) * _FEMTO,  # noqa: B009
+                Decimal(getattr(price, "per_request", 0)) * _FEMTO,
+            ]
+            if all(v == v.to_integral_value() for v in values):
+                exact = (int(values[0]), int(values[1]), int(values[2]))
+    except (AttributeError, TypeError, ArithmeticError):
+        exact = None
+    if len(_femto_cache) > 4096:
+        _femto_cache.clear()
+    _femto_cache[id(price)] = (price, exact)
+    return exact
+
+
 _Matcher = tuple[str, bool, frozenset[str], tuple[str, ...]]
 
 
@@ -402,6 +430,10 @@ class Budget:
         output = call.max_output_tokens
         if output is None:
             output = self.default_max_output_tokens
+        exact = _femto_prices(price)
+        if exact is not None:  # integer femto-dollars: the same value as Price.cost, faster
+            femto = exact[0] * call.prompt_tokens + exact[1] * output + exact[2]
+            return -(-femto // 1_000_000)
         return to_nano_ceiling(price.cost(TokenUsage(input=call.prompt_tokens, output=output)))
 
     def definition(self, service: str) -> dict[str, object]:
@@ -803,10 +835,16 @@ class BudgetRegistry:
     # -- background settlement -------------------------------------------------------------
 
     def wake(self) -> None:
-        """Make sure the settlement thread runs (also after a fork) and signal it."""
+        """Make sure the settlement thread runs (also after a fork) and signal it.
+
+        Callers append to ``pending`` first; the thread clears the event before it drains,
+        so an already-set event means the new item will be drained (no lock, no notify).
+        """
         if self._thread_pid != os.getpid():
             self._start_thread()
-        self._event.set()
+        event = self._event
+        if not event.is_set():
+            event.set()
 
     def _start_thread(self) -> None:
         with self._lock:

@@ -22,11 +22,13 @@ from costwatch._budget import (
     Window,
     from_nano,
     to_nano,
+    to_nano_ceiling,
 )
 from costwatch._budget_alerts import BudgetAlert
 from costwatch._budget_backend import BudgetKeys, MemoryBudgetBackend, Settlement
 from costwatch._errors import BudgetExceeded, ConfigError
-from costwatch._pricing import Price
+from costwatch._pricing import Price, PriceTier
+from costwatch._record import TokenUsage
 from tests._fixtures.capture import CaptureSink
 
 # $1 per million input tokens, $4 per million output tokens
@@ -221,6 +223,28 @@ def test_worst_case_is_prompt_at_input_price_plus_max_output_at_output_price() -
     assert from_nano(budget.worst_case_nano(call(max_out=None))) == Decimal("0.005")
     assert budget.worst_case_nano(call(price=None)) == 0
     assert from_nano(budget.worst_case_nano(call(fixed=Decimal("0.002")))) == Decimal("0.002")
+
+
+@pytest.mark.parametrize(
+    "price",
+    [
+        PRICE,
+        Price(input=Decimal("0.15") / 10**6, output=Decimal("0.60") / 10**6),
+        Price(input=Decimal(1) / 3 / 10**6, output=Decimal(2) / 3 / 10**6),  # not exact
+        Price(input=Decimal("0.000001"), output=Decimal("0.000002"), per_request=Decimal("0.002")),
+        Price(
+            input=Decimal("0.000003"),
+            output=Decimal("0.000015"),
+            tiers=(PriceTier(200, Price(input=Decimal("0.000006"), output=Decimal("0.0000225"))),),
+        ),
+    ],
+    ids=["round", "per-million", "repeating", "per-request", "long-context-tier"],
+)
+def test_worst_case_equals_the_price_of_prompt_plus_output_allowance(price: Price) -> None:
+    budget = Budget("b", 10, "day")
+    for prompt, output in ((0, 0), (1000, 500), (150, 50), (4321, 1)):
+        expected = to_nano_ceiling(price.cost(TokenUsage(input=prompt, output=output)))
+        assert budget.worst_case_nano(call(prompt=prompt, max_out=output, price=price)) == expected
 
 
 # --------------------------------------------------------------------------- block / warn
