@@ -22,7 +22,7 @@ _NO_CONTEXT: dict[str, Any] = {}
 class CallSpec:
     """What a wrapped call site is: fixed at decoration / instrumentation time."""
 
-    __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd")
+    __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "_memo")
 
     def __init__(
         self,
@@ -40,6 +40,8 @@ class CallSpec:
         self.source = source
         self.price_usd = price_usd
         """A fixed per-call price (retrieval, reranker searches) instead of a token price."""
+        self._memo: tuple[object, str, Price | None] | None = None
+        """(catalog, model, price) of the last call: most sites call one model."""
 
     def preflight(
         self, model: str, prompt_tokens: int, max_output_tokens: int | None
@@ -237,15 +239,62 @@ class CallSpec:
         response_model: str,
         reservation: Reservation | None,
     ) -> None:
-        """The common case, for the decorators: a successful call that reported its usage."""
-        self.deliver(
-            rt,
-            self.build(
-                rt, model or response_model or "unknown", usage, latency_s, "ok",
-                response_model, "reported",
-            ),
-            reservation,
+        """The common case, for the decorators: a successful call that reported its usage.
+
+        The same as ``deliver(build(...))``, inlined for the case with no request, budget or
+        fixed price around the call (the hot path's few microseconds are spent here).
+        """
+        model = model or response_model or "unknown"
+        if (
+            reservation is not None
+            or self.price_usd is not None
+            or rt.budgets.active
+            or request_var.get() is not None
+        ):
+            self.deliver(
+                rt,
+                self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
+                reservation,
+            )
+            return
+        catalog = rt.catalog
+        memo = self._memo
+        if memo is not None and memo[0] is catalog and memo[1] == model:
+            price = memo[2]
+        else:
+            price = catalog.resolve(self.provider, model)
+            self._memo = (catalog, model, price)
+        cost: Decimal | None = None
+        input_cost: Decimal | None = None
+        price_source: str | None = None
+        if price is not None:
+            cost, input_cost = price.cost_split(usage)
+            price_source = price.source
+            fine_tuned = price.fine_tuned
+        else:
+            fine_tuned = catalog.is_fine_tuned(model)
+        tag_values = tags_var.get()
+        if tag_values:
+            strategy = resolve_strategy(fine_tuned, None, tag_values)
+            feature = tag_values.get("feature", "")
+            team = tag_values.get("team", "")
+            tenant = tag_values.get("tenant", "")
+        else:
+            strategy = "fine_tuned" if fine_tuned else "base"
+            feature = team = tenant = ""
+        record = CostRecord(
+            self.provider, model, self.stage, usage, cost, latency_s, "ok", input_cost,
+            strategy, rt.service, feature, team, tenant, self.operation, response_model,
+            price_source, "reported", rt.clock(), tag_values,
         )
+        if self.source:
+            record.source = self.source
+        scopes = scopes_var.get()
+        if scopes:
+            for scope in scopes:
+                scope.add(cost)
+        for sink in rt.sinks:
+            sink.on_record(record)
 
 
 def _estimate(
