@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -435,6 +436,10 @@ class RedisBudgetBackend:
             OSError,
         )
         self._noscript: type[BaseException] = redis.exceptions.NoScriptError
+        self._response_error: type[BaseException] = redis.exceptions.ResponseError
+        self._prefixes: dict[str, bytes] = {}
+        self._idle: list[Any] = []
+        self._idle_pid = os.getpid()
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 0.1) -> RedisBudgetBackend:
@@ -502,58 +507,89 @@ class RedisBudgetBackend:
             todo = missing
         return results
 
+    # -- the reservation hot path -------------------------------------------------------
+    #
+    # Reservations run on the host's call path, so they skip redis-py's generic command
+    # machinery (pool lock, retry wrapper, per-argument encoding) and write the EVALSHA
+    # commands as RESP on a connection of their own: the keys and the script hash are encoded
+    # once per budget.  Each reservation is still exactly one EVALSHA, several budgets' are
+    # sent together (one round trip), and replies are parsed by redis-py's parser.
+
+    def _command_prefix(self, keys: BudgetKeys) -> bytes:
+        prefix = self._prefixes.get(keys.name)
+        if prefix is None:
+            head = [b"EVALSHA", RESERVE_SHA.encode(), b"3", keys.spent.encode(),
+                    keys.holds.encode(), keys.amounts.encode()]  # fmt: skip
+            prefix = b"*15\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in head)
+            self._prefixes[keys.name] = prefix
+        return prefix
+
+    def _pack_reserve(self, req: ReserveRequest) -> bytes:
+        args = (
+            b"%d" % req.now_ms,
+            b"%d" % req.cur_bucket,
+            b"%d" % req.min_bucket,
+            b"%d" % req.limit,
+            b"%d" % req.amount,
+            req.hold_id.encode(),
+            b"%d" % req.hold_expires_ms,
+            b"1" if req.enforce else b"0",
+            b"%d" % req.hold_ttl_s,
+        )
+        return self._command_prefix(req.keys) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(x), x) for x in args
+        )
+
+    def _take_connection(self) -> Any:
+        pid = os.getpid()
+        if pid != self._idle_pid:  # a forked child never uses its parent's sockets
+            self._idle = []
+            self._idle_pid = pid
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._client.connection_pool.make_connection()
+
+    def _roundtrip(self, payload: bytes, count: int) -> list[Any]:
+        """Send ``count`` packed commands at once and read their replies (errors as values)."""
+        conn = self._take_connection()
+        replies: list[Any] = []
+        try:
+            conn.send_packed_command([payload], check_health=False)
+            for _ in range(count):
+                try:
+                    replies.append(conn.read_response())
+                except self._response_error as exc:  # an error reply: the stream stays in sync
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._idle.append(conn)
+        return replies
+
     def reserve(self, requests: Sequence[ReserveRequest]) -> list[ReserveResult]:
-        if len(requests) == 1:  # the common case, kept free of closures
-            req = requests[0]
-            keys = req.keys
-            breaker = self._breaker
-            if not breaker.allow():
-                raise BackendUnavailable("circuit open after repeated Redis failures")
-            try:
-                reply = self._evalsha(
-                    RESERVE_SHA,
-                    3,
-                    keys.spent,
-                    keys.holds,
-                    keys.amounts,
-                    req.now_ms,
-                    req.cur_bucket,
-                    req.min_bucket,
-                    req.limit,
-                    req.amount,
-                    req.hold_id,
-                    req.hold_expires_ms,
-                    1 if req.enforce else 0,
-                    req.hold_ttl_s,
-                )
-            except self._down as exc:
-                breaker.record_failure()
-                raise BackendUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
-            breaker.record_success()
-            return [ReserveResult(reply[0] == 1, reply[1] == 1, reply[2], reply[3], reply[4])]
-        calls = [
-            (
-                RESERVE_SHA,
-                3,
-                (
-                    r.keys.spent,
-                    r.keys.holds,
-                    r.keys.amounts,
-                    r.now_ms,
-                    r.cur_bucket,
-                    r.min_bucket,
-                    r.limit,
-                    r.amount,
-                    r.hold_id,
-                    r.hold_expires_ms,
-                    1 if r.enforce else 0,
-                    r.hold_ttl_s,
-                ),
-            )
-            for r in requests
-        ]
-        replies = self._run(lambda: self._pipelined(calls))
-        return [ReserveResult(x[0] == 1, x[1] == 1, x[2], x[3], x[4]) for x in replies]
+        breaker = self._breaker
+        if not breaker.allow():
+            raise BackendUnavailable("circuit open after repeated Redis failures")
+        try:
+            payload = b"".join([self._pack_reserve(req) for req in requests])
+            replies = self._roundtrip(payload, len(requests))
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, self._noscript)]
+            if missing:  # SCRIPT FLUSH or a restarted Redis: load, then run those again
+                self._client.script_load(RESERVE_LUA)
+                again = b"".join([self._pack_reserve(requests[i]) for i in missing])
+                for i, reply in zip(missing, self._roundtrip(again, len(missing)), strict=True):
+                    replies[i] = reply
+        except self._down as exc:
+            breaker.record_failure()
+            raise BackendUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+        breaker.record_success()
+        results = []
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+            results.append(ReserveResult(reply[0] == 1, reply[1] == 1, *reply[2:5]))
+        return results
 
     def settle(self, settlements: Sequence[Settlement]) -> list[SettleResult]:
         if not settlements:
@@ -603,6 +639,10 @@ class RedisBudgetBackend:
         return {_text(k): _text(v) for k, v in raw.items()}
 
     def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(*self._down):
+                conn.disconnect()
         with contextlib.suppress(*self._down):
             self._client.close()
 

@@ -179,6 +179,25 @@ def test_block_raises_with_spent_limit_and_reset_time(
     assert sink.blocked == ["daily"]
 
 
+def test_a_call_matching_several_budgets_reserves_on_all_in_one_round_trip(
+    registry: BudgetRegistry, client: Any
+) -> None:
+    registry.add(Budget("team", 1, "day", match={"team": "support"}))
+    registry.add(Budget("everything", 1, "month"))
+    registry.add(Budget("tiny", "0.001", "day", action="block", match={"team": "tiny"}))
+    client.script_flush()  # the first round trip meets NOSCRIPT on every command
+    reservation = registry.reserve(call())
+    assert reservation is not None
+    assert sorted(reservation.budgets) == ["everything", "team"]
+    assert registry.status("team").reserved_usd == WORST
+    assert registry.status("everything").reserved_usd == WORST
+    with pytest.raises(BudgetExceeded) as caught:
+        registry.reserve(call({"team": "tiny"}))
+    assert caught.value.budget == "tiny"
+    assert registry.flush()
+    assert registry.status("everything").reserved_usd == WORST  # the refused call's released
+
+
 def test_rolling_window_rollover(registry: BudgetRegistry, clock: Clock) -> None:
     registry.add(Budget("hourly", "0.005", "1h", action="block"))
     spend(registry, "0.004")
