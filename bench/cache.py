@@ -8,6 +8,8 @@ Prints, from one run, median per-call times of:
   redis.asyncio arm a timer per read, which is part of the price of never hanging on Redis.
   The bench uses 1 s timeouts (the cost does not depend on the value) so that a loaded machine
   does not turn a slow reply into a fail-open error;
+- the same hits with ``generation_ttl=1`` (one ``GET`` instead of an ``MGET`` of generation and
+  entry; other processes' invalidations then arrive up to a second late);
 - a cache miss (lookup, cross-process lock, store) against a bare ``GET`` + ``SET``;
 - a hit in the in-process LRU (``local_size``), in microseconds, for the same 5-document value
   and for a small one (5 ids and scores), with the two costs of a local hit that are not the
@@ -138,9 +140,11 @@ def main() -> None:
             return IDS[:k]
 
         cached = RetrievalCache(ttl=3600).wrap(search, source="kb")
+        trusting = RetrievalCache(ttl=3600, generation_ttl=1.0).wrap(search, source="kb")
         local = RetrievalCache(ttl=3600, local_size=1024).wrap(search, source="kb-local")
         local_small = RetrievalCache(ttl=3600, local_size=1024).wrap(search_ids, source="ids")
         cached("how do I reset my password")
+        trusting("how do I reset my password")
         local("how do I reset my password")
         local_small("how do I reset my password")
         body = orjson.dumps(DOCS)
@@ -156,6 +160,7 @@ def main() -> None:
             "bare GET": lambda i: client.get(b"bench:bare"),
             "bare GET, fail-fast client": lambda i: fast.get(b"bench:bare"),
             "cache hit (sync)": lambda i: cached("how do I reset my password"),
+            "cache hit, generation_ttl=1": lambda i: trusting("how do I reset my password"),
             "bare GET+SET": lambda i: (client.get(b"bench:miss:%d" % i),
                                        client.set(b"bench:miss:%d" % i, entry, px=600_000)),
             "cache miss (sync)": lambda i: cached(f"question {i}"),
@@ -180,11 +185,18 @@ def main() -> None:
             aclient = aredis.Redis.from_url(url)
             afast = aredis.Redis.from_url(url, **redis_client_kwargs(1.0))
             acached = RetrievalCache(ttl=3600).wrap(_async_search, source="kb-async")
+            atrusting = RetrievalCache(ttl=3600, generation_ttl=1.0).wrap(
+                _async_search, source="kb-async"
+            )
             await acached("how do I reset my password")
+            await atrusting("how do I reset my password")
             variants: dict[str, Callable[[int], Awaitable[Any]]] = {
                 "bare GET (asyncio)": lambda i: aclient.get(b"bench:bare"),
                 "bare GET (asyncio), fail-fast": lambda i: afast.get(b"bench:bare"),
                 "cache hit (asyncio)": lambda i: acached("how do I reset my password"),
+                "cache hit (asyncio), gen_ttl=1": lambda i: atrusting(
+                    "how do I reset my password"
+                ),
             }
             for _ in range(opts.rounds):
                 for name, fn in variants.items():
@@ -209,10 +221,12 @@ def main() -> None:
         ("bare GET, fail-fast client", None, ""),
         ("cache hit (sync)", "bare GET", "<= 1.3x"),
         ("  vs fail-fast GET", "bare GET, fail-fast client", ""),
+        ("cache hit, generation_ttl=1", "bare GET", "<= 1.3x"),
         ("bare GET (asyncio)", None, ""),
         ("bare GET (asyncio), fail-fast", None, ""),
         ("cache hit (asyncio)", "bare GET (asyncio)", "<= 1.3x"),
         ("  vs fail-fast GET ", "bare GET (asyncio), fail-fast", ""),
+        ("cache hit (asyncio), gen_ttl=1", "bare GET (asyncio)", "<= 1.3x"),
         ("bare GET+SET", None, ""),
         ("cache miss (sync)", "bare GET+SET", ""),
         ("local LRU hit", None, "< 3 µs"),

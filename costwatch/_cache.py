@@ -50,6 +50,7 @@ from costwatch._cache_backend import (
     BackendError,
     CacheBackend,
     MemoryBackend,
+    entry_generation,
     shared_redis_backend,
 )
 from costwatch._context import cost_scope, current_tags
@@ -317,7 +318,7 @@ class _Resolved:
     """What a cache uses under one runtime: backend, breaker, sinks, local LRU."""
 
     __slots__ = ("rt", "backend", "_abackend", "breaker", "sinks", "service", "namespace",
-                 "local", "is_redis", "_lock")
+                 "local", "is_redis", "gens", "_lock")
 
     def __init__(
         self,
@@ -337,6 +338,8 @@ class _Resolved:
         self.namespace = namespace
         self.local = local
         self.is_redis = is_redis
+        self.gens: dict[str, tuple[float, int]] = {}
+        """Namespace generations read recently: generation key -> (trusted until, generation)."""
         self._lock = threading.Lock()
 
     @property
@@ -447,7 +450,11 @@ class RetrievalCache:
     entry; ``local_size`` > 0 adds an in-process LRU in front of the backend whose entries live
     ``local_ttl`` seconds (other processes' invalidations reach it within that time).
     ``cache_empty`` stores empty results (None, [], {}, "") too.  ``lock_timeout`` bounds how
-    long a caller waits for another's computation of the same key.  ``key``, when given, is
+    long a caller waits for another's computation of the same key.  ``generation_ttl`` > 0 lets
+    a process trust the namespace generation it read for that many seconds, so a hit is one
+    ``GET`` instead of an ``MGET`` of generation and entry; the price is that another process's
+    ``invalidate()`` reaches this one only after up to that delay (this process's own is
+    immediate).  The default 0 reads the generation with every entry.  ``key``, when given, is
     called with the call's arguments and returns the plain-JSON value the key is built from
     (needed for methods, whose ``self`` is not JSON).  ``name`` names the cache in metrics
     (default: the decorator's source).
@@ -466,6 +473,7 @@ class RetrievalCache:
         local_ttl: float = 5.0,
         name: str | None = None,
         lock_timeout: float = 5.0,
+        generation_ttl: float = 0.0,
         jitter: float = 0.1,
         key: Callable[..., Any] | None = None,
         breaker: CircuitBreaker | None = None,
@@ -474,6 +482,8 @@ class RetrievalCache:
         _check_positive("ttl", ttl)
         _check_positive("local_ttl", local_ttl)
         _check_positive("lock_timeout", lock_timeout)
+        if generation_ttl != 0:
+            _check_positive("generation_ttl", generation_ttl)
         if not isinstance(max_value_bytes, int) or max_value_bytes < 64:
             raise ConfigError("max_value_bytes", max_value_bytes, "must be an integer >= 64")
         if not isinstance(local_size, int) or local_size < 0:
@@ -494,6 +504,7 @@ class RetrievalCache:
         self.local_ttl = min(float(local_ttl), self.ttl)
         self.cache_empty = cache_empty
         self.lock_timeout = float(lock_timeout)
+        self.generation_ttl = float(generation_ttl)
         self.jitter = float(jitter)
         self.name = name or ""
         """The explicit name, or "" (the decorator then names the cache after its source)."""
@@ -545,7 +556,8 @@ class RetrievalCache:
         if res.local is not None:
             res.local.clear()
         for source in self._source_names():
-            res.backend.bump(self._gen_key(res, tenant, source))
+            gen_key = self._gen_key(res, tenant, source)
+            self._trust(res, gen_key, res.backend.bump(gen_key))
 
     async def ainvalidate(self, tenant: str | None = None) -> None:
         """:meth:`invalidate` through the asyncio backend."""
@@ -554,7 +566,23 @@ class RetrievalCache:
         if res.local is not None:
             res.local.clear()
         for source in self._source_names():
-            await res.abackend.bump(self._gen_key(res, tenant, source))
+            gen_key = self._gen_key(res, tenant, source)
+            self._trust(res, gen_key, await res.abackend.bump(gen_key))
+
+    def _trust(self, res: _Resolved, gen_key: str, generation: int) -> None:
+        """Remember a generation just read or written, for ``generation_ttl`` seconds."""
+        if self.generation_ttl:
+            if len(res.gens) > 4096:
+                res.gens.clear()
+            res.gens[gen_key] = (self._clock() + self.generation_ttl, generation)
+
+    def _trusted(self, res: _Resolved, gen_key: str) -> int | None:
+        if not self.generation_ttl:
+            return None
+        known = res.gens.get(gen_key)
+        if known is None or known[0] <= self._clock():
+            return None
+        return known[1]
 
     @property
     def breaker(self) -> CircuitBreaker | None:
@@ -899,7 +927,7 @@ def _sync_wrapper(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
             step = site.begin(args, kwargs)
             if isinstance(step, _Lookup):
                 try:
-                    generation, entry = step.res.backend.read(step.gen_key, step.key)
+                    generation, entry = _sync_read(step)
                 except BackendError as exc:
                     step = site.failed(step, exc)
                 else:
@@ -917,6 +945,36 @@ def _sync_wrapper(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
         return _sync_miss(step, fn, args, kwargs)
 
     return cached
+
+
+def _sync_read(lk: _Lookup) -> tuple[int, bytes | None]:
+    """The namespace generation and the entry: one ``MGET``, or one ``GET`` while the
+    generation read recently is trusted (``generation_ttl``) and the entry does not claim a
+    newer one."""
+    cache, res = lk.site.cache, lk.res
+    known = cache._trusted(res, lk.gen_key)
+    if known is not None:
+        entry = res.backend.read_entry(lk.key)
+        claimed = entry_generation(entry) if entry is not None else None
+        if claimed is None or claimed <= known:
+            return known, entry
+    generation, entry = res.backend.read(lk.gen_key, lk.key)
+    cache._trust(res, lk.gen_key, generation)
+    return generation, entry
+
+
+async def _async_read(lk: _Lookup) -> tuple[int, bytes | None]:
+    """:func:`_sync_read` through the asyncio backend."""
+    cache, res = lk.site.cache, lk.res
+    known = cache._trusted(res, lk.gen_key)
+    if known is not None:
+        entry = await res.abackend.read_entry(lk.key)
+        claimed = entry_generation(entry) if entry is not None else None
+        if claimed is None or claimed <= known:
+            return known, entry
+    generation, entry = await res.abackend.read(lk.gen_key, lk.key)
+    cache._trust(res, lk.gen_key, generation)
+    return generation, entry
 
 
 def _sync_miss(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
@@ -977,6 +1035,7 @@ def _sync_lead(lk: _Lookup, fn: Callable[..., R], args: tuple[Any, ...],
                     return cast(R, done.value)
                 break  # garbage behind a plausible prefix: compute and overwrite it
             lk.generation = generation
+            site.cache._trust(res, lk.gen_key, generation)
             if status == LOCKED:
                 locked = True
                 break
@@ -1102,7 +1161,7 @@ async def _async_lead(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tuple[
     try:
         backend = res.abackend
         if read_first:
-            generation, entry = await backend.read(lk.gen_key, lk.key)
+            generation, entry = await _async_read(lk)
             res.breaker.record_success()
             done = site.served(lk, entry, generation, flight)
             if done is not None:
@@ -1121,6 +1180,7 @@ async def _async_lead(lk: _Lookup, fn: Callable[..., Awaitable[R]], args: tuple[
                     return cast(R, done.value)
                 break
             lk.generation = generation
+            site.cache._trust(res, lk.gen_key, generation)
             if status == LOCKED:
                 locked = True
                 break

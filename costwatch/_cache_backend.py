@@ -3,6 +3,8 @@
 Every operation the cache needs is one round trip:
 
 - ``read``: the namespace generation and an entry (``MGET``; the hit path);
+- ``read_entry``: the entry alone (``GET``; the hit path when the cache trusts the generation
+  it read recently, see ``RetrievalCache(generation_ttl=...)``);
 - ``lock``: take the stampede lock (``SET NX PX`` with a random token) right after a miss;
 - ``acquire``: re-read the entry and, when it is missing or stale, take the lock — one Lua
   script, used by callers waiting for another process's computation;
@@ -60,6 +62,8 @@ class BackendError(ConnectionError):
 class AsyncCacheBackend(Protocol):
     async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
 
+    async def read_entry(self, key: str) -> bytes | None: ...
+
     async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
 
     async def acquire(
@@ -81,6 +85,8 @@ class CacheBackend(Protocol):
 
     def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
 
+    def read_entry(self, key: str) -> bytes | None: ...
+
     def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
 
     def acquire(
@@ -96,6 +102,15 @@ class CacheBackend(Protocol):
     def bump(self, gen_key: str) -> int: ...
 
     def asyncio(self) -> AsyncCacheBackend: ...
+
+
+def entry_generation(entry: bytes) -> int | None:
+    """The generation an entry claims in its prefix (``[1,<generation>,``), or None."""
+    if not entry.startswith(ENTRY_PREFIX):
+        return None
+    end = entry.find(b",", 3, 24)
+    digits = entry[3:end]
+    return int(digits) if end > 3 and digits.isdigit() else None
 
 
 def entry_is_current(entry: bytes | None, generation: int) -> bool:
@@ -152,6 +167,10 @@ class MemoryBackend:
         with self._lock:
             now = self._clock()
             return self._generation(gen_key, now), self._get(key, now)
+
+    def read_entry(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._get(key, self._clock())
 
     def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
         with self._lock:
@@ -214,6 +233,9 @@ class _AsyncMemoryBackend:
 
     async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
         return self._sync.read(gen_key, key)
+
+    async def read_entry(self, key: str) -> bytes | None:
+        return self._sync.read_entry(key)
 
     async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
         return self._sync.lock(lock_key, token, lock_ms)
@@ -339,6 +361,12 @@ class RedisBackend:
             raise _backend_error(exc) from exc
         return _generation(raw_gen), entry
 
+    def read_entry(self, key: str) -> bytes | None:
+        try:
+            return self.client.get(key)
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+
     def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
         try:
             return bool(self.client.set(lock_key, token, nx=True, px=lock_ms))
@@ -443,6 +471,14 @@ class AsyncRedisBackend:
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return _generation(raw_gen), entry
+
+    async def read_entry(self, key: str) -> bytes | None:
+        client = self._client()[0]
+        try:
+            entry: bytes | None = await client.get(key)
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+        return entry
 
     async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
         client = self._client()[0]

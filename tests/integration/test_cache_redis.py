@@ -408,3 +408,71 @@ def test_the_retrieval_decorator_counts_hits_and_savings_in_summary(sink: Captur
     assert cache.saved_usd == 4 * Decimal(500) * Decimal("0.02") / Decimal(1_000_000)
     assert summary.cache_saved_usd == cache.saved_usd
     assert last_lookup_var.get() == "hit"
+
+
+def _commands(client: redis.Redis[bytes]) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name: int(v["calls"]) for name, v in stats.items()}
+
+
+def test_hits_read_generation_and_entry_in_one_mget_by_default(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    search = RetrievalCache(ttl=60).wrap(Retriever().search, source="kb")
+    search("q")
+    client.config_resetstat()
+    for _ in range(5):
+        search("q")
+    calls = _commands(client)
+    assert calls.get("cmdstat_mget") == 5
+    assert "cmdstat_get" not in calls
+
+
+def test_generation_ttl_makes_hits_one_get_and_delays_foreign_invalidation(
+    cw: Any, redis_server: str, client: redis.Redis[bytes]
+) -> None:
+    """Two caches over one Redis stand for two processes."""
+    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server,
+                 redis_timeout_s=2.0)
+    r = Retriever()
+    here = RetrievalCache(ttl=60, generation_ttl=0.4)
+    there = RetrievalCache(ttl=60, generation_ttl=0.4)
+    search_here = here.wrap(r.search, source="kb")
+    search_there = there.wrap(r.search, source="kb")
+    search_here("q")
+    search_there("q")
+    assert len(r.calls) == 1
+    client.config_resetstat()
+    for _ in range(5):
+        search_there("q")
+    calls = _commands(client)
+    assert calls.get("cmdstat_get") == 5
+    assert "cmdstat_mget" not in calls
+
+    here.invalidate()
+    search_there("q")  # the other process trusts generation 0 a little longer: a stale hit
+    assert len(r.calls) == 1
+    time.sleep(0.45)
+    search_there("q")  # past generation_ttl it reads generation 1: a miss, stored as gen 1
+    assert len(r.calls) == 2
+    search_here("q")  # this process knew generation 1 since its own invalidate(): a hit
+    assert len(r.calls) == 2
+    raw = client.get(entry_keys(client)[0])
+    assert raw is not None and decode_entry(raw, 1) is not None
+
+
+def test_an_entry_claiming_a_newer_generation_makes_the_reader_refresh(
+    cw: Any, redis_server: str, client: redis.Redis[bytes]
+) -> None:
+    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server,
+                 redis_timeout_s=2.0)
+    r = Retriever()
+    here = RetrievalCache(ttl=60, generation_ttl=60)
+    there = RetrievalCache(ttl=60, generation_ttl=60)
+    search_here = here.wrap(r.search, source="kb")
+    search_there = there.wrap(r.search, source="kb")
+    search_there("q")  # "there" trusts generation 0 for a minute
+    here.invalidate()
+    search_here("q")  # writes an entry of generation 1
+    search_there("q")  # sees an entry newer than its generation: re-reads, and hits
+    assert len(r.calls) == 2

@@ -717,3 +717,12 @@ def test_the_lookup_result_is_restored_after_nested_cached_calls(sink: Capture) 
     assert last_lookup_var.get() == "skip"
     cached_outer("q")
     assert last_lookup_var.get() == "miss"
+
+
+def test_entry_generation_reads_only_the_prefix_costwatch_writes() -> None:
+    from costwatch._cache_backend import entry_generation
+
+    assert entry_generation(b'[1,42,"0",[]]') == 42
+    assert entry_generation(b'[1,,"0",[]]') is None
+    assert entry_generation(b'[1,-3,"0",[]]') is None
+    assert entry_generation(b"\x80\x04garbage") is None
