@@ -11,6 +11,7 @@ one round trip.  Threshold alerts, the budget gauges and webhook posts also happ
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import os
@@ -609,6 +610,7 @@ class BudgetRegistry:
         self._drain_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
+        self._atexit_registered = False
         self._closed = False
         self._backlog = False
         self._ids_pid = 0
@@ -855,6 +857,10 @@ class BudgetRegistry:
             self._thread = thread
             self._thread_pid = pid
             thread.start()
+            if not self._atexit_registered:
+                self._atexit_registered = True
+                ref = weakref.ref(self)
+                atexit.register(_flush_at_exit, ref)
 
     def _run(self) -> None:
         while not self._closed:
@@ -1098,6 +1104,16 @@ class BudgetRegistry:
         self.pending = deque()
         self._thread = None
         self._thread_pid = 0
+
+
+def _flush_at_exit(ref: weakref.ref[BudgetRegistry]) -> None:
+    """Settlements still queued when the interpreter exits are applied (bounded wait)."""
+    registry = ref()
+    if registry is not None and registry.pending and not registry._closed:
+        try:
+            registry.flush(timeout_s=2.0)
+        except Exception as exc:
+            errors.report("budget", exc)
 
 
 def _after_fork(ref: weakref.ref[BudgetRegistry]) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +37,7 @@ from costwatch._pricing import Price
 from costwatch._record import TokenUsage
 from tests._fixtures.capture import CaptureSink
 
+REPO = Path(__file__).resolve().parents[2]
 PRICE = Price(input=Decimal("0.000001"), output=Decimal("0.000004"))
 WORST = Decimal("0.003")  # 1000 prompt tokens + 500 max output tokens at PRICE
 
@@ -245,6 +249,28 @@ def test_alerts_fire_once_per_window(registry: BudgetRegistry, clock: Clock) -> 
         (0.8, "2025-01"),
         (0.5, "2025-02"),
     ]
+
+
+def test_settlements_still_queued_at_interpreter_exit_are_applied(redis_server: str) -> None:
+    script = f"""
+import time
+from decimal import Decimal
+from costwatch._budget import Budget, BudgetCall, BudgetRegistry
+from costwatch._budget_backend import RedisBudgetBackend
+registry = BudgetRegistry(RedisBudgetBackend.from_url({redis_server!r}), time.time,
+                          batch_delay_s=60)  # the settle thread would wait a minute
+registry.add(Budget("exit", 10, "day"))
+call = BudgetCall("openai", "m", "generation", "base", {{}}, None, 0, 0)
+registry.charge(call, Decimal("1.25"))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    backend = RedisBudgetBackend.from_url(redis_server, timeout_s=2.0)
+    reading = backend.read(BudgetKeys("exit"), int(time.time() * 1000), 0)
+    backend.close()
+    assert reading.spent == 1_250_000_000
 
 
 # --------------------------------------------------------------------------- processes
