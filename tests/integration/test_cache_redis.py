@@ -296,7 +296,7 @@ _PROCESS_SCRIPT = textwrap.dedent(
     url = sys.argv[1]
     start_at, work_s, lock_timeout = (float(a) for a in sys.argv[2:5])
     costwatch.configure(service="test", redis_url=url, prometheus=False, strict=True,
-                        redis_timeout_s=2.0)
+                        redis_timeout_s=2.0, warm_up=False)
     counter = redis.Redis.from_url(url)
 
     def search(query):
@@ -317,7 +317,7 @@ _PROCESS_SCRIPT = textwrap.dedent(
 
 def run_two_processes(redis_url: str, work_s: float, lock_timeout: float) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    start_at = time.time() + 1.5  # both interpreters are up and waiting by then
+    start_at = time.time() + 3.0  # both interpreters are up and waiting by then, even under load
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _PROCESS_SCRIPT, redis_url, str(start_at), str(work_s),
