@@ -37,7 +37,7 @@ _DOC_TEXT_KEYS = ("page_content", "text", "content", "document", "chunk", "body"
 class _Site:
     """One decorated function: its spec and how to read its inputs and outputs."""
 
-    __slots__ = ("spec", "hit_spec", "retrieval", "embedding", "cache_name")
+    __slots__ = ("spec", "hit_spec", "retrieval", "embedding", "cache_name", "fast")
 
     def __init__(self, spec: CallSpec, *, cache_name: str = "") -> None:
         self.spec = spec
@@ -53,6 +53,8 @@ class _Site:
         self.retrieval = spec.stage == "retrieval"
         self.embedding = spec.stage == "embedding"
         self.cache_name = cache_name
+        self.fast = not cache_name and not self.retrieval
+        """Usage read straight from the result: no cache flag, no documents to collect."""
 
     def own_cost(self, value: object) -> Decimal | None:
         """What this site's own record charges for a computed (missed) value.
@@ -326,9 +328,6 @@ def _cache_hit(site: _Site) -> bool:
 
 
 def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
-    spec = site.spec
-    fast = not site.cache_name and not site.retrieval
-
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.runtime()
@@ -339,31 +338,12 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise
-        latency = perf_counter() - t0
-        try:
-            if recorded_var.get() is result:  # an instrumented client inside recorded it
-                _release(reservation)
-                return result
-            if fast:
-                extracted = extract_usage(result)
-                if extracted is not None:
-                    spec.record_usage(rt, spec.model or site.model_for(kwargs), extracted[0],
-                                      latency, extracted[1], reservation)
-                    return result
-            if is_stream(result):
-                return cast(R, _stream(site, result, args, kwargs, t0, reservation))
-            site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
-        except Exception as internal:
-            errors.report("decorator", internal)
-        return result
+        return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
 
 
 def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    spec = site.spec
-    fast = not site.cache_name and not site.retrieval
-
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.runtime()
@@ -374,25 +354,41 @@ def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, A
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise
-        latency = perf_counter() - t0
-        try:
-            if recorded_var.get() is result:  # an instrumented client inside recorded it
-                _release(reservation)
-                return result
-            if fast:
-                extracted = extract_usage(result)
-                if extracted is not None:
-                    spec.record_usage(rt, spec.model or site.model_for(kwargs), extracted[0],
-                                      latency, extracted[1], reservation)
-                    return result
-            if is_stream(result):
-                return cast(R, _stream(site, result, args, kwargs, t0, reservation))
-            site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
-        except Exception as internal:
-            errors.report("decorator", internal)
-        return result
+        return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
+
+
+def _returned(
+    site: _Site,
+    rt: _runtime.Runtime,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    result: R,
+    t0: float,
+    reservation: Reservation | None,
+) -> R:
+    """Record a call that returned; the result goes back untouched (a stream hooked in place)."""
+    latency = perf_counter() - t0
+    try:
+        if recorded_var.get() is result:  # an instrumented client inside recorded it
+            _release(reservation)
+            return result
+        spec = site.spec
+        if site.fast:
+            extracted = extract_usage(result)
+            if extracted is not None:
+                spec.record_usage(
+                    rt, spec.model or site.model_for(kwargs), extracted[0], latency,
+                    extracted[1], reservation,
+                )
+                return result
+        if is_stream(result):
+            return cast(R, _stream(site, result, args, kwargs, t0, reservation))
+        site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
+    except Exception as internal:
+        errors.report("decorator", internal)
+    return result
 
 
 def _failed(
