@@ -30,17 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -50,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson
 import redis
 import redis.asyncio as aredis
+from _shared import redis_url
 from prometheus_client import CollectorRegistry
 
 import costwatch
@@ -69,40 +63,6 @@ DOCS = [
 ]
 
 IDS = [{"id": f"kb-{i}", "score": 0.91 - i / 50} for i in range(5)]
-
-
-@contextmanager
-def redis_url() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (or set REDIS_URL)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="costwatch-bench-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def batch(fn: Callable[[int], Any], calls: int, offset: int,

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from _shared import bare, per_call
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics import disable_created_metrics
 
@@ -36,35 +37,7 @@ from costwatch.exporters import names
 from costwatch.exporters._prom_client import ClientMetrics
 from costwatch.exporters.prometheus import PrometheusSink
 
-
-def make_response() -> Any:
-    try:
-        from openai.types.chat import ChatCompletion
-
-        return ChatCompletion.model_validate({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "hello"}}],
-            "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
-                      "prompt_tokens_details": {"cached_tokens": 1024},
-                      "completion_tokens_details": {"reasoning_tokens": 0}},
-        })
-    except ImportError:  # pragma: no cover - the bench runs with the test extra installed
-        from types import SimpleNamespace as Namespace
-
-        return Namespace(model="gpt-4o-mini-2024-07-18", usage=Namespace(
-            prompt_tokens=1200, completion_tokens=300,
-            prompt_tokens_details=Namespace(cached_tokens=1024),
-            completion_tokens_details=Namespace(reasoning_tokens=0)))
-
-
-RESPONSE = make_response()
 PRICES = {"gpt-4o-mini": (0.15 / 10**6, 0.60 / 10**6)}
-
-
-def bare(prompt: str) -> Any:
-    return RESPONSE
 
 
 def hand_written(fn: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -92,11 +65,7 @@ def hand_written(fn: Callable[[str], Any]) -> Callable[[str], Any]:
     return wrapper
 
 
-def per_call(fn: Callable[[str], Any], calls: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn("hello")
-    return (time.perf_counter() - t0) / calls
+
 
 
 CHUNK = 2000
