@@ -19,23 +19,17 @@ Redis: ``$REDIS_URL`` when set, else a ``redis-server`` started on a free loopba
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
+from _shared import redis_url
 
 import costwatch
 from costwatch._budget_backend import RESERVE_LUA, RESERVE_SHA, BudgetKeys
@@ -45,41 +39,6 @@ RESPONSE = {
     "model": "gpt-4o-mini-2024-07-18",
     "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500},
 }
-
-
-@contextmanager
-def redis_url() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed and REDIS_URL is not set")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="costwatch-bench-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def timed(fn: Callable[[], object], calls: int) -> list[float]:
