@@ -41,36 +41,38 @@ _MAX_CACHED_TYPES = 512
 # --- usage sub-objects: attribute access (SDK models, dataclasses, namespaces) -------------
 
 
-def _openai_completion_usage(u: Any) -> TokenUsage:
-    prompt = getattr(u, "prompt_tokens", None) or 0
-    completion = getattr(u, "completion_tokens", None) or 0
-    details = getattr(u, "prompt_tokens_details", None)
-    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
-    details = getattr(u, "completion_tokens_details", None)
-    reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details is not None else 0
-    return TokenUsage(
-        prompt - cached if prompt > cached else 0,
-        cached,
-        0,
-        completion - reasoning if completion > reasoning else 0,
-        reasoning,
-    )
+def _openai_reader(prompt_name: str, completion_name: str, prompt_details: str,
+                   completion_details: str) -> UsageReader:
+    """A reader for OpenAI's usage shape, under the names one API gives its fields.
+
+    The prompt count includes cached tokens and the completion count includes reasoning
+    tokens, in both the Chat Completions and the Responses API.
+    """
+
+    def read(u: Any) -> TokenUsage:
+        prompt = getattr(u, prompt_name, None) or 0
+        completion = getattr(u, completion_name, None) or 0
+        details = getattr(u, prompt_details, None)
+        cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+        details = getattr(u, completion_details, None)
+        reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details is not None else 0
+        return TokenUsage(
+            prompt - cached if prompt > cached else 0,
+            cached,
+            0,
+            completion - reasoning if completion > reasoning else 0,
+            reasoning,
+        )
+
+    return read
 
 
-def _openai_responses_usage(u: Any) -> TokenUsage:
-    prompt = getattr(u, "input_tokens", None) or 0
-    completion = getattr(u, "output_tokens", None) or 0
-    details = getattr(u, "input_tokens_details", None)
-    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
-    details = getattr(u, "output_tokens_details", None)
-    reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details is not None else 0
-    return TokenUsage(
-        prompt - cached if prompt > cached else 0,
-        cached,
-        0,
-        completion - reasoning if completion > reasoning else 0,
-        reasoning,
-    )
+_openai_completion_usage = _openai_reader(
+    "prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"
+)
+_openai_responses_usage = _openai_reader(
+    "input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details"
+)
 
 
 def _anthropic_usage(u: Any) -> TokenUsage:
