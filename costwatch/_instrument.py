@@ -343,11 +343,14 @@ def _copy_call(original: Callable[..., Any]) -> Callable[..., Any]:
     return copy
 
 
-def instrument(client: C) -> C:
+def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
     """Record every call ``client`` makes; returns the same client.  Idempotent.
 
     Supports ``openai.OpenAI``/``AsyncOpenAI`` (and subclasses such as ``AzureOpenAI``) and
     ``anthropic.Anthropic``/``AsyncAnthropic``.  Raises ``TypeError`` for anything else.
+    ``inject_stream_usage=False`` never adds ``stream_options.include_usage`` to OpenAI chat
+    streams (for OpenAI-compatible servers and old Azure API versions that reject it): their
+    usage is then estimated from the prompt and the streamed text.
     """
     if getattr(client, _PATCHES, None) is not None:
         return client
@@ -360,7 +363,10 @@ def instrument(client: C) -> C:
         chat = getattr(target, "chat", None)
         completions = getattr(chat, "completions", None)
         chat_endpoint = _Endpoint(
-            generation, "messages", ("max_completion_tokens", "max_tokens"), inject_usage=True
+            generation,
+            "messages",
+            ("max_completion_tokens", "max_tokens"),
+            inject_usage=inject_stream_usage,
         )
         _patch(patches, completions, "create", chat_endpoint, call)
         _patch(patches, completions, "parse", chat_endpoint, call)

@@ -113,6 +113,23 @@ def test_streamed_chat_injects_include_usage_and_records_reported_usage(
     assert record.response_model == "gpt-4o-mini-2024-07-18"
 
 
+def test_stream_usage_injection_can_be_turned_off_for_servers_that_reject_it(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=False)
+
+    chunks = list(
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    )
+
+    assert "stream_options" not in fake_provider.requests[-1].body
+    assert chunks
+    record = _only_record(capture)
+    assert (record.usage_source, record.incomplete) == ("estimated", False)
+    assert record.usage.input > 0 and record.usage.output > 0
+
+
 async def test_async_streamed_chat_records_reported_usage(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
