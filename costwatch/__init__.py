@@ -17,6 +17,7 @@ Prometheus and OpenTelemetry exporters.
 from __future__ import annotations
 
 from costwatch._budget import budget
+from costwatch._budget_alerts import BudgetAlert
 from costwatch._cache import RetrievalCache
 from costwatch._context import tags
 from costwatch._decorators import embedding, generation, retrieval
@@ -30,6 +31,7 @@ from costwatch._runtime import configure, runtime
 from costwatch.exporters.prometheus import serve_metrics
 
 __all__ = [
+    "BudgetAlert",
     "BudgetExceeded",
     "ConfigError",
     "CostRecord",

@@ -11,6 +11,7 @@ import costwatch
 def test_all_is_sorted_and_pinned() -> None:
     assert costwatch.__all__ == sorted(costwatch.__all__)
     assert costwatch.__all__ == [
+        "BudgetAlert",
         "BudgetExceeded",
         "ConfigError",
         "CostRecord",
