@@ -46,3 +46,12 @@ class CaptureSink(BaseSink):
     @property
     def last(self) -> CostRecord:
         return self.records[-1]
+
+    @property
+    def events(self) -> list[CacheEvent]:
+        """The cache events, in order."""
+        return self.cache
+
+    def results(self) -> list[str]:
+        """The ``result`` of each cache lookup, in order."""
+        return [e.result for e in self.cache]

@@ -20,26 +20,11 @@ import redis
 
 import costwatch
 from costwatch._cache import RetrievalCache, decode_entry, last_lookup_var
-from costwatch._record import CostRecord
-from costwatch._sink import BaseSink, CacheEvent
+from tests._fixtures.capture import CaptureSink as Capture
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Capture(BaseSink):
-    def __init__(self) -> None:
-        self.events: list[CacheEvent] = []
-        self._lock = threading.Lock()
-
-    def on_cache(self, event: CacheEvent) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def on_record(self, record: CostRecord) -> None:
-        return None
-
-    def results(self) -> list[str]:
-        return [e.result for e in self.events]
 
 
 @pytest.fixture

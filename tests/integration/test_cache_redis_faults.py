@@ -17,27 +17,12 @@ import pytest
 
 from costwatch._breaker import CircuitBreaker
 from costwatch._cache import RetrievalCache, last_lookup_var
-from costwatch._record import CostRecord
-from costwatch._sink import BaseSink, CacheEvent
+from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.redis_proc import RedisProcess, free_port
 
 COOLDOWN_S = 0.3
 
 
-class Capture(BaseSink):
-    def __init__(self) -> None:
-        self.events: list[CacheEvent] = []
-        self._lock = threading.Lock()
-
-    def on_cache(self, event: CacheEvent) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def on_record(self, record: CostRecord) -> None:
-        return None
-
-    def results(self) -> list[str]:
-        return [e.result for e in self.events]
 
 
 @pytest.fixture

@@ -16,28 +16,11 @@ import costwatch
 from costwatch._cache import RetrievalCache, decode_entry, entry_body, last_lookup_var
 from costwatch._cache_backend import MemoryBackend
 from costwatch._errors import ConfigError
-from costwatch._record import CostRecord
-from costwatch._sink import BaseSink, CacheEvent
+from tests._fixtures.capture import CaptureSink as Capture
 
 EMBED_MODEL = "text-embedding-3-small"
 
 
-class Capture(BaseSink):
-    def __init__(self) -> None:
-        self.events: list[CacheEvent] = []
-        self.records: list[CostRecord] = []
-        self._lock = threading.Lock()
-
-    def on_cache(self, event: CacheEvent) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def on_record(self, record: CostRecord) -> None:
-        with self._lock:
-            self.records.append(record)
-
-    def results(self) -> list[str]:
-        return [e.result for e in self.events]
 
 
 class FakeClock:
