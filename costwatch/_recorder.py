@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from costwatch import _runtime
 from costwatch._context import request_var, resolve_strategy, scopes_var, tags_var
@@ -12,11 +12,10 @@ from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE, CostRecord, Status, TokenUsage, UsageSource
 
 if TYPE_CHECKING:
-    from costwatch._budget import Reservation
+    from costwatch._budget import BudgetCall, Reservation
     from costwatch._pricing import Price
 
 _ZERO = Decimal(0)
-_NO_CONTEXT: dict[str, Any] = {}
 
 
 class CallSpec:
@@ -54,12 +53,12 @@ class CallSpec:
 
     def budget_call(
         self, rt: _runtime.Runtime, model: str, prompt_tokens: int, max_output_tokens: int | None
-    ) -> Any:
+    ) -> BudgetCall:
         from costwatch._budget import BudgetCall
 
         tag_values = tags_var.get()
         price = self._price(rt, model)
-        fine_tuned = price.fine_tuned if price is not None else model.startswith("ft:")
+        fine_tuned = price.fine_tuned if price is not None else rt.catalog.is_fine_tuned(model)
         return BudgetCall(
             provider=self.provider,
             model=model,
