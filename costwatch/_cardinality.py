@@ -74,8 +74,9 @@ class LabelGuard:
             for label in limits:
                 self._seen.setdefault(label, set())
 
-    def admit(self, label: str, value: str) -> str:
-        """``value`` if the label may take it, else ``other`` (and the replacement is counted)."""
+    def admit(self, label: str, value: str, weight: int = 1) -> str:
+        """``value`` if the label may take it, else ``other``, and the replacement counted
+        ``weight`` times (once per call it stands for)."""
         seen = self._seen.get(label)
         if seen is None or value in seen or value == "" or value == OTHER:
             return value
@@ -86,19 +87,21 @@ class LabelGuard:
             if limit is None or len(seen) < limit:
                 seen.add(value)
                 return value
-            self._overflow[label] = self._overflow.get(label, 0) + 1
+            self._overflow[label] = self._overflow.get(label, 0) + weight
         callback = self.on_overflow
         if callback is not None:
             callback(label)
         return OTHER
 
-    def guard(self, names: tuple[str, ...], values: tuple[str, ...]) -> tuple[str, ...]:
+    def guard(
+        self, names: tuple[str, ...], values: tuple[str, ...], weight: int = 1
+    ) -> tuple[str, ...]:
         """``values`` (labelled by ``names``) with every limited label passed through ``admit``."""
         out = list(values)
         changed = False
         for i, name in enumerate(names):
             if name in self._seen:
-                admitted = self.admit(name, out[i])
+                admitted = self.admit(name, out[i], weight)
                 if admitted is not out[i]:
                     out[i] = admitted
                     changed = True
@@ -136,14 +139,15 @@ class GuardedTable(Generic[V]):
         self.cached = self._by_raw.get
         """The series of a raw label tuple admitted unchanged, else ``None`` (hot-path lookup)."""
 
-    def get(self, raw: tuple[str, ...]) -> V:
+    def get(self, raw: tuple[str, ...], weight: int = 1) -> V:
+        """The series of ``raw``; ``weight`` is how many calls a replacement stands for."""
         series = self._by_raw.get(raw)
         if series is None:
-            series = self._resolve(raw)
+            series = self._resolve(raw, weight)
         return series
 
-    def _resolve(self, raw: tuple[str, ...]) -> V:
-        labels = self._guard.guard(self.names, raw)
+    def _resolve(self, raw: tuple[str, ...], weight: int) -> V:
+        labels = self._guard.guard(self.names, raw, weight)
         with self._lock:
             series = self._by_labels.get(labels)
             if series is None:

@@ -19,8 +19,22 @@ from costwatch._record import CostRecord
 
 STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
-tags_var: ContextVar[Mapping[str, str]] = ContextVar("costwatch_tags", default=_EMPTY)
+
+
+class TagSet(dict[str, str]):
+    """The tags in force: a dict (never mutated once set) that also carries ``key``, its items
+    as a sorted tuple.  The recorder totals calls by ``key``, which hashes by content, so every
+    block entered with the same tags adds to the same totals."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, values: Mapping[str, str] = MappingProxyType({})) -> None:
+        super().__init__(values)
+        self.key: tuple[tuple[str, str], ...] = tuple(sorted(self.items()))
+
+
+NO_TAGS = TagSet()
+tags_var: ContextVar[TagSet] = ContextVar("costwatch_tags", default=NO_TAGS)
 request_var: ContextVar[RequestState | None] = ContextVar("costwatch_request", default=None)
 scopes_var: ContextVar[tuple[CostScope, ...]] = ContextVar("costwatch_scopes", default=())
 recorded_var: ContextVar[object] = ContextVar("costwatch_recorded", default=None)
@@ -40,10 +54,10 @@ class tags:  # noqa: N801 - a context manager used like a function, as in contex
 
     def __init__(self, **values: object) -> None:
         self._values = {k: str(v) for k, v in values.items() if v is not None}
-        self._token: Token[Mapping[str, str]] | None = None
+        self._token: Token[TagSet] | None = None
 
     def __enter__(self) -> Mapping[str, str]:
-        merged = {**tags_var.get(), **self._values}
+        merged = TagSet({**tags_var.get(), **self._values})
         self._token = tags_var.set(merged)
         return merged
 

@@ -20,7 +20,7 @@ from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE, TokenUsage
 from costwatch._recorder import CallSpec
 from costwatch._streams import is_stream, wrap_stream
-from costwatch._usage import extract_usage
+from costwatch._usage import extract_tokens, extract_usage
 
 if TYPE_CHECKING:
     from costwatch._budget import Reservation
@@ -376,7 +376,7 @@ def _returned(
             return result
         spec = site.spec
         if site.fast:
-            extracted = extract_usage(result)
+            extracted = extract_tokens(result)
             if extracted is not None:
                 spec.record_usage(
                     rt, spec.model or site.model_for(kwargs), extracted[0], latency,

@@ -9,6 +9,7 @@ from typing import Any
 
 from costwatch._record import TOKEN_TYPES, CostRecord
 from costwatch._sink import BaseSink, CacheEvent, RequestEnd
+from costwatch._tally import Tally, TallyCursor
 
 _ZERO = Decimal(0)
 
@@ -173,6 +174,44 @@ class Ledger(BaseSink):
         self._context: dict[str, list[Any]] = {}
         self._cache: dict[str, CacheTotals] = {}
         self._internal: dict[str, int] = {}
+        self._tally: TallyCursor | None = None
+
+    def attach(self, tally: Tally) -> None:
+        """Also count the calls the recorder only tallied (read at each ``summary()``)."""
+        self._tally = tally.cursor()
+
+    def _absorb_tally(self) -> None:
+        if self._tally is None:
+            return
+        for calls in self._tally.take():
+            tags = calls.tags
+            key = (
+                calls.strategy,
+                calls.stage,
+                calls.provider,
+                calls.model,
+                tags.get("feature", ""),
+                tags.get("team", ""),
+                tags.get("tenant", ""),
+            )
+            usage = calls.usage
+            with self._lock:
+                row = self._rows.get(key)
+                if row is None:
+                    row = self._rows[key] = _new_row()
+                row[_CALLS] += calls.calls
+                if calls.cost_usd is None:
+                    row[_UNPRICED] += calls.calls
+                else:
+                    row[_COST] += calls.cost_usd
+                row[_IN] += usage.input
+                row[_CR] += usage.cache_read
+                row[_CW] += usage.cache_write
+                row[_OUT] += usage.output
+                row[_REASON] += usage.reasoning
+                row[_LAT] += calls.latency_s
+                if calls.input_cost_usd is not None:
+                    row[_IN_COST] += calls.input_cost_usd
 
     def on_record(self, record: CostRecord) -> None:
         key = (
@@ -246,6 +285,7 @@ class Ledger(BaseSink):
             self._internal[component] = self._internal.get(component, 0) + 1
 
     def summary(self) -> Summary:
+        self._absorb_tally()
         with self._lock:
             rows = [(k, list(v)) for k, v in self._rows.items()]
             pipelines = {

@@ -114,6 +114,16 @@ class Price:
                 break
         return chosen
 
+    def tier_index(self, prompt_tokens: int) -> int:
+        """0 for this price, ``i`` for ``tiers[i - 1]``: which one a call's prompt bills at."""
+        index = 0
+        for i, tier in enumerate(self.tiers, 1):
+            if prompt_tokens > tier.above_prompt_tokens:
+                index = i
+            else:
+                break
+        return index
+
     def cost(self, usage: TokenUsage, *, batch: bool = False, requests: int = 1) -> Decimal:
         """USD cost of ``usage``; ``requests`` multiplies ``per_request`` (e.g. search units)."""
         price = self.for_prompt(usage.prompt_total) if self.tiers else self
@@ -128,8 +138,12 @@ class Price:
             total *= price.batch_discount
         return total
 
-    def cost_split(self, usage: TokenUsage) -> tuple[Decimal, Decimal]:
-        """``(cost, input-side cost)`` of ``usage`` in one pass (the recorder's hot path)."""
+    def cost_split(self, usage: TokenUsage, calls: int = 1) -> tuple[Decimal, Decimal]:
+        """``(cost, input-side cost)`` of ``usage`` in one pass (the recorder's hot path).
+
+        ``usage`` may be the sum of ``calls`` calls that bill at this price (one tier): the
+        per-request price is then charged ``calls`` times.
+        """
         price = self.for_prompt(usage.prompt_total) if self.tiers else self
         input_side = price._input_side(usage)
         total = input_side
@@ -138,7 +152,7 @@ class Price:
         if usage.reasoning:
             total += price._reasoning * usage.reasoning
         if price.per_request:
-            total += price.per_request
+            total += price.per_request * calls
         return total, input_side
 
     def input_cost(self, usage: TokenUsage, *, batch: bool = False) -> Decimal:

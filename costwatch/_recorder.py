@@ -14,6 +14,7 @@ from costwatch._record import EMPTY_USAGE, CostRecord, Status, TokenUsage, Usage
 if TYPE_CHECKING:
     from costwatch._budget import BudgetCall, Reservation
     from costwatch._pricing import Price
+    from costwatch._usage import Tokens
 
 _ZERO = Decimal(0)
 
@@ -233,15 +234,17 @@ class CallSpec:
         self,
         rt: _runtime.Runtime,
         model: str,
-        usage: TokenUsage,
+        tokens: Tokens,
         latency_s: float,
         response_model: str,
         reservation: Reservation | None,
     ) -> None:
         """The common case, for the decorators: a successful call that reported its usage.
 
-        The same as ``deliver(build(...))``, inlined for the case with no request, budget or
-        fixed price around the call (the hot path's few microseconds are spent here).
+        Outside any request, budget, cache scope or fixed price, the ledger and the in-process
+        Prometheus exporter get the call through the runtime's ``Tally`` (priced when read);
+        a ``CostRecord`` is built only for the other sinks, if any.  Inside one, the same as
+        ``deliver(build(...))``.
         """
         model = model or response_model or "unknown"
         if (
@@ -252,7 +255,9 @@ class CallSpec:
         ):
             self.deliver(
                 rt,
-                self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
+                self.build(
+                    rt, model, TokenUsage(*tokens), latency_s, "ok", response_model, "reported"
+                ),
                 reservation,
             )
             return
@@ -263,6 +268,19 @@ class CallSpec:
         else:
             price = catalog.resolve(self.provider, model)
             self._memo = (catalog, model, price)
+        scopes = scopes_var.get()
+        tally = rt.tally
+        if tally is not None and not scopes:
+            tier = 0
+            if price is not None and price.tiers:
+                tier = price.tier_index(tokens[0] + tokens[1] + tokens[2])
+            tally.add((self, model, tags_var.get().key, tier), tokens, latency_s)
+            sinks = rt.record_sinks
+            if not sinks:
+                return
+        else:
+            sinks = rt.sinks
+        usage = TokenUsage(*tokens)
         cost: Decimal | None = None
         input_cost: Decimal | None = None
         price_source: str | None = None
@@ -288,11 +306,10 @@ class CallSpec:
         )
         if self.source:
             record.source = self.source
-        scopes = scopes_var.get()
         if scopes:
             for scope in scopes:
                 scope.add(cost)
-        for sink in rt.sinks:
+        for sink in sinks:
             sink.on_record(record)
 
 

@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from costwatch import _runtime
-from costwatch._context import STRATEGIES, RequestState, request_var, tags_var
+from costwatch._context import STRATEGIES, RequestState, TagSet, request_var, tags_var
 from costwatch._errors import ConfigError
 from costwatch._failopen import errors
 from costwatch._sink import RequestEnd
@@ -40,7 +40,7 @@ class request:  # noqa: N801 - used like a function: ``with costwatch.request("a
     def __enter__(self) -> RequestState:
         tag_values = tags_var.get()
         if self._tags:
-            tag_values = {**tag_values, **self._tags}
+            tag_values = TagSet({**tag_values, **self._tags})
             self._tags_token = tags_var.set(tag_values)
         state = RequestState(self._name, self._strategy, tag_values)
         self._state = state

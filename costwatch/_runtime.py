@@ -19,6 +19,8 @@ from costwatch._sink import Sink
 if TYPE_CHECKING:
     from costwatch._budget import BudgetRegistry
     from costwatch._pricing import PriceCatalog
+    from costwatch._tally import Tally
+    from costwatch.exporters.prometheus import PrometheusSink
 
 
 class Runtime:
@@ -45,14 +47,14 @@ class Runtime:
         self.ledger = Ledger()
         self.catalog: PriceCatalog = PriceCatalog(settings.prices)
         built: list[Sink] = [self.ledger]
+        self.prometheus: PrometheusSink | None = None
         if settings.prometheus:
             from costwatch.exporters.prometheus import PrometheusSink
 
-            built.append(
-                PrometheusSink(
-                    registry, service=settings.service, label_limits=settings.label_limits
-                )
+            self.prometheus = PrometheusSink(
+                registry, service=settings.service, label_limits=settings.label_limits
             )
+            built.append(self.prometheus)
         if settings.otel:
             from costwatch.exporters.otel import OTelSink
 
@@ -67,9 +69,35 @@ class Runtime:
             )
         built.extend(sinks)
         self.sinks: tuple[Sink, ...] = tuple(built)
+        self.tally: Tally | None = None
+        """Where the recorder adds plain successful calls for the sinks that read totals."""
+        self.record_sinks: tuple[Sink, ...] = self.sinks
+        """The sinks that need a ``CostRecord`` even for a call added to the tally."""
+        self._use_tally()
         self.budgets: BudgetRegistry = BudgetRegistry(None, clock, lambda: self.sinks)
         if settings.warm_up:
             threading.Thread(target=self._warm_up, name="costwatch-warm-up", daemon=True).start()
+
+    def _use_tally(self) -> None:
+        """The ledger, and the Prometheus exporter unless in multiprocess mode, read totals."""
+        from costwatch._tally import Tally
+
+        prometheus = self.prometheus
+        if prometheus is not None and prometheus.multiprocess:
+            prometheus = None
+        bounds = None
+        if prometheus is not None:
+            from costwatch.exporters.names import DURATION_BUCKETS
+
+            bounds = DURATION_BUCKETS
+        tally = Tally(self.catalog, bounds)
+        self.ledger.attach(tally)
+        if prometheus is not None:
+            prometheus.attach(tally)
+        self.tally = tally
+        self.record_sinks = tuple(
+            sink for sink in self.sinks if sink is not self.ledger and sink is not prometheus
+        )
 
     def _warm_up(self) -> None:
         try:
@@ -86,6 +114,8 @@ class Runtime:
 
         drain()
         self.budgets.close()
+        if self.tally is not None and self.prometheus is not None:
+            self.prometheus.detach(self.tally)
 
 
 _lock = threading.Lock()

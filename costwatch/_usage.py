@@ -27,12 +27,16 @@ at the plain input rate, so splitting them out would only risk pricing them at z
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from operator import attrgetter
 from typing import Any
 
 from costwatch._record import TokenUsage
 
-UsageReader = Callable[[Any], TokenUsage]
-ResponseReader = Callable[[Any], "tuple[TokenUsage, str] | None"]
+Tokens = tuple[int, int, int, int, int, int]
+"""``(input, cache_read, cache_write, output, reasoning, cache_write_1h)``: ``TokenUsage`` as a
+plain tuple, which the readers return because a tuple costs a tenth of an object to build."""
+UsageReader = Callable[[Any], Tokens]
+ResponseReader = Callable[[Any], "tuple[Tokens, str] | None"]
 
 _MAX_CACHED_TYPES = 512
 """Bound on the per-class reader caches (classes made on the fly must not grow them forever)."""
@@ -46,22 +50,32 @@ def _openai_reader(prompt_name: str, completion_name: str, prompt_details: str,
     """A reader for OpenAI's usage shape, under the names one API gives its fields.
 
     The prompt count includes cached tokens and the completion count includes reasoning
-    tokens, in both the Chat Completions and the Responses API.
+    tokens, in both the Chat Completions and the Responses API.  The four counts are read by
+    one ``attrgetter`` call; an object without a detail (``None`` or missing) is read field by
+    field instead.
     """
+    read_all = attrgetter(prompt_name, completion_name, f"{prompt_details}.cached_tokens",
+                          f"{completion_details}.reasoning_tokens")
 
-    def read(u: Any) -> TokenUsage:
-        prompt = getattr(u, prompt_name, None) or 0
-        completion = getattr(u, completion_name, None) or 0
-        details = getattr(u, prompt_details, None)
-        cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
-        details = getattr(u, completion_details, None)
-        reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details is not None else 0
-        return TokenUsage(
+    def read(u: Any) -> Tokens:
+        try:
+            prompt, completion, cached, reasoning = read_all(u)
+        except AttributeError:
+            prompt = getattr(u, prompt_name, None)
+            completion = getattr(u, completion_name, None)
+            cached = getattr(getattr(u, prompt_details, None), "cached_tokens", None)
+            reasoning = getattr(getattr(u, completion_details, None), "reasoning_tokens", None)
+        prompt = prompt or 0
+        completion = completion or 0
+        cached = cached or 0
+        reasoning = reasoning or 0
+        return (
             prompt - cached if prompt > cached else 0,
             cached,
             0,
             completion - reasoning if completion > reasoning else 0,
             reasoning,
+            0,
         )
 
     return read
@@ -75,7 +89,7 @@ _openai_responses_usage = _openai_reader(
 )
 
 
-def _anthropic_usage(u: Any) -> TokenUsage:
+def _anthropic_usage(u: Any) -> Tokens:
     fresh = getattr(u, "input_tokens", None) or 0
     read = getattr(u, "cache_read_input_tokens", None) or 0
     write = getattr(u, "cache_creation_input_tokens", None)
@@ -88,31 +102,28 @@ def _anthropic_usage(u: Any) -> TokenUsage:
     details = getattr(u, "output_tokens_details", None)
     if details is None:
         if write is not None and write >= write_1h:
-            return TokenUsage(fresh, read, write, output, 0, write_1h)
+            return (fresh, read, write, output, 0, write_1h)
         thinking = 0
     else:
         thinking = getattr(details, "thinking_tokens", None) or 0
     return _anthropic_partition(fresh, read, write, write_5m, write_1h, output, thinking)
 
 
-def _gemini_usage(u: Any) -> TokenUsage:
+def _gemini_usage(u: Any) -> Tokens:
     prompt = getattr(u, "prompt_token_count", None) or 0
     cached = getattr(u, "cached_content_token_count", None) or 0
     tool_prompt = getattr(u, "tool_use_prompt_token_count", None) or 0
     output = getattr(u, "candidates_token_count", None) or 0
     thoughts = getattr(u, "thoughts_token_count", None) or 0
-    return TokenUsage(
-        input=int(max(prompt - cached, 0) + tool_prompt),
-        cache_read=int(cached),
-        output=int(output),
-        reasoning=int(thoughts),
+    return (
+        int(max(prompt - cached, 0) + tool_prompt), int(cached), 0, int(output), int(thoughts), 0
     )
 
 
 # --- usage sub-objects: plain dicts (JSON bodies) -----------------------------------------
 
 
-def _dict_usage(u: Mapping[str, Any], provider: str) -> TokenUsage | None:
+def _dict_usage(u: Mapping[str, Any], provider: str) -> Tokens | None:
     """Classify a usage dict by its keys; ``None`` when it has no shape we know."""
     if "prompt_tokens" in u or "completion_tokens" in u:
         details = u.get("prompt_tokens_details") or _EMPTY
@@ -148,11 +159,13 @@ def _dict_usage(u: Mapping[str, Any], provider: str) -> TokenUsage | None:
         tool_prompt = (
             u.get("tool_use_prompt_token_count") or u.get("toolUsePromptTokenCount") or 0
         )
-        return TokenUsage(
-            input=int(max(prompt - cached, 0) + tool_prompt),
-            cache_read=int(cached),
-            output=int(u.get("candidates_token_count") or u.get("candidatesTokenCount") or 0),
-            reasoning=int(u.get("thoughts_token_count") or u.get("thoughtsTokenCount") or 0),
+        return (
+            int(max(prompt - cached, 0) + tool_prompt),
+            int(cached),
+            0,
+            int(u.get("candidates_token_count") or u.get("candidatesTokenCount") or 0),
+            int(u.get("thoughts_token_count") or u.get("thoughtsTokenCount") or 0),
+            0,
         )
     return None
 
@@ -160,12 +173,14 @@ def _dict_usage(u: Mapping[str, Any], provider: str) -> TokenUsage | None:
 _EMPTY: Mapping[str, Any] = {}
 
 
-def _openai_partition(prompt: int, cached: int, completion: int, reasoning: int) -> TokenUsage:
-    return TokenUsage(
-        input=int(max(prompt - cached, 0)),
-        cache_read=int(cached),
-        output=int(max(completion - reasoning, 0)),
-        reasoning=int(reasoning),
+def _openai_partition(prompt: int, cached: int, completion: int, reasoning: int) -> Tokens:
+    return (
+        int(max(prompt - cached, 0)),
+        int(cached),
+        0,
+        int(max(completion - reasoning, 0)),
+        int(reasoning),
+        0,
     )
 
 
@@ -177,17 +192,17 @@ def _anthropic_partition(
     write_1h: int,
     output: int,
     thinking: int,
-) -> TokenUsage:
+) -> Tokens:
     if write is None:
         write = write_5m + write_1h
     thinking = min(thinking, output)
-    return TokenUsage(
-        input=int(fresh),
-        cache_read=int(read),
-        cache_write=int(max(write, write_1h)),
-        output=int(output - thinking),
-        reasoning=int(thinking),
-        cache_write_1h=int(write_1h),
+    return (
+        int(fresh),
+        int(read),
+        int(max(write, write_1h)),
+        int(output - thinking),
+        int(thinking),
+        int(write_1h),
     )
 
 
@@ -234,7 +249,7 @@ def _instance_names(obj: object) -> set[str]:
     return found
 
 
-def _read_usage(provider: str, usage_obj: object) -> TokenUsage | None:
+def _read_usage(provider: str, usage_obj: object) -> Tokens | None:
     cls = type(usage_obj)
     reader = _usage_readers.get(cls, _UNKNOWN)
     if reader is _UNKNOWN:
@@ -258,13 +273,13 @@ def extract_provider_usage(provider: str, usage_obj: object) -> TokenUsage:
     details of both kinds): ``"anthropic"`` means cache tokens are reported beside
     ``input_tokens``.  Raises ``ValueError`` for an object of no known shape.
     """
-    usage = _read_usage(provider, usage_obj)
-    if usage is None:
+    tokens = _read_usage(provider, usage_obj)
+    if tokens is None:
         raise ValueError(
             f"costwatch: unrecognised {provider or 'provider'} usage object "
             f"of type {type(usage_obj).__name__}"
         )
-    return usage
+    return TokenUsage(*tokens)
 
 
 # --- whole responses -------------------------------------------------------------------------
@@ -276,17 +291,18 @@ def _no_usage(obj: Any) -> None:
     return None
 
 
-def _read_sdk_response(obj: Any) -> tuple[TokenUsage, str] | None:
+def _read_sdk_response(obj: Any) -> tuple[Tokens, str] | None:
     usage_obj = obj.usage
     if usage_obj is None:
         return None
-    usage = _read_usage("", usage_obj)
-    if usage is None:
+    read = _usage_readers.get(type(usage_obj))  # _read_usage's cached case, inlined
+    tokens = read(usage_obj) if read is not None else _read_usage("", usage_obj)
+    if tokens is None:
         return None
-    return usage, getattr(obj, "model", None) or ""
+    return tokens, getattr(obj, "model", None) or ""
 
 
-def _read_gemini_response(obj: Any) -> tuple[TokenUsage, str] | None:
+def _read_gemini_response(obj: Any) -> tuple[Tokens, str] | None:
     meta = obj.usage_metadata
     if meta is None:
         return None
@@ -296,7 +312,7 @@ def _read_gemini_response(obj: Any) -> tuple[TokenUsage, str] | None:
     return usage, getattr(obj, "model_version", None) or ""
 
 
-def _read_dict_response(obj: Mapping[str, Any]) -> tuple[TokenUsage, str] | None:
+def _read_dict_response(obj: Mapping[str, Any]) -> tuple[Tokens, str] | None:
     usage_obj = obj.get("usage")
     if usage_obj is not None:
         usage = _read_usage("", usage_obj)
@@ -310,7 +326,7 @@ def _read_dict_response(obj: Mapping[str, Any]) -> tuple[TokenUsage, str] | None
     return None
 
 
-def _read_any_object(obj: Any) -> tuple[TokenUsage, str] | None:
+def _read_any_object(obj: Any) -> tuple[Tokens, str] | None:
     """Objects whose attributes may differ per instance: look each time."""
     if getattr(obj, "usage", None) is not None:
         return _read_sdk_response(obj)
@@ -337,8 +353,8 @@ def _response_reader_for(cls: type) -> ResponseReader:
     return _no_usage
 
 
-def extract_usage(obj: object) -> tuple[TokenUsage, str] | None:
-    """``(usage, response_model or "")`` from a provider response (SDK object or dict).
+def extract_tokens(obj: object) -> tuple[Tokens, str] | None:
+    """``(tokens, response_model or "")`` from a provider response (SDK object or dict).
 
     ``None`` when the object carries no usage (a stream, a list, a response without usage).
     """
@@ -349,3 +365,9 @@ def extract_usage(obj: object) -> tuple[TokenUsage, str] | None:
         if len(_response_readers) < _MAX_CACHED_TYPES:
             _response_readers[cls] = reader
     return reader(obj)
+
+
+def extract_usage(obj: object) -> tuple[TokenUsage, str] | None:
+    """``(usage, response_model or "")``: :func:`extract_tokens` as a ``TokenUsage``."""
+    found = extract_tokens(obj)
+    return None if found is None else (TokenUsage(*found[0]), found[1])

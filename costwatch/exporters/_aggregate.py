@@ -15,6 +15,7 @@ from decimal import Decimal
 from costwatch._cardinality import GuardedTable, LabelGuard
 from costwatch._record import CostRecord
 from costwatch._sink import CacheEvent, RequestEnd
+from costwatch._tally import TalliedCalls, Tally, TallyCursor
 from costwatch.exporters.names import (
     CACHE_LABELS,
     DURATION_BUCKETS,
@@ -112,6 +113,60 @@ class SpendAggregate:
         self.budget_limit: dict[str, float] = {}
         self.budget_blocked: dict[str, int] = {}
         self.internal_errors: dict[str, int] = {}
+        self._tallies: dict[Tally, TallyCursor] = {}
+
+    # -- tallied calls -------------------------------------------------------------------------
+
+    def attach(self, tally: Tally) -> None:
+        """Also export the calls the recorder only tallied (read at each ``sync()``)."""
+        with self._lock:
+            self._tallies.setdefault(tally, tally.cursor())
+
+    def detach(self, tally: Tally) -> None:
+        """Take in what ``tally`` still holds and stop reading it (its runtime was replaced)."""
+        with self._lock:
+            cursor = self._tallies.pop(tally, None)
+        if cursor is not None:
+            for calls in cursor.take():
+                self.add_tallied(calls)
+
+    def sync(self) -> None:
+        """Bring the series up to date with every attached tally (before a collection)."""
+        with self._lock:
+            cursors = list(self._tallies.values())
+        for cursor in cursors:
+            for calls in cursor.take():
+                self.add_tallied(calls)
+
+    def add_tallied(self, calls: TalliedCalls) -> None:
+        tags = calls.tags
+        series = self.spend.get(
+            (self.service, calls.provider, calls.model, calls.stage, calls.strategy,
+             tags.get("feature", ""), tags.get("team", ""), tags.get("tenant", "")),
+            calls.calls,
+        )
+        usage = calls.usage
+        cost = calls.cost_usd
+        with series.lock:
+            if cost is None:
+                series.unpriced += calls.calls
+            elif series.cost is None:
+                series.cost = cost
+            else:
+                series.cost += cost
+            tokens = series.tokens
+            tokens[0] += usage.input
+            tokens[1] += usage.cache_read
+            tokens[2] += usage.cache_write
+            tokens[3] += usage.output
+            tokens[4] += usage.reasoning
+            series.ok += calls.calls
+            if series.buckets and calls.buckets:
+                for i, count in enumerate(calls.buckets):
+                    series.buckets[i] += count
+                series.dur_sum += calls.latency_s
+
+    # -- records and events --------------------------------------------------------------------
 
     def add_record(self, record: CostRecord) -> SpendSeries:
         key = (record.service or self.service, record.provider, record.model, record.stage,

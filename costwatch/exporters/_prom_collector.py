@@ -79,6 +79,7 @@ class AggregateCollector(Collector):
             yield _family(spec)
 
     def collect(self) -> Iterator[Metric]:
+        self.aggregate.sync()
         families = {f.name: f for f in (*self._spend(), self._requests(), *self._cache(),
                                         *self._scalars())}
         for spec in names.PROMETHEUS_METRICS:  # the order plain prometheus-client would use

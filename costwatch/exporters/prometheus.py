@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
@@ -35,6 +35,10 @@ from costwatch._errors import ConfigError
 from costwatch._failopen import errors
 from costwatch._record import CostRecord
 from costwatch._sink import BaseSink, CacheEvent, RequestEnd
+
+if TYPE_CHECKING:
+    from costwatch._tally import Tally
+    from costwatch.exporters._aggregate import SpendAggregate
 
 __all__ = ["MetricsServer", "PrometheusSink", "is_multiprocess", "serve_metrics"]
 
@@ -135,6 +139,20 @@ class PrometheusSink(BaseSink):
         self.registry = REGISTRY if registry is None else registry
         self._backend = _backend_for(self.registry, multiprocess, service, label_limits)
         self._add_record = self._backend.add_record
+        self._aggregate = None if multiprocess else cast("SpendAggregate", self._backend)
+
+    def attach(self, tally: Tally) -> bool:
+        """Export the calls ``tally`` holds too; ``False`` (not attached) under multiprocess
+        mode, whose per-worker files need every call as it happens."""
+        if self._aggregate is None:
+            return False
+        self._aggregate.attach(tally)
+        return True
+
+    def detach(self, tally: Tally) -> None:
+        """Take in the last of ``tally`` and stop reading it (its runtime is being replaced)."""
+        if self._aggregate is not None:
+            self._aggregate.detach(tally)
 
     @property
     def guard(self) -> LabelGuard:

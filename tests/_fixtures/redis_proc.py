@@ -9,7 +9,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 
 def free_port() -> int:
@@ -19,7 +18,7 @@ def free_port() -> int:
 
 
 class RedisProcess:
-    """Own redis-server: ``stop()`` kills it (fault tests), ``start()`` brings it back on the same port."""
+    """Own redis-server: ``stop()`` kills it (fault tests), ``start()`` restarts it on its port."""
 
     def __init__(self, port: int | None = None) -> None:
         binary = shutil.which("redis-server")

@@ -1,4 +1,4 @@
-"""@retrieval with a RetrievalCache: a hit calls nothing, costs nothing, and counts what it saved."""
+"""@retrieval with a RetrievalCache: a hit calls nothing, costs nothing, counts what it saved."""
 
 from __future__ import annotations
 

@@ -140,8 +140,7 @@ def test_generator_forwards_send_and_return_value(cw: Any, capture: CaptureSink)
 def test_abandoned_generator_is_recorded_once_as_incomplete(cw: Any, capture: CaptureSink) -> None:
     @cw.generation(provider="openai", model="gpt-4o-mini")
     def words(prompt: str) -> Iterator[str]:
-        for word in ("one ", "two ", "three ", "four "):
-            yield word
+        yield from ("one ", "two ", "three ", "four ")
 
     gen = words("count to four")
     assert next(gen) == "one "
@@ -196,7 +195,9 @@ def test_unknown_model_costs_none_and_is_counted_unpriced(cw: Any, capture: Capt
     assert summary.by_model["house-model-7"].unpriced == 1
 
 
-def test_model_taken_from_the_call_when_the_decorator_has_none(cw: Any, capture: CaptureSink) -> None:
+def test_model_taken_from_the_call_when_the_decorator_has_none(
+    cw: Any, capture: CaptureSink
+) -> None:
     @cw.generation(provider="openai")
     def create(**kwargs: Any) -> dict[str, Any]:
         return chat_response()
@@ -295,7 +296,9 @@ def test_tags_attribute_feature_team_tenant_and_nest(cw: Any, capture: CaptureSi
     assert cw.summary().by_tenant["acme"].calls == 2
 
 
-def test_embedding_usage_from_response_and_estimate_without_it(cw: Any, capture: CaptureSink) -> None:
+def test_embedding_usage_from_response_and_estimate_without_it(
+    cw: Any, capture: CaptureSink
+) -> None:
     @cw.embedding(provider="openai", model="text-embedding-3-small")
     def embed(texts: list[str]) -> dict[str, Any]:
         return {"object": "list", "data": [], "model": "text-embedding-3-small",

@@ -1,0 +1,181 @@
+"""Totals of the common call, kept per thread without a lock and priced when they are read.
+
+Most wrapped calls are alike: they succeeded, reported their usage, and ran outside any
+``costwatch.request``, budget or cache scope.  When no sink asks for per-call records (the
+ledger behind ``summary()`` and the single-process Prometheus exporter only need totals), the
+recorder adds such a call's tokens and latency to a ``Tally`` instead of building, pricing and
+fanning out a ``CostRecord``.  Pricing waits until the totals are read: a price is linear in
+tokens (tiers are kept apart in the key), so pricing a sum of tokens gives exactly the sum of
+the per-call prices, in ``Decimal``.
+
+Each thread adds to its own table, so a table has a single writer and the call path takes no
+lock.  Readers copy each row (one C-level list copy, atomic under the GIL); a row read while its
+writer is between two additions is only momentarily behind, never lost.  Each consumer reads
+through its own ``TallyCursor``, which hands out what was added since its last read.
+"""
+
+from __future__ import annotations
+
+import threading
+from _thread import get_ident
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from costwatch._context import resolve_strategy
+from costwatch._record import TokenUsage
+
+if TYPE_CHECKING:
+    from costwatch._pricing import PriceCatalog
+    from costwatch._recorder import CallSpec
+    from costwatch._usage import Tokens
+
+TallyKey = tuple["CallSpec", str, tuple[tuple[str, str], ...], int]
+"""``(call site, model, tags in force as sorted items, price tier index)``."""
+
+_CALLS, _LATENCY, _BUCKETS = 0, 7, 8
+"""Row layout: calls, the six ``Tokens`` counts (1-6), latency sum, duration bucket counts."""
+
+
+@dataclass(slots=True)
+class TalliedCalls:
+    """Calls that share a key, added since a cursor last read, priced and attributed."""
+
+    provider: str
+    model: str
+    stage: str
+    strategy: str
+    tags: dict[str, str]
+    usage: TokenUsage
+    calls: int
+    cost_usd: Decimal | None
+    """``None`` when the model has no price (the calls count as unpriced)."""
+    input_cost_usd: Decimal | None
+    latency_s: float
+    buckets: list[int]
+    """Calls per duration bucket (``Tally.bounds`` plus +Inf); empty when not kept."""
+
+
+class Tally:
+    """Per-thread running totals of successful calls by ``TallyKey``."""
+
+    def __init__(
+        self, catalog: PriceCatalog, bounds: tuple[float, ...] | None = None
+    ) -> None:
+        self.catalog = catalog
+        self.bounds = bounds
+        """Duration bucket bounds, when a consumer exports a latency histogram."""
+        self._width = _BUCKETS + (len(bounds) + 1 if bounds is not None else 0)
+        self._tables: dict[int, dict[TallyKey, list[Any]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: TallyKey, tokens: Tokens, latency_s: float) -> None:
+        """Count one call (the call path: no lock, no allocation once the row exists)."""
+        table = self._tables.get(get_ident())
+        if table is None:
+            table = self._new_table()
+        row = table.get(key)
+        if row is None:
+            row = table[key] = self._new_row()
+        fresh, cache_read, cache_write, output, reasoning, cache_write_1h = tokens
+        row[0] += 1
+        row[1] += fresh
+        if cache_read:
+            row[2] += cache_read
+        if cache_write:
+            row[3] += cache_write
+            row[6] += cache_write_1h
+        row[4] += output
+        if reasoning:
+            row[5] += reasoning
+        row[7] += latency_s
+        bounds = self.bounds
+        if bounds is not None:
+            row[8 + bisect_left(bounds, latency_s)] += 1
+
+    def _new_table(self) -> dict[TallyKey, list[Any]]:
+        with self._lock:
+            return self._tables.setdefault(get_ident(), {})
+
+    def _new_row(self) -> list[Any]:
+        row: list[Any] = [0] * self._width
+        row[_LATENCY] = 0.0
+        return row
+
+    def totals(self) -> dict[TallyKey, list[Any]]:
+        """Every key's row, summed over the threads' tables (a snapshot)."""
+        with self._lock:
+            tables = list(self._tables.values())
+        out: dict[TallyKey, list[Any]] = {}
+        for table in tables:
+            for key, row in list(table.items()):
+                snapshot = row[:]
+                acc = out.get(key)
+                if acc is None:
+                    out[key] = snapshot
+                else:
+                    for i, value in enumerate(snapshot):
+                        acc[i] += value
+        return out
+
+    def cursor(self) -> TallyCursor:
+        return TallyCursor(self)
+
+
+class TallyCursor:
+    """One consumer's view of a ``Tally``: each ``take()`` returns what was added since the last."""
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+        self._seen: dict[TallyKey, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def take(self) -> list[TalliedCalls]:
+        with self._lock:
+            out: list[TalliedCalls] = []
+            for key, row in self.tally.totals().items():
+                seen = self._seen.get(key)
+                if seen is None:
+                    delta = row
+                elif row[_CALLS] == seen[_CALLS]:
+                    continue
+                else:
+                    delta = [now - before for now, before in zip(row, seen, strict=True)]
+                self._seen[key] = row
+                out.append(_priced(self.tally.catalog, key, delta))
+            return out
+
+
+def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCalls:
+    spec, model, tag_items, tier = key
+    calls = row[_CALLS]
+    usage = TokenUsage(row[1], row[2], row[3], row[4], row[5], row[6])
+    price = catalog.resolve(spec.provider, model)
+    cost: Decimal | None = None
+    input_cost: Decimal | None = None
+    if price is None:
+        fine_tuned = catalog.is_fine_tuned(model)
+    else:
+        fine_tuned = price.fine_tuned
+        if tier:
+            price = price.tiers[tier - 1].price
+        cost, input_cost = price.cost_split(usage, calls)
+    tags = dict(tag_items)
+    return TalliedCalls(
+        spec.provider,
+        model,
+        spec.stage,
+        resolve_strategy(fine_tuned, None, tags),
+        tags,
+        usage,
+        calls,
+        cost,
+        input_cost,
+        row[_LATENCY],
+        row[_BUCKETS:],
+    )
+
+
+TallyTaker = Callable[[], list[TalliedCalls]]

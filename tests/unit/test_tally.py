@@ -1,0 +1,225 @@
+"""Plain successful calls are tallied and priced when read: to the cent, the same as records.
+
+A decorated call outside any request, budget or cache scope reaches ``summary()`` and the
+in-process Prometheus exporter through per-thread token totals that are priced when read
+(prices are linear in tokens).  These tests hold that path to the per-call records the other
+sinks receive, to the published prices, and to exactness under threads and reconfiguration.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import costwatch
+from tests._fixtures.capture import CaptureSink
+
+M = Decimal(1_000_000)
+USER_PRICES = {
+    "models": [
+        {"provider": "acme", "model": "metered-llm", "input_per_mtok": "2", "output_per_mtok": "8",
+         "per_request_usd": "0.001"},
+    ]
+}
+
+
+def _response(model: str, usage: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "usage": usage}
+
+
+def _openai(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning}}
+
+
+def _anthropic(fresh: int, output: int, read: int = 0, write: int = 0) -> dict[str, Any]:
+    return {"input_tokens": fresh, "output_tokens": output, "cache_read_input_tokens": read,
+            "cache_creation_input_tokens": write}
+
+
+CALLS: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
+    ("openai", "gpt-4o-mini", {"feature": "faq", "tenant": "acme"}, _openai(1200, 300, 1024)),
+    ("openai", "gpt-4o-mini", {"feature": "faq", "tenant": "acme"}, _openai(900, 80)),
+    ("openai", "gpt-4o-mini", {"feature": "chat", "tenant": "globex"}, _openai(50, 10)),
+    ("openai", "o3-mini", {"feature": "math"}, _openai(400, 900, reasoning=700)),
+    ("openai", "ft:gpt-4o-mini-2024-07-18:acme::x1", {"feature": "triage"}, _openai(700, 40)),
+    ("anthropic", "claude-sonnet-4-5", {"team": "support"}, _anthropic(30, 200, 5000, 1200)),
+    # Past the 200k-token long-context tier: every token of the call bills at the tier price.
+    ("anthropic", "claude-sonnet-4-5", {"team": "support"}, _anthropic(210_000, 500)),
+    ("acme", "metered-llm", {}, _openai(1000, 100)),
+    ("acme", "metered-llm", {}, _openai(10, 1)),
+    ("acme", "no-such-model", {"feature": "faq"}, _openai(10, 10)),
+]
+
+
+def _site(provider: str, model: str) -> Any:
+    @costwatch.generation(provider=provider, model=model)
+    def call(usage: dict[str, Any]) -> dict[str, Any]:
+        return _response(model, usage)
+
+    return call
+
+
+def _run_all(times: int = 3) -> None:
+    sites = {(p, m): _site(p, m) for p, m, _, _ in CALLS}
+    for _ in range(times):
+        for provider, model, tags, usage in CALLS:
+            with costwatch.tags(**tags):
+                sites[provider, model](usage)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def configured(capture: CaptureSink, registry: CollectorRegistry) -> Any:
+    costwatch.configure(service="test", strict=True, prometheus=True, registry=registry,
+                        prices=USER_PRICES, warm_up=False, sinks=[capture])
+    yield costwatch
+    costwatch._runtime.shutdown()
+
+
+def test_summary_of_tallied_calls_equals_the_sum_of_their_per_call_records(
+    configured: Any, capture: CaptureSink
+) -> None:
+    _run_all()
+    summary = costwatch.summary()
+    records = capture.records
+    assert len(records) == summary.total.calls == 3 * len(CALLS)
+    priced = [r.cost_usd for r in records if r.cost_usd is not None]
+    assert summary.total_usd == sum(priced, Decimal(0))
+    assert summary.total.unpriced == sum(1 for r in records if r.cost_usd is None) == 3
+    for group, field in ((summary.by_model, "model"), (summary.by_feature, "feature"),
+                         (summary.by_strategy, "strategy"), (summary.by_team, "team"),
+                         (summary.by_tenant, "tenant")):
+        expected: dict[str, Decimal] = defaultdict(Decimal)
+        tokens: dict[str, int] = defaultdict(int)
+        for r in records:
+            expected[getattr(r, field)] += r.cost_usd or 0
+            tokens[getattr(r, field)] += r.usage.total
+        assert {k: v.cost_usd for k, v in group.items()} == dict(expected)
+        assert {k: sum(v.tokens.values()) for k, v in group.items()} == dict(tokens)
+    assert summary.by_strategy["fine_tuned"].calls == 3
+    gen = summary.by_stage["generation"]
+    assert gen.input_cost_usd == sum((r.input_cost_usd or 0 for r in records), Decimal(0))
+
+
+def test_tallied_calls_bill_tiers_and_per_request_prices_as_published(configured: Any) -> None:
+    _run_all(times=1)
+    by_model = costwatch.summary().by_model
+    # claude-sonnet-4-5: $3 / $15 per Mtok, cache reads $0.30, 5-minute writes $3.75;
+    # above 200k prompt tokens $6 / $22.50.
+    short = (30 * Decimal(3) + 5000 * Decimal("0.30") + 1200 * Decimal("3.75")
+             + 200 * Decimal(15)) / M
+    long = (210_000 * Decimal(6) + 500 * Decimal("22.5")) / M
+    assert by_model["claude-sonnet-4-5"].cost_usd == short + long
+    # metered-llm: $2 / $8 per Mtok plus $0.001 per call.
+    metered = ((1000 + 10) * Decimal(2) + (100 + 1) * Decimal(8)) / M + 2 * Decimal("0.001")
+    assert by_model["metered-llm"].cost_usd == metered
+    assert by_model["no-such-model"].unpriced == 1
+    assert by_model["no-such-model"].cost_usd == 0
+
+
+def _sample_sum(registry: CollectorRegistry, family: str, **match: str) -> float:
+    total = 0.0
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == family and all(sample.labels.get(k) == v for k, v in match.items()):
+                total += sample.value
+    return total
+
+
+def test_prometheus_exports_tallied_calls_with_the_summarys_dollars_and_tokens(
+    configured: Any, registry: CollectorRegistry
+) -> None:
+    _run_all()
+    summary = costwatch.summary()
+    assert _sample_sum(registry, "costwatch_cost_usd_total") == pytest.approx(
+        float(summary.total_usd))
+    assert _sample_sum(registry, "costwatch_tokens_total", token_type="cache_write") == (
+        summary.total.tokens["cache_write"])
+    assert _sample_sum(registry, "costwatch_requests_total", status="ok") == 3 * len(CALLS)
+    assert _sample_sum(registry, "costwatch_duration_seconds_count") == 3 * len(CALLS)
+    assert _sample_sum(registry, "costwatch_unpriced_requests_total") == 3
+    assert _sample_sum(registry, "costwatch_cost_usd_total", strategy="fine_tuned") == (
+        pytest.approx(float(summary.by_strategy["fine_tuned"].cost_usd)))
+    # A second scrape adds nothing that was not called since.
+    assert _sample_sum(registry, "costwatch_requests_total") == 3 * len(CALLS)
+
+
+def test_prometheus_counters_keep_tallied_calls_across_configure(
+    registry: CollectorRegistry,
+) -> None:
+    site = _site("openai", "gpt-4o-mini")
+    for _ in range(2):
+        costwatch.configure(service="test", strict=True, prometheus=True, registry=registry,
+                            warm_up=False)
+        for _ in range(5):
+            site(_openai(100, 20))
+    costwatch._runtime.shutdown()
+    assert _sample_sum(registry, "costwatch_requests_total") == 10
+    assert _sample_sum(registry, "costwatch_tokens_total", token_type="input") == 1000
+
+
+def test_eight_threads_of_decorated_calls_sum_exactly(registry: CollectorRegistry) -> None:
+    costwatch.configure(service="test", strict=True, prometheus=True, registry=registry,
+                        warm_up=False)
+    site = _site("openai", "gpt-4o-mini")
+    threads, per_thread = 8, 10_000
+    scraped: list[float] = []
+
+    def work(team: str) -> None:
+        with costwatch.tags(team=team):
+            for _ in range(per_thread):
+                site(_openai(100, 20))
+
+    def scrape() -> None:  # a reader racing the writers must not lose or double anything
+        for _ in range(20):
+            scraped.append(_sample_sum(registry, "costwatch_requests_total"))
+
+    pool = [threading.Thread(target=work, args=(f"team-{i % 4}",)) for i in range(threads)]
+    pool.append(threading.Thread(target=scrape))
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    summary = costwatch.summary()
+    costwatch._runtime.shutdown()
+    calls = threads * per_thread
+    assert summary.total.calls == calls
+    assert summary.total_usd == calls * (100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
+    assert {team: t.calls for team, t in summary.by_team.items()} == {
+        f"team-{i}": 2 * per_thread for i in range(4)}
+    assert scraped == sorted(scraped)
+    assert _sample_sum(registry, "costwatch_requests_total") == calls
+    assert _sample_sum(registry, "costwatch_tokens_total", token_type="output") == calls * 20
+
+
+def test_tallied_tenants_past_the_limit_become_other_and_each_call_is_counted(
+    registry: CollectorRegistry,
+) -> None:
+    costwatch.configure(service="test", strict=True, prometheus=True, registry=registry,
+                        label_limits={"tenant": 50}, warm_up=False)
+    site = _site("openai", "gpt-4o-mini")
+    for i in range(10_000):
+        with costwatch.tags(tenant=f"t{i}"):
+            site(_openai(10, 1))
+        if i == 5_000:
+            _sample_sum(registry, "costwatch_requests_total")  # a scrape half-way through
+    tenants = set()
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == "costwatch_requests_total":
+                tenants.add(sample.labels["tenant"])
+    costwatch._runtime.shutdown()
+    assert len(tenants) == 51 and "other" in tenants
+    assert _sample_sum(registry, "costwatch_label_overflow_total", label="tenant") == 10_000 - 50
+    assert _sample_sum(registry, "costwatch_requests_total", tenant="other") == 10_000 - 50
