@@ -41,7 +41,8 @@ class CallSpec:
         self.price_usd = price_usd
         """A fixed per-call price (retrieval, reranker searches) instead of a token price."""
         self._memo: tuple[object, str, Price | None] | None = None
-        """(catalog, model, price) of the last call: most sites call one model."""
+        """(tally, model, price if it has tiers) of the last tallied call: most sites call one
+        model."""
 
     def preflight(
         self, model: str, prompt_tokens: int, max_output_tokens: int | None
@@ -247,7 +248,25 @@ class CallSpec:
         ``deliver(build(...))``.
         """
         model = model or response_model or "unknown"
+        tally = rt.tally
         if (
+            tally is not None
+            and reservation is None
+            and not rt.budgets.active
+            and request_var.get() is None
+            and not scopes_var.get()
+            and self.price_usd is None
+        ):
+            memo = self._memo
+            if memo is None or memo[0] is not tally or memo[1] != model:
+                memo = self._memo = (tally, model, _tiered_price(rt, self.provider, model))
+            tiered = memo[2]
+            tier = 0 if tiered is None else tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
+            tally.add((self, model, tags_var.get().key, tier), tokens, latency_s)
+            sinks = rt.record_sinks
+            if not sinks:
+                return
+        elif (
             reservation is not None
             or self.price_usd is not None
             or rt.budgets.active
@@ -261,25 +280,11 @@ class CallSpec:
                 reservation,
             )
             return
-        catalog = rt.catalog
-        memo = self._memo
-        if memo is not None and memo[0] is catalog and memo[1] == model:
-            price = memo[2]
-        else:
-            price = catalog.resolve(self.provider, model)
-            self._memo = (catalog, model, price)
-        scopes = scopes_var.get()
-        tally = rt.tally
-        if tally is not None and not scopes:
-            tier = 0
-            if price is not None and price.tiers:
-                tier = price.tier_index(tokens[0] + tokens[1] + tokens[2])
-            tally.add((self, model, tags_var.get().key, tier), tokens, latency_s)
-            sinks = rt.record_sinks
-            if not sinks:
-                return
         else:
             sinks = rt.sinks
+        scopes = scopes_var.get()
+        catalog = rt.catalog
+        price = catalog.resolve(self.provider, model)
         usage = TokenUsage(*tokens)
         cost: Decimal | None = None
         input_cost: Decimal | None = None
@@ -311,6 +316,12 @@ class CallSpec:
                 scope.add(cost)
         for sink in sinks:
             sink.on_record(record)
+
+
+def _tiered_price(rt: _runtime.Runtime, provider: str, model: str) -> Price | None:
+    """The price of ``model`` if it has long-context tiers (a tallied call keeps its tier)."""
+    price = rt.catalog.resolve(provider, model)
+    return price if price is not None and price.tiers else None
 
 
 def _estimate(
