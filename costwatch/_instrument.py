@@ -27,7 +27,7 @@ from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE
 from costwatch._recorder import CallSpec
 from costwatch._streams import is_api_response, is_stream, watch_api_response, wrap_stream
-from costwatch._usage import extract_usage
+from costwatch._usage import extract_tokens
 
 C = TypeVar("C")
 
@@ -176,7 +176,7 @@ def _after(
             )
             return
         latency = perf_counter() - t0
-        extracted = extract_usage(result)
+        extracted = extract_tokens(result)
         if extracted is None and type(result).__name__ == "LegacyAPIResponse":
             # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's own
             # ``parse()`` gets the same object: the completion (its body was read already), or
@@ -188,11 +188,12 @@ def _after(
                     reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
                 )
                 return
-            extracted = extract_usage(parsed)
+            extracted = extract_tokens(parsed)
         if extracted is not None:
-            usage, response_model = extracted
-            ep.spec.emit(
-                model, usage, latency, response_model=response_model, reservation=reservation
+            tokens, response_model = extracted
+            ep.spec.record_usage(
+                _runtime.runtime(), model or ep.spec.model, tokens, latency, response_model,
+                reservation,
             )
         else:
             ep.spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
