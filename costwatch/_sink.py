@@ -1,7 +1,9 @@
 """The fan-out contract: every event costwatch produces reaches each configured sink.
 
 The ledger (``summary()``), the Prometheus exporter and the OpenTelemetry exporter are all
-sinks.  A sink must be cheap and thread-safe: it is called on the host's call path.
+sinks.  A sink must be cheap and thread-safe: it is called on the host's call path.  The ledger
+and the single-process Prometheus exporter also read plain successful calls as totals from the
+runtime's ``Tally`` (``_tally``); every other sink gets a ``CostRecord`` for each call.
 """
 
 from __future__ import annotations

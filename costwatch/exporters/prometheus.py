@@ -2,8 +2,9 @@
 
 Two recording paths behind one sink, chosen once at construction:
 
-* single process (the default): calls add to in-process totals and a collector renders them at
-  scrape time, so a recorded call costs a few integer additions under one lock;
+* single process (the default): records add to in-process totals, plain successful calls reach
+  them through the runtime's ``Tally`` (priced at the scrape), and a collector renders them at
+  scrape time;
 * prometheus-client multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before the process
   imported ``prometheus_client``; gunicorn-style workers): plain prometheus-client metrics whose
   values live in the workers' mmap files, with label children cached per label combination.
