@@ -11,7 +11,9 @@ the per-call prices, in ``Decimal``.
 Each thread adds to its own table, so a table has a single writer and the call path takes no
 lock.  Readers copy each row (one C-level list copy, atomic under the GIL); a row read while its
 writer is between two additions is only momentarily behind, never lost.  Each consumer reads
-through its own ``TallyCursor``, which hands out what was added since its last read.
+through its own ``TallyCursor``, which hands out what was added since its last read.  Tables are
+kept by thread identifier, which CPython reuses as threads end, so a thread that starts takes
+over the table of one that finished.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from __future__ import annotations
 import threading
 from _thread import get_ident
 from bisect import bisect_left
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from costwatch._context import resolve_strategy
+from costwatch._failopen import errors
 from costwatch._record import TokenUsage
 
 if TYPE_CHECKING:
@@ -133,18 +135,24 @@ class TallyCursor:
         self._lock = threading.Lock()
 
     def take(self) -> list[TalliedCalls]:
+        """What was added since the last ``take()``, priced; a key that fails to price is
+        reported (raised in strict mode) and offered again next time."""
         with self._lock:
             out: list[TalliedCalls] = []
             for key, row in self.tally.totals().items():
                 seen = self._seen.get(key)
                 if seen is None:
                     delta = row
-                elif row[_CALLS] == seen[_CALLS]:
+                elif row == seen:  # the whole row: a copy may catch a call half-added
                     continue
                 else:
                     delta = [now - before for now, before in zip(row, seen, strict=True)]
+                try:
+                    out.append(_priced(self.tally.catalog, key, delta))
+                except Exception as exc:
+                    errors.report("tally", exc)
+                    continue
                 self._seen[key] = row
-                out.append(_priced(self.tally.catalog, key, delta))
             return out
 
 
@@ -177,5 +185,3 @@ def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCall
         row[_BUCKETS:],
     )
 
-
-TallyTaker = Callable[[], list[TalliedCalls]]

@@ -223,3 +223,24 @@ def test_tallied_tenants_past_the_limit_become_other_and_each_call_is_counted(
     assert len(tenants) == 51 and "other" in tenants
     assert _sample_sum(registry, "costwatch_label_overflow_total", label="tenant") == 10_000 - 50
     assert _sample_sum(registry, "costwatch_requests_total", tenant="other") == 10_000 - 50
+
+
+def test_a_reader_that_catches_a_call_half_added_gets_the_rest_next_time() -> None:
+    from costwatch._pricing import PriceCatalog
+    from costwatch._recorder import CallSpec
+    from costwatch._tally import Tally
+
+    tally = Tally(PriceCatalog())
+    cursor = tally.cursor()
+    key = (CallSpec("openai", "gpt-4o-mini", "generation", "chat"), "gpt-4o-mini", (), 0)
+    tally.add(key, (100, 0, 0, 20, 0, 0), 0.5)
+    [row] = [table[key] for table in tally._tables.values()]
+    row[1] -= 100  # as a reader sees it between the call count and the input tokens
+    first = cursor.take()
+    row[1] += 100  # the writer finishes; no further call arrives
+    second = cursor.take()
+    assert [c.calls for c in first + second] == [1, 0]
+    assert sum(c.usage.input for c in first + second) == 100
+    assert sum(c.cost_usd or 0 for c in first + second) == (
+        100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
+    assert cursor.take() == []
