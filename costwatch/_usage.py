@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from operator import attrgetter
-from typing import Any
+from typing import Any, get_args
 
 from costwatch._record import TokenUsage
 
@@ -81,12 +81,14 @@ def _openai_reader(prompt_name: str, completion_name: str, prompt_details: str,
     return read
 
 
-_openai_completion_usage = _openai_reader(
+_COMPLETION_NAMES = (
     "prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"
 )
-_openai_responses_usage = _openai_reader(
+_RESPONSES_NAMES = (
     "input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details"
 )
+_openai_completion_usage = _openai_reader(*_COMPLETION_NAMES)
+_openai_responses_usage = _openai_reader(*_RESPONSES_NAMES)
 
 
 def _anthropic_usage(u: Any) -> Tokens:
@@ -338,6 +340,68 @@ def _read_any_object(obj: Any) -> tuple[Tokens, str] | None:
 _UNCACHEABLE = (str, bytes, int, float, bool, type(None), list, tuple)
 
 
+_FUSED_MISSES = 16
+"""Responses of one class read without a usage detail before its fused reader is given up."""
+
+
+def _fused_openai_response(prompt_name: str, completion_name: str, prompt_details: str,
+                           completion_details: str) -> ResponseReader:
+    """A reader for an SDK response class whose ``usage`` is declared with OpenAI's shape:
+    the counts and the model in one ``attrgetter`` call.  A response whose usage or a detail
+    is ``None`` is read the general way; a class whose responses keep lacking one (servers
+    that send no details) goes back to the general reader for good."""
+    read_all = attrgetter(
+        f"usage.{prompt_name}", f"usage.{completion_name}",
+        f"usage.{prompt_details}.cached_tokens", f"usage.{completion_details}.reasoning_tokens",
+        "model",
+    )
+    misses = 0
+
+    def read(obj: Any) -> tuple[Tokens, str] | None:
+        nonlocal misses
+        try:
+            prompt, completion, cached, reasoning, model = read_all(obj)
+        except AttributeError:
+            misses += 1
+            if misses >= _FUSED_MISSES:
+                _response_readers[type(obj)] = _read_sdk_response
+            return _read_sdk_response(obj)
+        prompt = prompt or 0
+        completion = completion or 0
+        cached = cached or 0
+        reasoning = reasoning or 0
+        return (
+            prompt - cached if prompt > cached else 0,
+            cached,
+            0,
+            completion - reasoning if completion > reasoning else 0,
+            reasoning,
+            0,
+        ), model or ""
+
+    return read
+
+
+def _declared_usage_class(cls: type) -> type | None:
+    """The one class a pydantic response class declares for ``usage`` (``Optional`` unwrapped)."""
+    field = getattr(cls, "model_fields", {}).get("usage")
+    annotation = getattr(field, "annotation", None)
+    options = [a for a in (get_args(annotation) or (annotation,)) if a is not type(None)]
+    if len(options) == 1 and isinstance(options[0], type):
+        return options[0]
+    return None
+
+
+def _sdk_response_reader(cls: type, fields: frozenset[str]) -> ResponseReader:
+    usage_cls = _declared_usage_class(cls)
+    if usage_cls is not None and "model" in fields:
+        usage_fields = _fields_of(usage_cls) or frozenset()
+        for names in (_COMPLETION_NAMES, _RESPONSES_NAMES):
+            if usage_fields.issuperset(names) and _ANTHROPIC_ONLY.isdisjoint(usage_fields):
+                return _fused_openai_response(*names)
+    return _read_sdk_response
+
+
 def _response_reader_for(cls: type) -> ResponseReader:
     if issubclass(cls, Mapping):
         return _read_dict_response
@@ -347,7 +411,7 @@ def _response_reader_for(cls: type) -> ResponseReader:
     if fields is None:
         return _read_any_object
     if "usage" in fields:
-        return _read_sdk_response
+        return _sdk_response_reader(cls, fields)
     if "usage_metadata" in fields:
         return _read_gemini_response
     return _no_usage

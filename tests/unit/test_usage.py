@@ -82,6 +82,26 @@ def test_missing_or_null_openai_details_mean_zero(usage: dict[str, Any]) -> None
     assert extract_provider_usage("openai", CompletionUsage.model_validate(usage)) == expected
 
 
+def test_chat_completions_without_details_read_right_before_and_after_the_reader_adapts() -> None:
+    """The SDK response reader fetches every count at once; responses that lack a detail
+    (OpenAI-compatible servers) are read field by field, and after a few the class is
+    always read that way."""
+    with_details = ChatCompletion.model_validate(chat_completion(
+        _fake(prompt_tokens=1200, cached_tokens=1024, completion_tokens=300, reasoning_tokens=100),
+        "gpt-4o-mini",
+    ))
+    body = chat_completion(_fake(prompt_tokens=50, completion_tokens=7), "gpt-4o-mini")
+    body["usage"]["prompt_tokens_details"] = None
+    without = ChatCompletion.model_validate(body)
+    for _ in range(40):
+        assert extract_usage(without) == (
+            TokenUsage(input=50, output=7), "gpt-4o-mini-2024-07-18")
+        assert extract_usage(with_details) == (
+            TokenUsage(input=176, cache_read=1024, output=200, reasoning=100),
+            "gpt-4o-mini-2024-07-18",
+        )
+
+
 def test_chat_completion_without_usage_carries_none() -> None:
     body = chat_completion(_fake(), "gpt-4o-mini")
     body["usage"] = None
