@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from costwatch._record import TOKEN_TYPES, CostRecord
+from costwatch._record import TOKEN_TYPES, CostRecord, TokenUsage
 from costwatch._sink import BaseSink, CacheEvent, RequestEnd
 from costwatch._tally import Tally, TallyCursor
 
@@ -194,24 +194,9 @@ class Ledger(BaseSink):
                 tags.get("team", ""),
                 tags.get("tenant", ""),
             )
-            usage = calls.usage
             with self._lock:
-                row = self._rows.get(key)
-                if row is None:
-                    row = self._rows[key] = _new_row()
-                row[_CALLS] += calls.calls
-                if calls.cost_usd is None:
-                    row[_UNPRICED] += calls.calls
-                else:
-                    row[_COST] += calls.cost_usd
-                row[_IN] += usage.input
-                row[_CR] += usage.cache_read
-                row[_CW] += usage.cache_write
-                row[_OUT] += usage.output
-                row[_REASON] += usage.reasoning
-                row[_LAT] += calls.latency_s
-                if calls.input_cost_usd is not None:
-                    row[_IN_COST] += calls.input_cost_usd
+                self._add(key, calls.calls, 0, calls.cost_usd, calls.input_cost_usd,
+                          calls.usage, calls.latency_s)
 
     def on_record(self, record: CostRecord) -> None:
         key = (
@@ -223,27 +208,10 @@ class Ledger(BaseSink):
             record.team,
             record.tenant,
         )
-        usage = record.usage
-        cost = record.cost_usd
         with self._lock:
-            row = self._rows.get(key)
-            if row is None:
-                row = self._rows[key] = _new_row()
-            row[_CALLS] += 1
-            if record.status != "ok":
-                row[_ERRORS] += 1
-            if cost is None:
-                row[_UNPRICED] += 1
-            else:
-                row[_COST] += cost
-            row[_IN] += usage.input
-            row[_CR] += usage.cache_read
-            row[_CW] += usage.cache_write
-            row[_OUT] += usage.output
-            row[_REASON] += usage.reasoning
-            row[_LAT] += record.latency_s
-            if record.input_cost_usd is not None:
-                row[_IN_COST] += record.input_cost_usd
+            row = self._add(key, 1, int(record.status != "ok"), record.cost_usd,
+                            record.input_cost_usd,
+                            record.usage, record.latency_s)
             if record.context_tokens:
                 for source, tokens in record.context_tokens.items():
                     ctx = self._context.get(source)
@@ -253,6 +221,36 @@ class Ledger(BaseSink):
                     ctx[1] += record.context_cost_usd.get(source, _ZERO)
                     row[_CTX_T] += tokens
                     row[_CTX_C] += record.context_cost_usd.get(source, _ZERO)
+
+    def _add(
+        self,
+        key: tuple[str, ...],
+        calls: int,
+        errors: int,
+        cost: Decimal | None,
+        input_cost: Decimal | None,
+        usage: TokenUsage,
+        latency_s: float,
+    ) -> list[Any]:
+        """Add to the row of ``key`` (``cost`` None: the calls were unpriced); holds the lock."""
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = _new_row()
+        row[_CALLS] += calls
+        row[_ERRORS] += errors
+        if cost is None:
+            row[_UNPRICED] += calls
+        else:
+            row[_COST] += cost
+        row[_IN] += usage.input
+        row[_CR] += usage.cache_read
+        row[_CW] += usage.cache_write
+        row[_OUT] += usage.output
+        row[_REASON] += usage.reasoning
+        row[_LAT] += latency_s
+        if input_cost is not None:
+            row[_IN_COST] += input_cost
+        return row
 
     def on_request_end(self, event: RequestEnd) -> None:
         with self._lock:

@@ -65,18 +65,7 @@ def _openai_reader(prompt_name: str, completion_name: str, prompt_details: str,
             completion = getattr(u, completion_name, None)
             cached = getattr(getattr(u, prompt_details, None), "cached_tokens", None)
             reasoning = getattr(getattr(u, completion_details, None), "reasoning_tokens", None)
-        prompt = prompt or 0
-        completion = completion or 0
-        cached = cached or 0
-        reasoning = reasoning or 0
-        return (
-            prompt - cached if prompt > cached else 0,
-            cached,
-            0,
-            completion - reasoning if completion > reasoning else 0,
-            reasoning,
-            0,
-        )
+        return _openai_partition(prompt or 0, cached or 0, completion or 0, reasoning or 0)
 
     return read
 
@@ -133,17 +122,18 @@ def _dict_usage(u: Mapping[str, Any], provider: str) -> Tokens | None:
         details = u.get("completion_tokens_details") or _EMPTY
         reasoning = details.get("reasoning_tokens") or 0
         return _openai_partition(
-            u.get("prompt_tokens") or 0, cached, u.get("completion_tokens") or 0, reasoning
+            int(u.get("prompt_tokens") or 0), int(cached),
+            int(u.get("completion_tokens") or 0), int(reasoning),
         )
     if "input_tokens" in u or "output_tokens" in u:
         output_details = u.get("output_tokens_details") or _EMPTY
         if provider != "anthropic" and "input_tokens_details" in u:
             details = u.get("input_tokens_details") or _EMPTY
             return _openai_partition(
-                u.get("input_tokens") or 0,
-                details.get("cached_tokens") or 0,
-                u.get("output_tokens") or 0,
-                output_details.get("reasoning_tokens") or 0,
+                int(u.get("input_tokens") or 0),
+                int(details.get("cached_tokens") or 0),
+                int(u.get("output_tokens") or 0),
+                int(output_details.get("reasoning_tokens") or 0),
             )
         creation = u.get("cache_creation") or _EMPTY
         return _anthropic_partition(
@@ -176,12 +166,13 @@ _EMPTY: Mapping[str, Any] = {}
 
 
 def _openai_partition(prompt: int, cached: int, completion: int, reasoning: int) -> Tokens:
+    """OpenAI's counts (prompt with cached, completion with reasoning) as the partition."""
     return (
-        int(max(prompt - cached, 0)),
-        int(cached),
+        prompt - cached if prompt > cached else 0,
+        cached,
         0,
-        int(max(completion - reasoning, 0)),
-        int(reasoning),
+        completion - reasoning if completion > reasoning else 0,
+        reasoning,
         0,
     )
 
@@ -366,18 +357,8 @@ def _fused_openai_response(prompt_name: str, completion_name: str, prompt_detail
             if misses >= _FUSED_MISSES:
                 _response_readers[type(obj)] = _read_sdk_response
             return _read_sdk_response(obj)
-        prompt = prompt or 0
-        completion = completion or 0
-        cached = cached or 0
-        reasoning = reasoning or 0
-        return (
-            prompt - cached if prompt > cached else 0,
-            cached,
-            0,
-            completion - reasoning if completion > reasoning else 0,
-            reasoning,
-            0,
-        ), model or ""
+        tokens = _openai_partition(prompt or 0, cached or 0, completion or 0, reasoning or 0)
+        return tokens, model or ""
 
     return read
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from costwatch._cardinality import GuardedTable, LabelGuard
-from costwatch._record import CostRecord
+from costwatch._record import CostRecord, TokenUsage
 from costwatch._sink import CacheEvent, RequestEnd
 from costwatch._tally import TalliedCalls, Tally, TallyCursor
 from costwatch.exporters.names import (
@@ -59,6 +59,21 @@ class SpendSeries:
         self.dur_sum = 0.0
         self.context: dict[str, list[int | Decimal]] = {}
         """Retrieval source → [context tokens, context cost]."""
+
+    def add_spend(self, cost: Decimal | None, calls: int, usage: TokenUsage) -> None:
+        """Cost (or ``calls`` unpriced calls) and tokens; the caller holds ``lock``."""
+        if cost is None:
+            self.unpriced += calls
+        elif self.cost is None:
+            self.cost = cost
+        else:
+            self.cost += cost
+        tokens = self.tokens
+        tokens[0] += usage.input
+        tokens[1] += usage.cache_read
+        tokens[2] += usage.cache_write
+        tokens[3] += usage.output
+        tokens[4] += usage.reasoning
 
 
 class HistogramSeries:
@@ -145,21 +160,8 @@ class SpendAggregate:
              tags.get("feature", ""), tags.get("team", ""), tags.get("tenant", "")),
             calls.calls,
         )
-        usage = calls.usage
-        cost = calls.cost_usd
         with series.lock:
-            if cost is None:
-                series.unpriced += calls.calls
-            elif series.cost is None:
-                series.cost = cost
-            else:
-                series.cost += cost
-            tokens = series.tokens
-            tokens[0] += usage.input
-            tokens[1] += usage.cache_read
-            tokens[2] += usage.cache_write
-            tokens[3] += usage.output
-            tokens[4] += usage.reasoning
+            series.add_spend(calls.cost_usd, calls.calls, calls.usage)
             series.ok += calls.calls
             if series.buckets and calls.buckets:
                 for i, count in enumerate(calls.buckets):
@@ -180,18 +182,7 @@ class SpendAggregate:
         # Everything that can fail on a malformed record fails before the series changes.
         bucket = bisect_left(DURATION_BUCKETS, latency) if series.buckets else 0
         with series.lock:
-            if cost is None:
-                series.unpriced += 1
-            elif series.cost is None:
-                series.cost = cost
-            else:
-                series.cost += cost
-            tokens = series.tokens
-            tokens[0] += usage.input
-            tokens[1] += usage.cache_read
-            tokens[2] += usage.cache_write
-            tokens[3] += usage.output
-            tokens[4] += usage.reasoning
+            series.add_spend(cost, 1, usage)
             if record.status == "ok":
                 series.ok += 1
             else:
