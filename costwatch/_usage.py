@@ -73,11 +73,10 @@ def _openai_reader(prompt_name: str, completion_name: str, prompt_details: str,
 _COMPLETION_NAMES = (
     "prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"
 )
-_RESPONSES_NAMES = (
+_openai_completion_usage = _openai_reader(*_COMPLETION_NAMES)
+_openai_responses_usage = _openai_reader(
     "input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details"
 )
-_openai_completion_usage = _openai_reader(*_COMPLETION_NAMES)
-_openai_responses_usage = _openai_reader(*_RESPONSES_NAMES)
 
 
 def _anthropic_usage(u: Any) -> Tokens:
@@ -332,35 +331,29 @@ _UNCACHEABLE = (str, bytes, int, float, bool, type(None), list, tuple)
 
 
 _FUSED_MISSES = 16
-"""Responses of one class read without a usage detail before its fused reader is given up."""
+"""Responses of one class read without a usage detail before the fused reader is given up."""
+_chat_misses = 0
 
 
-def _fused_openai_response(prompt_name: str, completion_name: str, prompt_details: str,
-                           completion_details: str) -> ResponseReader:
-    """A reader for an SDK response class whose ``usage`` is declared with OpenAI's shape:
-    the counts and the model in one ``attrgetter`` call.  A response whose usage or a detail
-    is ``None`` is read the general way; a class whose responses keep lacking one (servers
-    that send no details) goes back to the general reader for good."""
-    read_all = attrgetter(
-        f"usage.{prompt_name}", f"usage.{completion_name}",
-        f"usage.{prompt_details}.cached_tokens", f"usage.{completion_details}.reasoning_tokens",
-        "model",
+def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
+    """A chat completion SDK object: its counts and model by plain attribute access (the most
+    common response of all).  One whose usage or a detail is ``None`` is read the general way;
+    a class whose responses keep lacking one (servers that send no details) goes back to the
+    general reader for good."""
+    global _chat_misses
+    try:
+        usage = obj.usage
+        cached = usage.prompt_tokens_details.cached_tokens
+        reasoning = usage.completion_tokens_details.reasoning_tokens
+    except AttributeError:
+        _chat_misses += 1
+        if _chat_misses >= _FUSED_MISSES:
+            _response_readers[type(obj)] = _read_sdk_response
+        return _read_sdk_response(obj)
+    tokens = _openai_partition(
+        usage.prompt_tokens or 0, cached or 0, usage.completion_tokens or 0, reasoning or 0
     )
-    misses = 0
-
-    def read(obj: Any) -> tuple[Tokens, str] | None:
-        nonlocal misses
-        try:
-            prompt, completion, cached, reasoning, model = read_all(obj)
-        except AttributeError:
-            misses += 1
-            if misses >= _FUSED_MISSES:
-                _response_readers[type(obj)] = _read_sdk_response
-            return _read_sdk_response(obj)
-        tokens = _openai_partition(prompt or 0, cached or 0, completion or 0, reasoning or 0)
-        return tokens, model or ""
-
-    return read
+    return tokens, obj.model or ""
 
 
 def _declared_usage_class(cls: type) -> type | None:
@@ -377,9 +370,8 @@ def _sdk_response_reader(cls: type, fields: frozenset[str]) -> ResponseReader:
     usage_cls = _declared_usage_class(cls)
     if usage_cls is not None and "model" in fields:
         usage_fields = _fields_of(usage_cls) or frozenset()
-        for names in (_COMPLETION_NAMES, _RESPONSES_NAMES):
-            if usage_fields.issuperset(names) and _ANTHROPIC_ONLY.isdisjoint(usage_fields):
-                return _fused_openai_response(*names)
+        if usage_fields.issuperset(_COMPLETION_NAMES):
+            return _read_chat_completion
     return _read_sdk_response
 
 
