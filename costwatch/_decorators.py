@@ -15,7 +15,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from costwatch import _runtime
-from costwatch._context import recorded_var
+from costwatch._context import recorded_var, request_var, scopes_var
 from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE, TokenUsage
 from costwatch._recorder import CallSpec
@@ -328,6 +328,9 @@ def _cache_hit(site: _Site) -> bool:
 
 
 def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
+    if site.fast and site.spec.price_usd is None:
+        return _wrap_plain_tallied(site, fn)
+
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.runtime()
@@ -338,6 +341,46 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise
+        return _returned(site, rt, args, kwargs, result, t0, reservation)
+
+    return wrapper
+
+
+def _wrap_plain_tallied(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
+    """A plain function whose usage is read from its result (generation, embedding).
+
+    A call that reports its usage outside any request, budget or cache scope goes straight to
+    the runtime's tally; every other call takes ``_returned``, like any plain function.
+    """
+    spec = site.spec
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        rt = _runtime.runtime()
+        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        t0 = perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _failed(site, kwargs, exc, t0, reservation)
+            raise
+        if reservation is None:
+            latency = perf_counter() - t0
+            try:
+                if (
+                    request_var.get() is None
+                    and not scopes_var.get()
+                    and not rt.budgets.active
+                    and recorded_var.get() is not result
+                ):
+                    found = extract_tokens(result)
+                    if found is not None:
+                        model = spec.model or site.model_for(kwargs) or found[1] or "unknown"
+                        spec.tally(rt, rt.tally, model, found[0], latency, found[1])
+                        return result
+            except Exception as internal:
+                errors.report("decorator", internal)
+                return result
         return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper

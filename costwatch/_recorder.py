@@ -14,6 +14,7 @@ from costwatch._record import EMPTY_USAGE, CostRecord, Status, TokenUsage, Usage
 if TYPE_CHECKING:
     from costwatch._budget import BudgetCall, Reservation
     from costwatch._pricing import Price
+    from costwatch._tally import Tally
     from costwatch._usage import Tokens
 
 _ZERO = Decimal(0)
@@ -240,82 +241,52 @@ class CallSpec:
         response_model: str,
         reservation: Reservation | None,
     ) -> None:
-        """The common case, for the decorators: a successful call that reported its usage.
+        """The common case: a successful call that reported its usage.
 
-        Outside any request, budget, cache scope or fixed price, the ledger and the in-process
-        Prometheus exporter get the call through the runtime's ``Tally`` (priced when read);
-        a ``CostRecord`` is built only for the other sinks, if any.  Inside one, the same as
-        ``deliver(build(...))``.
+        Outside any request, budget, cache scope or fixed price it is tallied (``tally``);
+        inside one, the same as ``deliver(build(...))``.
         """
         model = model or response_model or "unknown"
-        tally = rt.tally
         if (
-            tally is not None
-            and reservation is None
+            reservation is None
             and not rt.budgets.active
             and request_var.get() is None
             and not scopes_var.get()
             and self.price_usd is None
         ):
-            memo = self._memo
-            if memo is None or memo[0] is not tally or memo[1] != model:
-                memo = self._memo = (tally, model, _tiered_price(rt, self.provider, model))
-            tiered = memo[2]
-            tier = 0 if tiered is None else tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
-            tally.add((self, model, tags_var.get().key, tier), tokens, latency_s)
-            sinks = rt.record_sinks
-            if not sinks:
-                return
-        elif (
-            reservation is not None
-            or self.price_usd is not None
-            or rt.budgets.active
-            or request_var.get() is not None
-        ):
-            self.deliver(
-                rt,
-                self.build(
-                    rt, model, TokenUsage(*tokens), latency_s, "ok", response_model, "reported"
-                ),
-                reservation,
-            )
+            self.tally(rt, rt.tally, model, tokens, latency_s, response_model)
             return
-        else:
-            sinks = rt.sinks
-        scopes = scopes_var.get()
-        catalog = rt.catalog
-        price = catalog.resolve(self.provider, model)
         usage = TokenUsage(*tokens)
-        cost: Decimal | None = None
-        input_cost: Decimal | None = None
-        price_source: str | None = None
-        if price is not None:
-            cost, input_cost = price.cost_split(usage)
-            price_source = price.source
-            fine_tuned = price.fine_tuned
-        else:
-            fine_tuned = catalog.is_fine_tuned(model)
-        tag_values = tags_var.get()
-        if tag_values:
-            strategy = resolve_strategy(fine_tuned, None, tag_values)
-            feature = tag_values.get("feature", "")
-            team = tag_values.get("team", "")
-            tenant = tag_values.get("tenant", "")
-        else:
-            strategy = "fine_tuned" if fine_tuned else "base"
-            feature = team = tenant = ""
-        record = CostRecord(
-            self.provider, model, self.stage, usage, cost, latency_s, "ok", input_cost,
-            strategy, rt.service, feature, team, tenant, self.operation, response_model,
-            price_source, "reported", rt.clock(), tag_values,
+        self.deliver(
+            rt, self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
+            reservation,
         )
-        if self.source:
-            record.source = self.source
-        if scopes:
-            for scope in scopes:
-                scope.add(cost)
-        for sink in sinks:
-            sink.on_record(record)
+
+    def tally(
+        self,
+        rt: _runtime.Runtime,
+        tally: Tally,
+        model: str,
+        tokens: Tokens,
+        latency_s: float,
+        response_model: str,
+    ) -> None:
+        """A plain successful call (no request, budget, cache scope or fixed price around it):
+        the ledger and the in-process Prometheus exporter get it through ``tally``, priced when
+        read; a ``CostRecord`` is built only for the other sinks, if any."""
+        memo = self._memo
+        if memo is None or memo[0] is not tally or memo[1] != model:
+            memo = self._memo = (tally, model, _tiered_price(rt, self.provider, model))
+        tiered = memo[2]
+        tier = 0 if tiered is None else tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
+        tally.add((self, model, tags_var.get().key, tier), tokens, latency_s)
+        sinks = rt.record_sinks
+        if sinks:
+            record = self.build(
+                rt, model, TokenUsage(*tokens), latency_s, "ok", response_model, "reported"
+            )
+            for sink in sinks:
+                sink.on_record(record)
 
 
 def _tiered_price(rt: _runtime.Runtime, provider: str, model: str) -> Price | None:

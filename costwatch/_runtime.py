@@ -69,16 +69,17 @@ class Runtime:
             )
         built.extend(sinks)
         self.sinks: tuple[Sink, ...] = tuple(built)
-        self.tally: Tally | None = None
-        """Where the recorder adds plain successful calls for the sinks that read totals."""
-        self.record_sinks: tuple[Sink, ...] = self.sinks
+        self.tally: Tally = self._tally_for_readers()
+        """Where the recorder adds plain successful calls, for the sinks that read totals."""
+        self.record_sinks: tuple[Sink, ...] = tuple(
+            sink for sink in self.sinks if sink is not self.ledger and sink is not self._tallied
+        )
         """The sinks that need a ``CostRecord`` even for a call added to the tally."""
-        self._use_tally()
         self.budgets: BudgetRegistry = BudgetRegistry(None, clock, lambda: self.sinks)
         if settings.warm_up:
             threading.Thread(target=self._warm_up, name="costwatch-warm-up", daemon=True).start()
 
-    def _use_tally(self) -> None:
+    def _tally_for_readers(self) -> Tally:
         """The ledger, and the Prometheus exporter unless in multiprocess mode, read totals."""
         from costwatch._tally import Tally
 
@@ -94,10 +95,8 @@ class Runtime:
         self.ledger.attach(tally)
         if prometheus is not None:
             prometheus.attach(tally)
-        self.tally = tally
-        self.record_sinks = tuple(
-            sink for sink in self.sinks if sink is not self.ledger and sink is not prometheus
-        )
+        self._tallied = prometheus
+        return tally
 
     def _warm_up(self) -> None:
         try:
@@ -114,7 +113,7 @@ class Runtime:
 
         drain()
         self.budgets.close()
-        if self.tally is not None and self.prometheus is not None:
+        if self.prometheus is not None:
             self.prometheus.detach(self.tally)
 
 
