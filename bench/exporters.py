@@ -66,11 +66,11 @@ def hand_written(fn: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 CHUNK = 2000
-"""After every CHUNK calls, /metrics is rendered (Prometheus on) and the OTel metric reader
-collects (OTel on): untimed for the hot-path figure, timed for the amortized one.  Both sinks
-defer work to collection (pricing tallied calls, feeding the OTel instruments), so the amortized
-figure is the honest per-call cost.  A deployed app's scrape handler and
-PeriodicExportingMetricReader do this from their own threads."""
+"""After every CHUNK calls, /metrics is rendered (Prometheus on), the OTel metric reader
+collects (OTel on) or, with neither, summary() reads the ledger: untimed for the hot-path
+figure, timed for the amortized one.  Each defers work to that read (pricing tallied calls,
+feeding the OTel instruments), so the amortized figure is the honest per-call cost.  A deployed
+app's scrape handler and PeriodicExportingMetricReader do this from their own threads."""
 
 
 class Setup:
@@ -94,8 +94,11 @@ class Setup:
                             registry=self.registry, meter_provider=self.provider)
 
     def collect_seconds(self) -> float:
-        """Time of one scrape and one metric-reader collection, for the sinks that are on."""
+        """Time of one scrape and one metric-reader collection, for the sinks that are on;
+        with neither, of one ``summary()`` (the ledger's read)."""
         t0 = time.perf_counter()
+        if not self.prometheus and self.reader is None:
+            costwatch.summary()
         if self.prometheus:
             generate_latest(self.registry)
         if self.reader is not None:
