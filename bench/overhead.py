@@ -2,7 +2,8 @@
 
 Prints, from one run, the median per-call time of: the bare call, a minimal hand-written wrapper
 (times the call, reads usage, looks the price up in a dict) and the costwatch-wrapped call
-(ledger only: the Prometheus/OTel sinks are measured by bench/exporters.py). Rounds are
+(ledger only: the Prometheus/OTel sinks are measured by bench/exporters.py), with a
+``summary()`` every 2000 calls timed too, since plain calls are priced when read.  Rounds are
 interleaved so that machine noise hits all variants alike; medians, never a single run.
 
     python bench/overhead.py [--calls 20000] [--rounds 15]
@@ -39,6 +40,23 @@ def hand_written(fn: Callable[[str], Any]) -> Callable[[str], Any]:
     return wrapper
 
 
+READ_EVERY = 2000
+
+
+def with_reads(fn: Callable[[str], Any], calls: int) -> float:
+    """Mean seconds per call of ``fn``, a ``costwatch.summary()`` every READ_EVERY calls
+    included: plain calls are priced when the totals are read, so the reads count."""
+    t0 = time.perf_counter()
+    done = 0
+    while done < calls:
+        n = min(READ_EVERY, calls - done)
+        for _ in range(n):
+            fn("hello")
+        costwatch.summary()
+        done += n
+    return (time.perf_counter() - t0) / calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=20_000)
@@ -56,7 +74,10 @@ def main() -> None:
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, fn in variants.items():
-            samples[name].append(per_call(fn, args.calls))
+            if name == "@costwatch.generation":
+                samples[name].append(with_reads(fn, args.calls))
+            else:
+                samples[name].append(per_call(fn, args.calls))
     med = {name: statistics.median(s) for name, s in samples.items()}
     floor = med["bare call"]
     hand = med["hand-written wrapper"] - floor
