@@ -1,12 +1,12 @@
 """Totals of the common call, kept per thread without a lock and priced when they are read.
 
 Most wrapped calls are alike: they succeeded, reported their usage, and ran outside any
-``costwatch.request``, budget or cache scope.  When no sink asks for per-call records (the
-ledger behind ``summary()`` and the single-process Prometheus exporter only need totals), the
-recorder adds such a call's tokens and latency to a ``Tally`` instead of building, pricing and
-fanning out a ``CostRecord``.  Pricing waits until the totals are read: a price is linear in
-tokens (tiers are kept apart in the key), so pricing a sum of tokens gives exactly the sum of
-the per-call prices, in ``Decimal``.
+``costwatch.request``, budget or cache scope.  The ledger behind ``summary()`` and the
+single-process Prometheus exporter only need totals of such calls, so the recorder adds the
+call's tokens and latency to a ``Tally`` instead of building, pricing and fanning out a
+``CostRecord`` to them (other sinks, if any, still get one).  Pricing waits until the totals
+are read: a price is linear in tokens (tiers are kept apart in the key), so pricing a sum of
+tokens gives exactly the sum of the per-call prices, in ``Decimal``.
 
 Each thread adds to its own table, so a table has a single writer and the call path takes no
 lock.  Readers copy each row (one C-level list copy, atomic under the GIL); a row read while its
