@@ -21,16 +21,21 @@ STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
 
 
 
-class TagSet(dict[str, str]):
-    """The tags in force: a dict (never mutated once set) that also carries ``key``, its items
-    as a sorted tuple.  The recorder totals calls by ``key``, which hashes by content, so every
-    block entered with the same tags adds to the same totals."""
+ATTRIBUTION_TAGS = ("feature", "team", "tenant", "strategy")
+"""The tags that totals are kept by (other tags reach per-call records and budget matching)."""
 
-    __slots__ = ("key",)
+
+class TagSet(dict[str, str]):
+    """The tags in force: a dict (never mutated once set) that also carries ``attribution``,
+    the values of ``ATTRIBUTION_TAGS`` ("" when unset).  The recorder totals calls by it, so
+    every block entered with the same attribution adds to the same totals, and tags of
+    unbounded cardinality (a user or request id) never multiply them."""
+
+    __slots__ = ("attribution",)
 
     def __init__(self, values: Mapping[str, str] = MappingProxyType({})) -> None:
         super().__init__(values)
-        self.key: tuple[tuple[str, str], ...] = tuple(sorted(self.items()))
+        self.attribution: tuple[str, ...] = tuple(self.get(k, "") for k in ATTRIBUTION_TAGS)
 
 
 NO_TAGS = TagSet()

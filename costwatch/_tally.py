@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from costwatch._context import resolve_strategy
+from costwatch._context import ATTRIBUTION_TAGS, resolve_strategy
 from costwatch._failopen import errors
 from costwatch._record import TokenUsage
 
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from costwatch._recorder import CallSpec
     from costwatch._usage import Tokens
 
-TallyKey = tuple["CallSpec", str, tuple[tuple[str, str], ...], int]
-"""``(call site, model, tags in force as sorted items, price tier index)``."""
+TallyKey = tuple["CallSpec", str, tuple[str, ...], int]
+"""``(call site, model, attribution tags in force, price tier index)``."""
 
 _CALLS, _LATENCY, _BUCKETS = 0, 7, 8
 """Row layout: calls, the six ``Tokens`` counts (1-6), latency sum, duration bucket counts."""
@@ -157,7 +157,7 @@ class TallyCursor:
 
 
 def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCalls:
-    spec, model, tag_items, tier = key
+    spec, model, attribution, tier = key
     calls = row[_CALLS]
     usage = TokenUsage(row[1], row[2], row[3], row[4], row[5], row[6])
     price = catalog.resolve(spec.provider, model)
@@ -170,7 +170,7 @@ def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCall
         if tier:
             price = price.tiers[tier - 1].price
         cost, input_cost = price.cost_split(usage, calls)
-    tags = dict(tag_items)
+    tags = {name: value for name, value in zip(ATTRIBUTION_TAGS, attribution, strict=True) if value}
     return TalliedCalls(
         spec.provider,
         model,

@@ -232,7 +232,8 @@ def test_a_reader_that_catches_a_call_half_added_gets_the_rest_next_time() -> No
 
     tally = Tally(PriceCatalog())
     cursor = tally.cursor()
-    key = (CallSpec("openai", "gpt-4o-mini", "generation", "chat"), "gpt-4o-mini", (), 0)
+    spec = CallSpec("openai", "gpt-4o-mini", "generation", "chat")
+    key = (spec, "gpt-4o-mini", ("", "", "", ""), 0)
     tally.add(key, (100, 0, 0, 20, 0, 0), 0.5)
     [row] = [table[key] for table in tally._tables.values()]
     row[1] -= 100  # as a reader sees it between the call count and the input tokens
@@ -244,3 +245,17 @@ def test_a_reader_that_catches_a_call_half_added_gets_the_rest_next_time() -> No
     assert sum(c.cost_usd or 0 for c in first + second) == (
         100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
     assert cursor.take() == []
+
+
+def test_tags_outside_the_attribution_never_multiply_the_totals(
+    configured: Any, capture: CaptureSink
+) -> None:
+    site = _site("openai", "gpt-4o-mini")
+    for i in range(1_000):
+        with costwatch.tags(feature="faq", user_id=f"u{i}", request_id=f"r{i}"):
+            site(_openai(100, 20))
+    assert len(costwatch._runtime.runtime().tally.totals()) == 1
+    summary = costwatch.summary()
+    assert summary.by_feature["faq"].calls == 1_000
+    assert summary.total_usd == 1_000 * (100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
+    assert capture.last.tags["user_id"] == "u999"  # per-call records keep every tag
