@@ -409,9 +409,11 @@ _POLL_S = 1.0
 
 
 def drain() -> None:
-    """Make the records of streams finished by garbage collection (safe to call any time)."""
-    if _deferred.empty():
-        return
+    """Make the records of streams finished by garbage collection (safe to call any time).
+
+    Returns once every record queued before the call is made, also one the poller thread
+    took off the queue and is still making: the lock is taken even when the queue is empty.
+    """
     with _drain_lock:
         while True:
             try:

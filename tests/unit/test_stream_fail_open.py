@@ -97,3 +97,33 @@ def test_a_stream_that_cannot_be_hooked_is_not_recorded_behind_the_callers_back(
 def test_a_value_that_is_not_a_stream_is_left_alone(lenient: CaptureSink) -> None:
     assert wrap_stream(["a", "b"], SPEC, "gpt-4o-mini", perf_counter()) is None
     assert wrap_stream(SimpleNamespace(), SPEC, "gpt-4o-mini", perf_counter()) is None
+
+
+def test_drain_returns_only_once_a_record_another_thread_is_making_is_made() -> None:
+    """The poller thread may have taken a dropped stream's record off the queue: a caller's
+    ``drain()`` (a test, ``configure()``, exit) must not return before that record is made."""
+    import threading
+
+    from costwatch import _streams
+
+    started, release = threading.Event(), threading.Event()
+    made: list[str] = []
+
+    class SlowRecording:
+        def finish(self, how: int) -> None:
+            started.set()
+            release.wait(5)
+            made.append("record")
+
+    _streams._deferred.put((SlowRecording(), 0))  # type: ignore[arg-type]
+    poller = threading.Thread(target=drain)
+    poller.start()
+    assert started.wait(5)
+    caller = threading.Thread(target=drain)
+    caller.start()
+    caller.join(0.2)
+    assert caller.is_alive()  # still waiting for the poller's record
+    release.set()
+    caller.join(5)
+    poller.join(5)
+    assert made == ["record"]
