@@ -279,7 +279,8 @@ class CallSpec:
             memo = self._memo = (tally, model, _tiered_price(rt, self.provider, model))
         tiered = memo[2]
         tier = 0 if tiered is None else tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
-        tally.add((self, model, tags_var.get().attribution, tier), tokens, latency_s)
+        key = (self.provider, self.stage, model, tags_var.get().attribution, tier)
+        tally.add(key, tokens, latency_s)
         sinks = rt.record_sinks
         if sinks:
             record = self.build(

@@ -31,11 +31,11 @@ from costwatch._record import TokenUsage
 
 if TYPE_CHECKING:
     from costwatch._pricing import PriceCatalog
-    from costwatch._recorder import CallSpec
     from costwatch._usage import Tokens
 
-TallyKey = tuple["CallSpec", str, tuple[str, ...], int]
-"""``(call site, model, attribution tags in force, price tier index)``."""
+TallyKey = tuple[str, str, str, tuple[str, ...], int]
+"""``(provider, stage, model, attribution tags in force, price tier index)``: values, never
+objects, so call sites made on the fly (a function decorated per request) share totals."""
 
 _CALLS, _LATENCY, _BUCKETS = 0, 7, 8
 """Row layout: calls, the six ``Tokens`` counts (1-6), latency sum, duration bucket counts."""
@@ -157,10 +157,10 @@ class TallyCursor:
 
 
 def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCalls:
-    spec, model, attribution, tier = key
+    provider, stage, model, attribution, tier = key
     calls = row[_CALLS]
     usage = TokenUsage(row[1], row[2], row[3], row[4], row[5], row[6])
-    price = catalog.resolve(spec.provider, model)
+    price = catalog.resolve(provider, model)
     cost: Decimal | None = None
     input_cost: Decimal | None = None
     if price is None:
@@ -172,9 +172,9 @@ def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCall
         cost, input_cost = price.cost_split(usage, calls)
     tags = {name: value for name, value in zip(ATTRIBUTION_TAGS, attribution, strict=True) if value}
     return TalliedCalls(
-        spec.provider,
+        provider,
         model,
-        spec.stage,
+        stage,
         resolve_strategy(fine_tuned, None, tags),
         tags,
         usage,

@@ -227,13 +227,11 @@ def test_tallied_tenants_past_the_limit_become_other_and_each_call_is_counted(
 
 def test_a_reader_that_catches_a_call_half_added_gets_the_rest_next_time() -> None:
     from costwatch._pricing import PriceCatalog
-    from costwatch._recorder import CallSpec
     from costwatch._tally import Tally
 
     tally = Tally(PriceCatalog())
     cursor = tally.cursor()
-    spec = CallSpec("openai", "gpt-4o-mini", "generation", "chat")
-    key = (spec, "gpt-4o-mini", ("", "", "", ""), 0)
+    key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0)
     tally.add(key, (100, 0, 0, 20, 0, 0), 0.5)
     [row] = [table[key] for table in tally._tables.values()]
     row[1] -= 100  # as a reader sees it between the call count and the input tokens
@@ -259,3 +257,10 @@ def test_tags_outside_the_attribution_never_multiply_the_totals(
     assert summary.by_feature["faq"].calls == 1_000
     assert summary.total_usd == 1_000 * (100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
     assert capture.last.tags["user_id"] == "u999"  # per-call records keep every tag
+
+
+def test_functions_decorated_on_the_fly_share_their_totals(configured: Any) -> None:
+    for _ in range(100):  # e.g. a closure decorated inside a request handler
+        _site("openai", "gpt-4o-mini")(_openai(100, 20))
+    assert len(costwatch._runtime.runtime().tally.totals()) == 1
+    assert costwatch.summary().by_model["gpt-4o-mini"].calls == 100
