@@ -18,6 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from costwatch._failopen import errors
 from costwatch.exporters import names
 from costwatch.exporters._aggregate import HistogramSeries, SpendAggregate
 from costwatch.exporters.names import (
@@ -79,7 +80,10 @@ class AggregateCollector(Collector):
             yield _family(spec)
 
     def collect(self) -> Iterator[Metric]:
-        self.aggregate.sync()
+        try:
+            self.aggregate.sync()
+        except Exception as exc:  # serve what is aggregated rather than fail the scrape
+            errors.report("exporter.prometheus", exc)
         families = {f.name: f for f in (*self._spend(), self._requests(), *self._cache(),
                                         *self._scalars())}
         for spec in names.PROMETHEUS_METRICS:  # the order plain prometheus-client would use

@@ -264,3 +264,25 @@ def test_functions_decorated_on_the_fly_share_their_totals(configured: Any) -> N
         _site("openai", "gpt-4o-mini")(_openai(100, 20))
     assert len(costwatch._runtime.runtime().tally.totals()) == 1
     assert costwatch.summary().by_model["gpt-4o-mini"].calls == 100
+
+
+def test_a_tally_that_cannot_be_read_never_fails_the_scrape(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from costwatch._tally import Tally
+
+    costwatch.configure(service="test", strict=False, prometheus=True, registry=registry,
+                        warm_up=False)
+    _site("openai", "gpt-4o-mini")(_openai(100, 20))  # tallied
+    costwatch.record(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
+
+    def unreadable(self: Tally) -> None:
+        raise RuntimeError("tally unreadable")
+
+    monkeypatch.setattr(Tally, "totals", unreadable)
+    samples = {(s.name, s.labels.get("component", "")): s.value
+               for metric in registry.collect() for s in metric.samples}
+    monkeypatch.undo()
+    costwatch._runtime.shutdown()
+    assert samples[("costwatch_requests_total", "")] == 1  # the recorded call is still there
+    assert samples[("costwatch_internal_errors_total", "exporter.prometheus")] == 1
