@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from costwatch._failopen import errors
 from costwatch._record import TOKEN_TYPES, CostRecord, TokenUsage
 from costwatch._sink import BaseSink, CacheEvent, RequestEnd
 from costwatch._tally import Tally, TallyCursor
@@ -183,7 +184,12 @@ class Ledger(BaseSink):
     def _absorb_tally(self) -> None:
         if self._tally is None:
             return
-        for calls in self._tally.take():
+        try:
+            taken = self._tally.take()
+        except Exception as exc:  # summarise what is aggregated rather than fail the caller
+            errors.report("ledger", exc)
+            return
+        for calls in taken:
             tags = calls.tags
             key = (
                 calls.strategy,

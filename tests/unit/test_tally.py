@@ -286,3 +286,21 @@ def test_a_tally_that_cannot_be_read_never_fails_the_scrape(
     costwatch._runtime.shutdown()
     assert samples[("costwatch_requests_total", "")] == 1  # the recorded call is still there
     assert samples[("costwatch_internal_errors_total", "exporter.prometheus")] == 1
+
+
+def test_a_tally_that_cannot_be_read_never_fails_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    from costwatch._tally import Tally
+
+    costwatch.configure(service="test", strict=False, prometheus=False, warm_up=False)
+    _site("openai", "gpt-4o-mini")(_openai(100, 20))  # tallied
+    costwatch.record(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
+
+    def unreadable(self: Tally) -> None:
+        raise RuntimeError("tally unreadable")
+
+    monkeypatch.setattr(Tally, "totals", unreadable)
+    summary = costwatch.summary()
+    monkeypatch.undo()
+    costwatch._runtime.shutdown()
+    assert summary.total.calls == 1  # the recorded call is still there
+    assert summary.internal_errors == {"ledger": 1}
