@@ -2,7 +2,8 @@
 
 Recording a call adds to a few integers and one ``Decimal`` under the lock of its series;
 turning totals into Prometheus samples or OpenTelemetry observations happens only when a scrape
-or a metric reader asks.  Money stays ``Decimal`` here and becomes ``float`` at the edge.
+or a metric reader asks.  Calls the recorder only tallied (``_tally``) are taken in, priced, by
+``sync()`` before a collection.  Money stays ``Decimal`` here and becomes ``float`` at the edge.
 """
 
 from __future__ import annotations
