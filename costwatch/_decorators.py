@@ -15,7 +15,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from costwatch import _runtime
-from costwatch._context import recorded_var, request_var, scopes_var
+from costwatch._context import recorded_var
 from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE, TokenUsage
 from costwatch._recorder import CallSpec
@@ -37,7 +37,7 @@ _DOC_TEXT_KEYS = ("page_content", "text", "content", "document", "chunk", "body"
 class _Site:
     """One decorated function: its spec and how to read its inputs and outputs."""
 
-    __slots__ = ("spec", "hit_spec", "retrieval", "embedding", "cache_name", "fast", "tallied")
+    __slots__ = ("spec", "hit_spec", "retrieval", "embedding", "cache_name", "fast")
 
     def __init__(self, spec: CallSpec, *, cache_name: str = "") -> None:
         self.spec = spec
@@ -55,8 +55,6 @@ class _Site:
         self.cache_name = cache_name
         self.fast = not cache_name and not self.retrieval
         """Usage read straight from the result: no cache flag, no documents to collect."""
-        self.tallied = self.fast and spec.price_usd is None
-        """Its plain calls can go straight to the runtime's tally (``_tallied``)."""
 
     def own_cost(self, value: object) -> Decimal | None:
         """What this site's own record charges for a computed (missed) value.
@@ -330,8 +328,6 @@ def _cache_hit(site: _Site) -> bool:
 
 
 def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
-    tallied = site.tallied
-
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.runtime()
@@ -342,16 +338,12 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise
-        if tallied and reservation is None and _tallied(site, rt, kwargs, result, t0):
-            return result
         return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
 
 
 def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    tallied = site.tallied
-
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.runtime()
@@ -362,36 +354,9 @@ def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, A
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise
-        if tallied and reservation is None and _tallied(site, rt, kwargs, result, t0):
-            return result
         return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
-
-
-def _tallied(
-    site: _Site, rt: _runtime.Runtime, kwargs: Mapping[str, Any], result: object, t0: float
-) -> bool:
-    """Add a plain call to the runtime's tally: one that reported its usage, outside any
-    request, budget or cache scope.  False: the call takes ``_returned`` instead."""
-    latency = perf_counter() - t0
-    try:
-        if (
-            request_var.get() is not None
-            or scopes_var.get()
-            or rt.budgets.active
-            or recorded_var.get() is result
-        ):
-            return False
-        found = extract_tokens(result)
-        if found is None:
-            return False
-        spec = site.spec
-        model = spec.model or site.model_for(kwargs) or found[1] or "unknown"
-        spec.tally(rt, rt.tally, model, found[0], latency, found[1])
-    except Exception as internal:
-        errors.report("decorator", internal)
-    return True
 
 
 def _returned(
