@@ -330,25 +330,16 @@ def _read_any_object(obj: Any) -> tuple[Tokens, str] | None:
 _UNCACHEABLE = (str, bytes, int, float, bool, type(None), list, tuple)
 
 
-_FUSED_MISSES = 16
-"""Responses of one class read without a usage detail before the fused reader is given up."""
-_chat_misses = 0
-
-
 def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
     """A chat completion SDK object: its counts and model by plain attribute access (the most
-    common response of all).  One whose usage or a detail is ``None`` is read the general way;
-    a class whose responses keep lacking one (servers that send no details) goes back to the
-    general reader for good."""
-    global _chat_misses
+    common response of all).  The first response of its class whose usage or a detail is
+    ``None`` (servers that send no details) hands the class to the general reader for good."""
     try:
         usage = obj.usage
         cached = usage.prompt_tokens_details.cached_tokens
         reasoning = usage.completion_tokens_details.reasoning_tokens
     except AttributeError:
-        _chat_misses += 1
-        if _chat_misses >= _FUSED_MISSES:
-            _response_readers[type(obj)] = _read_sdk_response
+        _response_readers[type(obj)] = _read_sdk_response
         return _read_sdk_response(obj)
     tokens = _openai_partition(
         usage.prompt_tokens or 0, cached or 0, usage.completion_tokens or 0, reasoning or 0

@@ -83,9 +83,11 @@ def test_missing_or_null_openai_details_mean_zero(usage: dict[str, Any]) -> None
 
 
 def test_chat_completions_without_details_read_right_before_and_after_the_reader_adapts() -> None:
-    """The SDK response reader fetches every count at once; responses that lack a detail
-    (OpenAI-compatible servers) are read field by field, and after a few the class is
-    always read that way."""
+    """A chat completion is read by one fused reader; the first response that lacks a detail
+    (OpenAI-compatible servers) hands its class to the general reader, which reads both kinds."""
+    from costwatch._usage import _response_readers
+
+    _response_readers.pop(ChatCompletion, None)  # start from the fused reader
     with_details = ChatCompletion.model_validate(chat_completion(
         _fake(prompt_tokens=1200, cached_tokens=1024, completion_tokens=300, reasoning_tokens=100),
         "gpt-4o-mini",
