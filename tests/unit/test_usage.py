@@ -95,6 +95,10 @@ def test_chat_completions_without_details_read_right_before_and_after_the_reader
     body = chat_completion(_fake(prompt_tokens=50, completion_tokens=7), "gpt-4o-mini")
     body["usage"]["prompt_tokens_details"] = None
     without = ChatCompletion.model_validate(body)
+    assert extract_usage(with_details) == (  # the fused reader
+        TokenUsage(input=176, cache_read=1024, output=200, reasoning=100),
+        "gpt-4o-mini-2024-07-18",
+    )
     for _ in range(40):
         assert extract_usage(without) == (
             TokenUsage(input=50, output=7), "gpt-4o-mini-2024-07-18")
