@@ -160,22 +160,6 @@ class _Site:
             cache_hit=cache_hit,
         )
 
-    def fail(
-        self,
-        kwargs: Mapping[str, Any],
-        exc: BaseException,
-        latency_s: float,
-        reservation: Reservation | None,
-    ) -> None:
-        self.spec.emit(
-            self.model_for(kwargs),
-            EMPTY_USAGE,
-            latency_s,
-            status="error",
-            error_type=type(exc).__name__,
-            usage_source="none",
-            reservation=reservation,
-        )
 
 
 def _is_str_list(value: object) -> bool:
@@ -402,7 +386,7 @@ def _failed(
         if recorded_var.get() is exc:  # an instrumented client inside recorded the failure
             _release(reservation)
             return
-        site.fail(kwargs, exc, perf_counter() - t0, reservation)
+        site.spec.emit_failure(site.model_for(kwargs), exc, perf_counter() - t0, reservation)
     except Exception as internal:
         errors.report("decorator", internal)
 

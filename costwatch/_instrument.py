@@ -24,7 +24,6 @@ from costwatch import _runtime
 from costwatch._context import recorded_var
 from costwatch._errors import BudgetExceeded
 from costwatch._failopen import errors
-from costwatch._record import EMPTY_USAGE
 from costwatch._recorder import CallSpec
 from costwatch._streams import is_api_response, is_stream, watch_api_response, wrap_stream
 from costwatch._usage import extract_tokens
@@ -140,15 +139,7 @@ def _failed(
     ep: _Endpoint, model: str, exc: BaseException, latency_s: float, reservation: Any
 ) -> None:
     try:
-        ep.spec.emit(
-            model,
-            EMPTY_USAGE,
-            latency_s,
-            status="error",
-            error_type=type(exc).__name__,
-            usage_source="none",
-            reservation=reservation,
-        )
+        ep.spec.emit_failure(model, exc, latency_s, reservation)
         recorded_var.set(exc)
     except Exception as internal:
         errors.report("instrument", internal)

@@ -117,6 +117,24 @@ class CallSpec:
             errors.report("recorder", exc)
             return None
 
+    def emit_failure(
+        self,
+        model: str | None,
+        exc: BaseException,
+        latency_s: float,
+        reservation: Reservation | None = None,
+    ) -> CostRecord | None:
+        """Record a call that raised ``exc``: no tokens, ``status="error"``, its error type."""
+        return self.emit(
+            model,
+            EMPTY_USAGE,
+            latency_s,
+            status="error",
+            error_type=type(exc).__name__,
+            usage_source="none",
+            reservation=reservation,
+        )
+
     def _emit(
         self,
         model: str,
