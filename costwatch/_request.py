@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from costwatch import _runtime
-from costwatch._context import STRATEGIES, RequestState, TagSet, request_var, tags_var
+from costwatch._context import STRATEGIES, RequestState, current_tags, request_var, tags
 from costwatch._errors import ConfigError
 from costwatch._failopen import errors
 from costwatch._sink import RequestEnd
@@ -21,27 +21,24 @@ class request:  # noqa: N801 - used like a function: ``with costwatch.request("a
     or ``base``; extra keyword arguments are tags for the calls inside.
     """
 
-    __slots__ = ("_name", "_strategy", "_tags", "_state", "_req_token", "_tags_token")
+    __slots__ = ("_name", "_strategy", "_tags", "_state", "_req_token")
 
-    def __init__(self, name: str, strategy: str | None = None, **tags: Any) -> None:
+    def __init__(self, name: str, strategy: str | None = None, **tag_values: Any) -> None:
         if strategy is not None and strategy not in STRATEGIES:
             raise ConfigError("strategy", strategy, f"must be one of {', '.join(STRATEGIES)}")
         self._name = name
         self._strategy = strategy
-        self._tags = {k: str(v) for k, v in tags.items() if v is not None}
+        self._tags = tags(**tag_values) if tag_values else None
+        """The block's own tags, entered around the request like ``costwatch.tags``."""
         self._state: RequestState | None = None
         self._req_token: Token[RequestState | None] | None = None
-        self._tags_token: Token[Any] | None = None
 
     @property
     def state(self) -> RequestState | None:
         return self._state
 
     def __enter__(self) -> RequestState:
-        tag_values = tags_var.get()
-        if self._tags:
-            tag_values = TagSet({**tag_values, **self._tags})
-            self._tags_token = tags_var.set(tag_values)
+        tag_values = self._tags.__enter__() if self._tags is not None else current_tags()
         state = RequestState(self._name, self._strategy, tag_values)
         self._state = state
         self._req_token = request_var.set(state)
@@ -57,9 +54,8 @@ class request:  # noqa: N801 - used like a function: ``with costwatch.request("a
         if self._req_token is not None:
             request_var.reset(self._req_token)
             self._req_token = None
-        if self._tags_token is not None:
-            tags_var.reset(self._tags_token)
-            self._tags_token = None
+        if self._tags is not None:
+            self._tags.__exit__(exc_type, exc, tb)
         if state is not None:
             _finish(state, "error" if exc_type is not None else "ok")
 
