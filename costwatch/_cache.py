@@ -169,23 +169,23 @@ class RetrievalCache:
         Raises :class:`BackendError` (a ``ConnectionError``) when the backend is unreachable:
         the host asked for it, and keeping stale entries silently would be worse.
         """
-        res = self._resolve(_runtime.runtime())
-        tenant = current_tags().get("tenant", "") if tenant is None else tenant
-        if res.local is not None:
-            res.local.clear()
-        for source in self._source_names():
-            gen_key = self._gen_key(res, tenant, source)
+        res, gen_keys = self._invalidation(tenant)
+        for gen_key in gen_keys:
             self._trust(res, gen_key, res.backend.bump(gen_key))
 
     async def ainvalidate(self, tenant: str | None = None) -> None:
         """:meth:`invalidate` through the asyncio backend."""
+        res, gen_keys = self._invalidation(tenant)
+        for gen_key in gen_keys:
+            self._trust(res, gen_key, await res.abackend.bump(gen_key))
+
+    def _invalidation(self, tenant: str | None) -> tuple[Resolved, list[str]]:
+        """Clear the local LRU; the generation keys to bump for ``tenant`` (default: current)."""
         res = self._resolve(_runtime.runtime())
         tenant = current_tags().get("tenant", "") if tenant is None else tenant
         if res.local is not None:
             res.local.clear()
-        for source in self._source_names():
-            gen_key = self._gen_key(res, tenant, source)
-            self._trust(res, gen_key, await res.abackend.bump(gen_key))
+        return res, [self._gen_key(res, tenant, source) for source in self._source_names()]
 
     def _trust(self, res: Resolved, gen_key: str, generation: int) -> None:
         """Remember a generation just read or written, for ``generation_ttl`` seconds."""
