@@ -2,7 +2,9 @@
 
 Every operation the cache needs is one round trip:
 
-- ``read``: the namespace generation and an entry (``MGET``; the hit path);
+- ``read``: the namespace generation and an entry (the hit path): an ``MGET``, or for Redis
+  only a ``GET`` of the entry while Redis tracks the generation for this process (see
+  ``_cache_tracking``);
 - ``read_entry``: the entry alone (``GET``; the hit path when the cache trusts the generation
   it read recently, see ``RetrievalCache(generation_ttl=...)``);
 - ``lock``: take the stampede lock (``SET NX PX`` with a random token) right after a miss;
@@ -31,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
+
+    from costwatch._cache_tracking import GenerationTracker
 
 Acquired = tuple[int, int, bytes | None]
 """``(status, generation, entry)``: status 2 = a current entry is there (returned), 1 = the
@@ -329,8 +333,21 @@ def _generation(raw: bytes | None) -> int:
     return int(raw) if raw is not None else 0
 
 
+def _tracked_entry(entry: bytes | None, known: int) -> bool:
+    """Can an entry read alone be judged by the tracked generation ``known``?  Not when it
+    claims a newer one: this process has not heard of that invalidation yet."""
+    if entry is None:
+        return True
+    claimed = entry_generation(entry)
+    return claimed is None or claimed <= known
+
+
 class RedisBackend:
-    """Redis through redis-py with fail-fast options; ``asyncio()`` gives the redis.asyncio twin."""
+    """Redis through redis-py with fail-fast options; ``asyncio()`` gives the redis.asyncio twin.
+
+    ``track_generations`` (default on): Redis reports changes of the namespace generations this
+    process read (``GenerationTracker``), so a hit is one ``GET`` instead of an ``MGET``.
+    """
 
     def __init__(
         self,
@@ -338,6 +355,7 @@ class RedisBackend:
         *,
         client: redis.Redis[bytes] | None = None,
         timeout_s: float = 0.1,
+        track_generations: bool = True,
     ) -> None:
         import redis as redis_module
 
@@ -353,12 +371,25 @@ class RedisBackend:
         self._write_release = client.register_script(_WRITE_RELEASE_LUA)
         self._async: AsyncRedisBackend | None = None
         self._async_lock = threading.Lock()
+        self.tracker: GenerationTracker | None = None
+        if track_generations:
+            from costwatch._cache_tracking import GenerationTracker
+
+            self.tracker = GenerationTracker(client.connection_pool)
+        self._known: dict[str, int] = self.tracker.known if self.tracker is not None else {}
 
     def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
+        known = self._known.get(gen_key)
         try:
+            if known is not None:
+                entry = self.client.get(key)
+                if _tracked_entry(entry, known):
+                    return known, entry
             raw_gen, entry = self.client.mget((gen_key, key))
         except self._errors as exc:
             raise _backend_error(exc) from exc
+        if self.tracker is not None:
+            self.tracker.want(gen_key)
         return _generation(raw_gen), entry
 
     def read_entry(self, key: str) -> bytes | None:
@@ -401,6 +432,9 @@ class RedisBackend:
             return int(self.client.incr(gen_key))
         except self._errors as exc:
             raise _backend_error(exc) from exc
+        finally:
+            if self.tracker is not None:
+                self.tracker.forget(gen_key)
 
     def asyncio(self) -> AsyncCacheBackend:
         backend = self._async
@@ -413,15 +447,22 @@ class RedisBackend:
                             "RedisBackend(client=...) has no async twin: pass "
                             "AsyncRedisBackend(client=<redis.asyncio client>) for async functions"
                         )
-                    backend = self._async = AsyncRedisBackend(self.url, timeout_s=self.timeout_s)
+                    backend = self._async = AsyncRedisBackend(
+                        self.url, timeout_s=self.timeout_s, tracker=self.tracker
+                    )
         return backend
 
     def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
         self.client.close()
 
 
 class AsyncRedisBackend:
-    """Redis through redis.asyncio; a client is bound to an event loop, so one per loop."""
+    """Redis through redis.asyncio; a client is bound to an event loop, so one per loop.
+
+    ``tracker``: the sync twin's ``GenerationTracker`` (its thread serves both), if any.
+    """
 
     def __init__(
         self,
@@ -429,11 +470,14 @@ class AsyncRedisBackend:
         *,
         client: redis.asyncio.Redis[bytes] | None = None,
         timeout_s: float = 0.1,
+        tracker: GenerationTracker | None = None,
     ) -> None:
         if url is None and client is None:
             raise ValueError("AsyncRedisBackend needs a url or a client")
         self.url = url
         self.timeout_s = timeout_s
+        self.tracker = tracker
+        self._known: dict[str, int] = tracker.known if tracker is not None else {}
         self._fixed = client
         self._errors = _redis_errors()
         self._per_loop: weakref.WeakKeyDictionary[
@@ -466,10 +510,17 @@ class AsyncRedisBackend:
 
     async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
         client = self._client()[0]
+        known = self._known.get(gen_key)
         try:
+            if known is not None:
+                entry: bytes | None = await client.get(key)
+                if _tracked_entry(entry, known):
+                    return known, entry
             raw_gen, entry = await client.mget((gen_key, key))
         except self._errors as exc:
             raise _backend_error(exc) from exc
+        if self.tracker is not None:
+            self.tracker.want(gen_key)
         return _generation(raw_gen), entry
 
     async def read_entry(self, key: str) -> bytes | None:
@@ -519,6 +570,9 @@ class AsyncRedisBackend:
             return int(await client.incr(gen_key))
         except self._errors as exc:
             raise _backend_error(exc) from exc
+        finally:
+            if self.tracker is not None:
+                self.tracker.forget(gen_key)
 
     async def aclose(self) -> None:
         """Close the client of the running loop (each loop's client closes with its loop)."""
@@ -543,3 +597,13 @@ def shared_redis_backend(url: str, timeout_s: float) -> RedisBackend:
             if backend is None:
                 backend = _shared[key] = RedisBackend(url, timeout_s=timeout_s)
     return backend
+
+
+def sync_trackers(timeout_s: float = 5.0) -> None:
+    """Wait until every shared backend applied the invalidations Redis sent so far (after a
+    flush made outside costwatch, say)."""
+    with _shared_lock:
+        backends = list(_shared.values())
+    for backend in backends:
+        if backend.tracker is not None:
+            backend.tracker.sync(timeout_s)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from costwatch._cache_backend import sync_trackers
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess
 from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401 - session fixture
@@ -37,11 +38,13 @@ def redis_server(redis_process: RedisProcess) -> Iterator[str]:
         client = redis.Redis.from_url(url)
         client.flushdb()
         client.close()
+        sync_trackers()
         yield url
         return
     if redis_process.proc is None or redis_process.proc.poll() is not None:
         redis_process.start()
     redis_process.flush()
+    sync_trackers()  # the flush reached every generation this process tracks
     yield redis_process.url
 
 

@@ -20,6 +20,8 @@ import redis
 
 import costwatch
 from costwatch._cache import RetrievalCache, decode_entry, last_lookup_var
+from costwatch._cache_backend import RedisBackend
+from costwatch._cache_tracking import GenerationTracker
 from tests._fixtures.capture import CaptureSink as Capture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +34,7 @@ def sink(cw: Any, redis_server: str) -> Iterator[Capture]:
     capture = Capture()
     # A generous socket timeout: these tests are about semantics, not about a slow machine
     # (test_cache_redis_faults.py covers short timeouts).
-    cw.configure(service="test", strict=True, prometheus=False, otel=False,
+    cw.configure(service="test", strict=True, prometheus=False, otel=False, warm_up=False,
                  redis_url=redis_server, redis_timeout_s=2.0, sinks=[capture])
     yield capture
 
@@ -107,9 +109,12 @@ def test_a_second_process_configuration_shares_the_entries(
 def test_entries_expire_with_their_jittered_ttl(sink: Capture, client: redis.Redis[bytes]) -> None:
     r = Retriever()
     search = RetrievalCache(ttl=0.3).wrap(r.search, source="kb")
+    t0 = time.monotonic()
     search("q")
     [key] = entry_keys(client)
-    assert 270 - 20 <= client.pttl(key) <= 300
+    left = client.pttl(key)
+    elapsed_ms = (time.monotonic() - t0) * 1000
+    assert 270 - elapsed_ms - 1 <= left <= 300  # up to 10 % jitter taken off the TTL
     search("q")
     time.sleep(0.35)
     search("q")
@@ -400,17 +405,97 @@ def _commands(client: redis.Redis[bytes]) -> dict[str, int]:
     return {name: int(v["calls"]) for name, v in stats.items()}
 
 
-def test_hits_read_generation_and_entry_in_one_mget_by_default(
+def _tracker(cache: RetrievalCache) -> GenerationTracker:
+    backend = cache._resolve(costwatch.runtime()).backend
+    assert isinstance(backend, RedisBackend) and backend.tracker is not None
+    return backend.tracker
+
+
+def test_a_hit_is_one_get_while_redis_tracks_the_generation(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
-    search = RetrievalCache(ttl=60).wrap(Retriever().search, source="kb")
-    search("q")
+    cache = RetrievalCache(ttl=60)
+    search = cache.wrap(Retriever().search, source="kb")
+    search("q")  # a miss: its MGET asks the tracker to read the generation
+    assert _tracker(cache).wait()
     client.config_resetstat()
     for _ in range(5):
         search("q")
     calls = _commands(client)
-    assert calls.get("cmdstat_mget") == 5
-    assert "cmdstat_get" not in calls
+    assert calls.get("cmdstat_get") == 5
+    assert "cmdstat_mget" not in calls
+    assert sink.results() == ["miss"] + ["hit"] * 5
+
+
+def test_another_process_invalidation_reaches_this_one_through_redis(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    r = Retriever()
+    cache = RetrievalCache(ttl=60)
+    search = cache.wrap(r.search, source="kb")
+    search("q")
+    assert _tracker(cache).wait()
+    search("q")
+    client.incr(b"cw:c:{test::kb}:gen")  # what another process's invalidate() does
+    assert _tracker(cache).sync()
+    search("q")
+    assert len(r.calls) == 2
+    assert sink.results() == ["miss", "hit", "miss"]
+    raw = client.get(entry_keys(client)[0])
+    assert raw is not None and decode_entry(raw, 1) is not None
+
+
+def test_a_flush_or_a_lost_tracking_connection_forgets_every_generation(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    r = Retriever()
+    cache = RetrievalCache(ttl=60)
+    search = cache.wrap(r.search, source="kb")
+    search("q")
+    tracker = _tracker(cache)
+    assert tracker.wait() and tracker.known == {"cw:c:{test::kb}:gen": 0}
+
+    client.flushall()
+    assert tracker.sync()
+    assert tracker.known == {}
+    search("q")  # the entry went with the flush
+    assert len(r.calls) == 2
+
+    assert tracker.wait() and tracker.known
+    client.client_kill_filter(_type="pubsub")  # Redis can no longer tell us about writes
+    deadline = time.monotonic() + 5
+    while tracker.known and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert tracker.known == {}
+    client.config_resetstat()
+    search("q")  # read with its generation again, and tracked anew
+    assert _commands(client).get("cmdstat_mget") == 1
+    assert tracker.wait() and tracker.known == {"cw:c:{test::kb}:gen": 0}
+    assert len(r.calls) == 2
+
+
+def test_a_server_that_refuses_tracking_leaves_hits_on_mget(
+    cw: Any, redis_server: str, client: redis.Redis[bytes]
+) -> None:
+    client.acl_setuser("cw-no-client", enabled=True, passwords=["+pw"], keys=["*"],
+                       channels=["*"], commands=["+@all", "-client"])
+    try:
+        url = redis_server.replace("redis://", "redis://cw-no-client:pw@")
+        cw.configure(service="test", strict=True, prometheus=False, redis_url=url,
+                     redis_timeout_s=2.0)
+        r = Retriever()
+        cache = RetrievalCache(ttl=60)
+        search = cache.wrap(r.search, source="kb")
+        search("q")
+        tracker = _tracker(cache)
+        assert tracker.wait()
+        assert not tracker.enabled
+        client.config_resetstat()
+        search("q")
+        assert _commands(client).get("cmdstat_mget") == 1
+        assert len(r.calls) == 1
+    finally:
+        client.acl_deluser("cw-no-client")
 
 
 def test_generation_ttl_makes_hits_one_get_and_delays_foreign_invalidation(
@@ -427,6 +512,7 @@ def test_generation_ttl_makes_hits_one_get_and_delays_foreign_invalidation(
     search_here("q")
     search_there("q")
     assert len(r.calls) == 1
+    assert _tracker(here).wait()
     client.config_resetstat()
     for _ in range(5):
         search_there("q")
