@@ -333,10 +333,11 @@ def _generation(raw: bytes | None) -> int:
     return int(raw) if raw is not None else 0
 
 
-def _tracked_entry(entry: bytes | None, known: int) -> bool:
-    """Can an entry read alone be judged by the tracked generation ``known``?  Not when it
-    claims a newer one: this process has not heard of that invalidation yet."""
-    if entry is None:
+def tracked_entry(entry: bytes | None, known: int) -> bool:
+    """Can an entry read alone be judged by the generation ``known`` (tracked, or trusted for
+    ``generation_ttl``)?  Not when it claims a newer one: this process has not heard of that
+    invalidation yet."""
+    if entry is None or entry.startswith(b"[1,%d," % known):
         return True
     claimed = entry_generation(entry)
     return claimed is None or claimed <= known
@@ -383,7 +384,7 @@ class RedisBackend:
         try:
             if known is not None:
                 entry = self.client.get(key)
-                if _tracked_entry(entry, known):
+                if tracked_entry(entry, known):
                     return known, entry
             raw_gen, entry = self.client.mget((gen_key, key))
         except self._errors as exc:
@@ -514,7 +515,7 @@ class AsyncRedisBackend:
         try:
             if known is not None:
                 entry: bytes | None = await client.get(key)
-                if _tracked_entry(entry, known):
+                if tracked_entry(entry, known):
                     return known, entry
             raw_gen, entry = await client.mget((gen_key, key))
         except self._errors as exc:

@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
 
-from costwatch._cache_backend import HAVE_ENTRY, LOCKED, BackendError, entry_generation
+from costwatch._cache_backend import HAVE_ENTRY, LOCKED, BackendError, tracked_entry
 from costwatch._cache_flight import Flight
 from costwatch._cache_lookup import BROKEN, ERROR, HIT, ZERO, Done, Lookup, Site, last_lookup_var
 from costwatch._context import cost_scope
@@ -66,8 +66,7 @@ def _sync_read(lk: Lookup) -> tuple[int, bytes | None]:
     known = cache._trusted(res, lk.gen_key)
     if known is not None:
         entry = res.backend.read_entry(lk.key)
-        claimed = entry_generation(entry) if entry is not None else None
-        if claimed is None or claimed <= known:
+        if tracked_entry(entry, known):
             return known, entry
     generation, entry = res.backend.read(lk.gen_key, lk.key)
     cache._trust(res, lk.gen_key, generation)
@@ -80,8 +79,7 @@ async def _async_read(lk: Lookup) -> tuple[int, bytes | None]:
     known = cache._trusted(res, lk.gen_key)
     if known is not None:
         entry = await res.abackend.read_entry(lk.key)
-        claimed = entry_generation(entry) if entry is not None else None
-        if claimed is None or claimed <= known:
+        if tracked_entry(entry, known):
             return known, entry
     generation, entry = await res.abackend.read(lk.gen_key, lk.key)
     cache._trust(res, lk.gen_key, generation)

@@ -50,37 +50,37 @@ SKIP: Final = "skip"
 
 ZERO = Decimal(0)
 
+_MAX_KEYED = 4096
+
 OwnCost = Callable[[Any], Decimal | None]
 """Given a miss's result, the cost of the wrapping decorator's own record (priced retrieval,
 embedding usage read from the result): it is emitted outside the cached function, so the cost
 scope cannot see it."""
 
 
+Keys = tuple[str, str, str, str]
+"""``(entry key, generation key, key prefix, digest)`` of one call."""
+
+
 class Lookup:
     """A lookup in progress: what the read and the miss path need, computed once."""
 
-    __slots__ = ("site", "res", "tags", "material", "prefix", "digest", "key", "gen_key",
-                 "generation", "local_key")
+    __slots__ = ("site", "res", "tags", "key", "gen_key", "prefix", "digest", "generation",
+                 "local_key")
 
     def __init__(
         self,
         site: Site,
         res: Resolved,
         tags: Mapping[str, str],
-        material: bytes,
-        prefix: str,
-        gen_key: str,
+        keys: Keys,
         local_key: LocalKey | None,
     ) -> None:
         self.site = site
         self.res = res
         self.tags = tags
-        self.material = material
+        self.key, self.gen_key, self.prefix, self.digest = keys
         self.local_key = local_key
-        self.prefix = prefix
-        self.digest = hashlib.sha256(material).hexdigest()
-        self.key = prefix + self.digest
-        self.gen_key = gen_key
         self.generation = 0
 
     @property
@@ -108,7 +108,7 @@ class Site:
     """One wrapped function: its key material, in-flight computations and event emission."""
 
     __slots__ = ("cache", "fn", "source", "stage", "own_cost", "name", "flights", "_binder",
-                 "_const", "_ns_keys", "_events")
+                 "_const", "_ns_keys", "_keyed", "_events")
 
     def __init__(
         self,
@@ -129,6 +129,8 @@ class Site:
         qualname = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         self._const = (source, cache.version, stage, qualname)
         self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
+        self._keyed: dict[LocalKey, tuple[str, Keys]] = {}
+        """Exact call key -> (namespace, keys): a repeated call is not hashed again."""
         self._events: dict[str, tuple[Mapping[str, str], Decimal, Resolved, CacheEvent]] = {}
 
     # -- events ----------------------------------------------------------------------------
@@ -193,35 +195,50 @@ class Site:
         tags = current_tags()
         tenant = tags.get("tenant", "")
         local = res.local
-        local_key: LocalKey | None = None
-        if local is not None:
-            local_key = self.local_key(tenant, args, kwargs)
-            if local_key is not None:
-                item = local.get(local_key)
-                if item is not None:
-                    value = orjson.loads(item[1])
-                    self.emit(res, tags, HIT, item[2])
-                    return Done(value, HIT)
-        material = self.material(res, tenant, args, kwargs)
-        if material is None:
-            self.emit(res, tags, SKIP, ZERO)
-            return SKIPPED
-        if local is not None and local_key is None:
-            local_key = material
-            item = local.get(material)
+        local_key = self.local_key(tenant, args, kwargs)
+        if local is not None and local_key is not None:
+            item = local.get(local_key)
             if item is not None:
-                value = orjson.loads(item[1])
-                self.emit(res, tags, HIT, item[2])
-                return Done(value, HIT)
+                return self.served_locally(res, tags, item)
+        exact = local_key is not None
+        keyed = self._keyed.get(local_key) if exact else None
+        if keyed is not None and keyed[0] == res.namespace:
+            keys = keyed[1]
+        else:
+            material = self.material(res, tenant, args, kwargs)
+            if material is None:
+                self.emit(res, tags, SKIP, ZERO)
+                return SKIPPED
+            if not exact:
+                local_key = material
+                if local is not None:
+                    item = local.get(material)
+                    if item is not None:
+                        return self.served_locally(res, tags, item)
+            digest = hashlib.sha256(material).hexdigest()
+            gen_key, prefix = self.keys(res, tenant)
+            keys = (prefix + digest, gen_key, prefix, digest)
+            if exact:
+                if len(self._keyed) >= _MAX_KEYED:
+                    self._keyed.clear()
+                self._keyed[local_key] = (res.namespace, keys)
         if not res.breaker.allow():
             self.emit(res, tags, ERROR, ZERO)
             return ERRORED
-        gen_key, prefix = self.keys(res, tenant)
-        return Lookup(self, res, tags, material, prefix, gen_key, local_key)
+        return Lookup(self, res, tags, keys, local_key)
+
+    def served_locally(
+        self, res: Resolved, tags: Mapping[str, str], item: tuple[float, bytes, Decimal]
+    ) -> Done:
+        """A local LRU hit: a fresh copy of the value."""
+        value = orjson.loads(item[1])
+        self.emit(res, tags, HIT, item[2])
+        return Done(value, HIT)
 
     def local_key(self, tenant: str, args: tuple[Any, ...],
                   kwargs: Mapping[str, Any]) -> LocalKey | None:
-        """A cheap exact key for the local LRU when every argument is a str or an int.
+        """A cheap exact key when every argument is a str or an int: for the local LRU, and
+        to find the Redis keys of a repeated call without hashing its canonical JSON again.
 
         Raw call shape, not normalised: ``f("q")`` and ``f(query="q")`` are two local entries
         of the same Redis entry, which is harmless.  None: use the canonical JSON instead.
