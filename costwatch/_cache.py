@@ -6,9 +6,9 @@ at decoration time.  Each call of the wrapped function then:
 1. builds a key: SHA-256 of the canonical JSON of (namespace, tenant, source, version, stage,
    function, normalised arguments).  Arguments that are not plain JSON make the call skip the
    cache (``result="skip"``).  No argument text ever reaches a key or a log line;
-2. looks in the optional in-process LRU, then in the backend (one ``MGET`` of the namespace
-   generation and the entry).  A current entry is a hit: its value is returned and the cost
-   stored beside it is reported as saved;
+2. looks in the optional in-process LRU, then in the backend (the entry, with the namespace
+   generation unless Redis tracks it for this process).  A current entry is a hit: its value is
+   returned and the cost stored beside it is reported as saved;
 3. on a miss, runs the function once per key — threads and asyncio tasks of this process share
    one computation, and across processes a short Redis lock (``SET NX PX``, random token,
    compare-and-delete release) lets one process compute while the others poll for the value
@@ -68,11 +68,14 @@ class RetrievalCache:
     entry; ``local_size`` > 0 adds an in-process LRU in front of the backend whose entries live
     ``local_ttl`` seconds (other processes' invalidations reach it within that time).
     ``cache_empty`` stores empty results (None, [], {}, "") too.  ``lock_timeout`` bounds how
-    long a caller waits for another's computation of the same key.  ``generation_ttl`` > 0 lets
-    a process trust the namespace generation it read for that many seconds, so a hit is one
-    ``GET`` instead of an ``MGET`` of generation and entry; the price is that another process's
-    ``invalidate()`` reaches this one only after up to that delay (this process's own is
-    immediate).  The default 0 reads the generation with every entry.  ``key``, when given, is
+    long a caller waits for another's computation of the same key.  A hit needs the namespace
+    generation: on Redis, the server tracks the generations this process read and reports their
+    changes (``CLIENT TRACKING``), so a hit is one ``GET`` of the entry while the generation is
+    known and another process's ``invalidate()`` arrives with Redis's message; otherwise it is
+    read with the entry (one ``MGET``).  ``generation_ttl`` > 0 trusts a generation read for that
+    many seconds instead (for servers or proxies without tracking); the price is that another
+    process's ``invalidate()`` reaches this one only after up to that delay (this process's own
+    is immediate).  ``key``, when given, is
     called with the call's arguments and returns the plain-JSON value the key is built from
     (needed for methods, whose ``self`` is not JSON).  ``name`` names the cache in metrics
     (default: the decorator's source).

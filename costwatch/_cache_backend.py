@@ -484,10 +484,17 @@ class AsyncRedisBackend:
         self._per_loop: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[Any, Any, Any]
         ] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[Any, Any, Any]] | None = (
+            None
+        )
+        """The loop of the latest call and its client (most processes run one loop)."""
         self._lock = threading.Lock()
 
     def _client(self) -> tuple[Any, Any, Any]:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            return last[1]
         found = self._per_loop.get(loop)
         if found is None:
             with self._lock:
@@ -507,6 +514,7 @@ class AsyncRedisBackend:
                         client.register_script(_WRITE_RELEASE_LUA),
                     )
                     self._per_loop[loop] = found
+        self._last = (weakref.ref(loop), found)
         return found
 
     async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
@@ -580,6 +588,7 @@ class AsyncRedisBackend:
         loop = asyncio.get_running_loop()
         with self._lock:
             found = self._per_loop.pop(loop, None)
+            self._last = None
         if found is not None and found[0] is not self._fixed:
             await found[0].aclose()
 

@@ -232,11 +232,11 @@ async def _async_miss(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[A
     make one round trip, not 200); the others wait for what it found or computed."""
     site = lk.site
     future, flight = site.flights.ajoin_or_lead(lk.key)
-    if flight is not None:
+    if future is None:
         try:
             return await _async_lead(lk, fn, args, kwargs, flight, wait=True, read_first=True)
         finally:
-            site.flights.aland(lk.key, future, flight)
+            site.flights.aland(lk.key, flight)
     try:
         shared_flight: Flight | None = await asyncio.wait_for(
             asyncio.shield(future), site.cache.lock_timeout
@@ -265,7 +265,7 @@ async def _async_lead(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[A
                       kwargs: Mapping[str, Any], flight: Flight | None, *, wait: bool,
                       read_first: bool) -> R:
     site, res = lk.site, lk.res
-    token = os.urandom(12).hex()
+    token = ""
     locked = failed = False
     try:
         backend = res.abackend
@@ -276,7 +276,9 @@ async def _async_lead(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[A
             if done is not None:
                 return cast(R, done.value)
             # The common miss: take the lock with a plain SET NX (cheaper than the script).
+            token = os.urandom(12).hex()
             locked = await backend.lock(lk.lock_key, token, site.cache._lock_ms)
+        token = token or os.urandom(12).hex()
         deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while not locked:

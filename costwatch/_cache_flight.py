@@ -14,15 +14,22 @@ class Flight:
 
     ``shared`` is the value's JSON and its cost once known (each waiter decodes its own copy);
     ``through`` says the backend failed, so waiters call the function without the cache.
-    Threads wait on ``event``; asyncio tasks on a future whose result is the flight.
+    Threads wait on ``event``; asyncio tasks on ``future``, made by the first task that waits
+    (most flights of a hot cache are a lone hit: no future, nothing to share).
     """
 
-    __slots__ = ("event", "shared", "through")
+    __slots__ = ("event", "future", "shared", "through")
 
     def __init__(self, threads: bool) -> None:
         self.event = threading.Event() if threads else None
+        self.future: asyncio.Future[Flight] | None = None
         self.shared: tuple[bytes, Decimal] | None = None
         self.through = False
+
+    @property
+    def waited(self) -> bool:
+        """Does anyone wait for what this flight finds (so it must share it)?"""
+        return self.event is not None or self.future is not None
 
 
 class Flights:
@@ -32,9 +39,7 @@ class Flights:
 
     def __init__(self) -> None:
         self._flights: dict[str, Flight] = {}
-        self._aflights: dict[
-            tuple[int, str], tuple[asyncio.AbstractEventLoop, asyncio.Future[Flight]]
-        ] = {}
+        self._aflights: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop, Flight]] = {}
         self._lock = threading.Lock()
 
     # -- threads -----------------------------------------------------------------------------
@@ -54,23 +59,27 @@ class Flights:
         flight.event.set()
 
     # -- asyncio -----------------------------------------------------------------------------
-    def ajoin_or_lead(self, key: str) -> tuple[asyncio.Future[Flight], Flight | None]:
-        """``(future, flight)``: flight is None for a waiter, the new flight for the leader."""
+    def ajoin_or_lead(self, key: str) -> tuple[asyncio.Future[Flight] | None, Flight]:
+        """``(future, flight)``: a future to wait on for a waiter, None for the leader."""
         loop = asyncio.get_running_loop()
         ident = (id(loop), key)
         with self._lock:
             found = self._aflights.get(ident)
             if found is not None and found[0] is loop:
-                return found[1], None
-            future: asyncio.Future[Flight] = loop.create_future()
-            self._aflights[ident] = (loop, future)
-        return future, Flight(threads=False)
+                flight = found[1]
+                if flight.future is None:
+                    flight.future = loop.create_future()
+                return flight.future, flight
+            flight = Flight(threads=False)
+            self._aflights[ident] = (loop, flight)
+        return None, flight
 
-    def aland(self, key: str, future: asyncio.Future[Flight], flight: Flight) -> None:
+    def aland(self, key: str, flight: Flight) -> None:
         ident = (id(asyncio.get_running_loop()), key)
         with self._lock:
             found = self._aflights.get(ident)
-            if found is not None and found[1] is future:
+            if found is not None and found[1] is flight:
                 del self._aflights[ident]
-        if not future.done():
+        future = flight.future
+        if future is not None and not future.done():
             future.set_result(flight)

@@ -269,12 +269,13 @@ class Site:
             return None
         value, cost, cost_text = decoded
         local = lk.res.local
-        if local is not None or flight is not None:
+        shared = flight is not None and flight.waited
+        if local is not None or shared:
             body = entry_body(entry, generation, cost_text)
             if body is not None:
                 if local is not None and lk.local_key is not None:
                     local.put(lk.local_key, body, cost)
-                if flight is not None:
+                if flight is not None and shared:
                     flight.shared = (body, cost)
         self.emit(lk.res, lk.tags, HIT, cost)
         return Done(value, HIT)
