@@ -2,14 +2,15 @@
 
 Prints, from one run, median per-call times of:
 
-- a cache hit through Redis (sync and asyncio) against a bare ``GET`` of the same entry bytes,
+- a cache hit through Redis (sync and asyncio; one ``GET`` of the entry while Redis tracks the
+  namespace generation for the process) against a bare ``GET`` of the same entry bytes,
   on a default redis-py client and on one with the cache's fail-fast options (socket timeouts,
   no retries): any socket timeout makes CPython poll() before every send and recv, and
   redis.asyncio arm a timer per read, which is part of the price of never hanging on Redis.
   The bench uses 1 s timeouts (the cost does not depend on the value) so that a loaded machine
   does not turn a slow reply into a fail-open error;
-- the same hits with ``generation_ttl=1`` (one ``GET`` instead of an ``MGET`` of generation and
-  entry; other processes' invalidations then arrive up to a second late);
+- the same hits with ``generation_ttl=1`` (the generation trusted for a second instead of
+  tracked: the setting for servers without ``CLIENT TRACKING``);
 - a cache miss (lookup, cross-process lock, store) against a bare ``GET`` + ``SET``;
 - a hit in the in-process LRU (``local_size``), in microseconds, for the same 5-document value
   and for a small one (5 ids and scores), with the two costs of a local hit that are not the

@@ -427,6 +427,32 @@ def test_a_hit_is_one_get_while_redis_tracks_the_generation(
     assert sink.results() == ["miss"] + ["hit"] * 5
 
 
+async def test_an_asyncio_hit_is_one_get_and_hears_other_processes_through_the_same_tracker(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    calls: list[str] = []
+
+    async def search(query: str) -> list[str]:
+        calls.append(query)
+        return [query]
+
+    cache = RetrievalCache(ttl=60)
+    cached = cache.wrap(search, source="kb")
+    await cached("q")
+    assert _tracker(cache).wait()
+    client.config_resetstat()
+    for _ in range(3):
+        assert await cached("q") == ["q"]
+    stats = _commands(client)
+    assert stats.get("cmdstat_get") == 3
+    assert "cmdstat_mget" not in stats
+    client.incr(b"cw:c:{test::kb}:gen")
+    assert _tracker(cache).sync()
+    await cached("q")
+    assert calls == ["q", "q"]
+    assert sink.results() == ["miss", "hit", "hit", "hit", "miss"]
+
+
 def test_another_process_invalidation_reaches_this_one_through_redis(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
