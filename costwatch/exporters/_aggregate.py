@@ -124,6 +124,8 @@ class SpendAggregate:
             CACHE_LABELS, guard, lambda _labels: CacheSeries()
         )
         self._spend_cached = self.spend.cached
+        self._last_cache: tuple[CacheEvent | None, CacheSeries] = (None, CacheSeries())
+        """The latest cache event of an admitted series, and that series."""
         self._lock = threading.Lock()
         self.budget_spent: dict[str, float] = {}
         self.budget_limit: dict[str, float] = {}
@@ -218,9 +220,15 @@ class SpendAggregate:
         self.request_series(event).observe(REQUEST_COST_BUCKETS, float(event.cost_usd))
 
     def add_cache(self, event: CacheEvent) -> None:
-        series = self.cache.get(
-            (event.service or self.service, event.feature, event.team, event.tenant, event.cache)
-        )
+        last = self._last_cache
+        if last[0] is event:  # caches reuse their events while tags and amount repeat
+            series = last[1]
+        else:
+            raw = (event.service or self.service, event.feature, event.team, event.tenant,
+                   event.cache)
+            series = self.cache.get(raw)
+            if self.cache.cached(raw) is series:  # admitted (an overflow counts every time)
+                self._last_cache = (event, series)
         with series.lock:
             series.results[event.result] = series.results.get(event.result, 0) + 1
             if event.saved_usd:

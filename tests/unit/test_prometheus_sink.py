@@ -247,6 +247,25 @@ def test_a_tenant_fed_ten_thousand_values_exposes_its_limit_plus_other(
     assert sum(s.value for s in samples) == pytest.approx(10.0)
 
 
+def test_a_repeated_cache_event_past_the_tenant_limit_counts_every_overflow(
+    registry: CollectorRegistry,
+) -> None:
+    sink = PrometheusSink(registry, service="svc", label_limits={"tenant": 1})
+    admitted = CacheEvent("kb", "hit", Decimal("0.5"), "svc", "faq", "team", "acme")
+    overflowing = CacheEvent("kb", "hit", Decimal("0.25"), "svc", "faq", "team", "globex")
+    for _ in range(3):  # the same event objects again and again, as a hot cache sends them
+        sink.on_cache(admitted)
+        sink.on_cache(overflowing)
+    labels = {"service": "svc", "feature": "faq", "team": "team", "cache": "kb"}
+    assert value(registry, "costwatch_cache_requests_total", **labels, tenant="acme",
+                 result="hit") == 3
+    assert value(registry, "costwatch_cache_requests_total", **labels, tenant="other",
+                 result="hit") == 3
+    assert value(registry, "costwatch_cache_saved_usd_total", **labels,
+                 tenant="other") == pytest.approx(0.75)
+    assert value(registry, "costwatch_label_overflow_total", service="svc", label="tenant") == 3
+
+
 def test_counts_are_exact_when_many_threads_record_at_once(
     sink: PrometheusSink, registry: CollectorRegistry
 ) -> None:
