@@ -52,6 +52,17 @@ def entry_keys(client: redis.Redis[bytes]) -> list[bytes]:
     ]
 
 
+class AsyncEcho:
+    """An asyncio retriever that returns its query as the one document."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def search(self, query: str) -> list[str]:
+        self.calls.append(query)
+        return [query]
+
+
 class Retriever:
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -159,19 +170,14 @@ def test_invalidate_is_one_generation_bump_not_a_key_scan(
 async def test_async_invalidate_goes_through_redis_asyncio(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
-    calls = []
-
-    async def search(query: str) -> list[str]:
-        calls.append(query)
-        return [query]
-
+    echo = AsyncEcho()
     cache = RetrievalCache(ttl=60)
-    cached = cache.wrap(search, source="kb")
+    cached = cache.wrap(echo.search, source="kb")
     await cached("q")
     await cached("q")
     await cache.ainvalidate()
     await cached("q")
-    assert calls == ["q", "q"]
+    assert echo.calls == ["q", "q"]
     assert client.get(b"cw:c:{test::kb}:gen") == b"1"
 
 
@@ -430,14 +436,9 @@ def test_a_hit_is_one_get_while_redis_tracks_the_generation(
 async def test_an_asyncio_hit_is_one_get_and_hears_other_processes_through_the_same_tracker(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
-    calls: list[str] = []
-
-    async def search(query: str) -> list[str]:
-        calls.append(query)
-        return [query]
-
+    echo = AsyncEcho()
     cache = RetrievalCache(ttl=60)
-    cached = cache.wrap(search, source="kb")
+    cached = cache.wrap(echo.search, source="kb")
     await cached("q")
     assert _tracker(cache).wait()
     client.config_resetstat()
@@ -449,7 +450,7 @@ async def test_an_asyncio_hit_is_one_get_and_hears_other_processes_through_the_s
     client.incr(b"cw:c:{test::kb}:gen")
     assert _tracker(cache).sync()
     await cached("q")
-    assert calls == ["q", "q"]
+    assert echo.calls == ["q", "q"]
     assert sink.results() == ["miss", "hit", "hit", "hit", "miss"]
 
 
