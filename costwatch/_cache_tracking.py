@@ -20,8 +20,10 @@ every hit reads the generation with its entry.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -77,6 +79,17 @@ class GenerationTracker:
         self._ping_now = False
         self._pings = 0
         self._pongs = 0
+        _trackers.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: no thread, and nothing it knew (no one tells it of writes)."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self.known.clear()
+        self._wanted.clear()
+        self._thread = None
+        self._busy = self._ping_now = False
+        self._pings = self._pongs = 0
 
     # -- the cache's side --------------------------------------------------------------------
     def want(self, gen_key: str) -> None:
@@ -233,3 +246,15 @@ class GenerationTracker:
                 "generation with every entry",
                 exc,
             )
+
+
+_trackers: weakref.WeakSet[GenerationTracker] = weakref.WeakSet()
+
+
+def _forget_all_after_fork() -> None:
+    for tracker in list(_trackers):
+        tracker._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_all_after_fork)

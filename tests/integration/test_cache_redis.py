@@ -501,6 +501,26 @@ def test_a_flush_or_a_lost_tracking_connection_forgets_every_generation(
     assert len(r.calls) == 2
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_knows_no_generation_until_it_tracks_its_own(
+    sink: Capture, client: redis.Redis[bytes]
+) -> None:
+    cache = RetrievalCache(ttl=60)
+    search = cache.wrap(Retriever().search, source="kb")
+    search("q")
+    tracker = _tracker(cache)
+    assert tracker.wait() and tracker.known
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's thread is gone, so what it knew is not kept
+        ok = not tracker.known and tracker._thread is None
+        search("q")
+        ok = ok and tracker.wait() and bool(tracker.known)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert tracker.known  # the parent's tracker is untouched
+
+
 def test_a_server_that_refuses_tracking_leaves_hits_on_mget(
     cw: Any, redis_server: str, client: redis.Redis[bytes]
 ) -> None:
