@@ -14,7 +14,8 @@ soon as Redis's message arrives; this process's own is immediate (``forget``).  
 clears everything and ends the thread: a lost connection, a flush, a ``PING`` left unanswered.
 The next ``want`` (made after a successful ``MGET``, so Redis is back) starts a new thread.
 When the server refuses tracking (Redis < 6, a proxy, an ACL) the tracker stops for good and
-every hit reads the generation with its entry.
+every hit reads the generation with its entry.  A forked child starts knowing nothing: the
+parent's thread, which would have told it of writes, does not exist there.
 """
 
 from __future__ import annotations
