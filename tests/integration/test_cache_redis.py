@@ -23,6 +23,7 @@ from costwatch._cache import RetrievalCache, decode_entry, last_lookup_var
 from costwatch._cache_backend import RedisBackend
 from costwatch._cache_tracking import GenerationTracker
 from tests._fixtures.capture import CaptureSink as Capture
+from tests._fixtures.threads import all_at_once
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -241,7 +242,6 @@ def test_planted_payloads_are_a_miss_never_unpickled_and_get_overwritten(
 
 def test_sixteen_threads_on_one_cold_key_run_the_function_once(sink: Capture) -> None:
     calls = []
-    barrier = threading.Barrier(16)
 
     def search(query: str) -> list[str]:
         calls.append(query)
@@ -249,17 +249,7 @@ def test_sixteen_threads_on_one_cold_key_run_the_function_once(sink: Capture) ->
         return ["doc"]
 
     cached = RetrievalCache(ttl=60).wrap(search, source="kb")
-    results: list[list[str]] = []
-
-    def worker() -> None:
-        barrier.wait()
-        results.append(cached("q"))
-
-    threads = [threading.Thread(target=worker) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = all_at_once(lambda: cached("q"), 16)
     assert calls == ["q"]
     assert results == [["doc"]] * 16
     assert sorted(sink.results()) == ["hit"] * 15 + ["miss"]
@@ -545,17 +535,24 @@ def test_a_server_that_refuses_tracking_leaves_hits_on_mget(
         client.acl_deluser("cw-no-client")
 
 
+def _two_processes(
+    cw: Any, redis_url: str, generation_ttl: float
+) -> tuple[Retriever, RetrievalCache, Any, Any]:
+    """Two caches over one Redis, each trusting a generation ``generation_ttl`` seconds, stand
+    for two processes: ``(retriever, here, search through here, search through there)``."""
+    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_url,
+                 redis_timeout_s=2.0)
+    r = Retriever()
+    here = RetrievalCache(ttl=60, generation_ttl=generation_ttl)
+    there = RetrievalCache(ttl=60, generation_ttl=generation_ttl)
+    return r, here, here.wrap(r.search, source="kb"), there.wrap(r.search, source="kb")
+
+
 def test_generation_ttl_makes_hits_one_get_and_delays_foreign_invalidation(
     cw: Any, redis_server: str, client: redis.Redis[bytes]
 ) -> None:
     """Two caches over one Redis stand for two processes."""
-    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server,
-                 redis_timeout_s=2.0)
-    r = Retriever()
-    here = RetrievalCache(ttl=60, generation_ttl=0.4)
-    there = RetrievalCache(ttl=60, generation_ttl=0.4)
-    search_here = here.wrap(r.search, source="kb")
-    search_there = there.wrap(r.search, source="kb")
+    r, here, search_here, search_there = _two_processes(cw, redis_server, 0.4)
     search_here("q")
     search_there("q")
     assert len(r.calls) == 1
@@ -582,13 +579,7 @@ def test_generation_ttl_makes_hits_one_get_and_delays_foreign_invalidation(
 def test_an_entry_claiming_a_newer_generation_makes_the_reader_refresh(
     cw: Any, redis_server: str, client: redis.Redis[bytes]
 ) -> None:
-    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server,
-                 redis_timeout_s=2.0)
-    r = Retriever()
-    here = RetrievalCache(ttl=60, generation_ttl=60)
-    there = RetrievalCache(ttl=60, generation_ttl=60)
-    search_here = here.wrap(r.search, source="kb")
-    search_there = there.wrap(r.search, source="kb")
+    r, here, search_here, search_there = _two_processes(cw, redis_server, 60)
     search_there("q")  # "there" trusts generation 0 for a minute
     here.invalidate()
     search_here("q")  # writes an entry of generation 1

@@ -17,6 +17,7 @@ from costwatch._cache import RetrievalCache, decode_entry, entry_body, last_look
 from costwatch._cache_backend import MemoryBackend
 from costwatch._errors import ConfigError
 from tests._fixtures.capture import CaptureSink as Capture
+from tests._fixtures.threads import all_at_once
 
 EMBED_MODEL = "text-embedding-3-small"
 
@@ -416,7 +417,6 @@ async def test_async_functions_hit_and_miss_like_sync_ones(sink: Capture) -> Non
 
 def test_sixteen_threads_missing_one_cold_key_run_the_function_once(sink: Capture) -> None:
     calls = []
-    barrier = threading.Barrier(16)
 
     def search(query: str) -> list[str]:
         calls.append(query)
@@ -424,17 +424,7 @@ def test_sixteen_threads_missing_one_cold_key_run_the_function_once(sink: Captur
         return ["doc for " + query]
 
     cached = RetrievalCache(ttl=60).wrap(search, source="kb")
-    results: list[list[str]] = []
-
-    def worker() -> None:
-        barrier.wait()
-        results.append(cached("q"))
-
-    threads = [threading.Thread(target=worker) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = all_at_once(lambda: cached("q"), 16)
     assert calls == ["q"]
     assert results == [["doc for q"]] * 16
     assert len({id(r) for r in results}) == 16
