@@ -153,9 +153,7 @@ def _sync_lead(lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...],
             time.sleep(poll)
             poll = min(poll * 2, _POLL_MAX_S)
     except BackendError as exc:
-        site.failed(lk, exc)
-        if flight is not None:
-            flight.through = True
+        _lead_failed(lk, flight, exc)
         failed = True
     except Exception as exc:
         errors.report("cache", exc)
@@ -165,6 +163,13 @@ def _sync_lead(lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...],
         last_lookup_var.set(ERROR)
         return value
     return _sync_compute(lk, fn, args, kwargs, flight, locked=locked, token=token)
+
+
+def _lead_failed(lk: Lookup, flight: Flight | None, exc: BackendError) -> None:
+    """The backend failed the leader of a miss: count it, and its waiters call through too."""
+    lk.site.failed(lk, exc)
+    if flight is not None:
+        flight.through = True
 
 
 def _sync_compute(lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...],
@@ -180,16 +185,12 @@ def _sync_compute(lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...],
             _sync_release(lk, token)
         raise
     try:
-        cost = site.computed_cost(scope.cost_usd, value)
-        body, entry, result = site.encode(lk, value, cost)
-        if flight is not None and body is not None:
-            flight.shared = (body, cost)
-        ttl = site.cache._ttl_with_jitter()
+        stored = site.computed(lk, value, scope.cost_usd, flight)
         if locked:
-            res.backend.write_release(lk.key, entry, ttl, lk.lock_key, token)
-        elif entry is not None:
-            res.backend.write(lk.key, entry, ttl)
-        site.finish_miss(lk, body, entry, cost, result)
+            res.backend.write_release(lk.key, stored.entry, stored.ttl_ms, lk.lock_key, token)
+        elif stored.entry is not None:
+            res.backend.write(lk.key, stored.entry, stored.ttl_ms)
+        site.finish_miss(lk, stored)
     except BackendError as exc:
         site.failed(lk, exc)
     except Exception as exc:
@@ -300,9 +301,7 @@ async def _async_lead(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[A
             await asyncio.sleep(poll)
             poll = min(poll * 2, _POLL_MAX_S)
     except BackendError as exc:
-        site.failed(lk, exc)
-        if flight is not None:
-            flight.through = True
+        _lead_failed(lk, flight, exc)
         failed = True
     except Exception as exc:
         errors.report("cache", exc)
@@ -326,16 +325,14 @@ async def _async_compute(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tupl
             await _async_release(lk, token)
         raise
     try:
-        cost = site.computed_cost(scope.cost_usd, value)
-        body, entry, result = site.encode(lk, value, cost)
-        if flight is not None and body is not None:
-            flight.shared = (body, cost)
-        ttl = site.cache._ttl_with_jitter()
+        stored = site.computed(lk, value, scope.cost_usd, flight)
         if locked:
-            await res.abackend.write_release(lk.key, entry, ttl, lk.lock_key, token)
-        elif entry is not None:
-            await res.abackend.write(lk.key, entry, ttl)
-        site.finish_miss(lk, body, entry, cost, result)
+            await res.abackend.write_release(
+                lk.key, stored.entry, stored.ttl_ms, lk.lock_key, token
+            )
+        elif stored.entry is not None:
+            await res.abackend.write(lk.key, stored.entry, stored.ttl_ms)
+        site.finish_miss(lk, stored)
     except BackendError as exc:
         site.failed(lk, exc)
     except Exception as exc:

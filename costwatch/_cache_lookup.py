@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import orjson
 
@@ -86,6 +86,17 @@ class Lookup:
     @property
     def lock_key(self) -> str:
         return self.prefix + "lock:" + self.digest
+
+
+class Stored(NamedTuple):
+    """What a miss stores: the value's JSON, the entry (None: not stored), what it cost, what
+    the lookup counts as, and the entry's TTL."""
+
+    body: bytes | None
+    entry: bytes | None
+    cost: Decimal
+    result: str
+    ttl_ms: int
 
 
 class Done:
@@ -286,6 +297,21 @@ class Site:
         return ERRORED
 
     # -- after computing -------------------------------------------------------------------
+    def computed(
+        self, lk: Lookup, value: object, scope_cost: Decimal, flight: Flight | None
+    ) -> Stored:
+        """What a miss stores: the value's entry, priced with the calls made inside the function
+        and this site's own record; its JSON goes to the waiters of ``flight``, if any."""
+        cost = scope_cost
+        if self.own_cost is not None:
+            extra = self.own_cost(value)
+            if extra is not None:
+                cost += extra
+        body, entry, result = self.encode(lk, value, cost)
+        if flight is not None and body is not None:
+            flight.shared = (body, cost)
+        return Stored(body, entry, cost, result, self.cache._ttl_with_jitter())
+
     def encode(
         self, lk: Lookup, value: object, cost: Decimal
     ) -> tuple[bytes | None, bytes | None, str]:
@@ -306,16 +332,10 @@ class Site:
             return body, None, SKIP
         return body, entry, MISS
 
-    def computed_cost(self, scope_cost: Decimal, value: object) -> Decimal:
-        own = self.own_cost
-        if own is None:
-            return scope_cost
-        extra = own(value)
-        return scope_cost + extra if extra is not None else scope_cost
-
-    def finish_miss(self, lk: Lookup, body: bytes | None, entry: bytes | None, cost: Decimal,
-                    result: str) -> None:
+    def finish_miss(self, lk: Lookup, stored: Stored) -> None:
+        """The miss was stored (or could not be): the local LRU keeps it, and it is counted."""
         local, local_key = lk.res.local, lk.local_key
-        if entry is not None and body is not None and local is not None and local_key is not None:
-            local.put(local_key, body, cost)
-        self.emit(lk.res, lk.tags, result, ZERO)
+        if (stored.entry is not None and stored.body is not None and local is not None
+                and local_key is not None):
+            local.put(local_key, stored.body, stored.cost)
+        self.emit(lk.res, lk.tags, stored.result, ZERO)
