@@ -27,6 +27,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from costwatch._failopen import errors
+
 if TYPE_CHECKING:
     import redis
 
@@ -151,8 +153,8 @@ class GenerationTracker:
         try:
             inv, trk = self._connect()
             self._serve(inv, trk)
-        except Exception as exc:  # a lost connection, a refused command: start over when wanted
-            self._refused(exc)
+        except Exception as exc:  # start over when a generation is wanted again
+            self._failed(exc)
         finally:
             with self._lock:
                 self.known.clear()
@@ -237,7 +239,9 @@ class GenerationTracker:
                     for key in keys:
                         self.known.pop(key.decode("utf-8", "surrogateescape"), None)
 
-    def _refused(self, exc: Exception) -> None:
+    def _failed(self, exc: Exception) -> None:
+        """A refused command turns tracking off; a lost connection is operational (the next
+        ``want`` reconnects); anything else is costwatch's own bug."""
         import redis
 
         if isinstance(exc, redis.ResponseError):
@@ -247,6 +251,8 @@ class GenerationTracker:
                 "generation with every entry",
                 exc,
             )
+        elif not isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+            errors.report("cache", exc)
 
 
 _trackers: weakref.WeakSet[GenerationTracker] = weakref.WeakSet()

@@ -491,6 +491,29 @@ def test_a_flush_or_a_lost_tracking_connection_forgets_every_generation(
     assert len(r.calls) == 2
 
 
+def test_a_bug_in_the_tracking_thread_is_counted_and_hits_keep_working(
+    cw: Any, redis_server: str, client: redis.Redis[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capture = Capture()
+    cw.configure(service="test", strict=False, prometheus=False, redis_url=redis_server,
+                 redis_timeout_s=2.0, sinks=[capture])
+
+    def broken(self: GenerationTracker) -> None:
+        raise RuntimeError("a costwatch bug")
+
+    monkeypatch.setattr(GenerationTracker, "_connect", broken)
+    r = Retriever()
+    cache = RetrievalCache(ttl=60)
+    search = cache.wrap(r.search, source="kb")
+    search("q")
+    tracker = _tracker(cache)
+    assert tracker.wait()
+    assert capture.internal_errors == ["cache"]
+    assert tracker.enabled and tracker.known == {}
+    assert search("q") == search("q")  # hits, through the MGET
+    assert len(r.calls) == 1
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_knows_no_generation_until_it_tracks_its_own(
     sink: Capture, client: redis.Redis[bytes]
