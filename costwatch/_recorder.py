@@ -14,7 +14,6 @@ from costwatch._record import EMPTY_USAGE, CostRecord, Status, TokenUsage, Usage
 if TYPE_CHECKING:
     from costwatch._budget import BudgetCall, Reservation
     from costwatch._pricing import Price
-    from costwatch._tally import Tally
     from costwatch._usage import Tokens
 
 _ZERO = Decimal(0)
@@ -261,44 +260,33 @@ class CallSpec:
     ) -> None:
         """The common case: a successful call that reported its usage.
 
-        Outside any request, budget, cache scope or fixed price it is tallied (``tally``);
-        inside one, the same as ``deliver(build(...))``.
+        Inside a request, budget, cache scope or with a fixed price: ``deliver(build(...))``.
+        Otherwise (a plain call) the ledger and the in-process Prometheus exporter get it
+        through ``rt.tally``, priced when read; a ``CostRecord`` is built only for the other
+        sinks, if any.
         """
         model = model or response_model or "unknown"
         if (
-            reservation is None
-            and not rt.budgets.active
-            and request_var.get() is None
-            and not scopes_var.get()
-            and self.price_usd is None
+            reservation is not None
+            or rt.budgets.active
+            or request_var.get() is not None
+            or scopes_var.get()
+            or self.price_usd is not None
         ):
-            self.tally(rt, rt.tally, model, tokens, latency_s, response_model)
+            usage = TokenUsage(*tokens)
+            self.deliver(
+                rt, self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
+                reservation,
+            )
             return
-        usage = TokenUsage(*tokens)
-        self.deliver(
-            rt, self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
-            reservation,
-        )
-
-    def tally(
-        self,
-        rt: _runtime.Runtime,
-        tally: Tally,
-        model: str,
-        tokens: Tokens,
-        latency_s: float,
-        response_model: str,
-    ) -> None:
-        """A plain successful call (no request, budget, cache scope or fixed price around it):
-        the ledger and the in-process Prometheus exporter get it through ``tally``, priced when
-        read; a ``CostRecord`` is built only for the other sinks, if any."""
+        tally = rt.tally
         memo = self._memo
         if memo is None or memo[0] is not tally or memo[1] != model:
             memo = self._memo = (tally, model, _tiered_price(rt, self.provider, model))
         tiered = memo[2]
         tier = 0 if tiered is None else tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
-        key = (self.provider, self.stage, model, tags_var.get().attribution, tier)
-        tally.add(key, tokens, latency_s)
+        tally.add((self.provider, self.stage, model, tags_var.get().attribution, tier), tokens,
+                  latency_s)
         sinks = rt.record_sinks
         if sinks:
             record = self.build(
