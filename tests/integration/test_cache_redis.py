@@ -502,16 +502,20 @@ def test_a_bug_in_the_tracking_thread_is_counted_and_hits_keep_working(
         raise RuntimeError("a costwatch bug")
 
     monkeypatch.setattr(GenerationTracker, "_connect", broken)
+    backend = RedisBackend(redis_server, timeout_s=2.0)  # its own tracker, not yet started
     r = Retriever()
-    cache = RetrievalCache(ttl=60)
+    cache = RetrievalCache(ttl=60, backend=backend)
     search = cache.wrap(r.search, source="kb")
-    search("q")
-    tracker = _tracker(cache)
-    assert tracker.wait()
-    assert capture.internal_errors == ["cache"]
-    assert tracker.enabled and tracker.known == {}
-    assert search("q") == search("q")  # hits, through the MGET
-    assert len(r.calls) == 1
+    try:
+        search("q")
+        tracker = _tracker(cache)
+        assert tracker.wait()
+        assert capture.internal_errors == ["cache"]
+        assert tracker.enabled and tracker.known == {}
+        assert search("q") == search("q")  # hits, through the MGET
+        assert len(r.calls) == 1
+    finally:
+        backend.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
