@@ -146,7 +146,8 @@ class Site:
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, res: Resolved, tags: Mapping[str, str], result: str, saved: Decimal) -> None:
-        """Hand one ``CacheEvent`` to every sink and note the result for the decorator.
+        """Count one ``CacheEvent`` (in the runtime's tally, and through any other sink) and
+        note the result for the decorator.
 
         Events are immutable, so the last one built per result is reused while the caller's tags
         and the saved amount are the same ones (the common case for hot keys): no allocation.
@@ -167,6 +168,7 @@ class Site:
                     tags.get("tenant", ""),
                 )
                 self._events[result] = (tags, saved, res, event)
+            res.tally.add_cache(event)
             for sink in res.sinks:
                 sink.on_cache(event)
         except Exception as exc:

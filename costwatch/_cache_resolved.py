@@ -14,13 +14,14 @@ from costwatch._cache_local import LocalLRU
 
 if TYPE_CHECKING:
     from costwatch._sink import Sink
+    from costwatch._tally import Tally
 
 
 class Resolved:
-    """What a cache uses under one runtime: backend, breaker, sinks, local LRU."""
+    """What a cache uses under one runtime: backend, breaker, tally and sinks, local LRU."""
 
-    __slots__ = ("rt", "backend", "_abackend", "breaker", "sinks", "service", "namespace",
-                 "local", "is_redis", "gens", "_lock")
+    __slots__ = ("rt", "backend", "_abackend", "breaker", "tally", "sinks", "service",
+                 "namespace", "local", "is_redis", "gens", "_lock")
 
     def __init__(
         self,
@@ -35,7 +36,10 @@ class Resolved:
         self.backend = backend
         self._abackend: AsyncCacheBackend | None = None
         self.breaker = breaker
-        self.sinks: tuple[Sink, ...] = rt.sinks
+        self.tally: Tally = rt.tally
+        """Counts every lookup for the ledger and the in-process Prometheus exporter."""
+        self.sinks: tuple[Sink, ...] = rt.untallied_sinks
+        """The other sinks, which get each lookup's ``CacheEvent``."""
         self.service = rt.settings.service
         self.namespace = namespace
         self.local = local

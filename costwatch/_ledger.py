@@ -186,9 +186,13 @@ class Ledger(BaseSink):
             return
         try:
             taken = self._tally.take()
+            lookups = self._tally.take_cache()
         except Exception as exc:  # summarise what is aggregated rather than fail the caller
             errors.report("ledger", exc)
             return
+        with self._lock:
+            for event, count in lookups:
+                self._add_cache(event, count)
         for calls in taken:
             tags = calls.tags
             key = (
@@ -271,18 +275,21 @@ class Ledger(BaseSink):
 
     def on_cache(self, event: CacheEvent) -> None:
         with self._lock:
-            totals = self._cache.get(event.cache)
-            if totals is None:
-                totals = self._cache[event.cache] = CacheTotals()
-            if event.result == "hit":
-                totals.hits += 1
-                totals.saved_usd += event.saved_usd
-            elif event.result == "miss":
-                totals.misses += 1
-            elif event.result == "error":
-                totals.errors += 1
-            else:
-                totals.skips += 1
+            self._add_cache(event, 1)
+
+    def _add_cache(self, event: CacheEvent, count: int) -> None:
+        totals = self._cache.get(event.cache)
+        if totals is None:
+            totals = self._cache[event.cache] = CacheTotals()
+        if event.result == "hit":
+            totals.hits += count
+            totals.saved_usd += event.saved_usd * count
+        elif event.result == "miss":
+            totals.misses += count
+        elif event.result == "error":
+            totals.errors += count
+        else:
+            totals.skips += count
 
     def on_internal_error(self, component: str) -> None:
         with self._lock:

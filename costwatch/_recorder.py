@@ -287,7 +287,7 @@ class CallSpec:
         tier = 0 if tiered is None else tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
         tally.add((self.provider, self.stage, model, tags_var.get().attribution, tier), tokens,
                   latency_s)
-        sinks = rt.record_sinks
+        sinks = rt.untallied_sinks
         if sinks:
             record = self.build(
                 rt, model, TokenUsage(*tokens), latency_s, "ok", response_model, "reported"

@@ -70,11 +70,13 @@ class Runtime:
         built.extend(sinks)
         self.sinks: tuple[Sink, ...] = tuple(built)
         self.tally: Tally = self._tally_for_readers()
-        """Where the recorder adds plain successful calls, for the sinks that read totals."""
-        self.record_sinks: tuple[Sink, ...] = tuple(
+        """Where the recorder adds plain successful calls, and caches every lookup, for the
+        sinks that read totals."""
+        self.untallied_sinks: tuple[Sink, ...] = tuple(
             sink for sink in self.sinks if sink is not self.ledger and sink is not self._tallied
         )
-        """The sinks that need a ``CostRecord`` even for a call added to the tally."""
+        """The sinks that need each event even when it was added to the tally: a ``CostRecord``
+        for a tallied call, a ``CacheEvent`` for a cache lookup."""
         self.budgets: BudgetRegistry = BudgetRegistry(None, clock, lambda: self.sinks)
         if settings.warm_up:
             threading.Thread(target=self._warm_up, name="costwatch-warm-up", daemon=True).start()

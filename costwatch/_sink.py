@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from costwatch._record import CostRecord
 
@@ -31,9 +31,11 @@ class RequestEnd:
     tenant: str
 
 
-@dataclass(slots=True, frozen=True)
-class CacheEvent:
-    """One lookup of a ``RetrievalCache``: ``result`` is hit, miss, error or skip."""
+class CacheEvent(NamedTuple):
+    """One lookup of a ``RetrievalCache``: ``result`` is hit, miss, error or skip.
+
+    A value (a tuple): lookups that are alike count in one row of the runtime's ``Tally``.
+    """
 
     cache: str
     result: str

@@ -1,4 +1,4 @@
-"""Totals of the common call, kept per thread without a lock and priced when they are read.
+"""Totals of the common call and of cache lookups, kept per thread without a lock.
 
 Most wrapped calls are alike: they succeeded, reported their usage, and ran outside any
 ``costwatch.request``, budget or cache scope.  The ledger behind ``summary()`` and the
@@ -14,6 +14,9 @@ writer is between two additions is only momentarily behind, never lost.  Each co
 through its own ``TallyCursor``, which hands out what was added since its last read.  Tables are
 kept by thread identifier, which CPython reuses as threads end, so a thread that starts takes
 over the table of one that finished.
+
+Cache lookups are counted the same way, by ``CacheEvent`` (a value: cache, result, amount saved
+and attribution), for the same readers: a hit adds one to a row instead of taking two locks.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from _thread import get_ident
 from bisect import bisect_left
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from costwatch._context import ATTRIBUTION_TAGS, resolve_strategy
 from costwatch._failopen import errors
 from costwatch._record import TokenUsage
+from costwatch._sink import CacheEvent
 
 if TYPE_CHECKING:
     from costwatch._pricing import PriceCatalog
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
 TallyKey = tuple[str, str, str, tuple[str, ...], int]
 """``(provider, stage, model, attribution tags in force, price tier index)``: values, never
 objects, so call sites made on the fly (a function decorated per request) share totals."""
+
+K = TypeVar("K")
 
 _CALLS, _LATENCY, _BUCKETS = 0, 7, 8
 """Row layout: calls, the six ``Tokens`` counts (1-6), latency sum, duration bucket counts."""
@@ -71,13 +77,14 @@ class Tally:
         """Duration bucket bounds, when a consumer exports a latency histogram."""
         self._width = _BUCKETS + (len(bounds) + 1 if bounds is not None else 0)
         self._tables: dict[int, dict[TallyKey, list[Any]]] = {}
+        self._cache_tables: dict[int, dict[CacheEvent, list[int]]] = {}
         self._lock = threading.Lock()
 
     def add(self, key: TallyKey, tokens: Tokens, latency_s: float) -> None:
         """Count one call (the call path: no lock, no allocation once the row exists)."""
         table = self._tables.get(get_ident())
         if table is None:
-            table = self._new_table()
+            table = self._new_table(self._tables)
         row = table.get(key)
         if row is None:
             row = table[key] = self._new_row()
@@ -97,9 +104,19 @@ class Tally:
         if bounds is not None:
             row[8 + bisect_left(bounds, latency_s)] += 1
 
-    def _new_table(self) -> dict[TallyKey, list[Any]]:
+    def add_cache(self, event: CacheEvent) -> None:
+        """Count one cache lookup (the lookup path: no lock, no allocation once the row exists)."""
+        table = self._cache_tables.get(get_ident())
+        if table is None:
+            table = self._new_table(self._cache_tables)
+        row = table.get(event)
+        if row is None:
+            row = table[event] = [0]
+        row[0] += 1
+
+    def _new_table(self, tables: dict[int, dict[K, list[Any]]]) -> dict[K, list[Any]]:
         with self._lock:
-            return self._tables.setdefault(get_ident(), {})
+            return tables.setdefault(get_ident(), {})
 
     def _new_row(self) -> list[Any]:
         row: list[Any] = [0] * self._width
@@ -108,9 +125,16 @@ class Tally:
 
     def totals(self) -> dict[TallyKey, list[Any]]:
         """Every key's row, summed over the threads' tables (a snapshot)."""
+        return self._summed(self._tables)
+
+    def cache_totals(self) -> dict[CacheEvent, list[int]]:
+        """Lookups by event, summed over the threads' tables (a snapshot)."""
+        return self._summed(self._cache_tables)
+
+    def _summed(self, by_thread: dict[int, dict[K, list[Any]]]) -> dict[K, list[Any]]:
         with self._lock:
-            tables = list(self._tables.values())
-        out: dict[TallyKey, list[Any]] = {}
+            tables = list(by_thread.values())
+        out: dict[K, list[Any]] = {}
         for table in tables:
             for key, row in list(table.items()):
                 snapshot = row[:]
@@ -132,6 +156,7 @@ class TallyCursor:
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
         self._seen: dict[TallyKey, list[Any]] = {}
+        self._seen_cache: dict[CacheEvent, int] = {}
         self._lock = threading.Lock()
 
     def take(self) -> list[TalliedCalls]:
@@ -153,6 +178,17 @@ class TallyCursor:
                     errors.report("tally", exc)
                     continue
                 self._seen[key] = row
+            return out
+
+    def take_cache(self) -> list[tuple[CacheEvent, int]]:
+        """Cache lookups counted since the last ``take_cache()``: (event, how many times)."""
+        with self._lock:
+            out: list[tuple[CacheEvent, int]] = []
+            for event, (count,) in self.tally.cache_totals().items():
+                before = self._seen_cache.get(event, 0)
+                if count != before:
+                    out.append((event, count - before))
+                    self._seen_cache[event] = count
             return out
 
 

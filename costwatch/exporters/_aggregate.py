@@ -124,8 +124,6 @@ class SpendAggregate:
             CACHE_LABELS, guard, lambda _labels: CacheSeries()
         )
         self._spend_cached = self.spend.cached
-        self._last_cache: tuple[CacheEvent | None, CacheSeries] = (None, CacheSeries())
-        """The latest cache event of an admitted series, and that series."""
         self._lock = threading.Lock()
         self.budget_spent: dict[str, float] = {}
         self.budget_limit: dict[str, float] = {}
@@ -145,16 +143,20 @@ class SpendAggregate:
         with self._lock:
             cursor = self._tallies.pop(tally, None)
         if cursor is not None:
-            for calls in cursor.take():
-                self.add_tallied(calls)
+            self._take(cursor)
 
     def sync(self) -> None:
         """Bring the series up to date with every attached tally (before a collection)."""
         with self._lock:
             cursors = list(self._tallies.values())
         for cursor in cursors:
-            for calls in cursor.take():
-                self.add_tallied(calls)
+            self._take(cursor)
+
+    def _take(self, cursor: TallyCursor) -> None:
+        for calls in cursor.take():
+            self.add_tallied(calls)
+        for event, count in cursor.take_cache():
+            self.add_cache(event, count)
 
     def add_tallied(self, calls: TalliedCalls) -> None:
         tags = calls.tags
@@ -219,20 +221,16 @@ class SpendAggregate:
     def add_request_end(self, event: RequestEnd) -> None:
         self.request_series(event).observe(REQUEST_COST_BUCKETS, float(event.cost_usd))
 
-    def add_cache(self, event: CacheEvent) -> None:
-        last = self._last_cache
-        if last[0] is event:  # caches reuse their events while tags and amount repeat
-            series = last[1]
-        else:
-            raw = (event.service or self.service, event.feature, event.team, event.tenant,
-                   event.cache)
-            series = self.cache.get(raw)
-            if self.cache.cached(raw) is series:  # admitted (an overflow counts every time)
-                self._last_cache = (event, series)
+    def add_cache(self, event: CacheEvent, count: int = 1) -> None:
+        """``count`` lookups alike: one as it happens (multiprocess), or a tally's total."""
+        series = self.cache.get(
+            (event.service or self.service, event.feature, event.team, event.tenant, event.cache),
+            count,
+        )
         with series.lock:
-            series.results[event.result] = series.results.get(event.result, 0) + 1
+            series.results[event.result] = series.results.get(event.result, 0) + count
             if event.saved_usd:
-                series.saved += event.saved_usd
+                series.saved += event.saved_usd * count
 
     def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
         name = self.guard.admit("budget", budget)

@@ -304,3 +304,55 @@ def test_a_tally_that_cannot_be_read_never_fails_summary(monkeypatch: pytest.Mon
     costwatch._runtime.shutdown()
     assert summary.total.calls == 1  # the recorded call is still there
     assert summary.internal_errors == {"ledger": 1}
+
+
+def test_cache_lookups_are_counted_per_thread_and_exact_for_every_reader(
+    configured: Any, capture: CaptureSink, registry: CollectorRegistry
+) -> None:
+    from tests._fixtures.threads import all_at_once
+
+    saved_per_hit = 1000 * Decimal("0.02") / M  # text-embedding-3-small, 1,000 tokens
+
+    @costwatch.retrieval(source="kb", cache=costwatch.RetrievalCache(ttl=600))
+    def search(query: str) -> list[str]:
+        costwatch.record(provider="openai", model="text-embedding-3-small", input_tokens=1000,
+                         stage="embedding")
+        return [f"about {query}"]
+
+    def lookups() -> None:
+        for i in range(2_000):
+            with costwatch.tags(tenant="acme" if i // 10 % 2 else "globex"):
+                search(f"q{i % 10}")
+
+    all_at_once(lookups, 8)
+    hits, misses = 8 * 2_000 - 20, 20  # ten questions, two tenants: one miss each
+    rt = costwatch._runtime.runtime()
+    assert sum(n for [n] in rt.tally.cache_totals().values()) == hits + misses
+    summary = costwatch.summary()
+    assert (summary.cache["kb"].hits, summary.cache["kb"].misses) == (hits, misses)
+    assert summary.cache_saved_usd == hits * saved_per_hit
+    assert _sample_sum(registry, "costwatch_cache_requests_total", result="hit") == hits
+    assert _sample_sum(registry, "costwatch_cache_requests_total", result="miss") == misses
+    assert _sample_sum(registry, "costwatch_cache_saved_usd_total") == pytest.approx(
+        float(hits * saved_per_hit))
+    # Another sink still gets every lookup as it happens.
+    assert len(capture.cache) == hits + misses
+    assert {e.tenant for e in capture.cache} == {"acme", "globex"}
+
+
+def test_a_cache_reader_gets_each_lookup_once() -> None:
+    from costwatch._pricing import PriceCatalog
+    from costwatch._sink import CacheEvent
+    from costwatch._tally import Tally
+
+    tally = Tally(PriceCatalog())
+    ledger, exporter = tally.cursor(), tally.cursor()
+    hit = CacheEvent("kb", "hit", Decimal("0.002"), "svc", "faq", "", "acme")
+    for _ in range(3):
+        tally.add_cache(hit)
+    tally.add_cache(CacheEvent("kb", "hit", Decimal("0.002"), "svc", "faq", "", "acme"))  # alike
+    assert ledger.take_cache() == [(hit, 4)]
+    tally.add_cache(hit._replace(result="miss", saved_usd=Decimal(0)))
+    assert ledger.take_cache() == [(hit._replace(result="miss", saved_usd=Decimal(0)), 1)]
+    assert ledger.take_cache() == []
+    assert sorted(n for _, n in exporter.take_cache()) == [1, 4]
