@@ -2,8 +2,9 @@
 
 The ledger (``summary()``), the Prometheus exporter and the OpenTelemetry exporter are all
 sinks.  A sink must be cheap and thread-safe: it is called on the host's call path.  The ledger
-and the single-process Prometheus exporter also read plain successful calls as totals from the
-runtime's ``Tally`` (``_tally``); every other sink gets a ``CostRecord`` for each call.
+and the single-process Prometheus exporter read plain successful calls and every cache lookup as
+totals from the runtime's ``Tally`` (``_tally``); every other sink gets a ``CostRecord`` for
+each call and a ``CacheEvent`` for each lookup.
 """
 
 from __future__ import annotations
