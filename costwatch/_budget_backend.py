@@ -44,7 +44,7 @@ class BackendUnavailable(Exception):
 class BudgetKeys:
     """Names of one budget's Redis keys, computed once at registration."""
 
-    __slots__ = ("name", "spent", "holds", "amounts", "alert_prefix", "batch_prefix")
+    __slots__ = ("name", "spent", "holds", "amounts", "alert_prefix", "writer_prefix")
 
     def __init__(self, name: str) -> None:
         tag = "{cw:b:" + name + "}"
@@ -53,7 +53,7 @@ class BudgetKeys:
         self.holds = tag + ":holds"
         self.amounts = tag + ":holdamt"
         self.alert_prefix = tag + ":alert:"
-        self.batch_prefix = tag + ":done:"
+        self.writer_prefix = tag + ":applied:"
 
 
 @dataclass(slots=True)
@@ -90,18 +90,22 @@ class Settlement:
     """A batch for one budget: release the holds ``hold_ids`` and charge ``cost`` nano-dollars
     (the sum of the batch's actual costs) to ``cur_bucket``.
 
-    Idempotent: a batch applied twice with the same ``batch_id`` (a retry after a timeout that
-    left it unknown whether Redis ran it) is applied once, for ``done_ttl_s`` seconds.
+    Idempotent however late it is retried: a ``writer`` (one process) numbers its batches
+    (``seq``, growing) and sends them in that order, retries first, so the store keeps the last
+    number it applied per writer and budget, and a batch at or below it (a retry after a timeout
+    that left it unknown whether Redis ran it) is applied once.  A writer's number is kept
+    ``writer_ttl_s`` seconds after its last batch.
     """
 
     keys: BudgetKeys
-    batch_id: str
+    writer: str
+    seq: int
     hold_ids: list[str]
     cost: int
     cur_bucket: int
     min_bucket: int
     spent_ttl_s: int
-    done_ttl_s: int = 600
+    writer_ttl_s: int = 86_400
 
 
 @dataclass(slots=True)
@@ -129,7 +133,8 @@ class BudgetBackend(Protocol):
         ...
 
     def settle(self, settlements: Sequence[Settlement]) -> list[SettleResult]:
-        """Apply in one round trip (idempotent per ``batch_id``); raises ``BackendUnavailable``."""
+        """Apply in one round trip (idempotent per writer and ``seq``); raises
+        ``BackendUnavailable``."""
         ...
 
     def read(self, keys: BudgetKeys, now_ms: int, min_bucket: int) -> BudgetReading: ...
@@ -151,13 +156,14 @@ class BudgetBackend(Protocol):
 
 
 class _MemoryBudget:
-    __slots__ = ("buckets", "holds", "held", "done", "alerts")
+    __slots__ = ("buckets", "holds", "held", "applied", "alerts")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
         self.holds: dict[str, tuple[int, int]] = {}
         self.held = 0
-        self.done: dict[str, int] = {}
+        self.applied: dict[str, int] = {}
+        """The last batch number applied, by writer."""
         self.alerts: dict[str, int] = {}
 
     def prune_holds(self, now_ms: int) -> None:
@@ -211,11 +217,9 @@ class MemoryBudgetBackend:
         with self._lock:
             for item in settlements:
                 state = self._state(item.keys)
-                duplicate = item.batch_id in state.done
+                duplicate = item.seq <= state.applied.get(item.writer, 0)
                 if not duplicate:
-                    state.done[item.batch_id] = 0
-                    if len(state.done) > 10_000:  # remember the recent batches only
-                        del state.done[next(iter(state.done))]
+                    state.applied[item.writer] = item.seq
                     for hold_id in item.hold_ids:
                         hold = state.holds.pop(hold_id, None)
                         if hold is not None:
@@ -330,13 +334,16 @@ return {1, over, spent, reserved, oldest}
 SETTLE_LUA = (
     _LUA_WINDOW
     + """
--- KEYS: spent hash, holds zset, hold amounts hash, batch marker
--- ARGV: cur, min, spent_ttl, done_ttl, cost, hold ids...
--- A batch applied twice (a retry after an ambiguous failure) is applied once: the marker.
+-- KEYS: spent hash, holds zset, hold amounts hash, the writer's last applied batch number
+-- ARGV: cur, min, spent_ttl, writer_ttl, cost, batch number, hold ids...
+-- A writer sends its batches in the order of their numbers, retries first: a batch numbered
+-- at or below the last one applied is a retry of one that did run (after an ambiguous
+-- failure), and is applied once.
 local dup = 0
-if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[4]) then
+if tonumber(ARGV[6]) > tonumber(redis.call('GET', KEYS[4]) or '0') then
+  redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[4])
   local freed = 0
-  for i = 6, #ARGV, 500 do
+  for i = 7, #ARGV, 500 do
     local last = math.min(i + 499, #ARGV)
     local amounts = redis.call('HMGET', KEYS[3], unpack(ARGV, i, last))
     for j = 1, #amounts do freed = freed + (tonumber(amounts[j]) or 0) end
@@ -602,12 +609,13 @@ class RedisBudgetBackend:
                     s.keys.spent,
                     s.keys.holds,
                     s.keys.amounts,
-                    s.keys.batch_prefix + s.batch_id,
+                    s.keys.writer_prefix + s.writer,
                     s.cur_bucket,
                     s.min_bucket,
                     s.spent_ttl_s,
-                    s.done_ttl_s,
+                    s.writer_ttl_s,
                     s.cost,
+                    s.seq,
                     *s.hold_ids,
                 ),
             )

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from costwatch._budget_definition import Budget
     from costwatch._budget_registry import BudgetRegistry
 
-DONE_TTL_S = 600
-"""How long a settlement batch id is remembered, so a retried batch is not charged twice."""
+WRITER_TTL_S = 86_400
+"""How long the store remembers a process's last applied settlement batch after its last one:
+a batch retried within that time (Redis unreachable for up to a day) is not charged twice."""
 
 
 class Reservation:
@@ -68,7 +69,7 @@ class QueuedSettle:
 
 class QueuedGroup:
     """Settlements of one budget and bucket, sent as one idempotent batch.  A batch that met
-    an unreachable backend is retried as it is, with the same batch id."""
+    an unreachable backend is retried as it is, with the same writer and batch number."""
 
     __slots__ = ("budget", "settlement", "now")
 

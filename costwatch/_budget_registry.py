@@ -83,6 +83,7 @@ class BudgetRegistry(SettlementWorker):
         self._ids_pid = 0
         self._id_prefix = ""
         self._ids = itertools.count()
+        self._writer = (0, "", itertools.count(1))
         self._background_error: BaseException | None = None
         self._last_down_log = 0.0
         self.backend_errors = 0

@@ -20,7 +20,7 @@ from costwatch._budget_alerts import AlertKind, BudgetAlert, WebhookSender, deli
 from costwatch._budget_backend import BackendUnavailable, BudgetBackend, Settlement
 from costwatch._budget_money import from_nano
 from costwatch._budget_queue import (
-    DONE_TTL_S,
+    WRITER_TTL_S,
     Pending,
     QueuedEvent,
     QueuedGroup,
@@ -62,6 +62,7 @@ class SettlementWorker:
     _ids_pid: int
     _id_prefix: str
     _ids: itertools.count[int]
+    _writer: tuple[int, str, itertools.count[int]]
 
     if TYPE_CHECKING:
 
@@ -75,6 +76,15 @@ class SettlementWorker:
             self._id_prefix = f"{pid:x}.{os.urandom(4).hex()}."
             self._ids = itertools.count()
         return self._id_prefix + str(next(self._ids))
+
+    def _next_batch(self) -> tuple[str, int]:
+        """``(writer, number)`` of a settlement batch: one writer per process, numbers growing
+        in the order batches are sent (only the drain, under its lock, numbers them)."""
+        pid = os.getpid()
+        writer = self._writer
+        if writer[0] != pid:
+            writer = self._writer = (pid, f"{pid:x}.{os.urandom(4).hex()}", itertools.count(1))
+        return writer[1], next(writer[2])
 
     def wake(self) -> None:
         """Make sure the settlement thread runs (also after a fork) and signal it.
@@ -183,13 +193,13 @@ class SettlementWorker:
             if group is None:
                 settlement = Settlement(
                     budget.keys,
-                    self._next_id(),
+                    *self._next_batch(),
                     [],
                     0,
                     position.cur,
                     position.min,
                     budget.window.spent_ttl_s(position, item.now),
-                    DONE_TTL_S,
+                    WRITER_TTL_S,
                 )
                 group = fresh[key] = QueuedGroup(budget, settlement, item.now)
                 groups.append(group)

@@ -149,18 +149,24 @@ def test_scripts_are_reloaded_after_script_flush(registry: BudgetRegistry, clien
 
 
 def test_a_settlement_batch_retried_after_reaching_redis_is_charged_once(
-    registry: BudgetRegistry,
+    registry: BudgetRegistry, client: Any
 ) -> None:
     registry.add(Budget("b", 10, "day"))
     held = registry.reserve(call())
     assert held is not None
     position = registry.get("b").window.locate(registry.clock())
-    batch = Settlement(
-        BudgetKeys("b"), "batch-1", held_ids(held), 500_000_000, position.cur, position.min, 3600
-    )
-    first, again = registry.backend.settle([batch, batch])
-    assert (first.duplicate, again.duplicate) == (False, True)
-    assert (again.spent, again.reserved) == (500_000_000, 0)
+    keys = BudgetKeys("b")
+    batch = Settlement(keys, "proc-a", 7, held_ids(held), 500_000_000, position.cur,
+                       position.min, 3600)
+    later = Settlement(keys, "proc-a", 8, [], 1, position.cur, position.min, 3600)
+    first, again, _, late_retry = registry.backend.settle([batch, batch, later, batch])
+    assert (first.duplicate, again.duplicate, late_retry.duplicate) == (False, True, True)
+    assert (late_retry.spent, late_retry.reserved) == (500_000_001, 0)
+    # One small key per process and budget, kept a day after the process's last batch (not a
+    # marker per batch that expires while a long outage is still being retried).
+    assert client.keys("{cw:b:b}:applied:*") == ["{cw:b:b}:applied:proc-a"]
+    assert client.get("{cw:b:b}:applied:proc-a") == "8"
+    assert 86_000 < client.ttl("{cw:b:b}:applied:proc-a") <= 86_400
 
 
 def held_ids(reservation: Any) -> list[str]:

@@ -420,13 +420,41 @@ def test_a_settlement_after_its_hold_expired_is_still_charged(
     assert (status.spent_usd, status.reserved_usd) == (Decimal("0.002"), 0)
 
 
-def test_a_settlement_batch_applied_twice_is_charged_once() -> None:
+def test_a_settlement_batch_applied_twice_is_charged_once_however_late() -> None:
     backend = MemoryBudgetBackend()
     keys = BudgetKeys("b")
-    batch = Settlement(keys, "batch-1", [], to_nano(Decimal("0.5")), 10, 10, 3600)
-    first, again = backend.settle([batch, batch])
-    assert (first.duplicate, again.duplicate) == (False, True)
-    assert again.spent == to_nano(Decimal("0.5"))
+    half = to_nano(Decimal("0.5"))
+    first = Settlement(keys, "proc-a", 1, [], half, 10, 10, 3600)
+    second = Settlement(keys, "proc-a", 2, [], half, 10, 10, 3600)
+    other = Settlement(keys, "proc-b", 1, [], half, 10, 10, 3600)
+    results = backend.settle([first, first, second, first, other])
+    assert [r.duplicate for r in results] == [False, True, False, True, False]
+    assert results[-1].spent == 3 * half
+
+
+def test_a_settlement_whose_reply_was_lost_is_charged_once(registry: Any) -> None:
+    """Redis ran the batch but the reply timed out: the retry must not charge it again."""
+    from costwatch._budget_backend import BackendUnavailable
+
+    registry.add(Budget("b", 10, "day"))
+    real_settle = registry.backend.settle
+    lost: list[int] = []
+
+    def settle_then_lose_the_reply(settlements: Any) -> Any:
+        results = real_settle(settlements)
+        if not lost:
+            lost.append(len(settlements))
+            raise BackendUnavailable("timeout reading the reply")
+        return results
+
+    registry.backend.settle = settle_then_lose_the_reply
+    registry.reserve(call()).settle(Decimal("0.25"))
+    assert registry.flush(timeout_s=0.1) is False  # unknown outcome: kept for retry
+    registry.reserve(call()).settle(Decimal("0.5"))  # a newer batch goes after the retry
+    assert registry.flush()
+    assert lost == [1]
+    status = registry.status("b")
+    assert (status.spent_usd, status.reserved_usd) == (Decimal("0.75"), 0)
 
 
 def test_settlements_are_sent_as_one_batch_per_budget(
