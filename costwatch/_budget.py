@@ -105,13 +105,21 @@ def budget(
     return registry.add(new)
 
 
+class BudgetStatusError(Exception):
+    """``costwatch budget status`` cannot list budgets: no Redis configured, an invalid URL, or
+    Redis unreachable.  The message never holds the URL's password."""
+
+
 def budget_status(
     redis_url: str | None, *, now: float | None = None, timeout_s: float = 2.0
 ) -> str:
     """The text of ``costwatch budget status``: every budget registered in Redis with its
-    window, spent, reserved (held by calls in flight), limit and reset time."""
+    window, spent, reserved (held by calls in flight), limit and reset time.
+
+    Raises :class:`BudgetStatusError` when they cannot be read (the command exits non-zero).
+    """
     if not redis_url:
-        return (
+        raise BudgetStatusError(
             "costwatch: no Redis configured (set COSTWATCH_REDIS_URL or pass --redis-url); "
             "budgets are shared, and listed, only through Redis."
         )
@@ -119,7 +127,7 @@ def budget_status(
     try:
         backend = RedisBudgetBackend.from_url(redis_url, timeout_s=timeout_s)
     except ValueError as exc:
-        return f"costwatch: invalid Redis URL {where}: {exc}"
+        raise BudgetStatusError(f"costwatch: invalid Redis URL {where}: {exc}") from None
     try:
         definitions = backend.definitions()
         if not definitions:
@@ -129,7 +137,7 @@ def budget_status(
             _status_row(name, raw, backend, moment) for name, raw in sorted(definitions.items())
         ]
     except BackendUnavailable as exc:
-        return f"costwatch: Redis at {where} is unreachable: {exc}"
+        raise BudgetStatusError(f"costwatch: Redis at {where} is unreachable: {exc}") from None
     finally:
         backend.close()
     header = ("BUDGET", "WINDOW", "ACTION", "SPENT", "RESERVED", "LIMIT", "USED", "RESETS AT (UTC)")

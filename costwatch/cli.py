@@ -144,11 +144,15 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _budget_status(args: argparse.Namespace) -> int:
-    from costwatch._budget import budget_status
+    from costwatch._budget import BudgetStatusError, budget_status
     from costwatch._config import load_settings
 
     url = args.redis_url or load_settings({}).redis_url
-    print(budget_status(url))
+    try:
+        print(budget_status(url))
+    except BudgetStatusError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

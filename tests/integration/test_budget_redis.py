@@ -24,7 +24,13 @@ import pytest
 import redis
 
 import costwatch
-from costwatch._budget import Budget, BudgetCall, BudgetRegistry, budget_status
+from costwatch._budget import (
+    Budget,
+    BudgetCall,
+    BudgetRegistry,
+    BudgetStatusError,
+    budget_status,
+)
 from costwatch._budget_alerts import BudgetAlert
 from costwatch._budget_backend import (
     BUDGET_INDEX_KEY,
@@ -429,13 +435,14 @@ def test_budget_status_says_when_none_is_configured_or_redis_is_unreachable(
     redis_server: str,
 ) -> None:
     assert "no budgets are configured" in budget_status(redis_server)
-    assert "no Redis configured" in budget_status(None)
+    with pytest.raises(BudgetStatusError, match="no Redis configured"):
+        budget_status(None)
     from tests._fixtures.redis_proc import free_port
 
     started = time.perf_counter()
-    message = budget_status(f"redis://:secret@127.0.0.1:{free_port()}/0", timeout_s=0.2)
-    assert "is unreachable" in message
-    assert "secret" not in message
+    with pytest.raises(BudgetStatusError, match="is unreachable") as unreachable:
+        budget_status(f"redis://:secret@127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    assert "secret" not in str(unreachable.value)
     assert time.perf_counter() - started < 2
 
 

@@ -83,10 +83,19 @@ def test_estimate_reads_the_prompt_from_stdin() -> None:
     assert "$0.00012" in run.stdout  # 200 output tokens at $0.60/M, plus a few input tokens
 
 
-def test_budget_status_without_redis_says_so() -> None:
+def test_budget_status_without_redis_says_so_and_fails() -> None:
     run = costwatch("budget", "status")
-    assert run.returncode == 0
-    assert "no Redis configured" in run.stdout
+    assert run.returncode == 1
+    assert "no Redis configured" in run.stderr
+
+
+def test_budget_status_fails_when_redis_is_unreachable() -> None:
+    from tests._fixtures.redis_proc import free_port
+
+    run = costwatch("budget", "status", "--redis-url", f"redis://:pw@127.0.0.1:{free_port()}/0")
+    assert run.returncode == 1  # a cron job or a health check sees the failure
+    assert "is unreachable" in run.stderr
+    assert "pw" not in run.stderr and run.stdout == ""
 
 
 def test_budget_status_lists_budgets_registered_in_redis(redis_server: str) -> None:
