@@ -1,16 +1,18 @@
 """``instrument(client)``: record every call an OpenAI or Anthropic client instance makes.
 
 Patches, on that client instance only, ``chat.completions.create``/``parse``,
-``responses.create``/``parse``, ``embeddings.create`` (OpenAI) and ``messages.create``/
+``responses.create``/``parse``, ``embeddings.create``, the legacy ``completions.create`` (the
+endpoint of ``davinci-002``/``babbage-002`` and their fine-tunes) (OpenAI) and ``messages.create``/
 ``parse``/``stream`` (Anthropic), sync and async, streaming included; ``chat.completions.stream()``
 and ``responses.stream()`` go through the patched ``create``.  Copies made with
 ``client.with_options(...)``/``copy(...)`` are instrumented too.
 
 Per call: a budget preflight when a budget is registered (``BudgetExceeded`` propagates before
 the provider is called), then the provider call, then one record with the reported usage.  A
-provider exception is recorded (``status="error"``) and re-raised unchanged.  OpenAI chat streams
-get ``stream_options.include_usage`` when the caller did not set it, and the extra usage chunk is
-hidden from the caller.  The SDKs are never imported: clients are recognised by class name.
+provider exception is recorded (``status="error"``) and re-raised unchanged.  OpenAI chat and
+legacy completion streams get ``stream_options.include_usage`` when the caller did not set it,
+and the extra usage chunk is hidden from the caller.  The SDKs are never imported: clients are
+recognised by class name.
 """
 
 from __future__ import annotations
@@ -340,9 +342,9 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
 
     Supports ``openai.OpenAI``/``AsyncOpenAI`` (and subclasses such as ``AzureOpenAI``) and
     ``anthropic.Anthropic``/``AsyncAnthropic``.  Raises ``TypeError`` for anything else.
-    ``inject_stream_usage=False`` never adds ``stream_options.include_usage`` to OpenAI chat
-    streams (for OpenAI-compatible servers and old Azure API versions that reject it): their
-    usage is then estimated from the prompt and the streamed text.
+    ``inject_stream_usage=False`` never adds ``stream_options.include_usage`` to OpenAI chat and
+    completion streams (for OpenAI-compatible servers and old Azure API versions that reject
+    it): their usage is then estimated from the prompt and the streamed text.
     """
     if getattr(client, _PATCHES, None) is not None:
         return client
@@ -370,6 +372,13 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
         _patch(patches, responses, "parse", responses_endpoint, call)
         embedding = _Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "input", ())
         _patch(patches, getattr(target, "embeddings", None), "create", embedding, call)
+        legacy = _Endpoint(
+            CallSpec(provider, "", "generation", "text_completion"),
+            "prompt",
+            ("max_tokens",),
+            inject_usage=inject_stream_usage,
+        )
+        _patch(patches, getattr(target, "completions", None), "create", legacy, call)
     else:
         messages_endpoint = _Endpoint(
             generation, "messages", ("max_tokens",), extra_prompt_key="system"

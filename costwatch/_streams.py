@@ -129,7 +129,9 @@ def _ignore(acc: StreamAccumulator, item: Any) -> bool:
     return False
 
 
-def _on_chat_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
+def _openai_chunk_usage(acc: StreamAccumulator, chunk: Any) -> bool:
+    """The usage of an OpenAI chunk (chat or legacy completion); True: the chunk is the
+    usage-only one costwatch asked for, to be hidden from the caller."""
     usage = chunk.usage
     if usage is not None:
         acc.usage = extract_provider_usage("openai", usage)
@@ -144,6 +146,22 @@ def _on_chat_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
             fields_set.discard("usage")
     if not acc.response_model:
         acc.response_model = chunk.model or ""
+    return False
+
+
+def _on_text_completion_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
+    """A legacy ``completions`` chunk (``object: text_completion``): text in ``choices[].text``."""
+    if _openai_chunk_usage(acc, chunk):
+        return True
+    for choice in chunk.choices:
+        if choice.text:
+            acc.texts.append(choice.text)
+    return False
+
+
+def _on_chat_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
+    if _openai_chunk_usage(acc, chunk):
+        return True
     texts = acc.texts
     for choice in chunk.choices:
         delta = choice.delta
@@ -268,8 +286,11 @@ _item_handlers: dict[type, Handler] = {}
 
 
 def _handler_for(item: object) -> Handler:
-    if getattr(item, "object", None) == "chat.completion.chunk":
+    kind = getattr(item, "object", None)
+    if kind == "chat.completion.chunk":
         return _on_chat_chunk
+    if kind == "text_completion":
+        return _on_text_completion_chunk
     if isinstance(getattr(item, "type", None), str):
         return _on_typed_event
     return _ignore

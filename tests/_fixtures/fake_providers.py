@@ -26,6 +26,7 @@ import pytest
 
 CREATED = 1_700_000_000
 CHAT_ID = "chatcmpl-CwFake7bW1x9Yq2ZkP3a"
+COMPLETION_ID = "cmpl-CwFake9dX2y0Zr3AlQ4b"
 RESPONSE_ID = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
 MESSAGE_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
 FINGERPRINT = "fp_06737a9306"
@@ -187,6 +188,48 @@ def chat_chunks(fake: FakeProvider, model: str, include_usage: bool) -> Iterator
     if include_usage:
         final = chunk([])
         final["usage"] = _chat_usage(fake.openai_usage)
+        yield final
+
+
+def _completion_usage(u: OpenAIUsage) -> dict[str, Any]:
+    """The legacy completions endpoint reports no token details."""
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    }
+
+
+def text_completion(fake: FakeProvider, model: str) -> dict[str, Any]:
+    return {
+        "id": COMPLETION_ID,
+        "object": "text_completion",
+        "created": CREATED,
+        "model": model,
+        "choices": [{"text": fake.reply_text, "index": 0, "logprobs": None,
+                     "finish_reason": "stop"}],
+        "usage": _completion_usage(fake.openai_usage),
+        "system_fingerprint": None,
+    }
+
+
+def text_completion_chunks(
+    fake: FakeProvider, model: str, include_usage: bool
+) -> Iterator[dict[str, Any]]:
+    def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": COMPLETION_ID, "object": "text_completion",
+                                "created": CREATED, "model": model, "choices": choices,
+                                "system_fingerprint": None}
+        if include_usage:
+            body["usage"] = None
+        return body
+
+    for i, piece in enumerate(fake.reply):
+        finish = "stop" if i == len(fake.reply) - 1 else None
+        yield chunk([{"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}])
+    if include_usage:
+        final = chunk([])
+        final["usage"] = _completion_usage(fake.openai_usage)
         yield final
 
 
@@ -432,6 +475,14 @@ class _Handler(BaseHTTPRequestHandler):
                           message=message)
             else:
                 self._json(200, chat_completion(fake, model), anthropic=False)
+        elif path == "/v1/completions":
+            if stream:
+                options = body.get("stream_options") or {}
+                chunks = text_completion_chunks(fake, model, bool(options.get("include_usage")))
+                self._sse(((None, c) for c in chunks), fail_after, anthropic=False,
+                          message=message)
+            else:
+                self._json(200, text_completion(fake, model), anthropic=False)
         elif path == "/v1/responses":
             if stream:
                 events = response_events(fake, body)
@@ -487,7 +538,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for name, payload in events:
                 is_delta = payload.get("type") in ("response.output_text.delta",) or (
-                    name is None and any(c["delta"].get("content") for c in payload["choices"])
+                    name is None and any(c.get("text") or c.get("delta", {}).get("content")
+                                         for c in payload["choices"])
                 )
                 if not anthropic and fail_after is not None and is_delta and deltas == fail_after:
                     self._error_event(anthropic, message or "stream failed")

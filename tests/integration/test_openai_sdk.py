@@ -2,7 +2,8 @@
 
 Costs are computed here by hand from the published per-million prices:
 gpt-4o-mini $0.15 input / $0.075 cached input / $0.60 output; o4-mini $1.10 / $0.275 / $4.40
-(reasoning tokens bill as output); text-embedding-3-small $0.02.
+(reasoning tokens bill as output); text-embedding-3-small $0.02; a fine-tuned davinci-002 on
+the legacy completions endpoint $12.00 input and output.
 """
 
 from __future__ import annotations
@@ -180,6 +181,62 @@ def test_chat_stream_helper_is_recorded_once(
 
 
 # --- Responses API (reasoning model) --------------------------------------------------------
+
+
+# --- legacy completions (davinci-002 / babbage-002 and their fine-tunes) ---------------------
+
+FT_DAVINCI = "ft:davinci-002:acme:triage:9xYz"
+DAVINCI_USAGE = OpenAIUsage(prompt_tokens=700, completion_tokens=40)
+DAVINCI_COST = (700 + 40) * Decimal("12.00") / M
+
+
+def test_legacy_completion_of_a_fine_tuned_model_is_priced_as_fine_tuned(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = DAVINCI_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    reply = client.completions.create(model=FT_DAVINCI, prompt="Ticket: refund?\nLabel:")
+
+    assert reply.choices[0].text == "Hello from the fake provider."
+    record = _only_record(capture)
+    assert (record.model, record.stage, record.operation, record.strategy) == (
+        FT_DAVINCI, "generation", "text_completion", "fine_tuned",
+    )
+    assert record.usage == TokenUsage(input=700, output=40)
+    assert record.cost_usd == DAVINCI_COST
+    assert record.price_source == "bundled"
+
+
+def test_streamed_legacy_completion_records_usage_and_hides_the_usage_chunk(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = DAVINCI_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    chunks = list(client.completions.create(model=FT_DAVINCI, prompt="Label:", stream=True))
+
+    assert fake_provider.requests[-1].body["stream_options"] == {"include_usage": True}
+    assert "".join(c.choices[0].text for c in chunks) == fake_provider.reply_text
+    record = _only_record(capture)
+    assert (record.usage, record.cost_usd) == (TokenUsage(input=700, output=40), DAVINCI_COST)
+    assert (record.usage_source, record.incomplete) == ("reported", False)
+
+
+async def test_async_streamed_legacy_completion_without_usage_is_estimated_from_its_text(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    client = cw.instrument(_async_client(fake_provider), inject_stream_usage=False)
+
+    stream = await client.completions.create(model="davinci-002", prompt="Say hello.",
+                                             stream=True)
+    text = "".join([chunk.choices[0].text async for chunk in stream])
+
+    assert text == fake_provider.reply_text
+    record = _only_record(capture)
+    assert (record.usage_source, record.operation) == ("estimated", "text_completion")
+    assert record.usage.input > 0
+    assert record.usage.output == 6  # "Hello from the fake provider." in cl100k/o200k tokens
 
 
 def test_responses_api_records_reasoning_tokens_at_the_output_price(

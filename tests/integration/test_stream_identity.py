@@ -91,6 +91,22 @@ async def test_async_openai_chat_stream_chunks_are_identical(
     assert len(capture.records) == 1
 
 
+@pytest.mark.parametrize("options", CHAT_OPTIONS)
+def test_openai_legacy_completion_stream_chunks_are_identical(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, options: dict[str, Any]
+) -> None:
+    def chunks(client: openai.OpenAI) -> list[Any]:
+        return list(client.completions.create(
+            model="babbage-002", prompt="Once upon", stream=True, **options
+        ))
+
+    plain = chunks(_openai(fake_provider))
+    watched = chunks(cw.instrument(_openai(fake_provider)))
+
+    assert _dumps(watched) == _dumps(plain)
+    assert len(capture.records) == 1
+
+
 def test_openai_chat_stream_helper_events_are_identical(
     cw: Any, fake_provider: FakeProvider
 ) -> None:
