@@ -52,6 +52,7 @@ import costwatch
 from costwatch._cache import RetrievalCache
 from costwatch._cache_backend import redis_client_kwargs
 from costwatch._sink import CacheEvent
+from costwatch._tally import cache_key
 
 DOCS = [
     {
@@ -112,6 +113,7 @@ def main() -> None:
         body = orjson.dumps(DOCS)
         rt = costwatch.runtime()
         event = CacheEvent("kb", "hit", Decimal("0.000024"), "bench", "faq", "support", "")
+        key = cache_key(event)
         [entry_key] = [k for k in client.scan_iter(b"cw:c:{bench::kb}:*") if not k.endswith(b"gen")]
         entry = client.get(entry_key)
         assert entry is not None
@@ -131,7 +133,7 @@ def main() -> None:
             "local LRU hit": lambda i: local("how do I reset my password"),
             "local LRU hit, small value": lambda i: local_small("how do I reset my password"),
             "  orjson.loads of the value": lambda i: orjson.loads(body),
-            "  count one lookup (tally)": lambda i: rt.tally.add_cache(event),
+            "  count one lookup (tally)": lambda i: rt.tally.add_cache(key, event.saved_usd),
         }
         offsets = dict.fromkeys(sync_variants, 0)
         for _ in range(opts.rounds):

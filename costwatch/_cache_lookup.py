@@ -33,6 +33,7 @@ from costwatch._cache_resolved import Resolved
 from costwatch._context import current_tags
 from costwatch._failopen import errors
 from costwatch._sink import CacheEvent
+from costwatch._tally import cache_key
 
 if TYPE_CHECKING:
     from costwatch._cache import RetrievalCache
@@ -142,7 +143,10 @@ class Site:
         self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
         self._keyed: dict[LocalKey, tuple[str, Keys]] = {}
         """Exact call key -> (namespace, keys): a repeated call is not hashed again."""
-        self._events: dict[str, tuple[Mapping[str, str], Decimal, Resolved, CacheEvent]] = {}
+        self._events: dict[
+            str, tuple[Mapping[str, str], Decimal, Resolved, CacheEvent, CacheEvent]
+        ] = {}
+        """Result -> (tags, saved, resolved, event, tally key) of the latest lookup."""
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, res: Resolved, tags: Mapping[str, str], result: str, saved: Decimal) -> None:
@@ -156,7 +160,7 @@ class Site:
         try:
             memo = self._events.get(result)
             if memo is not None and memo[0] is tags and memo[1] is saved and memo[2] is res:
-                event = memo[3]
+                event, key = memo[3], memo[4]
             else:
                 event = CacheEvent(
                     self.name,
@@ -167,8 +171,9 @@ class Site:
                     tags.get("team", ""),
                     tags.get("tenant", ""),
                 )
-                self._events[result] = (tags, saved, res, event)
-            res.tally.add_cache(event)
+                key = cache_key(event)
+                self._events[result] = (tags, saved, res, event, key)
+            res.tally.add_cache(key, saved)
             for sink in res.sinks:
                 sink.on_cache(event)
         except Exception as exc:

@@ -283,7 +283,7 @@ class Ledger(BaseSink):
             totals = self._cache[event.cache] = CacheTotals()
         if event.result == "hit":
             totals.hits += count
-            totals.saved_usd += event.saved_usd * count
+            totals.saved_usd += event.saved_usd
         elif event.result == "miss":
             totals.misses += count
         elif event.result == "error":

@@ -15,8 +15,9 @@ through its own ``TallyCursor``, which hands out what was added since its last r
 kept by thread identifier, which CPython reuses as threads end, so a thread that starts takes
 over the table of one that finished.
 
-Cache lookups are counted the same way, by ``CacheEvent`` (a value: cache, result, amount saved
-and attribution), for the same readers: a hit adds one to a row instead of taking two locks.
+Cache lookups are counted the same way, for the same readers, by ``CacheEvent`` with its amount
+saved set to zero (a value: cache, result and attribution; the amounts are summed in the row, so
+entries of many different costs share it): a hit adds to a row instead of taking two locks.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ TallyKey = tuple[str, str, str, tuple[str, ...], int]
 objects, so call sites made on the fly (a function decorated per request) share totals."""
 
 K = TypeVar("K")
+
+_ZERO = Decimal(0)
 
 _CALLS, _LATENCY, _BUCKETS = 0, 7, 8
 """Row layout: calls, the six ``Tokens`` counts (1-6), latency sum, duration bucket counts."""
@@ -77,7 +80,7 @@ class Tally:
         """Duration bucket bounds, when a consumer exports a latency histogram."""
         self._width = _BUCKETS + (len(bounds) + 1 if bounds is not None else 0)
         self._tables: dict[int, dict[TallyKey, list[Any]]] = {}
-        self._cache_tables: dict[int, dict[CacheEvent, list[int]]] = {}
+        self._cache_tables: dict[int, dict[CacheEvent, list[Any]]] = {}
         self._lock = threading.Lock()
 
     def add(self, key: TallyKey, tokens: Tokens, latency_s: float) -> None:
@@ -104,15 +107,19 @@ class Tally:
         if bounds is not None:
             row[8 + bisect_left(bounds, latency_s)] += 1
 
-    def add_cache(self, event: CacheEvent) -> None:
-        """Count one cache lookup (the lookup path: no lock, no allocation once the row exists)."""
+    def add_cache(self, key: CacheEvent, saved_usd: Decimal) -> None:
+        """Count one cache lookup: ``key`` is its event with ``saved_usd`` zero (see
+        :func:`cache_key`); the lookup path takes no lock and allocates nothing once the row
+        exists."""
         table = self._cache_tables.get(get_ident())
         if table is None:
             table = self._new_table(self._cache_tables)
-        row = table.get(event)
+        row = table.get(key)
         if row is None:
-            row = table[event] = [0]
+            row = table[key] = [0, _ZERO]
         row[0] += 1
+        if saved_usd:
+            row[1] += saved_usd
 
     def _new_table(self, tables: dict[int, dict[K, list[Any]]]) -> dict[K, list[Any]]:
         with self._lock:
@@ -127,8 +134,8 @@ class Tally:
         """Every key's row, summed over the threads' tables (a snapshot)."""
         return self._summed(self._tables)
 
-    def cache_totals(self) -> dict[CacheEvent, list[int]]:
-        """Lookups by event, summed over the threads' tables (a snapshot)."""
+    def cache_totals(self) -> dict[CacheEvent, list[Any]]:
+        """``[lookups, amount saved]`` by key, summed over the threads' tables (a snapshot)."""
         return self._summed(self._cache_tables)
 
     def _summed(self, by_thread: dict[int, dict[K, list[Any]]]) -> dict[K, list[Any]]:
@@ -156,7 +163,7 @@ class TallyCursor:
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
         self._seen: dict[TallyKey, list[Any]] = {}
-        self._seen_cache: dict[CacheEvent, int] = {}
+        self._seen_cache: dict[CacheEvent, list[Any]] = {}
         self._lock = threading.Lock()
 
     def take(self) -> list[TalliedCalls]:
@@ -181,15 +188,25 @@ class TallyCursor:
             return out
 
     def take_cache(self) -> list[tuple[CacheEvent, int]]:
-        """Cache lookups counted since the last ``take_cache()``: (event, how many times)."""
+        """Cache lookups counted since the last ``take_cache()``: ``(event, lookups)``, the
+        event's ``saved_usd`` being what those lookups saved together."""
         with self._lock:
             out: list[tuple[CacheEvent, int]] = []
-            for event, (count,) in self.tally.cache_totals().items():
-                before = self._seen_cache.get(event, 0)
-                if count != before:
-                    out.append((event, count - before))
-                    self._seen_cache[event] = count
+            for key, row in self.tally.cache_totals().items():
+                count, saved = row
+                seen = self._seen_cache.get(key)
+                if seen is not None:
+                    if row == seen:
+                        continue
+                    count, saved = count - seen[0], saved - seen[1]
+                out.append((key._replace(saved_usd=saved), count))
+                self._seen_cache[key] = row
             return out
+
+
+def cache_key(event: CacheEvent) -> CacheEvent:
+    """The tally row of a lookup: its event without the amount saved."""
+    return event._replace(saved_usd=_ZERO) if event.saved_usd else event
 
 
 def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCalls:

@@ -222,7 +222,8 @@ class SpendAggregate:
         self.request_series(event).observe(REQUEST_COST_BUCKETS, float(event.cost_usd))
 
     def add_cache(self, event: CacheEvent, count: int = 1) -> None:
-        """``count`` lookups alike: one as it happens (multiprocess), or a tally's total."""
+        """``count`` lookups alike, which saved ``event.saved_usd`` together: one as it happens,
+        or what a tally added up."""
         series = self.cache.get(
             (event.service or self.service, event.feature, event.team, event.tenant, event.cache),
             count,
@@ -230,7 +231,7 @@ class SpendAggregate:
         with series.lock:
             series.results[event.result] = series.results.get(event.result, 0) + count
             if event.saved_usd:
-                series.saved += event.saved_usd * count
+                series.saved += event.saved_usd
 
     def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
         name = self.guard.admit("budget", budget)

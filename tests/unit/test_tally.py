@@ -327,7 +327,7 @@ def test_cache_lookups_are_counted_per_thread_and_exact_for_every_reader(
     all_at_once(lookups, 8)
     hits, misses = 8 * 2_000 - 20, 20  # ten questions, two tenants: one miss each
     rt = costwatch._runtime.runtime()
-    assert sum(n for [n] in rt.tally.cache_totals().values()) == hits + misses
+    assert sum(n for n, _ in rt.tally.cache_totals().values()) == hits + misses
     summary = costwatch.summary()
     assert (summary.cache["kb"].hits, summary.cache["kb"].misses) == (hits, misses)
     assert summary.cache_saved_usd == hits * saved_per_hit
@@ -340,19 +340,39 @@ def test_cache_lookups_are_counted_per_thread_and_exact_for_every_reader(
     assert {e.tenant for e in capture.cache} == {"acme", "globex"}
 
 
-def test_a_cache_reader_gets_each_lookup_once() -> None:
+def test_a_cache_reader_gets_each_lookup_once_with_what_it_saved() -> None:
     from costwatch._pricing import PriceCatalog
     from costwatch._sink import CacheEvent
-    from costwatch._tally import Tally
+    from costwatch._tally import Tally, cache_key
 
     tally = Tally(PriceCatalog())
     ledger, exporter = tally.cursor(), tally.cursor()
     hit = CacheEvent("kb", "hit", Decimal("0.002"), "svc", "faq", "", "acme")
     for _ in range(3):
-        tally.add_cache(hit)
-    tally.add_cache(CacheEvent("kb", "hit", Decimal("0.002"), "svc", "faq", "", "acme"))  # alike
-    assert ledger.take_cache() == [(hit, 4)]
-    tally.add_cache(hit._replace(result="miss", saved_usd=Decimal(0)))
-    assert ledger.take_cache() == [(hit._replace(result="miss", saved_usd=Decimal(0)), 1)]
+        tally.add_cache(cache_key(hit), hit.saved_usd)
+    other_entry = hit._replace(saved_usd=Decimal("0.0005"))  # another entry, another cost
+    tally.add_cache(cache_key(other_entry), other_entry.saved_usd)
+    assert ledger.take_cache() == [(hit._replace(saved_usd=Decimal("0.0065")), 4)]
+    miss = hit._replace(result="miss", saved_usd=Decimal(0))
+    tally.add_cache(cache_key(miss), miss.saved_usd)
+    assert ledger.take_cache() == [(miss, 1)]
     assert ledger.take_cache() == []
-    assert sorted(n for _, n in exporter.take_cache()) == [1, 4]
+    assert sorted((n, e.saved_usd) for e, n in exporter.take_cache()) == [
+        (1, 0), (4, Decimal("0.0065"))]
+
+
+def test_entries_of_many_different_costs_share_one_row(configured: Any) -> None:
+    @costwatch.retrieval(source="kb", cache=costwatch.RetrievalCache(ttl=600))
+    def search(query: str) -> list[str]:
+        costwatch.record(provider="openai", model="text-embedding-3-small",
+                         input_tokens=len(query), stage="embedding")
+        return [query]
+
+    questions = [f"question {'x' * i}" for i in range(500)]  # each a different cost
+    for _ in range(2):
+        for question in questions:
+            search(question)
+    rows = costwatch._runtime.runtime().tally.cache_totals()
+    assert sorted(n for n, _ in rows.values()) == [500, 500]  # one hit row, one miss row
+    saved = sum(len(q) for q in questions) * Decimal("0.02") / M
+    assert costwatch.summary().cache_saved_usd == saved
