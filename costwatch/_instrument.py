@@ -1,11 +1,12 @@
 """``instrument(client)``: record every call an OpenAI or Anthropic client instance makes.
 
-Patches, on that client instance only, ``chat.completions.create``/``parse``,
-``responses.create``/``parse``, ``embeddings.create``, the legacy ``completions.create`` (the
-endpoint of ``davinci-002``/``babbage-002`` and their fine-tunes) (OpenAI) and ``messages.create``/
-``parse``/``stream`` (Anthropic), sync and async, streaming included; ``chat.completions.stream()``
-and ``responses.stream()`` go through the patched ``create``.  Copies made with
-``client.with_options(...)``/``copy(...)`` are instrumented too.
+Patches, on that client instance only, ``chat.completions.create``/``parse`` (also reached as
+``beta.chat.completions``), ``responses.create``/``parse``, ``embeddings.create``, the legacy
+``completions.create`` (the endpoint of ``davinci-002``/``babbage-002`` and their fine-tunes)
+(OpenAI) and ``messages.create``/``parse``/``stream``, also as ``beta.messages`` (Anthropic),
+sync and async, streaming included; ``chat.completions.stream()`` and ``responses.stream()`` go
+through the patched ``create``.  Copies made with ``client.with_options(...)``/``copy(...)``
+are instrumented too.
 
 Per call: a budget preflight when a budget is registered (``BudgetExceeded`` propagates before
 the provider is called), then the provider call, then one record with the reported usage.  A
@@ -329,6 +330,21 @@ def _patch(
     patches.append(_Patch(owner, name, previous, endpoint))
 
 
+def _resources(client: Any, *paths: tuple[str, ...]) -> list[Any]:
+    """The SDK resource objects at ``paths`` that this SDK version has (each one once: an
+    alias of an already patched resource is skipped)."""
+    found: list[Any] = []
+    for path in paths:
+        owner = client
+        for name in path:
+            owner = getattr(owner, name, None)
+            if owner is None:
+                break
+        if owner is not None and all(owner is not seen for seen in found):
+            found.append(owner)
+    return found
+
+
 def _copy_call(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def copy(*args: Any, **kwargs: Any) -> Any:
@@ -354,16 +370,16 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
     generation = CallSpec(provider, "", "generation", "chat")
     target: Any = client
     if provider == "openai":
-        chat = getattr(target, "chat", None)
-        completions = getattr(chat, "completions", None)
         chat_endpoint = _Endpoint(
             generation,
             "messages",
             ("max_completion_tokens", "max_tokens"),
             inject_usage=inject_stream_usage,
         )
-        _patch(patches, completions, "create", chat_endpoint, call)
-        _patch(patches, completions, "parse", chat_endpoint, call)
+        for completions in _resources(target, ("chat", "completions"),
+                                      ("beta", "chat", "completions")):
+            _patch(patches, completions, "create", chat_endpoint, call)
+            _patch(patches, completions, "parse", chat_endpoint, call)
         responses_endpoint = _Endpoint(
             generation, "input", ("max_output_tokens",), extra_prompt_key="instructions"
         )
@@ -383,10 +399,10 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
         messages_endpoint = _Endpoint(
             generation, "messages", ("max_tokens",), extra_prompt_key="system"
         )
-        messages = getattr(target, "messages", None)
-        _patch(patches, messages, "create", messages_endpoint, call)
-        _patch(patches, messages, "parse", messages_endpoint, call)
-        _patch(patches, messages, "stream", messages_endpoint, _stream_manager_call)
+        for messages in _resources(target, ("messages",), ("beta", "messages")):
+            _patch(patches, messages, "create", messages_endpoint, call)
+            _patch(patches, messages, "parse", messages_endpoint, call)
+            _patch(patches, messages, "stream", messages_endpoint, _stream_manager_call)
     for name in ("copy", "with_options"):
         original = getattr(target, name, None)
         if original is not None:

@@ -539,6 +539,8 @@ _HELPER_STREAMS = frozenset(
     {
         "MessageStream",
         "AsyncMessageStream",
+        "BetaMessageStream",
+        "BetaAsyncMessageStream",
         "ChatCompletionStream",
         "AsyncChatCompletionStream",
         "ResponseStream",
@@ -547,9 +549,11 @@ _HELPER_STREAMS = frozenset(
 )
 _MANAGERS = {
     "MessageStreamManager": _MANAGER,
+    "BetaMessageStreamManager": _MANAGER,
     "ChatCompletionStreamManager": _MANAGER,
     "ResponseStreamManager": _MANAGER,
     "AsyncMessageStreamManager": _ASYNC_MANAGER,
+    "BetaAsyncMessageStreamManager": _ASYNC_MANAGER,
     "AsyncChatCompletionStreamManager": _ASYNC_MANAGER,
     "AsyncResponseStreamManager": _ASYNC_MANAGER,
 }

@@ -148,6 +148,52 @@ async def test_async_messages_stream_helper_is_recorded(
     assert _only_record(capture).usage == TOKENS
 
 
+EXTENDED_TTL = ["extended-cache-ttl-2025-04-11"]
+
+
+def test_beta_messages_are_recorded_like_messages(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """One-hour cache writes, context management and server tools go through ``beta.messages``."""
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    message = client.beta.messages.create(
+        model=MODEL, max_tokens=1024, messages=MESSAGES, betas=EXTENDED_TTL
+    )
+    events = list(client.beta.messages.create(
+        model=MODEL, max_tokens=1024, messages=MESSAGES, betas=EXTENDED_TTL, stream=True
+    ))
+    with client.beta.messages.stream(
+        model=MODEL, max_tokens=1024, messages=MESSAGES, betas=EXTENDED_TTL
+    ) as stream:
+        text = "".join(stream.text_stream)
+
+    assert message.content[0].text == text == "Hello from the fake provider."
+    assert events[0].type == "message_start"
+    assert [r.headers.get("anthropic-beta") for r in fake_provider.requests] == EXTENDED_TTL * 3
+    assert [(r.usage, r.cost_usd) for r in capture.records] == [(TOKENS, COST)] * 3
+    cw.uninstrument(client)
+    client.beta.messages.create(model=MODEL, max_tokens=1024, messages=MESSAGES)
+    assert len(capture.records) == 3
+
+
+async def test_async_beta_messages_are_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_async_client(fake_provider))
+
+    await client.beta.messages.create(model=MODEL, max_tokens=1024, messages=MESSAGES)
+    async with client.beta.messages.stream(
+        model=MODEL, max_tokens=1024, messages=MESSAGES
+    ) as stream:
+        final = await stream.get_final_message()
+
+    assert final.usage.cache_creation_input_tokens == 1500
+    assert [r.cost_usd for r in capture.records] == [COST, COST]
+
+
 def test_stream_manager_never_entered_records_nothing_and_holds_no_budget(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:

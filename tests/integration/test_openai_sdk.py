@@ -409,6 +409,23 @@ def test_error_in_the_middle_of_a_stream_is_raised_and_recorded_as_error(
 # --- instrument()/uninstrument() ---------------------------------------------------------------
 
 
+def test_chat_completions_reached_through_beta_are_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """``client.beta.chat.completions.parse`` is how structured outputs were called until 2025."""
+    fake_provider.openai_usage = MINI_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    parsed = client.beta.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)
+    chunks = list(client.beta.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ))
+
+    assert parsed.choices[0].message.content == "Hello from the fake provider."
+    assert all(chunk.choices for chunk in chunks)
+    assert [(r.usage, r.cost_usd) for r in capture.records] == [(MINI_TOKENS, MINI_COST)] * 2
+
+
 def test_instrumenting_twice_records_each_call_once(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
