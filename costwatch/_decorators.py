@@ -49,6 +49,7 @@ class _Site:
             spec.operation,
             spec.source,
             None if spec.price_usd is None else Decimal(0),
+            spec.batch,
         )
         self.retrieval = spec.stage == "retrieval"
         self.embedding = spec.stage == "embedding"
@@ -514,6 +515,7 @@ def generation(
     stage: str = "generation",
     operation: str = "chat",
     price_usd: Decimal | float | str | None = None,
+    batch: bool = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Record every call of the decorated function as a priced generation.
 
@@ -521,9 +523,10 @@ def generation(
     generator yields, or from a returned SDK stream; when there is none, it is estimated with
     tiktoken (``usage_source="estimated"``).  ``model`` may be omitted when the function is called
     with ``model=...``.  ``stage`` may be ``rerank`` or ``tool``; ``price_usd`` gives a fixed
-    per-call price (rerankers priced per search).
+    per-call price (rerankers priced per search).  ``batch=True`` prices at the model's batch
+    rate (a function that reads Batch API results).
     """
-    spec = CallSpec(provider, model, stage, operation, price_usd=_money(price_usd))
+    spec = CallSpec(provider, model, stage, operation, price_usd=_money(price_usd), batch=batch)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         return _wrap(_Site(spec), fn)
@@ -537,9 +540,11 @@ def embedding(
     *,
     cache: RetrievalCache | None = None,
     operation: str = "embeddings",
+    batch: bool = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Record every call of the decorated function as a priced embedding (optionally cached)."""
-    spec = CallSpec(provider, model, "embedding", operation)
+    """Record every call of the decorated function as a priced embedding (optionally cached);
+    ``batch=True`` prices at the model's batch rate."""
+    spec = CallSpec(provider, model, "embedding", operation, batch=batch)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         if cache is None:

@@ -9,7 +9,9 @@ through the patched ``create``.  Copies made with ``client.with_options(...)``/`
 are instrumented too.
 
 Per call: a budget preflight when a budget is registered (``BudgetExceeded`` propagates before
-the provider is called), then the provider call, then one record with the reported usage.  A
+the provider is called), then the provider call, then one record with the reported usage (an
+OpenAI call made with ``service_tier="flex"`` is priced at the model's batch rate, as OpenAI
+bills flex processing).  A
 provider exception is recorded (``status="error"``) and re-raised unchanged.  OpenAI chat and
 legacy completion streams get ``stream_options.include_usage`` when the caller did not set it,
 and the extra usage chunk is hidden from the caller.  The SDKs are never imported: clients are
@@ -46,7 +48,8 @@ _CLIENT_CLASSES = {
 class _Endpoint:
     """One patched method: what it records and how to read its request."""
 
-    __slots__ = ("spec", "prompt_key", "extra_prompt_key", "max_keys", "inject_usage", "active")
+    __slots__ = ("spec", "flex", "prompt_key", "extra_prompt_key", "max_keys", "inject_usage",
+                 "active")
 
     def __init__(
         self,
@@ -56,8 +59,15 @@ class _Endpoint:
         *,
         extra_prompt_key: str = "",
         inject_usage: bool = False,
+        flex: bool = False,
     ) -> None:
         self.spec = spec
+        self.flex = (
+            CallSpec(spec.provider, spec.model, spec.stage, spec.operation, batch=True)
+            if flex
+            else None
+        )
+        """For a call made with ``service_tier="flex"`` (OpenAI): billed at the batch rate."""
         self.prompt_key = prompt_key
         self.extra_prompt_key = extra_prompt_key
         """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
@@ -78,6 +88,12 @@ class _Endpoint:
             if isinstance(prompt, list | tuple):
                 return [{"role": "system", "content": extra}, *prompt]
         return prompt if isinstance(prompt, str | list | tuple) else None
+
+    def spec_for(self, kwargs: Mapping[str, Any]) -> CallSpec:
+        """The spec that prices this call: the flex one when it asked for flex processing."""
+        if self.flex is not None and kwargs.get("service_tier") == "flex":
+            return self.flex
+        return self.spec
 
     def max_output(self, kwargs: Mapping[str, Any]) -> int | None:
         if not self.max_keys:
@@ -158,15 +174,16 @@ def _after(
     reservation: Any,
 ) -> None:
     try:
+        spec = ep.spec_for(kwargs)
         if is_stream(result):
             wrap_stream(
-                result, ep.spec, model, t0,
+                result, spec, model, t0,
                 reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
             )
             return
         if is_api_response(result):
             watch_api_response(
-                result, ep.spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
             )
             return
         latency = perf_counter() - t0
@@ -178,19 +195,19 @@ def _after(
             parsed = result.parse()
             if is_stream(parsed):
                 wrap_stream(
-                    parsed, ep.spec, model, t0,
+                    parsed, spec, model, t0,
                     reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
                 )
                 return
             extracted = extract_tokens(parsed)
         if extracted is not None:
             tokens, response_model = extracted
-            ep.spec.record_usage(
-                _runtime.runtime(), model or ep.spec.model, tokens, latency, response_model,
+            spec.record_usage(
+                _runtime.runtime(), model or spec.model, tokens, latency, response_model,
                 reservation,
             )
         else:
-            ep.spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
+            spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
         recorded_var.set(result)
     except Exception as internal:
         errors.report("instrument", internal)
@@ -375,13 +392,15 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
             "messages",
             ("max_completion_tokens", "max_tokens"),
             inject_usage=inject_stream_usage,
+            flex=True,
         )
         for completions in _resources(target, ("chat", "completions"),
                                       ("beta", "chat", "completions")):
             _patch(patches, completions, "create", chat_endpoint, call)
             _patch(patches, completions, "parse", chat_endpoint, call)
         responses_endpoint = _Endpoint(
-            generation, "input", ("max_output_tokens",), extra_prompt_key="instructions"
+            generation, "input", ("max_output_tokens",), extra_prompt_key="instructions",
+            flex=True,
         )
         responses = getattr(target, "responses", None)
         _patch(patches, responses, "create", responses_endpoint, call)
@@ -393,6 +412,7 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
             "prompt",
             ("max_tokens",),
             inject_usage=inject_stream_usage,
+            flex=True,
         )
         _patch(patches, getattr(target, "completions", None), "create", legacy, call)
     else:

@@ -138,11 +138,13 @@ class Price:
             total *= price.batch_discount
         return total
 
-    def cost_split(self, usage: TokenUsage, calls: int = 1) -> tuple[Decimal, Decimal]:
+    def cost_split(
+        self, usage: TokenUsage, calls: int = 1, batch: bool = False
+    ) -> tuple[Decimal, Decimal]:
         """``(cost, input-side cost)`` of ``usage`` in one pass (the recorder's hot path).
 
         ``usage`` may be the sum of ``calls`` calls that bill at this price (one tier): the
-        per-request price is then charged ``calls`` times.
+        per-request price is then charged ``calls`` times.  ``batch``: at the batch rate.
         """
         price = self.for_prompt(usage.prompt_total) if self.tiers else self
         input_side = price._input_side(usage)
@@ -153,6 +155,9 @@ class Price:
             total += price._reasoning * usage.reasoning
         if price.per_request:
             total += price.per_request * calls
+        if batch:
+            discount = price.batch_discount
+            return total * discount, input_side * discount
         return total, input_side
 
     def input_cost(self, usage: TokenUsage, *, batch: bool = False) -> Decimal:

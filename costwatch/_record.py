@@ -145,6 +145,8 @@ class CostRecord:
     context_cost_usd: Mapping[str, Decimal] = _NO_COST
     """The share of input cost those context tokens made, per retrieval source."""
     cache_hit: bool = False
+    batch: bool = False
+    """Priced at the model's batch rate (a Batch API result, OpenAI flex processing)."""
     timestamp: float = 0.0
     tags: Mapping[str, str] = _NO_TAGS
     """Every tag in force (including feature/team/tenant), for budget matching."""

@@ -22,7 +22,8 @@ _ZERO = Decimal(0)
 class CallSpec:
     """What a wrapped call site is: fixed at decoration / instrumentation time."""
 
-    __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "_memo")
+    __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "batch",
+                 "_untallied", "_memo")
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class CallSpec:
         operation: str,
         source: str = "",
         price_usd: Decimal | None = None,
+        batch: bool = False,
     ) -> None:
         self.provider = provider
         self.model = model
@@ -40,6 +42,10 @@ class CallSpec:
         self.source = source
         self.price_usd = price_usd
         """A fixed per-call price (retrieval, reranker searches) instead of a token price."""
+        self.batch = batch
+        """Priced at the model's batch rate (Batch APIs, OpenAI flex processing)."""
+        self._untallied = price_usd is not None or batch
+        """Calls of this site are not priced by the tally's plain token price."""
         self._memo: tuple[object, str, Price | None] | None = None
         """(tally, model, price if it has tiers) of the last tallied call: most sites call one
         model."""
@@ -183,7 +189,7 @@ class CallSpec:
         else:
             price = rt.catalog.resolve(self.provider, model)
             if price is not None:
-                cost, input_cost = price.cost_split(usage)
+                cost, input_cost = price.cost_split(usage, 1, self.batch)
                 price_source = price.source
                 fine_tuned = price.fine_tuned
             else:
@@ -218,6 +224,8 @@ class CallSpec:
         )
         if self.source:
             record.source = self.source
+        if self.batch:
+            record.batch = True
         return record
 
     def deliver(
@@ -260,7 +268,8 @@ class CallSpec:
     ) -> None:
         """The common case: a successful call that reported its usage.
 
-        Inside a request, budget, cache scope or with a fixed price: ``deliver(build(...))``.
+        Inside a request, budget, cache scope, with a fixed price or at the batch rate:
+        ``deliver(build(...))``.
         Otherwise (a plain call) the ledger and the in-process Prometheus exporter get it
         through ``rt.tally``, priced when read; a ``CostRecord`` is built only for the other
         sinks, if any.
@@ -271,7 +280,7 @@ class CallSpec:
             or rt.budgets.active
             or request_var.get() is not None
             or scopes_var.get()
-            or self.price_usd is not None
+            or self._untallied
         ):
             usage = TokenUsage(*tokens)
             self.deliver(
@@ -361,12 +370,14 @@ def record(
     status: Status = "ok",
     operation: str = "",
     cache_write_1h_tokens: int = 0,
+    batch: bool = False,
 ) -> CostRecord | None:
     """Record a call costwatch did not wrap.  Returns the priced ``CostRecord``.
 
     The token arguments are the ``token_type`` partition: ``input_tokens`` is fresh input
     (without cache reads or writes) and ``output_tokens`` is visible output (without
-    reasoning tokens), so their sum is the billed total.
+    reasoning tokens), so their sum is the billed total.  ``batch=True`` prices the call at the
+    model's batch rate (a Batch API result, OpenAI flex processing).
     """
     usage = TokenUsage(
         input=input_tokens,
@@ -376,7 +387,8 @@ def record(
         reasoning=reasoning_tokens,
         cache_write_1h=cache_write_1h_tokens,
     )
-    spec = CallSpec(provider, model, stage, operation or _DEFAULT_OPERATION.get(stage, stage))
+    spec = CallSpec(provider, model, stage, operation or _DEFAULT_OPERATION.get(stage, stage),
+                    batch=batch)
     return spec.emit(model, usage, latency_s, status=status)
 
 

@@ -409,6 +409,24 @@ def test_error_in_the_middle_of_a_stream_is_raised_and_recorded_as_error(
 # --- instrument()/uninstrument() ---------------------------------------------------------------
 
 
+def test_flex_processing_is_priced_at_the_batch_rate(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """OpenAI bills ``service_tier="flex"`` at Batch API prices: half, cached input included."""
+    fake_provider.openai_usage = O4_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    client.chat.completions.create(model="o4-mini", messages=MESSAGES, service_tier="flex")
+    list(client.chat.completions.create(model="o4-mini", messages=MESSAGES, stream=True,
+                                        service_tier="flex"))
+    client.chat.completions.create(model="o4-mini", messages=MESSAGES)
+
+    assert [(r.usage, r.cost_usd, r.batch) for r in capture.records] == [
+        (O4_TOKENS, O4_COST / 2, True), (O4_TOKENS, O4_COST / 2, True),
+        (O4_TOKENS, O4_COST, False),
+    ]
+
+
 def test_chat_completions_reached_through_beta_are_recorded(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:

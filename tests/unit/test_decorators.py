@@ -323,3 +323,21 @@ def test_manual_record_returns_the_priced_record(cw: Any) -> None:
     assert rec.strategy == "fine_tuned"
     unknown = cw.record(provider="nobody", model="nothing", input_tokens=1)
     assert unknown.cost_usd is None
+
+
+def test_batch_results_are_priced_at_the_batch_rate(cw: Any) -> None:
+    """Batch API results bill at half price (OpenAI and Anthropic), input side included."""
+    full = (2000 * Decimal("0.15") + 500 * Decimal("0.60")) / M  # gpt-4o-mini
+    rec = cw.record(provider="openai", model="gpt-4o-mini", input_tokens=2000,
+                    output_tokens=500, batch=True)
+    assert (rec.cost_usd, rec.input_cost_usd, rec.batch) == (
+        full / 2, 2000 * Decimal("0.15") / M / 2, True)
+
+    @cw.generation(provider="anthropic", model="claude-3-5-haiku-20241022", batch=True)
+    def read_result(line: dict[str, Any]) -> dict[str, Any]:
+        return line["result"]["message"]
+
+    read_result({"result": {"message": {"usage": {"input_tokens": 1000, "output_tokens": 100}}}})
+    haiku = (1000 * Decimal("0.80") + 100 * Decimal("4")) / M
+    assert cw.summary().by_model["claude-3-5-haiku-20241022"].cost_usd == haiku / 2
+    assert cw.summary().total_usd == full / 2 + haiku / 2
