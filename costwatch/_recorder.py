@@ -46,9 +46,9 @@ class CallSpec:
         """Priced at the model's batch rate (Batch APIs, OpenAI flex processing)."""
         self._untallied = price_usd is not None or batch
         """Calls of this site are not priced by the tally's plain token price."""
-        self._memo: tuple[object, str, Price | None] | None = None
-        """(tally, model, price if it has tiers) of the last tallied call: most sites call one
-        model."""
+        self._memo: tuple[object, str, Price | None, bool] | None = None
+        """(tally, model, price if it has tiers, whether it has a price) of the last tallied
+        call: most sites call one model."""
 
     def preflight(
         self, model: str, prompt_tokens: int, max_output_tokens: int | None
@@ -188,6 +188,11 @@ class CallSpec:
             fine_tuned = False
         else:
             price = rt.catalog.resolve(self.provider, model)
+            if price is None and response_model and response_model != model:
+                # An Azure deployment name, a proxy's alias: the model the response names
+                price = rt.catalog.resolve(self.provider, response_model)
+                if price is not None:
+                    model = response_model
             if price is not None:
                 cost, input_cost = price.cost_split(usage, 1, self.batch)
                 price_source = price.source
@@ -227,6 +232,18 @@ class CallSpec:
         if self.batch:
             record.batch = True
         return record
+
+    def _by_response(
+        self, rt: _runtime.Runtime, model: str, response_model: str, tokens: Tokens
+    ) -> tuple[str, int]:
+        """``(model, tier)`` of a call whose requested model has no price: the model the
+        response names when that one has a price (an Azure deployment name, a proxy's alias),
+        else the requested one."""
+        price = rt.catalog.resolve(self.provider, response_model)
+        if price is None:
+            return model, 0
+        tier = price.tier_index(tokens[0] + tokens[1] + tokens[2]) if price.tiers else 0
+        return response_model, tier
 
     def deliver(
         self,
@@ -291,9 +308,18 @@ class CallSpec:
         tally = rt.tally
         memo = self._memo
         if memo is None or memo[0] is not tally or memo[1] != model:
-            memo = self._memo = (tally, model, _tiered_price(rt, self.provider, model))
+            price = rt.catalog.resolve(self.provider, model)
+            memo = self._memo = (
+                tally, model, price if price is not None and price.tiers else None,
+                price is not None,
+            )
         tiered = memo[2]
-        tier = 0 if tiered is None else tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
+        if tiered is not None:
+            tier = tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
+        elif memo[3] or not response_model:
+            tier = 0
+        else:
+            model, tier = self._by_response(rt, model, response_model, tokens)
         tally.add((self.provider, self.stage, model, tags_var.get().attribution, tier), tokens,
                   latency_s)
         sinks = rt.untallied_sinks
@@ -305,10 +331,6 @@ class CallSpec:
                 sink.on_record(record)
 
 
-def _tiered_price(rt: _runtime.Runtime, provider: str, model: str) -> Price | None:
-    """The price of ``model`` if it has long-context tiers (a tallied call keeps its tier)."""
-    price = rt.catalog.resolve(provider, model)
-    return price if price is not None and price.tiers else None
 
 
 def _estimate(

@@ -89,6 +89,8 @@ class FakeProvider:
     reply: list[str] = field(
         default_factory=lambda: ["Hello", " from", " the", " fake", " provider", "."]
     )
+    azure_deployments: dict[str, str] = field(default_factory=dict)
+    """Azure OpenAI deployment name -> the model it serves (what the response names)."""
     requests: list[ReceivedRequest] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -457,6 +459,10 @@ class _Handler(BaseHTTPRequestHandler):
                 ReceivedRequest(self.path, body, {k.lower(): v for k, v in self.headers.items()})
             )
         path = self.path.split("?", 1)[0]
+        if path.startswith("/openai/deployments/"):  # Azure OpenAI: the deployment's model
+            deployment, _, endpoint = path.removeprefix("/openai/deployments/").partition("/")
+            path = "/v1/" + endpoint
+            body["model"] = fake.azure_deployments.get(deployment, deployment)
         anthropic = path == "/v1/messages"
         failure = fake.take_failure()
         if failure is not None and failure.mid_stream_after is None:

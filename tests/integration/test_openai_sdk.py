@@ -427,6 +427,27 @@ def test_flex_processing_is_priced_at_the_batch_rate(
     ]
 
 
+def test_azure_deployment_is_priced_by_the_model_its_response_names(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """On Azure, ``model=`` is a deployment name that no price list knows."""
+    fake_provider.openai_usage = MINI_USAGE
+    fake_provider.azure_deployments = {"support-bot-prod": "gpt-4o-mini-2024-07-18"}
+    client = cw.instrument(openai.AzureOpenAI(
+        azure_endpoint=fake_provider.base_url, api_version="2024-10-21", api_key="test",
+        max_retries=0,
+    ))
+
+    client.chat.completions.create(model="support-bot-prod", messages=MESSAGES)
+    list(client.chat.completions.create(model="support-bot-prod", messages=MESSAGES,
+                                        stream=True))
+
+    assert [(r.model, r.cost_usd) for r in capture.records] == [
+        ("gpt-4o-mini-2024-07-18", MINI_COST)] * 2
+    assert cw.summary().total_usd == 2 * MINI_COST
+    assert cw.summary().total.unpriced == 0
+
+
 def test_chat_completions_reached_through_beta_are_recorded(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
