@@ -375,6 +375,19 @@ def infer_provider(model: str) -> str | None:
     return str(found.id)
 
 
+def provider_for_url(url: str) -> str | None:
+    """The provider whose API lives at ``url``, by genai-prices' API URL patterns
+    (``https://api.groq.com/openai/v1`` -> ``groq``); None for a local server or an unknown
+    host."""
+    from genai_prices import data_snapshot
+
+    try:
+        found = data_snapshot.get_snapshot().find_provider(None, None, url)
+    except LookupError:
+        return None
+    return str(found.id)
+
+
 def _looks_fine_tuned(model: str) -> bool:
     name = model.strip().lower()
     return name.startswith("ft:") or ".ft-" in name or name.startswith("tunedmodels/")

@@ -15,6 +15,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -446,6 +447,48 @@ def test_azure_deployment_is_priced_by_the_model_its_response_names(
         ("gpt-4o-mini-2024-07-18", MINI_COST)] * 2
     assert cw.summary().total_usd == 2 * MINI_COST
     assert cw.summary().total.unpriced == 0
+
+
+class _ToTheFake(httpx.HTTPTransport):
+    """Sends what the SDK addresses to a provider's public host to the local fake instead."""
+
+    def __init__(self, fake: FakeProvider) -> None:
+        super().__init__()
+        self._fake = httpx.URL(fake.base_url)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        endpoint = request.url.path.split("/v1/", 1)[1]
+        request.url = request.url.copy_with(
+            scheme="http", host=self._fake.host, port=self._fake.port, path="/v1/" + endpoint
+        )
+        return super().handle_request(request)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "model", "provider", "cost"),
+    [
+        ("https://api.groq.com/openai/v1", "llama-3.3-70b-versatile", "groq",
+         (1000 * Decimal("0.59") + 200 * Decimal("0.79")) / M),
+        ("https://api.deepseek.com/v1", "deepseek-chat", "deepseek",
+         (1000 * Decimal("0.27") + 200 * Decimal("1.10")) / M),
+    ],
+)
+def test_an_openai_client_pointed_at_another_provider_is_priced_as_that_provider(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider,
+    base_url: str, model: str, provider: str, cost: Decimal,
+) -> None:
+    fake_provider.openai_usage = OpenAIUsage(prompt_tokens=1000, completion_tokens=200)
+    client = cw.instrument(openai.OpenAI(
+        base_url=base_url, api_key="test", max_retries=0,
+        http_client=httpx.Client(transport=_ToTheFake(fake_provider)),
+    ))
+
+    client.chat.completions.create(model=model, messages=MESSAGES)
+
+    record = _only_record(capture)
+    assert (record.provider, record.model, record.cost_usd) == (provider, model, cost)
+    assert record.price_source == "genai-prices"
+    assert cw.summary().total_usd == cost
 
 
 def test_chat_completions_reached_through_beta_are_recorded(
