@@ -316,20 +316,21 @@ class _Patch:
             setattr(self.owner, self.name, self.previous)
 
 
-def _provider_behind(client: Any) -> str:
-    """The provider an OpenAI SDK client talks to, from its base URL: the same SDK serves
-    Azure, Groq, DeepSeek, OpenRouter, Gemini's compatible endpoint... whose prices differ.
-    ``openai`` when the URL is OpenAI's, a local server's, or unknown."""
+def _provider_behind(client: Any, sdk: str) -> str:
+    """The provider a client talks to, from its base URL: the OpenAI SDK also serves Azure,
+    Groq, DeepSeek, OpenRouter, Gemini's compatible endpoint..., the Anthropic SDK a few
+    Anthropic-compatible APIs, and their prices differ.  The SDK's own provider when the URL is
+    its own, a local server's, or unknown."""
     base_url = getattr(client, "base_url", None)
     if base_url is None:
-        return "openai"
+        return sdk
     try:
         from costwatch._pricing import provider_for_url
 
-        return provider_for_url(str(base_url)) or "openai"
+        return provider_for_url(str(base_url)) or sdk
     except Exception as exc:
         errors.report("instrument", exc)
-        return "openai"
+        return sdk
 
 
 def _client_kind(client: object) -> tuple[str, bool]:
@@ -390,9 +391,9 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
     """Record every call ``client`` makes; returns the same client.  Idempotent.
 
     Supports ``openai.OpenAI``/``AsyncOpenAI`` (and subclasses such as ``AzureOpenAI``) and
-    ``anthropic.Anthropic``/``AsyncAnthropic``.  Raises ``TypeError`` for anything else.  An
-    OpenAI client pointed at another provider's compatible API (Groq, DeepSeek, OpenRouter,
-    Gemini, Azure...) records and prices its calls as that provider's, found from the base URL.
+    ``anthropic.Anthropic``/``AsyncAnthropic``.  Raises ``TypeError`` for anything else.  A
+    client pointed at another provider's compatible API (Groq, DeepSeek, OpenRouter, Gemini,
+    Azure...) records and prices its calls as that provider's, found from the base URL.
     ``inject_stream_usage=False`` never adds ``stream_options.include_usage`` to OpenAI chat and
     completion streams (for OpenAI-compatible servers and old Azure API versions that reject
     it): their usage is then estimated from the prompt and the streamed text.
@@ -400,7 +401,7 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
     if getattr(client, _PATCHES, None) is not None:
         return client
     sdk, asynchronous = _client_kind(client)
-    provider = _provider_behind(client) if sdk == "openai" else sdk
+    provider = _provider_behind(client, sdk)
     call = _async_call if asynchronous else _sync_call
     patches: list[_Patch] = []
     generation = CallSpec(provider, "", "generation", "chat")
