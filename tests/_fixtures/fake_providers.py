@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 CREATED = 1_700_000_000
@@ -619,3 +620,20 @@ def fake_provider_fixture() -> Iterator[FakeProvider]:
     ``pytest_plugins``) to use it."""
     with running_fake_provider() as fake:
         yield fake
+
+
+def http_client_to_the_fake(fake: FakeProvider, http: Any = httpx) -> Any:
+    """An ``http.Client`` (``httpx``, or the ``httpx2`` newer Anthropic SDKs use) that sends
+    what an SDK addresses to a provider's public host (its ``.../v1/<endpoint>``) to the local
+    fake instead: the SDK client keeps its real base URL."""
+    target = http.URL(fake.base_url)
+
+    class ToTheFake(http.HTTPTransport):  # type: ignore[misc, name-defined]
+        def handle_request(self, request: Any) -> Any:
+            endpoint = request.url.path.split("/v1/", 1)[1]
+            request.url = request.url.copy_with(
+                scheme="http", host=target.host, port=target.port, path="/v1/" + endpoint
+            )
+            return super().handle_request(request)
+
+    return http.Client(transport=ToTheFake())

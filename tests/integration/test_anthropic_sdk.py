@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 
 from costwatch._record import TokenUsage
@@ -21,6 +22,7 @@ from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
     AnthropicUsage,
     FakeProvider,
     fake_provider_fixture,
+    http_client_to_the_fake,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
@@ -192,6 +194,23 @@ async def test_async_beta_messages_are_recorded(
 
     assert final.usage.cache_creation_input_tokens == 1500
     assert [r.cost_usd for r in capture.records] == [COST, COST]
+
+
+def test_an_anthropic_client_pointed_at_a_compatible_api_is_priced_as_that_provider(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """DeepSeek serves its models through an Anthropic-compatible API too."""
+    fake_provider.anthropic_usage = AnthropicUsage(input_tokens=1000, output_tokens=200)
+    client = cw.instrument(anthropic.Anthropic(
+        base_url="https://api.deepseek.com/anthropic", api_key="test", max_retries=0,
+        http_client=http_client_to_the_fake(fake_provider, httpx2),
+    ))
+
+    client.messages.create(model="deepseek-chat", max_tokens=1024, messages=MESSAGES)
+
+    record = _only_record(capture)
+    assert (record.provider, record.model) == ("deepseek", "deepseek-chat")
+    assert record.cost_usd == (1000 * Decimal("0.27") + 200 * Decimal("1.10")) / M
 
 
 def test_stream_manager_never_entered_records_nothing_and_holds_no_budget(

@@ -15,7 +15,6 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -29,6 +28,7 @@ from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
     FakeProvider,
     OpenAIUsage,
     fake_provider_fixture,
+    http_client_to_the_fake,
 )
 
 M = Decimal(1_000_000)
@@ -449,21 +449,6 @@ def test_azure_deployment_is_priced_by_the_model_its_response_names(
     assert cw.summary().total.unpriced == 0
 
 
-class _ToTheFake(httpx.HTTPTransport):
-    """Sends what the SDK addresses to a provider's public host to the local fake instead."""
-
-    def __init__(self, fake: FakeProvider) -> None:
-        super().__init__()
-        self._fake = httpx.URL(fake.base_url)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        endpoint = request.url.path.split("/v1/", 1)[1]
-        request.url = request.url.copy_with(
-            scheme="http", host=self._fake.host, port=self._fake.port, path="/v1/" + endpoint
-        )
-        return super().handle_request(request)
-
-
 @pytest.mark.parametrize(
     ("base_url", "model", "provider", "cost"),
     [
@@ -480,7 +465,7 @@ def test_an_openai_client_pointed_at_another_provider_is_priced_as_that_provider
     fake_provider.openai_usage = OpenAIUsage(prompt_tokens=1000, completion_tokens=200)
     client = cw.instrument(openai.OpenAI(
         base_url=base_url, api_key="test", max_retries=0,
-        http_client=httpx.Client(transport=_ToTheFake(fake_provider)),
+        http_client=http_client_to_the_fake(fake_provider),
     ))
 
     client.chat.completions.create(model=model, messages=MESSAGES)
