@@ -38,11 +38,16 @@ C = TypeVar("C")
 _PATCHES = "_costwatch_patches"
 
 _CLIENT_CLASSES = {
-    ("openai", "OpenAI"): ("openai", False),
-    ("openai", "AsyncOpenAI"): ("openai", True),
-    ("anthropic", "Anthropic"): ("anthropic", False),
-    ("anthropic", "AsyncAnthropic"): ("anthropic", True),
+    ("openai", "OpenAI"): ("openai", False, "openai"),
+    ("openai", "AsyncOpenAI"): ("openai", True, "openai"),
+    ("anthropic", "Anthropic"): ("anthropic", False, "anthropic"),
+    ("anthropic", "AsyncAnthropic"): ("anthropic", True, "anthropic"),
+    ("anthropic", "AnthropicBedrock"): ("anthropic", False, "aws"),
+    ("anthropic", "AsyncAnthropicBedrock"): ("anthropic", True, "aws"),
+    ("anthropic", "AnthropicVertex"): ("anthropic", False, "google"),
+    ("anthropic", "AsyncAnthropicVertex"): ("anthropic", True, "google"),
 }
+"""(module, class) -> (SDK, asynchronous, the provider it serves unless its base URL says)."""
 
 
 class _Endpoint:
@@ -316,24 +321,25 @@ class _Patch:
             setattr(self.owner, self.name, self.previous)
 
 
-def _provider_behind(client: Any, sdk: str) -> str:
+def _provider_behind(client: Any, default: str) -> str:
     """The provider a client talks to, from its base URL: the OpenAI SDK also serves Azure,
     Groq, DeepSeek, OpenRouter, Gemini's compatible endpoint..., the Anthropic SDK a few
-    Anthropic-compatible APIs, and their prices differ.  The SDK's own provider when the URL is
-    its own, a local server's, or unknown."""
+    Anthropic-compatible APIs, and their prices differ.  ``default`` (the client class's
+    provider: ``aws`` for Bedrock, ``google`` for Vertex AI) when the URL is a local server's or
+    unknown."""
     base_url = getattr(client, "base_url", None)
     if base_url is None:
-        return sdk
+        return default
     try:
         from costwatch._pricing import provider_for_url
 
-        return provider_for_url(str(base_url)) or sdk
+        return provider_for_url(str(base_url)) or default
     except Exception as exc:
         errors.report("instrument", exc)
-        return sdk
+        return default
 
 
-def _client_kind(client: object) -> tuple[str, bool]:
+def _client_kind(client: object) -> tuple[str, bool, str]:
     for base in type(client).__mro__:
         module = base.__module__.split(".", 1)[0]
         found = _CLIENT_CLASSES.get((module, base.__name__))
@@ -391,7 +397,8 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
     """Record every call ``client`` makes; returns the same client.  Idempotent.
 
     Supports ``openai.OpenAI``/``AsyncOpenAI`` (and subclasses such as ``AzureOpenAI``) and
-    ``anthropic.Anthropic``/``AsyncAnthropic``.  Raises ``TypeError`` for anything else.  A
+    ``anthropic.Anthropic``/``AsyncAnthropic`` (and ``AnthropicBedrock``/``AnthropicVertex``,
+    sync and async).  Raises ``TypeError`` for anything else.  A
     client pointed at another provider's compatible API (Groq, DeepSeek, OpenRouter, Gemini,
     Azure...) records and prices its calls as that provider's, found from the base URL.
     ``inject_stream_usage=False`` never adds ``stream_options.include_usage`` to OpenAI chat and
@@ -400,8 +407,8 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
     """
     if getattr(client, _PATCHES, None) is not None:
         return client
-    sdk, asynchronous = _client_kind(client)
-    provider = _provider_behind(client, sdk)
+    sdk, asynchronous, default_provider = _client_kind(client)
+    provider = _provider_behind(client, default_provider)
     call = _async_call if asynchronous else _sync_call
     patches: list[_Patch] = []
     generation = CallSpec(provider, "", "generation", "chat")

@@ -654,14 +654,22 @@ def _price_from_genai(provider_id: str, info: Any, fine_tuned: bool, now: dateti
         return None  # not token-priced (per character, per second) or no price published
 
     batch_discount = _batch_ratio(info, prices)
+    claude = "claude" in str(info.id).lower()
 
     def build(prompt_tokens: int, tiers: tuple[PriceTier, ...]) -> Price:
+        input_price = _at(raw["input"], prompt_tokens) or _ZERO
+        cache_write = _at(raw["cache_write"], prompt_tokens)
+        cache_write_1h = _at(raw["cache_write_1h"], prompt_tokens)
+        if cache_write_1h is None and cache_write is not None and claude:
+            # Claude on Vertex AI or Bedrock: genai-prices lists the 5-minute write only; a
+            # one-hour write bills at twice the input price there as at Anthropic.
+            cache_write_1h = input_price * 2
         return Price(
-            input=_at(raw["input"], prompt_tokens) or _ZERO,
+            input=input_price,
             output=_at(raw["output"], prompt_tokens) or _ZERO,
             cache_read=_at(raw["cache_read"], prompt_tokens),
-            cache_write=_at(raw["cache_write"], prompt_tokens),
-            cache_write_1h=_at(raw["cache_write_1h"], prompt_tokens),
+            cache_write=cache_write,
+            cache_write_1h=cache_write_1h,
             reasoning=_at(raw["reasoning"], prompt_tokens),
             source="genai-prices",
             fine_tuned=fine_tuned,

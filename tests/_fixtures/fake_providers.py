@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -464,6 +465,14 @@ class _Handler(BaseHTTPRequestHandler):
             deployment, _, endpoint = path.removeprefix("/openai/deployments/").partition("/")
             path = "/v1/" + endpoint
             body["model"] = fake.azure_deployments.get(deployment, deployment)
+        elif "/publishers/anthropic/models/" in path:  # Vertex AI: the model is in the path
+            body["model"], _, method = path.rpartition("/models/")[2].partition(":")
+            body["stream"] = method == "streamRawPredict"
+            path = "/v1/messages"
+        elif path.startswith("/model/"):  # Bedrock: /model/<id>/invoke
+            model_id, _, method = unquote(path.removeprefix("/model/")).rpartition("/")
+            body["model"] = model_id
+            path = "/v1/messages" if method == "invoke" else path
         anthropic = path == "/v1/messages"
         failure = fake.take_failure()
         if failure is not None and failure.mid_stream_after is None:

@@ -213,6 +213,46 @@ def test_an_anthropic_client_pointed_at_a_compatible_api_is_priced_as_that_provi
     assert record.cost_usd == (1000 * Decimal("0.27") + 200 * Decimal("1.10")) / M
 
 
+def test_claude_on_vertex_ai_is_recorded_under_google_at_claude_prices(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(anthropic.AnthropicVertex(
+        region="us-east5", project_id="acme", access_token="test", max_retries=0,
+        base_url=fake_provider.base_url + "/v1",
+    ))
+
+    client.messages.create(model="claude-sonnet-4@20250514", max_tokens=1024, messages=MESSAGES)
+    with client.messages.stream(
+        model="claude-sonnet-4@20250514", max_tokens=1024, messages=MESSAGES
+    ) as stream:
+        text = "".join(stream.text_stream)
+
+    assert text == "Hello from the fake provider."
+    assert fake_provider.requests[-1].path.endswith(
+        "/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict")
+    assert [(r.provider, r.usage, r.cost_usd) for r in capture.records] == [
+        ("google", TOKENS, COST)] * 2
+
+
+async def test_claude_on_bedrock_is_recorded_under_aws_at_claude_prices(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(anthropic.AsyncAnthropicBedrock(
+        aws_region="us-east-1", aws_access_key="AKIDEXAMPLE", aws_secret_key="secret",
+        base_url=fake_provider.base_url, max_retries=0,
+    ))
+    model = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+
+    await client.messages.create(model=model, max_tokens=1024, messages=MESSAGES)
+
+    assert fake_provider.requests[-1].headers["authorization"].startswith("AWS4-HMAC-SHA256")
+    record = _only_record(capture)
+    assert (record.provider, record.model, record.usage) == ("aws", model, TOKENS)
+    assert record.cost_usd == COST
+
+
 def test_stream_manager_never_entered_records_nothing_and_holds_no_budget(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:

@@ -104,6 +104,26 @@ def test_one_hour_cache_writes_never_exceed_the_cache_writes_they_belong_to(
     assert price.cost(inconsistent) == usd("0.006")  # 1000 tokens at the 1-hour price
 
 
+@pytest.mark.parametrize(("provider", "model"), [
+    ("google", "claude-sonnet-4@20250514"),  # Vertex AI
+    ("aws", "us.anthropic.claude-sonnet-4-20250514-v1:0"),  # Bedrock
+])
+def test_claude_on_vertex_and_bedrock_bills_one_hour_cache_writes_at_twice_the_input_price(
+    catalog: PriceCatalog, provider: str, model: str
+) -> None:
+    """genai-prices lists only the 5-minute write there; Anthropic's 2x input rule applies."""
+    price = price_of(catalog, provider, model)
+    usage = TokenUsage(cache_write=1500, cache_write_1h=500)
+    assert price.cost(usage) == (1000 * usd("3.75") + 500 * usd("6")) / M
+
+
+def test_a_model_without_a_one_hour_price_bills_it_as_a_cache_write(
+    catalog: PriceCatalog,
+) -> None:
+    price = price_of(catalog, "openai", "gpt-4o-mini")  # no cache writes at all: input price
+    assert price.cost(TokenUsage(cache_write=100, cache_write_1h=100)) == 100 * usd("0.15") / M
+
+
 def test_claude_3_5_haiku_cache_prices(catalog: PriceCatalog) -> None:
     # $0.80 in, $0.08 cache read, $1 cache write, $4 out
     price = price_of(catalog, "anthropic", "claude-3-5-haiku-latest")
