@@ -17,7 +17,7 @@ import contextlib
 import json
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -444,6 +444,16 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
 # --- the HTTP server ---------------------------------------------------------------------------
 
 
+_CHUNKED_OPENAI_ENDPOINTS: dict[
+    str,
+    tuple[Callable[[FakeProvider, str, bool], Iterator[dict[str, Any]]],
+          Callable[[FakeProvider, str], dict[str, Any]]],
+] = {
+    "/v1/chat/completions": (chat_chunks, chat_completion),
+    "/v1/completions": (text_completion_chunks, text_completion),
+}
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -483,22 +493,16 @@ class _Handler(BaseHTTPRequestHandler):
         message = failure.message if failure is not None else ""
         stream = bool(body.get("stream"))
         model = str(body.get("model", ""))
-        if path == "/v1/chat/completions":
+        chunked = _CHUNKED_OPENAI_ENDPOINTS.get(path)
+        if chunked is not None:  # chat and legacy completions: data-only SSE chunks
+            make_chunks, make_body = chunked
             if stream:
                 options = body.get("stream_options") or {}
-                chunks = chat_chunks(fake, model, bool(options.get("include_usage")))
+                chunks = make_chunks(fake, model, bool(options.get("include_usage")))
                 self._sse(((None, c) for c in chunks), fail_after, anthropic=False,
                           message=message)
             else:
-                self._json(200, chat_completion(fake, model), anthropic=False)
-        elif path == "/v1/completions":
-            if stream:
-                options = body.get("stream_options") or {}
-                chunks = text_completion_chunks(fake, model, bool(options.get("include_usage")))
-                self._sse(((None, c) for c in chunks), fail_after, anthropic=False,
-                          message=message)
-            else:
-                self._json(200, text_completion(fake, model), anthropic=False)
+                self._json(200, make_body(fake, model), anthropic=False)
         elif path == "/v1/responses":
             if stream:
                 events = response_events(fake, body)
