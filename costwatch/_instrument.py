@@ -1,21 +1,21 @@
-"""``instrument(client)``: record every call an OpenAI or Anthropic client instance makes.
+"""``instrument(client)``: record every call an OpenAI, Anthropic or google-genai client makes.
 
 Patches, on that client instance only, ``chat.completions.create``/``parse`` (also reached as
 ``beta.chat.completions``), ``responses.create``/``parse``, ``embeddings.create``, the legacy
 ``completions.create`` (the endpoint of ``davinci-002``/``babbage-002`` and their fine-tunes)
-(OpenAI) and ``messages.create``/``parse``/``stream``, also as ``beta.messages`` (Anthropic),
-sync and async, streaming included; ``chat.completions.stream()`` and ``responses.stream()`` go
-through the patched ``create``.  Copies made with ``client.with_options(...)``/``copy(...)``
-are instrumented too.
+(OpenAI); ``messages.create``/``parse``/``stream``, also as ``beta.messages`` (Anthropic, also
+on Bedrock and Vertex AI); ``models.generate_content``/``generate_content_stream``/
+``embed_content``, also under ``aio`` (google-genai); sync and async, streaming included;
+``chat.completions.stream()`` and ``responses.stream()`` go through the patched ``create``.
+Copies made with ``client.with_options(...)``/``copy(...)`` are instrumented too.
 
 Per call: a budget preflight when a budget is registered (``BudgetExceeded`` propagates before
 the provider is called), then the provider call, then one record with the reported usage (an
 OpenAI call made with ``service_tier="flex"`` is priced at the model's batch rate, as OpenAI
-bills flex processing).  A
-provider exception is recorded (``status="error"``) and re-raised unchanged.  OpenAI chat and
-legacy completion streams get ``stream_options.include_usage`` when the caller did not set it,
-and the extra usage chunk is hidden from the caller.  The SDKs are never imported: clients are
-recognised by class name.
+bills flex processing).  A provider exception is recorded (``status="error"``) and re-raised
+unchanged.  OpenAI chat and legacy completion streams get ``stream_options.include_usage`` when
+the caller did not set it, and the extra usage chunk is hidden from the caller.  The SDKs are
+never imported: clients are recognised by class name.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from time import perf_counter
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any, TypeVar
 
 from costwatch import _runtime
@@ -30,7 +31,14 @@ from costwatch._context import recorded_var
 from costwatch._errors import BudgetExceeded
 from costwatch._failopen import errors
 from costwatch._recorder import CallSpec
-from costwatch._streams import is_api_response, is_stream, watch_api_response, wrap_stream
+from costwatch._streams import (
+    is_api_response,
+    is_stream,
+    watch_api_response,
+    watch_async_iterator,
+    watch_iterator,
+    wrap_stream,
+)
 from costwatch._usage import extract_tokens
 
 C = TypeVar("C")
@@ -46,6 +54,7 @@ _CLIENT_CLASSES = {
     ("anthropic", "AsyncAnthropicBedrock"): ("anthropic", True, "aws"),
     ("anthropic", "AnthropicVertex"): ("anthropic", False, "google"),
     ("anthropic", "AsyncAnthropicVertex"): ("anthropic", True, "google"),
+    ("google.genai", "Client"): ("google-genai", False, "google"),
 }
 """(module, class) -> (SDK, asynchronous, the provider it serves unless its base URL says)."""
 
@@ -177,7 +186,9 @@ def _after(
     t0: float,
     hide: bool,
     reservation: Any,
-) -> None:
+) -> Any:
+    """Record the call (or hook the stream it returned); returns what the caller gets: the
+    result itself, or for a plain generator of chunks (google-genai) one that watches it."""
     try:
         spec = ep.spec_for(kwargs)
         if is_stream(result):
@@ -185,12 +196,20 @@ def _after(
                 result, spec, model, t0,
                 reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
             )
-            return
+            return result
+        if isinstance(result, GeneratorType):
+            return watch_iterator(
+                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+            )
+        if isinstance(result, AsyncGeneratorType):
+            return watch_async_iterator(
+                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+            )
         if is_api_response(result):
             watch_api_response(
                 result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
             )
-            return
+            return result
         latency = perf_counter() - t0
         extracted = extract_tokens(result)
         if extracted is None and type(result).__name__ == "LegacyAPIResponse":
@@ -203,7 +222,7 @@ def _after(
                     parsed, spec, model, t0,
                     reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
                 )
-                return
+                return result
             extracted = extract_tokens(parsed)
         if extracted is not None:
             tokens, response_model = extracted
@@ -216,6 +235,7 @@ def _after(
         recorded_var.set(result)
     except Exception as internal:
         errors.report("instrument", internal)
+    return result
 
 
 def _sync_call(ep: _Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -236,8 +256,7 @@ def _sync_call(ep: _Endpoint, original: Callable[..., Any]) -> Callable[..., Any
         except BaseException as exc:
             _failed(ep, model, exc, perf_counter() - t0, reservation)
             raise
-        _after(ep, model, kwargs, result, t0, hide, reservation)
-        return result
+        return _after(ep, model, kwargs, result, t0, hide, reservation)
 
     return call
 
@@ -260,8 +279,7 @@ def _async_call(ep: _Endpoint, original: Callable[..., Any]) -> Callable[..., An
         except BaseException as exc:
             _failed(ep, model, exc, perf_counter() - t0, reservation)
             raise
-        _after(ep, model, kwargs, result, t0, hide, reservation)
-        return result
+        return _after(ep, model, kwargs, result, t0, hide, reservation)
 
     return call
 
@@ -341,7 +359,8 @@ def _provider_behind(client: Any, default: str) -> str:
 
 def _client_kind(client: object) -> tuple[str, bool, str]:
     for base in type(client).__mro__:
-        module = base.__module__.split(".", 1)[0]
+        parts = base.__module__.split(".")
+        module = ".".join(parts[:2]) if parts[0] == "google" else parts[0]
         found = _CLIENT_CLASSES.get((module, base.__name__))
         if found is not None:
             return found
@@ -349,7 +368,7 @@ def _client_kind(client: object) -> tuple[str, bool, str]:
     raise TypeError(
         f"costwatch.instrument() supports {names}; got {type(client).__module__}."
         f"{type(client).__qualname__} (install the SDK extra: pip install 'costwatch[openai]' "
-        "or 'costwatch[anthropic]')"
+        "'costwatch[anthropic]' or 'costwatch[gemini]')"
     )
 
 
@@ -368,6 +387,23 @@ def _patch(
     previous = owner.__dict__.get(name, _ABSENT)
     setattr(owner, name, make(endpoint, original))
     patches.append(_Patch(owner, name, previous, endpoint))
+
+
+def _patch_genai(patches: list[_Patch], client: Any, generation: CallSpec, provider: str) -> None:
+    """google-genai: ``models`` and ``aio.models``.  Generation is patched at the method that
+    makes one API call (``_generate_content``), which ``generate_content`` calls once per
+    round of automatic function calling, so every round is recorded; the public method when
+    an SDK version has no such method."""
+    content = _Endpoint(generation, "contents", ("max_output_tokens",))
+    embedding = _Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "contents", ())
+    aio = getattr(client, "aio", None)
+    for models, make in ((getattr(client, "models", None), _sync_call),
+                         (getattr(aio, "models", None), _async_call)):
+        for public in ("generate_content", "generate_content_stream"):
+            one_call = "_" + public
+            name = one_call if callable(getattr(models, one_call, None)) else public
+            _patch(patches, models, name, content, make)
+        _patch(patches, models, "embed_content", embedding, make)
 
 
 def _resources(client: Any, *paths: tuple[str, ...]) -> list[Any]:
@@ -398,9 +434,10 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
 
     Supports ``openai.OpenAI``/``AsyncOpenAI`` (and subclasses such as ``AzureOpenAI``) and
     ``anthropic.Anthropic``/``AsyncAnthropic`` (and ``AnthropicBedrock``/``AnthropicVertex``,
-    sync and async).  Raises ``TypeError`` for anything else.  A
-    client pointed at another provider's compatible API (Groq, DeepSeek, OpenRouter, Gemini,
-    Azure...) records and prices its calls as that provider's, found from the base URL.
+    sync and async) and ``google.genai.Client`` (its ``models`` and ``aio.models``).  Raises
+    ``TypeError`` for anything else.  A client pointed at another provider's compatible API
+    (Groq, DeepSeek, OpenRouter, Gemini, Azure...) records and prices its calls as that
+    provider's, found from the base URL.
     ``inject_stream_usage=False`` never adds ``stream_options.include_usage`` to OpenAI chat and
     completion streams (for OpenAI-compatible servers and old Azure API versions that reject
     it): their usage is then estimated from the prompt and the streamed text.
@@ -442,6 +479,8 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
             flex=True,
         )
         _patch(patches, getattr(target, "completions", None), "create", legacy, call)
+    elif sdk == "google-genai":
+        _patch_genai(patches, target, generation, provider)
     else:
         messages_endpoint = _Endpoint(
             generation, "messages", ("max_tokens",), extra_prompt_key="system"

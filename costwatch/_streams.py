@@ -159,6 +159,22 @@ def _on_text_completion_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
     return False
 
 
+def _on_gemini_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
+    """A google-genai ``GenerateContentResponse`` chunk: usage counts are running totals (the
+    last chunk has them all), text in ``candidates[].content.parts[].text``."""
+    meta = chunk.usage_metadata
+    if meta is not None and getattr(meta, "candidates_token_count", None) is not None:
+        acc.usage = extract_provider_usage("gemini", meta)
+    if chunk.model_version:
+        acc.response_model = chunk.model_version
+    for candidate in chunk.candidates or ():
+        content = candidate.content
+        for part in (content.parts if content is not None else None) or ():
+            if part.text:
+                acc.texts.append(part.text)
+    return False
+
+
 def _on_chat_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
     if _openai_chunk_usage(acc, chunk):
         return True
@@ -291,6 +307,8 @@ def _handler_for(item: object) -> Handler:
         return _on_chat_chunk
     if kind == "text_completion":
         return _on_text_completion_chunk
+    if type(item).__name__ == "GenerateContentResponse":
+        return _on_gemini_chunk
     if isinstance(getattr(item, "type", None), str):
         return _on_typed_event
     return _ignore
@@ -508,6 +526,37 @@ async def _watch_async(inner: AsyncIterator[Any], rec: StreamRecording) -> Async
         rec.finish(_FAILED, exc)
         raise
     rec.finish(_COMPLETE)
+
+
+def watch_iterator(
+    items: Iterator[Any],
+    spec: CallSpec,
+    model: str,
+    t0: float,
+    *,
+    reservation: Reservation | None = None,
+    prompt: object = None,
+) -> Iterator[Any]:
+    """A generator of what ``items`` (a call's streamed chunks: google-genai returns a plain
+    generator) yields, recording the call once when it ends, fails or is dropped."""
+    _ensure_drained()
+    return _watch_sync(items, StreamRecording(spec, model, t0, reservation=reservation,
+                                              prompt=prompt))
+
+
+def watch_async_iterator(
+    items: AsyncIterator[Any],
+    spec: CallSpec,
+    model: str,
+    t0: float,
+    *,
+    reservation: Reservation | None = None,
+    prompt: object = None,
+) -> AsyncIterator[Any]:
+    """:func:`watch_iterator` for an async generator."""
+    _ensure_drained()
+    return _watch_async(items, StreamRecording(spec, model, t0, reservation=reservation,
+                                               prompt=prompt))
 
 
 def _close_sync(ref: weakref.ref[Any], close: Callable[[Any], None], rec: StreamRecording) -> None:

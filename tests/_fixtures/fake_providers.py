@@ -29,6 +29,7 @@ import pytest
 CREATED = 1_700_000_000
 CHAT_ID = "chatcmpl-CwFake7bW1x9Yq2ZkP3a"
 COMPLETION_ID = "cmpl-CwFake9dX2y0Zr3AlQ4b"
+GEMINI_ID = "gemFakeResp01"
 RESPONSE_ID = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
 MESSAGE_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
 FINGERPRINT = "fp_06737a9306"
@@ -66,6 +67,30 @@ class AnthropicUsage:
 
 
 @dataclass
+class GeminiUsage:
+    """As the Gemini API reports usage: the prompt count includes the cached tokens, and
+    thinking tokens come beside the candidates' (visible output) tokens."""
+
+    prompt_token_count: int = 120
+    candidates_token_count: int = 30
+    cached_content_token_count: int = 0
+    thoughts_token_count: int = 0
+
+    def metadata(self) -> dict[str, Any]:
+        body = {
+            "promptTokenCount": self.prompt_token_count,
+            "candidatesTokenCount": self.candidates_token_count,
+            "totalTokenCount": self.prompt_token_count + self.candidates_token_count
+            + self.thoughts_token_count,
+        }
+        if self.cached_content_token_count:
+            body["cachedContentTokenCount"] = self.cached_content_token_count
+        if self.thoughts_token_count:
+            body["thoughtsTokenCount"] = self.thoughts_token_count
+        return body
+
+
+@dataclass
 class ReceivedRequest:
     path: str
     body: dict[str, Any]
@@ -88,6 +113,9 @@ class FakeProvider:
     openai_usage: OpenAIUsage = field(default_factory=OpenAIUsage)
     anthropic_usage: AnthropicUsage = field(default_factory=AnthropicUsage)
     embedding_tokens: int = 8
+    gemini_usage: GeminiUsage = field(default_factory=GeminiUsage)
+    gemini_function_call: dict[str, Any] | None = None
+    """When set, Gemini answers a request with no function response yet with this call."""
     reply: list[str] = field(
         default_factory=lambda: ["Hello", " from", " the", " fake", " provider", "."]
     )
@@ -372,6 +400,35 @@ def embeddings(fake: FakeProvider, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- Gemini bodies -----------------------------------------------------------------------------
+
+
+def gemini_response(
+    model: str, text: str, usage: dict[str, Any], finish: str | None = "STOP"
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"},
+                                 "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model,
+            "responseId": GEMINI_ID}
+
+
+def gemini_chunks(fake: FakeProvider, model: str) -> Iterator[dict[str, Any]]:
+    """Like the API: every chunk carries the prompt count, the last one the full usage."""
+    usage = fake.gemini_usage
+    for i, piece in enumerate(fake.reply):
+        last = i == len(fake.reply) - 1
+        metadata = usage.metadata() if last else {"promptTokenCount": usage.prompt_token_count,
+                                                  "totalTokenCount": usage.prompt_token_count}
+        yield gemini_response(model, piece, metadata, "STOP" if last else None)
+
+
+def gemini_embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    """``batchEmbedContents``: the Gemini API reports no token counts for embeddings."""
+    return {"embeddings": [{"values": [0.0125, -0.5, 0.25]} for _ in body.get("requests", [])]}
+
+
 def openai_error(status: int, message: str) -> dict[str, Any]:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
@@ -493,8 +550,23 @@ class _Handler(BaseHTTPRequestHandler):
         message = failure.message if failure is not None else ""
         stream = bool(body.get("stream"))
         model = str(body.get("model", ""))
+        gemini_model, _, gemini_method = path.rpartition("/models/")[2].partition(":")
         chunked = _CHUNKED_OPENAI_ENDPOINTS.get(path)
-        if chunked is not None:  # chat and legacy completions: data-only SSE chunks
+        if gemini_method == "generateContent":
+            usage = fake.gemini_usage.metadata()
+            reply = gemini_response(gemini_model, fake.reply_text, usage)
+            answered = any("functionResponse" in part for content in body.get("contents", [])
+                           for part in content.get("parts", []))
+            if fake.gemini_function_call is not None and not answered:
+                reply["candidates"][0]["content"]["parts"] = [
+                    {"functionCall": fake.gemini_function_call}]
+            self._json(200, reply, anthropic=False)
+        elif gemini_method == "streamGenerateContent":
+            self._sse(((None, c) for c in gemini_chunks(fake, gemini_model)), None,
+                      anthropic=False, done_marker=False)
+        elif gemini_method == "batchEmbedContents":
+            self._json(200, gemini_embeddings(body), anthropic=False)
+        elif chunked is not None:  # chat and legacy completions: data-only SSE chunks
             make_chunks, make_body = chunked
             if stream:
                 options = body.get("stream_options") or {}
@@ -547,6 +619,7 @@ class _Handler(BaseHTTPRequestHandler):
         *,
         anthropic: bool,
         message: str = "",
+        done_marker: bool = True,
     ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -559,7 +632,7 @@ class _Handler(BaseHTTPRequestHandler):
             for name, payload in events:
                 is_delta = payload.get("type") in ("response.output_text.delta",) or (
                     name is None and any(c.get("text") or c.get("delta", {}).get("content")
-                                         for c in payload["choices"])
+                                         for c in payload.get("choices", ()))
                 )
                 if not anthropic and fail_after is not None and is_delta and deltas == fail_after:
                     self._error_event(anthropic, message or "stream failed")
@@ -569,7 +642,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 if anthropic and fail_after is not None:
                     self._error_event(anthropic, message or "Overloaded")
-                elif not anthropic:
+                elif done_marker:  # OpenAI's end of stream (Gemini sends none)
                     self._chunk(b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
