@@ -367,7 +367,7 @@ def _client_kind(client: object) -> tuple[str, bool, str]:
     names = ", ".join(f"{m}.{n}" for m, n in _CLIENT_CLASSES)
     raise TypeError(
         f"costwatch.instrument() supports {names}; got {type(client).__module__}."
-        f"{type(client).__qualname__} (install the SDK extra: pip install 'costwatch[openai]' "
+        f"{type(client).__qualname__} (install the SDK extra: pip install 'costwatch[openai]', "
         "'costwatch[anthropic]' or 'costwatch[gemini]')"
     )
 
