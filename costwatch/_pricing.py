@@ -585,6 +585,19 @@ class _RuleTable:
                 return rule
         return None
 
+    def lookup_any_provider(self, candidates: Sequence[str]) -> PriceRule | None:
+        """The first rule for one of ``candidates`` whatever its provider."""
+        for name in candidates:
+            for (_, rule_model), rule in self.exact.items():
+                if rule_model == name:
+                    return rule
+        for rule in self.globs:
+            if rule.pattern is not None and any(
+                fnmatch.fnmatchcase(name, rule.pattern) for name in candidates
+            ):
+                return rule
+        return None
+
     def any_fine_tuned(self, candidates: Sequence[str]) -> bool:
         for (_, name), rule in self.exact.items():
             if rule.price.fine_tuned and name in candidates:
@@ -794,11 +807,17 @@ class PriceCatalog:
             rule = table.lookup(canonical, candidates)
             if rule is not None:
                 return rule.price
-        if not self._use_genai:
-            return None
-        self.genai_lookups += 1
-        fine_tuned = _looks_fine_tuned(model) or self._user.any_fine_tuned(candidates)
-        return _genai_lookup(canonical, candidates, fine_tuned)
+        if self._use_genai:
+            self.genai_lookups += 1
+            fine_tuned = _looks_fine_tuned(model) or self._user.any_fine_tuned(candidates)
+            price = _genai_lookup(canonical, candidates, fine_tuned)
+            if price is not None:
+                return price
+        # Nobody prices it under this provider: your own price for the model under another
+        # provider name (a self-hosted model served by an OpenAI-compatible server is called
+        # through the OpenAI SDK) rather than no price at all.
+        rule = self._user.lookup_any_provider(candidates)
+        return rule.price if rule is not None else None
 
 
 # --------------------------------------------------------------------------------------------

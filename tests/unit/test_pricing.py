@@ -294,6 +294,21 @@ def test_self_hosted_gpu_hour_price_becomes_a_per_token_price() -> None:
     assert price.fine_tuned and catalog.is_fine_tuned("llama-3-70b-ft")
 
 
+def test_your_own_price_applies_to_your_model_whatever_provider_the_call_names() -> None:
+    """A self-hosted model behind an OpenAI-compatible server is called through the OpenAI SDK:
+    its calls say ``openai``.  Your price still applies, but never over a price that exists."""
+    catalog = PriceCatalog({"models": [
+        {"provider": "self-hosted", "model": "llama-3-70b-ft", "input_per_mtok": 1,
+         "output_per_mtok": 2},
+        {"provider": "azure", "model": "gpt-4o-mini", "input_per_mtok": "0.10",
+         "output_per_mtok": "0.40"},  # a negotiated Azure rate
+    ]})
+    assert price_of(catalog, "openai", "llama-3-70b-ft").source == "user"
+    assert price_of(catalog, "openai", "gpt-4o-mini").input == usd("0.15") / M  # OpenAI's own
+    assert price_of(catalog, "azure", "gpt-4o-mini").input == usd("0.10") / M
+    assert catalog.resolve("openai", "llama-3-8b") is None
+
+
 def test_batch_applies_the_50_percent_discount(catalog: PriceCatalog) -> None:
     usage = TokenUsage(input=1000, cache_read=2000, output=500)
     mini = price_of(catalog, "openai", "gpt-4o-mini")
