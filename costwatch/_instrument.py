@@ -21,25 +21,12 @@ never imported: clients are recognised by class name.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from time import perf_counter
-from types import AsyncGeneratorType, GeneratorType
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from costwatch import _runtime
-from costwatch._context import recorded_var
-from costwatch._errors import BudgetExceeded
 from costwatch._failopen import errors
+from costwatch._instrument_calls import Endpoint, async_call, stream_manager_call, sync_call
 from costwatch._recorder import CallSpec
-from costwatch._streams import (
-    is_api_response,
-    is_stream,
-    watch_api_response,
-    watch_async_iterator,
-    watch_iterator,
-    wrap_stream,
-)
-from costwatch._usage import extract_tokens
 
 C = TypeVar("C")
 
@@ -59,263 +46,6 @@ _CLIENT_CLASSES = {
 """(module, class) -> (SDK, asynchronous, the provider it serves unless its base URL says)."""
 
 
-class _Endpoint:
-    """One patched method: what it records and how to read its request."""
-
-    __slots__ = ("spec", "flex", "prompt_key", "extra_prompt_key", "max_keys", "inject_usage",
-                 "active")
-
-    def __init__(
-        self,
-        spec: CallSpec,
-        prompt_key: str,
-        max_keys: tuple[str, ...],
-        *,
-        extra_prompt_key: str = "",
-        inject_usage: bool = False,
-        flex: bool = False,
-    ) -> None:
-        self.spec = spec
-        self.flex = (
-            CallSpec(spec.provider, spec.model, spec.stage, spec.operation, batch=True)
-            if flex
-            else None
-        )
-        """For a call made with ``service_tier="flex"`` (OpenAI): billed at the batch rate."""
-        self.prompt_key = prompt_key
-        self.extra_prompt_key = extra_prompt_key
-        """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
-        self.max_keys = max_keys
-        self.inject_usage = inject_usage
-        self.active = True
-        """Cleared by ``uninstrument``: SDK helpers may still hold the patched method."""
-
-    def prompt(self, kwargs: Mapping[str, Any]) -> Any:
-        """The prompt in a form the recorder's estimator takes (text or a message list)."""
-        prompt = kwargs.get(self.prompt_key)
-        if isinstance(prompt, list | tuple) and prompt and all(isinstance(p, str) for p in prompt):
-            prompt = "\n".join(prompt)
-        extra = kwargs.get(self.extra_prompt_key) if self.extra_prompt_key else None
-        if isinstance(extra, str) and extra:
-            if isinstance(prompt, str):
-                return f"{extra}\n{prompt}"
-            if isinstance(prompt, list | tuple):
-                return [{"role": "system", "content": extra}, *prompt]
-        return prompt if isinstance(prompt, str | list | tuple) else None
-
-    def spec_for(self, kwargs: Mapping[str, Any]) -> CallSpec:
-        """The spec that prices this call: the flex one when it asked for flex processing."""
-        if self.flex is not None and kwargs.get("service_tier") == "flex":
-            return self.flex
-        return self.spec
-
-    def max_output(self, kwargs: Mapping[str, Any]) -> int | None:
-        if not self.max_keys:
-            return 0
-        for key in self.max_keys:
-            value = kwargs.get(key)
-            if type(value) is int:
-                return value
-        return None
-
-
-def _model_of(kwargs: Mapping[str, Any]) -> str:
-    model = kwargs.get("model")
-    return model if isinstance(model, str) else ""
-
-
-def _prompt_tokens(prompt: Any, model: str) -> int:
-    if prompt is None:
-        return 0
-    from costwatch._tokens import count_message_tokens, count_tokens
-
-    if isinstance(prompt, str):
-        return count_tokens(prompt, model)[0]
-    if prompt and all(isinstance(p, int) for p in prompt):  # pre-tokenised input
-        return len(prompt)
-    if prompt and all(isinstance(p, list) for p in prompt):  # a batch of pre-tokenised inputs
-        return sum(len(p) for p in prompt)
-    if prompt and all(isinstance(p, Mapping) for p in prompt):
-        return count_message_tokens(prompt, model)[0]
-    return 0
-
-
-def _before(ep: _Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
-    """``(model, hide_usage_chunk, reservation)``; mutates ``kwargs`` (the call's own dict)."""
-    model = _model_of(kwargs)
-    reservation = None
-    if _runtime.runtime().budgets.active:
-        reservation = ep.spec.preflight(
-            model, _prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
-        )
-    hide = False
-    if ep.inject_usage and kwargs.get("stream") is True and not _raw_mode(kwargs):
-        options = kwargs.get("stream_options")
-        if not (isinstance(options, Mapping) and options.get("include_usage") is True):
-            base = options if isinstance(options, Mapping) else {}
-            kwargs["stream_options"] = {**base, "include_usage": True}
-            hide = True
-    return model, hide, reservation
-
-
-_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
-
-
-def _raw_mode(kwargs: Mapping[str, Any]) -> bool:
-    """``with_raw_response``/``with_streaming_response``: the caller may read the body raw, so
-    it must get exactly the bytes it asked for (no injected usage chunk)."""
-    headers = kwargs.get("extra_headers")
-    return isinstance(headers, Mapping) and _RAW_RESPONSE_HEADER in headers
-
-
-def _failed(
-    ep: _Endpoint, model: str, exc: BaseException, latency_s: float, reservation: Any
-) -> None:
-    try:
-        ep.spec.emit_failure(model, exc, latency_s, reservation)
-        recorded_var.set(exc)
-    except Exception as internal:
-        errors.report("instrument", internal)
-
-
-def _after(
-    ep: _Endpoint,
-    model: str,
-    kwargs: Mapping[str, Any],
-    result: Any,
-    t0: float,
-    hide: bool,
-    reservation: Any,
-) -> Any:
-    """Record the call (or hook the stream it returned); returns what the caller gets: the
-    result itself, or for a plain generator of chunks (google-genai) one that watches it."""
-    try:
-        spec = ep.spec_for(kwargs)
-        if is_stream(result):
-            wrap_stream(
-                result, spec, model, t0,
-                reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
-            )
-            return result
-        if isinstance(result, GeneratorType):
-            return watch_iterator(
-                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-            )
-        if isinstance(result, AsyncGeneratorType):
-            return watch_async_iterator(
-                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-            )
-        if is_api_response(result):
-            watch_api_response(
-                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-            )
-            return result
-        latency = perf_counter() - t0
-        extracted = extract_tokens(result)
-        if extracted is None and type(result).__name__ == "LegacyAPIResponse":
-            # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's own
-            # ``parse()`` gets the same object: the completion (its body was read already), or
-            # for ``stream=True`` the stream, not yet read, which is hooked in place.
-            parsed = result.parse()
-            if is_stream(parsed):
-                wrap_stream(
-                    parsed, spec, model, t0,
-                    reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
-                )
-                return result
-            extracted = extract_tokens(parsed)
-        if extracted is not None:
-            tokens, response_model = extracted
-            spec.record_usage(
-                _runtime.runtime(), model or spec.model, tokens, latency, response_model,
-                reservation,
-            )
-        else:
-            spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
-        recorded_var.set(result)
-    except Exception as internal:
-        errors.report("instrument", internal)
-    return result
-
-
-def _sync_call(ep: _Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        if not ep.active:
-            return original(*args, **kwargs)
-        try:
-            model, hide, reservation = _before(ep, kwargs)
-        except BudgetExceeded:
-            raise
-        except Exception as internal:
-            errors.report("instrument", internal)
-            return original(*args, **kwargs)
-        t0 = perf_counter()
-        try:
-            result = original(*args, **kwargs)
-        except BaseException as exc:
-            _failed(ep, model, exc, perf_counter() - t0, reservation)
-            raise
-        return _after(ep, model, kwargs, result, t0, hide, reservation)
-
-    return call
-
-
-def _async_call(ep: _Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        if not ep.active:
-            return await original(*args, **kwargs)
-        try:
-            model, hide, reservation = _before(ep, kwargs)
-        except BudgetExceeded:
-            raise
-        except Exception as internal:
-            errors.report("instrument", internal)
-            return await original(*args, **kwargs)
-        t0 = perf_counter()
-        try:
-            result = await original(*args, **kwargs)
-        except BaseException as exc:
-            _failed(ep, model, exc, perf_counter() - t0, reservation)
-            raise
-        return _after(ep, model, kwargs, result, t0, hide, reservation)
-
-    return call
-
-
-def _stream_manager_call(ep: _Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
-    """``messages.stream(...)``: returns a manager; the request is made on ``__enter__``."""
-
-    @functools.wraps(original)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        if not ep.active:
-            return original(*args, **kwargs)
-        try:
-            model, _, reservation = _before(ep, kwargs)
-        except BudgetExceeded:
-            raise
-        except Exception as internal:
-            errors.report("instrument", internal)
-            return original(*args, **kwargs)
-        try:
-            manager = original(*args, **kwargs)
-        except BaseException:
-            if reservation is not None:  # the SDK refused the arguments: nothing was sent
-                reservation.settle(None)
-            raise
-        try:
-            wrap_stream(
-                manager, ep.spec, model, perf_counter(),
-                reservation=reservation, prompt=ep.prompt(kwargs),
-            )
-        except Exception as internal:
-            errors.report("instrument", internal)
-        return manager
-
-    return call
-
-
 # --- patching client instances ----------------------------------------------------------------
 
 _ABSENT: Any = object()
@@ -324,7 +54,7 @@ _ABSENT: Any = object()
 class _Patch:
     __slots__ = ("owner", "name", "previous", "endpoint")
 
-    def __init__(self, owner: Any, name: str, previous: Any, endpoint: _Endpoint | None) -> None:
+    def __init__(self, owner: Any, name: str, previous: Any, endpoint: Endpoint | None) -> None:
         self.owner = owner
         self.name = name
         self.previous = previous
@@ -376,8 +106,8 @@ def _patch(
     patches: list[_Patch],
     owner: Any,
     name: str,
-    endpoint: _Endpoint,
-    make: Callable[[_Endpoint, Callable[..., Any]], Callable[..., Any]],
+    endpoint: Endpoint,
+    make: Callable[[Endpoint, Callable[..., Any]], Callable[..., Any]],
 ) -> None:
     if owner is None:
         return
@@ -394,11 +124,11 @@ def _patch_genai(patches: list[_Patch], client: Any, generation: CallSpec, provi
     makes one API call (``_generate_content``), which ``generate_content`` calls once per
     round of automatic function calling, so every round is recorded; the public method when
     an SDK version has no such method."""
-    content = _Endpoint(generation, "contents", ("max_output_tokens",))
-    embedding = _Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "contents", ())
+    content = Endpoint(generation, "contents", ("max_output_tokens",))
+    embedding = Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "contents", ())
     aio = getattr(client, "aio", None)
-    for models, make in ((getattr(client, "models", None), _sync_call),
-                         (getattr(aio, "models", None), _async_call)):
+    for models, make in ((getattr(client, "models", None), sync_call),
+                         (getattr(aio, "models", None), async_call)):
         for public in ("generate_content", "generate_content_stream"):
             one_call = "_" + public
             name = one_call if callable(getattr(models, one_call, None)) else public
@@ -446,12 +176,12 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
         return client
     sdk, asynchronous, default_provider = _client_kind(client)
     provider = _provider_behind(client, default_provider)
-    call = _async_call if asynchronous else _sync_call
+    call = async_call if asynchronous else sync_call
     patches: list[_Patch] = []
     generation = CallSpec(provider, "", "generation", "chat")
     target: Any = client
     if sdk == "openai":
-        chat_endpoint = _Endpoint(
+        chat_endpoint = Endpoint(
             generation,
             "messages",
             ("max_completion_tokens", "max_tokens"),
@@ -462,16 +192,16 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
                                       ("beta", "chat", "completions")):
             _patch(patches, completions, "create", chat_endpoint, call)
             _patch(patches, completions, "parse", chat_endpoint, call)
-        responses_endpoint = _Endpoint(
+        responses_endpoint = Endpoint(
             generation, "input", ("max_output_tokens",), extra_prompt_key="instructions",
             flex=True,
         )
         responses = getattr(target, "responses", None)
         _patch(patches, responses, "create", responses_endpoint, call)
         _patch(patches, responses, "parse", responses_endpoint, call)
-        embedding = _Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "input", ())
+        embedding = Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "input", ())
         _patch(patches, getattr(target, "embeddings", None), "create", embedding, call)
-        legacy = _Endpoint(
+        legacy = Endpoint(
             CallSpec(provider, "", "generation", "text_completion"),
             "prompt",
             ("max_tokens",),
@@ -482,13 +212,13 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
     elif sdk == "google-genai":
         _patch_genai(patches, target, generation, provider)
     else:
-        messages_endpoint = _Endpoint(
+        messages_endpoint = Endpoint(
             generation, "messages", ("max_tokens",), extra_prompt_key="system"
         )
         for messages in _resources(target, ("messages",), ("beta", "messages")):
             _patch(patches, messages, "create", messages_endpoint, call)
             _patch(patches, messages, "parse", messages_endpoint, call)
-            _patch(patches, messages, "stream", messages_endpoint, _stream_manager_call)
+            _patch(patches, messages, "stream", messages_endpoint, stream_manager_call)
     for name in ("copy", "with_options"):
         original = getattr(target, name, None)
         if original is not None:

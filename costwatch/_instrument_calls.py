@@ -1,0 +1,284 @@
+"""The call wrappers ``instrument()`` puts on SDK methods: what one patched method records
+(``Endpoint``), the budget preflight before the provider call, and recording after it, for
+plain, async and stream-manager methods.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from time import perf_counter
+from types import AsyncGeneratorType, GeneratorType
+from typing import Any
+
+from costwatch import _runtime
+from costwatch._context import recorded_var
+from costwatch._errors import BudgetExceeded
+from costwatch._failopen import errors
+from costwatch._recorder import CallSpec
+from costwatch._streams import (
+    is_api_response,
+    is_stream,
+    watch_api_response,
+    watch_async_iterator,
+    watch_iterator,
+    wrap_stream,
+)
+from costwatch._usage import extract_tokens
+
+
+class Endpoint:
+    """One patched method: what it records and how to read its request."""
+
+    __slots__ = ("spec", "flex", "prompt_key", "extra_prompt_key", "max_keys", "inject_usage",
+                 "active")
+
+    def __init__(
+        self,
+        spec: CallSpec,
+        prompt_key: str,
+        max_keys: tuple[str, ...],
+        *,
+        extra_prompt_key: str = "",
+        inject_usage: bool = False,
+        flex: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.flex = (
+            CallSpec(spec.provider, spec.model, spec.stage, spec.operation, batch=True)
+            if flex
+            else None
+        )
+        """For a call made with ``service_tier="flex"`` (OpenAI): billed at the batch rate."""
+        self.prompt_key = prompt_key
+        self.extra_prompt_key = extra_prompt_key
+        """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
+        self.max_keys = max_keys
+        self.inject_usage = inject_usage
+        self.active = True
+        """Cleared by ``uninstrument``: SDK helpers may still hold the patched method."""
+
+    def prompt(self, kwargs: Mapping[str, Any]) -> Any:
+        """The prompt in a form the recorder's estimator takes (text or a message list)."""
+        prompt = kwargs.get(self.prompt_key)
+        if isinstance(prompt, list | tuple) and prompt and all(isinstance(p, str) for p in prompt):
+            prompt = "\n".join(prompt)
+        extra = kwargs.get(self.extra_prompt_key) if self.extra_prompt_key else None
+        if isinstance(extra, str) and extra:
+            if isinstance(prompt, str):
+                return f"{extra}\n{prompt}"
+            if isinstance(prompt, list | tuple):
+                return [{"role": "system", "content": extra}, *prompt]
+        return prompt if isinstance(prompt, str | list | tuple) else None
+
+    def spec_for(self, kwargs: Mapping[str, Any]) -> CallSpec:
+        """The spec that prices this call: the flex one when it asked for flex processing."""
+        if self.flex is not None and kwargs.get("service_tier") == "flex":
+            return self.flex
+        return self.spec
+
+    def max_output(self, kwargs: Mapping[str, Any]) -> int | None:
+        if not self.max_keys:
+            return 0
+        for key in self.max_keys:
+            value = kwargs.get(key)
+            if type(value) is int:
+                return value
+        return None
+
+
+def _model_of(kwargs: Mapping[str, Any]) -> str:
+    model = kwargs.get("model")
+    return model if isinstance(model, str) else ""
+
+
+def _prompt_tokens(prompt: Any, model: str) -> int:
+    if prompt is None:
+        return 0
+    from costwatch._tokens import count_message_tokens, count_tokens
+
+    if isinstance(prompt, str):
+        return count_tokens(prompt, model)[0]
+    if prompt and all(isinstance(p, int) for p in prompt):  # pre-tokenised input
+        return len(prompt)
+    if prompt and all(isinstance(p, list) for p in prompt):  # a batch of pre-tokenised inputs
+        return sum(len(p) for p in prompt)
+    if prompt and all(isinstance(p, Mapping) for p in prompt):
+        return count_message_tokens(prompt, model)[0]
+    return 0
+
+
+def _before(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
+    """``(model, hide_usage_chunk, reservation)``; mutates ``kwargs`` (the call's own dict)."""
+    model = _model_of(kwargs)
+    reservation = None
+    if _runtime.runtime().budgets.active:
+        reservation = ep.spec.preflight(
+            model, _prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
+        )
+    hide = False
+    if ep.inject_usage and kwargs.get("stream") is True and not _raw_mode(kwargs):
+        options = kwargs.get("stream_options")
+        if not (isinstance(options, Mapping) and options.get("include_usage") is True):
+            base = options if isinstance(options, Mapping) else {}
+            kwargs["stream_options"] = {**base, "include_usage": True}
+            hide = True
+    return model, hide, reservation
+
+
+_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+
+
+def _raw_mode(kwargs: Mapping[str, Any]) -> bool:
+    """``with_raw_response``/``with_streaming_response``: the caller may read the body raw, so
+    it must get exactly the bytes it asked for (no injected usage chunk)."""
+    headers = kwargs.get("extra_headers")
+    return isinstance(headers, Mapping) and _RAW_RESPONSE_HEADER in headers
+
+
+def _failed(
+    ep: Endpoint, model: str, exc: BaseException, latency_s: float, reservation: Any
+) -> None:
+    try:
+        ep.spec.emit_failure(model, exc, latency_s, reservation)
+        recorded_var.set(exc)
+    except Exception as internal:
+        errors.report("instrument", internal)
+
+
+def _after(
+    ep: Endpoint,
+    model: str,
+    kwargs: Mapping[str, Any],
+    result: Any,
+    t0: float,
+    hide: bool,
+    reservation: Any,
+) -> Any:
+    """Record the call (or hook the stream it returned); returns what the caller gets: the
+    result itself, or for a plain generator of chunks (google-genai) one that watches it."""
+    try:
+        spec = ep.spec_for(kwargs)
+        if is_stream(result):
+            wrap_stream(
+                result, spec, model, t0,
+                reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
+            )
+            return result
+        if isinstance(result, GeneratorType):
+            return watch_iterator(
+                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+            )
+        if isinstance(result, AsyncGeneratorType):
+            return watch_async_iterator(
+                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+            )
+        if is_api_response(result):
+            watch_api_response(
+                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+            )
+            return result
+        latency = perf_counter() - t0
+        extracted = extract_tokens(result)
+        if extracted is None and type(result).__name__ == "LegacyAPIResponse":
+            # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's own
+            # ``parse()`` gets the same object: the completion (its body was read already), or
+            # for ``stream=True`` the stream, not yet read, which is hooked in place.
+            parsed = result.parse()
+            if is_stream(parsed):
+                wrap_stream(
+                    parsed, spec, model, t0,
+                    reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
+                )
+                return result
+            extracted = extract_tokens(parsed)
+        if extracted is not None:
+            tokens, response_model = extracted
+            spec.record_usage(
+                _runtime.runtime(), model or spec.model, tokens, latency, response_model,
+                reservation,
+            )
+        else:
+            spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
+        recorded_var.set(result)
+    except Exception as internal:
+        errors.report("instrument", internal)
+    return result
+
+
+def sync_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not ep.active:
+            return original(*args, **kwargs)
+        try:
+            model, hide, reservation = _before(ep, kwargs)
+        except BudgetExceeded:
+            raise
+        except Exception as internal:
+            errors.report("instrument", internal)
+            return original(*args, **kwargs)
+        t0 = perf_counter()
+        try:
+            result = original(*args, **kwargs)
+        except BaseException as exc:
+            _failed(ep, model, exc, perf_counter() - t0, reservation)
+            raise
+        return _after(ep, model, kwargs, result, t0, hide, reservation)
+
+    return call
+
+
+def async_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        if not ep.active:
+            return await original(*args, **kwargs)
+        try:
+            model, hide, reservation = _before(ep, kwargs)
+        except BudgetExceeded:
+            raise
+        except Exception as internal:
+            errors.report("instrument", internal)
+            return await original(*args, **kwargs)
+        t0 = perf_counter()
+        try:
+            result = await original(*args, **kwargs)
+        except BaseException as exc:
+            _failed(ep, model, exc, perf_counter() - t0, reservation)
+            raise
+        return _after(ep, model, kwargs, result, t0, hide, reservation)
+
+    return call
+
+
+def stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``messages.stream(...)``: returns a manager; the request is made on ``__enter__``."""
+
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not ep.active:
+            return original(*args, **kwargs)
+        try:
+            model, _, reservation = _before(ep, kwargs)
+        except BudgetExceeded:
+            raise
+        except Exception as internal:
+            errors.report("instrument", internal)
+            return original(*args, **kwargs)
+        try:
+            manager = original(*args, **kwargs)
+        except BaseException:
+            if reservation is not None:  # the SDK refused the arguments: nothing was sent
+                reservation.settle(None)
+            raise
+        try:
+            wrap_stream(
+                manager, ep.spec, model, perf_counter(),
+                reservation=reservation, prompt=ep.prompt(kwargs),
+            )
+        except Exception as internal:
+            errors.report("instrument", internal)
+        return manager
+
+    return call
