@@ -20,6 +20,7 @@ from costwatch.exporters.names import (
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_MODEL,
+    gen_ai_provider_name,
 )
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def attributes(operation: str, record: CostRecord) -> dict[str, Any]:
     usage = record.usage
     attrs: dict[str, Any] = {GEN_AI_OPERATION_NAME: operation}
     if record.provider:
-        attrs[GEN_AI_PROVIDER_NAME] = record.provider
+        attrs[GEN_AI_PROVIDER_NAME] = gen_ai_provider_name(record.provider)
     if record.model:
         attrs[GEN_AI_REQUEST_MODEL] = record.model
     if record.response_model:

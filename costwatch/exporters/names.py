@@ -207,6 +207,21 @@ GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
 GEN_AI_DATA_SOURCE_ID = "gen_ai.data_source.id"
 ERROR_TYPE = "error.type"
 
+GEN_AI_PROVIDER_NAMES = {
+    "aws": "aws.bedrock",
+    "azure": "azure.ai.openai",
+    "google": "gcp.gen_ai",
+    "mistral": "mistral_ai",
+    "x-ai": "x_ai",
+    "ibm": "ibm.watsonx.ai",
+}
+"""costwatch's provider label -> the well-known ``gen_ai.provider.name`` value where the
+convention spells it differently (others, ``openai``, ``anthropic``, ``groq``..., are equal)."""
+
+
+def gen_ai_provider_name(provider: str) -> str:
+    return GEN_AI_PROVIDER_NAMES.get(provider, provider)
+
 GEN_AI_TOKEN_USAGE = MetricSpec(
     "gen_ai_client_token_usage", "histogram",
     "Number of input and output tokens used.",

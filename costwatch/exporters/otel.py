@@ -42,6 +42,7 @@ from costwatch.exporters.names import (
     SPEND_LABELS,
     TOKEN_TYPE_VALUES,
     MetricSpec,
+    gen_ai_provider_name,
 )
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ class _OTelState:
         if cached is None:
             base = {GEN_AI_OPERATION_NAME: key[0]}
             if record.provider:
-                base[GEN_AI_PROVIDER_NAME] = record.provider
+                base[GEN_AI_PROVIDER_NAME] = gen_ai_provider_name(record.provider)
             if model:
                 base[GEN_AI_REQUEST_MODEL] = model
             if response_model:

@@ -91,6 +91,19 @@ def test_token_usage_follows_the_genai_semantic_conventions(
         }
 
 
+@pytest.mark.parametrize(("label", "name"), [
+    ("aws", "aws.bedrock"), ("azure", "azure.ai.openai"), ("google", "gcp.gen_ai"),
+    ("x-ai", "x_ai"), ("groq", "groq"), ("anthropic", "anthropic"),
+])
+def test_the_provider_takes_its_well_known_semantic_convention_name(
+    sink: OTelSink, reader: InMemoryMetricReader, label: str, name: str
+) -> None:
+    sink.on_record(make_record(provider=label))
+
+    metric = collect(reader)["gen_ai.client.operation.duration"]
+    assert {p.attributes["gen_ai.provider.name"] for p in points(metric)} == {name}
+
+
 def test_operation_duration_carries_error_type_only_on_failure(
     sink: OTelSink, reader: InMemoryMetricReader
 ) -> None:
