@@ -16,6 +16,7 @@ Prometheus and OpenTelemetry exporters.
 
 from __future__ import annotations
 
+from costwatch._batch import record_batch_results
 from costwatch._budget import budget
 from costwatch._budget_alerts import BudgetAlert
 from costwatch._cache import RetrievalCache
@@ -44,6 +45,7 @@ __all__ = [
     "generation",
     "instrument",
     "record",
+    "record_batch_results",
     "request",
     "retrieval",
     "serve_metrics",

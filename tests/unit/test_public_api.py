@@ -24,6 +24,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "generation",
         "instrument",
         "record",
+        "record_batch_results",
         "request",
         "retrieval",
         "serve_metrics",
