@@ -125,6 +125,19 @@ def test_every_round_of_automatic_function_calling_is_recorded(
     assert cw.summary().total_usd == 2 * COST
 
 
+def test_chat_sessions_are_recorded_message_by_message(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.gemini_usage = USAGE
+    chat = cw.instrument(_client(fake_provider)).chats.create(model=MODEL)
+
+    chat.send_message("Hi")
+    reply = "".join(chunk.text or "" for chunk in chat.send_message_stream("And refunds?"))
+
+    assert reply == "Hello from the fake provider."
+    assert [(r.usage, r.cost_usd) for r in capture.records] == [(TOKENS, COST)] * 2
+
+
 def test_embeddings_without_reported_usage_are_estimated(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
