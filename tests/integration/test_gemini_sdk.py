@@ -129,7 +129,8 @@ def test_chat_sessions_are_recorded_message_by_message(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
     fake_provider.gemini_usage = USAGE
-    chat = cw.instrument(_client(fake_provider)).chats.create(model=MODEL)
+    client = cw.instrument(_client(fake_provider))  # kept: a dropped client closes itself
+    chat = client.chats.create(model=MODEL)
 
     chat.send_message("Hi")
     reply = "".join(chunk.text or "" for chunk in chat.send_message_stream("And refunds?"))
