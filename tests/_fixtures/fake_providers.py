@@ -17,6 +17,7 @@ import contextlib
 import json
 import struct
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -536,8 +537,11 @@ class _Handler(BaseHTTPRequestHandler):
             body["model"], _, method = path.rpartition("/models/")[2].partition(":")
             body["stream"] = method == "streamRawPredict"
             path = "/v1/messages"
-        elif path.startswith("/model/"):  # Bedrock: /model/<id>/invoke
+        elif path.startswith("/model/"):  # Bedrock: /model/<id>/invoke[-with-response-stream]
             model_id, _, method = unquote(path.removeprefix("/model/")).rpartition("/")
+            if method == "invoke-with-response-stream":
+                self._bedrock_stream(anthropic_events(fake, model_id, None))
+                return
             body["model"] = model_id
             path = "/v1/messages" if method == "invoke" else path
         anthropic = path == "/v1/messages"
@@ -656,9 +660,37 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._chunk(_sse_frame(None, openai_error(500, message)))
 
+    def _bedrock_stream(self, events: Iterator[dict[str, Any]]) -> None:
+        """Bedrock's streaming answer: each Anthropic event, base64 in a ``chunk`` message of
+        the AWS event-stream binary framing."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for event in events:
+            payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()})
+            self._chunk(_event_stream_message(
+                {":event-type": "chunk", ":content-type": "application/json",
+                 ":message-type": "event"}, payload.encode()))
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
+
+
+def _event_stream_message(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message: prelude (total and headers length, CRC), string headers,
+    payload, CRC of all that."""
+    encoded = b"".join(
+        struct.pack("B", len(name)) + name.encode() + struct.pack(">BH", 7, len(value))
+        + value.encode()
+        for name, value in headers.items()
+    )
+    prelude = struct.pack(">II", 16 + len(encoded) + len(payload), len(encoded))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", zlib.crc32(message))
 
 
 def _sse_frame(name: str | None, payload: dict[str, Any]) -> bytes:

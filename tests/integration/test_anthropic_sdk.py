@@ -246,11 +246,15 @@ async def test_claude_on_bedrock_is_recorded_under_aws_at_claude_prices(
     model = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 
     await client.messages.create(model=model, max_tokens=1024, messages=MESSAGES)
+    stream = await client.messages.create(model=model, max_tokens=1024, messages=MESSAGES,
+                                          stream=True)
+    events = [event.type async for event in stream]
 
     assert fake_provider.requests[-1].headers["authorization"].startswith("AWS4-HMAC-SHA256")
-    record = _only_record(capture)
-    assert (record.provider, record.model, record.usage) == ("aws", model, TOKENS)
-    assert record.cost_usd == COST
+    assert fake_provider.requests[-1].path.endswith("/invoke-with-response-stream")
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert [(r.provider, r.model, r.usage, r.cost_usd, r.incomplete)
+            for r in capture.records] == [("aws", model, TOKENS, COST, False)] * 2
 
 
 def test_stream_manager_never_entered_records_nothing_and_holds_no_budget(
