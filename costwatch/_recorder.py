@@ -331,8 +331,6 @@ class CallSpec:
                 sink.on_record(record)
 
 
-
-
 def _estimate(
     rt: _runtime.Runtime, model: str, prompt: object, completion: str | None
 ) -> tuple[TokenUsage, UsageSource]:
