@@ -20,7 +20,6 @@ from costwatch._record import CostRecord
 STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
 
 
-
 ATTRIBUTION_TAGS = ("feature", "team", "tenant", "strategy")
 """The tags that totals are kept by (other tags reach per-call records and budget matching)."""
 

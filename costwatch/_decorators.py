@@ -162,7 +162,6 @@ class _Site:
         )
 
 
-
 def _is_str_list(value: object) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
 
