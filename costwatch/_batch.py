@@ -19,10 +19,10 @@ from typing import Any
 
 from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE, CostRecord, TokenUsage
-from costwatch._recorder import CallSpec
+from costwatch._recorder import DEFAULT_OPERATION, CallSpec
 from costwatch._usage import extract_tokens
 
-_SPECS: dict[tuple[str, str, str, bool], CallSpec] = {}
+_SPECS: dict[tuple[str, str, bool], CallSpec] = {}
 _ZERO = Decimal(0)
 
 
@@ -97,11 +97,11 @@ def _failed(provider: str, model: str, error_type: str) -> CostRecord | None:
 
 
 def _spec(provider: str, stage: str, *, failed: bool = False) -> CallSpec:
-    operation = "embeddings" if stage == "embedding" else "chat"
-    key = (provider, stage, operation, failed)
+    key = (provider, stage, failed)
     spec = _SPECS.get(key)
     if spec is None:
         spec = _SPECS[key] = CallSpec(
-            provider, "", stage, operation, price_usd=_ZERO if failed else None, batch=True
+            provider, "", stage, DEFAULT_OPERATION[stage], price_usd=_ZERO if failed else None,
+            batch=True,
         )
     return spec

@@ -20,8 +20,7 @@ from costwatch._streams import (
     is_api_response,
     is_stream,
     watch_api_response,
-    watch_async_iterator,
-    watch_iterator,
+    watch_generator,
     wrap_stream,
 )
 from costwatch._usage import extract_tokens
@@ -165,12 +164,8 @@ def _after(
                 reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
             )
             return result
-        if isinstance(result, GeneratorType):
-            return watch_iterator(
-                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-            )
-        if isinstance(result, AsyncGeneratorType):
-            return watch_async_iterator(
+        if isinstance(result, GeneratorType | AsyncGeneratorType):
+            return watch_generator(
                 result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
             )
         if is_api_response(result):
@@ -206,18 +201,27 @@ def _after(
     return result
 
 
+def _prepared(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any] | None:
+    """:func:`_before` for a call wrapper; None: call the SDK untouched (the endpoint was
+    uninstrumented, or costwatch failed, which is reported).  ``BudgetExceeded`` propagates."""
+    if not ep.active:
+        return None
+    try:
+        return _before(ep, kwargs)
+    except BudgetExceeded:
+        raise
+    except Exception as internal:
+        errors.report("instrument", internal)
+        return None
+
+
 def sync_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def call(*args: Any, **kwargs: Any) -> Any:
-        if not ep.active:
+        prepared = _prepared(ep, kwargs)
+        if prepared is None:
             return original(*args, **kwargs)
-        try:
-            model, hide, reservation = _before(ep, kwargs)
-        except BudgetExceeded:
-            raise
-        except Exception as internal:
-            errors.report("instrument", internal)
-            return original(*args, **kwargs)
+        model, hide, reservation = prepared
         t0 = perf_counter()
         try:
             result = original(*args, **kwargs)
@@ -232,15 +236,10 @@ def sync_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
 def async_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def call(*args: Any, **kwargs: Any) -> Any:
-        if not ep.active:
+        prepared = _prepared(ep, kwargs)
+        if prepared is None:
             return await original(*args, **kwargs)
-        try:
-            model, hide, reservation = _before(ep, kwargs)
-        except BudgetExceeded:
-            raise
-        except Exception as internal:
-            errors.report("instrument", internal)
-            return await original(*args, **kwargs)
+        model, hide, reservation = prepared
         t0 = perf_counter()
         try:
             result = await original(*args, **kwargs)
@@ -257,15 +256,10 @@ def stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[
 
     @functools.wraps(original)
     def call(*args: Any, **kwargs: Any) -> Any:
-        if not ep.active:
+        prepared = _prepared(ep, kwargs)
+        if prepared is None:
             return original(*args, **kwargs)
-        try:
-            model, _, reservation = _before(ep, kwargs)
-        except BudgetExceeded:
-            raise
-        except Exception as internal:
-            errors.report("instrument", internal)
-            return original(*args, **kwargs)
+        model, _, reservation = prepared
         try:
             manager = original(*args, **kwargs)
         except BaseException:

@@ -407,15 +407,16 @@ def record(
         reasoning=reasoning_tokens,
         cache_write_1h=cache_write_1h_tokens,
     )
-    spec = CallSpec(provider, model, stage, operation or _DEFAULT_OPERATION.get(stage, stage),
+    spec = CallSpec(provider, model, stage, operation or DEFAULT_OPERATION.get(stage, stage),
                     batch=batch)
     return spec.emit(model, usage, latency_s, status=status)
 
 
-_DEFAULT_OPERATION = {
+DEFAULT_OPERATION: dict[str, str] = {
     "generation": "chat",
     "embedding": "embeddings",
     "retrieval": "retrieval",
     "rerank": "rerank",
     "tool": "execute_tool",
 }
+"""The GenAI operation name of a stage's record when none is given."""

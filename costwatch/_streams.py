@@ -528,35 +528,23 @@ async def _watch_async(inner: AsyncIterator[Any], rec: StreamRecording) -> Async
     rec.finish(_COMPLETE)
 
 
-def watch_iterator(
-    items: Iterator[Any],
+def watch_generator(
+    items: Iterator[Any] | AsyncIterator[Any],
     spec: CallSpec,
     model: str,
     t0: float,
     *,
     reservation: Reservation | None = None,
     prompt: object = None,
-) -> Iterator[Any]:
-    """A generator of what ``items`` (a call's streamed chunks: google-genai returns a plain
-    generator) yields, recording the call once when it ends, fails or is dropped."""
+) -> Iterator[Any] | AsyncIterator[Any]:
+    """A generator (async for an async one) of what ``items`` yields: a call's streamed chunks
+    returned as a plain generator (google-genai), recorded once when it ends, fails or is
+    dropped."""
     _ensure_drained()
-    return _watch_sync(items, StreamRecording(spec, model, t0, reservation=reservation,
-                                              prompt=prompt))
-
-
-def watch_async_iterator(
-    items: AsyncIterator[Any],
-    spec: CallSpec,
-    model: str,
-    t0: float,
-    *,
-    reservation: Reservation | None = None,
-    prompt: object = None,
-) -> AsyncIterator[Any]:
-    """:func:`watch_iterator` for an async generator."""
-    _ensure_drained()
-    return _watch_async(items, StreamRecording(spec, model, t0, reservation=reservation,
-                                               prompt=prompt))
+    rec = StreamRecording(spec, model, t0, reservation=reservation, prompt=prompt)
+    if isinstance(items, AsyncIterator):
+        return _watch_async(items, rec)
+    return _watch_sync(items, rec)
 
 
 def _close_sync(ref: weakref.ref[Any], close: Callable[[Any], None], rec: StreamRecording) -> None:

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,12 @@ class AsyncEcho:
     async def search(self, query: str) -> list[str]:
         self.calls.append(query)
         return [query]
+
+
+def _async_kb_cache() -> tuple[AsyncEcho, RetrievalCache, Callable[[str], Awaitable[list[str]]]]:
+    """An asyncio retriever, a 60 s cache, and the retriever of source ``kb`` served through it."""
+    echo, cache = AsyncEcho(), RetrievalCache(ttl=60)
+    return echo, cache, cache.wrap(echo.search, source="kb")
 
 
 class Retriever:
@@ -171,9 +177,7 @@ def test_invalidate_is_one_generation_bump_not_a_key_scan(
 async def test_async_invalidate_goes_through_redis_asyncio(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
-    echo = AsyncEcho()
-    cache = RetrievalCache(ttl=60)
-    cached = cache.wrap(echo.search, source="kb")
+    echo, cache, cached = _async_kb_cache()
     await cached("q")
     await cached("q")
     await cache.ainvalidate()
@@ -426,9 +430,7 @@ def test_a_hit_is_one_get_while_redis_tracks_the_generation(
 async def test_an_asyncio_hit_is_one_get_and_hears_other_processes_through_the_same_tracker(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
-    echo = AsyncEcho()
-    cache = RetrievalCache(ttl=60)
-    cached = cache.wrap(echo.search, source="kb")
+    echo, cache, cached = _async_kb_cache()
     await cached("q")
     assert _tracker(cache).wait()
     client.config_resetstat()
