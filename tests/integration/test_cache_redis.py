@@ -64,6 +64,12 @@ class AsyncEcho:
         return [query]
 
 
+def _kb_cache() -> tuple[Retriever, RetrievalCache, Callable[..., list[dict[str, Any]]]]:
+    """A retriever, a 60 s cache, and the retriever of source ``kb`` served through it."""
+    r, cache = Retriever(), RetrievalCache(ttl=60)
+    return r, cache, cache.wrap(r.search, source="kb")
+
+
 def _async_kb_cache() -> tuple[AsyncEcho, RetrievalCache, Callable[[str], Awaitable[list[str]]]]:
     """An asyncio retriever, a 60 s cache, and the retriever of source ``kb`` served through it."""
     echo, cache = AsyncEcho(), RetrievalCache(ttl=60)
@@ -156,9 +162,7 @@ def test_skip_for_unkeyable_arguments_and_unstorable_values(
 def test_invalidate_is_one_generation_bump_not_a_key_scan(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
-    r = Retriever()
-    cache = RetrievalCache(ttl=60)
-    search = cache.wrap(r.search, source="kb")
+    r, cache, search = _kb_cache()
     for q in ("a", "b", "c"):
         search(q)
     assert client.get(b"cw:c:{test::kb}:gen") is None
@@ -189,9 +193,7 @@ async def test_async_invalidate_goes_through_redis_asyncio(
 def test_tenants_are_isolated_in_separate_namespaces(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
-    r = Retriever()
-    cache = RetrievalCache(ttl=60)
-    search = cache.wrap(r.search, source="kb")
+    r, cache, search = _kb_cache()
     for tenant in ("acme", "globex", "acme", "globex"):
         with costwatch.tags(tenant=tenant):
             search("same question")
@@ -449,9 +451,7 @@ async def test_an_asyncio_hit_is_one_get_and_hears_other_processes_through_the_s
 def test_another_process_invalidation_reaches_this_one_through_redis(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
-    r = Retriever()
-    cache = RetrievalCache(ttl=60)
-    search = cache.wrap(r.search, source="kb")
+    r, cache, search = _kb_cache()
     search("q")
     assert _tracker(cache).wait()
     search("q")
@@ -467,9 +467,7 @@ def test_another_process_invalidation_reaches_this_one_through_redis(
 def test_a_flush_or_a_lost_tracking_connection_forgets_every_generation(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
-    r = Retriever()
-    cache = RetrievalCache(ttl=60)
-    search = cache.wrap(r.search, source="kb")
+    r, cache, search = _kb_cache()
     search("q")
     tracker = _tracker(cache)
     assert tracker.wait() and tracker.known == {"cw:c:{test::kb}:gen": 0}
