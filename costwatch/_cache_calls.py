@@ -20,7 +20,7 @@ import orjson
 
 from costwatch._cache_backend import HAVE_ENTRY, LOCKED, BackendError, tracked_entry
 from costwatch._cache_flight import Flight
-from costwatch._cache_lookup import BROKEN, ERROR, HIT, ZERO, Done, Lookup, Site, last_lookup_var
+from costwatch._cache_lookup import BROKEN, ERROR, HIT, ZERO, Lookup, Site, last_lookup_var
 from costwatch._context import cost_scope
 from costwatch._failopen import errors
 
@@ -47,13 +47,14 @@ def sync_wrapper(site: Site, fn: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:
             errors.report("cache", exc)
             step = BROKEN
-        if isinstance(step, Done):
-            if step.result is HIT:
-                return cast(R, step.value)
-            value = fn(*args, **kwargs)
-            last_lookup_var.set(step.result)  # again: fn may have run cached calls itself
-            return value
-        return _sync_miss(step, fn, args, kwargs)
+        if isinstance(step, Lookup):
+            return _sync_miss(step, fn, args, kwargs)
+        value, result = step
+        if result is HIT:
+            return value  # type: ignore[no-any-return]
+        value = fn(*args, **kwargs)
+        last_lookup_var.set(result)  # again: fn may have run cached calls itself
+        return value
 
     return cached
 
@@ -141,7 +142,7 @@ def _sync_lead(lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...],
             if status == HAVE_ENTRY:
                 done = site.served(lk, entry, generation, flight)
                 if done is not None:
-                    return cast(R, done.value)
+                    return cast(R, done[0])
                 break  # garbage behind a plausible prefix: compute and overwrite it
             lk.generation = generation
             site.cache._trust(res, lk.gen_key, generation)
@@ -216,13 +217,14 @@ def async_wrapper(site: Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awai
         except Exception as exc:
             errors.report("cache", exc)
             step = BROKEN
-        if isinstance(step, Done):
-            if step.result is HIT:
-                return cast(R, step.value)
-            value = await fn(*args, **kwargs)
-            last_lookup_var.set(step.result)
-            return value
-        return await _async_miss(step, fn, args, kwargs)
+        if isinstance(step, Lookup):
+            return await _async_miss(step, fn, args, kwargs)
+        value, result = step
+        if result is HIT:
+            return value  # type: ignore[no-any-return]
+        value = await fn(*args, **kwargs)
+        last_lookup_var.set(result)
+        return value
 
     return cached
 
@@ -275,7 +277,7 @@ async def _async_lead(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[A
             res.breaker.record_success()
             done = site.served(lk, entry, generation, flight)
             if done is not None:
-                return cast(R, done.value)
+                return cast(R, done[0])
             # The common miss: take the lock with a plain SET NX (cheaper than the script).
             token = os.urandom(12).hex()
             locked = await backend.lock(lk.lock_key, token, site.cache._lock_ms)
@@ -289,7 +291,7 @@ async def _async_lead(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[A
             if status == HAVE_ENTRY:
                 done = site.served(lk, entry, generation, flight)
                 if done is not None:
-                    return cast(R, done.value)
+                    return cast(R, done[0])
                 break
             lk.generation = generation
             site.cache._trust(res, lk.gen_key, generation)

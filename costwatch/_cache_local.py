@@ -6,6 +6,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from decimal import Decimal
+from typing import Any, NamedTuple
+
+import orjson
+
+from costwatch._cache_copy import Copier, copier
 
 LocalKey = Hashable
 """The call's canonical JSON, or for calls of plain str/int arguments a cheaper exact tuple."""
@@ -14,10 +19,20 @@ EXACT_KEYABLE: frozenset[type] = frozenset({str, int})
 """Argument types whose tuple equality is exactly JSON equality (not bool/float: 1 == True)."""
 
 
-class LocalLRU:
-    """A small in-process LRU of encoded values with its own short TTL (thread-safe).
+class LocalEntry(NamedTuple):
+    """One value in the LRU: ``copy(value)`` is a fresh copy of it for each hit."""
 
-    It holds the value's JSON, not the value: every hit decodes a fresh copy, so a host that
+    expires: float
+    value: Any
+    """A private decoded copy that nobody mutates (or, nested too deep, the JSON itself)."""
+    copy: Copier
+    cost: Decimal
+
+
+class LocalLRU:
+    """A small in-process LRU of decoded values with its own short TTL (thread-safe).
+
+    Every hit gets a fresh copy (new lists and dicts, see ``_cache_copy``), so a host that
     mutates what it got back cannot change what the next caller gets.  Reads take no lock
     (each OrderedDict operation is atomic under the GIL); writes and evictions do.
     """
@@ -25,13 +40,13 @@ class LocalLRU:
     __slots__ = ("_data", "_lock", "_size", "_ttl", "_clock")
 
     def __init__(self, size: int, ttl_s: float, clock: Callable[[], float]) -> None:
-        self._data: OrderedDict[LocalKey, tuple[float, bytes, Decimal]] = OrderedDict()
+        self._data: OrderedDict[LocalKey, LocalEntry] = OrderedDict()
         self._lock = threading.Lock()
         self._size = size
         self._ttl = ttl_s
         self._clock = clock
 
-    def get(self, key: LocalKey) -> tuple[float, bytes, Decimal] | None:
+    def get(self, key: LocalKey) -> LocalEntry | None:
         item = self._data.get(key)
         if item is None:
             return None
@@ -47,9 +62,14 @@ class LocalLRU:
         return item
 
     def put(self, key: LocalKey, body: bytes, cost: Decimal) -> None:
-        expires = self._clock() + self._ttl
+        """Keep the value whose JSON is ``body`` (decoded here: the LRU's copy is its own)."""
+        value = orjson.loads(body)
+        copy = copier(value)
+        if copy is None:
+            value, copy = body, orjson.loads
+        entry = LocalEntry(self._clock() + self._ttl, value, copy, cost)
         with self._lock:
-            self._data[key] = (expires, body, cost)
+            self._data[key] = entry
             self._data.move_to_end(key)
             while len(self._data) > self._size:
                 self._data.popitem(last=False)

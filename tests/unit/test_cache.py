@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
 import costwatch
 from costwatch._cache import RetrievalCache, decode_entry, entry_body, last_lookup_var
 from costwatch._cache_backend import MemoryBackend
+from costwatch._cache_local import LocalLRU
 from costwatch._errors import ConfigError
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
@@ -529,10 +531,27 @@ def test_the_local_lru_keeps_only_local_size_entries(sink: Capture) -> None:
 
 def test_local_hits_return_a_fresh_copy_each_time(sink: Capture) -> None:
     search = RetrievalCache(ttl=60, local_size=8).wrap(Retriever().search, source="kb")
-    search("q")
-    first = search("q")
+    expected = search("q")
+    first = search("q")  # from the local LRU
+    assert sink.events[-1].result == "hit"
+    first[0]["text"] = "reranked"
+    first[0]["extra"] = 1
     first.clear()
-    assert len(search("q")) == 3
+    assert search("q") == expected
+
+
+def test_the_local_lru_decodes_values_too_deep_to_copy_by_shape() -> None:
+    """Entries other writers stored can nest deeper than costwatch stores: each hit decodes."""
+    deep: list[Any] = ["leaf"]
+    for _ in range(70):
+        deep = [deep]
+    lru = LocalLRU(4, 60, FakeClock())
+    lru.put("k", orjson.dumps(deep), Decimal(0))
+    entry = lru.get("k")
+    assert entry is not None
+    first = entry.copy(entry.value)
+    first.clear()
+    assert entry.copy(entry.value) == deep
 
 
 def test_invalidate_clears_the_local_lru(sink: Capture) -> None:
