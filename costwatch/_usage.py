@@ -335,16 +335,17 @@ def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
     common response of all).  The first response of its class whose usage or a detail is
     ``None`` (servers that send no details) hands the class to the general reader for good."""
     try:
-        usage = obj.usage
-        cached = usage.prompt_tokens_details.cached_tokens
-        reasoning = usage.completion_tokens_details.reasoning_tokens
-    except AttributeError:
+        fields = obj.__dict__
+        usage = fields["usage"].__dict__
+        cached = usage["prompt_tokens_details"].cached_tokens
+        reasoning = usage["completion_tokens_details"].reasoning_tokens
+    except (AttributeError, KeyError):
         _response_readers[type(obj)] = _read_sdk_response
         return _read_sdk_response(obj)
     tokens = _openai_partition(
-        usage.prompt_tokens or 0, cached or 0, usage.completion_tokens or 0, reasoning or 0
+        usage["prompt_tokens"] or 0, cached or 0, usage["completion_tokens"] or 0, reasoning or 0
     )
-    return tokens, obj.model or ""
+    return tokens, fields["model"] or ""
 
 
 def _declared_usage_class(cls: type) -> type | None:

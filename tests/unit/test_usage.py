@@ -82,6 +82,18 @@ def test_missing_or_null_openai_details_mean_zero(usage: dict[str, Any]) -> None
     assert extract_provider_usage("openai", CompletionUsage.model_validate(usage)) == expected
 
 
+def test_a_chat_completion_constructed_without_a_usage_count_is_still_read() -> None:
+    """``model_construct`` skips validation: a required count can be absent from the object."""
+    from costwatch._usage import _response_readers
+
+    _response_readers.pop(ChatCompletion, None)  # start from the fused reader
+    partial = ChatCompletion.model_construct(
+        id="c", model="gpt-4o-mini", choices=[], created=0, object="chat.completion",
+        usage=CompletionUsage.model_construct(completion_tokens=7),
+    )
+    assert extract_usage(partial) == (TokenUsage(output=7), "gpt-4o-mini")
+
+
 def test_chat_completions_without_details_read_right_before_and_after_the_reader_adapts() -> None:
     """A chat completion is read by one fused reader; the first response that lacks a detail
     (OpenAI-compatible servers) hands its class to the general reader, which reads both kinds."""
