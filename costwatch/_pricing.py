@@ -65,7 +65,9 @@ class Price:
 
     ``cache_read`` / ``cache_write`` missing bill at the input price, ``cache_write_1h``
     missing bills at the (5-minute) cache-write price, ``reasoning`` missing bills at the output
-    price.  ``per_request`` is a fixed price per call (rerank searches, per-request fees).
+    price.  ``per_request`` is a fixed price per call (rerank searches, per-request fees);
+    ``per_web_search`` and ``per_file_search`` price each server-side search a call ran (they
+    are billed as they are: neither tiered nor batch-discounted).
     """
 
     input: Decimal
@@ -81,6 +83,8 @@ class Price:
     tiers: tuple[PriceTier, ...] = ()
     """Ascending by ``above_prompt_tokens``; each tier's price has no tiers of its own."""
     per_request: Decimal = _ZERO
+    per_web_search: Decimal = _ZERO
+    per_file_search: Decimal = _ZERO
     matched: str = field(default="", compare=False)
     """What the lookup matched, for ``costwatch prices``: e.g. ``genai-prices:openai/gpt-4o``."""
 
@@ -136,6 +140,8 @@ class Price:
             total += price.per_request * requests
         if batch:
             total *= price.batch_discount
+        if usage.web_searches or usage.file_searches:
+            total += self._search_fees(usage)
         return total
 
     def cost_split(
@@ -157,8 +163,16 @@ class Price:
             total += price.per_request * calls
         if batch:
             discount = price.batch_discount
-            return total * discount, input_side * discount
+            total, input_side = total * discount, input_side * discount
+        if usage.web_searches or usage.file_searches:
+            total += self._search_fees(usage)
         return total, input_side
+
+    def _search_fees(self, usage: TokenUsage) -> Decimal:
+        """The server-side searches ``usage`` ran, at this price's (untiered) fees."""
+        return (
+            self.per_web_search * usage.web_searches + self.per_file_search * usage.file_searches
+        )
 
     def input_cost(self, usage: TokenUsage, *, batch: bool = False) -> Decimal:
         """The input-side part of :meth:`cost`: fresh input, cache reads and cache writes."""
@@ -416,6 +430,8 @@ class _RuleSpec(BaseModel):
     cache_write_1h_per_mtok: _PerMillion | None = None
     reasoning_per_mtok: _PerMillion | None = None
     per_request_usd: _PerMillion | None = None
+    web_search_usd: _PerMillion | None = None
+    file_search_usd: _PerMillion | None = None
     gpu_hour_usd: _Positive | None = None
     tokens_per_second: _Positive | None = None
     output_weight: _PerMillion | None = None
@@ -506,6 +522,8 @@ def _rule_from_spec(spec: _RuleSpec, where: str, source: str) -> PriceRule:
         fine_tuned=fine_tuned,
         batch_discount=spec.batch_discount,
         per_request=spec.per_request_usd or _ZERO,
+        per_web_search=spec.web_search_usd or _ZERO,
+        per_file_search=spec.file_search_usd or _ZERO,
         matched=f"{source}:{provider}/{name}",
     )
     if spec.model is not None:
@@ -658,11 +676,18 @@ def _batch_ratio(info: Any, standard: Any) -> Decimal:
     return _HALF
 
 
+def _per_call(prices: Any, key: str) -> Decimal:
+    """A genai-prices price per thousand (requests, searches) as a price per one."""
+    per_k = prices.__dict__.get(key)
+    return _CTX.divide(Decimal(per_k), Decimal(1000)) if per_k else _ZERO
+
+
 def _price_from_genai(provider_id: str, info: Any, fine_tuned: bool, now: datetime) -> Price | None:
     prices = info.get_prices(now)
     raw = {kind: _genai_value(prices, keys) for kind, keys in _GENAI_KEYS.items()}
-    per_k_requests = prices.__dict__.get("requests_kcount")
-    per_request = _CTX.divide(Decimal(per_k_requests), Decimal(1000)) if per_k_requests else _ZERO
+    per_request = _per_call(prices, "requests_kcount")
+    per_web_search = _per_call(prices, "web_searches_kcount")
+    per_file_search = _per_call(prices, "storage_searches_kcount")
     if raw["input"] is None and raw["output"] is None and not per_request:
         return None  # not token-priced (per character, per second) or no price published
 
@@ -689,6 +714,8 @@ def _price_from_genai(provider_id: str, info: Any, fine_tuned: bool, now: dateti
             batch_discount=batch_discount,
             tiers=tiers,
             per_request=per_request,
+            per_web_search=per_web_search,
+            per_file_search=per_file_search,
             matched=f"genai-prices:{provider_id}/{info.id}",
         )
 
@@ -871,6 +898,10 @@ def format_price_table(catalog: PriceCatalog, model: str, provider: str | None =
         lines.append(f"{_ROW_LABELS[kind]:<22}{format_usd(value)}{suffix}")
     if price.per_request:
         lines.append(f"{'per request':<22}{format_usd(price.per_request)} USD per call")
+    if price.per_web_search:
+        lines.append(f"{'web search':<22}{format_usd(price.per_web_search)} USD per search")
+    if price.per_file_search:
+        lines.append(f"{'file search':<22}{format_usd(price.per_file_search)} USD per search")
     lines.append(f"{'batch':<22}x{format_usd(price.batch_discount)} with batch=True")
     for tier in price.tiers:
         rows = tier.price.per_million()

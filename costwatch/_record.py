@@ -22,11 +22,16 @@ class TokenUsage:
     reasoning tokens.  ``cache_write_1h`` is the part of ``cache_write`` billed at the one-hour
     cache-write rate (Anthropic); it is a subset, not a sixth partition.
 
+    ``web_searches`` and ``file_searches`` are not tokens: they count the server-side tool calls
+    the provider bills per call (Anthropic's and OpenAI's web search, OpenAI's file search), so
+    that the cost includes their fees.  They stay outside the partition and ``total``.
+
     Treated as immutable.  A plain ``__slots__`` class rather than a frozen dataclass: it is built
     on every wrapped call and a frozen dataclass costs several times more to construct.
     """
 
-    __slots__ = ("input", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h")
+    __slots__ = ("input", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h",
+                 "web_searches", "file_searches")
 
     def __init__(
         self,
@@ -36,6 +41,8 @@ class TokenUsage:
         output: int = 0,
         reasoning: int = 0,
         cache_write_1h: int = 0,
+        web_searches: int = 0,
+        file_searches: int = 0,
     ) -> None:
         self.input = input
         self.cache_read = cache_read
@@ -43,6 +50,8 @@ class TokenUsage:
         self.output = output
         self.reasoning = reasoning
         self.cache_write_1h = cache_write_1h
+        self.web_searches = web_searches
+        self.file_searches = file_searches
 
     @property
     def total(self) -> int:
@@ -70,6 +79,8 @@ class TokenUsage:
             self.output,
             self.reasoning,
             self.cache_write_1h,
+            self.web_searches,
+            self.file_searches,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -84,7 +95,10 @@ class TokenUsage:
         return (
             f"TokenUsage(input={self.input}, cache_read={self.cache_read}, "
             f"cache_write={self.cache_write}, output={self.output}, reasoning={self.reasoning}, "
-            f"cache_write_1h={self.cache_write_1h})"
+            f"cache_write_1h={self.cache_write_1h}"
+            + (f", web_searches={self.web_searches}" if self.web_searches else "")
+            + (f", file_searches={self.file_searches}" if self.file_searches else "")
+            + ")"
         )
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
@@ -95,6 +109,8 @@ class TokenUsage:
             self.output + other.output,
             self.reasoning + other.reasoning,
             self.cache_write_1h + other.cache_write_1h,
+            self.web_searches + other.web_searches,
+            self.file_searches + other.file_searches,
         )
 
 

@@ -391,13 +391,16 @@ def record(
     operation: str = "",
     cache_write_1h_tokens: int = 0,
     batch: bool = False,
+    web_searches: int = 0,
+    file_searches: int = 0,
 ) -> CostRecord | None:
     """Record a call costwatch did not wrap.  Returns the priced ``CostRecord``.
 
     The token arguments are the ``token_type`` partition: ``input_tokens`` is fresh input
     (without cache reads or writes) and ``output_tokens`` is visible output (without
     reasoning tokens), so their sum is the billed total.  ``batch=True`` prices the call at the
-    model's batch rate (a Batch API result, OpenAI flex processing).
+    model's batch rate (a Batch API result, OpenAI flex processing).  ``web_searches`` and
+    ``file_searches`` are server-side searches the call ran, billed per search.
     """
     usage = TokenUsage(
         input=input_tokens,
@@ -406,6 +409,8 @@ def record(
         output=output_tokens,
         reasoning=reasoning_tokens,
         cache_write_1h=cache_write_1h_tokens,
+        web_searches=web_searches,
+        file_searches=file_searches,
     )
     spec = CallSpec(provider, model, stage, operation or DEFAULT_OPERATION.get(stage, stage),
                     batch=batch)

@@ -71,6 +71,7 @@ class StreamAccumulator:
         "a_write_1h",
         "a_output",
         "a_thinking",
+        "a_searches",
         "a_final",
     )
 
@@ -82,7 +83,7 @@ class StreamAccumulator:
         self.error_type = ""
         self.anthropic = False
         self.a_input = self.a_read = self.a_write = self.a_write_1h = 0
-        self.a_output = self.a_thinking = 0
+        self.a_output = self.a_thinking = self.a_searches = 0
         self.a_final = False
 
     def observe(self, item: object) -> bool:
@@ -117,6 +118,7 @@ class StreamAccumulator:
                 output=output - thinking,
                 reasoning=thinking,
                 cache_write_1h=self.a_write_1h,
+                web_searches=self.a_searches,
             ),
             source,
         )
@@ -216,6 +218,7 @@ def _on_message_start(acc: StreamAccumulator, event: Any) -> None:
     acc.a_write_1h = start.cache_write_1h
     acc.a_output = start.output + start.reasoning
     acc.a_thinking = start.reasoning
+    acc.a_searches = start.web_searches
 
 
 def _on_message_delta(acc: StreamAccumulator, event: Any) -> None:
@@ -239,6 +242,9 @@ def _on_message_delta(acc: StreamAccumulator, event: Any) -> None:
     details = getattr(usage, "output_tokens_details", None)
     if details is not None:
         acc.a_thinking = getattr(details, "thinking_tokens", None) or 0
+    tools = getattr(usage, "server_tool_use", None)
+    if tools is not None:
+        acc.a_searches = getattr(tools, "web_search_requests", None) or 0
 
 
 def _on_content_block_delta(acc: StreamAccumulator, event: Any) -> None:
@@ -269,8 +275,9 @@ def _on_response_finished(acc: StreamAccumulator, event: Any) -> None:
     if response is None:
         return
     acc.response_model = response.model or acc.response_model
-    if response.usage is not None:
-        acc.usage = extract_provider_usage("openai", response.usage)
+    found = extract_usage(response)  # its usage, and the searches its output lists
+    if found is not None:
+        acc.usage = found[0]
     if event.type == "response.failed":
         error = getattr(response, "error", None)
         acc.error_type = (getattr(error, "code", None) or "response_failed") if error else (

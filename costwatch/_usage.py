@@ -32,9 +32,10 @@ from typing import Any, get_args
 
 from costwatch._record import TokenUsage
 
-Tokens = tuple[int, int, int, int, int, int]
-"""``(input, cache_read, cache_write, output, reasoning, cache_write_1h)``: ``TokenUsage`` as a
-plain tuple, which the readers return because a tuple costs a tenth of an object to build."""
+Tokens = tuple[int, int, int, int, int, int, int, int]
+"""``(input, cache_read, cache_write, output, reasoning, cache_write_1h, web_searches,
+file_searches)``: ``TokenUsage`` as a plain tuple, which the readers return because a tuple
+costs a tenth of an object to build."""
 UsageReader = Callable[[Any], Tokens]
 ResponseReader = Callable[[Any], "tuple[Tokens, str] | None"]
 
@@ -89,14 +90,16 @@ def _anthropic_usage(u: Any) -> Tokens:
         write_5m = getattr(creation, "ephemeral_5m_input_tokens", None) or 0
         write_1h = getattr(creation, "ephemeral_1h_input_tokens", None) or 0
     output = getattr(u, "output_tokens", None) or 0
+    tools = getattr(u, "server_tool_use", None)
+    searches = 0 if tools is None else getattr(tools, "web_search_requests", None) or 0
     details = getattr(u, "output_tokens_details", None)
     if details is None:
         if write is not None and write >= write_1h:
-            return (fresh, read, write, output, 0, write_1h)
+            return (fresh, read, write, output, 0, write_1h, searches, 0)
         thinking = 0
     else:
         thinking = getattr(details, "thinking_tokens", None) or 0
-    return _anthropic_partition(fresh, read, write, write_5m, write_1h, output, thinking)
+    return _anthropic_partition(fresh, read, write, write_5m, write_1h, output, thinking, searches)
 
 
 def _gemini_usage(u: Any) -> Tokens:
@@ -106,7 +109,8 @@ def _gemini_usage(u: Any) -> Tokens:
     output = getattr(u, "candidates_token_count", None) or 0
     thoughts = getattr(u, "thoughts_token_count", None) or 0
     return (
-        int(max(prompt - cached, 0) + tool_prompt), int(cached), 0, int(output), int(thoughts), 0
+        int(max(prompt - cached, 0) + tool_prompt), int(cached), 0, int(output), int(thoughts), 0,
+        0, 0,
     )
 
 
@@ -143,6 +147,7 @@ def _dict_usage(u: Mapping[str, Any], provider: str) -> Tokens | None:
             creation.get("ephemeral_1h_input_tokens") or 0,
             u.get("output_tokens") or 0,
             output_details.get("thinking_tokens") or output_details.get("reasoning_tokens") or 0,
+            (u.get("server_tool_use") or _EMPTY).get("web_search_requests") or 0,
         )
     if "prompt_token_count" in u or "promptTokenCount" in u:
         prompt = u.get("prompt_token_count") or u.get("promptTokenCount") or 0
@@ -156,6 +161,8 @@ def _dict_usage(u: Mapping[str, Any], provider: str) -> Tokens | None:
             0,
             int(u.get("candidates_token_count") or u.get("candidatesTokenCount") or 0),
             int(u.get("thoughts_token_count") or u.get("thoughtsTokenCount") or 0),
+            0,
+            0,
             0,
         )
     return None
@@ -173,6 +180,8 @@ def _openai_partition(prompt: int, cached: int, completion: int, reasoning: int)
         completion - reasoning if completion > reasoning else 0,
         reasoning,
         0,
+        0,
+        0,
     )
 
 
@@ -184,6 +193,7 @@ def _anthropic_partition(
     write_1h: int,
     output: int,
     thinking: int,
+    web_searches: int,
 ) -> Tokens:
     if write is None:
         write = write_5m + write_1h
@@ -195,6 +205,8 @@ def _anthropic_partition(
         int(output - thinking),
         int(thinking),
         int(write_1h),
+        int(web_searches),
+        0,
     )
 
 
@@ -294,6 +306,43 @@ def _read_sdk_response(obj: Any) -> tuple[Tokens, str] | None:
     return tokens, getattr(obj, "model", None) or ""
 
 
+def _read_openai_response(obj: Any) -> tuple[Tokens, str] | None:
+    """An OpenAI Responses API response: its usage, and the hosted tool calls in its output."""
+    found = _read_sdk_response(obj)
+    if found is None or not obj.output:
+        return found
+    return _with_tool_calls(found[0], obj.output), found[1]
+
+
+def _with_tool_calls(tokens: Tokens, output: Any) -> Tokens:
+    """``tokens`` with the web and file searches a Responses ``output`` lists.
+
+    OpenAI bills its hosted search tools per call and lists each call as an output item
+    (``web_search_call``, ``file_search_call``); the usage does not count them.  A web search
+    call that only opened a page or searched within one (``open_page``, ``find_in_page``) ran
+    no search and is not counted.
+    """
+    web = files = 0
+    for item in output:
+        if isinstance(item, Mapping):
+            kind = item.get("type")
+            action = item.get("action")
+            action_type = action.get("type") if isinstance(action, Mapping) else None
+        else:
+            kind = getattr(item, "type", None)
+            action_type = getattr(getattr(item, "action", None), "type", None)
+        if kind == "file_search_call":
+            files += 1
+        elif kind == "web_search_call" and action_type not in _NOT_SEARCHES:
+            web += 1
+    if not web and not files:
+        return tokens
+    return (*tokens[:6], tokens[6] + web, tokens[7] + files)
+
+
+_NOT_SEARCHES = frozenset({"open_page", "find_in_page"})
+
+
 def _read_gemini_response(obj: Any) -> tuple[Tokens, str] | None:
     meta = obj.usage_metadata
     if meta is None:
@@ -308,7 +357,12 @@ def _read_dict_response(obj: Mapping[str, Any]) -> tuple[Tokens, str] | None:
     usage_obj = obj.get("usage")
     if usage_obj is not None:
         usage = _read_usage("", usage_obj)
-        return None if usage is None else (usage, obj.get("model") or "")
+        if usage is None:
+            return None
+        output = obj.get("output")
+        if output and isinstance(output, list):
+            usage = _with_tool_calls(usage, output)
+        return usage, obj.get("model") or ""
     meta = obj.get("usage_metadata") or obj.get("usageMetadata")
     if meta is not None:
         usage = _read_usage("gemini", meta)
@@ -364,6 +418,8 @@ def _sdk_response_reader(cls: type, fields: frozenset[str]) -> ResponseReader:
         usage_fields = _fields_of(usage_cls) or frozenset()
         if usage_fields.issuperset(_COMPLETION_NAMES):
             return _read_chat_completion
+    if "output" in fields:
+        return _read_openai_response
     return _read_sdk_response
 
 

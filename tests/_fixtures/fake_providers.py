@@ -65,6 +65,8 @@ class AnthropicUsage:
     cache_read_input_tokens: int = 0
     cache_write_5m: int = 0
     cache_write_1h: int = 0
+    web_search_requests: int = 0
+    """Server-side web searches the call ran (``usage.server_tool_use``), billed per search."""
 
 
 @dataclass
@@ -115,6 +117,9 @@ class FakeProvider:
     anthropic_usage: AnthropicUsage = field(default_factory=AnthropicUsage)
     embedding_tokens: int = 8
     gemini_usage: GeminiUsage = field(default_factory=GeminiUsage)
+    openai_tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Hosted tool calls (``web_search_call``, ``file_search_call`` items) a response lists
+    before its message."""
     gemini_function_call: dict[str, Any] | None = None
     """When set, Gemini answers a request with no function response yet with this call."""
     reply: list[str] = field(
@@ -333,6 +338,7 @@ def response_object(
 
 def _response_output(fake: FakeProvider) -> list[dict[str, Any]]:
     output = [dict(_REASONING_ITEM)] if fake.openai_usage.reasoning_tokens else []
+    output += [dict(item) for item in fake.openai_tool_calls]
     output.append(_message_item(fake.reply_text, "completed"))
     return output
 
@@ -438,7 +444,7 @@ def openai_error(status: int, message: str) -> dict[str, Any]:
 # --- Anthropic bodies ----------------------------------------------------------------------------
 
 
-def _anthropic_usage(u: AnthropicUsage, output_tokens: int) -> dict[str, Any]:
+def _anthropic_usage(u: AnthropicUsage, output_tokens: int, searches: int) -> dict[str, Any]:
     return {
         "input_tokens": u.input_tokens,
         "cache_creation_input_tokens": u.cache_write_5m + u.cache_write_1h,
@@ -449,6 +455,8 @@ def _anthropic_usage(u: AnthropicUsage, output_tokens: int) -> dict[str, Any]:
         },
         "output_tokens": output_tokens,
         "service_tier": "standard",
+        "server_tool_use": {"web_search_requests": searches, "web_fetch_requests": 0}
+        if searches else None,
     }
 
 
@@ -461,7 +469,10 @@ def anthropic_message(fake: FakeProvider, model: str) -> dict[str, Any]:
         "content": [{"type": "text", "text": fake.reply_text}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": _anthropic_usage(fake.anthropic_usage, fake.anthropic_usage.output_tokens),
+        "usage": _anthropic_usage(
+            fake.anthropic_usage, fake.anthropic_usage.output_tokens,
+            fake.anthropic_usage.web_search_requests,
+        ),
     }
 
 
@@ -470,7 +481,7 @@ def anthropic_events(
 ) -> Iterator[dict[str, Any]]:
     start = anthropic_message(fake, model)
     start.update(content=[], stop_reason=None)
-    start["usage"] = _anthropic_usage(fake.anthropic_usage, 1)
+    start["usage"] = _anthropic_usage(fake.anthropic_usage, 1, 0)
     yield {"type": "message_start", "message": start}
     yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
     yield {"type": "ping"}
@@ -486,7 +497,11 @@ def anthropic_events(
     yield {
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-        "usage": {"output_tokens": fake.anthropic_usage.output_tokens},
+        "usage": {
+            "output_tokens": fake.anthropic_usage.output_tokens,
+            **({"server_tool_use": {"web_search_requests": searches, "web_fetch_requests": 0}}
+               if (searches := fake.anthropic_usage.web_search_requests) else {}),
+        },
     }
     yield {"type": "message_stop"}
 

@@ -121,6 +121,32 @@ async def test_async_streamed_message_is_recorded(
     assert _only_record(capture).cost_usd == COST
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["message", "stream"])
+def test_server_web_searches_are_billed_per_search_beside_the_tokens(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, stream: bool
+) -> None:
+    """Anthropic reports the searches its web search tool ran in ``usage.server_tool_use``
+    (a stream: in the final ``message_delta``) and bills $10 per thousand."""
+    fake_provider.anthropic_usage = AnthropicUsage(
+        input_tokens=100, output_tokens=250, web_search_requests=3
+    )
+    client = cw.instrument(_client(fake_provider))
+    tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]
+
+    answer = client.messages.create(
+        model=MODEL, max_tokens=1024, messages=MESSAGES, tools=tools, stream=stream
+    )
+    if stream:
+        list(answer)
+
+    record = _only_record(capture)
+    assert record.usage == TokenUsage(input=100, output=250, web_searches=3)
+    assert record.usage.total == 350  # searches are not tokens
+    assert record.cost_usd == (100 * Decimal(3) + 250 * Decimal(15)) / M + 3 * Decimal("0.01")
+    assert record.input_cost_usd == 100 * Decimal(3) / M
+    assert cw.summary().total_usd == record.cost_usd
+
+
 def test_messages_stream_helper_is_recorded_whichever_way_it_is_read(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:

@@ -284,6 +284,41 @@ async def test_async_responses_stream_helper_records_usage(
     assert record.cost_usd == O4_COST
 
 
+WEB_SEARCH = {"id": "ws_1", "type": "web_search_call", "status": "completed",
+              "action": {"type": "search", "query": "refund policy"}}
+OPENED_PAGE = {"id": "ws_2", "type": "web_search_call", "status": "completed",
+               "action": {"type": "open_page", "url": "https://example.com/refunds"}}
+FILE_SEARCH = {"id": "fs_1", "type": "file_search_call", "status": "completed",
+               "queries": ["refund policy"], "results": None}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["response", "stream"])
+def test_hosted_searches_a_response_lists_are_billed_per_call(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, stream: bool
+) -> None:
+    """OpenAI bills web search at $10 and file search at $2.50 per thousand calls, and lists
+    each call as an output item; opening a page the search found is not a search."""
+    fake_provider.openai_usage = MINI_USAGE
+    fake_provider.openai_tool_calls = [WEB_SEARCH, OPENED_PAGE, FILE_SEARCH, FILE_SEARCH]
+    client = cw.instrument(_client(fake_provider))
+
+    answer = client.responses.create(
+        model="gpt-4o-mini", input="What is the refund policy?", stream=stream,
+        tools=[{"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["vs_1"]}],
+    )
+    if stream:
+        list(answer)
+    else:
+        assert [item.type for item in answer.output][:2] == ["web_search_call"] * 2
+
+    record = _only_record(capture)
+    assert record.usage == TokenUsage(
+        input=176, cache_read=1024, output=300, web_searches=1, file_searches=2
+    )
+    assert record.cost_usd == MINI_COST + Decimal("0.01") + 2 * Decimal("0.0025")
+    assert cw.summary().total_usd == record.cost_usd
+
+
 # --- embeddings --------------------------------------------------------------------------------
 
 

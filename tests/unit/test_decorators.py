@@ -325,6 +325,12 @@ def test_manual_record_returns_the_priced_record(cw: Any) -> None:
     assert unknown.cost_usd is None
 
 
+def test_a_manual_record_can_carry_the_searches_a_call_ran(cw: Any) -> None:
+    rec = cw.record(provider="openai", model="gpt-4o-mini", input_tokens=1000,
+                    web_searches=1, file_searches=2)
+    assert rec.cost_usd == 1000 * Decimal("0.15") / M + Decimal("0.01") + Decimal("0.005")
+
+
 def test_batch_results_are_priced_at_the_batch_rate(cw: Any) -> None:
     """Batch API results bill at half price (OpenAI and Anthropic), input side included."""
     full = (2000 * Decimal("0.15") + 500 * Decimal("0.60")) / M  # gpt-4o-mini

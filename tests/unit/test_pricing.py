@@ -243,6 +243,35 @@ def test_reranker_searches_are_priced_per_call(catalog: PriceCatalog) -> None:
     assert price.input_cost(TokenUsage()) == 0
 
 
+def test_server_side_searches_are_priced_per_search_at_their_list_price(
+    catalog: PriceCatalog,
+) -> None:
+    # Anthropic web search $10 per 1000 searches; OpenAI web search $10 and file search $2.50
+    # per 1000 calls.  Neither is tiered, batch-discounted nor part of the input-side cost.
+    sonnet = price_of(catalog, "anthropic", "claude-sonnet-4-5")
+    assert sonnet.cost(TokenUsage(web_searches=3)) == usd("0.03")
+    long_prompt = TokenUsage(input=250_000, web_searches=1)
+    assert sonnet.cost(long_prompt) == 250_000 * usd("6") / M + usd("0.01")
+    mini = price_of(catalog, "openai", "gpt-4o-mini")
+    usage = TokenUsage(input=1000, web_searches=2, file_searches=4)
+    tokens = 1000 * usd("0.15") / M
+    assert mini.cost_split(usage) == (tokens + usd("0.02") + usd("0.01"), tokens)
+    assert mini.cost(usage, batch=True) == tokens / 2 + usd("0.03")
+    assert "web search            0.01 USD per search" in format_price_table(catalog, "gpt-4o-mini")
+    assert "file search           0.0025 USD per search" in format_price_table(
+        catalog, "gpt-4o-mini"
+    )
+
+
+def test_user_prices_can_price_searches() -> None:
+    catalog = PriceCatalog({"models": [
+        {"provider": "acme", "model": "m1", "input_per_mtok": 1, "output_per_mtok": 2,
+         "web_search_usd": "0.005", "file_search_usd": "0.001"},
+    ]})
+    price = price_of(catalog, "acme", "m1")
+    assert price.cost(TokenUsage(web_searches=2, file_searches=3)) == usd("0.013")
+
+
 # --- layering, user prices -----------------------------------------------------------------------
 
 

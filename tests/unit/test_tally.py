@@ -55,6 +55,9 @@ CALLS: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
     ("acme", "metered-llm", {}, _openai(1000, 100)),
     ("acme", "metered-llm", {}, _openai(10, 1)),
     ("acme", "no-such-model", {"feature": "faq"}, _openai(10, 10)),
+    # Server-side searches bill per search, beside the tokens.
+    ("anthropic", "claude-sonnet-4-5", {"feature": "research"},
+     {**_anthropic(900, 300), "server_tool_use": {"web_search_requests": 3}}),
 ]
 
 
@@ -120,7 +123,9 @@ def test_tallied_calls_bill_tiers_and_per_request_prices_as_published(configured
     short = (30 * Decimal(3) + 5000 * Decimal("0.30") + 1200 * Decimal("3.75")
              + 200 * Decimal(15)) / M
     long = (210_000 * Decimal(6) + 500 * Decimal("22.5")) / M
-    assert by_model["claude-sonnet-4-5"].cost_usd == short + long
+    # Three web searches at $10 per thousand, beside the call's tokens.
+    searched = (900 * Decimal(3) + 300 * Decimal(15)) / M + 3 * Decimal("0.01")
+    assert by_model["claude-sonnet-4-5"].cost_usd == short + long + searched
     # metered-llm: $2 / $8 per Mtok plus $0.001 per call.
     metered = ((1000 + 10) * Decimal(2) + (100 + 1) * Decimal(8)) / M + 2 * Decimal("0.001")
     assert by_model["metered-llm"].cost_usd == metered
@@ -232,7 +237,7 @@ def test_a_reader_that_catches_a_call_half_added_gets_the_rest_next_time() -> No
     tally = Tally(PriceCatalog())
     cursor = tally.cursor()
     key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0)
-    tally.add(key, (100, 0, 0, 20, 0, 0), 0.5)
+    tally.add(key, (100, 0, 0, 20, 0, 0, 0, 0), 0.5)
     [row] = [table[key] for table in tally._tables.values()]
     row[1] -= 100  # as a reader sees it between the call count and the input tokens
     first = cursor.take()

@@ -272,3 +272,21 @@ def test_inconsistent_counts_never_go_negative() -> None:
 
     assert result.input == 0 and result.output == 0
     assert (result.cache_read, result.reasoning) == (20, 9)
+
+
+def test_server_side_searches_are_read_from_json_bodies_too() -> None:
+    anthropic_body = {"model": "claude-sonnet-4-5", "usage": {
+        "input_tokens": 10, "output_tokens": 5,
+        "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 1},
+    }}
+    responses_body = {"model": "gpt-4.1", "output": [
+        {"type": "web_search_call", "action": {"type": "search", "query": "q"}},
+        {"type": "web_search_call", "action": {"type": "find_in_page", "pattern": "p"}},
+        {"type": "file_search_call", "queries": ["q"]},
+        {"type": "message", "content": []},
+    ], "usage": {"input_tokens": 10, "output_tokens": 5, "input_tokens_details": {}}}
+
+    assert extract_usage(anthropic_body) == (
+        TokenUsage(input=10, output=5, web_searches=2), "claude-sonnet-4-5")
+    assert extract_usage(responses_body) == (
+        TokenUsage(input=10, output=5, web_searches=1, file_searches=1), "gpt-4.1")
