@@ -85,7 +85,7 @@ def _succeeded(provider: str, stage: str, body: Mapping[str, Any]) -> CostRecord
         return _spec(provider, stage).emit(model, None, 0.0, usage_source="none")
     tokens, response_model = extracted
     return _spec(provider, stage).emit(
-        model, TokenUsage(*tokens), 0.0, response_model=response_model
+        model, TokenUsage.of(tokens), 0.0, response_model=response_model
     )
 
 

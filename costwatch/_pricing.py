@@ -65,7 +65,8 @@ class Price:
 
     ``cache_read`` / ``cache_write`` missing bill at the input price, ``cache_write_1h``
     missing bills at the (5-minute) cache-write price, ``reasoning`` missing bills at the output
-    price.  ``per_request`` is a fixed price per call (rerank searches, per-request fees);
+    price, ``input_audio`` / ``output_audio`` missing bill at the input / output price.
+    ``per_request`` is a fixed price per call (rerank searches, per-request fees);
     ``per_web_search`` and ``per_file_search`` price each server-side search a call ran (they
     are billed as they are: neither tiered nor batch-discounted).
     """
@@ -76,6 +77,8 @@ class Price:
     cache_write: Decimal | None = None
     cache_write_1h: Decimal | None = None
     reasoning: Decimal | None = None
+    input_audio: Decimal | None = None
+    output_audio: Decimal | None = None
     source: str = "user"
     fine_tuned: bool = False
     batch_discount: Decimal = _HALF
@@ -92,6 +95,9 @@ class Price:
     _cache_write: Decimal = field(init=False, repr=False, compare=False)
     _cache_write_1h: Decimal = field(init=False, repr=False, compare=False)
     _reasoning: Decimal = field(init=False, repr=False, compare=False)
+    _input_audio_extra: Decimal = field(init=False, repr=False, compare=False)
+    """What an audio input token costs more than a text one (audio is a part of input)."""
+    _output_audio_extra: Decimal = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         cache_read = self.input if self.cache_read is None else self.cache_read
@@ -102,6 +108,10 @@ class Price:
         object.__setattr__(self, "_cache_write", cache_write)
         object.__setattr__(self, "_cache_write_1h", cache_1h)
         object.__setattr__(self, "_reasoning", reasoning)
+        audio_in = self.input if self.input_audio is None else self.input_audio
+        audio_out = self.output if self.output_audio is None else self.output_audio
+        object.__setattr__(self, "_input_audio_extra", audio_in - self.input)
+        object.__setattr__(self, "_output_audio_extra", audio_out - self.output)
         starts = [tier.above_prompt_tokens for tier in self.tiers]
         if starts != sorted(starts):
             raise ValueError("price tiers must be sorted by above_prompt_tokens")
@@ -133,7 +143,7 @@ class Price:
         price = self.for_prompt(usage.prompt_total) if self.tiers else self
         total = price._input_side(usage)
         if usage.output:
-            total += price.output * usage.output
+            total += price._output_side(usage)
         if usage.reasoning:
             total += price._reasoning * usage.reasoning
         if requests and price.per_request:
@@ -156,7 +166,7 @@ class Price:
         input_side = price._input_side(usage)
         total = input_side
         if usage.output:
-            total += price.output * usage.output
+            total += price._output_side(usage)
         if usage.reasoning:
             total += price._reasoning * usage.reasoning
         if price.per_request:
@@ -182,6 +192,13 @@ class Price:
             total *= price.batch_discount
         return total
 
+    def _output_side(self, usage: TokenUsage) -> Decimal:
+        """Visible output, its audio part at the audio rate."""
+        total = self.output * usage.output
+        if usage.output_audio:
+            total += self._output_audio_extra * min(usage.output_audio, usage.output)
+        return total
+
     def _input_side(self, usage: TokenUsage) -> Decimal:
         # Plain Decimal operators (twice as fast as Context methods here): prices have a few
         # significant digits and token counts at most ~10, so every product and sum is exact
@@ -189,6 +206,8 @@ class Price:
         total = _ZERO
         if usage.input:
             total = self.input * usage.input
+            if usage.input_audio:
+                total += self._input_audio_extra * min(usage.input_audio, usage.input)
         if usage.cache_read:
             total += self._cache_read * usage.cache_read
         cache_write = usage.cache_write
@@ -219,6 +238,10 @@ class Price:
             "reasoning": (self._reasoning * _MTOK, "" if self.reasoning is not None
                           else "output price"),
         }
+        if self.input_audio is not None:
+            rows["input_audio"] = (self.input_audio * _MTOK, "")
+        if self.output_audio is not None:
+            rows["output_audio"] = (self.output_audio * _MTOK, "")
         return rows
 
 
@@ -429,6 +452,8 @@ class _RuleSpec(BaseModel):
     cache_write_per_mtok: _PerMillion | None = None
     cache_write_1h_per_mtok: _PerMillion | None = None
     reasoning_per_mtok: _PerMillion | None = None
+    input_audio_per_mtok: _PerMillion | None = None
+    output_audio_per_mtok: _PerMillion | None = None
     per_request_usd: _PerMillion | None = None
     web_search_usd: _PerMillion | None = None
     file_search_usd: _PerMillion | None = None
@@ -518,6 +543,8 @@ def _rule_from_spec(spec: _RuleSpec, where: str, source: str) -> PriceRule:
         cache_write=opt(spec.cache_write_per_mtok),
         cache_write_1h=opt(spec.cache_write_1h_per_mtok),
         reasoning=opt(spec.reasoning_per_mtok),
+        input_audio=opt(spec.input_audio_per_mtok),
+        output_audio=opt(spec.output_audio_per_mtok),
         source=source,
         fine_tuned=fine_tuned,
         batch_discount=spec.batch_discount,
@@ -638,6 +665,8 @@ _GENAI_KEYS = {
     "cache_write": ("cache_write_mtok", "cache_text_write_mtok"),
     "cache_write_1h": ("cache_write_1h_mtok", "cache_text_write_1h_mtok"),
     "reasoning": ("output_reasoning_mtok", "output_text_reasoning_mtok"),
+    "input_audio": ("input_audio_mtok",),
+    "output_audio": ("output_audio_mtok",),
 }
 
 
@@ -709,6 +738,8 @@ def _price_from_genai(provider_id: str, info: Any, fine_tuned: bool, now: dateti
             cache_write=cache_write,
             cache_write_1h=cache_write_1h,
             reasoning=_at(raw["reasoning"], prompt_tokens),
+            input_audio=_at(raw["input_audio"], prompt_tokens),
+            output_audio=_at(raw["output_audio"], prompt_tokens),
             source="genai-prices",
             fine_tuned=fine_tuned,
             batch_discount=batch_discount,
@@ -858,6 +889,8 @@ _ROW_LABELS = {
     "cache_write_1h": "cache write (1 hour)",
     "output": "output",
     "reasoning": "reasoning",
+    "input_audio": "input (audio)",
+    "output_audio": "output (audio)",
 }
 
 

@@ -5,13 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 UsageSource = Literal["reported", "estimated", "none"]
 Status = Literal["ok", "error"]
 
 TOKEN_TYPES: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
 """The ``token_type`` partition of billed tokens (DESIGN.md): summing over it is meaningful."""
+
+
+class Extras(NamedTuple):
+    """What a call billed beside its token partition (rare: most calls have none).
+
+    Server-side searches, billed per search; and the parts of the fresh input and the visible
+    output that were audio, billed at the model's audio rates.
+    """
+
+    web_searches: int = 0
+    file_searches: int = 0
+    input_audio: int = 0
+    output_audio: int = 0
 
 
 class TokenUsage:
@@ -22,16 +35,18 @@ class TokenUsage:
     reasoning tokens.  ``cache_write_1h`` is the part of ``cache_write`` billed at the one-hour
     cache-write rate (Anthropic); it is a subset, not a sixth partition.
 
-    ``web_searches`` and ``file_searches`` are not tokens: they count the server-side tool calls
-    the provider bills per call (Anthropic's and OpenAI's web search, OpenAI's file search), so
-    that the cost includes their fees.  They stay outside the partition and ``total``.
+    ``input_audio`` and ``output_audio`` are the parts of ``input`` and ``output`` that were
+    audio (subsets, like ``cache_write_1h``), billed at the audio rates.  ``web_searches`` and
+    ``file_searches`` are not tokens: they count the server-side tool calls the provider bills
+    per call (Anthropic's and OpenAI's web search, OpenAI's file search), so that the cost
+    includes their fees.  They stay outside the partition and ``total``.
 
     Treated as immutable.  A plain ``__slots__`` class rather than a frozen dataclass: it is built
     on every wrapped call and a frozen dataclass costs several times more to construct.
     """
 
     __slots__ = ("input", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h",
-                 "web_searches", "file_searches")
+                 "web_searches", "file_searches", "input_audio", "output_audio")
 
     def __init__(
         self,
@@ -43,6 +58,8 @@ class TokenUsage:
         cache_write_1h: int = 0,
         web_searches: int = 0,
         file_searches: int = 0,
+        input_audio: int = 0,
+        output_audio: int = 0,
     ) -> None:
         self.input = input
         self.cache_read = cache_read
@@ -52,6 +69,24 @@ class TokenUsage:
         self.cache_write_1h = cache_write_1h
         self.web_searches = web_searches
         self.file_searches = file_searches
+        self.input_audio = input_audio
+        self.output_audio = output_audio
+
+    @classmethod
+    def of(cls, tokens: tuple[int, int, int, int, int, int, Extras | None]) -> TokenUsage:
+        """The usage a reader's ``Tokens`` tuple holds."""
+        extras = tokens[6]
+        if extras is None:
+            return cls(tokens[0], tokens[1], tokens[2], tokens[3], tokens[4], tokens[5])
+        return cls(tokens[0], tokens[1], tokens[2], tokens[3], tokens[4], tokens[5], *extras)
+
+    @property
+    def extras(self) -> Extras | None:
+        """What the call billed beside the partition, or None."""
+        if not (self.web_searches or self.file_searches or self.input_audio
+                or self.output_audio):
+            return None
+        return Extras(self.web_searches, self.file_searches, self.input_audio, self.output_audio)
 
     @property
     def total(self) -> int:
@@ -81,6 +116,8 @@ class TokenUsage:
             self.cache_write_1h,
             self.web_searches,
             self.file_searches,
+            self.input_audio,
+            self.output_audio,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -98,6 +135,8 @@ class TokenUsage:
             f"cache_write_1h={self.cache_write_1h}"
             + (f", web_searches={self.web_searches}" if self.web_searches else "")
             + (f", file_searches={self.file_searches}" if self.file_searches else "")
+            + (f", input_audio={self.input_audio}" if self.input_audio else "")
+            + (f", output_audio={self.output_audio}" if self.output_audio else "")
             + ")"
         )
 
@@ -111,6 +150,8 @@ class TokenUsage:
             self.cache_write_1h + other.cache_write_1h,
             self.web_searches + other.web_searches,
             self.file_searches + other.file_searches,
+            self.input_audio + other.input_audio,
+            self.output_audio + other.output_audio,
         )
 
 

@@ -299,7 +299,7 @@ class CallSpec:
             or scopes_var.get()
             or self._untallied
         ):
-            usage = TokenUsage(*tokens)
+            usage = TokenUsage.of(tokens)
             self.deliver(
                 rt, self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
                 reservation,
@@ -325,7 +325,7 @@ class CallSpec:
         sinks = rt.untallied_sinks
         if sinks:
             record = self.build(
-                rt, model, TokenUsage(*tokens), latency_s, "ok", response_model, "reported"
+                rt, model, TokenUsage.of(tokens), latency_s, "ok", response_model, "reported"
             )
             for sink in sinks:
                 sink.on_record(record)

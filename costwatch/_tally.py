@@ -46,8 +46,9 @@ K = TypeVar("K")
 
 _ZERO = Decimal(0)
 
-_CALLS, _LATENCY, _BUCKETS = 0, 9, 10
-"""Row layout: calls, the eight ``Tokens`` counts (1-8), latency sum, duration bucket counts."""
+_CALLS, _LATENCY, _BUCKETS = 0, 11, 12
+"""Row layout: calls, the six token counts (1-6), the four ``Extras`` counts (7-10), latency
+sum, duration bucket counts."""
 
 
 @dataclass(slots=True)
@@ -91,7 +92,7 @@ class Tally:
         row = table.get(key)
         if row is None:
             row = table[key] = self._new_row()
-        fresh, cache_read, cache_write, output, reasoning, cache_write_1h, web, files = tokens
+        fresh, cache_read, cache_write, output, reasoning, cache_write_1h, extras = tokens
         row[0] += 1
         row[1] += fresh
         if cache_read:
@@ -102,13 +103,15 @@ class Tally:
         row[4] += output
         if reasoning:
             row[5] += reasoning
-        if web or files:
-            row[7] += web
-            row[8] += files
-        row[9] += latency_s
+        if extras is not None:
+            row[7] += extras[0]
+            row[8] += extras[1]
+            row[9] += extras[2]
+            row[10] += extras[3]
+        row[11] += latency_s
         bounds = self.bounds
         if bounds is not None:
-            row[10 + bisect_left(bounds, latency_s)] += 1
+            row[12 + bisect_left(bounds, latency_s)] += 1
 
     def add_cache(self, key: CacheEvent, saved_usd: Decimal) -> None:
         """Count one cache lookup: ``key`` is its event with ``saved_usd`` zero (see
@@ -215,7 +218,7 @@ def cache_key(event: CacheEvent) -> CacheEvent:
 def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCalls:
     provider, stage, model, attribution, tier = key
     calls = row[_CALLS]
-    usage = TokenUsage(row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+    usage = TokenUsage(*row[1:_LATENCY])
     price = catalog.resolve(provider, model)
     cost: Decimal | None = None
     input_cost: Decimal | None = None

@@ -30,12 +30,12 @@ from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Any, get_args
 
-from costwatch._record import TokenUsage
+from costwatch._record import Extras, TokenUsage
 
-Tokens = tuple[int, int, int, int, int, int, int, int]
-"""``(input, cache_read, cache_write, output, reasoning, cache_write_1h, web_searches,
-file_searches)``: ``TokenUsage`` as a plain tuple, which the readers return because a tuple
-costs a tenth of an object to build."""
+Tokens = tuple[int, int, int, int, int, int, Extras | None]
+"""``(input, cache_read, cache_write, output, reasoning, cache_write_1h, extras)``:
+``TokenUsage`` as a plain tuple, which the readers return because a tuple costs a tenth of an
+object to build.  ``extras`` (searches, audio) is None for nearly every call."""
 UsageReader = Callable[[Any], Tokens]
 ResponseReader = Callable[[Any], "tuple[Tokens, str] | None"]
 
@@ -50,23 +50,29 @@ def _openai_reader(prompt_name: str, completion_name: str, prompt_details: str,
                    completion_details: str) -> UsageReader:
     """A reader for OpenAI's usage shape, under the names one API gives its fields.
 
-    The prompt count includes cached tokens and the completion count includes reasoning
-    tokens, in both the Chat Completions and the Responses API.  The four counts are read by
-    one ``attrgetter`` call; an object without a detail (``None`` or missing) is read field by
-    field instead.
+    The prompt count includes cached (and audio) tokens and the completion count includes
+    reasoning (and audio) tokens, in both the Chat Completions and the Responses API.  The
+    counts and details are read by one ``attrgetter`` call; an object without them is read
+    field by field instead.
     """
-    read_all = attrgetter(prompt_name, completion_name, f"{prompt_details}.cached_tokens",
-                          f"{completion_details}.reasoning_tokens")
+    read_all = attrgetter(prompt_name, completion_name, prompt_details, completion_details)
 
     def read(u: Any) -> Tokens:
         try:
-            prompt, completion, cached, reasoning = read_all(u)
+            prompt, completion, in_details, out_details = read_all(u)
         except AttributeError:
             prompt = getattr(u, prompt_name, None)
             completion = getattr(u, completion_name, None)
-            cached = getattr(getattr(u, prompt_details, None), "cached_tokens", None)
-            reasoning = getattr(getattr(u, completion_details, None), "reasoning_tokens", None)
-        return _openai_partition(prompt or 0, cached or 0, completion or 0, reasoning or 0)
+            in_details = getattr(u, prompt_details, None)
+            out_details = getattr(u, completion_details, None)
+        return _openai_partition(
+            prompt or 0,
+            getattr(in_details, "cached_tokens", None) or 0,
+            completion or 0,
+            getattr(out_details, "reasoning_tokens", None) or 0,
+            getattr(in_details, "audio_tokens", None) or 0,
+            getattr(out_details, "audio_tokens", None) or 0,
+        )
 
     return read
 
@@ -95,7 +101,7 @@ def _anthropic_usage(u: Any) -> Tokens:
     details = getattr(u, "output_tokens_details", None)
     if details is None:
         if write is not None and write >= write_1h:
-            return (fresh, read, write, output, 0, write_1h, searches, 0)
+            return (fresh, read, write, output, 0, write_1h, Extras(searches) if searches else None)
         thinking = 0
     else:
         thinking = getattr(details, "thinking_tokens", None) or 0
@@ -108,10 +114,40 @@ def _gemini_usage(u: Any) -> Tokens:
     tool_prompt = getattr(u, "tool_use_prompt_token_count", None) or 0
     output = getattr(u, "candidates_token_count", None) or 0
     thoughts = getattr(u, "thoughts_token_count", None) or 0
-    return (
-        int(max(prompt - cached, 0) + tool_prompt), int(cached), 0, int(output), int(thoughts), 0,
-        0, 0,
+    return _gemini_partition(
+        prompt, cached, tool_prompt, output, thoughts,
+        _audio_of(getattr(u, "prompt_tokens_details", None)),
+        _audio_of(getattr(u, "candidates_tokens_details", None)),
     )
+
+
+def _gemini_partition(prompt: int, cached: int, tool_prompt: int, output: int, thoughts: int,
+                      audio_in: int, audio_out: int) -> Tokens:
+    """Gemini's counts (the prompt with its cached part; thoughts beside the candidates) and
+    the audio parts its per-modality details report."""
+    fresh = int(max(prompt - cached, 0) + tool_prompt)
+    extras = (
+        Extras(0, 0, min(int(audio_in), fresh), min(int(audio_out), int(output)))
+        if audio_in or audio_out else None
+    )
+    return (fresh, int(cached), 0, int(output), int(thoughts), 0, extras)
+
+
+def _audio_of(details: Any) -> int:
+    """The ``AUDIO`` tokens of Gemini's per-modality counts (SDK objects or JSON)."""
+    if not details:
+        return 0
+    total = 0
+    for entry in details:
+        if isinstance(entry, Mapping):
+            modality = entry.get("modality")
+            count = entry.get("token_count") or entry.get("tokenCount") or 0
+        else:
+            modality = getattr(entry, "modality", None)
+            count = getattr(entry, "token_count", None) or 0
+        if getattr(modality, "value", modality) == "AUDIO":
+            total += count
+    return total
 
 
 # --- usage sub-objects: plain dicts (JSON bodies) -----------------------------------------
@@ -120,13 +156,12 @@ def _gemini_usage(u: Any) -> Tokens:
 def _dict_usage(u: Mapping[str, Any], provider: str) -> Tokens | None:
     """Classify a usage dict by its keys; ``None`` when it has no shape we know."""
     if "prompt_tokens" in u or "completion_tokens" in u:
-        details = u.get("prompt_tokens_details") or _EMPTY
-        cached = details.get("cached_tokens") or 0
-        details = u.get("completion_tokens_details") or _EMPTY
-        reasoning = details.get("reasoning_tokens") or 0
+        in_details = u.get("prompt_tokens_details") or _EMPTY
+        out_details = u.get("completion_tokens_details") or _EMPTY
         return _openai_partition(
-            int(u.get("prompt_tokens") or 0), int(cached),
-            int(u.get("completion_tokens") or 0), int(reasoning),
+            int(u.get("prompt_tokens") or 0), int(in_details.get("cached_tokens") or 0),
+            int(u.get("completion_tokens") or 0), int(out_details.get("reasoning_tokens") or 0),
+            int(in_details.get("audio_tokens") or 0), int(out_details.get("audio_tokens") or 0),
         )
     if "input_tokens" in u or "output_tokens" in u:
         output_details = u.get("output_tokens_details") or _EMPTY
@@ -150,20 +185,14 @@ def _dict_usage(u: Mapping[str, Any], provider: str) -> Tokens | None:
             (u.get("server_tool_use") or _EMPTY).get("web_search_requests") or 0,
         )
     if "prompt_token_count" in u or "promptTokenCount" in u:
-        prompt = u.get("prompt_token_count") or u.get("promptTokenCount") or 0
-        cached = u.get("cached_content_token_count") or u.get("cachedContentTokenCount") or 0
-        tool_prompt = (
-            u.get("tool_use_prompt_token_count") or u.get("toolUsePromptTokenCount") or 0
-        )
-        return (
-            int(max(prompt - cached, 0) + tool_prompt),
-            int(cached),
-            0,
-            int(u.get("candidates_token_count") or u.get("candidatesTokenCount") or 0),
-            int(u.get("thoughts_token_count") or u.get("thoughtsTokenCount") or 0),
-            0,
-            0,
-            0,
+        return _gemini_partition(
+            u.get("prompt_token_count") or u.get("promptTokenCount") or 0,
+            u.get("cached_content_token_count") or u.get("cachedContentTokenCount") or 0,
+            u.get("tool_use_prompt_token_count") or u.get("toolUsePromptTokenCount") or 0,
+            u.get("candidates_token_count") or u.get("candidatesTokenCount") or 0,
+            u.get("thoughts_token_count") or u.get("thoughtsTokenCount") or 0,
+            _audio_of(u.get("prompt_tokens_details") or u.get("promptTokensDetails")),
+            _audio_of(u.get("candidates_tokens_details") or u.get("candidatesTokensDetails")),
         )
     return None
 
@@ -171,18 +200,17 @@ def _dict_usage(u: Mapping[str, Any], provider: str) -> Tokens | None:
 _EMPTY: Mapping[str, Any] = {}
 
 
-def _openai_partition(prompt: int, cached: int, completion: int, reasoning: int) -> Tokens:
-    """OpenAI's counts (prompt with cached, completion with reasoning) as the partition."""
-    return (
-        prompt - cached if prompt > cached else 0,
-        cached,
-        0,
-        completion - reasoning if completion > reasoning else 0,
-        reasoning,
-        0,
-        0,
-        0,
-    )
+def _openai_partition(prompt: int, cached: int, completion: int, reasoning: int,
+                      audio_in: int = 0, audio_out: int = 0) -> Tokens:
+    """OpenAI's counts (prompt with cached, completion with reasoning) as the partition; the
+    audio parts of the prompt and the completion (gpt-audio, gpt-4o-audio) bill at audio rates
+    (cached audio stays at the cached price)."""
+    fresh = prompt - cached if prompt > cached else 0
+    output = completion - reasoning if completion > reasoning else 0
+    if audio_in or audio_out:
+        audio = Extras(0, 0, min(audio_in, fresh), min(audio_out, output))
+        return (fresh, cached, 0, output, reasoning, 0, audio)
+    return (fresh, cached, 0, output, reasoning, 0, None)
 
 
 def _anthropic_partition(
@@ -205,8 +233,7 @@ def _anthropic_partition(
         int(output - thinking),
         int(thinking),
         int(write_1h),
-        int(web_searches),
-        0,
+        Extras(int(web_searches)) if web_searches else None,
     )
 
 
@@ -283,7 +310,7 @@ def extract_provider_usage(provider: str, usage_obj: object) -> TokenUsage:
             f"costwatch: unrecognised {provider or 'provider'} usage object "
             f"of type {type(usage_obj).__name__}"
         )
-    return TokenUsage(*tokens)
+    return TokenUsage.of(tokens)
 
 
 # --- whole responses -------------------------------------------------------------------------
@@ -337,10 +364,15 @@ def _with_tool_calls(tokens: Tokens, output: Any) -> Tokens:
             web += 1
     if not web and not files:
         return tokens
-    return (*tokens[:6], tokens[6] + web, tokens[7] + files)
+    extras = tokens[6] or _NO_EXTRAS
+    extras = extras._replace(
+        web_searches=extras.web_searches + web, file_searches=extras.file_searches + files
+    )
+    return (tokens[0], tokens[1], tokens[2], tokens[3], tokens[4], tokens[5], extras)
 
 
 _NOT_SEARCHES = frozenset({"open_page", "find_in_page"})
+_NO_EXTRAS = Extras()
 
 
 def _read_gemini_response(obj: Any) -> tuple[Tokens, str] | None:
@@ -385,19 +417,26 @@ _UNCACHEABLE = (str, bytes, int, float, bool, type(None), list, tuple)
 
 
 def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
-    """A chat completion SDK object: its counts and model by plain attribute access (the most
-    common response of all).  The first response of its class whose usage or a detail is
-    ``None`` (servers that send no details) hands the class to the general reader for good."""
+    """A chat completion SDK object: its counts and model read straight from the pydantic
+    objects' ``__dict__`` (the most common response of all: pydantic's attribute access goes
+    through ``__getattr__``'s slot hook).  The first response of its class whose usage or a
+    detail is ``None`` or missing (servers that send no details) hands the class to the general
+    reader for good."""
     try:
         fields = obj.__dict__
         usage = fields["usage"].__dict__
-        cached = usage["prompt_tokens_details"].cached_tokens
-        reasoning = usage["completion_tokens_details"].reasoning_tokens
+        in_details = usage["prompt_tokens_details"].__dict__
+        out_details = usage["completion_tokens_details"].__dict__
+        cached = in_details["cached_tokens"]
+        reasoning = out_details["reasoning_tokens"]
+        audio_in = in_details["audio_tokens"]
+        audio_out = out_details["audio_tokens"]
     except (AttributeError, KeyError):
         _response_readers[type(obj)] = _read_sdk_response
         return _read_sdk_response(obj)
     tokens = _openai_partition(
-        usage["prompt_tokens"] or 0, cached or 0, usage["completion_tokens"] or 0, reasoning or 0
+        usage["prompt_tokens"] or 0, cached or 0, usage["completion_tokens"] or 0, reasoning or 0,
+        audio_in or 0, audio_out or 0,
     )
     return tokens, fields["model"] or ""
 
@@ -455,4 +494,4 @@ def extract_tokens(obj: object) -> tuple[Tokens, str] | None:
 def extract_usage(obj: object) -> tuple[TokenUsage, str] | None:
     """``(usage, response_model or "")``: :func:`extract_tokens` as a ``TokenUsage``."""
     found = extract_tokens(obj)
-    return None if found is None else (TokenUsage(*found[0]), found[1])
+    return None if found is None else (TokenUsage.of(found[0]), found[1])

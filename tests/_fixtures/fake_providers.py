@@ -54,6 +54,9 @@ class OpenAIUsage:
     completion_tokens: int = 30
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    audio_prompt_tokens: int = 0
+    """The audio part of the prompt (gpt-audio, gpt-4o-audio-preview)."""
+    audio_completion_tokens: int = 0
 
 
 @dataclass
@@ -78,6 +81,8 @@ class GeminiUsage:
     candidates_token_count: int = 30
     cached_content_token_count: int = 0
     thoughts_token_count: int = 0
+    audio_prompt_token_count: int = 0
+    """The audio part of the prompt, reported in the per-modality details."""
 
     def metadata(self) -> dict[str, Any]:
         body = {
@@ -90,6 +95,12 @@ class GeminiUsage:
             body["cachedContentTokenCount"] = self.cached_content_token_count
         if self.thoughts_token_count:
             body["thoughtsTokenCount"] = self.thoughts_token_count
+        if self.audio_prompt_token_count:
+            body["promptTokensDetails"] = [
+                {"modality": "TEXT",
+                 "tokenCount": self.prompt_token_count - self.audio_prompt_token_count},
+                {"modality": "AUDIO", "tokenCount": self.audio_prompt_token_count},
+            ]
         return body
 
 
@@ -166,10 +177,12 @@ def _chat_usage(u: OpenAIUsage) -> dict[str, Any]:
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "audio_tokens": 0},
+        "prompt_tokens_details": {
+            "cached_tokens": u.cached_tokens, "audio_tokens": u.audio_prompt_tokens,
+        },
         "completion_tokens_details": {
             "reasoning_tokens": u.reasoning_tokens,
-            "audio_tokens": 0,
+            "audio_tokens": u.audio_completion_tokens,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },

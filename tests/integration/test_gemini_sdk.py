@@ -51,6 +51,25 @@ def test_generate_content_records_cached_and_thinking_tokens_at_their_prices(
     assert record.response_model == MODEL
 
 
+def test_audio_in_the_prompt_bills_at_the_audio_input_price(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """Gemini 2.5 Flash bills audio input at $1 per million tokens, text at $0.30; the audio
+    part of the prompt comes in the per-modality details."""
+    fake_provider.gemini_usage = GeminiUsage(
+        prompt_token_count=5000, candidates_token_count=200, audio_prompt_token_count=4800
+    )
+    client = cw.instrument(_client(fake_provider))
+
+    client.models.generate_content(model=MODEL, contents="Transcribe and summarise.")
+
+    [record] = capture.records
+    assert record.usage == TokenUsage(input=5000, output=200, input_audio=4800)
+    assert record.cost_usd == (
+        200 * Decimal("0.30") + 4800 * Decimal(1) + 200 * Decimal("2.50")
+    ) / M
+
+
 def test_a_stream_is_recorded_once_from_its_last_chunk_and_yields_every_chunk(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:

@@ -284,6 +284,33 @@ async def test_async_responses_stream_helper_records_usage(
     assert record.cost_usd == O4_COST
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["completion", "stream"])
+def test_audio_in_and_out_bills_at_the_audio_rates(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, stream: bool
+) -> None:
+    """gpt-audio: text $2.50 in / $10 out, audio $32 in / $64 out per million tokens.  The
+    audio parts are reported inside prompt and completion tokens."""
+    fake_provider.openai_usage = OpenAIUsage(
+        prompt_tokens=1000, completion_tokens=500, audio_prompt_tokens=800,
+        audio_completion_tokens=450,
+    )
+    client = cw.instrument(_client(fake_provider))
+
+    answer = client.chat.completions.create(
+        model="gpt-audio", messages=MESSAGES, modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "wav"}, stream=stream,
+    )
+    if stream:
+        list(answer)
+
+    record = _only_record(capture)
+    assert record.usage == TokenUsage(input=1000, output=500, input_audio=800, output_audio=450)
+    assert record.cost_usd == (
+        200 * Decimal("2.50") + 800 * Decimal(32) + 50 * Decimal(10) + 450 * Decimal(64)
+    ) / M
+    assert record.input_cost_usd == (200 * Decimal("2.50") + 800 * Decimal(32)) / M
+
+
 WEB_SEARCH = {"id": "ws_1", "type": "web_search_call", "status": "completed",
               "action": {"type": "search", "query": "refund policy"}}
 OPENED_PAGE = {"id": "ws_2", "type": "web_search_call", "status": "completed",

@@ -263,13 +263,29 @@ def test_server_side_searches_are_priced_per_search_at_their_list_price(
     )
 
 
-def test_user_prices_can_price_searches() -> None:
+def test_the_audio_parts_of_input_and_output_bill_at_the_audio_rates(
+    catalog: PriceCatalog,
+) -> None:
+    # gpt-audio: text $2.50 in / $10 out, audio $32 in / $64 out per million tokens.
+    price = price_of(catalog, "openai", "gpt-audio")
+    usage = TokenUsage(input=1000, output=100, input_audio=600, output_audio=100)
+    input_side = (400 * usd("2.50") + 600 * usd("32")) / M
+    assert price.cost_split(usage) == (input_side + 100 * usd("64") / M, input_side)
+    # A model without audio prices bills audio as text.
+    mini = price_of(catalog, "openai", "gpt-4o-mini")
+    assert mini.cost(usage) == mini.cost(TokenUsage(input=1000, output=100))
+    assert "input (audio)         32" in format_price_table(catalog, "gpt-audio")
+
+
+def test_user_prices_can_price_searches_and_audio() -> None:
     catalog = PriceCatalog({"models": [
         {"provider": "acme", "model": "m1", "input_per_mtok": 1, "output_per_mtok": 2,
-         "web_search_usd": "0.005", "file_search_usd": "0.001"},
+         "web_search_usd": "0.005", "file_search_usd": "0.001", "input_audio_per_mtok": 4,
+         "output_audio_per_mtok": 8},
     ]})
     price = price_of(catalog, "acme", "m1")
     assert price.cost(TokenUsage(web_searches=2, file_searches=3)) == usd("0.013")
+    assert price.cost(TokenUsage(input=M, output=M, input_audio=M, output_audio=M)) == usd("12")
 
 
 # --- layering, user prices -----------------------------------------------------------------------

@@ -58,6 +58,11 @@ CALLS: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
     # Server-side searches bill per search, beside the tokens.
     ("anthropic", "claude-sonnet-4-5", {"feature": "research"},
      {**_anthropic(900, 300), "server_tool_use": {"web_search_requests": 3}}),
+    # Audio parts of the prompt and the completion bill at the audio rates.
+    ("openai", "gpt-audio", {"feature": "voice"},
+     {"prompt_tokens": 1000, "completion_tokens": 500,
+      "prompt_tokens_details": {"audio_tokens": 800},
+      "completion_tokens_details": {"audio_tokens": 450}}),
 ]
 
 
@@ -129,6 +134,10 @@ def test_tallied_calls_bill_tiers_and_per_request_prices_as_published(configured
     # metered-llm: $2 / $8 per Mtok plus $0.001 per call.
     metered = ((1000 + 10) * Decimal(2) + (100 + 1) * Decimal(8)) / M + 2 * Decimal("0.001")
     assert by_model["metered-llm"].cost_usd == metered
+    # gpt-audio: text $2.50 / $10, audio $32 / $64 per Mtok.
+    assert by_model["gpt-audio"].cost_usd == (
+        200 * Decimal("2.50") + 800 * Decimal(32) + 50 * Decimal(10) + 450 * Decimal(64)
+    ) / M
     assert by_model["no-such-model"].unpriced == 1
     assert by_model["no-such-model"].cost_usd == 0
 
@@ -237,7 +246,7 @@ def test_a_reader_that_catches_a_call_half_added_gets_the_rest_next_time() -> No
     tally = Tally(PriceCatalog())
     cursor = tally.cursor()
     key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0)
-    tally.add(key, (100, 0, 0, 20, 0, 0, 0, 0), 0.5)
+    tally.add(key, (100, 0, 0, 20, 0, 0, None), 0.5)
     [row] = [table[key] for table in tally._tables.values()]
     row[1] -= 100  # as a reader sees it between the call count and the input tokens
     first = cursor.take()

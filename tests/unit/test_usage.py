@@ -290,3 +290,21 @@ def test_server_side_searches_are_read_from_json_bodies_too() -> None:
         TokenUsage(input=10, output=5, web_searches=2), "claude-sonnet-4-5")
     assert extract_usage(responses_body) == (
         TokenUsage(input=10, output=5, web_searches=1, file_searches=1), "gpt-4.1")
+
+
+def test_audio_parts_are_read_from_openai_and_gemini_json_bodies() -> None:
+    chat = {"model": "gpt-audio", "usage": {
+        "prompt_tokens": 100, "completion_tokens": 50,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 70},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 40},
+    }}
+    gemini = {"modelVersion": "gemini-2.5-flash", "usageMetadata": {
+        "promptTokenCount": 100, "candidatesTokenCount": 10,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 30},
+                                {"modality": "AUDIO", "tokenCount": 70}],
+    }}
+
+    assert extract_usage(chat) == (
+        TokenUsage(input=100, output=50, input_audio=70, output_audio=40), "gpt-audio")
+    assert extract_usage(gemini) == (
+        TokenUsage(input=100, output=10, input_audio=70), "gemini-2.5-flash")
