@@ -11,11 +11,12 @@ Copies made with ``client.with_options(...)``/``copy(...)`` are instrumented too
 
 Per call: a budget preflight when a budget is registered (``BudgetExceeded`` propagates before
 the provider is called), then the provider call, then one record with the reported usage (an
-OpenAI call made with ``service_tier="flex"`` is priced at the model's batch rate, as OpenAI
-bills flex processing).  A provider exception is recorded (``status="error"``) and re-raised
-unchanged.  OpenAI chat and legacy completion streams get ``stream_options.include_usage`` when
-the caller did not set it, and the extra usage chunk is hidden from the caller.  The SDKs are
-never imported: clients are recognised by class name.
+OpenAI call made with ``service_tier="flex"`` or ``"priority"`` is priced at the published
+price of the tier that served it; flex at the batch rate where none is published, as OpenAI
+bills it).  A provider exception is recorded (``status="error"``) and re-raised unchanged.
+OpenAI chat and legacy completion streams get ``stream_options.include_usage`` when the caller
+did not set it, and the extra usage chunk is hidden from the caller.  The SDKs are never
+imported: clients are recognised by class name.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
             "messages",
             ("max_completion_tokens", "max_tokens"),
             inject_usage=inject_stream_usage,
-            flex=True,
+            service_tiers=True,
         )
         for completions in _resources(target, ("chat", "completions"),
                                       ("beta", "chat", "completions")):
@@ -194,7 +195,7 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
             _patch(patches, completions, "parse", chat_endpoint, call)
         responses_endpoint = Endpoint(
             generation, "input", ("max_output_tokens",), extra_prompt_key="instructions",
-            flex=True,
+            service_tiers=True,
         )
         responses = getattr(target, "responses", None)
         _patch(patches, responses, "create", responses_endpoint, call)
@@ -206,7 +207,7 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
             "prompt",
             ("max_tokens",),
             inject_usage=inject_stream_usage,
-            flex=True,
+            service_tiers=True,
         )
         _patch(patches, getattr(target, "completions", None), "create", legacy, call)
     elif sdk == "google-genai":

@@ -15,6 +15,7 @@ from costwatch import _runtime
 from costwatch._context import recorded_var
 from costwatch._errors import BudgetExceeded
 from costwatch._failopen import errors
+from costwatch._pricing import SERVICE_TIERS
 from costwatch._recorder import CallSpec
 from costwatch._streams import (
     is_api_response,
@@ -29,7 +30,7 @@ from costwatch._usage import extract_tokens
 class Endpoint:
     """One patched method: what it records and how to read its request."""
 
-    __slots__ = ("spec", "flex", "prompt_key", "extra_prompt_key", "max_keys", "inject_usage",
+    __slots__ = ("spec", "tiered", "prompt_key", "extra_prompt_key", "max_keys", "inject_usage",
                  "active")
 
     def __init__(
@@ -40,15 +41,19 @@ class Endpoint:
         *,
         extra_prompt_key: str = "",
         inject_usage: bool = False,
-        flex: bool = False,
+        service_tiers: bool = False,
     ) -> None:
         self.spec = spec
-        self.flex = (
-            CallSpec(spec.provider, spec.model, spec.stage, spec.operation, batch=True)
-            if flex
+        self.tiered = (
+            {
+                tier: CallSpec(spec.provider, spec.model, spec.stage, spec.operation,
+                               service_tier=tier)
+                for tier in SERVICE_TIERS
+            }
+            if service_tiers
             else None
         )
-        """For a call made with ``service_tier="flex"`` (OpenAI): billed at the batch rate."""
+        """OpenAI processing tiers (``service_tier=``) and the specs that price them."""
         self.prompt_key = prompt_key
         self.extra_prompt_key = extra_prompt_key
         """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
@@ -70,11 +75,19 @@ class Endpoint:
                 return [{"role": "system", "content": extra}, *prompt]
         return prompt if isinstance(prompt, str | list | tuple) else None
 
-    def spec_for(self, kwargs: Mapping[str, Any]) -> CallSpec:
-        """The spec that prices this call: the flex one when it asked for flex processing."""
-        if self.flex is not None and kwargs.get("service_tier") == "flex":
-            return self.flex
-        return self.spec
+    def spec_for(self, kwargs: Mapping[str, Any], result: object = None) -> CallSpec:
+        """The spec that prices this call: its processing tier's when it asked for one (OpenAI
+        ``service_tier="flex"`` or ``"priority"``), or rather the tier the response says served
+        it (a priority request can be served at the default tier); a stream says it only in
+        its chunks and is priced at the tier it asked for."""
+        tiered = self.tiered
+        if tiered is None:
+            return self.spec
+        tier = kwargs.get("service_tier")
+        if not tier:
+            return self.spec
+        served = getattr(result, "service_tier", None)
+        return tiered.get(served if isinstance(served, str) else tier, self.spec)
 
     def max_output(self, kwargs: Mapping[str, Any]) -> int | None:
         if not self.max_keys:
@@ -157,7 +170,7 @@ def _after(
     """Record the call (or hook the stream it returned); returns what the caller gets: the
     result itself, or for a plain generator of chunks (google-genai) one that watches it."""
     try:
-        spec = ep.spec_for(kwargs)
+        spec = ep.spec_for(kwargs, result)
         if is_stream(result):
             wrap_stream(
                 result, spec, model, t0,

@@ -24,7 +24,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Annotated, Any
@@ -68,7 +68,8 @@ class Price:
     price, ``input_audio`` / ``output_audio`` missing bill at the input / output price.
     ``per_request`` is a fixed price per call (rerank searches, per-request fees);
     ``per_web_search`` and ``per_file_search`` price each server-side search a call ran (they
-    are billed as they are: neither tiered nor batch-discounted).
+    are billed as they are: neither tiered nor batch-discounted).  ``service_tiers`` are the
+    prices of OpenAI's processing tiers (``flex``, ``priority``) where they are published.
     """
 
     input: Decimal
@@ -88,6 +89,8 @@ class Price:
     per_request: Decimal = _ZERO
     per_web_search: Decimal = _ZERO
     per_file_search: Decimal = _ZERO
+    service_tiers: tuple[tuple[str, Price], ...] = ()
+    """``(tier, price)`` pairs: the price of a call served at that processing tier."""
     matched: str = field(default="", compare=False)
     """What the lookup matched, for ``costwatch prices``: e.g. ``genai-prices:openai/gpt-4o``."""
 
@@ -127,6 +130,13 @@ class Price:
             else:
                 break
         return chosen
+
+    def for_service_tier(self, tier: str) -> Price | None:
+        """The price of a call served at processing ``tier``, or None when none is published."""
+        for name, price in self.service_tiers:
+            if name == tier:
+                return price
+        return None
 
     def tier_index(self, prompt_tokens: int) -> int:
         """0 for this price, ``i`` for ``tiers[i - 1]``: which one a call's prompt bills at."""
@@ -711,16 +721,47 @@ def _per_call(prices: Any, key: str) -> Decimal:
     return _CTX.divide(Decimal(per_k), Decimal(1000)) if per_k else _ZERO
 
 
+SERVICE_TIERS = ("flex", "priority")
+"""OpenAI processing tiers priced apart (``service_tier=`` on a request)."""
+
+
 def _price_from_genai(provider_id: str, info: Any, fine_tuned: bool, now: datetime) -> Price | None:
     prices = info.get_prices(now)
+    base = _genai_price(provider_id, info, prices, fine_tuned, _batch_ratio(info, prices), None)
+    if base is None:
+        return None
+    tiers = []
+    for variant in info.price_variants or ():
+        tier = variant.when.get("service_tier") if len(variant.when) == 1 else None
+        if tier in SERVICE_TIERS:
+            price = _genai_price(provider_id, info, variant.prices, fine_tuned,
+                                 base.batch_discount, base)
+            if price is not None:
+                tiers.append((str(tier), price))
+    return replace(base, service_tiers=tuple(tiers)) if tiers else base
+
+
+def _genai_price(
+    provider_id: str,
+    info: Any,
+    prices: Any,
+    fine_tuned: bool,
+    batch_discount: Decimal,
+    base: Price | None,
+) -> Price | None:
+    """A :class:`Price` from one genai-prices price set; a tier's (``base`` given) takes the
+    per-call fees of the standard price, which tier price sets do not repeat."""
     raw = {kind: _genai_value(prices, keys) for kind, keys in _GENAI_KEYS.items()}
     per_request = _per_call(prices, "requests_kcount")
     per_web_search = _per_call(prices, "web_searches_kcount")
     per_file_search = _per_call(prices, "storage_searches_kcount")
+    if base is not None:
+        per_request = per_request or base.per_request
+        per_web_search = per_web_search or base.per_web_search
+        per_file_search = per_file_search or base.per_file_search
     if raw["input"] is None and raw["output"] is None and not per_request:
         return None  # not token-priced (per character, per second) or no price published
 
-    batch_discount = _batch_ratio(info, prices)
     claude = "claude" in str(info.id).lower()
 
     def build(prompt_tokens: int, tiers: tuple[PriceTier, ...]) -> Price:
@@ -937,9 +978,13 @@ def format_price_table(catalog: PriceCatalog, model: str, provider: str | None =
         lines.append(f"{'file search':<22}{format_usd(price.per_file_search)} USD per search")
     lines.append(f"{'batch':<22}x{format_usd(price.batch_discount)} with batch=True")
     for tier in price.tiers:
-        rows = tier.price.per_million()
-        parts = ", ".join(
-            f"{_ROW_LABELS[kind]} {format_usd(value)}" for kind, (value, _) in rows.items()
-        )
-        lines.append(f"above {tier.above_prompt_tokens} prompt tokens: {parts}")
+        lines.append(f"above {tier.above_prompt_tokens} prompt tokens: {_rates(tier.price)}")
+    for name, tiered in price.service_tiers:
+        lines.append(f"service_tier={name}: {_rates(tiered)}")
     return "\n".join(lines)
+
+
+def _rates(price: Price) -> str:
+    """A price's per-million rates on one line."""
+    rows = price.per_million().items()
+    return ", ".join(f"{_ROW_LABELS[kind]} {format_usd(value)}" for kind, (value, _) in rows)

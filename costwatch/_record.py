@@ -203,7 +203,10 @@ class CostRecord:
     """The share of input cost those context tokens made, per retrieval source."""
     cache_hit: bool = False
     batch: bool = False
-    """Priced at the model's batch rate (a Batch API result, OpenAI flex processing)."""
+    """Priced at the model's batch rate (a Batch API result; OpenAI flex processing of a model
+    without a published flex price)."""
+    service_tier: str = ""
+    """The processing tier the call was priced at (OpenAI ``flex``, ``priority``), if any."""
     timestamp: float = 0.0
     tags: Mapping[str, str] = _NO_TAGS
     """Every tag in force (including feature/team/tenant), for budget matching."""

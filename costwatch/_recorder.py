@@ -23,7 +23,7 @@ class CallSpec:
     """What a wrapped call site is: fixed at decoration / instrumentation time."""
 
     __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "batch",
-                 "_untallied", "_memo")
+                 "service_tier", "_untallied", "_memo")
 
     def __init__(
         self,
@@ -34,6 +34,7 @@ class CallSpec:
         source: str = "",
         price_usd: Decimal | None = None,
         batch: bool = False,
+        service_tier: str = "",
     ) -> None:
         self.provider = provider
         self.model = model
@@ -43,8 +44,11 @@ class CallSpec:
         self.price_usd = price_usd
         """A fixed per-call price (retrieval, reranker searches) instead of a token price."""
         self.batch = batch
-        """Priced at the model's batch rate (Batch APIs, OpenAI flex processing)."""
-        self._untallied = price_usd is not None or batch
+        """Priced at the model's batch rate (Batch APIs)."""
+        self.service_tier = service_tier
+        """Priced at this processing tier's price (OpenAI ``flex``, ``priority``) where one is
+        published; a flex call of a model without one bills at its batch rate."""
+        self._untallied = price_usd is not None or batch or bool(service_tier)
         """Calls of this site are not priced by the tally's plain token price."""
         self._memo: tuple[object, str, Price | None, bool] | None = None
         """(tally, model, price if it has tiers, whether it has a price) of the last tallied
@@ -80,9 +84,13 @@ class CallSpec:
         )
 
     def _price(self, rt: _runtime.Runtime, model: str) -> Price | None:
+        """The price a budget reserves at (a processing tier's, when this spec has one)."""
         if self.price_usd is not None:
             return None
-        return rt.catalog.resolve(self.provider, model)
+        price = rt.catalog.resolve(self.provider, model)
+        if price is not None and self.service_tier:
+            price = price.for_service_tier(self.service_tier) or price
+        return price
 
     def emit(
         self,
@@ -181,6 +189,7 @@ class CallSpec:
     ) -> CostRecord:
         """Price and attribute one call (the hot path: positional, no optional work)."""
         fixed = self.price_usd
+        batch = self.batch
         if fixed is not None:
             cost: Decimal | None = fixed
             input_cost: Decimal | None = _ZERO
@@ -194,7 +203,9 @@ class CallSpec:
                 if price is not None:
                     model = response_model
             if price is not None:
-                cost, input_cost = price.cost_split(usage, 1, self.batch)
+                if self.service_tier:
+                    price, batch = self._at_service_tier(price)
+                cost, input_cost = price.cost_split(usage, 1, batch)
                 price_source = price.source
                 fine_tuned = price.fine_tuned
             else:
@@ -229,9 +240,18 @@ class CallSpec:
         )
         if self.source:
             record.source = self.source
-        if self.batch:
+        if batch:
             record.batch = True
+        if self.service_tier:
+            record.service_tier = self.service_tier
         return record
+
+    def _at_service_tier(self, price: Price) -> tuple[Price, bool]:
+        """``(price, at the batch rate)`` of a call served at this spec's processing tier."""
+        tiered = price.for_service_tier(self.service_tier)
+        if tiered is not None:
+            return tiered, self.batch
+        return price, self.batch or self.service_tier == "flex"  # OpenAI: flex = batch prices
 
     def _by_response(
         self, rt: _runtime.Runtime, model: str, response_model: str, tokens: Tokens

@@ -128,6 +128,8 @@ class FakeProvider:
     anthropic_usage: AnthropicUsage = field(default_factory=AnthropicUsage)
     embedding_tokens: int = 8
     gemini_usage: GeminiUsage = field(default_factory=GeminiUsage)
+    service_tier: str = "default"
+    """The processing tier OpenAI responses say served them (``flex``, ``priority``...)."""
     openai_tool_calls: list[dict[str, Any]] = field(default_factory=list)
     """Hosted tool calls (``web_search_call``, ``file_search_call`` items) a response lists
     before its message."""
@@ -209,7 +211,7 @@ def chat_completion(fake: FakeProvider, model: str) -> dict[str, Any]:
             }
         ],
         "usage": _chat_usage(fake.openai_usage),
-        "service_tier": "default",
+        "service_tier": fake.service_tier,
         "system_fingerprint": FINGERPRINT,
     }
 
@@ -221,7 +223,7 @@ def chat_chunks(fake: FakeProvider, model: str, include_usage: bool) -> Iterator
             "object": "chat.completion.chunk",
             "created": CREATED,
             "model": RESPONSE_MODELS.get(model, model),
-            "service_tier": "default",
+            "service_tier": fake.service_tier,
             "system_fingerprint": FINGERPRINT,
             "choices": choices,
         }
@@ -334,7 +336,7 @@ def response_object(
         "prompt_cache_key": None,
         "reasoning": {"effort": "medium", "summary": None},
         "safety_identifier": None,
-        "service_tier": "default",
+        "service_tier": fake.service_tier,
         "store": True,
         "temperature": 1.0,
         "text": {"format": {"type": "text"}, "verbosity": "medium"},

@@ -472,22 +472,59 @@ def test_error_in_the_middle_of_a_stream_is_raised_and_recorded_as_error(
 # --- instrument()/uninstrument() ---------------------------------------------------------------
 
 
-def test_flex_processing_is_priced_at_the_batch_rate(
+# o4-mini at the flex and priority tiers: $0.55 / $0.138 cached / $2.20 and $2 / $0.50 / $8.
+O4_FLEX_COST = (464 * Decimal("0.55") + 1536 * Decimal("0.138") + 900 * Decimal("2.20")) / M
+O4_PRIORITY_COST = (464 * Decimal(2) + 1536 * Decimal("0.50") + 900 * Decimal(8)) / M
+
+
+def test_processing_tiers_are_priced_at_their_published_prices(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
-    """OpenAI bills ``service_tier="flex"`` at Batch API prices: half, cached input included."""
+    """OpenAI prices ``service_tier="flex"`` at about half and ``"priority"`` at about 1.8 times
+    the standard rate, each with its own cached-input price."""
     fake_provider.openai_usage = O4_USAGE
     client = cw.instrument(_client(fake_provider))
 
+    fake_provider.service_tier = "flex"
     client.chat.completions.create(model="o4-mini", messages=MESSAGES, service_tier="flex")
     list(client.chat.completions.create(model="o4-mini", messages=MESSAGES, stream=True,
                                         service_tier="flex"))
+    fake_provider.service_tier = "priority"
+    client.responses.create(model="o4-mini", input="Summarise.", service_tier="priority")
+    fake_provider.service_tier = "default"
     client.chat.completions.create(model="o4-mini", messages=MESSAGES)
 
-    assert [(r.usage, r.cost_usd, r.batch) for r in capture.records] == [
-        (O4_TOKENS, O4_COST / 2, True), (O4_TOKENS, O4_COST / 2, True),
-        (O4_TOKENS, O4_COST, False),
+    assert [(r.cost_usd, r.service_tier, r.batch) for r in capture.records] == [
+        (O4_FLEX_COST, "flex", False), (O4_FLEX_COST, "flex", False),
+        (O4_PRIORITY_COST, "priority", False), (O4_COST, "", False),
     ]
+    assert cw.summary().total_usd == 2 * O4_FLEX_COST + O4_PRIORITY_COST + O4_COST
+
+
+def test_a_priority_request_served_at_the_default_tier_is_priced_at_the_default_tier(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = O4_USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    client.chat.completions.create(model="o4-mini", messages=MESSAGES, service_tier="priority")
+
+    assert (_only_record(capture).cost_usd, _only_record(capture).service_tier) == (O4_COST, "")
+
+
+def test_flex_processing_of_a_model_without_a_flex_price_bills_at_the_batch_rate(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """OpenAI bills flex processing at Batch API prices; genai-prices lists no flex price for
+    gpt-4o-mini: half, cached input included."""
+    fake_provider.openai_usage = MINI_USAGE
+    fake_provider.service_tier = "flex"
+    client = cw.instrument(_client(fake_provider))
+
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, service_tier="flex")
+
+    record = _only_record(capture)
+    assert (record.cost_usd, record.service_tier, record.batch) == (MINI_COST / 2, "flex", True)
 
 
 def test_azure_deployment_is_priced_by_the_model_its_response_names(

@@ -277,6 +277,23 @@ def test_the_audio_parts_of_input_and_output_bill_at_the_audio_rates(
     assert "input (audio)         32" in format_price_table(catalog, "gpt-audio")
 
 
+def test_openai_processing_tiers_have_their_own_published_prices(catalog: PriceCatalog) -> None:
+    # o4-mini: standard $1.10 / $0.275 cached / $4.40; flex $0.55 / $0.138 / $2.20;
+    # priority $2 / $0.50 / $8.  The tiers keep the standard price's per-search fees.
+    price = price_of(catalog, "openai", "o4-mini")
+    flex, priority = price.for_service_tier("flex"), price.for_service_tier("priority")
+    assert flex is not None and priority is not None
+    usage = TokenUsage(input=1000, cache_read=1000, output=1000, web_searches=1)
+    assert flex.cost(usage) == (1000 * usd("0.55") + 1000 * usd("0.138") + 1000 * usd("2.20")) / M \
+        + usd("0.01")
+    assert priority.cost(usage) == (1000 * usd(2) + 1000 * usd("0.5") + 1000 * usd(8)) / M \
+        + usd("0.01")
+    assert price_of(catalog, "openai", "gpt-4o-mini").for_service_tier("flex") is None
+    assert "service_tier=priority: input 2, cache read 0.5" in format_price_table(
+        catalog, "o4-mini"
+    )
+
+
 def test_user_prices_can_price_searches_and_audio() -> None:
     catalog = PriceCatalog({"models": [
         {"provider": "acme", "model": "m1", "input_per_mtok": 1, "output_per_mtok": 2,
