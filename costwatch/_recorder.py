@@ -19,11 +19,14 @@ if TYPE_CHECKING:
 _ZERO = Decimal(0)
 
 
+_MAX_ALIASES = 256
+
+
 class CallSpec:
     """What a wrapped call site is: fixed at decoration / instrumentation time."""
 
     __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "batch",
-                 "service_tier", "_untallied", "_memo")
+                 "service_tier", "_untallied", "_memo", "_aliases")
 
     def __init__(
         self,
@@ -53,6 +56,9 @@ class CallSpec:
         self._memo: tuple[object, str, Price | None, bool] | None = None
         """(tally, model, price if it has tiers, whether it has a price) of the last tallied
         call: most sites call one model."""
+        self._aliases: dict[str, str] = {}
+        """Requested model without a price -> the priced model its responses named (an Azure
+        deployment, a proxy's alias): what a budget reserves at before the next call."""
 
     def preflight(
         self, model: str, prompt_tokens: int, max_output_tokens: int | None
@@ -88,6 +94,8 @@ class CallSpec:
         if self.price_usd is not None:
             return None
         price = rt.catalog.resolve(self.provider, model)
+        if price is None and model in self._aliases:
+            price = rt.catalog.resolve(self.provider, self._aliases[model])
         if price is not None and self.service_tier:
             price = price.for_service_tier(self.service_tier) or price
         return price
@@ -201,6 +209,7 @@ class CallSpec:
                 # An Azure deployment name, a proxy's alias: the model the response names
                 price = rt.catalog.resolve(self.provider, response_model)
                 if price is not None:
+                    self._learn(model, response_model)
                     model = response_model
             if price is not None:
                 if self.service_tier:
@@ -262,8 +271,13 @@ class CallSpec:
         price = rt.catalog.resolve(self.provider, response_model)
         if price is None:
             return model, 0
+        self._learn(model, response_model)
         tier = price.tier_index(tokens[0] + tokens[1] + tokens[2]) if price.tiers else 0
         return response_model, tier
+
+    def _learn(self, model: str, response_model: str) -> None:
+        if len(self._aliases) < _MAX_ALIASES:
+            self._aliases[model] = response_model
 
     def deliver(
         self,

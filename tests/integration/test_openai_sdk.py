@@ -548,6 +548,31 @@ def test_azure_deployment_is_priced_by_the_model_its_response_names(
     assert cw.summary().total.unpriced == 0
 
 
+def test_a_budget_reserves_for_an_azure_deployment_at_the_price_its_responses_named(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """The first call to a deployment is not priced until its response names the model; from
+    then on a blocking budget reserves each call's worst case at that model's price."""
+    fake_provider.openai_usage = MINI_USAGE
+    fake_provider.azure_deployments = {"support-bot-prod": "gpt-4o-mini-2024-07-18"}
+    client = cw.instrument(openai.AzureOpenAI(
+        azure_endpoint=fake_provider.base_url, api_version="2024-10-21", api_key="test",
+        max_retries=0,
+    ))
+    cw.budget("azure-bot", limit_usd=0.01, window="1d", action="block")
+
+    # Worst case of the next call: 100k output tokens at $0.60 per million = $0.06 > $0.01.
+    client.chat.completions.create(model="support-bot-prod", messages=MESSAGES,
+                                   max_tokens=100_000)
+    with pytest.raises(cw.BudgetExceeded):
+        client.chat.completions.create(model="support-bot-prod", messages=MESSAGES,
+                                       max_tokens=100_000)
+    client.chat.completions.create(model="support-bot-prod", messages=MESSAGES, max_tokens=100)
+
+    assert len(fake_provider.requests) == 2
+    assert [r.cost_usd for r in capture.records if r.status == "ok"] == [MINI_COST] * 2
+
+
 @pytest.mark.parametrize(
     ("base_url", "model", "provider", "cost"),
     [
