@@ -31,3 +31,10 @@ def test_manual_record_example(cw: Any) -> None:
     assert f"Decimal('{rec.cost_usd}')" in README
     assert rec.strategy == "fine_tuned"
     assert rec.price_source == "bundled"
+
+
+def test_searches_example(cw: Any) -> None:
+    rec = cw.record(provider="anthropic", model="claude-sonnet-4-5", input_tokens=900,
+                    output_tokens=300, web_searches=3)
+    assert rec.cost_usd == Decimal("0.0372")
+    assert f"Decimal('{rec.cost_usd}')" in README
