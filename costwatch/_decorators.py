@@ -12,6 +12,7 @@ import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
 from decimal import Decimal
 from time import perf_counter
+from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from costwatch import _runtime
@@ -369,6 +370,11 @@ def _returned(
                 return result
         if is_stream(result):
             return cast(R, _stream(site, result, args, kwargs, t0, reservation))
+        if not site.retrieval:  # a plain generator of chunks (google-genai's streams)
+            if isinstance(result, GeneratorType):
+                return cast(R, _drive(site, result, args, kwargs, t0, reservation))
+            if isinstance(result, AsyncGeneratorType):
+                return cast(R, _adrive(site, result, args, kwargs, t0, reservation))
         site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
     except Exception as internal:
         errors.report("decorator", internal)
@@ -425,41 +431,53 @@ def _wrap_gen(
         rt = _runtime.runtime()
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
-        observed = _Observed()
-        error: BaseException | None = None
-        finished = False
-        inner = fn(*args, **kwargs)
-        try:
-            to_send: Any = None
-            to_throw: BaseException | None = None
-            while True:
-                try:
-                    if to_throw is not None:
-                        exc, to_throw = to_throw, None
-                        item = inner.throw(exc)
-                    else:
-                        item = inner.send(to_send)
-                except StopIteration as stop:
-                    finished = True
-                    return stop.value
-                observed.see(item)
-                try:
-                    to_send = yield item
-                except GeneratorExit:
-                    raise
-                except BaseException as exc:
-                    to_throw = exc
-        except GeneratorExit:
-            inner.close()
-            raise
-        except BaseException as exc:
-            error = exc
-            finished = True
-            raise
-        finally:
-            observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
+        return (yield from _drive(site, fn(*args, **kwargs), args, kwargs, t0, reservation))
 
     return wrapper
+
+
+def _drive(
+    site: _Site,
+    inner: Generator[Any, Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    t0: float,
+    reservation: Reservation | None,
+) -> Generator[Any, Any, Any]:
+    """Yield what ``inner`` yields (forwarding ``send``, ``throw``, ``close`` and its return
+    value) and record the call once, when it ends, fails or is closed."""
+    observed = _Observed()
+    error: BaseException | None = None
+    finished = False
+    try:
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = inner.throw(exc)
+                else:
+                    item = inner.send(to_send)
+            except StopIteration as stop:
+                finished = True
+                return stop.value
+            observed.see(item)
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except GeneratorExit:
+        inner.close()
+        raise
+    except BaseException as exc:
+        error = exc
+        finished = True
+        raise
+    finally:
+        observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
 
 
 def _wrap_async_gen(
@@ -470,41 +488,67 @@ def _wrap_async_gen(
         rt = _runtime.runtime()
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
-        observed = _Observed()
-        error: BaseException | None = None
-        finished = False
-        inner = fn(*args, **kwargs)
+        driven = _adrive(site, fn(*args, **kwargs), args, kwargs, t0, reservation)
+        # An async generator cannot ``yield from``: forward to the driver by hand.
         try:
-            to_send: Any = None
-            to_throw: BaseException | None = None
+            item = await driven.__anext__()
             while True:
                 try:
-                    if to_throw is not None:
-                        exc, to_throw = to_throw, None
-                        item = await inner.athrow(exc)
-                    else:
-                        item = await inner.asend(to_send)
-                except StopAsyncIteration:
-                    finished = True
-                    return
-                observed.see(item)
-                try:
-                    to_send = yield item
+                    sent = yield item
                 except GeneratorExit:
+                    await driven.aclose()
                     raise
                 except BaseException as exc:
-                    to_throw = exc
-        except GeneratorExit:
-            await inner.aclose()
-            raise
-        except BaseException as exc:
-            error = exc
-            finished = True
-            raise
-        finally:
-            observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
+                    item = await driven.athrow(exc)
+                else:
+                    item = await driven.asend(sent)
+        except StopAsyncIteration:
+            return
 
     return wrapper
+
+
+async def _adrive(
+    site: _Site,
+    inner: AsyncGenerator[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    t0: float,
+    reservation: Reservation | None,
+) -> AsyncGenerator[Any, Any]:
+    """:func:`_drive` for an async generator (``asend``, ``athrow``, ``aclose``)."""
+    observed = _Observed()
+    error: BaseException | None = None
+    finished = False
+    try:
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = await inner.athrow(exc)
+                else:
+                    item = await inner.asend(to_send)
+            except StopAsyncIteration:
+                finished = True
+                return
+            observed.see(item)
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except GeneratorExit:
+        await inner.aclose()
+        raise
+    except BaseException as exc:
+        error = exc
+        finished = True
+        raise
+    finally:
+        observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
 
 
 def generation(

@@ -88,6 +88,30 @@ def test_a_stream_is_recorded_once_from_its_last_chunk_and_yields_every_chunk(
     assert (record.usage, record.cost_usd, record.incomplete) == (TOKENS, COST, False)
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_decorated_function_returning_a_stream_is_recorded_from_its_chunks(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, asynchronous: bool
+) -> None:
+    """Without instrument(): google-genai's stream is a plain generator, recorded from the usage
+    of its last chunk once the caller has read it."""
+    fake_provider.gemini_usage = USAGE
+    client = _client(fake_provider)
+
+    @cw.generation(provider="google", model=MODEL)
+    def stream(prompt: str) -> Any:
+        return client.models.generate_content_stream(model=MODEL, contents=prompt)
+
+    @cw.generation(provider="google", model=MODEL)
+    async def astream(prompt: str) -> Any:
+        return await client.aio.models.generate_content_stream(model=MODEL, contents=prompt)
+
+    chunks = [c async for c in await astream("Hi")] if asynchronous else list(stream("Hi"))
+
+    assert "".join(chunk.text for chunk in chunks) == "Hello from the fake provider."
+    [record] = capture.records
+    assert (record.usage, record.cost_usd, record.usage_source) == (TOKENS, COST, "reported")
+
+
 def test_a_stream_dropped_after_one_chunk_is_recorded_once_as_incomplete(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:

@@ -137,6 +137,65 @@ def test_generator_forwards_send_and_return_value(cw: Any, capture: CaptureSink)
     assert len(capture.records) == 1
 
 
+def test_a_returned_generator_is_recorded_once_when_it_ends_with_the_usage_it_yielded(
+    cw: Any, capture: CaptureSink
+) -> None:
+    """google-genai's streams are plain generators: a function that returns one is recorded
+    from its chunks, when the caller has read them, not when the function returns."""
+    chunks = [{"object": "chat.completion.chunk", "model": "gpt-4o-mini", "choices": [],
+               "usage": chat_response()["usage"]}]
+
+    @cw.generation(provider="openai", model="gpt-4o-mini")
+    def stream(prompt: str) -> Iterator[dict[str, Any]]:
+        return iter_chunks()
+
+    def iter_chunks() -> Iterator[dict[str, Any]]:
+        yield from chunks
+        return None
+
+    returned = stream("hi")
+    assert capture.records == []
+    assert list(returned) == chunks
+    assert len(capture.records) == 1
+    assert (capture.last.cost_usd, capture.last.incomplete) == (expected_cost(), False)
+
+
+async def test_a_returned_async_generator_is_recorded_once_when_it_is_closed(
+    cw: Any, capture: CaptureSink
+) -> None:
+    async def words() -> AsyncIterator[str]:
+        for word in ("one ", "two ", "three "):
+            yield word
+
+    @cw.generation(provider="openai", model="gpt-4o-mini")
+    async def stream(prompt: str) -> AsyncIterator[str]:
+        return words()
+
+    returned = await stream("count")
+    assert await returned.__anext__() == "one "
+    await returned.aclose()
+    assert len(capture.records) == 1
+    assert (capture.last.incomplete, capture.last.usage_source) == (True, "estimated")
+
+
+async def test_async_generator_forwards_asend_and_athrow(cw: Any, capture: CaptureSink) -> None:
+    @cw.generation(provider="openai", model="gpt-4o-mini")
+    async def echo(prompt: str) -> AsyncIterator[str]:
+        try:
+            received = yield "first"
+            yield f"got {received}"
+        except ValueError:
+            yield "recovered"
+
+    gen = echo("hi")
+    assert await gen.__anext__() == "first"
+    assert await gen.asend("x") == "got x"
+    assert await gen.athrow(ValueError()) == "recovered"
+    with pytest.raises(StopAsyncIteration):
+        await gen.__anext__()
+    assert len(capture.records) == 1
+
+
 def test_abandoned_generator_is_recorded_once_as_incomplete(cw: Any, capture: CaptureSink) -> None:
     @cw.generation(provider="openai", model="gpt-4o-mini")
     def words(prompt: str) -> Iterator[str]:
