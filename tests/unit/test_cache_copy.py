@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
@@ -91,3 +92,32 @@ def test_values_nested_deeper_than_64_levels_get_no_copier() -> None:
     copy = copier(shallow)
     assert copy is not None
     assert copy(shallow) == shallow
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 6 else 5)
+    if kind == 0:
+        return rng.randrange(-5, 5)
+    if kind == 1:
+        return rng.random()
+    if kind == 2:
+        return rng.choice(["", "a", "text", "ünïcode"])
+    if kind == 3:
+        return rng.choice([True, False])
+    if kind == 4:
+        return None
+    if kind in (5, 6):
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(5))]
+    return {f"k{i}": _random_json(rng, depth + 1) for i in range(rng.randrange(5))}
+
+
+def test_copies_of_random_json_values_are_equal_and_share_no_container() -> None:
+    rng = random.Random(20261124)
+    for _ in range(500):
+        value = orjson.loads(orjson.dumps(_random_json(rng)))
+        copy = copier(value)
+        assert copy is not None
+        copied = copy(value)
+        assert orjson.dumps(copied) == orjson.dumps(value)
+        ours = {id(c) for c in _containers(value)}
+        assert not ours & {id(c) for c in _containers(copied)}
