@@ -81,14 +81,6 @@ class TokenUsage:
         return cls(tokens[0], tokens[1], tokens[2], tokens[3], tokens[4], tokens[5], *extras)
 
     @property
-    def extras(self) -> Extras | None:
-        """What the call billed beside the partition, or None."""
-        if not (self.web_searches or self.file_searches or self.input_audio
-                or self.output_audio):
-            return None
-        return Extras(self.web_searches, self.file_searches, self.input_audio, self.output_audio)
-
-    @property
     def total(self) -> int:
         return self.input + self.cache_read + self.cache_write + self.output + self.reasoning
 
@@ -105,6 +97,18 @@ class TokenUsage:
             "output": self.output,
             "reasoning": self.reasoning,
         }
+
+    def details(self) -> dict[str, int]:
+        """What the usage holds beside the partition, where it is not zero: the one-hour part of
+        cache writes, the audio parts, the server-side searches."""
+        values = {
+            "cache_write_1h": self.cache_write_1h,
+            "input_audio": self.input_audio,
+            "output_audio": self.output_audio,
+            "web_searches": self.web_searches,
+            "file_searches": self.file_searches,
+        }
+        return {name: value for name, value in values.items() if value}
 
     def _key(self) -> tuple[int, ...]:
         return (
@@ -273,7 +277,7 @@ class CostRecord:
             if isinstance(value, Decimal):
                 value = str(value)
             elif isinstance(value, TokenUsage):
-                value = value.by_type()
+                value = value.by_type() | value.details()
             elif isinstance(value, Mapping):
                 value = {k: str(v) if isinstance(v, Decimal) else v for k, v in value.items()}
             out[name] = value

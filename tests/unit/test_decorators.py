@@ -388,6 +388,10 @@ def test_a_manual_record_can_carry_the_searches_a_call_ran(cw: Any) -> None:
     rec = cw.record(provider="openai", model="gpt-4o-mini", input_tokens=1000,
                     web_searches=1, file_searches=2)
     assert rec.cost_usd == 1000 * Decimal("0.15") / M + Decimal("0.01") + Decimal("0.005")
+    assert rec.as_dict()["usage"] == {
+        "input": 1000, "cache_read": 0, "cache_write": 0, "output": 0, "reasoning": 0,
+        "web_searches": 1, "file_searches": 2,
+    }
 
 
 def test_batch_results_are_priced_at_the_batch_rate(cw: Any) -> None:
