@@ -15,7 +15,7 @@ from costwatch import _runtime
 from costwatch._context import recorded_var
 from costwatch._errors import BudgetExceeded
 from costwatch._failopen import errors
-from costwatch._pricing import SERVICE_TIERS
+from costwatch._record import SERVICE_TIERS
 from costwatch._recorder import CallSpec
 from costwatch._streams import (
     is_api_response,
@@ -45,13 +45,7 @@ class Endpoint:
     ) -> None:
         self.spec = spec
         self.tiered = (
-            {
-                tier: CallSpec(spec.provider, spec.model, spec.stage, spec.operation,
-                               service_tier=tier)
-                for tier in SERVICE_TIERS
-            }
-            if service_tiers
-            else None
+            {tier: spec.at_tier(tier) for tier in SERVICE_TIERS} if service_tiers else None
         )
         """OpenAI processing tiers (``service_tier=``) and the specs that price them."""
         self.prompt_key = prompt_key

@@ -32,7 +32,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costwatch._errors import ConfigError
-from costwatch._record import TokenUsage
+from costwatch._record import SERVICE_TIERS, TokenUsage
 
 _ZERO = Decimal(0)
 _MTOK = Decimal(1_000_000)
@@ -719,10 +719,6 @@ def _per_call(prices: Any, key: str) -> Decimal:
     """A genai-prices price per thousand (requests, searches) as a price per one."""
     per_k = prices.__dict__.get(key)
     return _CTX.divide(Decimal(per_k), Decimal(1000)) if per_k else _ZERO
-
-
-SERVICE_TIERS = ("flex", "priority")
-"""OpenAI processing tiers priced apart (``service_tier=`` on a request)."""
 
 
 def _price_from_genai(provider_id: str, info: Any, fine_tuned: bool, now: datetime) -> Price | None:

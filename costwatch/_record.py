@@ -14,17 +14,23 @@ TOKEN_TYPES: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", 
 """The ``token_type`` partition of billed tokens (DESIGN.md): summing over it is meaningful."""
 
 
-class Extras(NamedTuple):
-    """What a call billed beside its token partition (rare: most calls have none).
+SERVICE_TIERS = frozenset({"flex", "priority"})
+"""OpenAI processing tiers priced apart from the standard one (``service_tier``)."""
 
-    Server-side searches, billed per search; and the parts of the fresh input and the visible
-    output that were audio, billed at the model's audio rates.
+
+class Extras(NamedTuple):
+    """What a call's price needs beside its token partition (rare: most calls have none).
+
+    Server-side searches, billed per search; the parts of the fresh input and the visible
+    output that were audio, billed at the model's audio rates; the processing tier that served
+    the call when it is one of ``SERVICE_TIERS``.
     """
 
     web_searches: int = 0
     file_searches: int = 0
     input_audio: int = 0
     output_audio: int = 0
+    service_tier: str = ""
 
 
 class TokenUsage:
@@ -39,14 +45,16 @@ class TokenUsage:
     audio (subsets, like ``cache_write_1h``), billed at the audio rates.  ``web_searches`` and
     ``file_searches`` are not tokens: they count the server-side tool calls the provider bills
     per call (Anthropic's and OpenAI's web search, OpenAI's file search), so that the cost
-    includes their fees.  They stay outside the partition and ``total``.
+    includes their fees.  They stay outside the partition and ``total``.  ``service_tier`` is
+    the processing tier the provider says served the call, when it is priced apart (OpenAI
+    ``flex``, ``priority``).
 
     Treated as immutable.  A plain ``__slots__`` class rather than a frozen dataclass: it is built
     on every wrapped call and a frozen dataclass costs several times more to construct.
     """
 
     __slots__ = ("input", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h",
-                 "web_searches", "file_searches", "input_audio", "output_audio")
+                 "web_searches", "file_searches", "input_audio", "output_audio", "service_tier")
 
     def __init__(
         self,
@@ -60,6 +68,7 @@ class TokenUsage:
         file_searches: int = 0,
         input_audio: int = 0,
         output_audio: int = 0,
+        service_tier: str = "",
     ) -> None:
         self.input = input
         self.cache_read = cache_read
@@ -71,6 +80,7 @@ class TokenUsage:
         self.file_searches = file_searches
         self.input_audio = input_audio
         self.output_audio = output_audio
+        self.service_tier = service_tier
 
     @classmethod
     def of(cls, tokens: tuple[int, int, int, int, int, int, Extras | None]) -> TokenUsage:
@@ -110,7 +120,7 @@ class TokenUsage:
         }
         return {name: value for name, value in values.items() if value}
 
-    def _key(self) -> tuple[int, ...]:
+    def _key(self) -> tuple[int | str, ...]:
         return (
             self.input,
             self.cache_read,
@@ -122,6 +132,7 @@ class TokenUsage:
             self.file_searches,
             self.input_audio,
             self.output_audio,
+            self.service_tier,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -141,6 +152,7 @@ class TokenUsage:
             + (f", file_searches={self.file_searches}" if self.file_searches else "")
             + (f", input_audio={self.input_audio}" if self.input_audio else "")
             + (f", output_audio={self.output_audio}" if self.output_audio else "")
+            + (f", service_tier={self.service_tier!r}" if self.service_tier else "")
             + ")"
         )
 
@@ -156,6 +168,7 @@ class TokenUsage:
             self.file_searches + other.file_searches,
             self.input_audio + other.input_audio,
             self.output_audio + other.output_audio,
+            self.service_tier if self.service_tier == other.service_tier else "",
         )
 
 

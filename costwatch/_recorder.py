@@ -26,7 +26,7 @@ class CallSpec:
     """What a wrapped call site is: fixed at decoration / instrumentation time."""
 
     __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "batch",
-                 "service_tier", "_untallied", "_memo", "_aliases")
+                 "service_tier", "_untallied", "_memo", "_aliases", "_tiers")
 
     def __init__(
         self,
@@ -56,6 +56,8 @@ class CallSpec:
         self._memo: tuple[object, str, Price | None, bool] | None = None
         """(tally, model, price if it has tiers, whether it has a price) of the last tallied
         call: most sites call one model."""
+        self._tiers: dict[str, CallSpec] = {}
+        """This site at the processing tiers its responses reported, made when first needed."""
         self._aliases: dict[str, str] = {}
         """Requested model without a price -> the priced model its responses named (an Azure
         deployment, a proxy's alias): what a budget reserves at before the next call."""
@@ -196,6 +198,11 @@ class CallSpec:
         usage_source: UsageSource,
     ) -> CostRecord:
         """Price and attribute one call (the hot path: positional, no optional work)."""
+        if usage.service_tier and usage.service_tier != self.service_tier:
+            # The response says which processing tier served the call: price it at that one.
+            return self.at_tier(usage.service_tier).build(
+                rt, model, usage, latency_s, status, response_model, usage_source
+            )
         fixed = self.price_usd
         batch = self.batch
         if fixed is not None:
@@ -254,6 +261,16 @@ class CallSpec:
         if self.service_tier:
             record.service_tier = self.service_tier
         return record
+
+    def at_tier(self, tier: str) -> CallSpec:
+        """This call site at processing ``tier`` (OpenAI ``flex``, ``priority``)."""
+        spec = self._tiers.get(tier)
+        if spec is None:
+            spec = self._tiers[tier] = CallSpec(
+                self.provider, self.model, self.stage, self.operation, self.source,
+                self.price_usd, self.batch, service_tier=tier,
+            )
+        return spec
 
     def _at_service_tier(self, price: Price) -> tuple[Price, bool]:
         """``(price, at the batch rate)`` of a call served at this spec's processing tier."""
@@ -332,6 +349,7 @@ class CallSpec:
             or request_var.get() is not None
             or scopes_var.get()
             or self._untallied
+            or (tokens[6] is not None and tokens[6].service_tier)
         ):
             usage = TokenUsage.of(tokens)
             self.deliver(

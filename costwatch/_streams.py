@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from costwatch import _runtime
 from costwatch._failopen import errors
-from costwatch._record import TokenUsage, UsageSource
+from costwatch._record import SERVICE_TIERS, TokenUsage, UsageSource
 from costwatch._usage import extract_provider_usage, extract_usage
 
 if TYPE_CHECKING:
@@ -137,6 +137,9 @@ def _openai_chunk_usage(acc: StreamAccumulator, chunk: Any) -> bool:
     usage = chunk.usage
     if usage is not None:
         acc.usage = extract_provider_usage("openai", usage)
+        tier = getattr(chunk, "service_tier", None)
+        if tier in SERVICE_TIERS:
+            acc.usage.service_tier = tier  # a fresh object, not seen by anyone yet
         acc.response_model = chunk.model or acc.response_model
         if acc.hide_usage_chunk and not chunk.choices:
             return True

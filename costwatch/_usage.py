@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Any, get_args
 
-from costwatch._record import Extras, TokenUsage
+from costwatch._record import SERVICE_TIERS, Extras, TokenUsage
 
 Tokens = tuple[int, int, int, int, int, int, Extras | None]
 """``(input, cache_read, cache_write, output, reasoning, cache_write_1h, extras)``:
@@ -330,7 +330,16 @@ def _read_sdk_response(obj: Any) -> tuple[Tokens, str] | None:
     tokens = read(usage_obj) if read is not None else _read_usage("", usage_obj)
     if tokens is None:
         return None
+    tier = getattr(obj, "service_tier", None)
+    if tier in SERVICE_TIERS:
+        tokens = _at_tier(tokens, tier)
     return tokens, getattr(obj, "model", None) or ""
+
+
+def _at_tier(tokens: Tokens, tier: str) -> Tokens:
+    """``tokens`` of a call the provider says it served at processing ``tier`` (OpenAI)."""
+    extras = (tokens[6] or _NO_EXTRAS)._replace(service_tier=tier)
+    return (tokens[0], tokens[1], tokens[2], tokens[3], tokens[4], tokens[5], extras)
 
 
 def _read_openai_response(obj: Any) -> tuple[Tokens, str] | None:
@@ -394,6 +403,9 @@ def _read_dict_response(obj: Mapping[str, Any]) -> tuple[Tokens, str] | None:
         output = obj.get("output")
         if output and isinstance(output, list):
             usage = _with_tool_calls(usage, output)
+        tier = obj.get("service_tier")
+        if tier in SERVICE_TIERS:
+            usage = _at_tier(usage, tier)
         return usage, obj.get("model") or ""
     meta = obj.get("usage_metadata") or obj.get("usageMetadata")
     if meta is not None:
@@ -431,6 +443,7 @@ def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
         reasoning = out_details["reasoning_tokens"]
         audio_in = in_details["audio_tokens"]
         audio_out = out_details["audio_tokens"]
+        tier = fields["service_tier"]
     except (AttributeError, KeyError):
         _response_readers[type(obj)] = _read_sdk_response
         return _read_sdk_response(obj)
@@ -438,6 +451,8 @@ def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
         usage["prompt_tokens"] or 0, cached or 0, usage["completion_tokens"] or 0, reasoning or 0,
         audio_in or 0, audio_out or 0,
     )
+    if tier in SERVICE_TIERS:
+        tokens = _at_tier(tokens, tier)
     return tokens, fields["model"] or ""
 
 

@@ -501,6 +501,50 @@ def test_processing_tiers_are_priced_at_their_published_prices(
     assert cw.summary().total_usd == 2 * O4_FLEX_COST + O4_PRIORITY_COST + O4_COST
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["completion", "stream"])
+def test_the_tier_a_response_reports_prices_the_call_whatever_the_request_said(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, stream: bool
+) -> None:
+    """A project can default to priority processing: the response (each chunk of a stream)
+    says which tier served the call."""
+    fake_provider.openai_usage = O4_USAGE
+    fake_provider.service_tier = "priority"
+    client = cw.instrument(_client(fake_provider))
+
+    answer = client.chat.completions.create(model="o4-mini", messages=MESSAGES, stream=stream)
+    if stream:
+        list(answer)
+
+    record = _only_record(capture)
+    assert (record.cost_usd, record.service_tier) == (O4_PRIORITY_COST, "priority")
+
+
+def test_a_decorated_call_is_priced_at_the_tier_its_response_reports(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """Plain calls are tallied and priced when read; one served at another tier is priced
+    at once, and the totals agree."""
+    fake_provider.openai_usage = O4_USAGE
+    fake_provider.service_tier = "flex"
+    client = _client(fake_provider)
+
+    @cw.generation(provider="openai", model="o4-mini")
+    def answer(question: str) -> Any:
+        return client.chat.completions.create(
+            model="o4-mini", messages=[{"role": "user", "content": question}],
+            service_tier="flex",
+        )
+
+    answer("What is the refund policy?")
+    fake_provider.service_tier = "default"
+    answer("And for annual plans?")
+
+    assert [(r.cost_usd, r.service_tier) for r in capture.records] == [
+        (O4_FLEX_COST, "flex"), (O4_COST, ""),
+    ]
+    assert cw.summary().total_usd == O4_FLEX_COST + O4_COST
+
+
 def test_a_priority_request_served_at_the_default_tier_is_priced_at_the_default_tier(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:

@@ -308,3 +308,13 @@ def test_audio_parts_are_read_from_openai_and_gemini_json_bodies() -> None:
         TokenUsage(input=100, output=50, input_audio=70, output_audio=40), "gpt-audio")
     assert extract_usage(gemini) == (
         TokenUsage(input=100, output=10, input_audio=70), "gemini-2.5-flash")
+
+
+def test_a_processing_tier_priced_apart_is_read_from_the_response() -> None:
+    body = {"model": "o4-mini", "service_tier": "priority",
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+    standard = {**body, "service_tier": "default"}
+
+    assert extract_usage(body) == (
+        TokenUsage(input=10, output=5, service_tier="priority"), "o4-mini")
+    assert extract_usage(standard) == (TokenUsage(input=10, output=5), "o4-mini")
