@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 from costwatch import _runtime
 from costwatch._context import request_var, resolve_strategy, scopes_var, tags_var
 from costwatch._failopen import errors
-from costwatch._record import EMPTY_USAGE, CostRecord, Status, TokenUsage, UsageSource
+from costwatch._record import (
+    EMPTY_USAGE,
+    SERVICE_TIERS,
+    CostRecord,
+    Status,
+    TokenUsage,
+    UsageSource,
+)
 
 if TYPE_CHECKING:
     from costwatch._budget import BudgetCall, Reservation
@@ -445,14 +452,20 @@ def record(
     batch: bool = False,
     web_searches: int = 0,
     file_searches: int = 0,
+    input_audio_tokens: int = 0,
+    output_audio_tokens: int = 0,
+    service_tier: str = "",
 ) -> CostRecord | None:
     """Record a call costwatch did not wrap.  Returns the priced ``CostRecord``.
 
     The token arguments are the ``token_type`` partition: ``input_tokens`` is fresh input
     (without cache reads or writes) and ``output_tokens`` is visible output (without
     reasoning tokens), so their sum is the billed total.  ``batch=True`` prices the call at the
-    model's batch rate (a Batch API result, OpenAI flex processing).  ``web_searches`` and
-    ``file_searches`` are server-side searches the call ran, billed per search.
+    model's batch rate (a Batch API result).  ``web_searches`` and ``file_searches`` are
+    server-side searches the call ran, billed per search; ``input_audio_tokens`` and
+    ``output_audio_tokens`` the audio parts of ``input_tokens`` and ``output_tokens``, billed
+    at the audio rates; ``service_tier`` the processing tier that served the call (OpenAI
+    ``flex``, ``priority``), priced at that tier's price.
     """
     usage = TokenUsage(
         input=input_tokens,
@@ -463,6 +476,9 @@ def record(
         cache_write_1h=cache_write_1h_tokens,
         web_searches=web_searches,
         file_searches=file_searches,
+        input_audio=input_audio_tokens,
+        output_audio=output_audio_tokens,
+        service_tier=service_tier if service_tier in SERVICE_TIERS else "",
     )
     spec = CallSpec(provider, model, stage, operation or DEFAULT_OPERATION.get(stage, stage),
                     batch=batch)

@@ -394,6 +394,17 @@ def test_a_manual_record_can_carry_the_searches_a_call_ran(cw: Any) -> None:
     }
 
 
+def test_a_manual_record_can_carry_audio_parts_and_the_processing_tier(cw: Any) -> None:
+    # gpt-audio: text $2.50 / $10, audio $32 / $64 per Mtok; o4-mini priority $2 / $8.
+    audio = cw.record(provider="openai", model="gpt-audio", input_tokens=1000,
+                      output_tokens=100, input_audio_tokens=600, output_audio_tokens=100)
+    assert audio.cost_usd == (400 * Decimal("2.50") + 600 * Decimal(32) + 100 * Decimal(64)) / M
+    priority = cw.record(provider="openai", model="o4-mini", input_tokens=1000,
+                         output_tokens=100, service_tier="priority")
+    assert (priority.cost_usd, priority.service_tier) == (
+        (1000 * Decimal(2) + 100 * Decimal(8)) / M, "priority")
+
+
 def test_batch_results_are_priced_at_the_batch_rate(cw: Any) -> None:
     """Batch API results bill at half price (OpenAI and Anthropic), input side included."""
     full = (2000 * Decimal("0.15") + 500 * Decimal("0.60")) / M  # gpt-4o-mini
