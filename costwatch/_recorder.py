@@ -33,7 +33,7 @@ class CallSpec:
     """What a wrapped call site is: fixed at decoration / instrumentation time."""
 
     __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "batch",
-                 "service_tier", "_untallied", "_memo", "_aliases", "_tiers")
+                 "service_tier", "_untallied", "_memo", "_aliases", "_tiers", "_standard")
 
     def __init__(
         self,
@@ -65,6 +65,8 @@ class CallSpec:
         call: most sites call one model."""
         self._tiers: dict[str, CallSpec] = {}
         """This site at the processing tiers its responses reported, made when first needed."""
+        self._standard = self
+        """This site at the standard tier (set on the specs ``at_tier`` makes)."""
         self._aliases: dict[str, str] = {}
         """Requested model without a price -> the priced model its responses named (an Azure
         deployment, a proxy's alias): what a budget reserves at before the next call."""
@@ -207,9 +209,11 @@ class CallSpec:
         """Price and attribute one call (the hot path: positional, no optional work)."""
         if usage.service_tier and usage.service_tier != self.service_tier:
             # The response says which processing tier served the call: price it at that one.
-            return self.at_tier(usage.service_tier).build(
-                rt, model, usage, latency_s, status, response_model, usage_source
-            )
+            tiered = self.at_tier(usage.service_tier)
+            if tiered is not self:
+                return tiered.build(
+                    rt, model, usage, latency_s, status, response_model, usage_source
+                )
         fixed = self.price_usd
         batch = self.batch
         if fixed is not None:
@@ -270,13 +274,19 @@ class CallSpec:
         return record
 
     def at_tier(self, tier: str) -> CallSpec:
-        """This call site at processing ``tier`` (OpenAI ``flex``, ``priority``)."""
-        spec = self._tiers.get(tier)
+        """This call site at processing ``tier``: OpenAI ``flex`` or ``priority``; any other
+        (``default``, ``auto``...) is the standard one."""
+        standard = self._standard
+        if tier not in SERVICE_TIERS:
+            return standard
+        spec = standard._tiers.get(tier)
         if spec is None:
-            spec = self._tiers[tier] = CallSpec(
+            spec = CallSpec(
                 self.provider, self.model, self.stage, self.operation, self.source,
                 self.price_usd, self.batch, service_tier=tier,
             )
+            spec._standard = standard
+            standard._tiers[tier] = spec
         return spec
 
     def _at_service_tier(self, price: Price) -> tuple[Price, bool]:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from costwatch import _runtime
 from costwatch._failopen import errors
-from costwatch._record import SERVICE_TIERS, TokenUsage, UsageSource
+from costwatch._record import TokenUsage, UsageSource
 from costwatch._usage import extract_provider_usage, extract_usage
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class StreamAccumulator:
         "a_thinking",
         "a_searches",
         "a_final",
+        "service_tier",
     )
 
     def __init__(self, hide_usage_chunk: bool = False) -> None:
@@ -85,6 +86,8 @@ class StreamAccumulator:
         self.a_input = self.a_read = self.a_write = self.a_write_1h = 0
         self.a_output = self.a_thinking = self.a_searches = 0
         self.a_final = False
+        self.service_tier = ""
+        """The processing tier the stream said served it (OpenAI), if it said."""
 
     def observe(self, item: object) -> bool:
         handler = _item_handlers.get(type(item))
@@ -138,8 +141,8 @@ def _openai_chunk_usage(acc: StreamAccumulator, chunk: Any) -> bool:
     if usage is not None:
         acc.usage = extract_provider_usage("openai", usage)
         tier = getattr(chunk, "service_tier", None)
-        if tier in SERVICE_TIERS:
-            acc.usage.service_tier = tier  # a fresh object, not seen by anyone yet
+        if isinstance(tier, str):
+            acc.service_tier = tier
         acc.response_model = chunk.model or acc.response_model
         if acc.hide_usage_chunk and not chunk.choices:
             return True
@@ -281,6 +284,9 @@ def _on_response_finished(acc: StreamAccumulator, event: Any) -> None:
     found = extract_usage(response)  # its usage, and the searches its output lists
     if found is not None:
         acc.usage = found[0]
+    tier = getattr(response, "service_tier", None)
+    if isinstance(tier, str):
+        acc.service_tier = tier
     if event.type == "response.failed":
         error = getattr(response, "error", None)
         acc.error_type = (getattr(error, "code", None) or "response_failed") if error else (
@@ -406,8 +412,10 @@ class StreamRecording:
         usage, source = acc.outcome(self.model)
         failed = how == _FAILED and isinstance(exc, Exception)
         error_type = type(exc).__name__ if failed and exc is not None else acc.error_type
+        # Priced at the tier the stream said served it, whatever it asked for.
+        spec = self.spec.at_tier(acc.service_tier) if acc.service_tier else self.spec
         self.context.run(
-            self.spec.emit,
+            spec.emit,
             self.model,
             usage,
             latency,

@@ -545,15 +545,22 @@ def test_a_decorated_call_is_priced_at_the_tier_its_response_reports(
     assert cw.summary().total_usd == O4_FLEX_COST + O4_COST
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["completion", "stream"])
 def test_a_priority_request_served_at_the_default_tier_is_priced_at_the_default_tier(
-    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, stream: bool
 ) -> None:
     fake_provider.openai_usage = O4_USAGE
     client = cw.instrument(_client(fake_provider))
 
-    client.chat.completions.create(model="o4-mini", messages=MESSAGES, service_tier="priority")
+    answer = client.chat.completions.create(
+        model="o4-mini", messages=MESSAGES, service_tier="priority", stream=stream
+    )
+    if stream:
+        list(answer)
+    list(client.responses.create(model="o4-mini", input="Summarise.", service_tier="priority",
+                                 stream=True))
 
-    assert (_only_record(capture).cost_usd, _only_record(capture).service_tier) == (O4_COST, "")
+    assert [(r.cost_usd, r.service_tier) for r in capture.records] == [(O4_COST, "")] * 2
 
 
 def test_flex_processing_of_a_model_without_a_flex_price_bills_at_the_batch_rate(
