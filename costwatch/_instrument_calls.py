@@ -15,7 +15,6 @@ from costwatch import _runtime
 from costwatch._context import recorded_var
 from costwatch._errors import BudgetExceeded
 from costwatch._failopen import errors
-from costwatch._record import SERVICE_TIERS
 from costwatch._recorder import CallSpec
 from costwatch._streams import (
     is_api_response,
@@ -30,8 +29,8 @@ from costwatch._usage import extract_tokens
 class Endpoint:
     """One patched method: what it records and how to read its request."""
 
-    __slots__ = ("spec", "tiered", "prompt_key", "extra_prompt_key", "max_keys", "inject_usage",
-                 "active")
+    __slots__ = ("spec", "service_tiers", "prompt_key", "extra_prompt_key", "max_keys",
+                 "inject_usage", "active")
 
     def __init__(
         self,
@@ -44,10 +43,8 @@ class Endpoint:
         service_tiers: bool = False,
     ) -> None:
         self.spec = spec
-        self.tiered = (
-            {tier: spec.at_tier(tier) for tier in SERVICE_TIERS} if service_tiers else None
-        )
-        """OpenAI processing tiers (``service_tier=``) and the specs that price them."""
+        self.service_tiers = service_tiers
+        """OpenAI: a call may ask for a processing tier (``service_tier=``)."""
         self.prompt_key = prompt_key
         self.extra_prompt_key = extra_prompt_key
         """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
@@ -74,14 +71,11 @@ class Endpoint:
         ``service_tier="flex"`` or ``"priority"``), or rather the tier the response says served
         it (a priority request can be served at the default tier); a stream says it only in
         its chunks and is priced at the tier it asked for."""
-        tiered = self.tiered
-        if tiered is None:
-            return self.spec
-        tier = kwargs.get("service_tier")
+        tier = kwargs.get("service_tier") if self.service_tiers else None
         if not tier:
             return self.spec
         served = getattr(result, "service_tier", None)
-        return tiered.get(served if isinstance(served, str) else tier, self.spec)
+        return self.spec.at_tier(served if isinstance(served, str) else tier)
 
     def max_output(self, kwargs: Mapping[str, Any]) -> int | None:
         if not self.max_keys:
@@ -119,7 +113,7 @@ def _before(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
     model = _model_of(kwargs)
     reservation = None
     if _runtime.runtime().budgets.active:
-        reservation = ep.spec.preflight(
+        reservation = ep.spec_for(kwargs).preflight(
             model, _prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
         )
     hide = False

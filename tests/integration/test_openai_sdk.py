@@ -545,6 +545,24 @@ def test_a_decorated_call_is_priced_at_the_tier_its_response_reports(
     assert cw.summary().total_usd == O4_FLEX_COST + O4_COST
 
 
+def test_a_budget_reserves_a_priority_request_at_the_priority_price(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """1,500 output tokens of o4-mini: $0.0066 at the standard $4.40 per million, $0.012 at
+    the priority $8: only the standard request fits a $0.01 budget."""
+    fake_provider.openai_usage = O4_USAGE
+    client = cw.instrument(_client(fake_provider))
+    cw.budget("tiers", limit_usd=0.01, window="1d", action="block")
+
+    with pytest.raises(cw.BudgetExceeded):
+        client.chat.completions.create(model="o4-mini", messages=MESSAGES,
+                                       max_completion_tokens=1500, service_tier="priority")
+    client.chat.completions.create(model="o4-mini", messages=MESSAGES,
+                                   max_completion_tokens=1500)
+
+    assert len(fake_provider.requests) == 1
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["completion", "stream"])
 def test_a_priority_request_served_at_the_default_tier_is_priced_at_the_default_tier(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider, stream: bool
