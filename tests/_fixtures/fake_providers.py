@@ -341,7 +341,7 @@ def response_object(
         "temperature": 1.0,
         "text": {"format": {"type": "text"}, "verbosity": "medium"},
         "tool_choice": "auto",
-        "tools": [],
+        "tools": body.get("tools") or [],  # the API echoes the tools the request gave
         "top_logprobs": 0,
         "top_p": 1.0,
         "truncation": "disabled",
