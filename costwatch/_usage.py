@@ -457,14 +457,15 @@ def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
         reasoning = out_details["reasoning_tokens"]
         audio_in = in_details["audio_tokens"]
         audio_out = out_details["audio_tokens"]
-        tier = fields["service_tier"]
     except (AttributeError, KeyError):
-        _response_readers[type(obj)] = _read_tiered_response
-        return _read_tiered_response(obj)
+        reader = _sdk_response_reader(type(obj), _fields_of(type(obj)) or frozenset(), fused=False)
+        _response_readers[type(obj)] = reader
+        return reader(obj)
     tokens = _openai_partition(
         usage["prompt_tokens"] or 0, cached or 0, usage["completion_tokens"] or 0, reasoning or 0,
         audio_in or 0, audio_out or 0,
     )
+    tier = fields.get("service_tier")  # legacy completions have none
     if tier in SERVICE_TIERS:
         tokens = _at_tier(tokens, tier)
     return tokens, fields["model"] or ""
@@ -480,8 +481,10 @@ def _declared_usage_class(cls: type) -> type | None:
     return None
 
 
-def _sdk_response_reader(cls: type, fields: frozenset[str]) -> ResponseReader:
-    usage_cls = _declared_usage_class(cls)
+def _sdk_response_reader(cls: type, fields: frozenset[str], fused: bool = True) -> ResponseReader:
+    """The reader for a response class; ``fused=False``: not the fused chat-completion one
+    (a response of the class lacked a detail it reads)."""
+    usage_cls = _declared_usage_class(cls) if fused else None
     if usage_cls is not None and "model" in fields:
         usage_fields = _fields_of(usage_cls) or frozenset()
         if usage_fields.issuperset(_COMPLETION_NAMES):
