@@ -45,6 +45,27 @@ recorded_var: ContextVar[object] = ContextVar("costwatch_recorded", default=None
 """The last response (or exception) an instrumented client recorded in this context: a
 decorated function that returns it (or lets it propagate) does not record the call again."""
 
+# Sticky flags: a plain call skips reading the contextvars of a feature this process has never
+# used (each read costs a few hundred instructions on the call path).  Once set, never unset.
+scoped = False
+"""A ``costwatch.request`` or a cost scope has been entered: ``request_var`` and
+``scopes_var`` may hold something."""
+recorded = False
+"""An instrumented client has recorded a call: ``recorded_var`` may hold something."""
+
+
+def note_scoped() -> None:
+    """Called before ``request_var`` or ``scopes_var`` is first set."""
+    global scoped
+    scoped = True
+
+
+def set_recorded(value: object) -> None:
+    """``recorded_var.set(value)``, and note that it may now hold something."""
+    global recorded
+    recorded = True
+    recorded_var.set(value)
+
 _request_ids = itertools.count(1)
 
 
@@ -101,6 +122,7 @@ class CostScope:
 @contextmanager
 def cost_scope() -> Iterator[CostScope]:
     scope = CostScope()
+    note_scoped()
     token = scopes_var.set((*scopes_var.get(), scope))
     try:
         yield scope

@@ -15,13 +15,13 @@ from time import perf_counter
 from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from costwatch import _runtime
+from costwatch import _context, _runtime
 from costwatch._context import recorded_var
 from costwatch._failopen import errors
 from costwatch._record import EMPTY_USAGE, TokenUsage
 from costwatch._recorder import CallSpec
 from costwatch._streams import is_stream, wrap_stream
-from costwatch._usage import extract_tokens, extract_usage
+from costwatch._usage import cached_reader, extract_tokens, extract_usage
 
 if TYPE_CHECKING:
     from costwatch._budget import Reservation
@@ -315,7 +315,7 @@ def _cache_hit(site: _Site) -> bool:
 def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        rt = _runtime.runtime()
+        rt = _runtime.current or _runtime.runtime()
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
@@ -331,7 +331,7 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
 def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        rt = _runtime.runtime()
+        rt = _runtime.current or _runtime.runtime()
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
@@ -356,12 +356,14 @@ def _returned(
     """Record a call that returned; the result goes back untouched (a stream hooked in place)."""
     latency = perf_counter() - t0
     try:
-        if recorded_var.get() is result:  # an instrumented client inside recorded it
+        # An instrumented client inside recorded it.
+        if _context.recorded and recorded_var.get() is result:
             _release(reservation)
             return result
         spec = site.spec
         if site.fast:
-            extracted = extract_tokens(result)
+            read = cached_reader(type(result))
+            extracted = read(result) if read is not None else extract_tokens(result)
             if extracted is not None:
                 spec.record_usage(
                     rt, spec.model or site.model_for(kwargs), extracted[0], latency,
@@ -389,7 +391,8 @@ def _failed(
     reservation: Reservation | None,
 ) -> None:
     try:
-        if recorded_var.get() is exc:  # an instrumented client inside recorded the failure
+        # An instrumented client inside recorded the failure.
+        if _context.recorded and recorded_var.get() is exc:
             _release(reservation)
             return
         site.spec.emit_failure(site.model_for(kwargs), exc, perf_counter() - t0, reservation)
@@ -428,7 +431,7 @@ def _wrap_gen(
 ) -> Callable[P, Generator[Any, Any, Any]]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
-        rt = _runtime.runtime()
+        rt = _runtime.current or _runtime.runtime()
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         return (yield from _drive(site, fn(*args, **kwargs), args, kwargs, t0, reservation))
@@ -485,7 +488,7 @@ def _wrap_async_gen(
 ) -> Callable[P, AsyncGenerator[Any, Any]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
-        rt = _runtime.runtime()
+        rt = _runtime.current or _runtime.runtime()
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         driven = _adrive(site, fn(*args, **kwargs), args, kwargs, t0, reservation)

@@ -12,7 +12,7 @@ from types import AsyncGeneratorType, GeneratorType
 from typing import Any
 
 from costwatch import _runtime
-from costwatch._context import recorded_var
+from costwatch._context import set_recorded
 from costwatch._errors import BudgetExceeded
 from costwatch._failopen import errors
 from costwatch._recorder import CallSpec
@@ -141,7 +141,7 @@ def _failed(
 ) -> None:
     try:
         ep.spec.emit_failure(model, exc, latency_s, reservation)
-        recorded_var.set(exc)
+        set_recorded(exc)
     except Exception as internal:
         errors.report("instrument", internal)
 
@@ -191,12 +191,12 @@ def _after(
         if extracted is not None:
             tokens, response_model = extracted
             spec.record_usage(
-                _runtime.runtime(), model or spec.model, tokens, latency, response_model,
-                reservation,
+                _runtime.current or _runtime.runtime(), model or spec.model, tokens, latency,
+                response_model, reservation,
             )
         else:
             spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
-        recorded_var.set(result)
+        set_recorded(result)
     except Exception as internal:
         errors.report("instrument", internal)
     return result

@@ -131,6 +131,13 @@ class Price:
                 break
         return chosen
 
+    def of_tier(self, index: int) -> Price:
+        """The price of tier ``index`` (see :meth:`tier_index`) with no tiers of its own: what a
+        sum of calls of that tier bills at (the sum's prompt can pass a tier no call did)."""
+        if index:
+            return self.tiers[index - 1].price
+        return replace(self, tiers=()) if self.tiers else self
+
     def for_service_tier(self, tier: str) -> Price | None:
         """The price of a call served at processing ``tier``, or None when none is published."""
         for name, price in self.service_tiers:

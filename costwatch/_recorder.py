@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from _thread import get_ident
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from costwatch import _runtime
+from costwatch import _context, _runtime
 from costwatch._context import request_var, resolve_strategy, scopes_var, tags_var
 from costwatch._failopen import errors
 from costwatch._record import (
@@ -17,23 +18,28 @@ from costwatch._record import (
     TokenUsage,
     UsageSource,
 )
+from costwatch._tally import ENTRY_LIMIT
 
 if TYPE_CHECKING:
     from costwatch._budget import BudgetCall, Reservation
     from costwatch._pricing import Price
+    from costwatch._tally import Tally
     from costwatch._usage import Tokens
 
 _ZERO = Decimal(0)
 
 
 _MAX_ALIASES = 256
+_MAX_KEPT_ENTRIES = 256
+"""Bound on the threads a call site keeps a tally entry for (thread pools can churn)."""
 
 
 class CallSpec:
     """What a wrapped call site is: fixed at decoration / instrumentation time."""
 
     __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "batch",
-                 "service_tier", "_untallied", "_memo", "_aliases", "_tiers", "_standard")
+                 "service_tier", "_untallied", "_memo", "_entries", "_aliases", "_tiers",
+                 "_standard")
 
     def __init__(
         self,
@@ -63,6 +69,9 @@ class CallSpec:
         self._memo: tuple[object, str, Price | None, bool] | None = None
         """(tally, model, price if it has tiers, whether it has a price) of the last tallied
         call: most sites call one model."""
+        self._entries: dict[int, tuple[Tally, str, tuple[str, ...], list[Any]]] = {}
+        """Thread identifier -> (tally, model, attribution, tally entry) of that thread's last
+        plain call, when its entry does not depend on its tokens."""
         self._tiers: dict[str, CallSpec] = {}
         """This site at the processing tiers its responses reported, made when first needed."""
         self._standard = self
@@ -296,6 +305,41 @@ class CallSpec:
             return tiered, self.batch
         return price, self.batch or self.service_tier == "flex"  # OpenAI: flex = batch prices
 
+    def _entry(
+        self,
+        rt: _runtime.Runtime,
+        model: str,
+        attribution: tuple[str, ...],
+        response_model: str,
+        tokens: Tokens,
+        ident: int,
+    ) -> tuple[list[Any], str]:
+        """The tally entry this thread adds a plain call of ``model`` to, and the model it is
+        priced as (see ``_by_response``).  The entry is kept for the
+        thread's next call when it does not depend on the call's tokens (a price without
+        long-context tiers), so that call adds to it without building and hashing its key."""
+        tally = rt.tally
+        memo = self._memo
+        if memo is None or memo[0] is not tally or memo[1] != model:
+            price = rt.catalog.resolve(self.provider, model)
+            memo = self._memo = (
+                tally, model, price if price is not None and price.tiers else None,
+                price is not None,
+            )
+        tiered = memo[2]
+        if tiered is not None:
+            tier = tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
+        elif memo[3] or not response_model:
+            tier = 0
+        else:
+            model, tier = self._by_response(rt, model, response_model, tokens)
+        entry = tally.entry((self.provider, self.stage, model, attribution, tier))
+        if tiered is None and model == memo[1]:
+            if len(self._entries) >= _MAX_KEPT_ENTRIES:
+                self._entries.clear()
+            self._entries[ident] = (tally, model, attribution, entry)
+        return entry, model
+
     def _by_response(
         self, rt: _runtime.Runtime, model: str, response_model: str, tokens: Tokens
     ) -> tuple[str, int]:
@@ -363,9 +407,8 @@ class CallSpec:
         if (
             reservation is not None
             or rt.budgets.active
-            or request_var.get() is not None
-            or scopes_var.get()
             or self._untallied
+            or (_context.scoped and (request_var.get() is not None or scopes_var.get()))
             or (tokens[6] is not None and tokens[6].service_tier)
         ):
             usage = TokenUsage.of(tokens)
@@ -375,22 +418,22 @@ class CallSpec:
             )
             return
         tally = rt.tally
-        memo = self._memo
-        if memo is None or memo[0] is not tally or memo[1] != model:
-            price = rt.catalog.resolve(self.provider, model)
-            memo = self._memo = (
-                tally, model, price if price is not None and price.tiers else None,
-                price is not None,
-            )
-        tiered = memo[2]
-        if tiered is not None:
-            tier = tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
-        elif memo[3] or not response_model:
-            tier = 0
+        attribution = tags_var.get().attribution
+        ident = get_ident()
+        kept = self._entries.get(ident)
+        if (
+            kept is not None
+            and kept[2] is attribution
+            and kept[1] == model
+            and kept[0] is tally
+        ):
+            entry = kept[3]
         else:
-            model, tier = self._by_response(rt, model, response_model, tokens)
-        tally.add((self.provider, self.stage, model, tags_var.get().attribution, tier), tokens,
-                  latency_s)
+            entry, model = self._entry(rt, model, attribution, response_model, tokens, ident)
+        entry.append(tokens)
+        entry.append(latency_s)
+        if len(entry) > ENTRY_LIMIT:
+            tally.fold(entry)
         sinks = rt.untallied_sinks
         if sinks:
             record = self.build(

@@ -8,7 +8,14 @@ from types import TracebackType
 from typing import Any
 
 from costwatch import _runtime
-from costwatch._context import STRATEGIES, RequestState, current_tags, request_var, tags
+from costwatch._context import (
+    STRATEGIES,
+    RequestState,
+    current_tags,
+    note_scoped,
+    request_var,
+    tags,
+)
 from costwatch._errors import ConfigError
 from costwatch._failopen import errors
 from costwatch._sink import RequestEnd
@@ -41,6 +48,7 @@ class request:  # noqa: N801 - used like a function: ``with costwatch.request("a
         tag_values = self._tags.__enter__() if self._tags is not None else current_tags()
         state = RequestState(self._name, self._strategy, tag_values)
         self._state = state
+        note_scoped()
         self._req_token = request_var.set(state)
         return state
 

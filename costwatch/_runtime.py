@@ -120,25 +120,27 @@ class Runtime:
 
 
 _lock = threading.Lock()
-_current: Runtime | None = None
+current: Runtime | None = None
+"""The installed runtime (None before first use): the call path reads it as
+``_runtime.current or _runtime.runtime()``, which skips a function call."""
 
 
 def runtime() -> Runtime:
     """The current runtime; a default one (from ``COSTWATCH_*``) on first use."""
-    current = _current
-    if current is None:
+    rt = current
+    if rt is None:
         with _lock:
-            current = _current
-            if current is None:
-                current = _install(Runtime(load_settings({})))
-    return current
+            rt = current
+            if rt is None:
+                rt = _install(Runtime(load_settings({})))
+    return rt
 
 
 def _install(new: Runtime) -> Runtime:
-    global _current
+    global current
     errors.strict = new.settings.strict
     errors.listeners = [sink.on_internal_error for sink in new.sinks]
-    _current = new
+    current = new
     return new
 
 
@@ -194,7 +196,7 @@ def configure(
         sinks=sinks,
     )
     with _lock:
-        old = _current
+        old = current
         _install(new)
     if old is not None:
         old.close()
@@ -203,8 +205,8 @@ def configure(
 
 def shutdown() -> None:
     """Flush what is pending (budget settlements) and drop the runtime."""
-    global _current
+    global current
     with _lock:
-        old, _current = _current, None
+        old, current = current, None
     if old is not None:
         old.close()

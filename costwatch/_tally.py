@@ -9,11 +9,13 @@ are read: a price is linear in tokens (tiers are kept apart in the key), so pric
 tokens gives exactly the sum of the per-call prices, in ``Decimal``.
 
 Each thread adds to its own table, so a table has a single writer and the call path takes no
-lock.  Readers copy each row (one C-level list copy, atomic under the GIL); a row read while its
-writer is between two additions is only momentarily behind, never lost.  Each consumer reads
-through its own ``TallyCursor``, which hands out what was added since its last read.  Tables are
-kept by thread identifier, which CPython reuses as threads end, so a thread that starts takes
-over the table of one that finished.
+lock.  A call is two appends to its key's entry (its tokens, then its latency); every 64 calls
+the writer folds them into the entry's row with C-level sums, which costs a fraction of adding
+each call's counts to the row one by one.  Readers copy each entry (one C-level list copy,
+atomic under the GIL) and fold the copy; an entry read while its writer is between two appends
+is only momentarily behind, never lost.  Each consumer reads through its own ``TallyCursor``,
+which hands out what was added since its last read.  Tables are kept by thread identifier, which
+CPython reuses as threads end, so a thread that starts takes over the table of one that finished.
 
 Cache lookups are counted the same way, for the same readers, by ``CacheEvent`` with its amount
 saved set to zero (a value: cache, result and attribution; the amounts are summed in the row, so
@@ -25,8 +27,11 @@ from __future__ import annotations
 import threading
 from _thread import get_ident
 from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from costwatch._context import ATTRIBUTION_TAGS, resolve_strategy
@@ -49,6 +54,10 @@ _ZERO = Decimal(0)
 _CALLS, _LATENCY, _BUCKETS = 0, 11, 12
 """Row layout: calls, the six token counts (1-6), the four ``Extras`` counts (7-10), latency
 sum, duration bucket counts."""
+
+ENTRY_LIMIT = 1 + 2 * 64
+"""An entry's calls are folded into its row every 64 calls: often enough to keep an entry
+small (a few KB of token tuples), seldom enough that folding costs little per call."""
 
 
 @dataclass(slots=True)
@@ -85,33 +94,33 @@ class Tally:
         self._lock = threading.Lock()
 
     def add(self, key: TallyKey, tokens: Tokens, latency_s: float) -> None:
-        """Count one call (the call path: no lock, no allocation once the row exists)."""
+        """Count one call (the call path: no lock, two appends to the key's entry)."""
+        entry = self.entry(key)
+        entry.append(tokens)
+        entry.append(latency_s)
+        if len(entry) > ENTRY_LIMIT:
+            self.fold(entry)
+
+    def entry(self, key: TallyKey) -> list[Any]:
+        """The calling thread's entry for ``key``: its row, then the calls added since the row
+        was last folded (tokens, latency, tokens, latency, ...).
+
+        Its one writer (this thread) appends a call's tokens, then its latency, and calls
+        :meth:`fold` once the entry is longer than ``ENTRY_LIMIT``; the entry itself stays the
+        same list, so a call site may keep it (see ``CallSpec.record_usage``).
+        """
         table = self._tables.get(get_ident())
         if table is None:
             table = self._new_table(self._tables)
-        row = table.get(key)
-        if row is None:
-            row = table[key] = self._new_row()
-        fresh, cache_read, cache_write, output, reasoning, cache_write_1h, extras = tokens
-        row[0] += 1
-        row[1] += fresh
-        if cache_read:
-            row[2] += cache_read
-        if cache_write:
-            row[3] += cache_write
-            row[6] += cache_write_1h
-        row[4] += output
-        if reasoning:
-            row[5] += reasoning
-        if extras is not None:
-            row[7] += extras[0]
-            row[8] += extras[1]
-            row[9] += extras[2]
-            row[10] += extras[3]
-        row[11] += latency_s
-        bounds = self.bounds
-        if bounds is not None:
-            row[12 + bisect_left(bounds, latency_s)] += 1
+        entry = table.get(key)
+        if entry is None:
+            entry = table[key] = [self._new_row()]
+        return entry
+
+    def fold(self, entry: list[Any]) -> None:
+        """Fold an entry's calls into its row, in one C-level slice store: a reader copying
+        the entry (one ``entry[:]``, atomic under the GIL) gets it whole before or after."""
+        entry[:] = [self._folded(entry)]
 
     def add_cache(self, key: CacheEvent, saved_usd: Decimal) -> None:
         """Count one cache lookup: ``key`` is its event with ``saved_usd`` zero (see
@@ -136,21 +145,51 @@ class Tally:
         row[_LATENCY] = 0.0
         return row
 
+    def _folded(self, entry: list[Any]) -> list[Any]:
+        """A new row: ``entry``'s row (never changed: a reader may hold it) plus its calls.
+
+        The sums run in C (``zip``, ``sum``, ``map``), which costs a fraction of adding each
+        call to the row as it comes.  A copy a reader took while the writer was between its two
+        appends ends in a call's tokens without its latency: that call waits for the next read.
+        """
+        row: list[Any] = entry[0][:]
+        latencies = entry[2::2]
+        calls = len(latencies)
+        if not calls:
+            return row
+        row[_CALLS] += calls
+        columns = list(zip(*entry[1 : 2 * calls : 2], strict=True))
+        for i in range(6):
+            row[1 + i] += sum(columns[i])
+        extras = list(filter(None, columns[6]))
+        if extras:
+            counts = list(zip(*extras, strict=True))  # the four counts, then the service tier
+            for i in range(4):
+                row[7 + i] += sum(counts[i])
+        row[_LATENCY] += sum(latencies)
+        bounds = self.bounds
+        if bounds is not None:
+            for index, count in Counter(map(partial(bisect_left, bounds), latencies)).items():
+                row[_BUCKETS + index] += count
+        return row
+
     def totals(self) -> dict[TallyKey, list[Any]]:
         """Every key's row, summed over the threads' tables (a snapshot)."""
-        return self._summed(self._tables)
+        return self._summed(self._tables, self._folded)
 
     def cache_totals(self) -> dict[CacheEvent, list[Any]]:
         """``[lookups, amount saved]`` by key, summed over the threads' tables (a snapshot)."""
-        return self._summed(self._cache_tables)
+        return self._summed(self._cache_tables, list)
 
-    def _summed(self, by_thread: dict[int, dict[K, list[Any]]]) -> dict[K, list[Any]]:
+    def _summed(
+        self, by_thread: dict[int, dict[K, list[Any]]], row_of: Callable[[list[Any]], list[Any]]
+    ) -> dict[K, list[Any]]:
         with self._lock:
             tables = list(by_thread.values())
         out: dict[K, list[Any]] = {}
         for table in tables:
-            for key, row in list(table.items()):
-                snapshot = row[:]
+            for key, entry in list(table.items()):
+                snapshot = row_of(entry[:])
                 acc = out.get(key)
                 if acc is None:
                     out[key] = snapshot
@@ -180,6 +219,8 @@ class TallyCursor:
             for key, row in self.tally.totals().items():
                 seen = self._seen.get(key)
                 if seen is None:
+                    if not row[_CALLS]:  # a new entry whose first call is half-added
+                        continue
                     delta = row
                 elif row == seen:  # the whole row: a copy may catch a call half-added
                     continue
@@ -226,9 +267,7 @@ def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCall
         fine_tuned = catalog.is_fine_tuned(model)
     else:
         fine_tuned = price.fine_tuned
-        if tier:
-            price = price.tiers[tier - 1].price
-        cost, input_cost = price.cost_split(usage, calls)
+        cost, input_cost = price.of_tier(tier).cost_split(usage, calls)
     tags = {name: value for name, value in zip(ATTRIBUTION_TAGS, attribution, strict=True) if value}
     return TalliedCalls(
         provider,

@@ -461,6 +461,27 @@ def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
         reader = _sdk_response_reader(type(obj), _fields_of(type(obj)) or frozenset(), fused=False)
         _response_readers[type(obj)] = reader
         return reader(obj)
+    if audio_in or audio_out or fields.get("service_tier") in SERVICE_TIERS:
+        return _read_chat_completion_extras(fields, usage, cached, reasoning, audio_in, audio_out)
+    # _openai_partition without audio, inline: this is the call path's most common response.
+    prompt = usage["prompt_tokens"] or 0
+    completion = usage["completion_tokens"] or 0
+    cached = cached or 0
+    reasoning = reasoning or 0
+    return (
+        (
+            prompt - cached if prompt > cached else 0, cached, 0,
+            completion - reasoning if completion > reasoning else 0, reasoning, 0, None,
+        ),
+        fields["model"] or "",
+    )
+
+
+def _read_chat_completion_extras(
+    fields: dict[str, Any], usage: dict[str, Any], cached: int | None, reasoning: int | None,
+    audio_in: int | None, audio_out: int | None,
+) -> tuple[Tokens, str]:
+    """A chat completion with audio tokens, or served at another processing tier."""
     tokens = _openai_partition(
         usage["prompt_tokens"] or 0, cached or 0, usage["completion_tokens"] or 0, reasoning or 0,
         audio_in or 0, audio_out or 0,
@@ -523,6 +544,11 @@ def extract_tokens(obj: object) -> tuple[Tokens, str] | None:
         if len(_response_readers) < _MAX_CACHED_TYPES:
             _response_readers[cls] = reader
     return reader(obj)
+
+
+cached_reader: Callable[[type], ResponseReader | None] = _response_readers.get
+"""The reader :func:`extract_tokens` has cached for a response class, or None: the decorators'
+call path calls it directly (``read(result)``), which saves a function call."""
 
 
 def extract_usage(obj: object) -> tuple[TokenUsage, str] | None:

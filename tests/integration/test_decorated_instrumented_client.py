@@ -16,9 +16,15 @@ from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
 MESSAGES = [{"role": "user", "content": "What is the refund policy?"}]
 
 
+@pytest.mark.parametrize("first_client", [True, False])
 def test_decorator_around_instrumented_client_records_once(
-    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch,
+    first_client: bool,
 ) -> None:
+    if first_client:  # the process's first instrumented call: the decorator learns it now
+        from costwatch import _context
+
+        monkeypatch.setattr(_context, "recorded", False)
     client = cw.instrument(
         openai.OpenAI(base_url=fake_provider.openai_base_url, api_key="test", max_retries=0)
     )

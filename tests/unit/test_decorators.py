@@ -334,6 +334,28 @@ def test_request_groups_cost_per_pipeline(cw: Any, capture: CaptureSink) -> None
     assert all(r.pipeline == "answer_question" for r in capture.records)
 
 
+def test_a_first_request_after_plain_calls_is_attributed(
+    cw: Any, capture: CaptureSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from costwatch import _context
+
+    # As in a process that has never entered a request or a cost scope: plain calls skip
+    # reading their contextvars until one is entered.
+    monkeypatch.setattr(_context, "scoped", False)
+
+    @cw.generation(provider="openai", model="gpt-4o-mini")
+    def answer(prompt: str) -> dict[str, Any]:
+        return chat_response()
+
+    answer("before")
+    with cw.request("first", strategy="rag"):
+        answer("inside")
+    answer("after")
+    assert [r.pipeline for r in capture.records] == ["", "first", ""]
+    assert [r.strategy for r in capture.records] == ["base", "rag", "base"]
+    assert cw.summary().by_pipeline["first"].cost_usd == expected_cost()
+
+
 def test_request_records_error_status_when_the_block_raises(cw: Any, capture: CaptureSink) -> None:
     with pytest.raises(KeyError), cw.request("broken"):
         raise KeyError("x")

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import costwatch
+from costwatch import TokenUsage
 from tests._fixtures.capture import CaptureSink
 
 M = Decimal(1_000_000)
@@ -169,6 +170,37 @@ def test_prometheus_exports_tallied_calls_with_the_summarys_dollars_and_tokens(
     assert _sample_sum(registry, "costwatch_requests_total") == 3 * len(CALLS)
 
 
+def test_calls_folded_into_their_rows_keep_every_count_and_latency_bucket(
+    configured: Any, capture: CaptureSink, registry: CollectorRegistry
+) -> None:
+    # Each key's calls are folded into its row every 64 calls: 150 rounds fold every key.
+    _run_all(times=150)
+    summary = costwatch.summary()
+    records = capture.records
+    assert summary.total.calls == len(records) == 150 * len(CALLS)
+    assert summary.total_usd == sum((r.cost_usd or 0 for r in records), Decimal(0))
+    tally = costwatch._runtime.runtime().tally
+    usages = [TokenUsage(*row[1:11]) for row in tally.totals().values()]
+    for field in ("input", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h",
+                  "web_searches", "input_audio", "output_audio"):
+        assert sum(getattr(u, field) for u in usages) == sum(
+            getattr(r.usage, field) for r in records), field
+    bounds = tally.bounds
+    assert bounds is not None
+    for bound in bounds:
+        assert _sample_sum(registry, "costwatch_duration_seconds_bucket", le=str(bound)) == sum(
+            1 for r in records if r.latency_s <= bound)
+    assert _sample_sum(registry, "costwatch_duration_seconds_sum") == pytest.approx(
+        sum(r.latency_s for r in records))
+
+
+def test_short_calls_never_add_up_to_the_long_context_price(configured: Any) -> None:
+    site = _site("anthropic", "claude-sonnet-4-5")
+    for _ in range(100):  # 10M prompt tokens in all, 100k a call: each under the 200k tier
+        site(_anthropic(100_000, 10))
+    assert costwatch.summary().total_usd == 100 * (100_000 * Decimal(3) + 10 * Decimal(15)) / M
+
+
 def test_prometheus_counters_keep_tallied_calls_across_configure(
     registry: CollectorRegistry,
 ) -> None:
@@ -246,13 +278,12 @@ def test_a_reader_that_catches_a_call_half_added_gets_the_rest_next_time() -> No
     tally = Tally(PriceCatalog())
     cursor = tally.cursor()
     key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0)
-    tally.add(key, (100, 0, 0, 20, 0, 0, None), 0.5)
-    [row] = [table[key] for table in tally._tables.values()]
-    row[1] -= 100  # as a reader sees it between the call count and the input tokens
+    entry = tally.entry(key)
+    entry.append((100, 0, 0, 20, 0, 0, None))  # as a reader sees it between the two appends
     first = cursor.take()
-    row[1] += 100  # the writer finishes; no further call arrives
+    entry.append(0.5)  # the writer finishes; no further call arrives
     second = cursor.take()
-    assert [c.calls for c in first + second] == [1, 0]
+    assert first == [] and [c.calls for c in second] == [1]
     assert sum(c.usage.input for c in first + second) == 100
     assert sum(c.cost_usd or 0 for c in first + second) == (
         100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
