@@ -47,11 +47,20 @@ decorated function that returns it (or lets it propagate) does not record the ca
 
 # Sticky flags: a plain call skips reading the contextvars of a feature this process has never
 # used (each read costs a few hundred instructions on the call path).  Once set, never unset.
+tagged = False
+"""A ``costwatch.tags`` block has been entered: ``tags_var`` may hold other tags than
+``NO_TAGS``."""
 scoped = False
 """A ``costwatch.request`` or a cost scope has been entered: ``request_var`` and
 ``scopes_var`` may hold something."""
 recorded = False
 """An instrumented client has recorded a call: ``recorded_var`` may hold something."""
+
+
+def note_tagged() -> None:
+    """Called before ``tags_var`` is first set."""
+    global tagged
+    tagged = True
 
 
 def note_scoped() -> None:
@@ -83,6 +92,7 @@ class tags:  # noqa: N801 - a context manager used like a function, as in contex
 
     def __enter__(self) -> Mapping[str, str]:
         merged = TagSet({**tags_var.get(), **self._values})
+        note_tagged()
         self._token = tags_var.set(merged)
         return merged
 

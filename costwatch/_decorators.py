@@ -313,6 +313,8 @@ def _cache_hit(site: _Site) -> bool:
 
 
 def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
+    spec, fast = site.spec, site.fast
+
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.current or _runtime.runtime()
@@ -323,12 +325,30 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise
+        # The common case inline (a function call costs as much as the rest of it): a response
+        # of a class with a cached usage reader, and no instrumented client inside.
+        read = cached_reader(type(result)) if fast and not _context.recorded else None
+        if read is not None:
+            latency = perf_counter() - t0
+            try:
+                extracted = read(result)
+                if extracted is not None:
+                    spec.record_usage(
+                        rt, spec.model or site.model_for(kwargs), extracted[0], latency,
+                        extracted[1], reservation,
+                    )
+                    return result
+            except Exception as internal:
+                errors.report("decorator", internal)
+                return result
         return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
 
 
 def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    spec, fast = site.spec, site.fast
+
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.current or _runtime.runtime()
@@ -339,6 +359,22 @@ def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, A
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise
+        # The common case inline (a function call costs as much as the rest of it): a response
+        # of a class with a cached usage reader, and no instrumented client inside.
+        read = cached_reader(type(result)) if fast and not _context.recorded else None
+        if read is not None:
+            latency = perf_counter() - t0
+            try:
+                extracted = read(result)
+                if extracted is not None:
+                    spec.record_usage(
+                        rt, spec.model or site.model_for(kwargs), extracted[0], latency,
+                        extracted[1], reservation,
+                    )
+                    return result
+            except Exception as internal:
+                errors.report("decorator", internal)
+                return result
         return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
@@ -353,7 +389,8 @@ def _returned(
     t0: float,
     reservation: Reservation | None,
 ) -> R:
-    """Record a call that returned; the result goes back untouched (a stream hooked in place)."""
+    """Record a call that returned, past the wrappers' inline common case; the result goes back
+    untouched (a stream hooked in place)."""
     latency = perf_counter() - t0
     try:
         # An instrumented client inside recorded it.
@@ -362,8 +399,7 @@ def _returned(
             return result
         spec = site.spec
         if site.fast:
-            read = cached_reader(type(result))
-            extracted = read(result) if read is not None else extract_tokens(result)
+            extracted = extract_tokens(result)
             if extracted is not None:
                 spec.record_usage(
                     rt, spec.model or site.model_for(kwargs), extracted[0], latency,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from _thread import get_ident
+import threading
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from costwatch import _context, _runtime
-from costwatch._context import request_var, resolve_strategy, scopes_var, tags_var
+from costwatch._context import NO_TAGS, request_var, resolve_strategy, scopes_var, tags_var
 from costwatch._failopen import errors
 from costwatch._record import (
     EMPTY_USAGE,
@@ -23,22 +23,19 @@ from costwatch._tally import ENTRY_LIMIT
 if TYPE_CHECKING:
     from costwatch._budget import BudgetCall, Reservation
     from costwatch._pricing import Price
-    from costwatch._tally import Tally
     from costwatch._usage import Tokens
 
 _ZERO = Decimal(0)
 
 
 _MAX_ALIASES = 256
-_MAX_KEPT_ENTRIES = 256
-"""Bound on the threads a call site keeps a tally entry for (thread pools can churn)."""
 
 
 class CallSpec:
     """What a wrapped call site is: fixed at decoration / instrumentation time."""
 
     __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "batch",
-                 "service_tier", "_untallied", "_memo", "_entries", "_aliases", "_tiers",
+                 "service_tier", "_untallied", "_memo", "_kept", "_aliases", "_tiers",
                  "_standard")
 
     def __init__(
@@ -69,9 +66,9 @@ class CallSpec:
         self._memo: tuple[object, str, Price | None, bool] | None = None
         """(tally, model, price if it has tiers, whether it has a price) of the last tallied
         call: most sites call one model."""
-        self._entries: dict[int, tuple[Tally, str, tuple[str, ...], list[Any]]] = {}
-        """Thread identifier -> (tally, model, attribution, tally entry) of that thread's last
-        plain call, when its entry does not depend on its tokens."""
+        self._kept = threading.local()
+        """``entry``: (tally, model, attribution, tally entry) of this thread's last plain
+        call, when its entry does not depend on its tokens."""
         self._tiers: dict[str, CallSpec] = {}
         """This site at the processing tiers its responses reported, made when first needed."""
         self._standard = self
@@ -312,7 +309,6 @@ class CallSpec:
         attribution: tuple[str, ...],
         response_model: str,
         tokens: Tokens,
-        ident: int,
     ) -> tuple[list[Any], str]:
         """The tally entry this thread adds a plain call of ``model`` to, and the model it is
         priced as (see ``_by_response``).  The entry is kept for the
@@ -335,9 +331,7 @@ class CallSpec:
             model, tier = self._by_response(rt, model, response_model, tokens)
         entry = tally.entry((self.provider, self.stage, model, attribution, tier))
         if tiered is None and model == memo[1]:
-            if len(self._entries) >= _MAX_KEPT_ENTRIES:
-                self._entries.clear()
-            self._entries[ident] = (tally, model, attribution, entry)
+            self._kept.entry = (tally, model, attribution, entry)
         return entry, model
 
     def _by_response(
@@ -418,18 +412,15 @@ class CallSpec:
             )
             return
         tally = rt.tally
-        attribution = tags_var.get().attribution
-        ident = get_ident()
-        kept = self._entries.get(ident)
-        if (
-            kept is not None
-            and kept[2] is attribution
-            and kept[1] == model
-            and kept[0] is tally
-        ):
+        attribution = tags_var.get().attribution if _context.tagged else NO_TAGS.attribution
+        try:
+            kept = self._kept.entry
+        except AttributeError:  # this thread's first plain call here
+            kept = None
+        if kept is not None and kept[2] is attribution and kept[1] == model and kept[0] is tally:
             entry = kept[3]
         else:
-            entry, model = self._entry(rt, model, attribution, response_model, tokens, ident)
+            entry, model = self._entry(rt, model, attribution, response_model, tokens)
         entry.append(tokens)
         entry.append(latency_s)
         if len(entry) > ENTRY_LIMIT:

@@ -304,6 +304,25 @@ def test_tags_outside_the_attribution_never_multiply_the_totals(
     assert capture.last.tags["user_id"] == "u999"  # per-call records keep every tag
 
 
+def test_first_tags_after_untagged_calls_attribute_the_calls_inside(
+    configured: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from costwatch import _context
+
+    # As in a process that has never entered a tags block: plain calls skip reading the
+    # tags contextvar until one is entered.
+    monkeypatch.setattr(_context, "tagged", False)
+    site = _site("openai", "gpt-4o-mini")
+    site(_openai(100, 20))
+    with costwatch.tags(feature="faq", tenant="acme"):
+        site(_openai(100, 20))
+        site(_openai(100, 20))
+    site(_openai(100, 20))
+    summary = costwatch.summary()
+    assert summary.by_feature["faq"].calls == summary.by_tenant["acme"].calls == 2
+    assert summary.total.calls == 4
+
+
 def test_functions_decorated_on_the_fly_share_their_totals(configured: Any) -> None:
     for _ in range(100):  # e.g. a closure decorated inside a request handler
         _site("openai", "gpt-4o-mini")(_openai(100, 20))
