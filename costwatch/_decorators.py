@@ -321,7 +321,8 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
-            result = fn(*args, **kwargs)
+            # Without keyword arguments, no empty dict is copied for the call.
+            result = fn(*args, **kwargs) if kwargs else fn(*args)  # type: ignore[call-arg]
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise

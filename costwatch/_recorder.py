@@ -414,12 +414,10 @@ class CallSpec:
         tally = rt.tally
         attribution = tags_var.get().attribution if _context.tagged else NO_TAGS.attribution
         try:
-            kept = self._kept.entry
+            kept_tally, kept_model, kept_attribution, entry = self._kept.entry
         except AttributeError:  # this thread's first plain call here
-            kept = None
-        if kept is not None and kept[2] is attribution and kept[1] == model and kept[0] is tally:
-            entry = kept[3]
-        else:
+            kept_tally = kept_model = kept_attribution = None
+        if kept_tally is not tally or kept_attribution is not attribution or kept_model != model:
             entry, model = self._entry(rt, model, attribution, response_model, tokens)
         entry.append(tokens)
         entry.append(latency_s)

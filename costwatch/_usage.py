@@ -455,38 +455,40 @@ def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
         out_details = usage["completion_tokens_details"].__dict__
         cached = in_details["cached_tokens"]
         reasoning = out_details["reasoning_tokens"]
-        audio_in = in_details["audio_tokens"]
-        audio_out = out_details["audio_tokens"]
+        audio = in_details["audio_tokens"] or out_details["audio_tokens"]
     except (AttributeError, KeyError):
         reader = _sdk_response_reader(type(obj), _fields_of(type(obj)) or frozenset(), fused=False)
         _response_readers[type(obj)] = reader
         return reader(obj)
-    if audio_in or audio_out or fields.get("service_tier") in SERVICE_TIERS:
-        return _read_chat_completion_extras(fields, usage, cached, reasoning, audio_in, audio_out)
-    # _openai_partition without audio, inline: this is the call path's most common response.
-    prompt = usage["prompt_tokens"] or 0
-    completion = usage["completion_tokens"] or 0
-    cached = cached or 0
-    reasoning = reasoning or 0
-    return (
-        (
-            prompt - cached if prompt > cached else 0, cached, 0,
-            completion - reasoning if completion > reasoning else 0, reasoning, 0, None,
-        ),
-        fields["model"] or "",
-    )
+    if not audio and fields.get("service_tier") not in SERVICE_TIERS:  # legacy: no tier
+        # _openai_partition without audio, inline: the call path's most common response.
+        prompt = usage["prompt_tokens"]
+        completion = usage["completion_tokens"]
+        try:
+            return (
+                (
+                    prompt - cached if prompt > cached else 0, cached, 0,
+                    completion - reasoning if completion > reasoning else 0, reasoning, 0, None,
+                ),
+                fields["model"] or "",
+            )
+        except TypeError:  # a count is None (sent as null): read as 0 below
+            pass
+    return _read_chat_completion_extras(fields, usage, in_details, out_details)
 
 
 def _read_chat_completion_extras(
-    fields: dict[str, Any], usage: dict[str, Any], cached: int | None, reasoning: int | None,
-    audio_in: int | None, audio_out: int | None,
+    fields: dict[str, Any], usage: dict[str, Any], in_details: dict[str, Any],
+    out_details: dict[str, Any],
 ) -> tuple[Tokens, str]:
-    """A chat completion with audio tokens, or served at another processing tier."""
+    """A chat completion with audio tokens, served at another processing tier, or with a count
+    sent as null."""
     tokens = _openai_partition(
-        usage["prompt_tokens"] or 0, cached or 0, usage["completion_tokens"] or 0, reasoning or 0,
-        audio_in or 0, audio_out or 0,
+        usage["prompt_tokens"] or 0, in_details["cached_tokens"] or 0,
+        usage["completion_tokens"] or 0, out_details["reasoning_tokens"] or 0,
+        in_details["audio_tokens"] or 0, out_details["audio_tokens"] or 0,
     )
-    tier = fields.get("service_tier")  # legacy completions have none
+    tier = fields.get("service_tier")
     if tier in SERVICE_TIERS:
         tokens = _at_tier(tokens, tier)
     return tokens, fields["model"] or ""

@@ -19,7 +19,7 @@ from openai.types.completion_usage import CompletionUsage
 from openai.types.responses import Response
 
 from costwatch._record import TokenUsage
-from costwatch._usage import extract_provider_usage, extract_usage
+from costwatch._usage import _read_chat_completion, extract_provider_usage, extract_usage
 from tests._fixtures.fake_providers import (
     AnthropicUsage as FakeAnthropicUsage,
 )
@@ -92,6 +92,21 @@ def test_a_chat_completion_constructed_without_a_usage_count_is_still_read() -> 
         usage=CompletionUsage.model_construct(completion_tokens=7),
     )
     assert extract_usage(partial) == (TokenUsage(output=7), "gpt-4o-mini")
+
+
+def test_a_chat_completion_with_counts_sent_as_null_reads_them_as_zero() -> None:
+    from costwatch._usage import _response_readers
+
+    _response_readers.pop(ChatCompletion, None)  # start from the fused reader
+    body = chat_completion(_fake(prompt_tokens=50, completion_tokens=7), "gpt-4o-mini")
+    body["usage"]["prompt_tokens_details"] = {"cached_tokens": None, "audio_tokens": None}
+    body["usage"]["completion_tokens_details"] = {"reasoning_tokens": None}
+    expected = (TokenUsage(input=50, output=7), "gpt-4o-mini-2024-07-18")
+    assert extract_usage(ChatCompletion.model_validate(body)) == expected
+    body["usage"]["prompt_tokens"] = None  # not valid, but the SDK builds responses unvalidated
+    assert extract_usage(ChatCompletion.construct(**body)) == (
+        TokenUsage(output=7), "gpt-4o-mini-2024-07-18")
+    assert _response_readers[ChatCompletion] is _read_chat_completion  # still the fused one
 
 
 def test_chat_completions_without_details_read_right_before_and_after_the_reader_adapts() -> None:
