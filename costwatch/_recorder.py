@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -23,12 +22,14 @@ from costwatch._tally import ENTRY_LIMIT
 if TYPE_CHECKING:
     from costwatch._budget import BudgetCall, Reservation
     from costwatch._pricing import Price
+    from costwatch._tally import Tally
     from costwatch._usage import Tokens
 
 _ZERO = Decimal(0)
 
 
 _MAX_ALIASES = 256
+_NOTHING_KEPT: tuple[Tally | None, str, tuple[str, ...], list[Any]] = (None, "", (), [])
 
 
 class CallSpec:
@@ -66,9 +67,10 @@ class CallSpec:
         self._memo: tuple[object, str, Price | None, bool] | None = None
         """(tally, model, price if it has tiers, whether it has a price) of the last tallied
         call: most sites call one model."""
-        self._kept = threading.local()
-        """``entry``: (tally, model, attribution, tally entry) of this thread's last plain
-        call, when its entry does not depend on its tokens."""
+        self._kept: tuple[Tally | None, str, tuple[str, ...], list[Any]] = _NOTHING_KEPT
+        """(tally, model, attribution, tally entry) of the last plain call, when its entry does
+        not depend on its tokens: the next call like it adds to the entry without building and
+        hashing its key."""
         self._tiers: dict[str, CallSpec] = {}
         """This site at the processing tiers its responses reported, made when first needed."""
         self._standard = self
@@ -310,10 +312,9 @@ class CallSpec:
         response_model: str,
         tokens: Tokens,
     ) -> tuple[list[Any], str]:
-        """The tally entry this thread adds a plain call of ``model`` to, and the model it is
-        priced as (see ``_by_response``).  The entry is kept for the
-        thread's next call when it does not depend on the call's tokens (a price without
-        long-context tiers), so that call adds to it without building and hashing its key."""
+        """The tally entry a plain call of ``model`` adds to, and the model it is priced as (see
+        ``_by_response``).  The entry is kept for the next call when it does not depend on the
+        call's tokens (a price without long-context tiers)."""
         tally = rt.tally
         memo = self._memo
         if memo is None or memo[0] is not tally or memo[1] != model:
@@ -331,7 +332,7 @@ class CallSpec:
             model, tier = self._by_response(rt, model, response_model, tokens)
         entry = tally.entry((self.provider, self.stage, model, attribution, tier))
         if tiered is None and model == memo[1]:
-            self._kept.entry = (tally, model, attribution, entry)
+            self._kept = (tally, model, attribution, entry)
         return entry, model
 
     def _by_response(
@@ -413,14 +414,10 @@ class CallSpec:
             return
         tally = rt.tally
         attribution = tags_var.get().attribution if _context.tagged else NO_TAGS.attribution
-        try:
-            kept_tally, kept_model, kept_attribution, entry = self._kept.entry
-        except AttributeError:  # this thread's first plain call here
-            kept_tally = kept_model = kept_attribution = None
+        kept_tally, kept_model, kept_attribution, entry = self._kept
         if kept_tally is not tally or kept_attribution is not attribution or kept_model != model:
             entry, model = self._entry(rt, model, attribution, response_model, tokens)
-        entry.append(tokens)
-        entry.append(latency_s)
+        entry.append((tokens, latency_s))
         if len(entry) > ENTRY_LIMIT:
             tally.fold(entry)
         sinks = rt.untallied_sinks

@@ -1,4 +1,4 @@
-"""Totals of the common call and of cache lookups, kept per thread without a lock.
+"""Totals of the common call and of cache lookups, kept without a lock on the call path.
 
 Most wrapped calls are alike: they succeeded, reported their usage, and ran outside any
 ``costwatch.request``, budget or cache scope.  The ledger behind ``summary()`` and the
@@ -8,18 +8,19 @@ call's tokens and latency to a ``Tally`` instead of building, pricing and fannin
 are read: a price is linear in tokens (tiers are kept apart in the key), so pricing a sum of
 tokens gives exactly the sum of the per-call prices, in ``Decimal``.
 
-Each thread adds to its own table, so a table has a single writer and the call path takes no
-lock.  A call is two appends to its key's entry (its tokens, then its latency); every 64 calls
-the writer folds them into the entry's row with C-level sums, which costs a fraction of adding
-each call's counts to the row one by one.  Readers copy each entry (one C-level list copy,
-atomic under the GIL) and fold the copy; an entry read while its writer is between two appends
-is only momentarily behind, never lost.  Each consumer reads through its own ``TallyCursor``,
-which hands out what was added since its last read.  Tables are kept by thread identifier, which
-CPython reuses as threads end, so a thread that starts takes over the table of one that finished.
+A call is one append of its ``(tokens, latency)`` pair to its key's entry, from whichever
+thread made it: the call path takes no lock.  Every 64 calls an entry's pairs are folded into
+its row with C-level sums, which costs a fraction of adding each call's counts to the row one
+by one; folds are serialised by a lock.  Readers copy each entry (one C-level list copy, atomic
+under the GIL) and fold the copy, so every call is read exactly once.  Each consumer reads
+through its own ``TallyCursor``, which hands out what was added since its last read.
 
-Cache lookups are counted the same way, for the same readers, by ``CacheEvent`` with its amount
-saved set to zero (a value: cache, result and attribution; the amounts are summed in the row, so
-entries of many different costs share it): a hit adds to a row instead of taking two locks.
+Cache lookups are counted for the same readers, by ``CacheEvent`` with its amount saved set to
+zero (a value: cache, result and attribution; the amounts are summed in the row, so entries of
+many different costs share it), in rows kept per thread so that each has a single writer: a
+hit adds to a row instead of taking two locks.  Tables are kept by thread identifier, which
+CPython reuses as threads end, so a thread that starts takes over the table of one that
+finished.
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ import threading
 from _thread import get_ident
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from costwatch._context import ATTRIBUTION_TAGS, resolve_strategy
 from costwatch._failopen import errors
@@ -47,15 +47,13 @@ TallyKey = tuple[str, str, str, tuple[str, ...], int]
 """``(provider, stage, model, attribution tags in force, price tier index)``: values, never
 objects, so call sites made on the fly (a function decorated per request) share totals."""
 
-K = TypeVar("K")
-
 _ZERO = Decimal(0)
 
 _CALLS, _LATENCY, _BUCKETS = 0, 11, 12
 """Row layout: calls, the six token counts (1-6), the four ``Extras`` counts (7-10), latency
 sum, duration bucket counts."""
 
-ENTRY_LIMIT = 1 + 2 * 64
+ENTRY_LIMIT = 64
 """An entry's calls are folded into its row every 64 calls: often enough to keep an entry
 small (a few KB of token tuples), seldom enough that folding costs little per call."""
 
@@ -80,7 +78,7 @@ class TalliedCalls:
 
 
 class Tally:
-    """Per-thread running totals of successful calls by ``TallyKey``."""
+    """Running totals of successful calls by ``TallyKey``, and of cache lookups."""
 
     def __init__(
         self, catalog: PriceCatalog, bounds: tuple[float, ...] | None = None
@@ -89,38 +87,41 @@ class Tally:
         self.bounds = bounds
         """Duration bucket bounds, when a consumer exports a latency histogram."""
         self._width = _BUCKETS + (len(bounds) + 1 if bounds is not None else 0)
-        self._tables: dict[int, dict[TallyKey, list[Any]]] = {}
+        self._entries: dict[TallyKey, list[Any]] = {}
+        self._fold_lock = threading.Lock()
         self._cache_tables: dict[int, dict[CacheEvent, list[Any]]] = {}
         self._lock = threading.Lock()
 
     def add(self, key: TallyKey, tokens: Tokens, latency_s: float) -> None:
-        """Count one call (the call path: no lock, two appends to the key's entry)."""
+        """Count one call (the call path: no lock, one append to the key's entry)."""
         entry = self.entry(key)
-        entry.append(tokens)
-        entry.append(latency_s)
+        entry.append((tokens, latency_s))
         if len(entry) > ENTRY_LIMIT:
             self.fold(entry)
 
     def entry(self, key: TallyKey) -> list[Any]:
-        """The calling thread's entry for ``key``: its row, then the calls added since the row
-        was last folded (tokens, latency, tokens, latency, ...).
+        """The entry for ``key``: its row, then the calls added since the row was last folded,
+        each a ``(tokens, latency)`` pair.
 
-        Its one writer (this thread) appends a call's tokens, then its latency, and calls
+        A writer appends one pair per call (one atomic ``append``, from any thread) and calls
         :meth:`fold` once the entry is longer than ``ENTRY_LIMIT``; the entry itself stays the
         same list, so a call site may keep it (see ``CallSpec.record_usage``).
         """
-        table = self._tables.get(get_ident())
-        if table is None:
-            table = self._new_table(self._tables)
-        entry = table.get(key)
+        entry = self._entries.get(key)
         if entry is None:
-            entry = table[key] = [self._new_row()]
+            entry = self._entries.setdefault(key, [self._new_row()])
         return entry
 
     def fold(self, entry: list[Any]) -> None:
-        """Fold an entry's calls into its row, in one C-level slice store: a reader copying
-        the entry (one ``entry[:]``, atomic under the GIL) gets it whole before or after."""
-        entry[:] = [self._folded(entry)]
+        """Fold the calls an entry holds into its row.
+
+        Folds are serialised; appends are not, and land after the calls being folded, which
+        one C-level slice store then replaces with the new row.  A reader copying the entry
+        (one ``entry[:]``, atomic under the GIL) gets every call once, before or after.
+        """
+        with self._fold_lock:
+            held = entry[:]
+            entry[: len(held)] = [self._folded(held)]
 
     def add_cache(self, key: CacheEvent, saved_usd: Decimal) -> None:
         """Count one cache lookup: ``key`` is its event with ``saved_usd`` zero (see
@@ -128,17 +129,14 @@ class Tally:
         exists."""
         table = self._cache_tables.get(get_ident())
         if table is None:
-            table = self._new_table(self._cache_tables)
+            with self._lock:
+                table = self._cache_tables.setdefault(get_ident(), {})
         row = table.get(key)
         if row is None:
             row = table[key] = [0, _ZERO]
         row[0] += 1
         if saved_usd:
             row[1] += saved_usd
-
-    def _new_table(self, tables: dict[int, dict[K, list[Any]]]) -> dict[K, list[Any]]:
-        with self._lock:
-            return tables.setdefault(get_ident(), {})
 
     def _new_row(self) -> list[Any]:
         row: list[Any] = [0] * self._width
@@ -149,16 +147,15 @@ class Tally:
         """A new row: ``entry``'s row (never changed: a reader may hold it) plus its calls.
 
         The sums run in C (``zip``, ``sum``, ``map``), which costs a fraction of adding each
-        call to the row as it comes.  A copy a reader took while the writer was between its two
-        appends ends in a call's tokens without its latency: that call waits for the next read.
+        call to the row as it comes.
         """
         row: list[Any] = entry[0][:]
-        latencies = entry[2::2]
-        calls = len(latencies)
+        calls = len(entry) - 1
         if not calls:
             return row
+        tokens, latencies = zip(*entry[1:], strict=True)
         row[_CALLS] += calls
-        columns = list(zip(*entry[1 : 2 * calls : 2], strict=True))
+        columns = list(zip(*tokens, strict=True))
         for i in range(6):
             row[1 + i] += sum(columns[i])
         extras = list(filter(None, columns[6]))
@@ -174,28 +171,23 @@ class Tally:
         return row
 
     def totals(self) -> dict[TallyKey, list[Any]]:
-        """Every key's row, summed over the threads' tables (a snapshot)."""
-        return self._summed(self._tables, self._folded)
+        """Every key's row with the calls not yet folded into it (a snapshot)."""
+        return {key: self._folded(entry[:]) for key, entry in list(self._entries.items())}
 
     def cache_totals(self) -> dict[CacheEvent, list[Any]]:
         """``[lookups, amount saved]`` by key, summed over the threads' tables (a snapshot)."""
-        return self._summed(self._cache_tables, list)
-
-    def _summed(
-        self, by_thread: dict[int, dict[K, list[Any]]], row_of: Callable[[list[Any]], list[Any]]
-    ) -> dict[K, list[Any]]:
         with self._lock:
-            tables = list(by_thread.values())
-        out: dict[K, list[Any]] = {}
+            tables = list(self._cache_tables.values())
+        out: dict[CacheEvent, list[Any]] = {}
         for table in tables:
-            for key, entry in list(table.items()):
-                snapshot = row_of(entry[:])
+            for key, row in list(table.items()):
+                snapshot = row[:]
                 acc = out.get(key)
                 if acc is None:
                     out[key] = snapshot
                 else:
-                    for i, value in enumerate(snapshot):
-                        acc[i] += value
+                    acc[0] += snapshot[0]
+                    acc[1] += snapshot[1]
         return out
 
     def cursor(self) -> TallyCursor:
@@ -219,10 +211,10 @@ class TallyCursor:
             for key, row in self.tally.totals().items():
                 seen = self._seen.get(key)
                 if seen is None:
-                    if not row[_CALLS]:  # a new entry whose first call is half-added
+                    if not row[_CALLS]:  # an entry made for a call not appended yet
                         continue
                     delta = row
-                elif row == seen:  # the whole row: a copy may catch a call half-added
+                elif row == seen:
                     continue
                 else:
                     delta = [now - before for now, before in zip(row, seen, strict=True)]

@@ -443,11 +443,12 @@ _UNCACHEABLE = (str, bytes, int, float, bool, type(None), list, tuple)
 
 
 def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
-    """A chat completion SDK object: its counts and model read straight from the pydantic
-    objects' ``__dict__`` (the most common response of all: pydantic's attribute access goes
-    through ``__getattr__``'s slot hook).  The first response of its class whose usage or a
-    detail is ``None`` or missing (servers that send no details) hands the class to the general
-    reader for good."""
+    """A chat completion SDK object: its counts, processing tier and model read straight from
+    the pydantic objects' ``__dict__`` (the most common response of all: pydantic's attribute
+    access goes through ``__getattr__``'s slot hook).  Only for classes that declare
+    ``service_tier`` (not legacy completions).  The first response of its class whose usage or
+    a detail is ``None`` or missing (servers that send no details) hands the class to the
+    general reader for good."""
     try:
         fields = obj.__dict__
         usage = fields["usage"].__dict__
@@ -456,11 +457,12 @@ def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
         cached = in_details["cached_tokens"]
         reasoning = out_details["reasoning_tokens"]
         audio = in_details["audio_tokens"] or out_details["audio_tokens"]
+        tier = fields["service_tier"]
     except (AttributeError, KeyError):
         reader = _sdk_response_reader(type(obj), _fields_of(type(obj)) or frozenset(), fused=False)
         _response_readers[type(obj)] = reader
         return reader(obj)
-    if not audio and fields.get("service_tier") not in SERVICE_TIERS:  # legacy: no tier
+    if not audio and tier not in SERVICE_TIERS:
         # _openai_partition without audio, inline: the call path's most common response.
         prompt = usage["prompt_tokens"]
         completion = usage["completion_tokens"]
@@ -488,7 +490,7 @@ def _read_chat_completion_extras(
         usage["completion_tokens"] or 0, out_details["reasoning_tokens"] or 0,
         in_details["audio_tokens"] or 0, out_details["audio_tokens"] or 0,
     )
-    tier = fields.get("service_tier")
+    tier = fields["service_tier"]
     if tier in SERVICE_TIERS:
         tokens = _at_tier(tokens, tier)
     return tokens, fields["model"] or ""
@@ -508,7 +510,7 @@ def _sdk_response_reader(cls: type, fields: frozenset[str], fused: bool = True) 
     """The reader for a response class; ``fused=False``: not the fused chat-completion one
     (a response of the class lacked a detail it reads)."""
     usage_cls = _declared_usage_class(cls) if fused else None
-    if usage_cls is not None and "model" in fields:
+    if usage_cls is not None and "model" in fields and "service_tier" in fields:
         usage_fields = _fields_of(usage_cls) or frozenset()
         if usage_fields.issuperset(_COMPLETION_NAMES):
             return _read_chat_completion

@@ -271,7 +271,7 @@ def test_tallied_tenants_past_the_limit_become_other_and_each_call_is_counted(
     assert _sample_sum(registry, "costwatch_requests_total", tenant="other") == 10_000 - 50
 
 
-def test_a_reader_that_catches_a_call_half_added_gets_the_rest_next_time() -> None:
+def test_a_call_appended_while_its_entry_is_folded_is_kept() -> None:
     from costwatch._pricing import PriceCatalog
     from costwatch._tally import Tally
 
@@ -279,14 +279,22 @@ def test_a_reader_that_catches_a_call_half_added_gets_the_rest_next_time() -> No
     cursor = tally.cursor()
     key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0)
     entry = tally.entry(key)
-    entry.append((100, 0, 0, 20, 0, 0, None))  # as a reader sees it between the two appends
-    first = cursor.take()
-    entry.append(0.5)  # the writer finishes; no further call arrives
-    second = cursor.take()
-    assert first == [] and [c.calls for c in second] == [1]
-    assert sum(c.usage.input for c in first + second) == 100
-    assert sum(c.cost_usd or 0 for c in first + second) == (
-        100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
+    for _ in range(3):
+        entry.append(((100, 0, 0, 20, 0, 0, None), 0.5))
+    fold = tally._folded
+
+    def folded_while_another_thread_appends(held: list[Any]) -> list[Any]:
+        entry.append(((7, 0, 0, 1, 0, 0, None), 0.25))  # lands after the calls being folded
+        return fold(held)
+
+    tally._folded = folded_while_another_thread_appends  # type: ignore[method-assign]
+    tally.fold(entry)
+    tally._folded = fold  # type: ignore[method-assign]
+    assert len(entry) == 2  # the new row, then the call that came during the fold
+    [calls] = cursor.take()
+    assert (calls.calls, calls.usage.input, calls.usage.output, calls.latency_s) == (
+        4, 307, 61, 1.75)
+    assert calls.cost_usd == (307 * Decimal("0.15") + 61 * Decimal("0.60")) / M
     assert cursor.take() == []
 
 
