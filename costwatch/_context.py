@@ -38,6 +38,7 @@ class TagSet(dict[str, str]):
 
 
 NO_TAGS = TagSet()
+NO_ATTRIBUTION = NO_TAGS.attribution
 tags_var: ContextVar[TagSet] = ContextVar("costwatch_tags", default=NO_TAGS)
 request_var: ContextVar[RequestState | None] = ContextVar("costwatch_request", default=None)
 scopes_var: ContextVar[tuple[CostScope, ...]] = ContextVar("costwatch_scopes", default=())

@@ -313,7 +313,7 @@ def _cache_hit(site: _Site) -> bool:
 
 
 def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
-    spec, fast = site.spec, site.fast
+    spec, fast, model = site.spec, site.fast, site.spec.model
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -335,7 +335,7 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
                 extracted = read(result)
                 if extracted is not None:
                     spec.record_usage(
-                        rt, spec.model or site.model_for(kwargs), extracted[0], latency,
+                        rt, model or site.model_for(kwargs), extracted[0], latency,
                         extracted[1], reservation,
                     )
                     return result
@@ -348,7 +348,7 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    spec, fast = site.spec, site.fast
+    spec, fast, model = site.spec, site.fast, site.spec.model
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -369,7 +369,7 @@ def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, A
                 extracted = read(result)
                 if extracted is not None:
                     spec.record_usage(
-                        rt, spec.model or site.model_for(kwargs), extracted[0], latency,
+                        rt, model or site.model_for(kwargs), extracted[0], latency,
                         extracted[1], reservation,
                     )
                     return result

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from costwatch import _context, _runtime
-from costwatch._context import NO_TAGS, request_var, resolve_strategy, scopes_var, tags_var
+from costwatch._context import NO_ATTRIBUTION, request_var, resolve_strategy, scopes_var, tags_var
 from costwatch._failopen import errors
 from costwatch._record import (
     EMPTY_USAGE,
@@ -413,19 +413,18 @@ class CallSpec:
             )
             return
         tally = rt.tally
-        attribution = tags_var.get().attribution if _context.tagged else NO_TAGS.attribution
+        attribution = tags_var.get().attribution if _context.tagged else NO_ATTRIBUTION
         kept_tally, kept_model, kept_attribution, entry = self._kept
         if kept_tally is not tally or kept_attribution is not attribution or kept_model != model:
             entry, model = self._entry(rt, model, attribution, response_model, tokens)
         entry.append((tokens, latency_s))
         if len(entry) > ENTRY_LIMIT:
             tally.fold(entry)
-        sinks = rt.untallied_sinks
-        if sinks:
+        if rt.untallied_sinks:
             record = self.build(
                 rt, model, TokenUsage.of(tokens), latency_s, "ok", response_model, "reported"
             )
-            for sink in sinks:
+            for sink in rt.untallied_sinks:
                 sink.on_record(record)
 
 
