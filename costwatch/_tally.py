@@ -41,7 +41,6 @@ from costwatch._sink import CacheEvent
 
 if TYPE_CHECKING:
     from costwatch._pricing import PriceCatalog
-    from costwatch._usage import Tokens
 
 TallyKey = tuple[str, str, str, tuple[str, ...], int]
 """``(provider, stage, model, attribution tags in force, price tier index)``: values, never
@@ -91,13 +90,6 @@ class Tally:
         self._fold_lock = threading.Lock()
         self._cache_tables: dict[int, dict[CacheEvent, list[Any]]] = {}
         self._lock = threading.Lock()
-
-    def add(self, key: TallyKey, tokens: Tokens, latency_s: float) -> None:
-        """Count one call (the call path: no lock, one append to the key's entry)."""
-        entry = self.entry(key)
-        entry.append((tokens, latency_s))
-        if len(entry) > ENTRY_LIMIT:
-            self.fold(entry)
 
     def entry(self, key: TallyKey) -> list[Any]:
         """The entry for ``key``: its row, then the calls added since the row was last folded,
