@@ -50,6 +50,21 @@ def test_broken_sink_does_not_change_the_host_result_and_is_counted(
     assert lenient.summary().internal_errors == {"decorator": 5}
 
 
+async def test_broken_sink_does_not_change_an_async_host_result(
+    lenient: Any, capture: CaptureSink
+) -> None:
+    value = response()
+
+    @lenient.generation(provider="openai", model="gpt-4o-mini")
+    async def answer(prompt: str) -> dict[str, Any]:
+        return value
+
+    for _ in range(5):
+        assert await answer("hi") is value
+    assert capture.internal_errors == ["decorator"] * 5
+    assert lenient.summary().total.calls == 5
+
+
 def test_strict_mode_raises_costwatch_own_errors(capture: CaptureSink) -> None:
     costwatch.configure(service="t", strict=True, prometheus=False, sinks=[BrokenSink()])
     try:
