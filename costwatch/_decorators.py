@@ -327,7 +327,8 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
             _failed(site, kwargs, exc, t0, reservation)
             raise
         # The common case inline (a function call costs as much as the rest of it): a response
-        # of a class with a cached usage reader, and no instrumented client inside.
+        # of a class with a cached usage reader, and no instrumented client inside.  The async
+        # wrapper leaves it to _returned: next to awaiting a coroutine, a call is cheap.
         read = cached_reader(type(result)) if fast and not _context.recorded else None
         if read is not None:
             latency = perf_counter() - t0
@@ -348,8 +349,6 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    spec, fast, model = site.spec, site.fast, site.spec.model
-
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.current or _runtime.runtime()
@@ -360,22 +359,6 @@ def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, A
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise
-        # The common case inline (a function call costs as much as the rest of it): a response
-        # of a class with a cached usage reader, and no instrumented client inside.
-        read = cached_reader(type(result)) if fast and not _context.recorded else None
-        if read is not None:
-            latency = perf_counter() - t0
-            try:
-                extracted = read(result)
-                if extracted is not None:
-                    spec.record_usage(
-                        rt, model or site.model_for(kwargs), extracted[0], latency,
-                        extracted[1], reservation,
-                    )
-                    return result
-            except Exception as internal:
-                errors.report("decorator", internal)
-                return result
         return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
@@ -390,8 +373,8 @@ def _returned(
     t0: float,
     reservation: Reservation | None,
 ) -> R:
-    """Record a call that returned, past the wrappers' inline common case; the result goes back
-    untouched (a stream hooked in place)."""
+    """Record a call that returned (the sync wrapper records the common case inline); the result
+    goes back untouched (a stream hooked in place)."""
     latency = perf_counter() - t0
     try:
         # An instrumented client inside recorded it.
@@ -400,7 +383,8 @@ def _returned(
             return result
         spec = site.spec
         if site.fast:
-            extracted = extract_tokens(result)
+            read = cached_reader(type(result))
+            extracted = read(result) if read is not None else extract_tokens(result)
             if extracted is not None:
                 spec.record_usage(
                     rt, spec.model or site.model_for(kwargs), extracted[0], latency,
