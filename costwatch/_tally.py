@@ -8,8 +8,8 @@ call's tokens and latency to a ``Tally`` instead of building, pricing and fannin
 are read: a price is linear in tokens (tiers are kept apart in the key), so pricing a sum of
 tokens gives exactly the sum of the per-call prices, in ``Decimal``.
 
-A call is one append of its ``(tokens, latency)`` pair to its key's entry, from whichever
-thread made it: the call path takes no lock.  Every 64 calls an entry's pairs are folded into
+A call is one ``extend`` of its tokens and latency onto its key's entry, from whichever
+thread made it: the call path takes no lock.  Every 64 calls an entry's calls are folded into
 its row with C-level sums, which costs a fraction of adding each call's counts to the row one
 by one; folds are serialised by a lock.  Readers copy each entry (one C-level list copy, atomic
 under the GIL) and fold the copy, so every call is read exactly once.  Each consumer reads
@@ -52,9 +52,11 @@ _CALLS, _LATENCY, _BUCKETS = 0, 11, 12
 """Row layout: calls, the six token counts (1-6), the four ``Extras`` counts (7-10), latency
 sum, duration bucket counts."""
 
-ENTRY_LIMIT = 64
+_STRIDE = 8
+"""A call in an entry: its seven ``Tokens`` values, then its latency."""
+ENTRY_LIMIT = 1 + _STRIDE * 64
 """An entry's calls are folded into its row every 64 calls: often enough to keep an entry
-small (a few KB of token tuples), seldom enough that folding costs little per call."""
+small (a few KB), seldom enough that folding costs little per call."""
 
 
 @dataclass(slots=True)
@@ -93,11 +95,11 @@ class Tally:
 
     def entry(self, key: TallyKey) -> list[Any]:
         """The entry for ``key``: its row, then the calls added since the row was last folded,
-        each a ``(tokens, latency)`` pair.
+        each as its seven ``Tokens`` followed by its latency (a flat list, which folds fastest).
 
-        A writer appends one pair per call (one atomic ``append``, from any thread) and calls
-        :meth:`fold` once the entry is longer than ``ENTRY_LIMIT``; the entry itself stays the
-        same list, so a call site may keep it (see ``CallSpec.record_usage``).
+        A writer adds a call in one atomic ``extend`` of those eight values, from any thread,
+        and calls :meth:`fold` once the entry is longer than ``ENTRY_LIMIT``; the entry itself
+        stays the same list, so a call site may keep it (see ``CallSpec.record_usage``).
         """
         entry = self._entries.get(key)
         if entry is None:
@@ -138,23 +140,23 @@ class Tally:
     def _folded(self, entry: list[Any]) -> list[Any]:
         """A new row: ``entry``'s row (never changed: a reader may hold it) plus its calls.
 
-        The sums run in C (``zip``, ``sum``, ``map``), which costs a fraction of adding each
-        call to the row as it comes.
+        Each count is one strided slice of the flat entry, summed in C: a fraction of the cost
+        of adding each call's counts to the row as it comes.
         """
         row: list[Any] = entry[0][:]
-        calls = len(entry) - 1
+        calls = (len(entry) - 1) // _STRIDE
         if not calls:
             return row
-        tokens, latencies = zip(*entry[1:], strict=True)
+        end = 1 + _STRIDE * calls
         row[_CALLS] += calls
-        columns = list(zip(*tokens, strict=True))
-        for i in range(6):
-            row[1 + i] += sum(columns[i])
-        extras = list(filter(None, columns[6]))
+        for i in range(1, 7):
+            row[i] += sum(entry[i:end:_STRIDE])
+        extras = list(filter(None, entry[7:end:_STRIDE]))
         if extras:
             counts = list(zip(*extras, strict=True))  # the four counts, then the service tier
             for i in range(4):
                 row[7 + i] += sum(counts[i])
+        latencies = entry[_STRIDE:end:_STRIDE]
         row[_LATENCY] += sum(latencies)
         bounds = self.bounds
         if bounds is not None:

@@ -280,17 +280,17 @@ def test_a_call_appended_while_its_entry_is_folded_is_kept() -> None:
     key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0)
     entry = tally.entry(key)
     for _ in range(3):
-        entry.append(((100, 0, 0, 20, 0, 0, None), 0.5))
+        entry.extend((100, 0, 0, 20, 0, 0, None, 0.5))
     fold = tally._folded
 
     def folded_while_another_thread_appends(held: list[Any]) -> list[Any]:
-        entry.append(((7, 0, 0, 1, 0, 0, None), 0.25))  # lands after the calls being folded
+        entry.extend((7, 0, 0, 1, 0, 0, None, 0.25))  # lands after the calls being folded
         return fold(held)
 
     tally._folded = folded_while_another_thread_appends  # type: ignore[method-assign]
     tally.fold(entry)
     tally._folded = fold  # type: ignore[method-assign]
-    assert len(entry) == 2  # the new row, then the call that came during the fold
+    assert len(entry) == 1 + 8  # the new row, then the call that came during the fold
     [calls] = cursor.take()
     assert (calls.calls, calls.usage.input, calls.usage.output, calls.latency_s) == (
         4, 307, 61, 1.75)
