@@ -329,20 +329,20 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
         # The common case inline (a function call costs as much as the rest of it): a response
         # of a class with a cached usage reader, and no instrumented client inside.  The async
         # wrapper leaves it to _returned: next to awaiting a coroutine, a call is cheap.
-        read = cached_reader(type(result)) if fast and not _context.recorded else None
-        if read is not None:
-            latency = perf_counter() - t0
-            try:
-                extracted = read(result)
-                if extracted is not None:
-                    spec.record_usage(
-                        rt, model or site.model_for(kwargs), extracted[0], latency,
-                        extracted[1], reservation,
-                    )
+        if fast and not _context.recorded:
+            read = cached_reader(type(result))
+            if read is not None:
+                latency = perf_counter() - t0
+                try:
+                    extracted = read(result)
+                    if extracted is not None:
+                        spec.record_usage(
+                            rt, model or site.model_for(kwargs), extracted, latency, reservation
+                        )
+                        return result
+                except Exception as internal:
+                    errors.report("decorator", internal)
                     return result
-            except Exception as internal:
-                errors.report("decorator", internal)
-                return result
         return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
@@ -387,8 +387,7 @@ def _returned(
             extracted = read(result) if read is not None else extract_tokens(result)
             if extracted is not None:
                 spec.record_usage(
-                    rt, spec.model or site.model_for(kwargs), extracted[0], latency,
-                    extracted[1], reservation,
+                    rt, spec.model or site.model_for(kwargs), extracted, latency, reservation
                 )
                 return result
         if is_stream(result):

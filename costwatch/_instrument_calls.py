@@ -189,10 +189,9 @@ def _after(
                 return result
             extracted = extract_tokens(parsed)
         if extracted is not None:
-            tokens, response_model = extracted
             spec.record_usage(
-                _runtime.current or _runtime.runtime(), model or spec.model, tokens, latency,
-                response_model, reservation,
+                _runtime.current or _runtime.runtime(), model or spec.model, extracted, latency,
+                reservation,
             )
         else:
             spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)

@@ -385,12 +385,12 @@ class CallSpec:
         self,
         rt: _runtime.Runtime,
         model: str,
-        tokens: Tokens,
+        extracted: tuple[Tokens, str],
         latency_s: float,
-        response_model: str,
         reservation: Reservation | None,
     ) -> None:
-        """The common case: a successful call that reported its usage.
+        """The common case: a successful call that reported its usage (``extracted``: what
+        ``extract_tokens`` read from its response, its tokens and the model it names).
 
         Inside a request, budget, cache scope, with a fixed price or at the batch rate:
         ``deliver(build(...))``.
@@ -398,6 +398,7 @@ class CallSpec:
         through ``rt.tally``, priced when read; a ``CostRecord`` is built only for the other
         sinks, if any.
         """
+        tokens, response_model = extracted
         model = model or response_model or "unknown"
         if (
             reservation is not None
