@@ -92,6 +92,15 @@ def _build(
 
 def _dict_copier(nested: tuple[tuple[str, Copier], ...]) -> Copier:
     """Copy a dict whose values at the keys of ``nested`` are containers."""
+    if len(nested) == 1:  # the common document: one nested dict (metadata), no loop
+        [(only_key, only_copy)] = nested
+
+        def copy_dict_with_one(value: dict[str, Any]) -> dict[str, Any]:
+            out = value.copy()
+            out[only_key] = only_copy(out[only_key])
+            return out
+
+        return copy_dict_with_one
 
     def copy_dict(value: dict[str, Any]) -> dict[str, Any]:
         out = value.copy()
