@@ -330,19 +330,18 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
         # of a class with a cached usage reader, and no instrumented client inside.  The async
         # wrapper leaves it to _returned: next to awaiting a coroutine, a call is cheap.
         if fast and not _context.recorded:
-            read = cached_reader(type(result))
-            if read is not None:
-                latency = perf_counter() - t0
-                try:
-                    extracted = read(result)
-                    if extracted is not None:
-                        spec.record_usage(
-                            rt, model or site.model_for(kwargs), extracted, latency, reservation
-                        )
-                        return result
-                except Exception as internal:
-                    errors.report("decorator", internal)
+            latency = perf_counter() - t0
+            try:
+                read = cached_reader(type(result))
+                extracted = read(result) if read is not None else None
+                if extracted is not None:
+                    spec.record_usage(
+                        rt, model or site.model_for(kwargs), extracted, latency, reservation
+                    )
                     return result
+            except Exception as internal:
+                errors.report("decorator", internal)
+                return result
         return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
