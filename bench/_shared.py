@@ -21,22 +21,40 @@ def make_response() -> Any:
     try:
         from openai.types.chat import ChatCompletion
 
-        return ChatCompletion.model_validate({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "hello"}}],
-            "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
-                      "prompt_tokens_details": {"cached_tokens": 1024},
-                      "completion_tokens_details": {"reasoning_tokens": 0}},
-        })
+        return ChatCompletion.model_validate(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "gpt-4o-mini-2024-07-18",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "hello"},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": 1200,
+                    "completion_tokens": 300,
+                    "total_tokens": 1500,
+                    "prompt_tokens_details": {"cached_tokens": 1024},
+                    "completion_tokens_details": {"reasoning_tokens": 0},
+                },
+            }
+        )
     except ImportError:  # pragma: no cover - the benches run with the test extra installed
         from types import SimpleNamespace as Namespace
 
-        return Namespace(model="gpt-4o-mini-2024-07-18", usage=Namespace(
-            prompt_tokens=1200, completion_tokens=300,
-            prompt_tokens_details=Namespace(cached_tokens=1024),
-            completion_tokens_details=Namespace(reasoning_tokens=0)))
+        return Namespace(
+            model="gpt-4o-mini-2024-07-18",
+            usage=Namespace(
+                prompt_tokens=1200,
+                completion_tokens=300,
+                prompt_tokens_details=Namespace(cached_tokens=1024),
+                completion_tokens_details=Namespace(reasoning_tokens=0),
+            ),
+        )
 
 
 RESPONSE = make_response()
@@ -70,9 +88,21 @@ def redis_url() -> Iterator[str]:
         port = s.getsockname()[1]
     workdir = tempfile.mkdtemp(prefix="costwatch-bench-")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         client = redis.Redis(port=port)

@@ -79,8 +79,20 @@ def main() -> None:
         def bare_evalsha() -> object:
             now_ms = int(time.time() * 1000)
             return client.evalsha(
-                RESERVE_SHA, 3, keys.spent, keys.holds, keys.amounts, now_ms, position.cur,
-                position.min, limit, worst, f"bare.{next(hold_ids)}", now_ms + 600_000, 1, 720,
+                RESERVE_SHA,
+                3,
+                keys.spent,
+                keys.holds,
+                keys.amounts,
+                now_ms,
+                position.cur,
+                position.min,
+                limit,
+                worst,
+                f"bare.{next(hold_ids)}",
+                now_ms + 600_000,
+                1,
+                720,
             )
 
         def with_budget() -> object:

@@ -70,8 +70,12 @@ DOCS = [
 IDS = [{"id": f"kb-{i}", "score": 0.91 - i / 50} for i in range(5)]
 
 
-def batch(fn: Callable[[int], Any], calls: int, offset: int,
-          timer: Callable[[], float] = time.perf_counter) -> float:
+def batch(
+    fn: Callable[[int], Any],
+    calls: int,
+    offset: int,
+    timer: Callable[[], float] = time.perf_counter,
+) -> float:
     t0 = timer()
     for i in range(offset, offset + calls):
         fn(i)
@@ -92,8 +96,9 @@ def main() -> None:
     opts = parser.parse_args()
 
     with redis_url() as url:
-        costwatch.configure(service="bench", redis_url=url, registry=CollectorRegistry(),
-                            redis_timeout_s=1.0)
+        costwatch.configure(
+            service="bench", redis_url=url, registry=CollectorRegistry(), redis_timeout_s=1.0
+        )
         client = redis.Redis.from_url(url)
         fast = redis.Redis.from_url(url, **redis_client_kwargs(1.0))
         client.flushdb()
@@ -130,8 +135,10 @@ def main() -> None:
             "bare GET, fail-fast client": lambda i: fast.get(b"bench:bare"),
             "cache hit (sync)": lambda i: cached("how do I reset my password"),
             "cache hit, generation_ttl=1": lambda i: trusting("how do I reset my password"),
-            "bare GET+SET": lambda i: (client.get(b"bench:miss:%d" % i),
-                                       client.set(b"bench:miss:%d" % i, entry, px=600_000)),
+            "bare GET+SET": lambda i: (
+                client.get(b"bench:miss:%d" % i),
+                client.set(b"bench:miss:%d" % i, entry, px=600_000),
+            ),
             "cache miss (sync)": lambda i: cached(f"question {i}"),
         }
         cpu_variants: dict[str, Callable[[int], Any]] = {
@@ -164,9 +171,7 @@ def main() -> None:
                 "bare GET (asyncio)": lambda i: aclient.get(b"bench:bare"),
                 "bare GET (asyncio), fail-fast": lambda i: afast.get(b"bench:bare"),
                 "cache hit (asyncio)": lambda i: acached("how do I reset my password"),
-                "cache hit (asyncio), gen_ttl=1": lambda i: atrusting(
-                    "how do I reset my password"
-                ),
+                "cache hit (asyncio), gen_ttl=1": lambda i: atrusting("how do I reset my password"),
             }
             for _ in range(opts.rounds):
                 for name, fn in variants.items():
@@ -182,9 +187,11 @@ def main() -> None:
     med["  vs fail-fast GET"] = med["cache hit (sync)"]
     med["  vs fail-fast GET "] = med["cache hit (asyncio)"]
     us = {name: t * 1e6 for name, t in med.items()}
-    print(f"RetrievalCache vs bare redis-py, {len(entry)} B entry ({len(body)} B value, small "
-          f"value {len(orjson.dumps(IDS))} B), median of {opts.rounds} rounds "
-          f"x {opts.calls} calls (Python {sys.version.split()[0]}, redis-py {redis.__version__})")
+    print(
+        f"RetrievalCache vs bare redis-py, {len(entry)} B entry ({len(body)} B value, small "
+        f"value {len(orjson.dumps(IDS))} B), median of {opts.rounds} rounds "
+        f"x {opts.calls} calls (Python {sys.version.split()[0]}, redis-py {redis.__version__})"
+    )
     print(f"{'variant':<32}{'median µs/call':>16}{'ratio':>10}{'goal':>10}")
     rows = [
         ("bare GET", None, ""),

@@ -46,8 +46,13 @@ def hand_written(fn: Callable[[str], Any]) -> Callable[[str], Any]:
     labels = ("openai", "gpt-4o-mini")
     cost = Counter("hand_cost_usd", "cost", ["provider", "model"], registry=registry)
     tokens = Counter("hand_tokens", "tokens", ["provider", "model"], registry=registry)
-    latency = Histogram("hand_duration_seconds", "latency", ["provider", "model"],
-                        registry=registry, buckets=names.DURATION_BUCKETS)
+    latency = Histogram(
+        "hand_duration_seconds",
+        "latency",
+        ["provider", "model"],
+        registry=registry,
+        buckets=names.DURATION_BUCKETS,
+    )
     cost_child, tokens_child = cost.labels(*labels), tokens.labels(*labels)
     latency_child = latency.labels(*labels)
 
@@ -90,8 +95,13 @@ class Setup:
             self.provider = MeterProvider(metric_readers=[self.reader])
 
     def apply(self) -> None:
-        costwatch.configure(service="bench", prometheus=self.prometheus, otel=self.otel,
-                            registry=self.registry, meter_provider=self.provider)
+        costwatch.configure(
+            service="bench",
+            prometheus=self.prometheus,
+            otel=self.otel,
+            registry=self.registry,
+            meter_provider=self.provider,
+        )
 
     def collect_seconds(self) -> float:
         """Time of one scrape and one metric-reader collection, for the sinks that are on;
@@ -148,16 +158,24 @@ def overhead(args: argparse.Namespace) -> None:
     def ratio(name: str) -> float:
         return (med[name] - floor) / hand_overhead
 
-    print(f"median per call over {args.rounds} interleaved rounds of {args.calls} calls "
-          f"(collection every {CHUNK} calls)")
+    print(
+        f"median per call over {args.rounds} interleaved rounds of {args.calls} calls "
+        f"(collection every {CHUNK} calls)"
+    )
     for name, value in med.items():
-        print(f"  {name:<48} {value * 1e6:8.3f} µs   overhead {(value - floor) * 1e6:7.3f} µs"
-              f"   {ratio(name):5.2f}x hand-written")
+        print(
+            f"  {name:<48} {value * 1e6:8.3f} µs   overhead {(value - floor) * 1e6:7.3f} µs"
+            f"   {ratio(name):5.2f}x hand-written"
+        )
     prom, otel = "@generation + Prometheus", "@generation + Prometheus + OTel"
-    print(f"@generation + Prometheus sink / hand-written overhead = {ratio(prom):.2f}x hot path, "
-          f"{ratio(_amortized(prom)):.2f}x incl. collection  (goal <= 1.6x)")
-    print(f"@generation + Prometheus + OTel / hand-written overhead = {ratio(otel):.2f}x hot path, "
-          f"{ratio(_amortized(otel)):.2f}x incl. collection  (goal <= 3x)")
+    print(
+        f"@generation + Prometheus sink / hand-written overhead = {ratio(prom):.2f}x hot path, "
+        f"{ratio(_amortized(prom)):.2f}x incl. collection  (goal <= 1.6x)"
+    )
+    print(
+        f"@generation + Prometheus + OTel / hand-written overhead = {ratio(otel):.2f}x hot path, "
+        f"{ratio(_amortized(otel)):.2f}x incl. collection  (goal <= 3x)"
+    )
 
 
 def _amortized(name: str) -> str:
@@ -166,11 +184,21 @@ def _amortized(name: str) -> str:
 
 def render(args: argparse.Namespace) -> None:
     records = [
-        CostRecord(provider="openai", model=f"model-{m}", stage="generation",
-                   usage=TokenUsage(input=100 + t, output=20), cost_usd=Decimal("0.0001"),
-                   latency_s=0.4, strategy="rag", service="bench", feature="faq",
-                   team="support", tenant=f"tenant-{t}")
-        for m in range(4) for t in range(120)
+        CostRecord(
+            provider="openai",
+            model=f"model-{m}",
+            stage="generation",
+            usage=TokenUsage(input=100 + t, output=20),
+            cost_usd=Decimal("0.0001"),
+            latency_s=0.4,
+            strategy="rag",
+            service="bench",
+            feature="faq",
+            team="support",
+            tenant=f"tenant-{t}",
+        )
+        for m in range(4)
+        for t in range(120)
     ]
     disable_created_metrics()  # type: ignore[no-untyped-call]  # same samples on both sides
     ours = CollectorRegistry()
@@ -182,7 +210,8 @@ def render(args: argparse.Namespace) -> None:
         plain.add_record(record)
     text = generate_latest(ours)
     assert sorted(text.splitlines()) == sorted(generate_latest(bare_registry).splitlines()), (
-        "the two registries must hold the same samples")
+        "the two registries must hold the same samples"
+    )
     series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
     times: dict[str, list[float]] = {"costwatch registry": [], "bare registry": []}
     for _ in range(args.rounds):
@@ -191,8 +220,10 @@ def render(args: argparse.Namespace) -> None:
             generate_latest(registry)
             times[name].append(time.perf_counter() - t0)
     med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"/metrics render, {series} series ({len(records)} label combinations), "
-          f"median of {args.rounds}")
+    print(
+        f"/metrics render, {series} series ({len(records)} label combinations), "
+        f"median of {args.rounds}"
+    )
     for name, value in med.items():
         print(f"  {name:<34} {value * 1e3:8.2f} ms")
     ratio = med["costwatch registry"] / med["bare registry"]

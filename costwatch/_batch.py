@@ -101,7 +101,11 @@ def _spec(provider: str, stage: str, *, failed: bool = False) -> CallSpec:
     spec = _SPECS.get(key)
     if spec is None:
         spec = _SPECS[key] = CallSpec(
-            provider, "", stage, DEFAULT_OPERATION[stage], price_usd=_ZERO if failed else None,
+            provider,
+            "",
+            stage,
+            DEFAULT_OPERATION[stage],
+            price_usd=_ZERO if failed else None,
             batch=True,
         )
     return spec

@@ -111,8 +111,12 @@ class RetrievalCache:
             raise ConfigError("local_size", local_size, "must be an integer >= 0")
         if not 0 <= jitter <= 0.5:
             raise ConfigError("jitter", jitter, "must be between 0 and 0.5")
-        if isinstance(backend, str) and not backend.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("backend", backend, "a URL must start with redis://, rediss:// or unix://")
+        if isinstance(backend, str) and not backend.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                "backend", backend, "a URL must start with redis://, rediss:// or unix://"
+            )
         if backend is not None and not isinstance(backend, str | CacheBackend):
             raise ConfigError("backend", backend, "must be a CacheBackend or a Redis URL")
         if namespace is not None and not namespace:
@@ -240,9 +244,7 @@ class RetrievalCache:
                 backend, is_redis = memory_twin(rt), False
             breaker = self._breaker_arg or CircuitBreaker()
             local = (
-                LocalLRU(self.local_size, self.local_ttl, self._clock)
-                if self.local_size
-                else None
+                LocalLRU(self.local_size, self.local_ttl, self._clock) if self.local_size else None
             )
             namespace = self.namespace or rt.settings.service
             res = self._resolved = Resolved(rt, backend, breaker, namespace, local, is_redis)
@@ -272,7 +274,9 @@ class RetrievalCache:
 
 
 def _check_positive(field: str, value: float) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not (
-        math.isfinite(value) and value > 0
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not (math.isfinite(value) and value > 0)
     ):
         raise ConfigError(field, value, "must be a positive number of seconds")

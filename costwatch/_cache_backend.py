@@ -184,9 +184,7 @@ class MemoryBackend:
             self._put(lock_key, token.encode(), lock_ms, now)
             return True
 
-    def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
-    ) -> Acquired:
+    def acquire(self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int) -> Acquired:
         with self._lock:
             now = self._clock()
             generation = self._generation(gen_key, now)
@@ -405,9 +403,7 @@ class RedisBackend:
         except self._errors as exc:
             raise _backend_error(exc) from exc
 
-    def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
-    ) -> Acquired:
+    def acquire(self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int) -> Acquired:
         try:
             reply = self._acquire(keys=(gen_key, key, lock_key), args=(token, lock_ms))
         except self._errors as exc:

@@ -87,8 +87,9 @@ async def _async_read(lk: Lookup) -> tuple[int, bytes | None]:
     return generation, entry
 
 
-def _sync_miss(lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...],
-               kwargs: Mapping[str, Any]) -> R:
+def _sync_miss(
+    lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> R:
     """A miss: one thread per key leads; the others wait (bounded) for its value."""
     site = lk.site
     flight, leader = site.flights.join_or_lead(lk.key)
@@ -118,9 +119,16 @@ def _sync_miss(lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...],
     return _sync_lead(lk, fn, args, kwargs, None, wait=arrived, just_read=False)
 
 
-def _sync_lead(lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...],
-               kwargs: Mapping[str, Any], flight: Flight | None, *, wait: bool,
-               just_read: bool) -> R:
+def _sync_lead(
+    lk: Lookup,
+    fn: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    flight: Flight | None,
+    *,
+    wait: bool,
+    just_read: bool,
+) -> R:
     """Compute the key for this process: take the cross-process lock or wait for its holder.
 
     ``just_read``: the entry was read missing a moment ago, so first try a plain ``SET NX``;
@@ -173,9 +181,16 @@ def _lead_failed(lk: Lookup, flight: Flight | None, exc: BackendError) -> None:
         flight.through = True
 
 
-def _sync_compute(lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...],
-                  kwargs: Mapping[str, Any], flight: Flight | None, *, locked: bool,
-                  token: str) -> R:
+def _sync_compute(
+    lk: Lookup,
+    fn: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    flight: Flight | None,
+    *,
+    locked: bool,
+    token: str,
+) -> R:
     """Run the function inside a cost scope and store its value with what it cost."""
     site, res = lk.site, lk.res
     try:
@@ -229,8 +244,9 @@ def async_wrapper(site: Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awai
     return cached
 
 
-async def _async_miss(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...],
-                      kwargs: Mapping[str, Any]) -> R:
+async def _async_miss(
+    lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> R:
     """One task per key and event loop goes to Redis (even for the read: 200 tasks on one key
     make one round trip, not 200); the others wait for what it found or computed."""
     site = lk.site
@@ -260,13 +276,21 @@ async def _async_miss(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[A
             errors.report("cache", exc)
         else:
             return cast(R, shared_value)
-    return await _async_lead(lk, fn, args, kwargs, None, wait=shared_flight is not None,
-                             read_first=False)
+    return await _async_lead(
+        lk, fn, args, kwargs, None, wait=shared_flight is not None, read_first=False
+    )
 
 
-async def _async_lead(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...],
-                      kwargs: Mapping[str, Any], flight: Flight | None, *, wait: bool,
-                      read_first: bool) -> R:
+async def _async_lead(
+    lk: Lookup,
+    fn: Callable[..., Awaitable[R]],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    flight: Flight | None,
+    *,
+    wait: bool,
+    read_first: bool,
+) -> R:
     site, res = lk.site, lk.res
     token = ""
     locked = failed = False
@@ -315,9 +339,16 @@ async def _async_lead(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[A
     return await _async_compute(lk, fn, args, kwargs, flight, locked=locked, token=token)
 
 
-async def _async_compute(lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...],
-                         kwargs: Mapping[str, Any], flight: Flight | None, *, locked: bool,
-                         token: str) -> R:
+async def _async_compute(
+    lk: Lookup,
+    fn: Callable[..., Awaitable[R]],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    flight: Flight | None,
+    *,
+    locked: bool,
+    token: str,
+) -> R:
     site, res = lk.site, lk.res
     try:
         with cost_scope() as scope:

@@ -132,7 +132,7 @@ def entry_body(entry: bytes, generation: int, cost_text: str) -> bytes | None:
     the entry is not laid out exactly as costwatch writes it."""
     header = b'[1,%d,"%s",' % (generation, cost_text.encode())
     if entry.startswith(header) and entry.endswith(b"]"):
-        return entry[len(header):-1]
+        return entry[len(header) : -1]
     return None
 
 
@@ -195,8 +195,9 @@ class Binder:
         return bound.arguments
 
 
-def key_material(namespace: str, tenant: str, const: tuple[str, ...],
-                 values: object) -> bytes | None:
+def key_material(
+    namespace: str, tenant: str, const: tuple[str, ...], values: object
+) -> bytes | None:
     """The canonical JSON a key is hashed from, or None when ``values`` are not plain JSON."""
     if not plain_json(values, True):
         return None

@@ -46,9 +46,7 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _build(
-    value: object, depth: int, memo: dict[Shape, Copier]
-) -> tuple[Shape, Copier | None]:
+def _build(value: object, depth: int, memo: dict[Shape, Copier]) -> tuple[Shape, Copier | None]:
     """``(shape, copier)`` of ``value``; the copier is None for a leaf (share it as it is).
 
     Containers of the same shape get the same copier (``memo``), so a list of alike documents

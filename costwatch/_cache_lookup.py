@@ -65,8 +65,17 @@ Keys = tuple[str, str, str, str]
 class Lookup:
     """A lookup in progress: what the read and the miss path need, computed once."""
 
-    __slots__ = ("site", "res", "tags", "key", "gen_key", "prefix", "digest", "generation",
-                 "local_key")
+    __slots__ = (
+        "site",
+        "res",
+        "tags",
+        "key",
+        "gen_key",
+        "prefix",
+        "digest",
+        "generation",
+        "local_key",
+    )
 
     def __init__(
         self,
@@ -112,8 +121,20 @@ BROKEN: Done = (None, ERROR)
 class Site:
     """One wrapped function: its key material, in-flight computations and event emission."""
 
-    __slots__ = ("cache", "fn", "source", "stage", "own_cost", "name", "flights", "_binder",
-                 "_const", "_ns_keys", "_keyed", "_events")
+    __slots__ = (
+        "cache",
+        "fn",
+        "source",
+        "stage",
+        "own_cost",
+        "name",
+        "flights",
+        "_binder",
+        "_const",
+        "_ns_keys",
+        "_keyed",
+        "_events",
+    )
 
     def __init__(
         self,
@@ -173,8 +194,9 @@ class Site:
             errors.report("cache", exc)
 
     # -- keys ------------------------------------------------------------------------------
-    def material(self, res: Resolved, tenant: str, args: tuple[Any, ...],
-                 kwargs: Mapping[str, Any]) -> bytes | None:
+    def material(
+        self, res: Resolved, tenant: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> bytes | None:
         """The canonical JSON the key is hashed from, or None when the call cannot be keyed."""
         key_fn = self.cache._key_fn
         if key_fn is not None:
@@ -244,8 +266,9 @@ class Site:
         self.emit(res, tags, HIT, item.cost)
         return (value, HIT)
 
-    def local_key(self, tenant: str, args: tuple[Any, ...],
-                  kwargs: Mapping[str, Any]) -> LocalKey | None:
+    def local_key(
+        self, tenant: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> LocalKey | None:
         """A cheap exact key when every argument is a str or an int: for the local LRU, and
         to find the Redis keys of a repeated call without hashing its canonical JSON again.
 
@@ -264,8 +287,9 @@ class Site:
                 return None
         return (self, tenant, args, tuple(kwargs.items()))
 
-    def served(self, lk: Lookup, entry: bytes | None, generation: int,
-               flight: Flight | None = None) -> Done | None:
+    def served(
+        self, lk: Lookup, entry: bytes | None, generation: int, flight: Flight | None = None
+    ) -> Done | None:
         """The backend answered: a current entry is a hit, anything else (garbage too) a miss.
 
         A hit's JSON goes to the local LRU and to the waiters of ``flight``, if any.
@@ -333,7 +357,11 @@ class Site:
     def finish_miss(self, lk: Lookup, stored: Stored) -> None:
         """The miss was stored (or could not be): the local LRU keeps it, and it is counted."""
         local, local_key = lk.res.local, lk.local_key
-        if (stored.entry is not None and stored.body is not None and local is not None
-                and local_key is not None):
+        if (
+            stored.entry is not None
+            and stored.body is not None
+            and local is not None
+            and local_key is not None
+        ):
             local.put(local_key, stored.body, stored.cost)
         self.emit(lk.res, lk.tags, stored.result, ZERO)

@@ -20,8 +20,20 @@ if TYPE_CHECKING:
 class Resolved:
     """What a cache uses under one runtime: backend, breaker, tally and sinks, local LRU."""
 
-    __slots__ = ("rt", "backend", "_abackend", "breaker", "tally", "sinks", "service",
-                 "namespace", "local", "is_redis", "gens", "_lock")
+    __slots__ = (
+        "rt",
+        "backend",
+        "_abackend",
+        "breaker",
+        "tally",
+        "sinks",
+        "service",
+        "namespace",
+        "local",
+        "is_redis",
+        "gens",
+        "_lock",
+    )
 
     def __init__(
         self,

@@ -76,6 +76,7 @@ def set_recorded(value: object) -> None:
     recorded = True
     recorded_var.set(value)
 
+
 _request_ids = itertools.count(1)
 
 

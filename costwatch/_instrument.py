@@ -128,8 +128,10 @@ def _patch_genai(patches: list[_Patch], client: Any, generation: CallSpec, provi
     content = Endpoint(generation, "contents", ("max_output_tokens",))
     embedding = Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "contents", ())
     aio = getattr(client, "aio", None)
-    for models, make in ((getattr(client, "models", None), sync_call),
-                         (getattr(aio, "models", None), async_call)):
+    for models, make in (
+        (getattr(client, "models", None), sync_call),
+        (getattr(aio, "models", None), async_call),
+    ):
         for public in ("generate_content", "generate_content_stream"):
             one_call = "_" + public
             name = one_call if callable(getattr(models, one_call, None)) else public
@@ -189,12 +191,16 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
             inject_usage=inject_stream_usage,
             service_tiers=True,
         )
-        for completions in _resources(target, ("chat", "completions"),
-                                      ("beta", "chat", "completions")):
+        for completions in _resources(
+            target, ("chat", "completions"), ("beta", "chat", "completions")
+        ):
             _patch(patches, completions, "create", chat_endpoint, call)
             _patch(patches, completions, "parse", chat_endpoint, call)
         responses_endpoint = Endpoint(
-            generation, "input", ("max_output_tokens",), extra_prompt_key="instructions",
+            generation,
+            "input",
+            ("max_output_tokens",),
+            extra_prompt_key="instructions",
             service_tiers=True,
         )
         responses = getattr(target, "responses", None)

@@ -29,8 +29,15 @@ from costwatch._usage import extract_tokens
 class Endpoint:
     """One patched method: what it records and how to read its request."""
 
-    __slots__ = ("spec", "service_tiers", "prompt_key", "extra_prompt_key", "max_keys",
-                 "inject_usage", "active")
+    __slots__ = (
+        "spec",
+        "service_tiers",
+        "prompt_key",
+        "extra_prompt_key",
+        "max_keys",
+        "inject_usage",
+        "active",
+    )
 
     def __init__(
         self,
@@ -161,8 +168,13 @@ def _after(
         spec = ep.spec_for(kwargs, result)
         if is_stream(result):
             wrap_stream(
-                result, spec, model, t0,
-                reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
+                result,
+                spec,
+                model,
+                t0,
+                reservation=reservation,
+                prompt=ep.prompt(kwargs),
+                hide_usage_chunk=hide,
             )
             return result
         if isinstance(result, GeneratorType | AsyncGeneratorType):
@@ -183,14 +195,22 @@ def _after(
             parsed = result.parse()
             if is_stream(parsed):
                 wrap_stream(
-                    parsed, spec, model, t0,
-                    reservation=reservation, prompt=ep.prompt(kwargs), hide_usage_chunk=hide,
+                    parsed,
+                    spec,
+                    model,
+                    t0,
+                    reservation=reservation,
+                    prompt=ep.prompt(kwargs),
+                    hide_usage_chunk=hide,
                 )
                 return result
             extracted = extract_tokens(parsed)
         if extracted is not None:
             spec.record_usage(
-                _runtime.current or _runtime.runtime(), model or spec.model, extracted, latency,
+                _runtime.current or _runtime.runtime(),
+                model or spec.model,
+                extracted,
+                latency,
                 reservation,
             )
         else:
@@ -268,8 +288,12 @@ def stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[
             raise
         try:
             wrap_stream(
-                manager, ep.spec, model, perf_counter(),
-                reservation=reservation, prompt=ep.prompt(kwargs),
+                manager,
+                ep.spec,
+                model,
+                perf_counter(),
+                reservation=reservation,
+                prompt=ep.prompt(kwargs),
             )
         except Exception as internal:
             errors.report("instrument", internal)

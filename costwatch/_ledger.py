@@ -205,8 +205,15 @@ class Ledger(BaseSink):
                 tags.get("tenant", ""),
             )
             with self._lock:
-                self._add(key, calls.calls, 0, calls.cost_usd, calls.input_cost_usd,
-                          calls.usage, calls.latency_s)
+                self._add(
+                    key,
+                    calls.calls,
+                    0,
+                    calls.cost_usd,
+                    calls.input_cost_usd,
+                    calls.usage,
+                    calls.latency_s,
+                )
 
     def on_record(self, record: CostRecord) -> None:
         key = (
@@ -219,9 +226,15 @@ class Ledger(BaseSink):
             record.tenant,
         )
         with self._lock:
-            row = self._add(key, 1, int(record.status != "ok"), record.cost_usd,
-                            record.input_cost_usd,
-                            record.usage, record.latency_s)
+            row = self._add(
+                key,
+                1,
+                int(record.status != "ok"),
+                record.cost_usd,
+                record.input_cost_usd,
+                record.usage,
+                record.latency_s,
+            )
             if record.context_tokens:
                 for source, tokens in record.context_tokens.items():
                     ctx = self._context.get(source)

@@ -197,9 +197,7 @@ class Price:
 
     def _search_fees(self, usage: TokenUsage) -> Decimal:
         """The server-side searches ``usage`` ran, at this price's (untiered) fees."""
-        return (
-            self.per_web_search * usage.web_searches + self.per_file_search * usage.file_searches
-        )
+        return self.per_web_search * usage.web_searches + self.per_file_search * usage.file_searches
 
     def input_cost(self, usage: TokenUsage, *, batch: bool = False) -> Decimal:
         """The input-side part of :meth:`cost`: fresh input, cache reads and cache writes."""
@@ -245,15 +243,23 @@ class Price:
         """USD per million tokens per token type, with a note where a fallback applies."""
         rows: dict[str, tuple[Decimal, str]] = {
             "input": (self.input * _MTOK, ""),
-            "cache_read": (self._cache_read * _MTOK, "" if self.cache_read is not None
-                           else "input price"),
-            "cache_write": (self._cache_write * _MTOK, "" if self.cache_write is not None
-                            else "input price"),
-            "cache_write_1h": (self._cache_write_1h * _MTOK, "" if self.cache_write_1h is not None
-                               else "cache-write price"),
+            "cache_read": (
+                self._cache_read * _MTOK,
+                "" if self.cache_read is not None else "input price",
+            ),
+            "cache_write": (
+                self._cache_write * _MTOK,
+                "" if self.cache_write is not None else "input price",
+            ),
+            "cache_write_1h": (
+                self._cache_write_1h * _MTOK,
+                "" if self.cache_write_1h is not None else "cache-write price",
+            ),
             "output": (self.output * _MTOK, ""),
-            "reasoning": (self._reasoning * _MTOK, "" if self.reasoning is not None
-                          else "output price"),
+            "reasoning": (
+                self._reasoning * _MTOK,
+                "" if self.reasoning is not None else "output price",
+            ),
         }
         if self.input_audio is not None:
             rows["input_audio"] = (self.input_audio * _MTOK, "")
@@ -380,7 +386,7 @@ def model_candidates(model: str) -> tuple[str, ...]:
     if "/models/" in base:
         base = base.rsplit("/models/", 1)[1]
     elif base.startswith("models/"):
-        base = base[len("models/"):]
+        base = base[len("models/") :]
     add(base)
     prefix, sep, rest = base.partition("/")
     if sep and prefix in _PROVIDER_ALIASES:
@@ -393,8 +399,17 @@ def model_candidates(model: str) -> tuple[str, ...]:
 
 
 _OPENAI_PREFIXES = (
-    "gpt-", "chatgpt-", "text-embedding-", "davinci", "babbage", "dall-e", "whisper", "tts-",
-    "omni-moderation", "codex-", "computer-use",
+    "gpt-",
+    "chatgpt-",
+    "text-embedding-",
+    "davinci",
+    "babbage",
+    "dall-e",
+    "whisper",
+    "tts-",
+    "omni-moderation",
+    "codex-",
+    "computer-use",
 )
 _O_SERIES = re.compile(r"^o\d(?:-|$)")
 
@@ -403,7 +418,7 @@ def infer_provider(model: str) -> str | None:
     """Best guess of the provider from a model name (for the CLI, where it may be omitted)."""
     name = model.strip().lower()
     if name.startswith("models/"):
-        name = name[len("models/"):]
+        name = name[len("models/") :]
     if name.startswith(("ft:", *_OPENAI_PREFIXES)) or ".ft-" in name or _O_SERIES.match(name):
         return "openai"
     if name.startswith("claude"):
@@ -518,7 +533,8 @@ def _rule_from_spec(spec: _RuleSpec, where: str, source: str) -> PriceRule:
     if gpu_priced:
         if token_priced:
             raise ConfigError(
-                f"{where}.gpu_hour_usd", spec.gpu_hour_usd,
+                f"{where}.gpu_hour_usd",
+                spec.gpu_hour_usd,
                 "give either gpu_hour_usd + tokens_per_second or input/output_per_mtok, not both",
             )
         if spec.gpu_hour_usd is None:
@@ -526,11 +542,15 @@ def _rule_from_spec(spec: _RuleSpec, where: str, source: str) -> PriceRule:
         if spec.tokens_per_second is None:
             raise ConfigError(f"{where}.tokens_per_second", None, "required with gpu_hour_usd")
     elif spec.output_weight is not None:
-        raise ConfigError(f"{where}.output_weight", spec.output_weight,
-                          "only applies to GPU-hour (gpu_hour_usd) prices")
+        raise ConfigError(
+            f"{where}.output_weight",
+            spec.output_weight,
+            "only applies to GPU-hour (gpu_hour_usd) prices",
+        )
     if not token_priced and not gpu_priced and spec.per_request_usd is None:
         raise ConfigError(
-            f"{where}.input_per_mtok", None,
+            f"{where}.input_per_mtok",
+            None,
             "no price: give input_per_mtok/output_per_mtok, gpu_hour_usd + tokens_per_second, "
             "or per_request_usd",
         )
@@ -542,8 +562,9 @@ def _rule_from_spec(spec: _RuleSpec, where: str, source: str) -> PriceRule:
         # Self-hosted: one GPU-hour processes 3600 * tokens_per_second tokens, so a token costs
         # gpu_hour_usd / (3600 * tokens_per_second).  Output tokens cost output_weight times
         # that (decoding is slower than prefill; default 1 = priced alike).
-        input_price = _CTX.divide(spec.gpu_hour_usd, _CTX.multiply(Decimal(3600),
-                                                                    spec.tokens_per_second))
+        input_price = _CTX.divide(
+            spec.gpu_hour_usd, _CTX.multiply(Decimal(3600), spec.tokens_per_second)
+        )
         weight = Decimal(1) if spec.output_weight is None else spec.output_weight
         output_price = _CTX.multiply(input_price, weight)
     else:
@@ -614,8 +635,9 @@ def load_user_prices(
         parsed = _PriceFile.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(_format_loc(field_prefix, first["loc"]), first.get("input"),
-                          first["msg"]) from None
+        raise ConfigError(
+            _format_loc(field_prefix, first["loc"]), first.get("input"), first["msg"]
+        ) from None
     return tuple(
         _rule_from_spec(spec, _format_loc(field_prefix, ("models", i)), origin)
         for i, spec in enumerate(parsed.models)
@@ -665,7 +687,8 @@ class _RuleTable:
             if rule.price.fine_tuned and name in candidates:
                 return True
         return any(
-            rule.price.fine_tuned and rule.pattern is not None
+            rule.price.fine_tuned
+            and rule.pattern is not None
             and any(fnmatch.fnmatchcase(name, rule.pattern) for name in candidates)
             for rule in self.globs
         )
@@ -737,8 +760,9 @@ def _price_from_genai(provider_id: str, info: Any, fine_tuned: bool, now: dateti
     for variant in info.price_variants or ():
         tier = variant.when.get("service_tier") if len(variant.when) == 1 else None
         if tier in SERVICE_TIERS:
-            price = _genai_price(provider_id, info, variant.prices, fine_tuned,
-                                 base.batch_discount, base)
+            price = _genai_price(
+                provider_id, info, variant.prices, fine_tuned, base.batch_discount, base
+            )
             if price is not None:
                 tiers.append((str(tier), price))
     return replace(base, service_tiers=tuple(tiers)) if tiers else base
@@ -794,12 +818,14 @@ def _genai_price(
             matched=f"genai-prices:{provider_id}/{info.id}",
         )
 
-    starts = sorted({
-        int(tier.start)
-        for value in raw.values()
-        if value is not None and not isinstance(value, Decimal)
-        for tier in value.tiers
-    })
+    starts = sorted(
+        {
+            int(tier.start)
+            for value in raw.values()
+            if value is not None and not isinstance(value, Decimal)
+            for tier in value.tiers
+        }
+    )
     tiers = tuple(PriceTier(start, build(start + 1, ())) for start in starts)
     return build(0, tiers)
 
@@ -893,8 +919,9 @@ class PriceCatalog:
         if table is None:
             from costwatch._prices_bundled import BUNDLED_PRICES
 
-            table = _RuleTable(load_user_prices(BUNDLED_PRICES, origin="bundled",
-                                                field_prefix="bundled"))
+            table = _RuleTable(
+                load_user_prices(BUNDLED_PRICES, origin="bundled", field_prefix="bundled")
+            )
             self._bundled = table
         return table
 
@@ -964,8 +991,9 @@ def format_price_table(catalog: PriceCatalog, model: str, provider: str | None =
     lines = [
         f"model       {model}",
         f"provider    {canonical_provider(chosen) if chosen else shown_provider}",
-        f"source      {price.source} ({price.matched})" if price.matched else
-        f"source      {price.source}",
+        f"source      {price.source} ({price.matched})"
+        if price.matched
+        else f"source      {price.source}",
         f"fine-tuned  {'yes' if catalog.is_fine_tuned(model) or price.fine_tuned else 'no'}",
         "",
         f"{'token type':<22}USD per 1M tokens",

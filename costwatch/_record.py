@@ -53,8 +53,19 @@ class TokenUsage:
     on every wrapped call and a frozen dataclass costs several times more to construct.
     """
 
-    __slots__ = ("input", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h",
-                 "web_searches", "file_searches", "input_audio", "output_audio", "service_tier")
+    __slots__ = (
+        "input",
+        "cache_read",
+        "cache_write",
+        "output",
+        "reasoning",
+        "cache_write_1h",
+        "web_searches",
+        "file_searches",
+        "input_audio",
+        "output_audio",
+        "service_tier",
+    )
 
     def __init__(
         self,

@@ -35,9 +35,22 @@ _NOTHING_KEPT: tuple[Tally | None, str, tuple[str, ...], list[Any]] = (None, "",
 class CallSpec:
     """What a wrapped call site is: fixed at decoration / instrumentation time."""
 
-    __slots__ = ("provider", "model", "stage", "operation", "source", "price_usd", "batch",
-                 "service_tier", "_untallied", "_memo", "_kept", "_aliases", "_tiers",
-                 "_standard")
+    __slots__ = (
+        "provider",
+        "model",
+        "stage",
+        "operation",
+        "source",
+        "price_usd",
+        "batch",
+        "service_tier",
+        "_untallied",
+        "_memo",
+        "_kept",
+        "_aliases",
+        "_tiers",
+        "_standard",
+    )
 
     def __init__(
         self,
@@ -290,8 +303,14 @@ class CallSpec:
         spec = standard._tiers.get(tier)
         if spec is None:
             spec = CallSpec(
-                self.provider, self.model, self.stage, self.operation, self.source,
-                self.price_usd, self.batch, service_tier=tier,
+                self.provider,
+                self.model,
+                self.stage,
+                self.operation,
+                self.source,
+                self.price_usd,
+                self.batch,
+                service_tier=tier,
             )
             spec._standard = standard
             standard._tiers[tier] = spec
@@ -320,7 +339,9 @@ class CallSpec:
         if memo is None or memo[0] is not tally or memo[1] != model:
             price = rt.catalog.resolve(self.provider, model)
             memo = self._memo = (
-                tally, model, price if price is not None and price.tiers else None,
+                tally,
+                model,
+                price if price is not None and price.tiers else None,
                 price is not None,
             )
         tiered = memo[2]
@@ -409,7 +430,8 @@ class CallSpec:
         ):
             usage = TokenUsage.of(tokens)
             self.deliver(
-                rt, self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
+                rt,
+                self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
                 reservation,
             )
             return
@@ -519,8 +541,9 @@ def record(
         output_audio=output_audio_tokens,
         service_tier=service_tier if service_tier in SERVICE_TIERS else "",
     )
-    spec = CallSpec(provider, model, stage, operation or DEFAULT_OPERATION.get(stage, stage),
-                    batch=batch)
+    spec = CallSpec(
+        provider, model, stage, operation or DEFAULT_OPERATION.get(stage, stage), batch=batch
+    )
     return spec.emit(model, usage, latency_s, status=status)
 
 

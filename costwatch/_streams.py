@@ -289,8 +289,8 @@ def _on_response_finished(acc: StreamAccumulator, event: Any) -> None:
         acc.service_tier = tier
     if event.type == "response.failed":
         error = getattr(response, "error", None)
-        acc.error_type = (getattr(error, "code", None) or "response_failed") if error else (
-            "response_failed"
+        acc.error_type = (
+            (getattr(error, "code", None) or "response_failed") if error else ("response_failed")
         )
 
 
@@ -821,7 +821,10 @@ def watch_api_response(
 
 
 def _parse_sync(
-    ref: weakref.ref[Any], parse: Callable[..., Any], rec: StreamRecording, *args: Any,
+    ref: weakref.ref[Any],
+    parse: Callable[..., Any],
+    rec: StreamRecording,
+    *args: Any,
     **kwargs: Any,
 ) -> Any:
     parsed = parse(ref(), *args, **kwargs)
@@ -830,7 +833,10 @@ def _parse_sync(
 
 
 async def _parse_async(
-    ref: weakref.ref[Any], parse: Callable[..., Any], rec: StreamRecording, *args: Any,
+    ref: weakref.ref[Any],
+    parse: Callable[..., Any],
+    rec: StreamRecording,
+    *args: Any,
     **kwargs: Any,
 ) -> Any:
     parsed = await parse(ref(), *args, **kwargs)

@@ -81,9 +81,7 @@ class TalliedCalls:
 class Tally:
     """Running totals of successful calls by ``TallyKey``, and of cache lookups."""
 
-    def __init__(
-        self, catalog: PriceCatalog, bounds: tuple[float, ...] | None = None
-    ) -> None:
+    def __init__(self, catalog: PriceCatalog, bounds: tuple[float, ...] | None = None) -> None:
         self.catalog = catalog
         self.bounds = bounds
         """Duration bucket bounds, when a consumer exports a latency histogram."""
@@ -268,4 +266,3 @@ def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCall
         row[_LATENCY],
         row[_BUCKETS:],
     )
-

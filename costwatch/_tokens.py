@@ -194,7 +194,9 @@ class _Encodings:
                 "costwatch: tiktoken encoding %s unavailable offline (%s); token counts are "
                 "estimated at ~%d characters per token (method='heuristic'). "
                 "Install bpe-openai, or point TIKTOKEN_CACHE_DIR at a writable directory.",
-                encoding, reason, CHARS_PER_TOKEN,
+                encoding,
+                reason,
+                CHARS_PER_TOKEN,
             )
         return None
 
@@ -244,8 +246,20 @@ def count_tokens(text: str, model: str) -> tuple[int, str]:
     return (len(encoder.encode_ordinary(text)) if text else 0), "tiktoken"
 
 
-_SKIPPED_KEYS = frozenset({"type", "image_url", "input_audio", "source", "cache_control", "id",
-                           "tool_call_id", "tool_use_id", "url", "detail"})
+_SKIPPED_KEYS = frozenset(
+    {
+        "type",
+        "image_url",
+        "input_audio",
+        "source",
+        "cache_control",
+        "id",
+        "tool_call_id",
+        "tool_use_id",
+        "url",
+        "detail",
+    }
+)
 
 
 def _strings(value: Any, out: list[str]) -> None:
@@ -288,8 +302,9 @@ def count_message_tokens(
             if key not in _SKIPPED_KEYS:
                 _strings(value, parts)
         for part in parts:
-            total += heuristic_tokens(part) if encoder is None else len(
-                encoder.encode_ordinary(part))
+            total += (
+                heuristic_tokens(part) if encoder is None else len(encoder.encode_ordinary(part))
+            )
     return total, "heuristic" if encoder is None else "tiktoken"
 
 
@@ -385,15 +400,12 @@ def format_estimate(estimate: CostEstimate) -> str:
         lines.append(f"price source   {estimate.price.source}")
     else:
         lines.append(
-            "no price known for this model: add it to a price file "
-            "(see `costwatch prices MODEL`)"
+            "no price known for this model: add it to a price file (see `costwatch prices MODEL`)"
         )
     return "\n".join(lines)
 
 
-_OPENAI_NATIVE = re.compile(
-    r"^(?:ft:)?(?:gpt-|chatgpt-|o\d|text-embedding-|davinci|babbage)"
-)
+_OPENAI_NATIVE = re.compile(r"^(?:ft:)?(?:gpt-|chatgpt-|o\d|text-embedding-|davinci|babbage)")
 
 
 def encoding_is_native(model: str) -> bool:

@@ -46,8 +46,14 @@ _MAX_CACHED_TYPES = 512
 # --- usage sub-objects: attribute access (SDK models, dataclasses, namespaces) -------------
 
 
-def _openai_reader(prompt_name: str, completion_name: str, prompt_details: str,
-                   completion_details: str, *, audio: bool) -> UsageReader:
+def _openai_reader(
+    prompt_name: str,
+    completion_name: str,
+    prompt_details: str,
+    completion_details: str,
+    *,
+    audio: bool,
+) -> UsageReader:
     """A reader for OpenAI's usage shape, under the names one API gives its fields.
 
     The prompt count includes cached (and audio) tokens and the completion count includes
@@ -80,7 +86,10 @@ def _openai_reader(prompt_name: str, completion_name: str, prompt_details: str,
 
 
 _COMPLETION_NAMES = (
-    "prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"
+    "prompt_tokens",
+    "completion_tokens",
+    "prompt_tokens_details",
+    "completion_tokens_details",
 )
 _openai_completion_usage = _openai_reader(*_COMPLETION_NAMES, audio=True)
 _openai_responses_usage = _openai_reader(
@@ -117,20 +126,32 @@ def _gemini_usage(u: Any) -> Tokens:
     output = getattr(u, "candidates_token_count", None) or 0
     thoughts = getattr(u, "thoughts_token_count", None) or 0
     return _gemini_partition(
-        prompt, cached, tool_prompt, output, thoughts,
+        prompt,
+        cached,
+        tool_prompt,
+        output,
+        thoughts,
         _audio_of(getattr(u, "prompt_tokens_details", None)),
         _audio_of(getattr(u, "candidates_tokens_details", None)),
     )
 
 
-def _gemini_partition(prompt: int, cached: int, tool_prompt: int, output: int, thoughts: int,
-                      audio_in: int, audio_out: int) -> Tokens:
+def _gemini_partition(
+    prompt: int,
+    cached: int,
+    tool_prompt: int,
+    output: int,
+    thoughts: int,
+    audio_in: int,
+    audio_out: int,
+) -> Tokens:
     """Gemini's counts (the prompt with its cached part; thoughts beside the candidates) and
     the audio parts its per-modality details report."""
     fresh = int(max(prompt - cached, 0) + tool_prompt)
     extras = (
         Extras(0, 0, min(int(audio_in), fresh), min(int(audio_out), int(output)))
-        if audio_in or audio_out else None
+        if audio_in or audio_out
+        else None
     )
     return (fresh, int(cached), 0, int(output), int(thoughts), 0, extras)
 
@@ -161,9 +182,12 @@ def _dict_usage(u: Mapping[str, Any], provider: str) -> Tokens | None:
         in_details = u.get("prompt_tokens_details") or _EMPTY
         out_details = u.get("completion_tokens_details") or _EMPTY
         return _openai_partition(
-            int(u.get("prompt_tokens") or 0), int(in_details.get("cached_tokens") or 0),
-            int(u.get("completion_tokens") or 0), int(out_details.get("reasoning_tokens") or 0),
-            int(in_details.get("audio_tokens") or 0), int(out_details.get("audio_tokens") or 0),
+            int(u.get("prompt_tokens") or 0),
+            int(in_details.get("cached_tokens") or 0),
+            int(u.get("completion_tokens") or 0),
+            int(out_details.get("reasoning_tokens") or 0),
+            int(in_details.get("audio_tokens") or 0),
+            int(out_details.get("audio_tokens") or 0),
         )
     if "input_tokens" in u or "output_tokens" in u:
         output_details = u.get("output_tokens_details") or _EMPTY
@@ -202,8 +226,9 @@ def _dict_usage(u: Mapping[str, Any], provider: str) -> Tokens | None:
 _EMPTY: Mapping[str, Any] = {}
 
 
-def _openai_partition(prompt: int, cached: int, completion: int, reasoning: int,
-                      audio_in: int = 0, audio_out: int = 0) -> Tokens:
+def _openai_partition(
+    prompt: int, cached: int, completion: int, reasoning: int, audio_in: int = 0, audio_out: int = 0
+) -> Tokens:
     """OpenAI's counts (prompt with cached, completion with reasoning) as the partition; the
     audio parts of the prompt and the completion (gpt-audio, gpt-4o-audio) bill at audio rates
     (cached audio stays at the cached price)."""
@@ -469,8 +494,13 @@ def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
         try:
             return (
                 (
-                    prompt - cached if prompt > cached else 0, cached, 0,
-                    completion - reasoning if completion > reasoning else 0, reasoning, 0, None,
+                    prompt - cached if prompt > cached else 0,
+                    cached,
+                    0,
+                    completion - reasoning if completion > reasoning else 0,
+                    reasoning,
+                    0,
+                    None,
                 ),
                 fields["model"] or "",
             )
@@ -480,15 +510,20 @@ def _read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
 
 
 def _read_chat_completion_extras(
-    fields: dict[str, Any], usage: dict[str, Any], in_details: dict[str, Any],
+    fields: dict[str, Any],
+    usage: dict[str, Any],
+    in_details: dict[str, Any],
     out_details: dict[str, Any],
 ) -> tuple[Tokens, str]:
     """A chat completion with audio tokens, served at another processing tier, or with a count
     sent as null."""
     tokens = _openai_partition(
-        usage["prompt_tokens"] or 0, in_details["cached_tokens"] or 0,
-        usage["completion_tokens"] or 0, out_details["reasoning_tokens"] or 0,
-        in_details["audio_tokens"] or 0, out_details["audio_tokens"] or 0,
+        usage["prompt_tokens"] or 0,
+        in_details["cached_tokens"] or 0,
+        usage["completion_tokens"] or 0,
+        out_details["reasoning_tokens"] or 0,
+        in_details["audio_tokens"] or 0,
+        out_details["audio_tokens"] or 0,
     )
     tier = fields["service_tier"]
     if tier in SERVICE_TIERS:

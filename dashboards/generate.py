@@ -80,8 +80,7 @@ def _target_json(target: Target, ref: str) -> dict[str, Any]:
 
 def _field_config(panel: Panel) -> dict[str, Any]:
     steps = [
-        {"color": color, "value": value}
-        for value, color in (panel.thresholds or [(None, "green")])
+        {"color": color, "value": value} for value, color in (panel.thresholds or [(None, "green")])
     ]
     defaults: dict[str, Any] = {
         "unit": panel.unit,
@@ -109,27 +108,55 @@ def _options(panel: Panel) -> dict[str, Any]:
     reduce = {"calcs": ["lastNotNull"], "fields": "", "values": False}
     if panel.kind == "timeseries":
         return {
-            "legend": {"displayMode": "table", "placement": "right", "showLegend": True,
-                       "calcs": ["mean", "max"]},
+            "legend": {
+                "displayMode": "table",
+                "placement": "right",
+                "showLegend": True,
+                "calcs": ["mean", "max"],
+            },
             "tooltip": {"mode": "multi", "sort": "desc"},
         }
     if panel.kind == "stat":
-        return {"reduceOptions": reduce, "colorMode": "value", "graphMode": "area",
-                "justifyMode": "auto", "textMode": "auto", "orientation": "auto"}
+        return {
+            "reduceOptions": reduce,
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "textMode": "auto",
+            "orientation": "auto",
+        }
     if panel.kind == "gauge":
-        return {"reduceOptions": reduce, "showThresholdLabels": False,
-                "showThresholdMarkers": True, "orientation": "auto"}
+        return {
+            "reduceOptions": reduce,
+            "showThresholdLabels": False,
+            "showThresholdMarkers": True,
+            "orientation": "auto",
+        }
     if panel.kind == "bargauge":
-        return {"reduceOptions": reduce, "displayMode": "gradient", "orientation": "horizontal",
-                "showUnfilled": True}
+        return {
+            "reduceOptions": reduce,
+            "displayMode": "gradient",
+            "orientation": "horizontal",
+            "showUnfilled": True,
+        }
     if panel.kind == "piechart":
-        return {"reduceOptions": reduce, "pieType": "donut",
-                "legend": {"displayMode": "table", "placement": "right", "showLegend": True,
-                           "values": ["value", "percent"]},
-                "tooltip": {"mode": "single", "sort": "none"}}
+        return {
+            "reduceOptions": reduce,
+            "pieType": "donut",
+            "legend": {
+                "displayMode": "table",
+                "placement": "right",
+                "showLegend": True,
+                "values": ["value", "percent"],
+            },
+            "tooltip": {"mode": "single", "sort": "none"},
+        }
     if panel.kind == "table":
-        return {"showHeader": True, "cellHeight": "sm",
-                "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
+        return {
+            "showHeader": True,
+            "cellHeight": "sm",
+            "footer": {"show": False, "reducer": ["sum"], "fields": ""},
+        }
     raise ValueError(f"unknown panel kind {panel.kind!r}")
 
 
@@ -162,8 +189,11 @@ def _templating() -> dict[str, Any]:
                 "label": "Data source",
                 "type": "datasource",
                 "query": "prometheus",
-                "current": {"selected": False, "text": "Prometheus",
-                            "value": PROVISIONED_DATASOURCE_UID},
+                "current": {
+                    "selected": False,
+                    "text": "Prometheus",
+                    "value": PROVISIONED_DATASOURCE_UID,
+                },
                 "options": [],
                 "refresh": 1,
                 "regex": "",
@@ -173,25 +203,39 @@ def _templating() -> dict[str, Any]:
                 "skipUrlSync": False,
             },
             _variable("service", "Service", f"label_values({source}, service)"),
-            _variable("team", "Team",
-                      f'label_values({source}{{service=~"$service"}}, team)'),
-            _variable("feature", "Feature",
-                      f'label_values({source}{{service=~"$service", team=~"$team"}}, feature)'),
-            _variable("tenant", "Tenant",
-                      f'label_values({source}{{service=~"$service", team=~"$team", '
-                      f'feature=~"$feature"}}, tenant)'),
+            _variable("team", "Team", f'label_values({source}{{service=~"$service"}}, team)'),
+            _variable(
+                "feature",
+                "Feature",
+                f'label_values({source}{{service=~"$service", team=~"$team"}}, feature)',
+            ),
+            _variable(
+                "tenant",
+                "Tenant",
+                f'label_values({source}{{service=~"$service", team=~"$team", '
+                f'feature=~"$feature"}}, tenant)',
+            ),
         ]
     }
 
 
-def build_dashboard(uid: str, title: str, description: str, rows: list[Row],
-                    tags: list[str]) -> dict[str, Any]:
+def build_dashboard(
+    uid: str, title: str, description: str, rows: list[Row], tags: list[str]
+) -> dict[str, Any]:
     panels: list[dict[str, Any]] = []
     next_id = 1
     y = 0
     for row in rows:
-        panels.append({"id": next_id, "type": "row", "title": row.title, "collapsed": False,
-                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        panels.append(
+            {
+                "id": next_id,
+                "type": "row",
+                "title": row.title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
         next_id += 1
         y += 1
         x = 0
@@ -202,17 +246,19 @@ def build_dashboard(uid: str, title: str, description: str, rows: list[Row],
                 y += line_height
                 line_height = 0
             refs = "ABCDEFGHIJ"
-            panels.append({
-                "id": next_id,
-                "type": panel.kind,
-                "title": panel.title,
-                "description": panel.description,
-                "datasource": DATASOURCE,
-                "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
-                "fieldConfig": _field_config(panel),
-                "options": _options(panel),
-                "targets": [_target_json(t, refs[i]) for i, t in enumerate(panel.targets)],
-            })
+            panels.append(
+                {
+                    "id": next_id,
+                    "type": panel.kind,
+                    "title": panel.title,
+                    "description": panel.description,
+                    "datasource": DATASOURCE,
+                    "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
+                    "fieldConfig": _field_config(panel),
+                    "options": _options(panel),
+                    "targets": [_target_json(t, refs[i]) for i, t in enumerate(panel.targets)],
+                }
+            )
             next_id += 1
             x += panel.width
             line_height = max(line_height, panel.height)
@@ -233,18 +279,33 @@ def build_dashboard(uid: str, title: str, description: str, rows: list[Row],
         "timepicker": {},
         "timezone": "browser",
         "weekStart": "",
-        "annotations": {"list": [{
-            "builtIn": 1,
-            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-            "enable": True,
-            "hide": True,
-            "iconColor": "rgba(0, 211, 255, 1)",
-            "name": "Annotations & Alerts",
-            "type": "dashboard",
-        }]},
-        "links": [{"title": "costwatch dashboards", "type": "dashboards", "tags": ["costwatch"],
-                   "asDropdown": True, "includeVars": True, "keepTime": True,
-                   "icon": "external link", "targetBlank": False, "tooltip": "", "url": ""}],
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "links": [
+            {
+                "title": "costwatch dashboards",
+                "type": "dashboards",
+                "tags": ["costwatch"],
+                "asDropdown": True,
+                "includeVars": True,
+                "keepTime": True,
+                "icon": "external link",
+                "targetBlank": False,
+                "tooltip": "",
+                "url": "",
+            }
+        ],
         "templating": _templating(),
         "panels": panels,
     }
@@ -266,13 +327,16 @@ def in_range(metric: str, by: str = "", where: str = SPEND) -> str:
 
 
 def quantile(q: float, histogram: str, by: str, where: str = SPEND) -> str:
-    return (f"histogram_quantile({q}, sum by (le, {by}) "
-            f"(rate({histogram}_bucket{{{where}}}[{RATE}])))")
+    return (
+        f"histogram_quantile({q}, sum by (le, {by}) (rate({histogram}_bucket{{{where}}}[{RATE}])))"
+    )
 
 
 def mean_of(histogram: str, by: str, where: str = SPEND, window: str = RATE) -> str:
-    return (f"sum by ({by}) (rate({histogram}_sum{{{where}}}[{window}]))\n"
-            f"  / sum by ({by}) (rate({histogram}_count{{{where}}}[{window}]))")
+    return (
+        f"sum by ({by}) (rate({histogram}_sum{{{where}}}[{window}]))\n"
+        f"  / sum by ({by}) (rate({histogram}_count{{{where}}}[{window}]))"
+    )
 
 
 COST = "costwatch_cost_usd_total"
@@ -296,196 +360,552 @@ RED_AT_ONE = [(None, "green"), (0.8, "orange"), (1.0, "red")]
 
 
 def overview() -> dict[str, Any]:
-    totals = Row("Totals for the selected range", [
-        Panel("Spend", "stat", [Target(in_range(COST), instant=True)], 4, 4, USD,
-              "Dollars spent on priced LLM, embedding, retrieval and rerank calls in the range."),
-        Panel("Spend rate now ($/h)", "stat",
-              [Target(f"sum(rate({COST}{{{SPEND}}}[{RATE}])) * 3600", "spend per hour")],
-              4, 4, USD, "Current spend per hour, from the last rate window."),
-        Panel("Calls", "stat", [Target(in_range(CALLS), instant=True)], 4, 4, "short",
-              "Wrapped provider calls (every stage) in the range."),
-        Panel("Mean cost per request", "stat",
-              [Target(f"sum(increase({REQUEST_COST}_sum{{{SPEND}}}[{RANGE}]))\n"
-                      f"  / sum(increase({REQUEST_COST}_count{{{SPEND}}}[{RANGE}]))",
-                      instant=True)],
-              4, 4, USD, "Mean dollars per costwatch.request block in the range."),
-        Panel("Unpriced calls", "stat", [Target(in_range(UNPRICED), instant=True)], 4, 4, "short",
-              "Calls to models with no known price: their cost is unknown, never counted as $0. "
-              "Add the model to your price YAML.",
-              thresholds=[(None, "green"), (1, "red")]),
-        Panel("Saved by cache", "stat",
-              [Target(in_range(CACHE_SAVED, where=SPEND), instant=True)], 4, 4, USD,
-              "Dollars the retrieval cache saved: what the cached calls cost on their miss."),
-    ])
-    attribution = Row("Where the spend comes from ($ per hour)", [
-        Panel("By strategy (RAG / fine-tuned / hybrid / base)", "timeseries",
-              [Target(per_hour(COST, "strategy"), "{{strategy}}")], 12, 8, USD,
-              "Spend rate per strategy: compares RAG against fine-tuned and hybrid pipelines.",
-              stack=True),
-        Panel("By stage", "timeseries",
-              [Target(per_hour(COST, "stage"), "{{stage}}")], 12, 8, USD,
-              "Embedding, retrieval, rerank, generation and tool calls.", stack=True),
-        Panel("By model (top 10)", "timeseries",
-              [Target(f"topk(10, {per_hour(COST, 'provider, model')})",
-                      "{{provider}} {{model}}")], 12, 8, USD,
-              "The ten most expensive models right now.", stack=True),
-        Panel("By feature", "timeseries",
-              [Target(per_hour(COST, "feature"), "{{feature}}")], 12, 8, USD,
-              "Spend per product feature (costwatch.tags(feature=...)).", stack=True),
-        Panel("By team", "timeseries",
-              [Target(per_hour(COST, "team"), "{{team}}")], 12, 8, USD,
-              "Spend per owning team.", stack=True),
-        Panel("By tenant (top 10)", "timeseries",
-              [Target(f"topk(10, {per_hour(COST, 'tenant')})", "{{tenant}}")], 12, 8,
-              USD, "The ten most expensive tenants; past the label limit tenants "
-              "are folded into 'other'.", stack=True),
-    ])
-    shares = Row("Shares over the selected range", [
-        Panel("Spend share by strategy", "piechart",
-              [Target(in_range(COST, "strategy"), "{{strategy}}", instant=True)], 8, 8,
-              USD),
-        Panel("Spend share by stage", "piechart",
-              [Target(in_range(COST, "stage"), "{{stage}}", instant=True)], 8, 8, USD),
-        Panel("Spend by model", "table",
-              [Target(f"sort_desc({in_range(COST, 'provider, model, strategy')})",
-                      instant=True, table=True)], 8, 8, USD,
-              "Every priced model in the range with its strategy."),
-    ])
-    tokens = Row("Tokens", [
-        Panel("Tokens per second by token type", "timeseries",
-              [Target(f"sum by (token_type) (rate({TOKENS}{{{SPEND}}}[{RATE}]))",
-                      "{{token_type}}")], 12, 8, "short",
-              "input (fresh), cache_read, cache_write, output (visible), reasoning: the "
-              "partition sums to billed tokens.", stack=True),
-        Panel("Tokens in range by model and type", "table",
-              [Target(f"sort_desc({in_range(TOKENS, 'model, token_type')})",
-                      instant=True, table=True)], 12, 8, "short"),
-    ])
+    totals = Row(
+        "Totals for the selected range",
+        [
+            Panel(
+                "Spend",
+                "stat",
+                [Target(in_range(COST), instant=True)],
+                4,
+                4,
+                USD,
+                "Dollars spent on priced LLM, embedding, retrieval and rerank calls in the range.",
+            ),
+            Panel(
+                "Spend rate now ($/h)",
+                "stat",
+                [Target(f"sum(rate({COST}{{{SPEND}}}[{RATE}])) * 3600", "spend per hour")],
+                4,
+                4,
+                USD,
+                "Current spend per hour, from the last rate window.",
+            ),
+            Panel(
+                "Calls",
+                "stat",
+                [Target(in_range(CALLS), instant=True)],
+                4,
+                4,
+                "short",
+                "Wrapped provider calls (every stage) in the range.",
+            ),
+            Panel(
+                "Mean cost per request",
+                "stat",
+                [
+                    Target(
+                        f"sum(increase({REQUEST_COST}_sum{{{SPEND}}}[{RANGE}]))\n"
+                        f"  / sum(increase({REQUEST_COST}_count{{{SPEND}}}[{RANGE}]))",
+                        instant=True,
+                    )
+                ],
+                4,
+                4,
+                USD,
+                "Mean dollars per costwatch.request block in the range.",
+            ),
+            Panel(
+                "Unpriced calls",
+                "stat",
+                [Target(in_range(UNPRICED), instant=True)],
+                4,
+                4,
+                "short",
+                "Calls to models with no known price: their cost is unknown, never counted as $0. "
+                "Add the model to your price YAML.",
+                thresholds=[(None, "green"), (1, "red")],
+            ),
+            Panel(
+                "Saved by cache",
+                "stat",
+                [Target(in_range(CACHE_SAVED, where=SPEND), instant=True)],
+                4,
+                4,
+                USD,
+                "Dollars the retrieval cache saved: what the cached calls cost on their miss.",
+            ),
+        ],
+    )
+    attribution = Row(
+        "Where the spend comes from ($ per hour)",
+        [
+            Panel(
+                "By strategy (RAG / fine-tuned / hybrid / base)",
+                "timeseries",
+                [Target(per_hour(COST, "strategy"), "{{strategy}}")],
+                12,
+                8,
+                USD,
+                "Spend rate per strategy: compares RAG against fine-tuned and hybrid pipelines.",
+                stack=True,
+            ),
+            Panel(
+                "By stage",
+                "timeseries",
+                [Target(per_hour(COST, "stage"), "{{stage}}")],
+                12,
+                8,
+                USD,
+                "Embedding, retrieval, rerank, generation and tool calls.",
+                stack=True,
+            ),
+            Panel(
+                "By model (top 10)",
+                "timeseries",
+                [
+                    Target(
+                        f"topk(10, {per_hour(COST, 'provider, model')})", "{{provider}} {{model}}"
+                    )
+                ],
+                12,
+                8,
+                USD,
+                "The ten most expensive models right now.",
+                stack=True,
+            ),
+            Panel(
+                "By feature",
+                "timeseries",
+                [Target(per_hour(COST, "feature"), "{{feature}}")],
+                12,
+                8,
+                USD,
+                "Spend per product feature (costwatch.tags(feature=...)).",
+                stack=True,
+            ),
+            Panel(
+                "By team",
+                "timeseries",
+                [Target(per_hour(COST, "team"), "{{team}}")],
+                12,
+                8,
+                USD,
+                "Spend per owning team.",
+                stack=True,
+            ),
+            Panel(
+                "By tenant (top 10)",
+                "timeseries",
+                [Target(f"topk(10, {per_hour(COST, 'tenant')})", "{{tenant}}")],
+                12,
+                8,
+                USD,
+                "The ten most expensive tenants; past the label limit tenants "
+                "are folded into 'other'.",
+                stack=True,
+            ),
+        ],
+    )
+    shares = Row(
+        "Shares over the selected range",
+        [
+            Panel(
+                "Spend share by strategy",
+                "piechart",
+                [Target(in_range(COST, "strategy"), "{{strategy}}", instant=True)],
+                8,
+                8,
+                USD,
+            ),
+            Panel(
+                "Spend share by stage",
+                "piechart",
+                [Target(in_range(COST, "stage"), "{{stage}}", instant=True)],
+                8,
+                8,
+                USD,
+            ),
+            Panel(
+                "Spend by model",
+                "table",
+                [
+                    Target(
+                        f"sort_desc({in_range(COST, 'provider, model, strategy')})",
+                        instant=True,
+                        table=True,
+                    )
+                ],
+                8,
+                8,
+                USD,
+                "Every priced model in the range with its strategy.",
+            ),
+        ],
+    )
+    tokens = Row(
+        "Tokens",
+        [
+            Panel(
+                "Tokens per second by token type",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (token_type) (rate({TOKENS}{{{SPEND}}}[{RATE}]))", "{{token_type}}"
+                    )
+                ],
+                12,
+                8,
+                "short",
+                "input (fresh), cache_read, cache_write, output (visible), reasoning: the "
+                "partition sums to billed tokens.",
+                stack=True,
+            ),
+            Panel(
+                "Tokens in range by model and type",
+                "table",
+                [
+                    Target(
+                        f"sort_desc({in_range(TOKENS, 'model, token_type')})",
+                        instant=True,
+                        table=True,
+                    )
+                ],
+                12,
+                8,
+                "short",
+            ),
+        ],
+    )
     return build_dashboard(
-        "costwatch-overview", "costwatch / Spend overview",
+        "costwatch-overview",
+        "costwatch / Spend overview",
         "Where LLM spend comes from: strategy, stage, model, feature, team and tenant.",
-        [totals, attribution, shares, tokens], ["spend"])
+        [totals, attribution, shares, tokens],
+        ["spend"],
+    )
 
 
 def requests() -> dict[str, Any]:
-    per_request = Row("Cost per request (costwatch.request)", [
-        Panel("Cost per request p50 by pipeline", "timeseries",
-              [Target(quantile(0.5, REQUEST_COST, "pipeline"), "{{pipeline}}")], 12, 8,
-              USD, "Median dollars per user-facing request (histogram estimate)."),
-        Panel("Cost per request p95 by pipeline", "timeseries",
-              [Target(quantile(0.95, REQUEST_COST, "pipeline"), "{{pipeline}}")], 12, 8,
-              USD, "95th percentile dollars per request: the expensive tail."),
-        Panel("Mean cost per request by strategy", "timeseries",
-              [Target(mean_of(REQUEST_COST, "strategy"), "{{strategy}}")], 12, 8,
-              USD,
-              "Exact mean (sum / count) per strategy: is fine-tuning cheaper than RAG here?"),
-        Panel("Requests per second by pipeline", "timeseries",
-              [Target(f"sum by (pipeline) (rate({REQUEST_COST}_count{{{SPEND}}}[{RATE}]))",
-                      "{{pipeline}}")], 12, 8, "reqps"),
-    ])
-    context = Row("Retrieved context (RAG)", [
-        Panel("Retrieved-context share of input cost by strategy", "timeseries",
-              [Target(f"sum by (strategy) (rate({CONTEXT_TOKENS}{{{SPEND}}}[{RATE}]))\n"
-                      f"  / sum by (strategy) (rate({TOKENS}{{{SPEND}, stage=\"generation\", "
-                      f"{PROMPT_TOKEN_TYPES}}}[{RATE}]))", "{{strategy}}")],
-              12, 8, "percentunit",
-              "Context tokens over all prompt-side tokens (input + cache_read + cache_write) "
-              "of generation calls. costwatch prices each call's context at that call's "
-              "input rate, so per call this is exactly the context's share of input cost; "
-              "across models it is token-weighted.", max_value=1),
-        Panel("Retrieved-context cost ($/h) by source", "timeseries",
-              [Target(per_hour(CONTEXT_COST, "source"), "{{source}}")], 12, 8, USD,
-              "Dollars of input cost made by retrieved documents, per retrieval source.",
-              stack=True),
-        Panel("Retrieved-context share of generation spend", "timeseries",
-              [Target(f"sum by (strategy) (rate({CONTEXT_COST}{{{SPEND}}}[{RATE}]))\n"
-                      f"  / sum by (strategy) (rate({COST}{{{SPEND}, stage=\"generation\"}}"
-                      f"[{RATE}]))", "{{strategy}}")],
-              12, 8, "percentunit",
-              "Context dollars over all generation dollars (input and output).", max_value=1),
-        Panel("Context tokens per second by source", "timeseries",
-              [Target(f"sum by (source) (rate({CONTEXT_TOKENS}{{{SPEND}}}[{RATE}]))",
-                      "{{source}}")], 12, 8, "short", stack=True),
-    ])
-    calls = Row("Calls: price per call and latency", [
-        Panel("Cost per 1k calls by model", "timeseries",
-              [Target(f"1000 * sum by (model) (rate({COST}{{{SPEND}}}[{RATE}]))\n"
-                      f"  / sum by (model) (rate({CALLS}{{{SPEND}}}[{RATE}]))", "{{model}}")],
-              12, 8, USD),
-        Panel("Error ratio by stage", "timeseries",
-              [Target(f"sum by (stage) (rate({CALLS}{{{SPEND}, status=\"error\"}}[{RATE}]))\n"
-                      f"  / sum by (stage) (rate({CALLS}{{{SPEND}}}[{RATE}]))", "{{stage}}")],
-              12, 8, "percentunit", max_value=1),
-        Panel("Latency p50 / p95 by stage", "timeseries",
-              [Target(quantile(0.5, DURATION, "stage"), "p50 {{stage}}"),
-               Target(quantile(0.95, DURATION, "stage"), "p95 {{stage}}")], 12, 8, "s"),
-        Panel("Latency p50 / p95 by model", "timeseries",
-              [Target(quantile(0.5, DURATION, "model"), "p50 {{model}}"),
-               Target(quantile(0.95, DURATION, "model"), "p95 {{model}}")], 12, 8, "s"),
-    ])
+    per_request = Row(
+        "Cost per request (costwatch.request)",
+        [
+            Panel(
+                "Cost per request p50 by pipeline",
+                "timeseries",
+                [Target(quantile(0.5, REQUEST_COST, "pipeline"), "{{pipeline}}")],
+                12,
+                8,
+                USD,
+                "Median dollars per user-facing request (histogram estimate).",
+            ),
+            Panel(
+                "Cost per request p95 by pipeline",
+                "timeseries",
+                [Target(quantile(0.95, REQUEST_COST, "pipeline"), "{{pipeline}}")],
+                12,
+                8,
+                USD,
+                "95th percentile dollars per request: the expensive tail.",
+            ),
+            Panel(
+                "Mean cost per request by strategy",
+                "timeseries",
+                [Target(mean_of(REQUEST_COST, "strategy"), "{{strategy}}")],
+                12,
+                8,
+                USD,
+                "Exact mean (sum / count) per strategy: is fine-tuning cheaper than RAG here?",
+            ),
+            Panel(
+                "Requests per second by pipeline",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (pipeline) (rate({REQUEST_COST}_count{{{SPEND}}}[{RATE}]))",
+                        "{{pipeline}}",
+                    )
+                ],
+                12,
+                8,
+                "reqps",
+            ),
+        ],
+    )
+    context = Row(
+        "Retrieved context (RAG)",
+        [
+            Panel(
+                "Retrieved-context share of input cost by strategy",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (strategy) (rate({CONTEXT_TOKENS}{{{SPEND}}}[{RATE}]))\n"
+                        f'  / sum by (strategy) (rate({TOKENS}{{{SPEND}, stage="generation", '
+                        f"{PROMPT_TOKEN_TYPES}}}[{RATE}]))",
+                        "{{strategy}}",
+                    )
+                ],
+                12,
+                8,
+                "percentunit",
+                "Context tokens over all prompt-side tokens (input + cache_read + cache_write) "
+                "of generation calls. costwatch prices each call's context at that call's "
+                "input rate, so per call this is exactly the context's share of input cost; "
+                "across models it is token-weighted.",
+                max_value=1,
+            ),
+            Panel(
+                "Retrieved-context cost ($/h) by source",
+                "timeseries",
+                [Target(per_hour(CONTEXT_COST, "source"), "{{source}}")],
+                12,
+                8,
+                USD,
+                "Dollars of input cost made by retrieved documents, per retrieval source.",
+                stack=True,
+            ),
+            Panel(
+                "Retrieved-context share of generation spend",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (strategy) (rate({CONTEXT_COST}{{{SPEND}}}[{RATE}]))\n"
+                        f'  / sum by (strategy) (rate({COST}{{{SPEND}, stage="generation"}}'
+                        f"[{RATE}]))",
+                        "{{strategy}}",
+                    )
+                ],
+                12,
+                8,
+                "percentunit",
+                "Context dollars over all generation dollars (input and output).",
+                max_value=1,
+            ),
+            Panel(
+                "Context tokens per second by source",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (source) (rate({CONTEXT_TOKENS}{{{SPEND}}}[{RATE}]))", "{{source}}"
+                    )
+                ],
+                12,
+                8,
+                "short",
+                stack=True,
+            ),
+        ],
+    )
+    calls = Row(
+        "Calls: price per call and latency",
+        [
+            Panel(
+                "Cost per 1k calls by model",
+                "timeseries",
+                [
+                    Target(
+                        f"1000 * sum by (model) (rate({COST}{{{SPEND}}}[{RATE}]))\n"
+                        f"  / sum by (model) (rate({CALLS}{{{SPEND}}}[{RATE}]))",
+                        "{{model}}",
+                    )
+                ],
+                12,
+                8,
+                USD,
+            ),
+            Panel(
+                "Error ratio by stage",
+                "timeseries",
+                [
+                    Target(
+                        f'sum by (stage) (rate({CALLS}{{{SPEND}, status="error"}}[{RATE}]))\n'
+                        f"  / sum by (stage) (rate({CALLS}{{{SPEND}}}[{RATE}]))",
+                        "{{stage}}",
+                    )
+                ],
+                12,
+                8,
+                "percentunit",
+                max_value=1,
+            ),
+            Panel(
+                "Latency p50 / p95 by stage",
+                "timeseries",
+                [
+                    Target(quantile(0.5, DURATION, "stage"), "p50 {{stage}}"),
+                    Target(quantile(0.95, DURATION, "stage"), "p95 {{stage}}"),
+                ],
+                12,
+                8,
+                "s",
+            ),
+            Panel(
+                "Latency p50 / p95 by model",
+                "timeseries",
+                [
+                    Target(quantile(0.5, DURATION, "model"), "p50 {{model}}"),
+                    Target(quantile(0.95, DURATION, "model"), "p95 {{model}}"),
+                ],
+                12,
+                8,
+                "s",
+            ),
+        ],
+    )
     return build_dashboard(
-        "costwatch-requests", "costwatch / Requests, RAG context and latency",
+        "costwatch-requests",
+        "costwatch / Requests, RAG context and latency",
         "Cost per request by pipeline and strategy, the retrieved context's share of input "
         "cost, price per call and latency.",
-        [per_request, context, calls], ["rag", "latency"])
+        [per_request, context, calls],
+        ["rag", "latency"],
+    )
 
 
 def operations() -> dict[str, Any]:
-    cache = Row("Retrieval cache", [
-        Panel("Hit rate by cache", "timeseries",
-              [Target(f"sum by (cache) (rate({CACHE_REQUESTS}{{{SPEND}, result=\"hit\"}}"
-                      f"[{RATE}]))\n  / sum by (cache) (rate({CACHE_REQUESTS}{{{SPEND}, "
-                      f"result=~\"hit|miss\"}}[{RATE}]))", "{{cache}}")],
-              8, 8, "percentunit", "Hits over hits + misses (errors and skips excluded).",
-              max_value=1),
-        Panel("Lookups by result", "timeseries",
-              [Target(f"sum by (result) (rate({CACHE_REQUESTS}{{{SPEND}}}[{RATE}]))",
-                      "{{result}}")], 8, 8, "reqps",
-              "hit, miss, error (Redis down: acts as a miss) and skip.", stack=True),
-        Panel("Dollars saved per hour by cache", "timeseries",
-              [Target(per_hour(CACHE_SAVED, "cache"), "{{cache}}")], 8, 8, USD,
-              "What the served hits would have cost: each cache learns it from its misses.",
-              stack=True),
-    ])
-    budgets = Row("Budgets", [
-        Panel("Budget used (spent / limit)", "gauge",
-              [Target(f"max by (budget) ({BUDGET_SPENT})\n  / max by (budget) ({BUDGET_LIMIT})",
-                      "{{budget}}", instant=True)], 12, 8, "percentunit",
-              "Share of each budget's current window already spent.",
-              thresholds=RED_AT_ONE, max_value=1.2),
-        Panel("Spent vs limit", "bargauge",
-              [Target(f"max by (budget) ({BUDGET_SPENT})", "{{budget}} spent", instant=True),
-               Target(f"max by (budget) ({BUDGET_LIMIT})", "{{budget}} limit", instant=True)],
-              12, 8, USD),
-        Panel("Spend vs limit over time", "timeseries",
-              [Target(f"max by (budget) ({BUDGET_SPENT})", "{{budget}} spent"),
-               Target(f"max by (budget) ({BUDGET_LIMIT})", "{{budget}} limit")],
-              12, 8, USD),
-        Panel("Blocked calls by budget", "timeseries",
-              [Target(f"sum by (budget) (increase({BUDGET_BLOCKED}[{RATE}]))", "{{budget}}")],
-              12, 8, "short", "Calls refused with BudgetExceeded (action=\"block\").",
-              stack=True),
-    ])
-    health = Row("Data quality and costwatch health", [
-        Panel("Unpriced calls by model", "table",
-              [Target(f"sort_desc({in_range(UNPRICED, 'provider, model')} > 0)",
-                      instant=True, table=True)], 8, 8, "short",
-              "Models with no price (cost unknown, never reported as $0): add them to the "
-              "price YAML."),
-        Panel("Unpriced calls per second", "timeseries",
-              [Target(f"sum by (model) (rate({UNPRICED}{{{SPEND}}}[{RATE}]))", "{{model}}")],
-              8, 8, "reqps"),
-        Panel("costwatch internal errors by component", "timeseries",
-              [Target(f"sum by (component) (rate({INTERNAL_ERRORS}{{{SERVICE}}}[{RATE}]))",
-                      "{{component}}")], 8, 8, "reqps",
-              "costwatch's own failures, swallowed so the host call is unaffected. Should be 0.",
-              stack=True),
-    ])
+    cache = Row(
+        "Retrieval cache",
+        [
+            Panel(
+                "Hit rate by cache",
+                "timeseries",
+                [
+                    Target(
+                        f'sum by (cache) (rate({CACHE_REQUESTS}{{{SPEND}, result="hit"}}'
+                        f"[{RATE}]))\n  / sum by (cache) (rate({CACHE_REQUESTS}{{{SPEND}, "
+                        f'result=~"hit|miss"}}[{RATE}]))',
+                        "{{cache}}",
+                    )
+                ],
+                8,
+                8,
+                "percentunit",
+                "Hits over hits + misses (errors and skips excluded).",
+                max_value=1,
+            ),
+            Panel(
+                "Lookups by result",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (result) (rate({CACHE_REQUESTS}{{{SPEND}}}[{RATE}]))", "{{result}}"
+                    )
+                ],
+                8,
+                8,
+                "reqps",
+                "hit, miss, error (Redis down: acts as a miss) and skip.",
+                stack=True,
+            ),
+            Panel(
+                "Dollars saved per hour by cache",
+                "timeseries",
+                [Target(per_hour(CACHE_SAVED, "cache"), "{{cache}}")],
+                8,
+                8,
+                USD,
+                "What the served hits would have cost: each cache learns it from its misses.",
+                stack=True,
+            ),
+        ],
+    )
+    budgets = Row(
+        "Budgets",
+        [
+            Panel(
+                "Budget used (spent / limit)",
+                "gauge",
+                [
+                    Target(
+                        f"max by (budget) ({BUDGET_SPENT})\n  / max by (budget) ({BUDGET_LIMIT})",
+                        "{{budget}}",
+                        instant=True,
+                    )
+                ],
+                12,
+                8,
+                "percentunit",
+                "Share of each budget's current window already spent.",
+                thresholds=RED_AT_ONE,
+                max_value=1.2,
+            ),
+            Panel(
+                "Spent vs limit",
+                "bargauge",
+                [
+                    Target(f"max by (budget) ({BUDGET_SPENT})", "{{budget}} spent", instant=True),
+                    Target(f"max by (budget) ({BUDGET_LIMIT})", "{{budget}} limit", instant=True),
+                ],
+                12,
+                8,
+                USD,
+            ),
+            Panel(
+                "Spend vs limit over time",
+                "timeseries",
+                [
+                    Target(f"max by (budget) ({BUDGET_SPENT})", "{{budget}} spent"),
+                    Target(f"max by (budget) ({BUDGET_LIMIT})", "{{budget}} limit"),
+                ],
+                12,
+                8,
+                USD,
+            ),
+            Panel(
+                "Blocked calls by budget",
+                "timeseries",
+                [Target(f"sum by (budget) (increase({BUDGET_BLOCKED}[{RATE}]))", "{{budget}}")],
+                12,
+                8,
+                "short",
+                'Calls refused with BudgetExceeded (action="block").',
+                stack=True,
+            ),
+        ],
+    )
+    health = Row(
+        "Data quality and costwatch health",
+        [
+            Panel(
+                "Unpriced calls by model",
+                "table",
+                [
+                    Target(
+                        f"sort_desc({in_range(UNPRICED, 'provider, model')} > 0)",
+                        instant=True,
+                        table=True,
+                    )
+                ],
+                8,
+                8,
+                "short",
+                "Models with no price (cost unknown, never reported as $0): add them to the "
+                "price YAML.",
+            ),
+            Panel(
+                "Unpriced calls per second",
+                "timeseries",
+                [Target(f"sum by (model) (rate({UNPRICED}{{{SPEND}}}[{RATE}]))", "{{model}}")],
+                8,
+                8,
+                "reqps",
+            ),
+            Panel(
+                "costwatch internal errors by component",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (component) (rate({INTERNAL_ERRORS}{{{SERVICE}}}[{RATE}]))",
+                        "{{component}}",
+                    )
+                ],
+                8,
+                8,
+                "reqps",
+                "costwatch's own failures, swallowed so the host call is unaffected. Should be 0.",
+                stack=True,
+            ),
+        ],
+    )
     return build_dashboard(
-        "costwatch-operations", "costwatch / Cache, budgets and health",
+        "costwatch-operations",
+        "costwatch / Cache, budgets and health",
         "Retrieval cache hit rate and dollars saved, budgets against their limits, unpriced "
         "calls and costwatch's own errors.",
-        [cache, budgets, health], ["cache", "budget"])
+        [cache, budgets, health],
+        ["cache", "budget"],
+    )
 
 
 DASHBOARDS = {
@@ -497,8 +917,10 @@ DASHBOARDS = {
 
 def render() -> dict[str, str]:
     """File name -> JSON text, exactly as committed."""
-    return {name: json.dumps(build(), indent=2, sort_keys=True) + "\n"
-            for name, build in DASHBOARDS.items()}
+    return {
+        name: json.dumps(build(), indent=2, sort_keys=True) + "\n"
+        for name, build in DASHBOARDS.items()
+    }
 
 
 def main(argv: list[str]) -> int:

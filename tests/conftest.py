@@ -59,7 +59,8 @@ def cw(capture: CaptureSink) -> Iterator[Any]:
     """costwatch configured afresh for one test: strict, no global Prometheus registry."""
     import costwatch
 
-    costwatch.configure(service="test", strict=True, prometheus=False, otel=False, warm_up=False,
-                        sinks=[capture])
+    costwatch.configure(
+        service="test", strict=True, prometheus=False, otel=False, warm_up=False, sinks=[capture]
+    )
     yield costwatch
     costwatch._runtime.shutdown()

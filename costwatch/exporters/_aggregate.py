@@ -161,8 +161,16 @@ class SpendAggregate:
     def add_tallied(self, calls: TalliedCalls) -> None:
         tags = calls.tags
         series = self.spend.get(
-            (self.service, calls.provider, calls.model, calls.stage, calls.strategy,
-             tags.get("feature", ""), tags.get("team", ""), tags.get("tenant", "")),
+            (
+                self.service,
+                calls.provider,
+                calls.model,
+                calls.stage,
+                calls.strategy,
+                tags.get("feature", ""),
+                tags.get("team", ""),
+                tags.get("tenant", ""),
+            ),
             calls.calls,
         )
         with series.lock:
@@ -176,8 +184,16 @@ class SpendAggregate:
     # -- records and events --------------------------------------------------------------------
 
     def add_record(self, record: CostRecord) -> SpendSeries:
-        key = (record.service or self.service, record.provider, record.model, record.stage,
-               record.strategy, record.feature, record.team, record.tenant)
+        key = (
+            record.service or self.service,
+            record.provider,
+            record.model,
+            record.stage,
+            record.strategy,
+            record.feature,
+            record.team,
+            record.tenant,
+        )
         series = self._spend_cached(key)
         if series is None:
             series = self.spend.get(key)
@@ -213,10 +229,16 @@ class SpendAggregate:
                 slot[1] += costs.get(source, _ZERO)
 
     def request_series(self, event: RequestEnd) -> HistogramSeries:
-        return self.requests.get((
-            event.service or self.service, event.strategy, event.feature, event.team,
-            event.tenant, event.pipeline,
-        ))
+        return self.requests.get(
+            (
+                event.service or self.service,
+                event.strategy,
+                event.feature,
+                event.team,
+                event.tenant,
+                event.pipeline,
+            )
+        )
 
     def add_request_end(self, event: RequestEnd) -> None:
         self.request_series(event).observe(REQUEST_COST_BUCKETS, float(event.cost_usd))
@@ -253,5 +275,9 @@ class SpendAggregate:
     ) -> tuple[dict[str, float], dict[str, float], dict[str, int], dict[str, int]]:
         """Copies of budget spent, budget limits, blocked calls and internal errors."""
         with self._lock:
-            return (dict(self.budget_spent), dict(self.budget_limit), dict(self.budget_blocked),
-                    dict(self.internal_errors))
+            return (
+                dict(self.budget_spent),
+                dict(self.budget_limit),
+                dict(self.budget_blocked),
+                dict(self.internal_errors),
+            )

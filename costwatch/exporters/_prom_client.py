@@ -30,8 +30,13 @@ def _metric(spec: MetricSpec, registry: CollectorRegistry) -> Any:
     if spec.kind == "counter":
         return Counter(spec.family, spec.help, spec.labels, registry=registry)
     if spec.kind == "gauge":
-        return Gauge(spec.family, spec.help, spec.labels, registry=registry,
-                     multiprocess_mode=spec.multiprocess_mode or "all")  # type: ignore[arg-type]
+        return Gauge(
+            spec.family,
+            spec.help,
+            spec.labels,
+            registry=registry,
+            multiprocess_mode=spec.multiprocess_mode or "all",
+        )  # type: ignore[arg-type]
     return Histogram(spec.family, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
 
 
@@ -124,9 +129,12 @@ class ClientMetrics:
             REQUEST_LABELS, guard, lambda labels: self.request_cost.labels(*labels)
         )
         self.cache_children: GuardedTable[tuple[_LazyChildren, Any]] = GuardedTable(
-            CACHE_LABELS, guard,
-            lambda labels: (_LazyChildren(self.cache_requests, labels),
-                            self.cache_saved.labels(*labels)),
+            CACHE_LABELS,
+            guard,
+            lambda labels: (
+                _LazyChildren(self.cache_requests, labels),
+                self.cache_saved.labels(*labels),
+            ),
         )
         self._lock = threading.Lock()
         self._scalar_children: dict[tuple[str, str, str], Any] = {}
@@ -146,10 +154,18 @@ class ClientMetrics:
         self._scalar(self.label_overflow, "overflow", label).inc()
 
     def add_record(self, record: CostRecord) -> None:
-        children = self.spend.get((
-            record.service or self.service, record.provider, record.model, record.stage,
-            record.strategy, record.feature, record.team, record.tenant,
-        ))
+        children = self.spend.get(
+            (
+                record.service or self.service,
+                record.provider,
+                record.model,
+                record.stage,
+                record.strategy,
+                record.feature,
+                record.team,
+                record.tenant,
+            )
+        )
         cost = record.cost_usd
         if cost is None:
             children.unpriced_child().inc()
@@ -168,15 +184,19 @@ class ClientMetrics:
             for source, count in record.context_tokens.items():
                 label = admit("source", source)
                 children.ctx_tokens.get(label).inc(count)
-                children.ctx_cost.get(label).inc(
-                    float(record.context_cost_usd.get(source, _ZERO))
-                )
+                children.ctx_cost.get(label).inc(float(record.context_cost_usd.get(source, _ZERO)))
 
     def add_request_end(self, event: RequestEnd) -> None:
-        self.request_children.get((
-            event.service or self.service, event.strategy, event.feature, event.team,
-            event.tenant, event.pipeline,
-        )).observe(float(event.cost_usd))
+        self.request_children.get(
+            (
+                event.service or self.service,
+                event.strategy,
+                event.feature,
+                event.team,
+                event.tenant,
+                event.pipeline,
+            )
+        ).observe(float(event.cost_usd))
 
     def add_cache(self, event: CacheEvent) -> None:
         requests, saved = self.cache_children.get(

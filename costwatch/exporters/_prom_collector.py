@@ -84,8 +84,9 @@ class AggregateCollector(Collector):
             self.aggregate.sync()
         except Exception as exc:  # serve what is aggregated rather than fail the scrape
             errors.report("exporter.prometheus", exc)
-        families = {f.name: f for f in (*self._spend(), self._requests(), *self._cache(),
-                                        *self._scalars())}
+        families = {
+            f.name: f for f in (*self._spend(), self._requests(), *self._cache(), *self._scalars())
+        }
         for spec in names.PROMETHEUS_METRICS:  # the order plain prometheus-client would use
             yield families[spec.family]
 

@@ -53,17 +53,55 @@ STATUS_VALUES: tuple[str, ...] = ("ok", "error")
 CACHE_RESULT_VALUES: tuple[str, ...] = ("hit", "miss", "error", "skip")
 
 DURATION_BUCKETS: tuple[float, ...] = (
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
 )
 """LLM-sized latency buckets in seconds (the GenAI semantic-convention advice, doubling)."""
 
 REQUEST_COST_BUCKETS: tuple[float, ...] = (
-    0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0,
+    0.00001,
+    0.00003,
+    0.0001,
+    0.0003,
+    0.001,
+    0.003,
+    0.01,
+    0.03,
+    0.1,
+    0.3,
+    1.0,
+    3.0,
+    10.0,
 )
 """Dollars per ``costwatch.request``: from a cached embedding lookup to a long agent run."""
 
 TOKEN_USAGE_BUCKETS: tuple[float, ...] = (
-    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
 )
 """The advised buckets of ``gen_ai.client.token.usage`` (powers of 4)."""
 
@@ -103,79 +141,128 @@ class MetricSpec:
 
 
 COST_USD = MetricSpec(
-    "costwatch_cost_usd_total", "counter",
+    "costwatch_cost_usd_total",
+    "counter",
     "Dollars spent on LLM, embedding and retrieval calls (priced calls only).",
-    SPEND_LABELS, "costwatch.cost.usd",
+    SPEND_LABELS,
+    "costwatch.cost.usd",
 )
 TOKENS = MetricSpec(
-    "costwatch_tokens_total", "counter",
+    "costwatch_tokens_total",
+    "counter",
     "Billed tokens by token_type (input, cache_read, cache_write, output, reasoning).",
-    (*SPEND_LABELS, "token_type"), "costwatch.tokens", "{token}",
+    (*SPEND_LABELS, "token_type"),
+    "costwatch.tokens",
+    "{token}",
 )
 REQUESTS = MetricSpec(
-    "costwatch_requests_total", "counter",
+    "costwatch_requests_total",
+    "counter",
     "Calls recorded, by status (ok or error).",
-    (*SPEND_LABELS, "status"), "costwatch.requests", "{request}",
+    (*SPEND_LABELS, "status"),
+    "costwatch.requests",
+    "{request}",
 )
 DURATION = MetricSpec(
-    "costwatch_duration_seconds", "histogram",
+    "costwatch_duration_seconds",
+    "histogram",
     "Latency of recorded calls in seconds.",
-    SPEND_LABELS, "costwatch.duration", "s", DURATION_BUCKETS,
+    SPEND_LABELS,
+    "costwatch.duration",
+    "s",
+    DURATION_BUCKETS,
 )
 REQUEST_COST = MetricSpec(
-    "costwatch_request_cost_usd", "histogram",
+    "costwatch_request_cost_usd",
+    "histogram",
     "Dollars per costwatch.request (one user-facing request), by pipeline.",
-    REQUEST_LABELS, "costwatch.request.cost.usd", "", REQUEST_COST_BUCKETS,
+    REQUEST_LABELS,
+    "costwatch.request.cost.usd",
+    "",
+    REQUEST_COST_BUCKETS,
 )
 CONTEXT_TOKENS = MetricSpec(
-    "costwatch_context_tokens_total", "counter",
+    "costwatch_context_tokens_total",
+    "counter",
     "Input tokens that came from retrieved context, by retrieval source.",
-    (*SPEND_LABELS, "source"), "costwatch.context.tokens", "{token}",
+    (*SPEND_LABELS, "source"),
+    "costwatch.context.tokens",
+    "{token}",
 )
 CONTEXT_COST = MetricSpec(
-    "costwatch_context_cost_usd_total", "counter",
+    "costwatch_context_cost_usd_total",
+    "counter",
     "The share of input cost that retrieved-context tokens made, by retrieval source.",
-    (*SPEND_LABELS, "source"), "costwatch.context.cost.usd",
+    (*SPEND_LABELS, "source"),
+    "costwatch.context.cost.usd",
 )
 UNPRICED = MetricSpec(
-    "costwatch_unpriced_requests_total", "counter",
+    "costwatch_unpriced_requests_total",
+    "counter",
     "Calls to models without a known price (their cost is unknown, never reported as 0).",
-    SPEND_LABELS, "costwatch.unpriced.requests", "{request}",
+    SPEND_LABELS,
+    "costwatch.unpriced.requests",
+    "{request}",
 )
 CACHE_REQUESTS = MetricSpec(
-    "costwatch_cache_requests_total", "counter",
+    "costwatch_cache_requests_total",
+    "counter",
     "Retrieval cache lookups by result (hit, miss, error, skip).",
-    (*CACHE_LABELS, "result"), "costwatch.cache.requests", "{request}",
+    (*CACHE_LABELS, "result"),
+    "costwatch.cache.requests",
+    "{request}",
 )
 CACHE_SAVED = MetricSpec(
-    "costwatch_cache_saved_usd_total", "counter",
+    "costwatch_cache_saved_usd_total",
+    "counter",
     "Dollars the retrieval cache saved (what the calls it answered would have cost).",
-    CACHE_LABELS, "costwatch.cache.saved.usd",
+    CACHE_LABELS,
+    "costwatch.cache.saved.usd",
 )
 BUDGET_SPENT = MetricSpec(
-    "costwatch_budget_spent_usd", "gauge",
+    "costwatch_budget_spent_usd",
+    "gauge",
     "Dollars spent in the current window of a budget.",
-    ("service", "budget"), "costwatch.budget.spent.usd", "", (), "mostrecent",
+    ("service", "budget"),
+    "costwatch.budget.spent.usd",
+    "",
+    (),
+    "mostrecent",
 )
 BUDGET_LIMIT = MetricSpec(
-    "costwatch_budget_limit_usd", "gauge",
+    "costwatch_budget_limit_usd",
+    "gauge",
     "The dollar limit of a budget's window.",
-    ("service", "budget"), "costwatch.budget.limit.usd", "", (), "mostrecent",
+    ("service", "budget"),
+    "costwatch.budget.limit.usd",
+    "",
+    (),
+    "mostrecent",
 )
 BUDGET_BLOCKED = MetricSpec(
-    "costwatch_budget_blocked_total", "counter",
+    "costwatch_budget_blocked_total",
+    "counter",
     "Calls a block budget refused before they reached the provider.",
-    ("service", "budget"), "costwatch.budget.blocked", "{request}",
+    ("service", "budget"),
+    "costwatch.budget.blocked",
+    "{request}",
 )
 INTERNAL_ERRORS = MetricSpec(
-    "costwatch_internal_errors_total", "counter",
+    "costwatch_internal_errors_total",
+    "counter",
     "costwatch's own failures (swallowed, the host call was unaffected), by component.",
-    ("service", "component"), "costwatch.internal.errors", "{error}",
+    ("service", "component"),
+    "costwatch.internal.errors",
+    "{error}",
 )
 LABEL_OVERFLOW = MetricSpec(
-    "costwatch_label_overflow_total", "counter",
+    "costwatch_label_overflow_total",
+    "counter",
     "Label values replaced by 'other' because the label reached its distinct-value limit.",
-    ("service", "label"), "costwatch.label.overflow", "{value}", extension=True,
+    ("service", "label"),
+    "costwatch.label.overflow",
+    "{value}",
+    extension=True,
 )
 
 PROMETHEUS_METRICS: tuple[MetricSpec, ...] = (
@@ -222,19 +309,36 @@ convention spells it differently (others, ``openai``, ``anthropic``, ``groq``...
 def gen_ai_provider_name(provider: str) -> str:
     return GEN_AI_PROVIDER_NAMES.get(provider, provider)
 
+
 GEN_AI_TOKEN_USAGE = MetricSpec(
-    "gen_ai_client_token_usage", "histogram",
+    "gen_ai_client_token_usage",
+    "histogram",
     "Number of input and output tokens used.",
-    (GEN_AI_OPERATION_NAME, GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL, GEN_AI_RESPONSE_MODEL,
-     GEN_AI_TOKEN_TYPE),
-    "gen_ai.client.token.usage", "{token}", TOKEN_USAGE_BUCKETS,
+    (
+        GEN_AI_OPERATION_NAME,
+        GEN_AI_PROVIDER_NAME,
+        GEN_AI_REQUEST_MODEL,
+        GEN_AI_RESPONSE_MODEL,
+        GEN_AI_TOKEN_TYPE,
+    ),
+    "gen_ai.client.token.usage",
+    "{token}",
+    TOKEN_USAGE_BUCKETS,
 )
 GEN_AI_OPERATION_DURATION = MetricSpec(
-    "gen_ai_client_operation_duration_seconds", "histogram",
+    "gen_ai_client_operation_duration_seconds",
+    "histogram",
     "GenAI operation duration.",
-    (GEN_AI_OPERATION_NAME, GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL, GEN_AI_RESPONSE_MODEL,
-     ERROR_TYPE),
-    "gen_ai.client.operation.duration", "s", DURATION_BUCKETS,
+    (
+        GEN_AI_OPERATION_NAME,
+        GEN_AI_PROVIDER_NAME,
+        GEN_AI_REQUEST_MODEL,
+        GEN_AI_RESPONSE_MODEL,
+        ERROR_TYPE,
+    ),
+    "gen_ai.client.operation.duration",
+    "s",
+    DURATION_BUCKETS,
 )
 """``name`` is where the collector's Prometheus exporter puts these (dots → ``_``, unit suffix)."""
 

@@ -166,8 +166,9 @@ class _OTelState:
 
     def _apply_request_end(self, event: RequestEnd) -> None:
         series = self.aggregate.request_series(event)
-        self.request_cost.record(float(event.cost_usd),
-                                 self._attributes(REQUEST_LABELS, series.labels))
+        self.request_cost.record(
+            float(event.cost_usd), self._attributes(REQUEST_LABELS, series.labels)
+        )
 
     def _attributes_for_gen_ai(
         self, record: CostRecord, model: str
@@ -188,8 +189,11 @@ class _OTelState:
             if response_model:
                 base[GEN_AI_RESPONSE_MODEL] = response_model
             duration = {**base, ERROR_TYPE: error_type} if error_type else base
-            cached = (duration, {**base, GEN_AI_TOKEN_TYPE: "input"},
-                      {**base, GEN_AI_TOKEN_TYPE: "output"})
+            cached = (
+                duration,
+                {**base, GEN_AI_TOKEN_TYPE: "input"},
+                {**base, GEN_AI_TOKEN_TYPE: "output"},
+            )
             if len(self._gen_ai_attrs) < _MAX_CACHED_ATTRIBUTE_SETS:
                 self._gen_ai_attrs[key] = cached
         return cached
@@ -222,8 +226,9 @@ class _OTelState:
                 counts = list(series.tokens)
             for token_type, count in zip(TOKEN_TYPE_VALUES, counts, strict=True):
                 if count:
-                    out.append(_observation(count, (*SPEND_LABELS, "token_type"),
-                                            (*labels, token_type)))
+                    out.append(
+                        _observation(count, (*SPEND_LABELS, "token_type"), (*labels, token_type))
+                    )
         return out
 
     def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -260,8 +265,7 @@ class _OTelState:
         return [_observation(t, (*SPEND_LABELS, "source"), k) for k, t, _ in self._context()]
 
     def _observe_context_cost(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [_observation(float(c), (*SPEND_LABELS, "source"), k)
-                for k, _, c in self._context()]
+        return [_observation(float(c), (*SPEND_LABELS, "source"), k) for k, _, c in self._context()]
 
     def _observe_cache_requests(self, options: CallbackOptions) -> Iterable[Observation]:
         out = []
@@ -299,8 +303,10 @@ class _OTelState:
 
     def _observe_label_overflow(self, options: CallbackOptions) -> Iterable[Observation]:
         service = self.aggregate.service
-        return [_observation(count, ("service", "label"), (service, label))
-                for label, count in self.guard.overflow_counts().items()]
+        return [
+            _observation(count, ("service", "label"), (service, label))
+            for label, count in self.guard.overflow_counts().items()
+        ]
 
 
 def _observation(value: float, keys: tuple[str, ...], labels: tuple[str, ...]) -> Observation:
@@ -311,14 +317,17 @@ def _observation(value: float, keys: tuple[str, ...], labels: tuple[str, ...]) -
 
 def _histogram(meter: Meter, spec: MetricSpec) -> Any:
     return meter.create_histogram(
-        spec.otel_name, unit=spec.otel_unit, description=spec.help,
+        spec.otel_name,
+        unit=spec.otel_unit,
+        description=spec.help,
         explicit_bucket_boundaries_advisory=list(spec.buckets),
     )
 
 
 def _observable(meter: Meter, spec: MetricSpec, callback: Any) -> None:
-    create = meter.create_observable_gauge if spec.kind == "gauge" else (
-        meter.create_observable_counter)
+    create = (
+        meter.create_observable_gauge if spec.kind == "gauge" else (meter.create_observable_counter)
+    )
     create(spec.otel_name, callbacks=[callback], unit=spec.otel_unit, description=spec.help)
 
 
@@ -327,7 +336,9 @@ _states_lock = threading.Lock()
 
 
 def _state_for(
-    provider: MeterProvider, service: str, label_limits: Mapping[str, int] | None,
+    provider: MeterProvider,
+    service: str,
+    label_limits: Mapping[str, int] | None,
     max_pending: int,
 ) -> _OTelState:
     from costwatch import __version__

@@ -78,7 +78,9 @@ _states_lock = threading.Lock()
 
 
 def _backend_for(
-    registry: CollectorRegistry, multiprocess: bool, service: str,
+    registry: CollectorRegistry,
+    multiprocess: bool,
+    service: str,
     label_limits: Mapping[str, int] | None,
 ) -> _Backend:
     with _states_lock:
@@ -87,7 +89,8 @@ def _backend_for(
             mode, backend = state
             if mode != multiprocess:
                 raise ConfigError(
-                    "multiprocess", multiprocess,
+                    "multiprocess",
+                    multiprocess,
                     "this registry already carries costwatch metrics of the other mode",
                 )
             backend.service = service
@@ -131,7 +134,8 @@ class PrometheusSink(BaseSink):
             multiprocess = active
         elif multiprocess and not active:
             raise ConfigError(
-                "multiprocess", True,
+                "multiprocess",
+                True,
                 "set PROMETHEUS_MULTIPROC_DIR to an existing directory before the process "
                 "imports prometheus_client (before it starts, e.g. in the gunicorn environment)",
             )
@@ -236,7 +240,8 @@ def serve_metrics(
     """
     if is_multiprocess() and not os.path.isdir(os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")):
         raise ConfigError(
-            "PROMETHEUS_MULTIPROC_DIR", os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+            "PROMETHEUS_MULTIPROC_DIR",
+            os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
             "must be an existing directory",
         )
     server, thread = start_http_server(port, addr=addr, registry=metrics_registry(registry))

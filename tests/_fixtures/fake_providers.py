@@ -88,7 +88,8 @@ class GeminiUsage:
         body = {
             "promptTokenCount": self.prompt_token_count,
             "candidatesTokenCount": self.candidates_token_count,
-            "totalTokenCount": self.prompt_token_count + self.candidates_token_count
+            "totalTokenCount": self.prompt_token_count
+            + self.candidates_token_count
             + self.thoughts_token_count,
         }
         if self.cached_content_token_count:
@@ -97,8 +98,10 @@ class GeminiUsage:
             body["thoughtsTokenCount"] = self.thoughts_token_count
         if self.audio_prompt_token_count:
             body["promptTokensDetails"] = [
-                {"modality": "TEXT",
-                 "tokenCount": self.prompt_token_count - self.audio_prompt_token_count},
+                {
+                    "modality": "TEXT",
+                    "tokenCount": self.prompt_token_count - self.audio_prompt_token_count,
+                },
                 {"modality": "AUDIO", "tokenCount": self.audio_prompt_token_count},
             ]
         return body
@@ -180,7 +183,8 @@ def _chat_usage(u: OpenAIUsage) -> dict[str, Any]:
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens + u.completion_tokens,
         "prompt_tokens_details": {
-            "cached_tokens": u.cached_tokens, "audio_tokens": u.audio_prompt_tokens,
+            "cached_tokens": u.cached_tokens,
+            "audio_tokens": u.audio_prompt_tokens,
         },
         "completion_tokens_details": {
             "reasoning_tokens": u.reasoning_tokens,
@@ -259,8 +263,9 @@ def text_completion(fake: FakeProvider, model: str) -> dict[str, Any]:
         "object": "text_completion",
         "created": CREATED,
         "model": model,
-        "choices": [{"text": fake.reply_text, "index": 0, "logprobs": None,
-                     "finish_reason": "stop"}],
+        "choices": [
+            {"text": fake.reply_text, "index": 0, "logprobs": None, "finish_reason": "stop"}
+        ],
         "usage": _completion_usage(fake.openai_usage),
         "system_fingerprint": None,
     }
@@ -270,9 +275,14 @@ def text_completion_chunks(
     fake: FakeProvider, model: str, include_usage: bool
 ) -> Iterator[dict[str, Any]]:
     def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-        body: dict[str, Any] = {"id": COMPLETION_ID, "object": "text_completion",
-                                "created": CREATED, "model": model, "choices": choices,
-                                "system_fingerprint": None}
+        body: dict[str, Any] = {
+            "id": COMPLETION_ID,
+            "object": "text_completion",
+            "created": CREATED,
+            "model": model,
+            "choices": choices,
+            "system_fingerprint": None,
+        }
         if include_usage:
             body["usage"] = None
         return body
@@ -381,21 +391,35 @@ def response_events(fake: FakeProvider, body: dict[str, Any]) -> Iterator[dict[s
     part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
     yield event(
         "response.content_part.added",
-        item_id=item_id, output_index=index, content_index=0, part=part,
+        item_id=item_id,
+        output_index=index,
+        content_index=0,
+        part=part,
     )
     for piece in fake.reply:
         yield event(
             "response.output_text.delta",
-            item_id=item_id, output_index=index, content_index=0, delta=piece, logprobs=[],
+            item_id=item_id,
+            output_index=index,
+            content_index=0,
+            delta=piece,
+            logprobs=[],
         )
     text = fake.reply_text
     yield event(
         "response.output_text.done",
-        item_id=item_id, output_index=index, content_index=0, text=text, logprobs=[],
+        item_id=item_id,
+        output_index=index,
+        content_index=0,
+        text=text,
+        logprobs=[],
     )
     yield event(
         "response.content_part.done",
-        item_id=item_id, output_index=index, content_index=0, part={**part, "text": text},
+        item_id=item_id,
+        output_index=index,
+        content_index=0,
+        part={**part, "text": text},
     )
     yield event(
         "response.output_item.done", output_index=index, item=_message_item(text, "completed")
@@ -428,12 +452,18 @@ def embeddings(fake: FakeProvider, body: dict[str, Any]) -> dict[str, Any]:
 def gemini_response(
     model: str, text: str, usage: dict[str, Any], finish: str | None = "STOP"
 ) -> dict[str, Any]:
-    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"},
-                                 "index": 0}
+    candidate: dict[str, Any] = {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "index": 0,
+    }
     if finish:
         candidate["finishReason"] = finish
-    return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model,
-            "responseId": GEMINI_ID}
+    return {
+        "candidates": [candidate],
+        "usageMetadata": usage,
+        "modelVersion": model,
+        "responseId": GEMINI_ID,
+    }
 
 
 def gemini_chunks(fake: FakeProvider, model: str) -> Iterator[dict[str, Any]]:
@@ -441,8 +471,14 @@ def gemini_chunks(fake: FakeProvider, model: str) -> Iterator[dict[str, Any]]:
     usage = fake.gemini_usage
     for i, piece in enumerate(fake.reply):
         last = i == len(fake.reply) - 1
-        metadata = usage.metadata() if last else {"promptTokenCount": usage.prompt_token_count,
-                                                  "totalTokenCount": usage.prompt_token_count}
+        metadata = (
+            usage.metadata()
+            if last
+            else {
+                "promptTokenCount": usage.prompt_token_count,
+                "totalTokenCount": usage.prompt_token_count,
+            }
+        )
         yield gemini_response(model, piece, metadata, "STOP" if last else None)
 
 
@@ -471,7 +507,8 @@ def _anthropic_usage(u: AnthropicUsage, output_tokens: int, searches: int) -> di
         "output_tokens": output_tokens,
         "service_tier": "standard",
         "server_tool_use": {"web_search_requests": searches, "web_fetch_requests": 0}
-        if searches else None,
+        if searches
+        else None,
     }
 
 
@@ -485,7 +522,8 @@ def anthropic_message(fake: FakeProvider, model: str) -> dict[str, Any]:
         "stop_reason": "end_turn",
         "stop_sequence": None,
         "usage": _anthropic_usage(
-            fake.anthropic_usage, fake.anthropic_usage.output_tokens,
+            fake.anthropic_usage,
+            fake.anthropic_usage.output_tokens,
             fake.anthropic_usage.web_search_requests,
         ),
     }
@@ -514,19 +552,29 @@ def anthropic_events(
         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
         "usage": {
             "output_tokens": fake.anthropic_usage.output_tokens,
-            **({"server_tool_use": {"web_search_requests": searches, "web_fetch_requests": 0}}
-               if (searches := fake.anthropic_usage.web_search_requests) else {}),
+            **(
+                {"server_tool_use": {"web_search_requests": searches, "web_fetch_requests": 0}}
+                if (searches := fake.anthropic_usage.web_search_requests)
+                else {}
+            ),
         },
     }
     yield {"type": "message_stop"}
 
 
 def anthropic_error(status: int, message: str) -> dict[str, Any]:
-    kinds = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error",
-             529: "overloaded_error"}
+    kinds = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        429: "rate_limit_error",
+        529: "overloaded_error",
+    }
     kind = kinds.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": message},
-            "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
+    return {
+        "type": "error",
+        "error": {"type": kind, "message": message},
+        "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
+    }
 
 
 # --- the HTTP server ---------------------------------------------------------------------------
@@ -534,8 +582,10 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
 
 _CHUNKED_OPENAI_ENDPOINTS: dict[
     str,
-    tuple[Callable[[FakeProvider, str, bool], Iterator[dict[str, Any]]],
-          Callable[[FakeProvider, str], dict[str, Any]]],
+    tuple[
+        Callable[[FakeProvider, str, bool], Iterator[dict[str, Any]]],
+        Callable[[FakeProvider, str], dict[str, Any]],
+    ],
 ] = {
     "/v1/chat/completions": (chat_chunks, chat_completion),
     "/v1/completions": (text_completion_chunks, text_completion),
@@ -589,15 +639,23 @@ class _Handler(BaseHTTPRequestHandler):
         if gemini_method == "generateContent":
             usage = fake.gemini_usage.metadata()
             reply = gemini_response(gemini_model, fake.reply_text, usage)
-            answered = any("functionResponse" in part for content in body.get("contents", [])
-                           for part in content.get("parts", []))
+            answered = any(
+                "functionResponse" in part
+                for content in body.get("contents", [])
+                for part in content.get("parts", [])
+            )
             if fake.gemini_function_call is not None and not answered:
                 reply["candidates"][0]["content"]["parts"] = [
-                    {"functionCall": fake.gemini_function_call}]
+                    {"functionCall": fake.gemini_function_call}
+                ]
             self._json(200, reply, anthropic=False)
         elif gemini_method == "streamGenerateContent":
-            self._sse(((None, c) for c in gemini_chunks(fake, gemini_model)), None,
-                      anthropic=False, done_marker=False)
+            self._sse(
+                ((None, c) for c in gemini_chunks(fake, gemini_model)),
+                None,
+                anthropic=False,
+                done_marker=False,
+            )
         elif gemini_method == "batchEmbedContents":
             self._json(200, gemini_embeddings(body), anthropic=False)
         elif chunked is not None:  # chat and legacy completions: data-only SSE chunks
@@ -605,26 +663,30 @@ class _Handler(BaseHTTPRequestHandler):
             if stream:
                 options = body.get("stream_options") or {}
                 chunks = make_chunks(fake, model, bool(options.get("include_usage")))
-                self._sse(((None, c) for c in chunks), fail_after, anthropic=False,
-                          message=message)
+                self._sse(((None, c) for c in chunks), fail_after, anthropic=False, message=message)
             else:
                 self._json(200, make_body(fake, model), anthropic=False)
         elif path == "/v1/responses":
             if stream:
                 events = response_events(fake, body)
-                self._sse(((e["type"], e) for e in events), fail_after, anthropic=False,
-                          message=message)
+                self._sse(
+                    ((e["type"], e) for e in events), fail_after, anthropic=False, message=message
+                )
             else:
                 output = _response_output(fake)
-                self._json(200, response_object(fake, body, status="completed", output=output),
-                           anthropic=False)
+                self._json(
+                    200,
+                    response_object(fake, body, status="completed", output=output),
+                    anthropic=False,
+                )
         elif path == "/v1/embeddings":
             self._json(200, embeddings(fake, body), anthropic=False)
         elif anthropic:
             if stream:
                 events = anthropic_events(fake, model, fail_after)
-                self._sse(((e["type"], e) for e in events), fail_after, anthropic=True,
-                          message=message)
+                self._sse(
+                    ((e["type"], e) for e in events), fail_after, anthropic=True, message=message
+                )
             else:
                 self._json(200, anthropic_message(fake, model), anthropic=True)
         else:
@@ -665,8 +727,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for name, payload in events:
                 is_delta = payload.get("type") in ("response.output_text.delta",) or (
-                    name is None and any(c.get("text") or c.get("delta", {}).get("content")
-                                         for c in payload.get("choices", ()))
+                    name is None
+                    and any(
+                        c.get("text") or c.get("delta", {}).get("content")
+                        for c in payload.get("choices", ())
+                    )
                 )
                 if not anthropic and fail_after is not None and is_delta and deltas == fail_after:
                     self._error_event(anthropic, message or "stream failed")
@@ -699,9 +764,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         for event in events:
             payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()})
-            self._chunk(_event_stream_message(
-                {":event-type": "chunk", ":content-type": "application/json",
-                 ":message-type": "event"}, payload.encode()))
+            self._chunk(
+                _event_stream_message(
+                    {
+                        ":event-type": "chunk",
+                        ":content-type": "application/json",
+                        ":message-type": "event",
+                    },
+                    payload.encode(),
+                )
+            )
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -714,7 +786,9 @@ def _event_stream_message(headers: dict[str, str], payload: bytes) -> bytes:
     """One AWS event-stream message: prelude (total and headers length, CRC), string headers,
     payload, CRC of all that."""
     encoded = b"".join(
-        struct.pack("B", len(name)) + name.encode() + struct.pack(">BH", 7, len(value))
+        struct.pack("B", len(name))
+        + name.encode()
+        + struct.pack(">BH", 7, len(value))
         + value.encode()
         for name, value in headers.items()
     )

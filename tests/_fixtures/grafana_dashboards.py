@@ -13,8 +13,10 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = REPO / "dashboards"
 
 METRIC_NAME = re.compile(r"\b(costwatch_[a-z0-9_]+)\b")
-_GRAFANA_DURATIONS = re.compile(r"\$(?:__rate_interval|__interval|__range)\b|"
-                                r"\$\{(?:__rate_interval|__interval|__range)\}")
+_GRAFANA_DURATIONS = re.compile(
+    r"\$(?:__rate_interval|__interval|__range)\b|"
+    r"\$\{(?:__rate_interval|__interval|__range)\}"
+)
 _GRAFANA_VARIABLE = re.compile(r"\$\{\w+(?::\w+)?\}|\$\w+")
 
 
@@ -31,8 +33,10 @@ class Query:
 
 def load_dashboards() -> dict[str, dict[str, Any]]:
     """File name -> parsed dashboard, for every ``dashboards/*.json``."""
-    return {path.name: json.loads(path.read_text(encoding="utf-8"))
-            for path in sorted(DASHBOARD_DIR.glob("*.json"))}
+    return {
+        path.name: json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(DASHBOARD_DIR.glob("*.json"))
+    }
 
 
 def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -47,10 +51,12 @@ def query_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def queries(dashboards: dict[str, dict[str, Any]]) -> list[Query]:
-    return [Query(name, panel["title"], target["refId"], target["expr"])
-            for name, dashboard in dashboards.items()
-            for panel in query_panels(dashboard)
-            for target in panel.get("targets", [])]
+    return [
+        Query(name, panel["title"], target["refId"], target["expr"])
+        for name, dashboard in dashboards.items()
+        for panel in query_panels(dashboard)
+        for target in panel.get("targets", [])
+    ]
 
 
 def concrete(expr: str, *, window: str = "5m") -> str:

@@ -37,11 +37,13 @@ class PrometheusProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def _config(self) -> str:
-        lines = ["global:", "  scrape_interval: 1s", "  evaluation_interval: 1s",
-                 "scrape_configs:"]
+        lines = ["global:", "  scrape_interval: 1s", "  evaluation_interval: 1s", "scrape_configs:"]
         if self.targets:
-            lines += ["  - job_name: costwatch", "    static_configs:",
-                      "      - targets: [" + ", ".join(f'"{t}"' for t in self.targets) + "]"]
+            lines += [
+                "  - job_name: costwatch",
+                "    static_configs:",
+                "      - targets: [" + ", ".join(f'"{t}"' for t in self.targets) + "]",
+            ]
         else:
             lines[-1] += " []"
         return "\n".join(lines) + "\n"
@@ -51,9 +53,15 @@ class PrometheusProcess:
         config.write_text(self._config(), encoding="utf-8")
         self.log = (self.dir / "prometheus.log").open("wb")
         self.proc = subprocess.Popen(
-            [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -66,8 +74,10 @@ class PrometheusProcess:
             except (urllib.error.URLError, OSError):
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"prometheus did not become ready on port {self.port}: "
-                           f"{(self.dir / 'prometheus.log').read_text(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"prometheus did not become ready on port {self.port}: "
+            f"{(self.dir / 'prometheus.log').read_text(errors='replace')[-2000:]}"
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -32,12 +32,18 @@ MODEL = "claude-sonnet-4-20250514"
 MESSAGES = [{"role": "user", "content": "What is the refund policy?"}]
 
 USAGE = AnthropicUsage(
-    input_tokens=100, cache_read_input_tokens=2000, cache_write_5m=1000, cache_write_1h=500,
+    input_tokens=100,
+    cache_read_input_tokens=2000,
+    cache_write_5m=1000,
+    cache_write_1h=500,
     output_tokens=250,
 )
 TOKENS = TokenUsage(input=100, cache_read=2000, cache_write=1500, output=250, cache_write_1h=500)
 COST = (
-    100 * Decimal(3) + 2000 * Decimal("0.30") + 1000 * Decimal("3.75") + 500 * Decimal(6)
+    100 * Decimal(3)
+    + 2000 * Decimal("0.30")
+    + 1000 * Decimal("3.75")
+    + 500 * Decimal(6)
     + 250 * Decimal(15)
 ) / M
 
@@ -47,9 +53,7 @@ def _client(fake: FakeProvider) -> anthropic.Anthropic:
 
 
 def _async_client(fake: FakeProvider) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(
-        base_url=fake.anthropic_base_url, api_key="test", max_retries=0
-    )
+    return anthropic.AsyncAnthropic(base_url=fake.anthropic_base_url, api_key="test", max_retries=0)
 
 
 def _only_record(capture: CaptureSink) -> Any:
@@ -68,7 +72,10 @@ def test_message_records_cache_reads_and_both_cache_write_rates(
     assert message.content[0].text == "Hello from the fake provider."
     record = _only_record(capture)
     assert (record.provider, record.model, record.stage, record.operation) == (
-        "anthropic", MODEL, "generation", "chat",
+        "anthropic",
+        MODEL,
+        "generation",
+        "chat",
     )
     assert record.usage == TOKENS
     assert record.cost_usd == COST
@@ -94,9 +101,9 @@ def test_streamed_message_takes_input_from_message_start_and_output_from_message
     fake_provider.anthropic_usage = USAGE
     client = cw.instrument(_client(fake_provider))
 
-    events = list(client.messages.create(
-        model=MODEL, max_tokens=1024, messages=MESSAGES, stream=True
-    ))
+    events = list(
+        client.messages.create(model=MODEL, max_tokens=1024, messages=MESSAGES, stream=True)
+    )
 
     assert events[0].type == "message_start"
     record = _only_record(capture)
@@ -189,9 +196,11 @@ def test_beta_messages_are_recorded_like_messages(
     message = client.beta.messages.create(
         model=MODEL, max_tokens=1024, messages=MESSAGES, betas=EXTENDED_TTL
     )
-    events = list(client.beta.messages.create(
-        model=MODEL, max_tokens=1024, messages=MESSAGES, betas=EXTENDED_TTL, stream=True
-    ))
+    events = list(
+        client.beta.messages.create(
+            model=MODEL, max_tokens=1024, messages=MESSAGES, betas=EXTENDED_TTL, stream=True
+        )
+    )
     with client.beta.messages.stream(
         model=MODEL, max_tokens=1024, messages=MESSAGES, betas=EXTENDED_TTL
     ) as stream:
@@ -227,10 +236,14 @@ def test_an_anthropic_client_pointed_at_a_compatible_api_is_priced_as_that_provi
 ) -> None:
     """DeepSeek serves its models through an Anthropic-compatible API too."""
     fake_provider.anthropic_usage = AnthropicUsage(input_tokens=1000, output_tokens=200)
-    client = cw.instrument(anthropic.Anthropic(
-        base_url="https://api.deepseek.com/anthropic", api_key="test", max_retries=0,
-        http_client=http_client_to_the_fake(fake_provider, httpx2),
-    ))
+    client = cw.instrument(
+        anthropic.Anthropic(
+            base_url="https://api.deepseek.com/anthropic",
+            api_key="test",
+            max_retries=0,
+            http_client=http_client_to_the_fake(fake_provider, httpx2),
+        )
+    )
 
     client.messages.create(model="deepseek-chat", max_tokens=1024, messages=MESSAGES)
 
@@ -243,10 +256,15 @@ def test_claude_on_vertex_ai_is_recorded_under_google_at_claude_prices(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
     fake_provider.anthropic_usage = USAGE
-    client = cw.instrument(anthropic.AnthropicVertex(
-        region="us-east5", project_id="acme", access_token="test", max_retries=0,
-        base_url=fake_provider.base_url + "/v1",
-    ))
+    client = cw.instrument(
+        anthropic.AnthropicVertex(
+            region="us-east5",
+            project_id="acme",
+            access_token="test",
+            max_retries=0,
+            base_url=fake_provider.base_url + "/v1",
+        )
+    )
 
     client.messages.create(model="claude-sonnet-4@20250514", max_tokens=1024, messages=MESSAGES)
     with client.messages.stream(
@@ -256,31 +274,40 @@ def test_claude_on_vertex_ai_is_recorded_under_google_at_claude_prices(
 
     assert text == "Hello from the fake provider."
     assert fake_provider.requests[-1].path.endswith(
-        "/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict")
+        "/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict"
+    )
     assert [(r.provider, r.usage, r.cost_usd) for r in capture.records] == [
-        ("google", TOKENS, COST)] * 2
+        ("google", TOKENS, COST)
+    ] * 2
 
 
 async def test_claude_on_bedrock_is_recorded_under_aws_at_claude_prices(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
     fake_provider.anthropic_usage = USAGE
-    client = cw.instrument(anthropic.AsyncAnthropicBedrock(
-        aws_region="us-east-1", aws_access_key="AKIDEXAMPLE", aws_secret_key="secret",
-        base_url=fake_provider.base_url, max_retries=0,
-    ))
+    client = cw.instrument(
+        anthropic.AsyncAnthropicBedrock(
+            aws_region="us-east-1",
+            aws_access_key="AKIDEXAMPLE",
+            aws_secret_key="secret",
+            base_url=fake_provider.base_url,
+            max_retries=0,
+        )
+    )
     model = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 
     await client.messages.create(model=model, max_tokens=1024, messages=MESSAGES)
-    stream = await client.messages.create(model=model, max_tokens=1024, messages=MESSAGES,
-                                          stream=True)
+    stream = await client.messages.create(
+        model=model, max_tokens=1024, messages=MESSAGES, stream=True
+    )
     events = [event.type async for event in stream]
 
     assert fake_provider.requests[-1].headers["authorization"].startswith("AWS4-HMAC-SHA256")
     assert fake_provider.requests[-1].path.endswith("/invoke-with-response-stream")
     assert events[0] == "message_start" and events[-1] == "message_stop"
-    assert [(r.provider, r.model, r.usage, r.cost_usd, r.incomplete)
-            for r in capture.records] == [("aws", model, TOKENS, COST, False)] * 2
+    assert [(r.provider, r.model, r.usage, r.cost_usd, r.incomplete) for r in capture.records] == [
+        ("aws", model, TOKENS, COST, False)
+    ] * 2
 
 
 def test_stream_manager_never_entered_records_nothing_and_holds_no_budget(
@@ -303,8 +330,11 @@ def test_stream_manager_never_entered_records_nothing_and_holds_no_budget(
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(400, anthropic.BadRequestError), (500, anthropic.InternalServerError),
-     (529, anthropic.OverloadedError)],
+    [
+        (400, anthropic.BadRequestError),
+        (500, anthropic.InternalServerError),
+        (529, anthropic.OverloadedError),
+    ],
     ids=["400", "500", "529"],
 )
 def test_provider_error_reaches_the_caller_unchanged_and_is_recorded(
@@ -337,7 +367,9 @@ def test_error_event_mid_stream_is_raised_and_recorded_with_the_input_already_bi
     record = _only_record(capture)
     assert (record.status, record.incomplete) == ("error", True)
     assert (record.usage.input, record.usage.cache_read, record.usage.cache_write) == (
-        100, 2000, 1500,
+        100,
+        2000,
+        1500,
     )
     assert record.usage.output == 2  # "Hello from", estimated: no message_delta arrived
 

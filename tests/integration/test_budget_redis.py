@@ -162,8 +162,9 @@ def test_a_settlement_batch_retried_after_reaching_redis_is_charged_once(
     assert held is not None
     position = registry.get("b").window.locate(registry.clock())
     keys = BudgetKeys("b")
-    batch = Settlement(keys, "proc-a", 7, held_ids(held), 500_000_000, position.cur,
-                       position.min, 3600)
+    batch = Settlement(
+        keys, "proc-a", 7, held_ids(held), 500_000_000, position.cur, position.min, 3600
+    )
     later = Settlement(keys, "proc-a", 8, [], 1, position.cur, position.min, 3600)
     first, again, _, late_retry = registry.backend.settle([batch, batch, later, batch])
     assert (first.duplicate, again.duplicate, late_retry.duplicate) == (False, True, True)

@@ -28,15 +28,21 @@ from tests._fixtures.threads import all_at_once
 REPO = Path(__file__).resolve().parents[2]
 
 
-
-
 @pytest.fixture
 def sink(cw: Any, redis_server: str) -> Iterator[Capture]:
     capture = Capture()
     # A generous socket timeout: these tests are about semantics, not about a slow machine
     # (test_cache_redis_faults.py covers short timeouts).
-    cw.configure(service="test", strict=True, prometheus=False, otel=False, warm_up=False,
-                 redis_url=redis_server, redis_timeout_s=2.0, sinks=[capture])
+    cw.configure(
+        service="test",
+        strict=True,
+        prometheus=False,
+        otel=False,
+        warm_up=False,
+        redis_url=redis_server,
+        redis_timeout_s=2.0,
+        sinks=[capture],
+    )
     yield capture
 
 
@@ -85,8 +91,9 @@ class Retriever:
     def search(self, query: str, k: int = 3) -> list[dict[str, Any]]:
         with self._lock:
             self.calls.append(query)
-        rec = costwatch.record(provider="openai", model="text-embedding-3-small",
-                               input_tokens=1200, stage="embedding")
+        rec = costwatch.record(
+            provider="openai", model="text-embedding-3-small", input_tokens=1200, stage="embedding"
+        )
         assert rec is not None and rec.cost_usd is not None
         self.cost = rec.cost_usd
         return [{"text": f"doc {i} about {query}", "score": 0.9 - i / 10} for i in range(k)]
@@ -113,16 +120,16 @@ def test_hit_miss_and_saved_dollars_are_exact_through_redis(
     assert b"refunds" not in key
 
 
-def test_a_second_process_configuration_shares_the_entries(
-    cw: Any, redis_server: str
-) -> None:
+def test_a_second_process_configuration_shares_the_entries(cw: Any, redis_server: str) -> None:
     """Two caches (as in two processes) over the same Redis see each other's entries."""
     r1, r2 = Retriever(), Retriever()
-    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server,
-                 redis_timeout_s=2.0)
+    cw.configure(
+        service="test", strict=True, prometheus=False, redis_url=redis_server, redis_timeout_s=2.0
+    )
     RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
-    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_server,
-                 redis_timeout_s=2.0)
+    cw.configure(
+        service="test", strict=True, prometheus=False, redis_url=redis_server, redis_timeout_s=2.0
+    )
     # The same function identity (module + qualname) is what makes the key; use r1's method.
     RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
     RetrievalCache(ttl=60).wrap(r2.search, source="kb")("q")
@@ -312,9 +319,19 @@ def run_two_processes(redis_url: str, work_s: float, lock_timeout: float) -> lis
     start_at = time.time() + 3.0  # both interpreters are up and waiting by then, even under load
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _PROCESS_SCRIPT, redis_url, str(start_at), str(work_s),
-             str(lock_timeout)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+            [
+                sys.executable,
+                "-c",
+                _PROCESS_SCRIPT,
+                redis_url,
+                str(start_at),
+                str(work_s),
+                str(lock_timeout),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
         )
         for _ in range(2)
     ]
@@ -387,8 +404,9 @@ def test_the_retrieval_decorator_counts_hits_and_savings_in_summary(sink: Captur
     @costwatch.retrieval(source="kb", cache=costwatch.RetrievalCache(ttl=60))
     def search(query: str, k: int = 2) -> list[dict[str, str]]:
         calls.append(query)
-        costwatch.record(provider="openai", model="text-embedding-3-small", input_tokens=500,
-                         stage="embedding")
+        costwatch.record(
+            provider="openai", model="text-embedding-3-small", input_tokens=500, stage="embedding"
+        )
         return [{"text": f"doc {i}"} for i in range(k)]
 
     for _ in range(5):
@@ -495,8 +513,14 @@ def test_a_bug_in_the_tracking_thread_is_counted_and_hits_keep_working(
     cw: Any, redis_server: str, client: redis.Redis[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     capture = Capture()
-    cw.configure(service="test", strict=False, prometheus=False, redis_url=redis_server,
-                 redis_timeout_s=2.0, sinks=[capture])
+    cw.configure(
+        service="test",
+        strict=False,
+        prometheus=False,
+        redis_url=redis_server,
+        redis_timeout_s=2.0,
+        sinks=[capture],
+    )
 
     def broken(self: GenerationTracker) -> None:
         raise RuntimeError("a costwatch bug")
@@ -541,12 +565,19 @@ def test_a_forked_child_knows_no_generation_until_it_tracks_its_own(
 def test_a_server_that_refuses_tracking_leaves_hits_on_mget(
     cw: Any, redis_server: str, client: redis.Redis[bytes]
 ) -> None:
-    client.acl_setuser("cw-no-client", enabled=True, passwords=["+pw"], keys=["*"],
-                       channels=["*"], commands=["+@all", "-client"])
+    client.acl_setuser(
+        "cw-no-client",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-client"],
+    )
     try:
         url = redis_server.replace("redis://", "redis://cw-no-client:pw@")
-        cw.configure(service="test", strict=True, prometheus=False, redis_url=url,
-                     redis_timeout_s=2.0)
+        cw.configure(
+            service="test", strict=True, prometheus=False, redis_url=url, redis_timeout_s=2.0
+        )
         r = Retriever()
         cache = RetrievalCache(ttl=60)
         search = cache.wrap(r.search, source="kb")
@@ -567,8 +598,9 @@ def _two_processes(
 ) -> tuple[Retriever, RetrievalCache, Any, Any]:
     """Two caches over one Redis, each trusting a generation ``generation_ttl`` seconds, stand
     for two processes: ``(retriever, here, search through here, search through there)``."""
-    cw.configure(service="test", strict=True, prometheus=False, redis_url=redis_url,
-                 redis_timeout_s=2.0)
+    cw.configure(
+        service="test", strict=True, prometheus=False, redis_url=redis_url, redis_timeout_s=2.0
+    )
     r = Retriever()
     here = RetrievalCache(ttl=60, generation_ttl=generation_ttl)
     there = RetrievalCache(ttl=60, generation_ttl=generation_ttl)

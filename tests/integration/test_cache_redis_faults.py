@@ -23,8 +23,6 @@ from tests._fixtures.redis_proc import RedisProcess, free_port
 COOLDOWN_S = 0.3
 
 
-
-
 @pytest.fixture
 def own_redis() -> Iterator[RedisProcess]:
     proc = RedisProcess()
@@ -36,8 +34,15 @@ def own_redis() -> Iterator[RedisProcess]:
 @pytest.fixture
 def sink(cw: Any, own_redis: RedisProcess) -> Iterator[Capture]:
     capture = Capture()
-    cw.configure(service="test", strict=True, prometheus=False, otel=False,
-                 redis_url=own_redis.url, redis_timeout_s=0.05, sinks=[capture])
+    cw.configure(
+        service="test",
+        strict=True,
+        prometheus=False,
+        otel=False,
+        redis_url=own_redis.url,
+        redis_timeout_s=0.05,
+        sinks=[capture],
+    )
     yield capture
 
 
@@ -219,8 +224,14 @@ def test_a_hung_redis_costs_one_short_timeout_per_call_until_the_breaker_opens(
     cw: Any, silent_server: str
 ) -> None:
     capture = Capture()
-    cw.configure(service="test", strict=True, prometheus=False, redis_url=silent_server,
-                 redis_timeout_s=0.05, sinks=[capture])
+    cw.configure(
+        service="test",
+        strict=True,
+        prometheus=False,
+        redis_url=silent_server,
+        redis_timeout_s=0.05,
+        sinks=[capture],
+    )
     counter = Counter()
     breaker = CircuitBreaker(failure_threshold=3, cooldown_s=30)
     search = RetrievalCache(ttl=60, breaker=breaker).wrap(counter.search, source="kb")

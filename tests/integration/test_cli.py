@@ -14,13 +14,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def costwatch(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
-              ) -> subprocess.CompletedProcess[str]:
+def costwatch(
+    *args: str,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("COSTWATCH_")}
     base["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", "costwatch", *args], input=stdin, capture_output=True, text=True,
-        env={**base, **(env or {})}, cwd=REPO, timeout=120,
+        [sys.executable, "-m", "costwatch", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        cwd=REPO,
+        timeout=120,
     )
 
 
@@ -28,8 +36,15 @@ def test_demo_prints_the_cost_table_with_every_strategy_and_the_cache() -> None:
     run = costwatch("demo", "--requests", "60", "--seed", "3")
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    for section in ("Spend by strategy", "Spend by stage", "Spend by model", "Cost per request",
-                    "Retrieved context in generation input", "Retrieval cache", "TOTAL $"):
+    for section in (
+        "Spend by strategy",
+        "Spend by stage",
+        "Spend by model",
+        "Cost per request",
+        "Retrieved context in generation input",
+        "Retrieval cache",
+        "TOTAL $",
+    ):
         assert section in out
     for strategy in ("rag", "fine_tuned", "hybrid", "base"):
         assert f"\n{strategy} " in out
@@ -68,16 +83,25 @@ def test_prices_for_an_unknown_model_fails_and_says_how_to_add_it() -> None:
 
 def test_user_price_file_wins(tmp_path: Path) -> None:
     prices = tmp_path / "prices.yaml"
-    prices.write_text("models:\n  - {provider: openai, model: gpt-4o-mini, input_per_mtok: 0.1,"
-                      " output_per_mtok: 0.4}\n", encoding="utf-8")
+    prices.write_text(
+        "models:\n  - {provider: openai, model: gpt-4o-mini, input_per_mtok: 0.1,"
+        " output_per_mtok: 0.4}\n",
+        encoding="utf-8",
+    )
     run = costwatch("prices", "gpt-4o-mini", "--provider", "openai", "--prices", str(prices))
     assert run.returncode == 0
     assert "user" in run.stdout
 
 
 def test_estimate_reads_the_prompt_from_stdin() -> None:
-    run = costwatch("estimate", "--model", "gpt-4o-mini", "--output-tokens", "200",
-                    stdin="Summarise the refund policy in three bullet points.")
+    run = costwatch(
+        "estimate",
+        "--model",
+        "gpt-4o-mini",
+        "--output-tokens",
+        "200",
+        stdin="Summarise the refund policy in three bullet points.",
+    )
     assert run.returncode == 0, run.stderr
     assert "tiktoken" in run.stdout
     assert "$0.00012" in run.stdout  # 200 output tokens at $0.60/M, plus a few input tokens
@@ -108,8 +132,13 @@ def test_budget_status_lists_budgets_registered_in_redis(redis_server: str) -> N
         "    costwatch.record(provider='openai', model='gpt-4o-mini', input_tokens=1000000)\n"
         "costwatch._runtime.shutdown()\n"
     )
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=60,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     run = costwatch("budget", "status", "--redis-url", redis_server)
     assert run.returncode == 0, run.stderr
     assert "support-daily" in run.stdout

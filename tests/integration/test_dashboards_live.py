@@ -41,9 +41,12 @@ RARE_EVENT_PANELS = {
 }
 """Panels that select events the demo may not produce even when their metric exists."""
 
-SHARE_PANELS = {panel["title"] for d in DASHBOARDS.values() for panel in query_panels(d)
-                if panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
-                and panel["type"] == "timeseries"}
+SHARE_PANELS = {
+    panel["title"]
+    for d in DASHBOARDS.values()
+    for panel in query_panels(d)
+    if panel["fieldConfig"]["defaults"]["unit"] == "percentunit" and panel["type"] == "timeseries"
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +58,24 @@ def demo_metrics_port(redis_process: Any) -> Iterator[int]:
     env["PYTHONPATH"] = str(REPO)
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "costwatch", "demo", "--serve", str(port), "--addr",
-             "127.0.0.1", "--duration", "120", "--rate", "60"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "costwatch",
+                "demo",
+                "--serve",
+                str(port),
+                "--addr",
+                "127.0.0.1",
+                "--duration",
+                "120",
+                "--rate",
+                "60",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             yield port
@@ -108,15 +126,22 @@ def present_metrics(prometheus: PrometheusProcess) -> set[str]:
 
 
 def test_the_demo_exports_the_core_spend_metrics(present_metrics: set[str]) -> None:
-    for metric in ("costwatch_cost_usd_total", "costwatch_tokens_total",
-                   "costwatch_requests_total", "costwatch_duration_seconds_bucket",
-                   "costwatch_request_cost_usd_bucket", "costwatch_context_tokens_total",
-                   "costwatch_context_cost_usd_total", "costwatch_cache_requests_total"):
+    for metric in (
+        "costwatch_cost_usd_total",
+        "costwatch_tokens_total",
+        "costwatch_requests_total",
+        "costwatch_duration_seconds_bucket",
+        "costwatch_request_cost_usd_bucket",
+        "costwatch_context_tokens_total",
+        "costwatch_context_cost_usd_total",
+        "costwatch_cache_requests_total",
+    ):
         assert metric in present_metrics
 
 
-def test_every_panel_the_demo_feeds_shows_data(prometheus: PrometheusProcess,
-                                               present_metrics: set[str]) -> None:
+def test_every_panel_the_demo_feeds_shows_data(
+    prometheus: PrometheusProcess, present_metrics: set[str]
+) -> None:
     checked: list[Query] = []
     empty: list[str] = []
     for query in QUERIES:
@@ -141,6 +166,7 @@ def test_share_panels_stay_between_zero_and_one(prometheus: PrometheusProcess) -
 
 def test_spend_by_strategy_shows_the_demo_pipelines(prometheus: PrometheusProcess) -> None:
     query = next(q for q in QUERIES if q.panel.startswith("By strategy"))
-    strategies = {s["metric"].get("strategy") for s in
-                  _result(prometheus, concrete(query.expr, window="1m"))}
+    strategies = {
+        s["metric"].get("strategy") for s in _result(prometheus, concrete(query.expr, window="1m"))
+    }
     assert {"rag", "fine_tuned", "hybrid", "base"} <= strategies

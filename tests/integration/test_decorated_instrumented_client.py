@@ -18,7 +18,10 @@ MESSAGES = [{"role": "user", "content": "What is the refund policy?"}]
 
 @pytest.mark.parametrize("first_client", [True, False])
 def test_decorator_around_instrumented_client_records_once(
-    cw: Any, capture: CaptureSink, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch,
+    cw: Any,
+    capture: CaptureSink,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
     first_client: bool,
 ) -> None:
     if first_client:  # the process's first instrumented call: the decorator learns it now

@@ -45,7 +45,9 @@ def test_decorated_function_returning_a_stream_is_recorded_when_it_is_read(
     @cw.generation(provider="openai", model="gpt-4o-mini")
     def answer(messages: list[dict[str, str]]) -> openai.Stream[Any]:
         return client.chat.completions.create(
-            model="gpt-4o-mini", messages=messages, stream=True,
+            model="gpt-4o-mini",
+            messages=messages,
+            stream=True,
             stream_options={"include_usage": True},
         )
 
@@ -93,9 +95,7 @@ def test_decorated_function_around_an_instrumented_client_records_the_stream_onc
 
     @cw.generation(provider="openai", model="gpt-4o-mini")
     def answer() -> openai.Stream[Any]:
-        return client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True
-        )
+        return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
 
     daily = cw.budget("daily", limit_usd=5, window="1d", action="block")
 
@@ -137,9 +137,7 @@ def test_decorated_stream_abandoned_early_is_recorded_once_as_incomplete(
 
     @cw.generation(provider="openai", model="gpt-4o-mini")
     def answer() -> openai.Stream[Any]:
-        return client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True
-        )
+        return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
 
     with answer() as stream:
         next(stream)

@@ -43,8 +43,9 @@ def prometheus() -> dict[str, Any]:
 
 def scrape_targets(prometheus: dict[str, Any]) -> dict[str, set[str]]:
     return {
-        job["job_name"]: {t for static in job.get("static_configs", [])
-                          for t in static.get("targets", [])}
+        job["job_name"]: {
+            t for static in job.get("static_configs", []) for t in static.get("targets", [])
+        }
         for job in prometheus["scrape_configs"]
     }
 
@@ -54,8 +55,12 @@ def port_of(endpoint: str) -> int:
 
 
 def test_promtool_accepts_the_prometheus_config(promtool: str) -> None:
-    result = subprocess.run([promtool, "check", "config", str(PROMETHEUS_YML)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "config", str(PROMETHEUS_YML)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -75,8 +80,11 @@ def test_costwatch_series_are_scraped_once_not_from_both_paths(
     prometheus: dict[str, Any],
 ) -> None:
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
-    drops = [rule for rule in jobs["otel-collector"].get("metric_relabel_configs", [])
-             if rule.get("action") == "drop" and rule.get("source_labels") == ["__name__"]]
+    drops = [
+        rule
+        for rule in jobs["otel-collector"].get("metric_relabel_configs", [])
+        if rule.get("action") == "drop" and rule.get("source_labels") == ["__name__"]
+    ]
 
     assert [rule["regex"] for rule in drops] == ["costwatch_.*"]
     assert not jobs["costwatch-app"].get("metric_relabel_configs")
@@ -111,7 +119,8 @@ def test_the_metrics_pipeline_takes_otlp_in_and_puts_prometheus_out(
     assert metrics["processors"][-1] == "batch"
     exporter = collector["exporters"]["prometheus"]
     assert exporter.get("add_metric_suffixes", True) is True, (
-        "without suffixes costwatch.cost.usd would not arrive as costwatch_cost_usd_total")
+        "without suffixes costwatch.cost.usd would not arrive as costwatch_cost_usd_total"
+    )
     assert not exporter.get("namespace"), "a namespace would rename every contract metric"
 
 

@@ -26,8 +26,12 @@ from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
 
 M = Decimal(1_000_000)
 MODEL = "gemini-2.5-flash"
-USAGE = GeminiUsage(prompt_token_count=3000, cached_content_token_count=2048,
-                    candidates_token_count=400, thoughts_token_count=600)
+USAGE = GeminiUsage(
+    prompt_token_count=3000,
+    cached_content_token_count=2048,
+    candidates_token_count=400,
+    thoughts_token_count=600,
+)
 TOKENS = TokenUsage(input=952, cache_read=2048, output=400, reasoning=600)
 COST = (952 * Decimal("0.30") + 2048 * Decimal("0.03") + (400 + 600) * Decimal("2.50")) / M
 
@@ -65,9 +69,9 @@ def test_audio_in_the_prompt_bills_at_the_audio_input_price(
 
     [record] = capture.records
     assert record.usage == TokenUsage(input=5000, output=200, input_audio=4800)
-    assert record.cost_usd == (
-        200 * Decimal("0.30") + 4800 * Decimal(1) + 200 * Decimal("2.50")
-    ) / M
+    assert (
+        record.cost_usd == (200 * Decimal("0.30") + 4800 * Decimal(1) + 200 * Decimal("2.50")) / M
+    )
 
 
 def test_a_stream_is_recorded_once_from_its_last_chunk_and_yields_every_chunk(
@@ -158,7 +162,8 @@ def test_every_round_of_automatic_function_calling_is_recorded(
         return "30 days"
 
     response = client.models.generate_content(
-        model=MODEL, contents="How long do I have for a refund?",
+        model=MODEL,
+        contents="How long do I have for a refund?",
         config=types.GenerateContentConfig(tools=[refund_window]),
     )
 
@@ -187,8 +192,9 @@ def test_embeddings_without_reported_usage_are_estimated(
 ) -> None:
     client = cw.instrument(_client(fake_provider))
 
-    result = client.models.embed_content(model="gemini-embedding-001",
-                                         contents=["refund policy", "shipping times"])
+    result = client.models.embed_content(
+        model="gemini-embedding-001", contents=["refund policy", "shipping times"]
+    )
 
     assert len(result.embeddings or []) == 2
     [record] = capture.records

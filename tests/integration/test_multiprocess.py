@@ -52,8 +52,15 @@ print(server.port, flush=True)
 time.sleep(120)
 """
 
-SERIES = {"service": "mp", "provider": "acme", "model": "exact-llm", "stage": "generation",
-          "strategy": "base", "feature": "faq", "team": ""}
+SERIES = {
+    "service": "mp",
+    "provider": "acme",
+    "model": "exact-llm",
+    "stage": "generation",
+    "strategy": "base",
+    "feature": "faq",
+    "team": "",
+}
 
 
 def multiproc_env_in(base: Path) -> dict[str, str]:
@@ -66,8 +73,14 @@ def multiproc_env_in(base: Path) -> dict[str, str]:
 
 
 def run_python(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -101,12 +114,16 @@ def metrics_text(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
-def sample(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-           **labels: str) -> float | None:
+def sample(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
     return found.get((name, frozenset(labels.items())))
 
 
@@ -116,10 +133,12 @@ def test_counters_from_every_worker_add_up_exactly(metrics_text: str) -> None:
 
     # 100 + 150 calls of each worker went to tenant "shared": one series fed by two processes.
     assert sample(found, "costwatch_requests_total", **shared, status="ok") == 250
-    assert sample(found, "costwatch_requests_total", **SERIES, tenant="tenant-a",
-                  status="ok") == 100
-    assert sample(found, "costwatch_requests_total", **SERIES, tenant="tenant-b",
-                  status="ok") == 150
+    assert (
+        sample(found, "costwatch_requests_total", **SERIES, tenant="tenant-a", status="ok") == 100
+    )
+    assert (
+        sample(found, "costwatch_requests_total", **SERIES, tenant="tenant-b", status="ok") == 150
+    )
     assert sample(found, "costwatch_cost_usd_total", **shared) == 250.0
     assert sample(found, "costwatch_tokens_total", **shared, token_type="input") == 750
     assert sample(found, "costwatch_tokens_total", **shared, token_type="output") == 500

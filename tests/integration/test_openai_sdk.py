@@ -74,7 +74,10 @@ def test_chat_completion_records_cached_input_and_its_exact_cost(
     assert reply.choices[0].message.content == "Hello from the fake provider."
     record = _only_record(capture)
     assert (record.provider, record.model, record.stage, record.operation) == (
-        "openai", "gpt-4o-mini", "generation", "chat",
+        "openai",
+        "gpt-4o-mini",
+        "generation",
+        "chat",
     )
     assert record.response_model == "gpt-4o-mini-2024-07-18"
     assert record.usage == MINI_TOKENS
@@ -156,10 +159,14 @@ def test_caller_that_asked_for_usage_still_gets_the_usage_chunk(
     fake_provider.openai_usage = MINI_USAGE
     client = cw.instrument(_client(fake_provider))
 
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True,
-        stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
 
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.prompt_tokens == 1200
@@ -202,7 +209,10 @@ def test_legacy_completion_of_a_fine_tuned_model_is_priced_as_fine_tuned(
     assert reply.choices[0].text == "Hello from the fake provider."
     record = _only_record(capture)
     assert (record.model, record.stage, record.operation, record.strategy) == (
-        FT_DAVINCI, "generation", "text_completion", "fine_tuned",
+        FT_DAVINCI,
+        "generation",
+        "text_completion",
+        "fine_tuned",
     )
     assert record.usage == TokenUsage(input=700, output=40)
     assert record.cost_usd == DAVINCI_COST
@@ -229,8 +239,7 @@ async def test_async_streamed_legacy_completion_without_usage_is_estimated_from_
 ) -> None:
     client = cw.instrument(_async_client(fake_provider), inject_stream_usage=False)
 
-    stream = await client.completions.create(model="davinci-002", prompt="Say hello.",
-                                             stream=True)
+    stream = await client.completions.create(model="davinci-002", prompt="Say hello.", stream=True)
     text = "".join([chunk.choices[0].text async for chunk in stream])
 
     assert text == fake_provider.reply_text
@@ -291,32 +300,51 @@ def test_audio_in_and_out_bills_at_the_audio_rates(
     """gpt-audio: text $2.50 in / $10 out, audio $32 in / $64 out per million tokens.  The
     audio parts are reported inside prompt and completion tokens."""
     fake_provider.openai_usage = OpenAIUsage(
-        prompt_tokens=1000, completion_tokens=500, audio_prompt_tokens=800,
+        prompt_tokens=1000,
+        completion_tokens=500,
+        audio_prompt_tokens=800,
         audio_completion_tokens=450,
     )
     client = cw.instrument(_client(fake_provider))
 
     answer = client.chat.completions.create(
-        model="gpt-audio", messages=MESSAGES, modalities=["text", "audio"],
-        audio={"voice": "alloy", "format": "wav"}, stream=stream,
+        model="gpt-audio",
+        messages=MESSAGES,
+        modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "wav"},
+        stream=stream,
     )
     if stream:
         list(answer)
 
     record = _only_record(capture)
     assert record.usage == TokenUsage(input=1000, output=500, input_audio=800, output_audio=450)
-    assert record.cost_usd == (
-        200 * Decimal("2.50") + 800 * Decimal(32) + 50 * Decimal(10) + 450 * Decimal(64)
-    ) / M
+    assert (
+        record.cost_usd
+        == (200 * Decimal("2.50") + 800 * Decimal(32) + 50 * Decimal(10) + 450 * Decimal(64)) / M
+    )
     assert record.input_cost_usd == (200 * Decimal("2.50") + 800 * Decimal(32)) / M
 
 
-WEB_SEARCH = {"id": "ws_1", "type": "web_search_call", "status": "completed",
-              "action": {"type": "search", "query": "refund policy"}}
-OPENED_PAGE = {"id": "ws_2", "type": "web_search_call", "status": "completed",
-               "action": {"type": "open_page", "url": "https://example.com/refunds"}}
-FILE_SEARCH = {"id": "fs_1", "type": "file_search_call", "status": "completed",
-               "queries": ["refund policy"], "results": None}
+WEB_SEARCH = {
+    "id": "ws_1",
+    "type": "web_search_call",
+    "status": "completed",
+    "action": {"type": "search", "query": "refund policy"},
+}
+OPENED_PAGE = {
+    "id": "ws_2",
+    "type": "web_search_call",
+    "status": "completed",
+    "action": {"type": "open_page", "url": "https://example.com/refunds"},
+}
+FILE_SEARCH = {
+    "id": "fs_1",
+    "type": "file_search_call",
+    "status": "completed",
+    "queries": ["refund policy"],
+    "results": None,
+}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["response", "stream"])
@@ -330,7 +358,9 @@ def test_hosted_searches_a_response_lists_are_billed_per_call(
     client = cw.instrument(_client(fake_provider))
 
     answer = client.responses.create(
-        model="gpt-4o-mini", input="What is the refund policy?", stream=stream,
+        model="gpt-4o-mini",
+        input="What is the refund policy?",
+        stream=stream,
         tools=[{"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["vs_1"]}],
     )
     if stream:
@@ -437,9 +467,7 @@ def test_stream_abandoned_and_garbage_collected_is_recorded_once(
     client = cw.instrument(_client(fake_provider))
 
     def read_two_chunks() -> None:
-        stream = client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True
-        )
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
         next(stream)
         next(stream)
 
@@ -487,16 +515,21 @@ def test_processing_tiers_are_priced_at_their_published_prices(
 
     fake_provider.service_tier = "flex"
     client.chat.completions.create(model="o4-mini", messages=MESSAGES, service_tier="flex")
-    list(client.chat.completions.create(model="o4-mini", messages=MESSAGES, stream=True,
-                                        service_tier="flex"))
+    list(
+        client.chat.completions.create(
+            model="o4-mini", messages=MESSAGES, stream=True, service_tier="flex"
+        )
+    )
     fake_provider.service_tier = "priority"
     client.responses.create(model="o4-mini", input="Summarise.", service_tier="priority")
     fake_provider.service_tier = "default"
     client.chat.completions.create(model="o4-mini", messages=MESSAGES)
 
     assert [(r.cost_usd, r.service_tier, r.batch) for r in capture.records] == [
-        (O4_FLEX_COST, "flex", False), (O4_FLEX_COST, "flex", False),
-        (O4_PRIORITY_COST, "priority", False), (O4_COST, "", False),
+        (O4_FLEX_COST, "flex", False),
+        (O4_FLEX_COST, "flex", False),
+        (O4_PRIORITY_COST, "priority", False),
+        (O4_COST, "", False),
     ]
     assert cw.summary().total_usd == 2 * O4_FLEX_COST + O4_PRIORITY_COST + O4_COST
 
@@ -531,7 +564,8 @@ def test_a_decorated_call_is_priced_at_the_tier_its_response_reports(
     @cw.generation(provider="openai", model="o4-mini")
     def answer(question: str) -> Any:
         return client.chat.completions.create(
-            model="o4-mini", messages=[{"role": "user", "content": question}],
+            model="o4-mini",
+            messages=[{"role": "user", "content": question}],
             service_tier="flex",
         )
 
@@ -540,7 +574,8 @@ def test_a_decorated_call_is_priced_at_the_tier_its_response_reports(
     answer("And for annual plans?")
 
     assert [(r.cost_usd, r.service_tier) for r in capture.records] == [
-        (O4_FLEX_COST, "flex"), (O4_COST, ""),
+        (O4_FLEX_COST, "flex"),
+        (O4_COST, ""),
     ]
     assert cw.summary().total_usd == O4_FLEX_COST + O4_COST
 
@@ -555,10 +590,10 @@ def test_a_budget_reserves_a_priority_request_at_the_priority_price(
     cw.budget("tiers", limit_usd=0.01, window="1d", action="block")
 
     with pytest.raises(cw.BudgetExceeded):
-        client.chat.completions.create(model="o4-mini", messages=MESSAGES,
-                                       max_completion_tokens=1500, service_tier="priority")
-    client.chat.completions.create(model="o4-mini", messages=MESSAGES,
-                                   max_completion_tokens=1500)
+        client.chat.completions.create(
+            model="o4-mini", messages=MESSAGES, max_completion_tokens=1500, service_tier="priority"
+        )
+    client.chat.completions.create(model="o4-mini", messages=MESSAGES, max_completion_tokens=1500)
 
     assert len(fake_provider.requests) == 1
 
@@ -575,8 +610,11 @@ def test_a_priority_request_served_at_the_default_tier_is_priced_at_the_default_
     )
     if stream:
         list(answer)
-    list(client.responses.create(model="o4-mini", input="Summarise.", service_tier="priority",
-                                 stream=True))
+    list(
+        client.responses.create(
+            model="o4-mini", input="Summarise.", service_tier="priority", stream=True
+        )
+    )
 
     assert [(r.cost_usd, r.service_tier) for r in capture.records] == [(O4_COST, "")] * 2
 
@@ -602,17 +640,21 @@ def test_azure_deployment_is_priced_by_the_model_its_response_names(
     """On Azure, ``model=`` is a deployment name that no price list knows."""
     fake_provider.openai_usage = MINI_USAGE
     fake_provider.azure_deployments = {"support-bot-prod": "gpt-4o-mini-2024-07-18"}
-    client = cw.instrument(openai.AzureOpenAI(
-        azure_endpoint=fake_provider.base_url, api_version="2024-10-21", api_key="test",
-        max_retries=0,
-    ))
+    client = cw.instrument(
+        openai.AzureOpenAI(
+            azure_endpoint=fake_provider.base_url,
+            api_version="2024-10-21",
+            api_key="test",
+            max_retries=0,
+        )
+    )
 
     client.chat.completions.create(model="support-bot-prod", messages=MESSAGES)
-    list(client.chat.completions.create(model="support-bot-prod", messages=MESSAGES,
-                                        stream=True))
+    list(client.chat.completions.create(model="support-bot-prod", messages=MESSAGES, stream=True))
 
     assert [(r.model, r.cost_usd) for r in capture.records] == [
-        ("gpt-4o-mini-2024-07-18", MINI_COST)] * 2
+        ("gpt-4o-mini-2024-07-18", MINI_COST)
+    ] * 2
     assert cw.summary().total_usd == 2 * MINI_COST
     assert cw.summary().total.unpriced == 0
 
@@ -624,18 +666,22 @@ def test_a_budget_reserves_for_an_azure_deployment_at_the_price_its_responses_na
     then on a blocking budget reserves each call's worst case at that model's price."""
     fake_provider.openai_usage = MINI_USAGE
     fake_provider.azure_deployments = {"support-bot-prod": "gpt-4o-mini-2024-07-18"}
-    client = cw.instrument(openai.AzureOpenAI(
-        azure_endpoint=fake_provider.base_url, api_version="2024-10-21", api_key="test",
-        max_retries=0,
-    ))
+    client = cw.instrument(
+        openai.AzureOpenAI(
+            azure_endpoint=fake_provider.base_url,
+            api_version="2024-10-21",
+            api_key="test",
+            max_retries=0,
+        )
+    )
     cw.budget("azure-bot", limit_usd=0.01, window="1d", action="block")
 
     # Worst case of the next call: 100k output tokens at $0.60 per million = $0.06 > $0.01.
-    client.chat.completions.create(model="support-bot-prod", messages=MESSAGES,
-                                   max_tokens=100_000)
+    client.chat.completions.create(model="support-bot-prod", messages=MESSAGES, max_tokens=100_000)
     with pytest.raises(cw.BudgetExceeded):
-        client.chat.completions.create(model="support-bot-prod", messages=MESSAGES,
-                                       max_tokens=100_000)
+        client.chat.completions.create(
+            model="support-bot-prod", messages=MESSAGES, max_tokens=100_000
+        )
     client.chat.completions.create(model="support-bot-prod", messages=MESSAGES, max_tokens=100)
 
     assert len(fake_provider.requests) == 2
@@ -645,21 +691,38 @@ def test_a_budget_reserves_for_an_azure_deployment_at_the_price_its_responses_na
 @pytest.mark.parametrize(
     ("base_url", "model", "provider", "cost"),
     [
-        ("https://api.groq.com/openai/v1", "llama-3.3-70b-versatile", "groq",
-         (1000 * Decimal("0.59") + 200 * Decimal("0.79")) / M),
-        ("https://api.deepseek.com/v1", "deepseek-chat", "deepseek",
-         (1000 * Decimal("0.27") + 200 * Decimal("1.10")) / M),
+        (
+            "https://api.groq.com/openai/v1",
+            "llama-3.3-70b-versatile",
+            "groq",
+            (1000 * Decimal("0.59") + 200 * Decimal("0.79")) / M,
+        ),
+        (
+            "https://api.deepseek.com/v1",
+            "deepseek-chat",
+            "deepseek",
+            (1000 * Decimal("0.27") + 200 * Decimal("1.10")) / M,
+        ),
     ],
 )
 def test_an_openai_client_pointed_at_another_provider_is_priced_as_that_provider(
-    cw: Any, capture: CaptureSink, fake_provider: FakeProvider,
-    base_url: str, model: str, provider: str, cost: Decimal,
+    cw: Any,
+    capture: CaptureSink,
+    fake_provider: FakeProvider,
+    base_url: str,
+    model: str,
+    provider: str,
+    cost: Decimal,
 ) -> None:
     fake_provider.openai_usage = OpenAIUsage(prompt_tokens=1000, completion_tokens=200)
-    client = cw.instrument(openai.OpenAI(
-        base_url=base_url, api_key="test", max_retries=0,
-        http_client=http_client_to_the_fake(fake_provider),
-    ))
+    client = cw.instrument(
+        openai.OpenAI(
+            base_url=base_url,
+            api_key="test",
+            max_retries=0,
+            http_client=http_client_to_the_fake(fake_provider),
+        )
+    )
 
     client.chat.completions.create(model=model, messages=MESSAGES)
 
@@ -677,9 +740,9 @@ def test_chat_completions_reached_through_beta_are_recorded(
     client = cw.instrument(_client(fake_provider))
 
     parsed = client.beta.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)
-    chunks = list(client.beta.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True
-    ))
+    chunks = list(
+        client.beta.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    )
 
     assert parsed.choices[0].message.content == "Hello from the fake provider."
     assert all(chunk.choices for chunk in chunks)
@@ -807,7 +870,9 @@ async def test_async_streaming_response_parsed_into_a_stream_is_recorded(
     client = cw.instrument(_async_client(fake_provider))
 
     async with client.chat.completions.with_streaming_response.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True,
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
         stream_options={"include_usage": True},
     ) as response:
         stream = await response.parse()
@@ -847,9 +912,7 @@ def test_stream_is_attributed_to_the_tags_in_force_when_the_call_was_made(
 ) -> None:
     client = cw.instrument(_client(fake_provider))
     with cw.tags(feature="faq", team="support", tenant="acme"):
-        stream = client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True
-        )
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     with cw.tags(feature="other"):
         list(stream)
 

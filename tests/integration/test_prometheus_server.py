@@ -58,9 +58,15 @@ class PrometheusServer:
         )
         self.log = (self.dir / "prometheus.log").open("wb")
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 
@@ -68,19 +74,23 @@ class PrometheusServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready",
-                                            timeout=0.5) as resp:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/-/ready", timeout=0.5
+                ) as resp:
                     if resp.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("prometheus did not become ready: "
-                           + (self.dir / "prometheus.log").read_text(errors="replace")[-2000:])
+        raise RuntimeError(
+            "prometheus did not become ready: "
+            + (self.dir / "prometheus.log").read_text(errors="replace")[-2000:]
+        )
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        url = (f"http://127.0.0.1:{self.port}/api/v1/query?"
-               + urllib.parse.urlencode({"query": expr}))
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": expr}
+        )
         with urllib.request.urlopen(url, timeout=5) as resp:
             body = json.load(resp)
         assert body["status"] == "success", body
@@ -124,8 +134,7 @@ def demo_run() -> Iterator[tuple[PrometheusServer, Any]]:
     from costwatch._demo.workload import Workload
 
     registry = CollectorRegistry()
-    costwatch.configure(service="demo", strict=True, prometheus=True, otel=False,
-                        registry=registry)
+    costwatch.configure(service="demo", strict=True, prometheus=True, otel=False, registry=registry)
     server = costwatch.serve_metrics(0, registry=registry)
     prometheus = PrometheusServer([f"127.0.0.1:{server.port}"])
     try:
@@ -145,8 +154,9 @@ def test_spend_by_strategy_in_prometheus_equals_the_summary(
     prometheus, summary = demo_run
     spend = prometheus.by("strategy", "sum by (strategy) (costwatch_cost_usd_total)")
 
-    expected = {s: float(t.cost_usd) for s, t in summary.by_strategy.items()
-                if t.calls > t.unpriced}
+    expected = {
+        s: float(t.cost_usd) for s, t in summary.by_strategy.items() if t.calls > t.unpriced
+    }
     assert set(spend) == set(expected)
     assert {"rag", "fine_tuned", "hybrid"} <= set(spend)
     for strategy, usd in expected.items():
@@ -197,14 +207,34 @@ def test_the_demo_command_scraped_by_prometheus_equals_its_own_summary() -> None
     ``/metrics`` up afterwards, so Prometheus gets a scrape of the final totals.
     """
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("COSTWATCH_", "PROMETHEUS_MULTIPROC"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COSTWATCH_", "PROMETHEUS_MULTIPROC"))
+    }
     env["PYTHONPATH"] = str(REPO)
     prometheus = PrometheusServer([f"127.0.0.1:{port}"])
     demo = subprocess.Popen(
-        [sys.executable, "-m", "costwatch", "demo", "--serve", str(port),
-         "--duration", "4", "--rate", "50", "--json", "--linger", "60"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "costwatch",
+            "demo",
+            "--serve",
+            str(port),
+            "--duration",
+            "4",
+            "--rate",
+            "50",
+            "--json",
+            "--linger",
+            "60",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert demo.stdout is not None

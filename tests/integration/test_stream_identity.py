@@ -42,9 +42,7 @@ def _anthropic(fake: FakeProvider) -> anthropic.Anthropic:
 
 
 def _async_anthropic(fake: FakeProvider) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(
-        base_url=fake.anthropic_base_url, api_key="test", max_retries=0
-    )
+    return anthropic.AsyncAnthropic(base_url=fake.anthropic_base_url, api_key="test", max_retries=0)
 
 
 CHAT_OPTIONS = [
@@ -59,9 +57,11 @@ def test_openai_chat_stream_chunks_are_identical(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider, options: dict[str, Any]
 ) -> None:
     def chunks(client: openai.OpenAI) -> list[Any]:
-        return list(client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True, **options
-        ))
+        return list(
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True, **options
+            )
+        )
 
     plain = chunks(_openai(fake_provider))
     watched = chunks(cw.instrument(_openai(fake_provider)))
@@ -70,8 +70,11 @@ def test_openai_chat_stream_chunks_are_identical(
     assert len(capture.records) == 1
     assert capture.records[0].usage_source == "reported"
     # the caller's own stream_options dict was not modified
-    assert options.get("stream_options") in (None, {"include_usage": True},
-                                             {"include_usage": False})
+    assert options.get("stream_options") in (
+        None,
+        {"include_usage": True},
+        {"include_usage": False},
+    )
 
 
 @pytest.mark.parametrize("options", CHAT_OPTIONS)
@@ -96,9 +99,11 @@ def test_openai_legacy_completion_stream_chunks_are_identical(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider, options: dict[str, Any]
 ) -> None:
     def chunks(client: openai.OpenAI) -> list[Any]:
-        return list(client.completions.create(
-            model="babbage-002", prompt="Once upon", stream=True, **options
-        ))
+        return list(
+            client.completions.create(
+                model="babbage-002", prompt="Once upon", stream=True, **options
+            )
+        )
 
     plain = chunks(_openai(fake_provider))
     watched = chunks(cw.instrument(_openai(fake_provider)))
@@ -118,9 +123,7 @@ def test_openai_chat_stream_helper_events_are_identical(
     assert events(cw.instrument(_openai(fake_provider))) == events(_openai(fake_provider))
 
 
-def test_openai_responses_stream_events_are_identical(
-    cw: Any, fake_provider: FakeProvider
-) -> None:
+def test_openai_responses_stream_events_are_identical(cw: Any, fake_provider: FakeProvider) -> None:
     def events(client: openai.OpenAI) -> list[Any]:
         return list(client.responses.create(model="o4-mini", input="Summarise.", stream=True))
 
@@ -143,9 +146,9 @@ async def test_async_openai_responses_stream_events_are_identical(
 
 def test_anthropic_stream_events_are_identical(cw: Any, fake_provider: FakeProvider) -> None:
     def events(client: anthropic.Anthropic) -> list[Any]:
-        return list(client.messages.create(
-            model=CLAUDE, max_tokens=256, messages=MESSAGES, stream=True
-        ))
+        return list(
+            client.messages.create(model=CLAUDE, max_tokens=256, messages=MESSAGES, stream=True)
+        )
 
     assert _dumps(events(cw.instrument(_anthropic(fake_provider)))) == _dumps(
         events(_anthropic(fake_provider))

@@ -20,37 +20,96 @@ from tests._fixtures.capture import CaptureSink
 M = Decimal(1_000_000)
 
 OPENAI_OUTPUT = [
-    {"id": "batch_req_1", "custom_id": "ticket-1", "error": None, "response": {
-        "status_code": 200, "request_id": "req_1", "body": {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000,
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "refund"}}],
-            "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
-                      "prompt_tokens_details": {"cached_tokens": 1024},
-                      "completion_tokens_details": {"reasoning_tokens": 0}}}}},
-    {"id": "batch_req_2", "custom_id": "doc-7", "error": None, "response": {
-        "status_code": 200, "request_id": "req_2", "body": {
-            "object": "list", "model": "text-embedding-3-small",
-            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-            "usage": {"prompt_tokens": 5000, "total_tokens": 5000}}}},
-    {"id": "batch_req_3", "custom_id": "ticket-2", "response": None,
-     "error": {"code": "batch_expired", "message": "This request could not be executed before "
-                                                   "the completion window expired."}},
+    {
+        "id": "batch_req_1",
+        "custom_id": "ticket-1",
+        "error": None,
+        "response": {
+            "status_code": 200,
+            "request_id": "req_1",
+            "body": {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": "gpt-4o-mini-2024-07-18",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "refund"},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": 1200,
+                    "completion_tokens": 300,
+                    "total_tokens": 1500,
+                    "prompt_tokens_details": {"cached_tokens": 1024},
+                    "completion_tokens_details": {"reasoning_tokens": 0},
+                },
+            },
+        },
+    },
+    {
+        "id": "batch_req_2",
+        "custom_id": "doc-7",
+        "error": None,
+        "response": {
+            "status_code": 200,
+            "request_id": "req_2",
+            "body": {
+                "object": "list",
+                "model": "text-embedding-3-small",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                "usage": {"prompt_tokens": 5000, "total_tokens": 5000},
+            },
+        },
+    },
+    {
+        "id": "batch_req_3",
+        "custom_id": "ticket-2",
+        "response": None,
+        "error": {
+            "code": "batch_expired",
+            "message": "This request could not be executed before the completion window expired.",
+        },
+    },
 ]
 CHAT_COST = (176 * Decimal("0.15") + 1024 * Decimal("0.075") + 300 * Decimal("0.60")) / M / 2
 EMBED_COST = 5000 * Decimal("0.02") / M / 2
 
 ANTHROPIC_RESULTS = [
-    {"custom_id": "summary-1", "result": {"type": "succeeded", "message": {
-        "id": "msg_1", "type": "message", "role": "assistant",
-        "model": "claude-3-5-haiku-20241022",
-        "content": [{"type": "text", "text": "Summary."}], "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 1000, "output_tokens": 200, "cache_read_input_tokens": 4000,
-                  "cache_creation_input_tokens": 0, "service_tier": "batch"}}}},
-    {"custom_id": "summary-2", "result": {"type": "errored", "error": {
-        "type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}}},
+    {
+        "custom_id": "summary-1",
+        "result": {
+            "type": "succeeded",
+            "message": {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-3-5-haiku-20241022",
+                "content": [{"type": "text", "text": "Summary."}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": 1000,
+                    "output_tokens": 200,
+                    "cache_read_input_tokens": 4000,
+                    "cache_creation_input_tokens": 0,
+                    "service_tier": "batch",
+                },
+            },
+        },
+    },
+    {
+        "custom_id": "summary-2",
+        "result": {
+            "type": "errored",
+            "error": {
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": "bad"},
+            },
+        },
+    },
 ]
 HAIKU_COST = (1000 * Decimal("0.80") + 4000 * Decimal("0.08") + 200 * Decimal(4)) / M / 2
 
@@ -76,15 +135,19 @@ def test_an_openai_output_file_is_priced_at_the_batch_rate(cw: Any, capture: Cap
 def test_anthropic_results_are_priced_from_dicts_and_from_sdk_objects(
     cw: Any, capture: CaptureSink
 ) -> None:
-    sdk_objects = [batch_types.MessageBatchIndividualResponse.model_validate(line)
-                   for line in ANTHROPIC_RESULTS]
+    sdk_objects = [
+        batch_types.MessageBatchIndividualResponse.model_validate(line)
+        for line in ANTHROPIC_RESULTS
+    ]
 
     from_dicts = cw.record_batch_results(ANTHROPIC_RESULTS)
     from_sdk = cw.record_batch_results(sdk_objects)
 
     for records in (from_dicts, from_sdk):
         assert [(r.provider, r.status, r.cost_usd) for r in records] == [
-            ("anthropic", "ok", HAIKU_COST), ("anthropic", "error", Decimal(0))]
+            ("anthropic", "ok", HAIKU_COST),
+            ("anthropic", "error", Decimal(0)),
+        ]
         assert records[0].usage == TokenUsage(input=1000, cache_read=4000, output=200)
         assert records[1].error_type == "batch_errored"
     assert cw.summary().total_usd == 2 * HAIKU_COST
@@ -96,5 +159,7 @@ def test_a_line_that_is_not_a_batch_result_is_reported_and_skipped(cw: Any) -> N
     with pytest.raises(ValueError):  # strict mode (the suite) raises what it would log
         cw.record_batch_results(["{not json"])
     cw.configure(service="test", strict=False, prometheus=False, warm_up=False)
-    assert cw.record_batch_results(["{not json", "", json.dumps(OPENAI_OUTPUT[1])])[0].cost_usd \
+    assert (
+        cw.record_batch_results(["{not json", "", json.dumps(OPENAI_OUTPUT[1])])[0].cost_usd
         == EMBED_COST
+    )

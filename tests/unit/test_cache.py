@@ -24,8 +24,6 @@ from tests._fixtures.threads import all_at_once
 EMBED_MODEL = "text-embedding-3-small"
 
 
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -43,8 +41,9 @@ def sink(cw: Any) -> Iterator[Capture]:
 
 def embed_cost() -> Decimal:
     """Price 1000 embedding tokens inside the cached function, as a real retriever would."""
-    rec = costwatch.record(provider="openai", model=EMBED_MODEL, input_tokens=1000,
-                           stage="embedding")
+    rec = costwatch.record(
+        provider="openai", model=EMBED_MODEL, input_tokens=1000, stage="embedding"
+    )
     assert rec is not None and rec.cost_usd is not None
     return rec.cost_usd
 
@@ -109,7 +108,11 @@ def test_events_carry_service_and_the_callers_tags(sink: Capture) -> None:
         search("q")
     event = sink.events[-1]
     assert (event.cache, event.service, event.feature, event.team, event.tenant) == (
-        "kb", "test", "faq", "support", "acme"
+        "kb",
+        "test",
+        "faq",
+        "support",
+        "acme",
     )
 
 
@@ -271,7 +274,8 @@ class Opaque:
 
 
 @pytest.mark.parametrize(
-    "arg", [Opaque(), {1, 2}, b"bytes", {"nested": [Opaque()]}, float("inf")],
+    "arg",
+    [Opaque(), {1, 2}, b"bytes", {"nested": [Opaque()]}, float("inf")],
     ids=["object", "set", "bytes", "nested-object", "inf"],
 )
 def test_arguments_that_cannot_be_canonicalised_skip_the_cache(sink: Capture, arg: object) -> None:
@@ -365,8 +369,16 @@ def test_garbage_under_a_key_is_a_miss_and_gets_overwritten(sink: Capture) -> No
     search("q")
     entry_keys = [k for k in backend._data if ":gen" not in k and ":lock:" not in k]
     assert len(entry_keys) == 1
-    for garbage in (b"\x80\x04K\x01.", b"not json", b'[1,0,"0.1",', b'[1,0,"NaN",[]]',
-                    b'[1,0,"-1",[]]', b'{"v": 1}', b'[2,0,"0",[]]', b'[1,0,0,[]]'):
+    for garbage in (
+        b"\x80\x04K\x01.",
+        b"not json",
+        b'[1,0,"0.1",',
+        b'[1,0,"NaN",[]]',
+        b'[1,0,"-1",[]]',
+        b'{"v": 1}',
+        b'[2,0,"0",[]]',
+        b"[1,0,0,[]]",
+    ):
         backend.write(entry_keys[0], garbage, 60_000)
         calls = len(r.calls)
         search("q")
@@ -503,8 +515,9 @@ def test_the_local_lru_serves_repeats_without_the_backend(sink: Capture) -> None
     backend = MemoryBackend()
     r = Retriever()
     clock = FakeClock()
-    search = RetrievalCache(ttl=60, local_size=2, local_ttl=5, backend=backend,
-                            clock=clock).wrap(r.search, source="kb")
+    search = RetrievalCache(ttl=60, local_size=2, local_ttl=5, backend=backend, clock=clock).wrap(
+        r.search, source="kb"
+    )
     search("a")
     backend._data.clear()  # the backend lost everything: the local copy still serves
     assert search("a")[0]["text"] == "doc 0 for a"
@@ -666,8 +679,9 @@ def test_own_cost_adds_the_wrapping_decorators_cost_to_what_a_hit_saves(sink: Ca
     def search(query: str) -> list[str]:
         return ["doc"]
 
-    cached = RetrievalCache(ttl=60).wrap(search, source="kb",
-                                         own_cost=lambda value: Decimal("0.0001") * len(value))
+    cached = RetrievalCache(ttl=60).wrap(
+        search, source="kb", own_cost=lambda value: Decimal("0.0001") * len(value)
+    )
     cached("q")
     cached("q")
     assert sink.events[-1].saved_usd == Decimal("0.0001")

@@ -11,8 +11,12 @@ import pytest
 from costwatch._cache_copy import copier
 
 DOCS = [
-    {"id": f"kb-{i}", "text": "reset your password", "score": 0.9 - i / 10,
-     "metadata": {"source": "kb", "tags": ["account", "security"]}}
+    {
+        "id": f"kb-{i}",
+        "text": "reset your password",
+        "score": 0.9 - i / 10,
+        "metadata": {"source": "kb", "tags": ["account", "security"]},
+    }
     for i in range(3)
 ]
 

@@ -17,8 +17,9 @@ def test_hit_skips_the_function_and_saves_what_the_miss_cost(cw: Any, capture: C
     @cw.retrieval(source="kb", cache=cw.RetrievalCache(ttl=60), price_usd=QUERY_PRICE)
     def search(query: str) -> list[dict[str, str]]:
         calls.append(query)
-        cw.record(provider="openai", model="text-embedding-3-small", input_tokens=1000,
-                  stage="embedding")
+        cw.record(
+            provider="openai", model="text-embedding-3-small", input_tokens=1000, stage="embedding"
+        )
         return [{"text": "refunds within thirty days"}]
 
     first = search("refund?")
@@ -27,7 +28,9 @@ def test_hit_skips_the_function_and_saves_what_the_miss_cost(cw: Any, capture: C
     assert calls == ["refund?"]
     retrievals = [r for r in capture.records if r.stage == "retrieval"]
     assert [(r.cache_hit, r.cost_usd) for r in retrievals] == [
-        (False, QUERY_PRICE), (True, Decimal(0))]
+        (False, QUERY_PRICE),
+        (True, Decimal(0)),
+    ]
     summary = cw.summary()
     assert summary.cache["kb"].hits == 1
     assert summary.cache["kb"].misses == 1

@@ -64,8 +64,11 @@ def _flag(service: str, name: str) -> str:
 def _dockerfile_instructions() -> list[tuple[str, str]]:
     text = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines()]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1])
-            for line in lines if line and not line.startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
 
 
 def _prometheus_config() -> dict[str, Any]:
@@ -74,8 +77,12 @@ def _prometheus_config() -> dict[str, Any]:
 
 
 def _scrape_targets() -> set[str]:
-    return {target for job in _prometheus_config().get("scrape_configs", [])
-            for static in job.get("static_configs", []) for target in static.get("targets", [])}
+    return {
+        target
+        for job in _prometheus_config().get("scrape_configs", [])
+        for static in job.get("static_configs", [])
+        for target in static.get("targets", [])
+    }
 
 
 # --- the stack -------------------------------------------------------------------------------
@@ -156,7 +163,8 @@ def test_the_app_environment_configures_costwatch_for_redis_and_otel() -> None:
     endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
     assert endpoint.hostname == "otel-collector" and endpoint.port == 4318
     assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf", (
-        "the otel extra ships the OTLP/HTTP exporter")
+        "the otel extra ships the OTLP/HTTP exporter"
+    )
     assert urlsplit(settings.redis_url).hostname in SERVICES
 
 
@@ -192,9 +200,11 @@ def test_prometheus_sends_alerts_to_the_alertmanager_service() -> None:
 
 def test_prometheus_scrapes_every_prometheus_exporter_of_the_collector() -> None:
     collector = _load("otel-collector", _flag("otel-collector", "--config"))
-    ports = [int(str(cfg["endpoint"]).rsplit(":", 1)[1])
-             for name, cfg in (collector.get("exporters") or {}).items()
-             if name.split("/")[0] == "prometheus" and cfg]
+    ports = [
+        int(str(cfg["endpoint"]).rsplit(":", 1)[1])
+        for name, cfg in (collector.get("exporters") or {}).items()
+        if name.split("/")[0] == "prometheus" and cfg
+    ]
     for port in ports:
         assert f"otel-collector:{port}" in _scrape_targets()
 
@@ -210,8 +220,11 @@ def _grafana_provisioning(kind: str) -> list[Path]:
 
 
 def test_grafana_provisions_the_prometheus_service_under_the_dashboards_uid() -> None:
-    datasources = [ds for f in _grafana_provisioning("datasources")
-                   for ds in yaml.safe_load(f.read_text(encoding="utf-8"))["datasources"]]
+    datasources = [
+        ds
+        for f in _grafana_provisioning("datasources")
+        for ds in yaml.safe_load(f.read_text(encoding="utf-8"))["datasources"]
+    ]
     prometheus = [ds for ds in datasources if ds["type"] == "prometheus"]
     assert len(prometheus) == 1
     assert prometheus[0]["uid"] == "prometheus"
@@ -223,12 +236,16 @@ def test_grafana_datasource_interval_matches_the_scrape_interval() -> None:
     datasource = yaml.safe_load(_grafana_provisioning("datasources")[0].read_text())
     interval = datasource["datasources"][0]["jsonData"]["timeInterval"]
     assert interval == _prometheus_config()["global"]["scrape_interval"], (
-        "$__rate_interval needs Grafana to know the scrape interval")
+        "$__rate_interval needs Grafana to know the scrape interval"
+    )
 
 
 def test_grafana_dashboard_provider_points_at_the_mounted_dashboards() -> None:
-    providers = [p for f in _grafana_provisioning("dashboards")
-                 for p in yaml.safe_load(f.read_text(encoding="utf-8"))["providers"]]
+    providers = [
+        p
+        for f in _grafana_provisioning("dashboards")
+        for p in yaml.safe_load(f.read_text(encoding="utf-8"))["providers"]
+    ]
     assert len(providers) == 1 and providers[0]["type"] == "file"
     folder = _in_repo("grafana", providers[0]["options"]["path"])
     assert folder == REPO / "dashboards"
@@ -250,10 +267,13 @@ def test_the_collector_accepts_otlp_http_from_other_containers() -> None:
     endpoint = (http or {}).get("endpoint", "localhost:4318")
     host, port = str(endpoint).rsplit(":", 1)
     assert host in {"0.0.0.0", ""} and port == "4318", (
-        f"{endpoint}: the app container cannot reach a collector bound to {host}")
+        f"{endpoint}: the app container cannot reach a collector bound to {host}"
+    )
     pipelines = collector["service"]["pipelines"]
-    assert any(name.split("/")[0] == "metrics" and "otlp" in p["receivers"]
-               for name, p in pipelines.items())
+    assert any(
+        name.split("/")[0] == "metrics" and "otlp" in p["receivers"]
+        for name, p in pipelines.items()
+    )
 
 
 @pytest.mark.parametrize("service", sorted(EXPECTED_SERVICES - {"app", "redis"}))

@@ -20,8 +20,9 @@ def test_eight_threads_times_ten_thousand_records_sum_exactly(cw: Any) -> None:
     def work(team: str) -> None:
         with cw.tags(team=team):
             for _ in range(per_thread):
-                cw.record(provider="openai", model="gpt-4o-mini", input_tokens=100,
-                          output_tokens=20)
+                cw.record(
+                    provider="openai", model="gpt-4o-mini", input_tokens=100, output_tokens=20
+                )
 
     pool = [threading.Thread(target=work, args=(f"team-{i}",)) for i in range(threads)]
     for t in pool:
@@ -34,7 +35,8 @@ def test_eight_threads_times_ten_thousand_records_sum_exactly(cw: Any) -> None:
     assert summary.total.tokens["output"] == threads * per_thread * 20
     assert summary.total_usd == threads * per_thread * PER_CALL
     assert {team: t.calls for team, t in summary.by_team.items()} == {
-        f"team-{i}": per_thread for i in range(threads)}
+        f"team-{i}": per_thread for i in range(threads)
+    }
 
 
 async def test_thousand_concurrent_tasks_keep_their_own_tags_and_requests(

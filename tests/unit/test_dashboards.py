@@ -34,8 +34,9 @@ TEMPLATE_FILTERS = ("service", "team", "feature", "tenant")
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("costwatch_dashboards_generate",
-                                                  DASHBOARD_DIR / "generate.py")
+    spec = importlib.util.spec_from_file_location(
+        "costwatch_dashboards_generate", DASHBOARD_DIR / "generate.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
@@ -60,9 +61,12 @@ def _exprs(dashboard: dict[str, Any]) -> list[str]:
 
 def _panels_matching(pattern: str) -> list[tuple[str, str]]:
     regex = re.compile(pattern, re.S)
-    return [(name, panel["title"]) for name, dashboard in DASHBOARDS.items()
-            for panel in query_panels(dashboard)
-            if any(regex.search(t["expr"]) for t in panel["targets"])]
+    return [
+        (name, panel["title"])
+        for name, dashboard in DASHBOARDS.items()
+        for panel in query_panels(dashboard)
+        if any(regex.search(t["expr"]) for t in panel["targets"])
+    ]
 
 
 # --- structure ---------------------------------------------------------------------------------
@@ -73,7 +77,8 @@ def test_the_committed_json_is_exactly_what_the_generator_writes() -> None:
     assert sorted(rendered) == sorted(DASHBOARDS), "dashboards/*.json and generate.py disagree"
     for name, text in rendered.items():
         assert (DASHBOARD_DIR / name).read_text(encoding="utf-8") == text, (
-            f"{name} is stale: run python3 dashboards/generate.py")
+            f"{name} is stale: run python3 dashboards/generate.py"
+        )
 
 
 def test_there_are_dashboards_and_each_has_a_unique_uid_and_title() -> None:
@@ -133,13 +138,18 @@ def test_service_team_feature_and_tenant_are_multi_select_variables(name: str) -
         variable = variables[label]
         assert variable["type"] == "query"
         assert variable["includeAll"] and variable["multi"] and variable["allValue"] == ".*"
-        assert re.fullmatch(rf"label_values\(costwatch_[a-z_]+(\{{.*\}})?, {label}\)",
-                            variable["definition"]), variable["definition"]
+        assert re.fullmatch(
+            rf"label_values\(costwatch_[a-z_]+(\{{.*\}})?, {label}\)", variable["definition"]
+        ), variable["definition"]
 
 
 def test_spend_panels_honour_every_template_filter() -> None:
-    spend_metrics = ("costwatch_cost_usd_total", "costwatch_tokens_total",
-                     "costwatch_request_cost_usd", "costwatch_context_")
+    spend_metrics = (
+        "costwatch_cost_usd_total",
+        "costwatch_tokens_total",
+        "costwatch_request_cost_usd",
+        "costwatch_context_",
+    )
     for query in QUERIES:
         for selector in re.findall(r"(costwatch_[a-z_]+)\{([^}]*)\}", query.expr):
             metric, matchers = selector
@@ -149,11 +159,19 @@ def test_spend_panels_honour_every_template_filter() -> None:
 
 
 def test_dashboards_reference_only_metrics_of_the_contract() -> None:
-    contract = {series for spec in names.PROMETHEUS_METRICS if not spec.extension
-                for series in spec.series_names()}
+    contract = {
+        series
+        for spec in names.PROMETHEUS_METRICS
+        if not spec.extension
+        for series in spec.series_names()
+    }
     referenced = {m for d in DASHBOARDS.values() for e in _exprs(d) for m in METRIC_NAME.findall(e)}
-    referenced |= {m for d in DASHBOARDS.values() for v in d["templating"]["list"]
-                   for m in METRIC_NAME.findall(v.get("definition", ""))}
+    referenced |= {
+        m
+        for d in DASHBOARDS.values()
+        for v in d["templating"]["list"]
+        for m in METRIC_NAME.findall(v.get("definition", ""))
+    }
     assert referenced, "no costwatch metric referenced at all"
     assert referenced <= contract, f"not in the contract: {sorted(referenced - contract)}"
 
@@ -172,12 +190,13 @@ def _groupings(expr: str) -> Iterator[tuple[list[str], str]]:
         while depth:
             depth += {"(": 1, ")": -1}.get(expr[end], 0)
             end += 1
-        yield [g.strip() for g in match[1].split(",")], expr[match.end():end - 1]
+        yield [g.strip() for g in match[1].split(",")], expr[match.end() : end - 1]
 
 
 def test_grouping_labels_exist_on_the_metric_they_group() -> None:
-    by_metric = {series: spec.labels for spec in names.PROMETHEUS_METRICS
-                 for series in spec.series_names()}
+    by_metric = {
+        series: spec.labels for spec in names.PROMETHEUS_METRICS for series in spec.series_names()
+    }
     checked = 0
     for query in QUERIES:
         for grouping, inner in _groupings(query.expr):
@@ -193,27 +212,26 @@ def test_grouping_labels_exist_on_the_metric_they_group() -> None:
 # --- what the dashboards answer ------------------------------------------------------------
 
 QUESTIONS = {
-    "spend per hour by strategy":
-        r"sum by \(strategy\) \(rate\(costwatch_cost_usd_total\{.*\) \* 3600",
+    "spend per hour by strategy": r"sum by \(strategy\) \(rate\(costwatch_cost_usd_total\{.*\) \* 3600",
     "spend per hour by stage": r"sum by \(stage\) \(rate\(costwatch_cost_usd_total\{.*\* 3600",
     "spend per hour by model": r"sum by \(provider, model\) \(rate\(costwatch_cost_usd_total",
     "spend per hour by feature": r"sum by \(feature\) \(rate\(costwatch_cost_usd_total",
     "spend per hour by team": r"sum by \(team\) \(rate\(costwatch_cost_usd_total",
     "spend per hour by tenant": r"sum by \(tenant\) \(rate\(costwatch_cost_usd_total",
     "cost per request p95 by pipeline": r"histogram_quantile\(0\.95, sum by \(le, pipeline\) "
-                                        r"\(rate\(costwatch_request_cost_usd_bucket",
+    r"\(rate\(costwatch_request_cost_usd_bucket",
     "cost per request p50 by pipeline": r"histogram_quantile\(0\.5, sum by \(le, pipeline\) "
-                                        r"\(rate\(costwatch_request_cost_usd_bucket",
+    r"\(rate\(costwatch_request_cost_usd_bucket",
     "tokens by token type": r"sum by \(token_type\) \(rate\(costwatch_tokens_total",
     "retrieved-context share of input": r"costwatch_context_tokens_total.*\n\s*/ .*"
-                                        r"costwatch_tokens_total\{.*stage=\"generation\", "
-                                        r"token_type=~\"input\|cache_read\|cache_write\"",
+    r"costwatch_tokens_total\{.*stage=\"generation\", "
+    r"token_type=~\"input\|cache_read\|cache_write\"",
     "retrieved-context dollars": r"costwatch_context_cost_usd_total",
     "cache hit rate": r"costwatch_cache_requests_total\{[^}]*result=\"hit\"\}.*\n\s*/ .*"
-                      r"costwatch_cache_requests_total\{[^}]*result=~\"hit\|miss\"\}",
+    r"costwatch_cache_requests_total\{[^}]*result=~\"hit\|miss\"\}",
     "dollars saved by the cache": r"rate\(costwatch_cache_saved_usd_total",
     "budget spent vs limit": r"costwatch_budget_spent_usd\)\n\s*/ max by \(budget\) "
-                             r"\(costwatch_budget_limit_usd\)",
+    r"\(costwatch_budget_limit_usd\)",
     "unpriced requests": r"costwatch_unpriced_requests_total",
     "internal errors": r"sum by \(component\) \(rate\(costwatch_internal_errors_total",
     "p50 latency": r"histogram_quantile\(0\.5, .*costwatch_duration_seconds_bucket",
@@ -227,8 +245,12 @@ def test_a_panel_answers(question: str) -> None:
 
 
 def test_the_budget_gauge_turns_red_at_the_limit() -> None:
-    gauges = [p for d in DASHBOARDS.values() for p in query_panels(d) if p["type"] == "gauge"
-              and "costwatch_budget_limit_usd" in p["targets"][0]["expr"]]
+    gauges = [
+        p
+        for d in DASHBOARDS.values()
+        for p in query_panels(d)
+        if p["type"] == "gauge" and "costwatch_budget_limit_usd" in p["targets"][0]["expr"]
+    ]
     assert gauges
     steps = gauges[0]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1] == {"color": "red", "value": 1.0}
@@ -239,10 +261,14 @@ def test_the_budget_gauge_turns_red_at_the_limit() -> None:
 
 
 def test_grafana_variables_become_match_all_regexes_and_real_durations() -> None:
-    expr = ('sum by (team) (rate(costwatch_cost_usd_total{service=~"$service", '
-            'tenant=~"${tenant}"}[$__rate_interval])) / increase(x[$__range])')
-    assert concrete(expr) == ('sum by (team) (rate(costwatch_cost_usd_total{service=~".*", '
-                              'tenant=~".*"}[5m])) / increase(x[5m])')
+    expr = (
+        'sum by (team) (rate(costwatch_cost_usd_total{service=~"$service", '
+        'tenant=~"${tenant}"}[$__rate_interval])) / increase(x[$__range])'
+    )
+    assert concrete(expr) == (
+        'sum by (team) (rate(costwatch_cost_usd_total{service=~".*", '
+        'tenant=~".*"}[5m])) / increase(x[5m])'
+    )
 
 
 def test_the_prometheus_check_rejects_malformed_promql(prometheus: PrometheusProcess) -> None:
@@ -256,12 +282,14 @@ def test_the_prometheus_check_rejects_malformed_promql(prometheus: PrometheusPro
 def test_every_expression_is_valid_promql(prometheus: PrometheusProcess, query: Query) -> None:
     status, body = prometheus.query(concrete(query.expr))
     assert status == 200 and body.get("status") == "success", (
-        f"{query}: {body.get('errorType')}: {body.get('error')}\n{query.expr}")
+        f"{query}: {body.get('errorType')}: {body.get('error')}\n{query.expr}"
+    )
 
 
 def test_every_variable_query_selects_with_valid_promql(prometheus: PrometheusProcess) -> None:
-    variables = [v for d in DASHBOARDS.values() for v in d["templating"]["list"]
-                 if v["type"] == "query"]
+    variables = [
+        v for d in DASHBOARDS.values() for v in d["templating"]["list"] if v["type"] == "query"
+    ]
     assert variables
     for variable in variables:
         match = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["definition"])

@@ -17,14 +17,20 @@ M = Decimal(1_000_000)
 IN, CACHED, OUT = Decimal("0.15") / M, Decimal("0.075") / M, Decimal("0.60") / M
 
 
-def chat_response(prompt: int = 1200, cached: int = 1024, completion: int = 300,
-                  reasoning: int = 0, model: str = "gpt-4o-mini-2024-07-18") -> dict[str, Any]:
+def chat_response(
+    prompt: int = 1200,
+    cached: int = 1024,
+    completion: int = 300,
+    reasoning: int = 0,
+    model: str = "gpt-4o-mini-2024-07-18",
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                     "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ],
         "usage": {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -48,8 +54,13 @@ def test_sync_call_is_priced_from_the_returned_usage(cw: Any, capture: CaptureSi
 
     assert answer("hello") is response
     rec = capture.last
-    assert rec.usage.by_type() == {"input": 176, "cache_read": 1024, "cache_write": 0,
-                                   "output": 300, "reasoning": 0}
+    assert rec.usage.by_type() == {
+        "input": 176,
+        "cache_read": 1024,
+        "cache_write": 0,
+        "output": 300,
+        "reasoning": 0,
+    }
     assert rec.cost_usd == expected_cost()
     assert rec.status == "ok" and rec.stage == "generation" and rec.strategy == "base"
     assert rec.response_model == "gpt-4o-mini-2024-07-18"
@@ -103,12 +114,22 @@ def test_generator_yielding_stream_chunks_is_recorded_once_with_the_final_usage(
     cw: Any, capture: CaptureSink
 ) -> None:
     chunks: list[dict[str, Any]] = [
-        {"object": "chat.completion.chunk", "model": "gpt-4o-mini", "choices": [
-            {"index": 0, "delta": {"content": word}}], "usage": None}
+        {
+            "object": "chat.completion.chunk",
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {"content": word}}],
+            "usage": None,
+        }
         for word in ("a", "b", "c")
     ]
-    chunks.append({"object": "chat.completion.chunk", "model": "gpt-4o-mini", "choices": [],
-                   "usage": chat_response()["usage"]})
+    chunks.append(
+        {
+            "object": "chat.completion.chunk",
+            "model": "gpt-4o-mini",
+            "choices": [],
+            "usage": chat_response()["usage"],
+        }
+    )
 
     @cw.generation(provider="openai", model="gpt-4o-mini")
     def stream(prompt: str) -> Iterator[dict[str, Any]]:
@@ -142,8 +163,14 @@ def test_a_returned_generator_is_recorded_once_when_it_ends_with_the_usage_it_yi
 ) -> None:
     """google-genai's streams are plain generators: a function that returns one is recorded
     from its chunks, when the caller has read them, not when the function returns."""
-    chunks = [{"object": "chat.completion.chunk", "model": "gpt-4o-mini", "choices": [],
-               "usage": chat_response()["usage"]}]
+    chunks = [
+        {
+            "object": "chat.completion.chunk",
+            "model": "gpt-4o-mini",
+            "choices": [],
+            "usage": chat_response()["usage"],
+        }
+    ]
 
     @cw.generation(provider="openai", model="gpt-4o-mini")
     def stream(prompt: str) -> Iterator[dict[str, Any]]:
@@ -290,8 +317,10 @@ def test_retrieved_documents_become_context_of_the_next_generation(
 ) -> None:
     from costwatch._tokens import count_tokens
 
-    docs = [{"text": "refunds are possible within thirty days"},
-            {"page_content": "passwords reset from the account page"}]
+    docs = [
+        {"text": "refunds are possible within thirty days"},
+        {"page_content": "passwords reset from the account page"},
+    ]
 
     @cw.retrieval(source="kb")
     def search(query: str) -> list[dict[str, str]]:
@@ -306,8 +335,9 @@ def test_retrieved_documents_become_context_of_the_next_generation(
         answer("...")
         answer("follow-up without new retrieval")
     gen = [r for r in capture.records if r.stage == "generation"]
-    tokens = count_tokens("\n".join(d.get("text") or d["page_content"] for d in docs),
-                          "gpt-4o-mini")[0]
+    tokens = count_tokens(
+        "\n".join(d.get("text") or d["page_content"] for d in docs), "gpt-4o-mini"
+    )[0]
     assert gen[0].context_tokens == {"kb": tokens}
     assert gen[0].context_cost_usd == {"kb": 1000 * IN * tokens / 1000}
     assert gen[1].context_tokens == {}
@@ -373,7 +403,10 @@ def test_tags_attribute_feature_team_tenant_and_nest(cw: Any, capture: CaptureSi
             answer("b")
         answer("c")
     assert [(r.feature, r.team, r.tenant) for r in capture.records] == [
-        ("faq", "support", "acme"), ("faq", "support", "globex"), ("faq", "support", "acme")]
+        ("faq", "support", "acme"),
+        ("faq", "support", "globex"),
+        ("faq", "support", "acme"),
+    ]
     assert cw.summary().by_tenant["acme"].calls == 2
 
 
@@ -382,8 +415,12 @@ def test_embedding_usage_from_response_and_estimate_without_it(
 ) -> None:
     @cw.embedding(provider="openai", model="text-embedding-3-small")
     def embed(texts: list[str]) -> dict[str, Any]:
-        return {"object": "list", "data": [], "model": "text-embedding-3-small",
-                "usage": {"prompt_tokens": 5000, "total_tokens": 5000}}
+        return {
+            "object": "list",
+            "data": [],
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 5000, "total_tokens": 5000},
+        }
 
     @cw.embedding(provider="openai", model="text-embedding-3-small")
     def embed_raw(texts: list[str]) -> list[list[float]]:
@@ -398,8 +435,14 @@ def test_embedding_usage_from_response_and_estimate_without_it(
 
 
 def test_manual_record_returns_the_priced_record(cw: Any) -> None:
-    rec = cw.record(provider="openai", model="ft:gpt-4o-mini-2024-07-18:acme::x1",
-                    input_tokens=900, output_tokens=120, stage="generation", latency_s=0.8)
+    rec = cw.record(
+        provider="openai",
+        model="ft:gpt-4o-mini-2024-07-18:acme::x1",
+        input_tokens=900,
+        output_tokens=120,
+        stage="generation",
+        latency_s=0.8,
+    )
     assert rec.cost_usd == (900 * Decimal("0.30") + 120 * Decimal("1.20")) / M
     assert rec.strategy == "fine_tuned"
     unknown = cw.record(provider="nobody", model="nothing", input_tokens=1)
@@ -407,33 +450,56 @@ def test_manual_record_returns_the_priced_record(cw: Any) -> None:
 
 
 def test_a_manual_record_can_carry_the_searches_a_call_ran(cw: Any) -> None:
-    rec = cw.record(provider="openai", model="gpt-4o-mini", input_tokens=1000,
-                    web_searches=1, file_searches=2)
+    rec = cw.record(
+        provider="openai", model="gpt-4o-mini", input_tokens=1000, web_searches=1, file_searches=2
+    )
     assert rec.cost_usd == 1000 * Decimal("0.15") / M + Decimal("0.01") + Decimal("0.005")
     assert rec.as_dict()["usage"] == {
-        "input": 1000, "cache_read": 0, "cache_write": 0, "output": 0, "reasoning": 0,
-        "web_searches": 1, "file_searches": 2,
+        "input": 1000,
+        "cache_read": 0,
+        "cache_write": 0,
+        "output": 0,
+        "reasoning": 0,
+        "web_searches": 1,
+        "file_searches": 2,
     }
 
 
 def test_a_manual_record_can_carry_audio_parts_and_the_processing_tier(cw: Any) -> None:
     # gpt-audio: text $2.50 / $10, audio $32 / $64 per Mtok; o4-mini priority $2 / $8.
-    audio = cw.record(provider="openai", model="gpt-audio", input_tokens=1000,
-                      output_tokens=100, input_audio_tokens=600, output_audio_tokens=100)
+    audio = cw.record(
+        provider="openai",
+        model="gpt-audio",
+        input_tokens=1000,
+        output_tokens=100,
+        input_audio_tokens=600,
+        output_audio_tokens=100,
+    )
     assert audio.cost_usd == (400 * Decimal("2.50") + 600 * Decimal(32) + 100 * Decimal(64)) / M
-    priority = cw.record(provider="openai", model="o4-mini", input_tokens=1000,
-                         output_tokens=100, service_tier="priority")
+    priority = cw.record(
+        provider="openai",
+        model="o4-mini",
+        input_tokens=1000,
+        output_tokens=100,
+        service_tier="priority",
+    )
     assert (priority.cost_usd, priority.service_tier) == (
-        (1000 * Decimal(2) + 100 * Decimal(8)) / M, "priority")
+        (1000 * Decimal(2) + 100 * Decimal(8)) / M,
+        "priority",
+    )
 
 
 def test_batch_results_are_priced_at_the_batch_rate(cw: Any) -> None:
     """Batch API results bill at half price (OpenAI and Anthropic), input side included."""
     full = (2000 * Decimal("0.15") + 500 * Decimal("0.60")) / M  # gpt-4o-mini
-    rec = cw.record(provider="openai", model="gpt-4o-mini", input_tokens=2000,
-                    output_tokens=500, batch=True)
+    rec = cw.record(
+        provider="openai", model="gpt-4o-mini", input_tokens=2000, output_tokens=500, batch=True
+    )
     assert (rec.cost_usd, rec.input_cost_usd, rec.batch) == (
-        full / 2, 2000 * Decimal("0.15") / M / 2, True)
+        full / 2,
+        2000 * Decimal("0.15") / M / 2,
+        True,
+    )
 
     @cw.generation(provider="anthropic", model="claude-3-5-haiku-20241022", batch=True)
     def read_result(line: dict[str, Any]) -> dict[str, Any]:

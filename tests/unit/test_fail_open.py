@@ -22,8 +22,7 @@ class BrokenSink(BaseSink):
 
 @pytest.fixture
 def lenient(capture: CaptureSink) -> Iterator[Any]:
-    costwatch.configure(service="t", strict=False, prometheus=False,
-                        sinks=[capture, BrokenSink()])
+    costwatch.configure(service="t", strict=False, prometheus=False, sinks=[capture, BrokenSink()])
     yield costwatch
     costwatch._runtime.shutdown()
 
@@ -68,6 +67,7 @@ async def test_broken_sink_does_not_change_an_async_host_result(
 def test_strict_mode_raises_costwatch_own_errors(capture: CaptureSink) -> None:
     costwatch.configure(service="t", strict=True, prometheus=False, sinks=[BrokenSink()])
     try:
+
         @costwatch.generation(provider="openai", model="gpt-4o-mini")
         def answer(prompt: str) -> dict[str, Any]:
             return response()

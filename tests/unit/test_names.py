@@ -40,8 +40,10 @@ def referenced_metrics(text: str) -> set[str]:
     ``costwatch_.*`` in a relabel regex or ``costwatch_*`` in a comment.
     """
     return {
-        token for token in _IDENTIFIER.findall(text)
-        if token.startswith(("costwatch_", "gen_ai_")) and ":" not in token
+        token
+        for token in _IDENTIFIER.findall(text)
+        if token.startswith(("costwatch_", "gen_ai_"))
+        and ":" not in token
         and not token.endswith("_")
     }
 
@@ -53,12 +55,16 @@ def telemetry_files() -> list[Path]:
 
 
 def test_the_scan_finds_metric_references_but_not_recording_rule_outputs() -> None:
-    expr = ('sum by (team) (rate(costwatch_cost_usd_total{team!=""}[5m])) '
-            '/ service:costwatch_spend_usd:rate1h + histogram_quantile(0.9, '
-            'costwatch_duration_seconds_bucket) # every costwatch_* series; regex: "gen_ai_.*"')
+    expr = (
+        'sum by (team) (rate(costwatch_cost_usd_total{team!=""}[5m])) '
+        "/ service:costwatch_spend_usd:rate1h + histogram_quantile(0.9, "
+        'costwatch_duration_seconds_bucket) # every costwatch_* series; regex: "gen_ai_.*"'
+    )
 
-    assert referenced_metrics(expr) == {"costwatch_cost_usd_total",
-                                        "costwatch_duration_seconds_bucket"}
+    assert referenced_metrics(expr) == {
+        "costwatch_cost_usd_total",
+        "costwatch_duration_seconds_bucket",
+    }
 
 
 def test_the_repository_has_telemetry_files_to_check() -> None:
@@ -82,10 +88,25 @@ def test_the_design_table_is_defined_with_its_types_and_labels() -> None:
 
 
 def test_spend_metrics_carry_the_common_spend_labels() -> None:
-    assert names.SPEND_LABELS == ("service", "provider", "model", "stage", "strategy",
-                                  "feature", "team", "tenant")
-    for spec in (names.COST_USD, names.TOKENS, names.REQUESTS, names.DURATION,
-                 names.CONTEXT_TOKENS, names.CONTEXT_COST, names.UNPRICED):
+    assert names.SPEND_LABELS == (
+        "service",
+        "provider",
+        "model",
+        "stage",
+        "strategy",
+        "feature",
+        "team",
+        "tenant",
+    )
+    for spec in (
+        names.COST_USD,
+        names.TOKENS,
+        names.REQUESTS,
+        names.DURATION,
+        names.CONTEXT_TOKENS,
+        names.CONTEXT_COST,
+        names.UNPRICED,
+    ):
         assert spec.labels[:8] == names.SPEND_LABELS, spec.name
 
 

@@ -24,19 +24,55 @@ from costwatch.exporters import names
 from costwatch.exporters.otel import OTelSink
 from costwatch.exporters.prometheus import PrometheusSink
 
-TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
-                 16777216, 67108864]
-DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
-                    40.96, 81.92]
+TOKEN_BUCKETS = [
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+]
+DURATION_BUCKETS = [
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+]
 
 
 def make_record(**overrides: Any) -> CostRecord:
     fields: dict[str, Any] = {
-        "provider": "openai", "model": "gpt-4o-mini", "stage": "generation",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "stage": "generation",
         "usage": TokenUsage(input=900, cache_read=100, output=120, reasoning=30),
-        "cost_usd": Decimal("0.000237"), "latency_s": 0.7, "strategy": "rag",
-        "service": "svc", "feature": "faq", "team": "support", "tenant": "acme",
-        "operation": "chat", "response_model": "gpt-4o-mini-2024-07-18",
+        "cost_usd": Decimal("0.000237"),
+        "latency_s": 0.7,
+        "strategy": "rag",
+        "service": "svc",
+        "feature": "faq",
+        "team": "support",
+        "tenant": "acme",
+        "operation": "chat",
+        "response_model": "gpt-4o-mini-2024-07-18",
         "timestamp": 1_700_000_000.0,
     }
     fields.update(overrides)
@@ -61,8 +97,9 @@ def sink(provider: MeterProvider) -> OTelSink:
 def collect(reader: InMemoryMetricReader) -> dict[str, Metric]:
     data = reader.get_metrics_data()
     assert data is not None
-    return {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics
-            for m in sm.metrics}
+    return {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
 
 
 def points(metric: Metric) -> list[Any]:
@@ -82,8 +119,7 @@ def test_token_usage_follows_the_genai_semantic_conventions(
     for point in by_type.values():
         assert isinstance(point, HistogramDataPoint)
         assert list(point.explicit_bounds) == TOKEN_BUCKETS
-        assert {k: v for k, v in (point.attributes or {}).items()
-                if k != "gen_ai.token.type"} == {
+        assert {k: v for k, v in (point.attributes or {}).items() if k != "gen_ai.token.type"} == {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": "openai",
             "gen_ai.request.model": "gpt-4o-mini",
@@ -91,10 +127,17 @@ def test_token_usage_follows_the_genai_semantic_conventions(
         }
 
 
-@pytest.mark.parametrize(("label", "name"), [
-    ("aws", "aws.bedrock"), ("azure", "azure.ai.openai"), ("google", "gcp.gen_ai"),
-    ("x-ai", "x_ai"), ("groq", "groq"), ("anthropic", "anthropic"),
-])
+@pytest.mark.parametrize(
+    ("label", "name"),
+    [
+        ("aws", "aws.bedrock"),
+        ("azure", "azure.ai.openai"),
+        ("google", "gcp.gen_ai"),
+        ("x-ai", "x_ai"),
+        ("groq", "groq"),
+        ("anthropic", "anthropic"),
+    ],
+)
 def test_the_provider_takes_its_well_known_semantic_convention_name(
     sink: OTelSink, reader: InMemoryMetricReader, label: str, name: str
 ) -> None:
@@ -122,19 +165,38 @@ def test_operation_duration_carries_error_type_only_on_failure(
 def test_embeddings_report_input_tokens_and_retrievals_report_no_tokens(
     sink: OTelSink, reader: InMemoryMetricReader
 ) -> None:
-    sink.on_record(make_record(stage="embedding", operation="embeddings",
-                               model="text-embedding-3-small", response_model="",
-                               usage=TokenUsage(input=64)))
-    sink.on_record(make_record(stage="retrieval", operation="retrieval", provider="",
-                               model="", response_model="", usage=TokenUsage(),
-                               source="kb", cost_usd=Decimal("0.0001")))
+    sink.on_record(
+        make_record(
+            stage="embedding",
+            operation="embeddings",
+            model="text-embedding-3-small",
+            response_model="",
+            usage=TokenUsage(input=64),
+        )
+    )
+    sink.on_record(
+        make_record(
+            stage="retrieval",
+            operation="retrieval",
+            provider="",
+            model="",
+            response_model="",
+            usage=TokenUsage(),
+            source="kb",
+            cost_usd=Decimal("0.0001"),
+        )
+    )
 
     got = collect(reader)
     tokens = points(got["gen_ai.client.token.usage"])
-    assert [(p.attributes["gen_ai.operation.name"], p.attributes["gen_ai.token.type"], p.sum)
-            for p in tokens] == [("embeddings", "input", 64)]
-    operations = {p.attributes["gen_ai.operation.name"]
-                  for p in points(got["gen_ai.client.operation.duration"])}
+    assert [
+        (p.attributes["gen_ai.operation.name"], p.attributes["gen_ai.token.type"], p.sum)
+        for p in tokens
+    ] == [("embeddings", "input", 64)]
+    operations = {
+        p.attributes["gen_ai.operation.name"]
+        for p in points(got["gen_ai.client.operation.duration"])
+    }
     assert operations == {"embeddings", "retrieval"}
 
 
@@ -149,11 +211,13 @@ def test_unknown_usage_is_not_reported_as_zero_tokens(
 def test_costwatch_metrics_keep_their_names_units_and_attributes(
     sink: OTelSink, reader: InMemoryMetricReader
 ) -> None:
-    sink.on_record(make_record(context_tokens={"kb": 400},
-                               context_cost_usd={"kb": Decimal("0.00006")}))
+    sink.on_record(
+        make_record(context_tokens={"kb": 400}, context_cost_usd={"kb": Decimal("0.00006")})
+    )
     sink.on_record(make_record(model="my-llm", cost_usd=None))
-    sink.on_request_end(RequestEnd("answer", "rag", Decimal("0.003"), 0, 1.0, "ok", "svc",
-                                   "faq", "support", "acme"))
+    sink.on_request_end(
+        RequestEnd("answer", "rag", Decimal("0.003"), 0, 1.0, "ok", "svc", "faq", "support", "acme")
+    )
     sink.on_cache(CacheEvent("kb", "hit", Decimal("0.002"), "svc", "faq", "support", "acme"))
     sink.on_budget("daily", Decimal("4"), Decimal("50"))
     sink.on_budget_blocked("daily")
@@ -182,13 +246,23 @@ def test_otel_and_prometheus_report_the_same_dollars_and_tokens(
     registry = CollectorRegistry()
     prom = PrometheusSink(registry, service="svc", label_limits={})
     records = [
-        make_record(strategy=strategy, stage=stage, cost_usd=Decimal(cost),
-                    usage=TokenUsage(input=i * 7, output=i * 3, cache_read=i))
-        for i, (strategy, stage, cost) in enumerate([
-            ("rag", "generation", "0.00123"), ("rag", "embedding", "0.00002"),
-            ("fine_tuned", "generation", "0.0042"), ("rag", "retrieval", "0.0001"),
-            ("hybrid", "generation", "0.0007"), ("fine_tuned", "generation", "0.0013"),
-        ], start=1)
+        make_record(
+            strategy=strategy,
+            stage=stage,
+            cost_usd=Decimal(cost),
+            usage=TokenUsage(input=i * 7, output=i * 3, cache_read=i),
+        )
+        for i, (strategy, stage, cost) in enumerate(
+            [
+                ("rag", "generation", "0.00123"),
+                ("rag", "embedding", "0.00002"),
+                ("fine_tuned", "generation", "0.0042"),
+                ("rag", "retrieval", "0.0001"),
+                ("hybrid", "generation", "0.0007"),
+                ("fine_tuned", "generation", "0.0013"),
+            ],
+            start=1,
+        )
     ]
     for record in records:
         sink.on_record(record)
@@ -296,16 +370,32 @@ def test_spans_follow_genai_span_conventions_and_carry_the_cost(provider: MeterP
     sink = OTelSink(provider, service="svc", spans=True, tracer_provider=tracer_provider)
 
     sink.on_record(make_record(latency_s=0.25))
-    sink.on_record(make_record(stage="embedding", operation="embeddings",
-                               model="text-embedding-3-small", usage=TokenUsage(input=8)))
-    sink.on_record(make_record(stage="retrieval", operation="retrieval", source="kb",
-                               provider="", model="", usage=TokenUsage(),
-                               cost_usd=Decimal("0.0001")))
+    sink.on_record(
+        make_record(
+            stage="embedding",
+            operation="embeddings",
+            model="text-embedding-3-small",
+            usage=TokenUsage(input=8),
+        )
+    )
+    sink.on_record(
+        make_record(
+            stage="retrieval",
+            operation="retrieval",
+            source="kb",
+            provider="",
+            model="",
+            usage=TokenUsage(),
+            cost_usd=Decimal("0.0001"),
+        )
+    )
     sink.on_record(make_record(status="error", error_type="APITimeoutError", cost_usd=None))
 
     spans = exporter.get_finished_spans()
     assert [s.name for s in spans] == [
-        "chat gpt-4o-mini", "embeddings text-embedding-3-small", "retrieval kb",
+        "chat gpt-4o-mini",
+        "embeddings text-embedding-3-small",
+        "retrieval kb",
         "chat gpt-4o-mini",
     ]
     chat = spans[0]
@@ -327,8 +417,9 @@ def test_spans_follow_genai_span_conventions_and_carry_the_cost(provider: MeterP
 
 
 def test_importing_the_otel_exporter_does_not_import_the_sdk() -> None:
-    code = ("import sys, costwatch.exporters.otel; "
-            "print(any(m.startswith('opentelemetry.sdk') for m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, costwatch.exporters.otel; "
+        "print(any(m.startswith('opentelemetry.sdk') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -83,8 +83,9 @@ def test_claude_sonnet_4_bills_cache_reads_and_5_minute_and_1_hour_cache_writes(
 ) -> None:
     # $3 in, $0.30 cache read, $3.75 5-min write, $6 1-hour write, $15 out
     price = price_of(catalog, "anthropic", "claude-sonnet-4-20250514")
-    usage = TokenUsage(input=100, cache_read=10_000, cache_write=3000, cache_write_1h=1000,
-                       output=400)
+    usage = TokenUsage(
+        input=100, cache_read=10_000, cache_write=3000, cache_write_1h=1000, output=400
+    )
     expected = (
         usd("0.0003")  # 100 fresh input
         + usd("0.003")  # 10k cache reads
@@ -104,10 +105,13 @@ def test_one_hour_cache_writes_never_exceed_the_cache_writes_they_belong_to(
     assert price.cost(inconsistent) == usd("0.006")  # 1000 tokens at the 1-hour price
 
 
-@pytest.mark.parametrize(("provider", "model"), [
-    ("google", "claude-sonnet-4@20250514"),  # Vertex AI
-    ("aws", "us.anthropic.claude-sonnet-4-20250514-v1:0"),  # Bedrock
-])
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [
+        ("google", "claude-sonnet-4@20250514"),  # Vertex AI
+        ("aws", "us.anthropic.claude-sonnet-4-20250514-v1:0"),  # Bedrock
+    ],
+)
 def test_claude_on_vertex_and_bedrock_bills_one_hour_cache_writes_at_twice_the_input_price(
     catalog: PriceCatalog, provider: str, model: str
 ) -> None:
@@ -156,8 +160,11 @@ def test_cached_prompt_tokens_count_towards_the_long_context_threshold(
     [
         ("openai", "gpt-4o-mini", TokenUsage(input=1234, cache_read=5678, output=910)),
         ("openai", "o4-mini", TokenUsage(input=3000, cache_read=1000, output=50, reasoning=700)),
-        ("anthropic", "claude-sonnet-4-0", TokenUsage(input=10, cache_read=900, cache_write=80,
-                                                      output=77)),
+        (
+            "anthropic",
+            "claude-sonnet-4-0",
+            TokenUsage(input=10, cache_read=900, cache_write=80, output=77),
+        ),
         ("anthropic", "claude-sonnet-4-5", TokenUsage(input=5, cache_read=250_000, output=9)),
         ("google", "gemini-2.5-pro", TokenUsage(input=300_001, output=2)),
         ("google", "gemini-2.5-flash", TokenUsage(input=42, cache_read=7, output=13)),
@@ -204,8 +211,11 @@ def test_embeddings_bill_input_tokens(
     ("model", "usage", "expected"),
     [
         # ft:gpt-4o-mini: $0.30 in / $0.15 cached / $1.20 out
-        ("ft:gpt-4o-mini-2024-07-18:acme::x1",
-         TokenUsage(input=1000, cache_read=1000, output=1000), "0.00165"),
+        (
+            "ft:gpt-4o-mini-2024-07-18:acme::x1",
+            TokenUsage(input=1000, cache_read=1000, output=1000),
+            "0.00165",
+        ),
         # the date suffix is optional
         ("ft:gpt-4o-mini:acme:support:abc123", TokenUsage(input=M), "0.30"),
         # ft:gpt-4o: $3.75 / $1.875 / $15
@@ -217,8 +227,7 @@ def test_embeddings_bill_input_tokens(
         # ft:gpt-4.1-mini: $0.80 / $0.20 / $3.20
         ("ft:gpt-4.1-mini-2025-04-14:acme::b", TokenUsage(input=M, cache_read=M, output=M), "4.2"),
         # ft:gpt-4.1-nano: $0.20 / $0.05 / $0.80
-        ("ft:gpt-4.1-nano-2025-04-14:acme::c", TokenUsage(input=M, cache_read=M, output=M),
-         "1.05"),
+        ("ft:gpt-4.1-nano-2025-04-14:acme::c", TokenUsage(input=M, cache_read=M, output=M), "1.05"),
     ],
 )
 def test_fine_tuned_openai_models_resolve_through_their_base_model(
@@ -284,10 +293,12 @@ def test_openai_processing_tiers_have_their_own_published_prices(catalog: PriceC
     flex, priority = price.for_service_tier("flex"), price.for_service_tier("priority")
     assert flex is not None and priority is not None
     usage = TokenUsage(input=1000, cache_read=1000, output=1000, web_searches=1)
-    assert flex.cost(usage) == (1000 * usd("0.55") + 1000 * usd("0.138") + 1000 * usd("2.20")) / M \
-        + usd("0.01")
-    assert priority.cost(usage) == (1000 * usd(2) + 1000 * usd("0.5") + 1000 * usd(8)) / M \
-        + usd("0.01")
+    assert flex.cost(usage) == (
+        1000 * usd("0.55") + 1000 * usd("0.138") + 1000 * usd("2.20")
+    ) / M + usd("0.01")
+    assert priority.cost(usage) == (1000 * usd(2) + 1000 * usd("0.5") + 1000 * usd(8)) / M + usd(
+        "0.01"
+    )
     assert price_of(catalog, "openai", "gpt-4o-mini").for_service_tier("flex") is None
     assert "service_tier=priority: input 2, cache read 0.5" in format_price_table(
         catalog, "o4-mini"
@@ -295,11 +306,22 @@ def test_openai_processing_tiers_have_their_own_published_prices(catalog: PriceC
 
 
 def test_user_prices_can_price_searches_and_audio() -> None:
-    catalog = PriceCatalog({"models": [
-        {"provider": "acme", "model": "m1", "input_per_mtok": 1, "output_per_mtok": 2,
-         "web_search_usd": "0.005", "file_search_usd": "0.001", "input_audio_per_mtok": 4,
-         "output_audio_per_mtok": 8},
-    ]})
+    catalog = PriceCatalog(
+        {
+            "models": [
+                {
+                    "provider": "acme",
+                    "model": "m1",
+                    "input_per_mtok": 1,
+                    "output_per_mtok": 2,
+                    "web_search_usd": "0.005",
+                    "file_search_usd": "0.001",
+                    "input_audio_per_mtok": 4,
+                    "output_audio_per_mtok": 8,
+                },
+            ]
+        }
+    )
     price = price_of(catalog, "acme", "m1")
     assert price.cost(TokenUsage(web_searches=2, file_searches=3)) == usd("0.013")
     assert price.cost(TokenUsage(input=M, output=M, input_audio=M, output_audio=M)) == usd("12")
@@ -312,10 +334,19 @@ def test_user_prices_win_over_bundled_and_genai_prices() -> None:
     catalog = PriceCatalog(
         {
             "models": [
-                {"provider": "openai", "model": "gpt-4o-mini", "input_per_mtok": 0.12,
-                 "output_per_mtok": 0.50, "cache_read_per_mtok": 0.06},
-                {"provider": "openai", "match": "ft:gpt-4o-mini*", "input_per_mtok": 0.25,
-                 "output_per_mtok": 1.0},
+                {
+                    "provider": "openai",
+                    "model": "gpt-4o-mini",
+                    "input_per_mtok": 0.12,
+                    "output_per_mtok": 0.50,
+                    "cache_read_per_mtok": 0.06,
+                },
+                {
+                    "provider": "openai",
+                    "match": "ft:gpt-4o-mini*",
+                    "input_per_mtok": 0.25,
+                    "output_per_mtok": 1.0,
+                },
             ]
         }
     )
@@ -344,27 +375,50 @@ def test_missing_cache_and_reasoning_prices_fall_back_to_input_and_output() -> N
 def test_self_hosted_gpu_hour_price_becomes_a_per_token_price() -> None:
     # per-token = gpu_hour_usd / (3600 * tokens_per_second); output tokens weigh 3x
     catalog = PriceCatalog(
-        {"models": [{"provider": "self-hosted", "model": "llama-3-70b-ft", "gpu_hour_usd": 4.10,
-                     "tokens_per_second": 2500, "output_weight": 3, "fine_tuned": True}]}
+        {
+            "models": [
+                {
+                    "provider": "self-hosted",
+                    "model": "llama-3-70b-ft",
+                    "gpu_hour_usd": 4.10,
+                    "tokens_per_second": 2500,
+                    "output_weight": 3,
+                    "fine_tuned": True,
+                }
+            ]
+        }
     )
     price = price_of(catalog, "self-hosted", "llama-3-70b-ft")
     one_hour_of_tokens = 3600 * 2500
     assert abs(price.cost(TokenUsage(input=one_hour_of_tokens)) - usd("4.10")) < usd("1e-24")
     assert abs(price.cost(TokenUsage(output=one_hour_of_tokens // 3)) - usd("4.10")) < usd("1e-24")
-    assert abs(price.cost(TokenUsage(input=1000, output=100)) - usd("4.10") * 1300 / 9_000_000) \
-        < usd("1e-24")
+    assert abs(
+        price.cost(TokenUsage(input=1000, output=100)) - usd("4.10") * 1300 / 9_000_000
+    ) < usd("1e-24")
     assert price.fine_tuned and catalog.is_fine_tuned("llama-3-70b-ft")
 
 
 def test_your_own_price_applies_to_your_model_whatever_provider_the_call_names() -> None:
     """A self-hosted model behind an OpenAI-compatible server is called through the OpenAI SDK:
     its calls say ``openai``.  Your price still applies, but never over a price that exists."""
-    catalog = PriceCatalog({"models": [
-        {"provider": "self-hosted", "model": "llama-3-70b-ft", "input_per_mtok": 1,
-         "output_per_mtok": 2},
-        {"provider": "azure", "model": "gpt-4o-mini", "input_per_mtok": "0.10",
-         "output_per_mtok": "0.40"},  # a negotiated Azure rate
-    ]})
+    catalog = PriceCatalog(
+        {
+            "models": [
+                {
+                    "provider": "self-hosted",
+                    "model": "llama-3-70b-ft",
+                    "input_per_mtok": 1,
+                    "output_per_mtok": 2,
+                },
+                {
+                    "provider": "azure",
+                    "model": "gpt-4o-mini",
+                    "input_per_mtok": "0.10",
+                    "output_per_mtok": "0.40",
+                },  # a negotiated Azure rate
+            ]
+        }
+    )
     assert price_of(catalog, "openai", "llama-3-70b-ft").source == "user"
     assert price_of(catalog, "openai", "gpt-4o-mini").input == usd("0.15") / M  # OpenAI's own
     assert price_of(catalog, "azure", "gpt-4o-mini").input == usd("0.10") / M
@@ -381,8 +435,19 @@ def test_batch_applies_the_50_percent_discount(catalog: PriceCatalog) -> None:
 
 
 def test_user_batch_discount_overrides_the_default() -> None:
-    catalog = PriceCatalog({"models": [{"provider": "acme", "model": "m", "input_per_mtok": 1,
-                                        "output_per_mtok": 1, "batch_discount": 0.25}]})
+    catalog = PriceCatalog(
+        {
+            "models": [
+                {
+                    "provider": "acme",
+                    "model": "m",
+                    "input_per_mtok": 1,
+                    "output_per_mtok": 1,
+                    "batch_discount": 0.25,
+                }
+            ]
+        }
+    )
     assert price_of(catalog, "acme", "m").cost(TokenUsage(input=M), batch=True) == usd("0.25")
 
 
@@ -436,7 +501,9 @@ def test_model_candidates_strip_prefixes_and_snapshot_suffixes() -> None:
     assert "claude-3-5-sonnet" in model_candidates("anthropic.claude-3-5-sonnet-20240620-v1:0")
     assert "claude-3-5-sonnet" in model_candidates("claude-3-5-sonnet@20240620")
     assert model_candidates("ft:gpt-4o-mini-2024-07-18:acme::x1") == (
-        "ft:gpt-4o-mini-2024-07-18:acme::x1", "ft:gpt-4o-mini-2024-07-18", "ft:gpt-4o-mini"
+        "ft:gpt-4o-mini-2024-07-18:acme::x1",
+        "ft:gpt-4o-mini-2024-07-18",
+        "ft:gpt-4o-mini",
     )
     assert "ft:gpt-4o-mini" in model_candidates("gpt-4o-mini-2024-07-18.ft-0123abcd")
 
@@ -504,8 +571,13 @@ def test_building_a_catalog_does_not_import_genai_prices() -> None:
         "PriceCatalog({'models': [{'provider': 'a', 'model': 'b', 'input_per_mtok': 1}]})\n"
         "print('genai_prices' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -515,23 +587,43 @@ def test_building_a_catalog_does_not_import_genai_prices() -> None:
 @pytest.mark.parametrize(
     ("entry", "field"),
     [
-        ({"provider": "openai", "model": "m", "input_per_mtok": "cheap"},
-         "prices.models[0].input_per_mtok"),
-        ({"provider": "openai", "model": "m", "output_per_mtok": -1},
-         "prices.models[0].output_per_mtok"),
-        ({"provider": "openai", "model": "m", "inptu_per_mtok": 1},
-         "prices.models[0].inptu_per_mtok"),
+        (
+            {"provider": "openai", "model": "m", "input_per_mtok": "cheap"},
+            "prices.models[0].input_per_mtok",
+        ),
+        (
+            {"provider": "openai", "model": "m", "output_per_mtok": -1},
+            "prices.models[0].output_per_mtok",
+        ),
+        (
+            {"provider": "openai", "model": "m", "inptu_per_mtok": 1},
+            "prices.models[0].inptu_per_mtok",
+        ),
         ({"provider": "openai", "input_per_mtok": 1}, "prices.models[0].model"),
-        ({"provider": "openai", "model": "m", "match": "m*", "input_per_mtok": 1},
-         "prices.models[0].match"),
+        (
+            {"provider": "openai", "model": "m", "match": "m*", "input_per_mtok": 1},
+            "prices.models[0].match",
+        ),
         ({"provider": "x", "model": "m", "gpu_hour_usd": 4}, "prices.models[0].tokens_per_second"),
-        ({"provider": "x", "model": "m", "gpu_hour_usd": 4, "tokens_per_second": 10,
-          "input_per_mtok": 1}, "prices.models[0].gpu_hour_usd"),
-        ({"provider": "x", "model": "m", "tokens_per_second": 0, "gpu_hour_usd": 1},
-         "prices.models[0].tokens_per_second"),
+        (
+            {
+                "provider": "x",
+                "model": "m",
+                "gpu_hour_usd": 4,
+                "tokens_per_second": 10,
+                "input_per_mtok": 1,
+            },
+            "prices.models[0].gpu_hour_usd",
+        ),
+        (
+            {"provider": "x", "model": "m", "tokens_per_second": 0, "gpu_hour_usd": 1},
+            "prices.models[0].tokens_per_second",
+        ),
         ({"provider": "x", "model": "m"}, "prices.models[0].input_per_mtok"),
-        ({"provider": "x", "model": "m", "input_per_mtok": 1, "batch_discount": 2},
-         "prices.models[0].batch_discount"),
+        (
+            {"provider": "x", "model": "m", "input_per_mtok": 1, "batch_discount": 2},
+            "prices.models[0].batch_discount",
+        ),
     ],
 )
 def test_invalid_user_prices_raise_a_config_error_naming_the_field(
@@ -567,8 +659,9 @@ def test_a_yaml_error_names_the_field_and_a_missing_file_names_the_setting(
 def test_tiers_must_be_ascending() -> None:
     base = Price(input=Decimal(1), output=Decimal(1))
     with pytest.raises(ValueError, match="sorted"):
-        Price(input=Decimal(1), output=Decimal(1),
-              tiers=(PriceTier(200, base), PriceTier(100, base)))
+        Price(
+            input=Decimal(1), output=Decimal(1), tiers=(PriceTier(200, base), PriceTier(100, base))
+        )
 
 
 # --- `costwatch prices MODEL` --------------------------------------------------------------------

@@ -21,17 +21,30 @@ from costwatch.exporters._prom_client import ClientMetrics
 from costwatch.exporters.prometheus import PrometheusSink, is_multiprocess
 
 SPEND = {
-    "service": "svc", "provider": "openai", "model": "gpt-4o-mini", "stage": "generation",
-    "strategy": "rag", "feature": "faq", "team": "support", "tenant": "acme",
+    "service": "svc",
+    "provider": "openai",
+    "model": "gpt-4o-mini",
+    "stage": "generation",
+    "strategy": "rag",
+    "feature": "faq",
+    "team": "support",
+    "tenant": "acme",
 }
 
 
 def make_record(**overrides: Any) -> CostRecord:
     fields: dict[str, Any] = {
-        "provider": "openai", "model": "gpt-4o-mini", "stage": "generation",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "stage": "generation",
         "usage": TokenUsage(input=900, cache_read=100, output=120),
-        "cost_usd": Decimal("0.000237"), "latency_s": 0.7, "strategy": "rag",
-        "service": "svc", "feature": "faq", "team": "support", "tenant": "acme",
+        "cost_usd": Decimal("0.000237"),
+        "latency_s": 0.7,
+        "strategy": "rag",
+        "service": "svc",
+        "feature": "faq",
+        "team": "support",
+        "tenant": "acme",
         "operation": "chat",
     }
     fields.update(overrides)
@@ -114,13 +127,17 @@ def test_duration_buckets_are_llm_sized_and_created_series_are_disabled(
     sink: PrometheusSink, registry: CollectorRegistry
 ) -> None:
     sink.on_record(make_record())
-    sink.on_request_end(RequestEnd("answer", "rag", Decimal("0.01"), 0, 1.0, "ok", "svc",
-                                   "faq", "support", "acme"))
+    sink.on_request_end(
+        RequestEnd("answer", "rag", Decimal("0.01"), 0, 1.0, "ok", "svc", "faq", "support", "acme")
+    )
 
     text = generate_latest(registry).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    bounds = [s.labels["le"] for s in families["costwatch_duration_seconds"].samples
-              if s.name.endswith("_bucket")]
+    bounds = [
+        s.labels["le"]
+        for s in families["costwatch_duration_seconds"].samples
+        if s.name.endswith("_bucket")
+    ]
     assert bounds == [*(str(b) for b in names.DURATION_BUCKETS), "+Inf"]
     assert not [s for f in families.values() for s in f.samples if s.name.endswith("_created")]
 
@@ -140,25 +157,46 @@ def test_building_a_sink_leaves_the_hosts_own_created_series_alone() -> None:
 def test_retrieved_context_tokens_and_cost_are_exported_per_source(
     sink: PrometheusSink, registry: CollectorRegistry
 ) -> None:
-    sink.on_record(make_record(
-        context_tokens={"kb": 600, "web": 100},
-        context_cost_usd={"kb": Decimal("0.00009"), "web": Decimal("0.000015")},
-    ))
+    sink.on_record(
+        make_record(
+            context_tokens={"kb": 600, "web": 100},
+            context_cost_usd={"kb": Decimal("0.00009"), "web": Decimal("0.000015")},
+        )
+    )
 
     assert value(registry, "costwatch_context_tokens_total", **SPEND, source="kb") == 600
     assert value(registry, "costwatch_context_tokens_total", **SPEND, source="web") == 100
     assert value(registry, "costwatch_context_cost_usd_total", **SPEND, source="kb") == (
-        pytest.approx(0.00009))
+        pytest.approx(0.00009)
+    )
 
 
 def test_request_cost_histogram_is_labelled_by_pipeline(
     sink: PrometheusSink, registry: CollectorRegistry
 ) -> None:
     for cost in ("0.002", "0.02"):
-        sink.on_request_end(RequestEnd("answer_question", "rag", Decimal(cost), 0, 1.2, "ok",
-                                       "svc", "faq", "support", "acme"))
-    labels = {"service": "svc", "strategy": "rag", "feature": "faq", "team": "support",
-              "tenant": "acme", "pipeline": "answer_question"}
+        sink.on_request_end(
+            RequestEnd(
+                "answer_question",
+                "rag",
+                Decimal(cost),
+                0,
+                1.2,
+                "ok",
+                "svc",
+                "faq",
+                "support",
+                "acme",
+            )
+        )
+    labels = {
+        "service": "svc",
+        "strategy": "rag",
+        "feature": "faq",
+        "team": "support",
+        "tenant": "acme",
+        "pipeline": "answer_question",
+    }
 
     assert value(registry, "costwatch_request_cost_usd_count", **labels) == 2
     assert value(registry, "costwatch_request_cost_usd_sum", **labels) == pytest.approx(0.022)
@@ -169,8 +207,13 @@ def test_request_cost_histogram_is_labelled_by_pipeline(
 def test_cache_lookups_and_savings(sink: PrometheusSink, registry: CollectorRegistry) -> None:
     for result, saved in (("hit", "0.004"), ("hit", "0.006"), ("miss", "0"), ("error", "0")):
         sink.on_cache(CacheEvent("kb", result, Decimal(saved), "svc", "faq", "support", "acme"))
-    labels = {"service": "svc", "feature": "faq", "team": "support", "tenant": "acme",
-              "cache": "kb"}
+    labels = {
+        "service": "svc",
+        "feature": "faq",
+        "team": "support",
+        "tenant": "acme",
+        "cache": "kb",
+    }
 
     assert value(registry, "costwatch_cache_requests_total", **labels, result="hit") == 2
     assert value(registry, "costwatch_cache_requests_total", **labels, result="miss") == 1
@@ -187,14 +230,18 @@ def test_budget_gauges_blocked_calls_and_internal_errors(
     sink.on_internal_error("cache")
     sink.on_internal_error("cache")
 
-    assert value(registry, "costwatch_budget_spent_usd", service="svc",
-                 budget="support-daily") == 13.25
-    assert value(registry, "costwatch_budget_limit_usd", service="svc",
-                 budget="support-daily") == 50
-    assert value(registry, "costwatch_budget_blocked_total", service="svc",
-                 budget="support-daily") == 1
-    assert value(registry, "costwatch_internal_errors_total", service="svc",
-                 component="cache") == 2
+    assert (
+        value(registry, "costwatch_budget_spent_usd", service="svc", budget="support-daily")
+        == 13.25
+    )
+    assert (
+        value(registry, "costwatch_budget_limit_usd", service="svc", budget="support-daily") == 50
+    )
+    assert (
+        value(registry, "costwatch_budget_blocked_total", service="svc", budget="support-daily")
+        == 1
+    )
+    assert value(registry, "costwatch_internal_errors_total", service="svc", component="cache") == 2
 
 
 def test_sinks_built_again_on_one_registry_share_its_metrics(registry: CollectorRegistry) -> None:
@@ -218,8 +265,9 @@ def test_every_exposed_family_is_in_the_contract(
         sink.on_record(make_record(tenant=f"t{i}"))
 
     exposed = {
-        s.name: tuple(sorted(s.labels)) for f in
-        text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples
+        s.name: tuple(sorted(s.labels))
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in f.samples
     }
     specs = {series: spec for spec in names.PROMETHEUS_METRICS for series in spec.series_names()}
     assert set(exposed) == set(specs)
@@ -235,15 +283,22 @@ def test_a_tenant_fed_ten_thousand_values_exposes_its_limit_plus_other(
     for i in range(10_000):
         sink.on_record(make_record(tenant=f"tenant-{i}", cost_usd=Decimal("0.001")))
 
-    samples = [s for f in text_string_to_metric_families(generate_latest(registry).decode())
-               if f.name == "costwatch_cost_usd" for s in f.samples]
+    samples = [
+        s
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        if f.name == "costwatch_cost_usd"
+        for s in f.samples
+    ]
     tenants = {s.labels["tenant"] for s in samples}
     assert len(tenants) == 26
     assert tenants == {f"tenant-{i}" for i in range(25)} | {"other"}
-    assert value(registry, "costwatch_label_overflow_total", service="svc",
-                 label="tenant") == 10_000 - 25
+    assert (
+        value(registry, "costwatch_label_overflow_total", service="svc", label="tenant")
+        == 10_000 - 25
+    )
     assert value(registry, "costwatch_cost_usd_total", **{**SPEND, "tenant": "other"}) == (
-        pytest.approx(0.001 * (10_000 - 25)))
+        pytest.approx(0.001 * (10_000 - 25))
+    )
     assert sum(s.value for s in samples) == pytest.approx(10.0)
 
 
@@ -257,12 +312,17 @@ def test_a_repeated_cache_event_past_the_tenant_limit_counts_every_overflow(
         sink.on_cache(admitted)
         sink.on_cache(overflowing)
     labels = {"service": "svc", "feature": "faq", "team": "team", "cache": "kb"}
-    assert value(registry, "costwatch_cache_requests_total", **labels, tenant="acme",
-                 result="hit") == 3
-    assert value(registry, "costwatch_cache_requests_total", **labels, tenant="other",
-                 result="hit") == 3
-    assert value(registry, "costwatch_cache_saved_usd_total", **labels,
-                 tenant="other") == pytest.approx(0.75)
+    assert (
+        value(registry, "costwatch_cache_requests_total", **labels, tenant="acme", result="hit")
+        == 3
+    )
+    assert (
+        value(registry, "costwatch_cache_requests_total", **labels, tenant="other", result="hit")
+        == 3
+    )
+    assert value(
+        registry, "costwatch_cache_saved_usd_total", **labels, tenant="other"
+    ) == pytest.approx(0.75)
     assert value(registry, "costwatch_label_overflow_total", service="svc", label="tenant") == 3
 
 
@@ -313,9 +373,12 @@ def test_the_multiprocess_path_exposes_the_same_samples_as_the_single_process_pa
     def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, ...]], float]:
         # Multiprocess files never carry _created; plain metrics on a plain registry do.
         text = generate_latest(registry).decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(text) for s in f.samples
-                if not s.name.endswith("_created")}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if not s.name.endswith("_created")
+        }
 
     assert samples(client_registry) == pytest.approx(samples(single_registry))
 
@@ -331,9 +394,7 @@ def test_an_invalid_label_limit_is_a_config_error() -> None:
         PrometheusSink(CollectorRegistry(), service="svc", label_limits={"tenant": 0})
 
 
-def test_a_broken_record_raises_in_strict_mode(
-    sink: PrometheusSink, strict_errors: None
-) -> None:
+def test_a_broken_record_raises_in_strict_mode(sink: PrometheusSink, strict_errors: None) -> None:
     with pytest.raises(TypeError):
         sink.on_record(make_record(latency_s="slow"))
 
@@ -346,5 +407,12 @@ def test_a_broken_record_is_swallowed_and_counted_outside_strict_mode(
 
     sink.on_record(make_record(latency_s="slow"))
 
-    assert value(registry, "costwatch_internal_errors_total", service="svc",
-                 component="exporter.prometheus") == 1
+    assert (
+        value(
+            registry,
+            "costwatch_internal_errors_total",
+            service="svc",
+            component="exporter.prometheus",
+        )
+        == 1
+    )

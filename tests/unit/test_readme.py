@@ -25,8 +25,13 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_manual_record_example(cw: Any) -> None:
-    rec = cw.record(provider="openai", model="ft:gpt-4o-mini-2024-07-18:acme::x1",
-                    input_tokens=900, output_tokens=120, latency_s=0.8)
+    rec = cw.record(
+        provider="openai",
+        model="ft:gpt-4o-mini-2024-07-18:acme::x1",
+        input_tokens=900,
+        output_tokens=120,
+        latency_s=0.8,
+    )
     assert rec.cost_usd == Decimal("0.0004140")
     assert f"Decimal('{rec.cost_usd}')" in README
     assert rec.strategy == "fine_tuned"
@@ -34,7 +39,12 @@ def test_manual_record_example(cw: Any) -> None:
 
 
 def test_searches_example(cw: Any) -> None:
-    rec = cw.record(provider="anthropic", model="claude-sonnet-4-5", input_tokens=900,
-                    output_tokens=300, web_searches=3)
+    rec = cw.record(
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        input_tokens=900,
+        output_tokens=300,
+        web_searches=3,
+    )
     assert rec.cost_usd == Decimal("0.0372")
     assert f"Decimal('{rec.cost_usd}')" in README

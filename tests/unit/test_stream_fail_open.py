@@ -25,8 +25,7 @@ SPEC = CallSpec("openai", "gpt-4o-mini", "generation", "chat")
 @pytest.fixture
 def lenient(capture: CaptureSink) -> Iterator[CaptureSink]:
     """costwatch configured as in production: internal errors are counted, not raised."""
-    costwatch.configure(service="test", strict=False, prometheus=False, otel=False,
-                        sinks=[capture])
+    costwatch.configure(service="test", strict=False, prometheus=False, otel=False, sinks=[capture])
     yield capture
     costwatch._runtime.shutdown()
 
@@ -54,7 +53,9 @@ BrokenStream = type("Stream", (), {"__module__": "openai._streaming"})
 def _chunk(usage: object, content: str) -> SimpleNamespace:
     delta = SimpleNamespace(content=content, tool_calls=None)
     return SimpleNamespace(
-        object="chat.completion.chunk", model="gpt-4o-mini", usage=usage,
+        object="chat.completion.chunk",
+        model="gpt-4o-mini",
+        usage=usage,
         choices=[SimpleNamespace(delta=delta)],
     )
 

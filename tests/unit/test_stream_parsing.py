@@ -34,8 +34,11 @@ def _fake() -> FakeProvider:
         prompt_tokens=1200, cached_tokens=1024, completion_tokens=300, reasoning_tokens=200
     )
     fake.anthropic_usage = AnthropicUsage(
-        input_tokens=100, output_tokens=250, cache_read_input_tokens=2000,
-        cache_write_5m=1000, cache_write_1h=500,
+        input_tokens=100,
+        output_tokens=250,
+        cache_read_input_tokens=2000,
+        cache_write_5m=1000,
+        cache_write_1h=500,
     )
     return fake
 
@@ -118,18 +121,30 @@ def test_anthropic_cumulative_message_delta_counts_win(cw: Any) -> None:
     acc = StreamAccumulator()
     start = anthropic_events(_fake(), "claude-sonnet-4-0", None)
     acc.observe(_anthropic.validate_python(next(start)))
-    acc.observe(_anthropic.validate_python({
-        "type": "message_delta",
-        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-        "usage": {"input_tokens": 130, "cache_read_input_tokens": 2000,
-                  "cache_creation_input_tokens": 1500, "output_tokens": 700,
-                  "output_tokens_details": {"thinking_tokens": 600}},
-    }))
+    acc.observe(
+        _anthropic.validate_python(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {
+                    "input_tokens": 130,
+                    "cache_read_input_tokens": 2000,
+                    "cache_creation_input_tokens": 1500,
+                    "output_tokens": 700,
+                    "output_tokens_details": {"thinking_tokens": 600},
+                },
+            }
+        )
+    )
 
     usage, source = acc.outcome("claude-sonnet-4-0")
 
     assert usage == TokenUsage(
-        input=130, cache_read=2000, cache_write=1500, output=100, reasoning=600,
+        input=130,
+        cache_read=2000,
+        cache_write=1500,
+        output=100,
+        reasoning=600,
         cache_write_1h=500,
     )
     assert source == "reported"

@@ -23,8 +23,13 @@ from tests._fixtures.capture import CaptureSink
 M = Decimal(1_000_000)
 USER_PRICES = {
     "models": [
-        {"provider": "acme", "model": "metered-llm", "input_per_mtok": "2", "output_per_mtok": "8",
-         "per_request_usd": "0.001"},
+        {
+            "provider": "acme",
+            "model": "metered-llm",
+            "input_per_mtok": "2",
+            "output_per_mtok": "8",
+            "per_request_usd": "0.001",
+        },
     ]
 }
 
@@ -34,14 +39,21 @@ def _response(model: str, usage: dict[str, Any]) -> dict[str, Any]:
 
 
 def _openai(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "prompt_tokens_details": {"cached_tokens": cached},
-            "completion_tokens_details": {"reasoning_tokens": reasoning}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
 
 
 def _anthropic(fresh: int, output: int, read: int = 0, write: int = 0) -> dict[str, Any]:
-    return {"input_tokens": fresh, "output_tokens": output, "cache_read_input_tokens": read,
-            "cache_creation_input_tokens": write}
+    return {
+        "input_tokens": fresh,
+        "output_tokens": output,
+        "cache_read_input_tokens": read,
+        "cache_creation_input_tokens": write,
+    }
 
 
 CALLS: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
@@ -57,13 +69,24 @@ CALLS: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
     ("acme", "metered-llm", {}, _openai(10, 1)),
     ("acme", "no-such-model", {"feature": "faq"}, _openai(10, 10)),
     # Server-side searches bill per search, beside the tokens.
-    ("anthropic", "claude-sonnet-4-5", {"feature": "research"},
-     {**_anthropic(900, 300), "server_tool_use": {"web_search_requests": 3}}),
+    (
+        "anthropic",
+        "claude-sonnet-4-5",
+        {"feature": "research"},
+        {**_anthropic(900, 300), "server_tool_use": {"web_search_requests": 3}},
+    ),
     # Audio parts of the prompt and the completion bill at the audio rates.
-    ("openai", "gpt-audio", {"feature": "voice"},
-     {"prompt_tokens": 1000, "completion_tokens": 500,
-      "prompt_tokens_details": {"audio_tokens": 800},
-      "completion_tokens_details": {"audio_tokens": 450}}),
+    (
+        "openai",
+        "gpt-audio",
+        {"feature": "voice"},
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 500,
+            "prompt_tokens_details": {"audio_tokens": 800},
+            "completion_tokens_details": {"audio_tokens": 450},
+        },
+    ),
 ]
 
 
@@ -90,8 +113,15 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def configured(capture: CaptureSink, registry: CollectorRegistry) -> Any:
-    costwatch.configure(service="test", strict=True, prometheus=True, registry=registry,
-                        prices=USER_PRICES, warm_up=False, sinks=[capture])
+    costwatch.configure(
+        service="test",
+        strict=True,
+        prometheus=True,
+        registry=registry,
+        prices=USER_PRICES,
+        warm_up=False,
+        sinks=[capture],
+    )
     yield costwatch
     costwatch._runtime.shutdown()
 
@@ -106,9 +136,13 @@ def test_summary_of_tallied_calls_equals_the_sum_of_their_per_call_records(
     priced = [r.cost_usd for r in records if r.cost_usd is not None]
     assert summary.total_usd == sum(priced, Decimal(0))
     assert summary.total.unpriced == sum(1 for r in records if r.cost_usd is None) == 3
-    for group, field in ((summary.by_model, "model"), (summary.by_feature, "feature"),
-                         (summary.by_strategy, "strategy"), (summary.by_team, "team"),
-                         (summary.by_tenant, "tenant")):
+    for group, field in (
+        (summary.by_model, "model"),
+        (summary.by_feature, "feature"),
+        (summary.by_strategy, "strategy"),
+        (summary.by_team, "team"),
+        (summary.by_tenant, "tenant"),
+    ):
         expected: dict[str, Decimal] = defaultdict(Decimal)
         tokens: dict[str, int] = defaultdict(int)
         for r in records:
@@ -126,8 +160,9 @@ def test_tallied_calls_bill_tiers_and_per_request_prices_as_published(configured
     by_model = costwatch.summary().by_model
     # claude-sonnet-4-5: $3 / $15 per Mtok, cache reads $0.30, 5-minute writes $3.75;
     # above 200k prompt tokens $6 / $22.50.
-    short = (30 * Decimal(3) + 5000 * Decimal("0.30") + 1200 * Decimal("3.75")
-             + 200 * Decimal(15)) / M
+    short = (
+        30 * Decimal(3) + 5000 * Decimal("0.30") + 1200 * Decimal("3.75") + 200 * Decimal(15)
+    ) / M
     long = (210_000 * Decimal(6) + 500 * Decimal("22.5")) / M
     # Three web searches at $10 per thousand, beside the call's tokens.
     searched = (900 * Decimal(3) + 300 * Decimal(15)) / M + 3 * Decimal("0.01")
@@ -136,9 +171,10 @@ def test_tallied_calls_bill_tiers_and_per_request_prices_as_published(configured
     metered = ((1000 + 10) * Decimal(2) + (100 + 1) * Decimal(8)) / M + 2 * Decimal("0.001")
     assert by_model["metered-llm"].cost_usd == metered
     # gpt-audio: text $2.50 / $10, audio $32 / $64 per Mtok.
-    assert by_model["gpt-audio"].cost_usd == (
-        200 * Decimal("2.50") + 800 * Decimal(32) + 50 * Decimal(10) + 450 * Decimal(64)
-    ) / M
+    assert (
+        by_model["gpt-audio"].cost_usd
+        == (200 * Decimal("2.50") + 800 * Decimal(32) + 50 * Decimal(10) + 450 * Decimal(64)) / M
+    )
     assert by_model["no-such-model"].unpriced == 1
     assert by_model["no-such-model"].cost_usd == 0
 
@@ -158,14 +194,18 @@ def test_prometheus_exports_tallied_calls_with_the_summarys_dollars_and_tokens(
     _run_all()
     summary = costwatch.summary()
     assert _sample_sum(registry, "costwatch_cost_usd_total") == pytest.approx(
-        float(summary.total_usd))
-    assert _sample_sum(registry, "costwatch_tokens_total", token_type="cache_write") == (
-        summary.total.tokens["cache_write"])
+        float(summary.total_usd)
+    )
+    assert (
+        _sample_sum(registry, "costwatch_tokens_total", token_type="cache_write")
+        == (summary.total.tokens["cache_write"])
+    )
     assert _sample_sum(registry, "costwatch_requests_total", status="ok") == 3 * len(CALLS)
     assert _sample_sum(registry, "costwatch_duration_seconds_count") == 3 * len(CALLS)
     assert _sample_sum(registry, "costwatch_unpriced_requests_total") == 3
     assert _sample_sum(registry, "costwatch_cost_usd_total", strategy="fine_tuned") == (
-        pytest.approx(float(summary.by_strategy["fine_tuned"].cost_usd)))
+        pytest.approx(float(summary.by_strategy["fine_tuned"].cost_usd))
+    )
     # A second scrape adds nothing that was not called since.
     assert _sample_sum(registry, "costwatch_requests_total") == 3 * len(CALLS)
 
@@ -181,17 +221,29 @@ def test_calls_folded_into_their_rows_keep_every_count_and_latency_bucket(
     assert summary.total_usd == sum((r.cost_usd or 0 for r in records), Decimal(0))
     tally = costwatch._runtime.runtime().tally
     usages = [TokenUsage(*row[1:11]) for row in tally.totals().values()]
-    for field in ("input", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h",
-                  "web_searches", "input_audio", "output_audio"):
+    for field in (
+        "input",
+        "cache_read",
+        "cache_write",
+        "output",
+        "reasoning",
+        "cache_write_1h",
+        "web_searches",
+        "input_audio",
+        "output_audio",
+    ):
         assert sum(getattr(u, field) for u in usages) == sum(
-            getattr(r.usage, field) for r in records), field
+            getattr(r.usage, field) for r in records
+        ), field
     bounds = tally.bounds
     assert bounds is not None
     for bound in bounds:
         assert _sample_sum(registry, "costwatch_duration_seconds_bucket", le=str(bound)) == sum(
-            1 for r in records if r.latency_s <= bound)
+            1 for r in records if r.latency_s <= bound
+        )
     assert _sample_sum(registry, "costwatch_duration_seconds_sum") == pytest.approx(
-        sum(r.latency_s for r in records))
+        sum(r.latency_s for r in records)
+    )
 
 
 def test_short_calls_never_add_up_to_the_long_context_price(configured: Any) -> None:
@@ -206,8 +258,9 @@ def test_prometheus_counters_keep_tallied_calls_across_configure(
 ) -> None:
     site = _site("openai", "gpt-4o-mini")
     for _ in range(2):
-        costwatch.configure(service="test", strict=True, prometheus=True, registry=registry,
-                            warm_up=False)
+        costwatch.configure(
+            service="test", strict=True, prometheus=True, registry=registry, warm_up=False
+        )
         for _ in range(5):
             site(_openai(100, 20))
     costwatch._runtime.shutdown()
@@ -216,8 +269,9 @@ def test_prometheus_counters_keep_tallied_calls_across_configure(
 
 
 def test_eight_threads_of_decorated_calls_sum_exactly(registry: CollectorRegistry) -> None:
-    costwatch.configure(service="test", strict=True, prometheus=True, registry=registry,
-                        warm_up=False)
+    costwatch.configure(
+        service="test", strict=True, prometheus=True, registry=registry, warm_up=False
+    )
     site = _site("openai", "gpt-4o-mini")
     threads, per_thread = 8, 10_000
     scraped: list[float] = []
@@ -243,7 +297,8 @@ def test_eight_threads_of_decorated_calls_sum_exactly(registry: CollectorRegistr
     assert summary.total.calls == calls
     assert summary.total_usd == calls * (100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
     assert {team: t.calls for team, t in summary.by_team.items()} == {
-        f"team-{i}": 2 * per_thread for i in range(4)}
+        f"team-{i}": 2 * per_thread for i in range(4)
+    }
     assert scraped == sorted(scraped)
     assert _sample_sum(registry, "costwatch_requests_total") == calls
     assert _sample_sum(registry, "costwatch_tokens_total", token_type="output") == calls * 20
@@ -252,8 +307,14 @@ def test_eight_threads_of_decorated_calls_sum_exactly(registry: CollectorRegistr
 def test_tallied_tenants_past_the_limit_become_other_and_each_call_is_counted(
     registry: CollectorRegistry,
 ) -> None:
-    costwatch.configure(service="test", strict=True, prometheus=True, registry=registry,
-                        label_limits={"tenant": 50}, warm_up=False)
+    costwatch.configure(
+        service="test",
+        strict=True,
+        prometheus=True,
+        registry=registry,
+        label_limits={"tenant": 50},
+        warm_up=False,
+    )
     site = _site("openai", "gpt-4o-mini")
     for i in range(10_000):
         with costwatch.tags(tenant=f"t{i}"):
@@ -293,7 +354,11 @@ def test_a_call_appended_while_its_entry_is_folded_is_kept() -> None:
     assert len(entry) == 1 + 8  # the new row, then the call that came during the fold
     [calls] = cursor.take()
     assert (calls.calls, calls.usage.input, calls.usage.output, calls.latency_s) == (
-        4, 307, 61, 1.75)
+        4,
+        307,
+        61,
+        1.75,
+    )
     assert calls.cost_usd == (307 * Decimal("0.15") + 61 * Decimal("0.60")) / M
     assert cursor.take() == []
 
@@ -343,8 +408,9 @@ def test_a_tally_that_cannot_be_read_never_fails_the_scrape(
 ) -> None:
     from costwatch._tally import Tally
 
-    costwatch.configure(service="test", strict=False, prometheus=True, registry=registry,
-                        warm_up=False)
+    costwatch.configure(
+        service="test", strict=False, prometheus=True, registry=registry, warm_up=False
+    )
     _site("openai", "gpt-4o-mini")(_openai(100, 20))  # tallied
     costwatch.record(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
 
@@ -352,8 +418,11 @@ def test_a_tally_that_cannot_be_read_never_fails_the_scrape(
         raise RuntimeError("tally unreadable")
 
     monkeypatch.setattr(Tally, "totals", unreadable)
-    samples = {(s.name, s.labels.get("component", "")): s.value
-               for metric in registry.collect() for s in metric.samples}
+    samples = {
+        (s.name, s.labels.get("component", "")): s.value
+        for metric in registry.collect()
+        for s in metric.samples
+    }
     monkeypatch.undo()
     costwatch._runtime.shutdown()
     assert samples[("costwatch_requests_total", "")] == 1  # the recorded call is still there
@@ -387,8 +456,9 @@ def test_cache_lookups_are_counted_per_thread_and_exact_for_every_reader(
 
     @costwatch.retrieval(source="kb", cache=costwatch.RetrievalCache(ttl=600))
     def search(query: str) -> list[str]:
-        costwatch.record(provider="openai", model="text-embedding-3-small", input_tokens=1000,
-                         stage="embedding")
+        costwatch.record(
+            provider="openai", model="text-embedding-3-small", input_tokens=1000, stage="embedding"
+        )
         return [f"about {query}"]
 
     def lookups() -> None:
@@ -406,7 +476,8 @@ def test_cache_lookups_are_counted_per_thread_and_exact_for_every_reader(
     assert _sample_sum(registry, "costwatch_cache_requests_total", result="hit") == hits
     assert _sample_sum(registry, "costwatch_cache_requests_total", result="miss") == misses
     assert _sample_sum(registry, "costwatch_cache_saved_usd_total") == pytest.approx(
-        float(hits * saved_per_hit))
+        float(hits * saved_per_hit)
+    )
     # Another sink still gets every lookup as it happens.
     assert len(capture.cache) == hits + misses
     assert {e.tenant for e in capture.cache} == {"acme", "globex"}
@@ -430,14 +501,20 @@ def test_a_cache_reader_gets_each_lookup_once_with_what_it_saved() -> None:
     assert ledger.take_cache() == [(miss, 1)]
     assert ledger.take_cache() == []
     assert sorted((n, e.saved_usd) for e, n in exporter.take_cache()) == [
-        (1, 0), (4, Decimal("0.0065"))]
+        (1, 0),
+        (4, Decimal("0.0065")),
+    ]
 
 
 def test_entries_of_many_different_costs_share_one_row(configured: Any) -> None:
     @costwatch.retrieval(source="kb", cache=costwatch.RetrievalCache(ttl=600))
     def search(query: str) -> list[str]:
-        costwatch.record(provider="openai", model="text-embedding-3-small",
-                         input_tokens=len(query), stage="embedding")
+        costwatch.record(
+            provider="openai",
+            model="text-embedding-3-small",
+            input_tokens=len(query),
+            stage="embedding",
+        )
         return [query]
 
     questions = [f"question {'x' * i}" for i in range(500)]  # each a different cost
