@@ -32,7 +32,7 @@ import redis
 from _shared import redis_url
 
 import costwatch
-from costwatch._budget_backend import RESERVE_LUA, RESERVE_SHA, BudgetKeys
+from costwatch.budgets._backend import RESERVE_LUA, RESERVE_SHA, BudgetKeys
 
 PROMPT = "What is the refund policy for annual plans bought through a reseller?"
 RESPONSE = {
@@ -129,7 +129,7 @@ def main() -> None:
         print(f"  ratio added / bare EVALSHA           {added / bare:8.2f}x   (goal <= 1.30x)")
         print(f"  (settled: {status.spent_usd} USD spent, {status.holds} holds left)")
         client.close()
-        costwatch._runtime.shutdown()
+        costwatch._configure.shutdown()
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ from _shared import redis_url
 from prometheus_client import CollectorRegistry
 
 import costwatch
-from costwatch._cache import RetrievalCache
-from costwatch._cache_backend import redis_client_kwargs
-from costwatch._cache_copy import copier
-from costwatch._sink import CacheEvent
-from costwatch._tally import cache_key
+from costwatch._core.sink import CacheEvent
+from costwatch.accounting._tally import cache_key
+from costwatch.cache._backend import redis_client_kwargs
+from costwatch.cache._copy import copier
+from costwatch.cache._retrieval_cache import RetrievalCache
 
 DOCS = [
     {

@@ -16,19 +16,19 @@ Prometheus and OpenTelemetry exporters.
 
 from __future__ import annotations
 
-from costwatch._batch import record_batch_results
-from costwatch._budget import budget
-from costwatch._budget_alerts import BudgetAlert
-from costwatch._cache import RetrievalCache
-from costwatch._context import tags
-from costwatch._decorators import embedding, generation, retrieval
-from costwatch._errors import BudgetExceeded, ConfigError
-from costwatch._instrument import instrument, uninstrument
-from costwatch._ledger import Summary
-from costwatch._record import CostRecord, TokenUsage
-from costwatch._recorder import record
-from costwatch._request import request
-from costwatch._runtime import configure, runtime
+from costwatch._configure import configure, runtime
+from costwatch._core.context import tags
+from costwatch._core.errors import BudgetExceeded, ConfigError
+from costwatch._core.record import CostRecord, TokenUsage
+from costwatch.accounting._ledger import Summary
+from costwatch.accounting._recorder import record
+from costwatch.accounting._request import request
+from costwatch.budgets._alerts import BudgetAlert
+from costwatch.budgets._budget import budget
+from costwatch.cache._retrieval_cache import RetrievalCache
+from costwatch.capture._batch import record_batch_results
+from costwatch.capture._decorators import embedding, generation, retrieval
+from costwatch.capture._instrument import instrument, uninstrument
 from costwatch.exporters.prometheus import serve_metrics
 
 __all__ = [

@@ -34,9 +34,9 @@ def _progress(stream: TextIO) -> object:
 
 def _demo(args: argparse.Namespace) -> int:
     import costwatch
+    from costwatch._configure import runtime
     from costwatch._demo.report import render
     from costwatch._demo.workload import Workload
-    from costwatch._runtime import runtime
 
     meter_provider = _otlp_meter_provider()
     costwatch.configure(service=args.service, meter_provider=meter_provider)
@@ -96,7 +96,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _otlp_meter_provider() -> Any:
     """With ``COSTWATCH_OTEL=true`` the demo owns the OTel SDK: metrics go out over OTLP/HTTP
     (``OTEL_EXPORTER_OTLP_ENDPOINT``), as an application would set it up."""
-    from costwatch._config import load_settings
+    from costwatch._core.settings import load_settings
 
     if not load_settings({}).otel:
         return None
@@ -113,7 +113,7 @@ def _otlp_meter_provider() -> Any:
 
 
 def _prices(args: argparse.Namespace) -> int:
-    from costwatch._pricing import PriceCatalog, format_price_table
+    from costwatch.pricing._catalog import PriceCatalog, format_price_table
 
     catalog = PriceCatalog(args.prices)
     text = format_price_table(catalog, args.model, args.provider)
@@ -127,8 +127,8 @@ def _prices(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from costwatch._pricing import PriceCatalog
-    from costwatch._tokens import estimate_cost, format_estimate
+    from costwatch._core.tokens import estimate_cost, format_estimate
+    from costwatch.pricing._catalog import PriceCatalog
 
     if args.file and args.file != "-":
         with open(args.file, encoding="utf-8") as fh:
@@ -144,8 +144,8 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _budget_status(args: argparse.Namespace) -> int:
-    from costwatch._budget import BudgetStatusError, budget_status
-    from costwatch._config import load_settings
+    from costwatch._core.settings import load_settings
+    from costwatch.budgets._budget import BudgetStatusError, budget_status
 
     url = args.redis_url or load_settings({}).redis_url
     try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from costwatch._cache_backend import sync_trackers
+from costwatch.cache._backend import sync_trackers
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess
 from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401 - session fixture
@@ -63,4 +63,4 @@ def cw(capture: CaptureSink) -> Iterator[Any]:
         service="test", strict=True, prometheus=False, otel=False, warm_up=False, sinks=[capture]
     )
     yield costwatch
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from costwatch._tokens import count_message_tokens, count_tokens
+from costwatch._core.tokens import count_message_tokens, count_tokens
 
 _WORDS = (
     "the refund policy allows returns within thirty days of delivery when the item is unused "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from costwatch._ledger import Summary, Totals
+from costwatch.accounting._ledger import Summary, Totals
 
 
 def _usd(value: Decimal, places: int = 4) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from costwatch._record import CostRecord
+from costwatch._core.record import CostRecord
 from costwatch.exporters.names import (
     ERROR_TYPE,
     GEN_AI_DATA_SOURCE_ID,

@@ -17,10 +17,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from costwatch._cardinality import GuardedTable, LabelGuard
-from costwatch._record import CostRecord
-from costwatch._sink import CacheEvent, RequestEnd
+from costwatch._core.record import CostRecord
+from costwatch._core.sink import CacheEvent, RequestEnd
 from costwatch.exporters import names
+from costwatch.exporters._cardinality import GuardedTable, LabelGuard
 from costwatch.exporters.names import CACHE_LABELS, REQUEST_LABELS, SPEND_LABELS, MetricSpec
 
 _ZERO = Decimal(0)
@@ -35,8 +35,8 @@ def _metric(spec: MetricSpec, registry: CollectorRegistry) -> Any:
             spec.help,
             spec.labels,
             registry=registry,
-            multiprocess_mode=spec.multiprocess_mode or "all",
-        )  # type: ignore[arg-type]
+            multiprocess_mode=spec.multiprocess_mode or "all",  # type: ignore[arg-type]
+        )
     return Histogram(spec.family, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
 
 

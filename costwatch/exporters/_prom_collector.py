@@ -18,7 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from costwatch._failopen import errors
+from costwatch._core.failopen import errors
 from costwatch.exporters import names
 from costwatch.exporters._aggregate import HistogramSeries, SpendAggregate
 from costwatch.exporters.names import (

@@ -24,12 +24,12 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from costwatch._cardinality import LabelGuard
-from costwatch._failopen import errors
-from costwatch._record import CostRecord
-from costwatch._sink import BaseSink, CacheEvent, RequestEnd
+from costwatch._core.failopen import errors
+from costwatch._core.record import CostRecord
+from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters._aggregate import SpendAggregate
+from costwatch.exporters._cardinality import LabelGuard
 from costwatch.exporters.names import (
     CACHE_LABELS,
     ERROR_TYPE,

@@ -31,14 +31,14 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
 
-from costwatch._cardinality import LabelGuard
-from costwatch._errors import ConfigError
-from costwatch._failopen import errors
-from costwatch._record import CostRecord
-from costwatch._sink import BaseSink, CacheEvent, RequestEnd
+from costwatch._core.errors import ConfigError
+from costwatch._core.failopen import errors
+from costwatch._core.record import CostRecord
+from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
+from costwatch.exporters._cardinality import LabelGuard
 
 if TYPE_CHECKING:
-    from costwatch._tally import Tally
+    from costwatch.accounting._tally import Tally
     from costwatch.exporters._aggregate import SpendAggregate
 
 __all__ = ["MetricsServer", "PrometheusSink", "is_multiprocess", "serve_metrics"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from decimal import Decimal
 
-from costwatch._record import CostRecord
-from costwatch._sink import BaseSink, CacheEvent, RequestEnd
+from costwatch._core.record import CostRecord
+from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
 
 
 class CaptureSink(BaseSink):

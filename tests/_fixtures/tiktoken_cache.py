@@ -18,7 +18,7 @@ def tiktoken_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
     Fails (never skips) when bpe-openai is missing: token estimation would silently degrade.
     """
-    from costwatch._tokens import seed_tiktoken_cache
+    from costwatch._core.tokens import seed_tiktoken_cache
 
     path = str(tmp_path_factory.mktemp("tiktoken-cache"))
     seeded = seed_tiktoken_cache(path)

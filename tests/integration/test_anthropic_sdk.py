@@ -15,8 +15,8 @@ import anthropic
 import httpx2
 import pytest
 
-from costwatch._record import TokenUsage
-from costwatch._streams import drain
+from costwatch._core.record import TokenUsage
+from costwatch.capture._streams import drain
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
     AnthropicUsage,
@@ -321,7 +321,7 @@ def test_stream_manager_never_entered_records_nothing_and_holds_no_budget(
     del manager
     gc.collect()
     drain()  # records of collected streams are made outside the collector
-    cw._runtime.runtime().budgets.flush()
+    cw.runtime().budgets.flush()
 
     assert fake_provider.requests == []
     assert capture.records == []

@@ -24,23 +24,23 @@ import pytest
 import redis
 
 import costwatch
-from costwatch._budget import (
+from costwatch._core.errors import BudgetExceeded
+from costwatch._core.record import TokenUsage
+from costwatch.budgets._alerts import BudgetAlert
+from costwatch.budgets._backend import (
+    BUDGET_INDEX_KEY,
+    BudgetKeys,
+    RedisBudgetBackend,
+    Settlement,
+)
+from costwatch.budgets._budget import (
     Budget,
     BudgetCall,
     BudgetRegistry,
     BudgetStatusError,
     budget_status,
 )
-from costwatch._budget_alerts import BudgetAlert
-from costwatch._budget_backend import (
-    BUDGET_INDEX_KEY,
-    BudgetKeys,
-    RedisBudgetBackend,
-    Settlement,
-)
-from costwatch._errors import BudgetExceeded
-from costwatch._pricing import Price
-from costwatch._record import TokenUsage
+from costwatch.pricing._catalog import Price
 from tests._fixtures.capture import CaptureSink
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,8 +268,8 @@ def test_settlements_still_queued_at_interpreter_exit_are_applied(redis_server: 
     script = f"""
 import time
 from decimal import Decimal
-from costwatch._budget import Budget, BudgetCall, BudgetRegistry
-from costwatch._budget_backend import RedisBudgetBackend
+from costwatch.budgets._budget import Budget, BudgetCall, BudgetRegistry
+from costwatch.budgets._backend import RedisBudgetBackend
 registry = BudgetRegistry(RedisBudgetBackend.from_url({redis_server!r}), time.time,
                           batch_delay_s=60)  # the settle thread would wait a minute
 registry.add(Budget("exit", 10, "day"))
@@ -461,7 +461,7 @@ def cw_redis(redis_server: str, capture: CaptureSink) -> Iterator[Any]:
         sinks=[capture],
     )
     yield costwatch
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
 
 
 def test_configured_redis_backs_public_budgets(cw_redis: Any, client: Any) -> None:

@@ -13,10 +13,10 @@ from decimal import Decimal
 
 import pytest
 
-from costwatch._budget import Budget, BudgetCall, BudgetRegistry
-from costwatch._budget_backend import RedisBudgetBackend
-from costwatch._errors import BudgetExceeded
-from costwatch._pricing import Price
+from costwatch._core.errors import BudgetExceeded
+from costwatch.budgets._backend import RedisBudgetBackend
+from costwatch.budgets._budget import Budget, BudgetCall, BudgetRegistry
+from costwatch.pricing._catalog import Price
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess
 

@@ -19,9 +19,9 @@ import pytest
 import redis
 
 import costwatch
-from costwatch._cache import RetrievalCache, decode_entry, last_lookup_var
-from costwatch._cache_backend import RedisBackend
-from costwatch._cache_tracking import GenerationTracker
+from costwatch.cache._backend import RedisBackend
+from costwatch.cache._retrieval_cache import RetrievalCache, decode_entry, last_lookup_var
+from costwatch.cache._tracking import GenerationTracker
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
 
@@ -290,7 +290,7 @@ _PROCESS_SCRIPT = textwrap.dedent(
     import sys, time
     import redis
     import costwatch
-    from costwatch._cache import RetrievalCache, last_lookup_var
+    from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
 
     url = sys.argv[1]
     start_at, work_s, lock_timeout = (float(a) for a in sys.argv[2:5])

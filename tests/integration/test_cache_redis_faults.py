@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from costwatch._breaker import CircuitBreaker
-from costwatch._cache import RetrievalCache, last_lookup_var
+from costwatch._core.breaker import CircuitBreaker
+from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.redis_proc import RedisProcess, free_port
 

@@ -130,7 +130,7 @@ def test_budget_status_lists_budgets_registered_in_redis(redis_server: str) -> N
         "costwatch.budget('support-daily', limit_usd=50, window='day', match={'team': 'support'})\n"
         "with costwatch.tags(team='support'):\n"
         "    costwatch.record(provider='openai', model='gpt-4o-mini', input_tokens=1000000)\n"
-        "costwatch._runtime.shutdown()\n"
+        "costwatch._configure.shutdown()\n"
     )
     subprocess.run(
         [sys.executable, "-c", script],

@@ -25,7 +25,7 @@ def test_decorator_around_instrumented_client_records_once(
     first_client: bool,
 ) -> None:
     if first_client:  # the process's first instrumented call: the decorator learns it now
-        from costwatch import _context
+        from costwatch._core import context as _context
 
         monkeypatch.setattr(_context, "recorded", False)
     client = cw.instrument(

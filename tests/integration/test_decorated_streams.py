@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from costwatch._record import TokenUsage
+from costwatch._core.record import TokenUsage
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
     AnthropicUsage,
@@ -100,7 +100,7 @@ def test_decorated_function_around_an_instrumented_client_records_the_stream_onc
     daily = cw.budget("daily", limit_usd=5, window="1d", action="block")
 
     list(answer())
-    cw._runtime.runtime().budgets.flush()
+    cw.runtime().budgets.flush()
 
     assert len(capture.records) == 1
     assert capture.records[0].cost_usd == MINI_COST

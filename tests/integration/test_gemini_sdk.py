@@ -15,8 +15,8 @@ import pytest
 from google import genai
 from google.genai import types
 
-from costwatch._record import TokenUsage
-from costwatch._streams import drain
+from costwatch._core.record import TokenUsage
+from costwatch.capture._streams import drain
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
     FakeProvider,

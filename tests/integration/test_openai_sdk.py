@@ -19,10 +19,10 @@ import openai
 import pytest
 
 import costwatch
-from costwatch import _streams
-from costwatch._record import TokenUsage
-from costwatch._sink import BaseSink
-from costwatch._streams import drain
+from costwatch._core.record import TokenUsage
+from costwatch._core.sink import BaseSink
+from costwatch.capture import _streams
+from costwatch.capture._streams import drain
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
     FakeProvider,
@@ -948,7 +948,7 @@ def test_budget_reservation_is_settled_with_the_streamed_cost(
     )
     assert daily.status().holds == 1  # the worst case is held while the stream runs
     list(stream)
-    cw._runtime.runtime().budgets.flush()
+    cw.runtime().budgets.flush()
 
     status = daily.status()
     assert (status.holds, status.reserved_usd) == (0, 0)
@@ -999,7 +999,7 @@ def test_a_stream_collected_while_a_sink_holds_its_lock_is_recorded_afterwards(
 
         assert [r.incomplete for r in sink.records] == [False, True]
     finally:
-        costwatch._runtime.shutdown()
+        costwatch._configure.shutdown()
 
 
 def test_a_forked_worker_records_its_dropped_streams_by_itself(

@@ -145,7 +145,7 @@ def demo_run() -> Iterator[tuple[PrometheusServer, Any]]:
     finally:
         prometheus.stop()
         server.shutdown()
-        costwatch._runtime.shutdown()
+        costwatch._configure.shutdown()
 
 
 def test_spend_by_strategy_in_prometheus_equals_the_summary(

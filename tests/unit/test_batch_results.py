@@ -14,7 +14,7 @@ from typing import Any
 
 import anthropic.types.messages as batch_types
 
-from costwatch._record import TokenUsage
+from costwatch._core.record import TokenUsage
 from tests._fixtures.capture import CaptureSink
 
 M = Decimal(1_000_000)

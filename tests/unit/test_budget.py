@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 
-from costwatch._budget import (
+from costwatch._core.errors import BudgetExceeded, ConfigError
+from costwatch._core.record import TokenUsage
+from costwatch.budgets._alerts import BudgetAlert
+from costwatch.budgets._backend import BudgetKeys, MemoryBudgetBackend, Settlement
+from costwatch.budgets._budget import (
     Budget,
     BudgetCall,
     BudgetRegistry,
@@ -24,11 +28,7 @@ from costwatch._budget import (
     to_nano,
     to_nano_ceiling,
 )
-from costwatch._budget_alerts import BudgetAlert
-from costwatch._budget_backend import BudgetKeys, MemoryBudgetBackend, Settlement
-from costwatch._errors import BudgetExceeded, ConfigError
-from costwatch._pricing import Price, PriceTier
-from costwatch._record import TokenUsage
+from costwatch.pricing._catalog import Price, PriceTier
 from tests._fixtures.capture import CaptureSink
 
 # $1 per million input tokens, $4 per million output tokens
@@ -434,7 +434,7 @@ def test_a_settlement_batch_applied_twice_is_charged_once_however_late() -> None
 
 def test_a_settlement_whose_reply_was_lost_is_charged_once(registry: Any) -> None:
     """Redis ran the batch but the reply timed out: the retry must not charge it again."""
-    from costwatch._budget_backend import BackendUnavailable
+    from costwatch.budgets._backend import BackendUnavailable
 
     registry.add(Budget("b", 10, "day"))
     real_settle = registry.backend.settle

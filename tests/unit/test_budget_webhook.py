@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from costwatch._budget import Budget, BudgetCall, BudgetRegistry
-from costwatch._budget_alerts import BudgetAlert, WebhookSender
-from costwatch._budget_backend import MemoryBudgetBackend
+from costwatch.budgets._alerts import BudgetAlert, WebhookSender
+from costwatch.budgets._backend import MemoryBudgetBackend
+from costwatch.budgets._budget import Budget, BudgetCall, BudgetRegistry
 
 
 class Receiver:

@@ -14,10 +14,15 @@ import orjson
 import pytest
 
 import costwatch
-from costwatch._cache import RetrievalCache, decode_entry, entry_body, last_lookup_var
-from costwatch._cache_backend import MemoryBackend
-from costwatch._cache_local import LocalLRU
-from costwatch._errors import ConfigError
+from costwatch._core.errors import ConfigError
+from costwatch.cache._backend import MemoryBackend
+from costwatch.cache._local import LocalLRU
+from costwatch.cache._retrieval_cache import (
+    RetrievalCache,
+    decode_entry,
+    entry_body,
+    last_lookup_var,
+)
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
 
@@ -726,7 +731,7 @@ def test_the_lookup_result_is_restored_after_nested_cached_calls(sink: Capture) 
 
 
 def test_entry_generation_reads_only_the_prefix_costwatch_writes() -> None:
-    from costwatch._cache_backend import entry_generation
+    from costwatch.cache._backend import entry_generation
 
     assert entry_generation(b'[1,42,"0",[]]') == 42
     assert entry_generation(b'[1,,"0",[]]') is None

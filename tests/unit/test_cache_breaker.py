@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from costwatch._breaker import CircuitBreaker
+from costwatch._core.breaker import CircuitBreaker
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from costwatch._cache_copy import copier
+from costwatch.cache._copy import copier
 
 DOCS = [
     {

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from costwatch._config import load_settings
+from costwatch._core.settings import load_settings
 from costwatch.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]

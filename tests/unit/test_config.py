@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import pytest
 
 import costwatch
-from costwatch._runtime import runtime
+from costwatch._configure import runtime
 
 
 @pytest.fixture(autouse=True)
 def _fresh() -> Iterator[None]:
     yield
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
 
 
 def test_defaults_apply_when_nothing_is_set(monkeypatch: pytest.MonkeyPatch) -> None:

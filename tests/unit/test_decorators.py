@@ -315,7 +315,7 @@ def test_fine_tuned_model_is_fine_tuned_unless_the_request_says_hybrid(
 def test_retrieved_documents_become_context_of_the_next_generation(
     cw: Any, capture: CaptureSink
 ) -> None:
-    from costwatch._tokens import count_tokens
+    from costwatch._core.tokens import count_tokens
 
     docs = [
         {"text": "refunds are possible within thirty days"},
@@ -367,7 +367,7 @@ def test_request_groups_cost_per_pipeline(cw: Any, capture: CaptureSink) -> None
 def test_a_first_request_after_plain_calls_is_attributed(
     cw: Any, capture: CaptureSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from costwatch import _context
+    from costwatch._core import context as _context
 
     # As in a process that has never entered a request or a cost scope: plain calls skip
     # reading their contextvars until one is entered.

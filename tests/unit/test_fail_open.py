@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 import costwatch
-from costwatch._failopen import errors
-from costwatch._record import CostRecord
-from costwatch._sink import BaseSink
+from costwatch._core.failopen import errors
+from costwatch._core.record import CostRecord
+from costwatch._core.sink import BaseSink
 from tests._fixtures.capture import CaptureSink
 
 
@@ -24,7 +24,7 @@ class BrokenSink(BaseSink):
 def lenient(capture: CaptureSink) -> Iterator[Any]:
     costwatch.configure(service="t", strict=False, prometheus=False, sinks=[capture, BrokenSink()])
     yield costwatch
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
 
 
 def response() -> dict[str, Any]:
@@ -75,7 +75,7 @@ def test_strict_mode_raises_costwatch_own_errors(capture: CaptureSink) -> None:
         with pytest.raises(RuntimeError, match="sink bug"):
             answer("hi")
     finally:
-        costwatch._runtime.shutdown()
+        costwatch._configure.shutdown()
         errors.strict = False
 
 

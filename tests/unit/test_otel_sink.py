@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
-from costwatch._record import CostRecord, TokenUsage
-from costwatch._sink import CacheEvent, RequestEnd
+from costwatch._core.record import CostRecord, TokenUsage
+from costwatch._core.sink import CacheEvent, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters.otel import OTelSink
 from costwatch.exporters.prometheus import PrometheusSink

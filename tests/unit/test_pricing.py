@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from costwatch import _pricing
-from costwatch._errors import ConfigError
-from costwatch._pricing import (
+from costwatch._core.errors import ConfigError
+from costwatch._core.record import TokenUsage
+from costwatch.pricing import _catalog as _pricing
+from costwatch.pricing._catalog import (
     Price,
     PriceCatalog,
     PriceTier,
@@ -21,7 +22,6 @@ from costwatch._pricing import (
     load_user_prices,
     model_candidates,
 )
-from costwatch._record import TokenUsage
 
 M = 1_000_000
 
@@ -567,7 +567,7 @@ def test_without_genai_prices_only_user_and_bundled_prices_resolve() -> None:
 def test_building_a_catalog_does_not_import_genai_prices() -> None:
     code = (
         "import sys\n"
-        "from costwatch._pricing import PriceCatalog\n"
+        "from costwatch.pricing._catalog import PriceCatalog\n"
         "PriceCatalog({'models': [{'provider': 'a', 'model': 'b', 'input_per_mtok': 1}]})\n"
         "print('genai_prices' in sys.modules)\n"
     )

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import costwatch
-from costwatch._recorder import CallSpec
-from costwatch._streams import drain, wrap_stream
+from costwatch.accounting._recorder import CallSpec
+from costwatch.capture._streams import drain, wrap_stream
 from tests._fixtures.capture import CaptureSink
 
 SPEC = CallSpec("openai", "gpt-4o-mini", "generation", "chat")
@@ -27,7 +27,7 @@ def lenient(capture: CaptureSink) -> Iterator[CaptureSink]:
     """costwatch configured as in production: internal errors are counted, not raised."""
     costwatch.configure(service="test", strict=False, prometheus=False, otel=False, sinks=[capture])
     yield capture
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
 
 
 class Stream:
@@ -105,7 +105,7 @@ def test_drain_returns_only_once_a_record_another_thread_is_making_is_made() -> 
     ``drain()`` (a test, ``configure()``, exit) must not return before that record is made."""
     import threading
 
-    from costwatch import _streams
+    from costwatch.capture import _streams
 
     started, release = threading.Event(), threading.Event()
     made: list[str] = []

@@ -13,8 +13,8 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from costwatch._record import TokenUsage
-from costwatch._streams import StreamAccumulator
+from costwatch._core.record import TokenUsage
+from costwatch.capture._streams import StreamAccumulator
 from tests._fixtures.fake_providers import (
     AnthropicUsage,
     FakeProvider,

@@ -123,7 +123,7 @@ def configured(capture: CaptureSink, registry: CollectorRegistry) -> Any:
         sinks=[capture],
     )
     yield costwatch
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
 
 
 def test_summary_of_tallied_calls_equals_the_sum_of_their_per_call_records(
@@ -219,7 +219,7 @@ def test_calls_folded_into_their_rows_keep_every_count_and_latency_bucket(
     records = capture.records
     assert summary.total.calls == len(records) == 150 * len(CALLS)
     assert summary.total_usd == sum((r.cost_usd or 0 for r in records), Decimal(0))
-    tally = costwatch._runtime.runtime().tally
+    tally = costwatch._configure.runtime().tally
     usages = [TokenUsage(*row[1:11]) for row in tally.totals().values()]
     for field in (
         "input",
@@ -263,7 +263,7 @@ def test_prometheus_counters_keep_tallied_calls_across_configure(
         )
         for _ in range(5):
             site(_openai(100, 20))
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
     assert _sample_sum(registry, "costwatch_requests_total") == 10
     assert _sample_sum(registry, "costwatch_tokens_total", token_type="input") == 1000
 
@@ -292,7 +292,7 @@ def test_eight_threads_of_decorated_calls_sum_exactly(registry: CollectorRegistr
     for t in pool:
         t.join()
     summary = costwatch.summary()
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
     calls = threads * per_thread
     assert summary.total.calls == calls
     assert summary.total_usd == calls * (100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
@@ -326,15 +326,15 @@ def test_tallied_tenants_past_the_limit_become_other_and_each_call_is_counted(
         for sample in metric.samples:
             if sample.name == "costwatch_requests_total":
                 tenants.add(sample.labels["tenant"])
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
     assert len(tenants) == 51 and "other" in tenants
     assert _sample_sum(registry, "costwatch_label_overflow_total", label="tenant") == 10_000 - 50
     assert _sample_sum(registry, "costwatch_requests_total", tenant="other") == 10_000 - 50
 
 
 def test_a_call_appended_while_its_entry_is_folded_is_kept() -> None:
-    from costwatch._pricing import PriceCatalog
-    from costwatch._tally import Tally
+    from costwatch.accounting._tally import Tally
+    from costwatch.pricing._catalog import PriceCatalog
 
     tally = Tally(PriceCatalog())
     cursor = tally.cursor()
@@ -370,7 +370,7 @@ def test_tags_outside_the_attribution_never_multiply_the_totals(
     for i in range(1_000):
         with costwatch.tags(feature="faq", user_id=f"u{i}", request_id=f"r{i}"):
             site(_openai(100, 20))
-    assert len(costwatch._runtime.runtime().tally.totals()) == 1
+    assert len(costwatch._configure.runtime().tally.totals()) == 1
     summary = costwatch.summary()
     assert summary.by_feature["faq"].calls == 1_000
     assert summary.total_usd == 1_000 * (100 * Decimal("0.15") + 20 * Decimal("0.60")) / M
@@ -380,7 +380,7 @@ def test_tags_outside_the_attribution_never_multiply_the_totals(
 def test_first_tags_after_untagged_calls_attribute_the_calls_inside(
     configured: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from costwatch import _context
+    from costwatch._core import context as _context
 
     # As in a process that has never entered a tags block: plain calls skip reading the
     # tags contextvar until one is entered.
@@ -399,14 +399,14 @@ def test_first_tags_after_untagged_calls_attribute_the_calls_inside(
 def test_functions_decorated_on_the_fly_share_their_totals(configured: Any) -> None:
     for _ in range(100):  # e.g. a closure decorated inside a request handler
         _site("openai", "gpt-4o-mini")(_openai(100, 20))
-    assert len(costwatch._runtime.runtime().tally.totals()) == 1
+    assert len(costwatch._configure.runtime().tally.totals()) == 1
     assert costwatch.summary().by_model["gpt-4o-mini"].calls == 100
 
 
 def test_a_tally_that_cannot_be_read_never_fails_the_scrape(
     registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from costwatch._tally import Tally
+    from costwatch.accounting._tally import Tally
 
     costwatch.configure(
         service="test", strict=False, prometheus=True, registry=registry, warm_up=False
@@ -424,13 +424,13 @@ def test_a_tally_that_cannot_be_read_never_fails_the_scrape(
         for s in metric.samples
     }
     monkeypatch.undo()
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
     assert samples[("costwatch_requests_total", "")] == 1  # the recorded call is still there
     assert samples[("costwatch_internal_errors_total", "exporter.prometheus")] == 1
 
 
 def test_a_tally_that_cannot_be_read_never_fails_summary(monkeypatch: pytest.MonkeyPatch) -> None:
-    from costwatch._tally import Tally
+    from costwatch.accounting._tally import Tally
 
     costwatch.configure(service="test", strict=False, prometheus=False, warm_up=False)
     _site("openai", "gpt-4o-mini")(_openai(100, 20))  # tallied
@@ -442,7 +442,7 @@ def test_a_tally_that_cannot_be_read_never_fails_summary(monkeypatch: pytest.Mon
     monkeypatch.setattr(Tally, "totals", unreadable)
     summary = costwatch.summary()
     monkeypatch.undo()
-    costwatch._runtime.shutdown()
+    costwatch._configure.shutdown()
     assert summary.total.calls == 1  # the recorded call is still there
     assert summary.internal_errors == {"ledger": 1}
 
@@ -468,7 +468,7 @@ def test_cache_lookups_are_counted_per_thread_and_exact_for_every_reader(
 
     all_at_once(lookups, 8)
     hits, misses = 8 * 2_000 - 20, 20  # ten questions, two tenants: one miss each
-    rt = costwatch._runtime.runtime()
+    rt = costwatch._configure.runtime()
     assert sum(n for n, _ in rt.tally.cache_totals().values()) == hits + misses
     summary = costwatch.summary()
     assert (summary.cache["kb"].hits, summary.cache["kb"].misses) == (hits, misses)
@@ -484,9 +484,9 @@ def test_cache_lookups_are_counted_per_thread_and_exact_for_every_reader(
 
 
 def test_a_cache_reader_gets_each_lookup_once_with_what_it_saved() -> None:
-    from costwatch._pricing import PriceCatalog
-    from costwatch._sink import CacheEvent
-    from costwatch._tally import Tally, cache_key
+    from costwatch._core.sink import CacheEvent
+    from costwatch.accounting._tally import Tally, cache_key
+    from costwatch.pricing._catalog import PriceCatalog
 
     tally = Tally(PriceCatalog())
     ledger, exporter = tally.cursor(), tally.cursor()
@@ -521,7 +521,7 @@ def test_entries_of_many_different_costs_share_one_row(configured: Any) -> None:
     for _ in range(2):
         for question in questions:
             search(question)
-    rows = costwatch._runtime.runtime().tally.cache_totals()
+    rows = costwatch._configure.runtime().tally.cache_totals()
     assert sorted(n for n, _ in rows.values()) == [500, 500]  # one hit row, one miss row
     saved = sum(len(q) for q in questions) * Decimal("0.02") / M
     assert costwatch.summary().cache_saved_usd == saved

@@ -19,9 +19,8 @@ import tiktoken
 import tiktoken.load
 import tiktoken.registry
 
-from costwatch import _tokens
-from costwatch._pricing import PriceCatalog
-from costwatch._tokens import (
+from costwatch._core import tokens as _tokens
+from costwatch._core.tokens import (
     count_message_tokens,
     count_tokens,
     encoding_name_for,
@@ -29,6 +28,7 @@ from costwatch._tokens import (
     format_estimate,
     seed_tiktoken_cache,
 )
+from costwatch.pricing._catalog import PriceCatalog
 from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401  (fixture)
 
 TEXT = (

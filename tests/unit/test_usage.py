@@ -18,8 +18,8 @@ from openai.types.chat import ChatCompletion
 from openai.types.completion_usage import CompletionUsage
 from openai.types.responses import Response
 
-from costwatch._record import TokenUsage
-from costwatch._usage import _read_chat_completion, extract_provider_usage, extract_usage
+from costwatch._core.record import TokenUsage
+from costwatch.capture._usage import _read_chat_completion, extract_provider_usage, extract_usage
 from tests._fixtures.fake_providers import (
     AnthropicUsage as FakeAnthropicUsage,
 )
@@ -93,7 +93,7 @@ def test_missing_or_null_openai_details_mean_zero(usage: dict[str, Any]) -> None
 
 def test_a_chat_completion_constructed_without_a_usage_count_is_still_read() -> None:
     """``model_construct`` skips validation: a required count can be absent from the object."""
-    from costwatch._usage import _response_readers
+    from costwatch.capture._usage import _response_readers
 
     _response_readers.pop(ChatCompletion, None)  # start from the fused reader
     partial = ChatCompletion.model_construct(
@@ -108,7 +108,7 @@ def test_a_chat_completion_constructed_without_a_usage_count_is_still_read() -> 
 
 
 def test_a_chat_completion_with_counts_sent_as_null_reads_them_as_zero() -> None:
-    from costwatch._usage import _response_readers
+    from costwatch.capture._usage import _response_readers
 
     _response_readers.pop(ChatCompletion, None)  # start from the fused reader
     body = chat_completion(_fake(prompt_tokens=50, completion_tokens=7), "gpt-4o-mini")
@@ -127,7 +127,7 @@ def test_a_chat_completion_with_counts_sent_as_null_reads_them_as_zero() -> None
 def test_chat_completions_without_details_read_right_before_and_after_the_reader_adapts() -> None:
     """A chat completion is read by one fused reader; the first response that lacks a detail
     (OpenAI-compatible servers) hands its class to the general reader, which reads both kinds."""
-    from costwatch._usage import _response_readers
+    from costwatch.capture._usage import _response_readers
 
     _response_readers.pop(ChatCompletion, None)  # start from the fused reader
     with_details = ChatCompletion.model_validate(

@@ -1,0 +1,212 @@
+"""The process-wide runtime: settings, sinks, prices, budgets and clock, built by ``configure()``.
+
+Every global is injectable (registry, meter provider, clock, extra sinks) so each test builds a
+fresh runtime; ``runtime()`` builds a default one from the environment on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from costwatch._core.failopen import errors, logger
+from costwatch._core.settings import Settings, load_settings
+from costwatch._core.sink import Sink
+from costwatch.accounting._ledger import Ledger
+
+if TYPE_CHECKING:
+    from costwatch.accounting._tally import Tally
+    from costwatch.budgets._budget import BudgetRegistry
+    from costwatch.exporters.prometheus import PrometheusSink
+    from costwatch.pricing._catalog import PriceCatalog
+
+
+class Runtime:
+    """Everything a wrapped call needs, resolved once at configuration time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Any = None,
+        meter_provider: Any = None,
+        tracer_provider: Any = None,
+        clock: Callable[[], float] = time.time,
+        sinks: Iterable[Sink] = (),
+    ) -> None:
+        from costwatch.budgets._budget import BudgetRegistry
+        from costwatch.pricing._catalog import PriceCatalog
+
+        self.settings = settings
+        self.service = settings.service
+        self.clock = clock
+        self.redis_url = settings.redis_url
+        self.estimate = settings.estimate_missing_usage
+        self.ledger = Ledger()
+        self.catalog: PriceCatalog = PriceCatalog(settings.prices)
+        built: list[Sink] = [self.ledger]
+        self.prometheus: PrometheusSink | None = None
+        if settings.prometheus:
+            from costwatch.exporters.prometheus import PrometheusSink
+
+            self.prometheus = PrometheusSink(
+                registry, service=settings.service, label_limits=settings.label_limits
+            )
+            built.append(self.prometheus)
+        if settings.otel:
+            from costwatch.exporters.otel import OTelSink
+
+            built.append(
+                OTelSink(
+                    meter_provider,
+                    service=settings.service,
+                    spans=settings.otel_spans,
+                    tracer_provider=tracer_provider,
+                    label_limits=settings.label_limits,
+                )
+            )
+        built.extend(sinks)
+        self.sinks: tuple[Sink, ...] = tuple(built)
+        self.tally: Tally = self._tally_for_readers()
+        """Where the recorder adds plain successful calls, and caches every lookup, for the
+        sinks that read totals."""
+        self.untallied_sinks: tuple[Sink, ...] = tuple(
+            sink for sink in self.sinks if sink is not self.ledger and sink is not self._tallied
+        )
+        """The sinks that need each event even when it was added to the tally: a ``CostRecord``
+        for a tallied call, a ``CacheEvent`` for a cache lookup."""
+        self.budgets: BudgetRegistry = BudgetRegistry(None, clock, lambda: self.sinks)
+        if settings.warm_up:
+            threading.Thread(target=self._warm_up, name="costwatch-warm-up", daemon=True).start()
+
+    def _tally_for_readers(self) -> Tally:
+        """The ledger, and the Prometheus exporter unless in multiprocess mode, read totals."""
+        from costwatch.accounting._tally import Tally
+
+        prometheus = self.prometheus
+        if prometheus is not None and prometheus.multiprocess:
+            prometheus = None
+        bounds = None
+        if prometheus is not None:
+            from costwatch.exporters.names import DURATION_BUCKETS
+
+            bounds = DURATION_BUCKETS
+        tally = Tally(self.catalog, bounds)
+        self.ledger.attach(tally)
+        if prometheus is not None:
+            prometheus.attach(tally)
+        self._tallied = prometheus
+        return tally
+
+    def _warm_up(self) -> None:
+        try:
+            self.catalog.warm_up()
+            from costwatch._core.tokens import preload_encodings
+
+            preload_encodings()
+        except Exception as exc:  # a background thread: log, never raise (even when strict)
+            logger.warning("costwatch could not preload prices/tokenizers: %r", exc)
+
+    def close(self) -> None:
+        """Record streams dropped unclosed, flush budget settlements, stop background work."""
+        from costwatch.capture._streams import drain
+
+        drain()
+        self.budgets.close()
+        if self.prometheus is not None:
+            self.prometheus.detach(self.tally)
+
+
+_lock = threading.Lock()
+current: Runtime | None = None
+"""The installed runtime (None before first use): the call path reads it as
+``_runtime.current or _runtime.runtime()``, which skips a function call."""
+
+
+def runtime() -> Runtime:
+    """The current runtime; a default one (from ``COSTWATCH_*``) on first use."""
+    rt = current
+    if rt is None:
+        with _lock:
+            rt = current
+            if rt is None:
+                rt = _install(Runtime(load_settings({})))
+    return rt
+
+
+def _install(new: Runtime) -> Runtime:
+    global current
+    errors.strict = new.settings.strict
+    errors.listeners = [sink.on_internal_error for sink in new.sinks]
+    current = new
+    return new
+
+
+def configure(
+    service: str | None = None,
+    redis_url: str | None = None,
+    prices: str | dict[str, Any] | None = None,
+    prometheus: bool | None = None,
+    otel: bool | None = None,
+    estimate_missing_usage: bool | None = None,
+    label_limits: dict[str, int] | None = None,
+    strict: bool | None = None,
+    *,
+    otel_spans: bool | None = None,
+    redis_timeout_s: float | None = None,
+    warm_up: bool | None = None,
+    registry: Any = None,
+    meter_provider: Any = None,
+    tracer_provider: Any = None,
+    clock: Callable[[], float] | None = None,
+    sinks: Iterable[Sink] = (),
+) -> Settings:
+    """Configure costwatch for this process.  Argument > ``COSTWATCH_*`` env var > default.
+
+    Invalid values raise :class:`costwatch.ConfigError` naming the field.  ``registry``,
+    ``meter_provider``, ``tracer_provider``, ``clock`` and ``sinks`` inject the globals
+    (tests build fresh ones).  Reconfiguring replaces the previous runtime and its totals.
+    """
+    settings = load_settings(
+        {
+            "service": service,
+            "redis_url": redis_url,
+            "prices": prices,
+            "prometheus": prometheus,
+            "otel": otel,
+            "estimate_missing_usage": estimate_missing_usage,
+            "label_limits": label_limits,
+            "strict": strict,
+            "otel_spans": otel_spans,
+            "redis_timeout_s": redis_timeout_s,
+            "warm_up": warm_up,
+        }
+    )
+    from costwatch.capture._streams import drain
+
+    drain()  # streams dropped under the previous runtime are recorded there, not here
+    new = Runtime(
+        settings,
+        registry=registry,
+        meter_provider=meter_provider,
+        tracer_provider=tracer_provider,
+        clock=clock or time.time,
+        sinks=sinks,
+    )
+    with _lock:
+        old = current
+        _install(new)
+    if old is not None:
+        old.close()
+    return settings
+
+
+def shutdown() -> None:
+    """Flush what is pending (budget settlements) and drop the runtime."""
+    global current
+    with _lock:
+        old, current = current, None
+    if old is not None:
+        old.close()

@@ -1,0 +1,217 @@
+"""Attribution on contextvars: ``tags(...)``, ``request(...)`` and cost scopes.
+
+Everything here is correct across threads (each thread has its own context) and asyncio tasks
+(each task copies the context it was created in).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from decimal import Decimal
+from types import MappingProxyType, TracebackType
+
+from costwatch._core.record import CostRecord
+
+STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
+
+
+ATTRIBUTION_TAGS = ("feature", "team", "tenant", "strategy")
+"""The tags that totals are kept by (other tags reach per-call records and budget matching)."""
+
+
+class TagSet(dict[str, str]):
+    """The tags in force: a dict (never mutated once set) that also carries ``attribution``,
+    the values of ``ATTRIBUTION_TAGS`` ("" when unset).  The recorder totals calls by it, so
+    every block entered with the same attribution adds to the same totals, and tags of
+    unbounded cardinality (a user or request id) never multiply them."""
+
+    __slots__ = ("attribution",)
+
+    def __init__(self, values: Mapping[str, str] = MappingProxyType({})) -> None:
+        super().__init__(values)
+        self.attribution: tuple[str, ...] = tuple(self.get(k, "") for k in ATTRIBUTION_TAGS)
+
+
+NO_TAGS = TagSet()
+NO_ATTRIBUTION = NO_TAGS.attribution
+tags_var: ContextVar[TagSet] = ContextVar("costwatch_tags", default=NO_TAGS)
+request_var: ContextVar[RequestState | None] = ContextVar("costwatch_request", default=None)
+scopes_var: ContextVar[tuple[CostScope, ...]] = ContextVar("costwatch_scopes", default=())
+recorded_var: ContextVar[object] = ContextVar("costwatch_recorded", default=None)
+"""The last response (or exception) an instrumented client recorded in this context: a
+decorated function that returns it (or lets it propagate) does not record the call again."""
+
+# Sticky flags: a plain call skips reading the contextvars of a feature this process has never
+# used (each read costs a few hundred instructions on the call path).  Once set, never unset.
+tagged = False
+"""A ``costwatch.tags`` block has been entered: ``tags_var`` may hold other tags than
+``NO_TAGS``."""
+scoped = False
+"""A ``costwatch.request`` or a cost scope has been entered: ``request_var`` and
+``scopes_var`` may hold something."""
+recorded = False
+"""An instrumented client has recorded a call: ``recorded_var`` may hold something."""
+
+
+def note_tagged() -> None:
+    """Called before ``tags_var`` is first set."""
+    global tagged
+    tagged = True
+
+
+def note_scoped() -> None:
+    """Called before ``request_var`` or ``scopes_var`` is first set."""
+    global scoped
+    scoped = True
+
+
+def set_recorded(value: object) -> None:
+    """``recorded_var.set(value)``, and note that it may now hold something."""
+    global recorded
+    recorded = True
+    recorded_var.set(value)
+
+
+_request_ids = itertools.count(1)
+
+
+class tags:  # noqa: N801 - a context manager used like a function, as in contextlib
+    """Attach attribution tags (feature, team, tenant, ...) to every call inside the block.
+
+    Nestable: inner values override outer ones for the duration of the inner block.
+    """
+
+    __slots__ = ("_values", "_token")
+
+    def __init__(self, **values: object) -> None:
+        self._values = {k: str(v) for k, v in values.items() if v is not None}
+        self._token: Token[TagSet] | None = None
+
+    def __enter__(self) -> Mapping[str, str]:
+        merged = TagSet({**tags_var.get(), **self._values})
+        note_tagged()
+        self._token = tags_var.set(merged)
+        return merged
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            tags_var.reset(self._token)
+            self._token = None
+
+
+def current_tags() -> Mapping[str, str]:
+    return tags_var.get()
+
+
+class CostScope:
+    """Collects the cost of every record made inside it (used by the cache to price a miss)."""
+
+    __slots__ = ("cost_usd", "unpriced", "_lock")
+
+    def __init__(self) -> None:
+        self.cost_usd = Decimal(0)
+        self.unpriced = 0
+        self._lock = threading.Lock()
+
+    def add(self, cost: Decimal | None) -> None:
+        with self._lock:
+            if cost is None:
+                self.unpriced += 1
+            else:
+                self.cost_usd += cost
+
+
+@contextmanager
+def cost_scope() -> Iterator[CostScope]:
+    scope = CostScope()
+    note_scoped()
+    token = scopes_var.set((*scopes_var.get(), scope))
+    try:
+        yield scope
+    finally:
+        scopes_var.reset(token)
+
+
+class RequestState:
+    """One user-facing request: groups its calls and carries retrieved context forward."""
+
+    __slots__ = (
+        "name",
+        "strategy",
+        "request_id",
+        "tags",
+        "cost_usd",
+        "unpriced",
+        "calls",
+        "started",
+        "pending_context",
+        "strategies",
+        "retrieved",
+        "_lock",
+    )
+
+    def __init__(self, name: str, strategy: str | None, tags: Mapping[str, str]) -> None:
+        self.name = name
+        self.strategy = strategy
+        self.request_id = f"{name}-{next(_request_ids)}"
+        self.tags = tags
+        self.cost_usd = Decimal(0)
+        self.unpriced = 0
+        self.calls = 0
+        self.started = time.perf_counter()
+        self.pending_context: dict[str, list[str]] = {}
+        self.strategies: set[str] = set()
+        self.retrieved = False
+        self._lock = threading.Lock()
+
+    def add_context(self, source: str, texts: list[str]) -> None:
+        """A retrieval returned these documents: the next generation in the request consumes them.
+
+        Their tokens are counted then, with the generating model's tokenizer.
+        """
+        if not texts:
+            return
+        with self._lock:
+            self.retrieved = True
+            self.pending_context.setdefault(source, []).extend(texts)
+
+    def take_context(self) -> dict[str, list[str]]:
+        with self._lock:
+            pending, self.pending_context = self.pending_context, {}
+        return pending
+
+    def add_record(self, record: CostRecord) -> None:
+        with self._lock:
+            self.calls += 1
+            if record.stage == "generation":
+                self.strategies.add(record.strategy)
+            if record.cost_usd is None:
+                self.unpriced += 1
+            else:
+                self.cost_usd += record.cost_usd
+
+
+def resolve_strategy(
+    model_fine_tuned: bool, request: RequestState | None, tag_values: Mapping[str, str]
+) -> str:
+    """DESIGN.md: a fine-tuned model is ``fine_tuned`` unless the request says ``hybrid``."""
+    declared = request.strategy if request is not None and request.strategy else None
+    if declared is None:
+        declared = tag_values.get("strategy")
+    if declared == "hybrid":
+        return "hybrid"
+    if model_fine_tuned:
+        return "fine_tuned"
+    if declared is None and request is not None and request.retrieved:
+        return "rag"
+    return declared or "base"

@@ -1,0 +1,366 @@
+"""The in-process ledger behind ``costwatch.summary()``: exact totals, thread-safe."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from costwatch._core.failopen import errors
+from costwatch._core.record import TOKEN_TYPES, CostRecord, TokenUsage
+from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
+from costwatch.accounting._tally import Tally, TallyCursor
+
+_ZERO = Decimal(0)
+
+
+@dataclass
+class Totals:
+    """Totals of a group of calls."""
+
+    calls: int = 0
+    errors: int = 0
+    cost_usd: Decimal = _ZERO
+    unpriced: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_TYPES, 0))
+    latency_s: float = 0.0
+    context_tokens: int = 0
+    context_cost_usd: Decimal = _ZERO
+    input_cost_usd: Decimal = _ZERO
+
+    def merge(self, other: Totals) -> None:
+        self.calls += other.calls
+        self.errors += other.errors
+        self.cost_usd += other.cost_usd
+        self.unpriced += other.unpriced
+        for k, v in other.tokens.items():
+            self.tokens[k] = self.tokens.get(k, 0) + v
+        self.latency_s += other.latency_s
+        self.context_tokens += other.context_tokens
+        self.context_cost_usd += other.context_cost_usd
+        self.input_cost_usd += other.input_cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "errors": self.errors,
+            "cost_usd": str(self.cost_usd),
+            "unpriced": self.unpriced,
+            "tokens": dict(self.tokens),
+            "latency_s": self.latency_s,
+            "context_tokens": self.context_tokens,
+            "context_cost_usd": str(self.context_cost_usd),
+            "input_cost_usd": str(self.input_cost_usd),
+        }
+
+
+@dataclass
+class PipelineTotals:
+    """Totals of ``costwatch.request`` blocks of one pipeline name."""
+
+    requests: int = 0
+    errors: int = 0
+    cost_usd: Decimal = _ZERO
+    strategies: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cost_per_request_usd(self) -> Decimal:
+        return self.cost_usd / self.requests if self.requests else _ZERO
+
+
+@dataclass
+class CacheTotals:
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    skips: int = 0
+    saved_usd: Decimal = _ZERO
+
+    @property
+    def hit_rate(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+
+@dataclass
+class Summary:
+    """A snapshot of everything recorded in this process since ``configure()``."""
+
+    total: Totals
+    by_strategy: dict[str, Totals]
+    by_stage: dict[str, Totals]
+    by_model: dict[str, Totals]
+    by_feature: dict[str, Totals]
+    by_team: dict[str, Totals]
+    by_tenant: dict[str, Totals]
+    by_pipeline: dict[str, PipelineTotals]
+    context_by_source: dict[str, tuple[int, Decimal]]
+    cache: dict[str, CacheTotals]
+    internal_errors: dict[str, int]
+
+    @property
+    def total_usd(self) -> Decimal:
+        return self.total.cost_usd
+
+    @property
+    def cache_saved_usd(self) -> Decimal:
+        return sum((c.saved_usd for c in self.cache.values()), _ZERO)
+
+    @property
+    def context_share_of_input_cost(self) -> float:
+        """Retrieved-context cost as a share of the input-side cost of all generations."""
+        gen = self.by_stage.get("generation")
+        if gen is None or not gen.input_cost_usd:
+            return 0.0
+        return float(gen.context_cost_usd / gen.input_cost_usd)
+
+    def as_dict(self) -> dict[str, Any]:
+        def group(d: dict[str, Totals]) -> dict[str, Any]:
+            return {k: v.as_dict() for k, v in sorted(d.items())}
+
+        return {
+            "total": self.total.as_dict(),
+            "by_strategy": group(self.by_strategy),
+            "by_stage": group(self.by_stage),
+            "by_model": group(self.by_model),
+            "by_feature": group(self.by_feature),
+            "by_team": group(self.by_team),
+            "by_tenant": group(self.by_tenant),
+            "by_pipeline": {
+                k: {
+                    "requests": v.requests,
+                    "errors": v.errors,
+                    "cost_usd": str(v.cost_usd),
+                    "cost_per_request_usd": str(v.cost_per_request_usd),
+                }
+                for k, v in sorted(self.by_pipeline.items())
+            },
+            "context_by_source": {
+                k: {"tokens": t, "cost_usd": str(c)}
+                for k, (t, c) in sorted(self.context_by_source.items())
+            },
+            "cache": {
+                k: {
+                    "hits": v.hits,
+                    "misses": v.misses,
+                    "errors": v.errors,
+                    "skips": v.skips,
+                    "hit_rate": v.hit_rate,
+                    "saved_usd": str(v.saved_usd),
+                }
+                for k, v in sorted(self.cache.items())
+            },
+            "internal_errors": dict(self.internal_errors),
+        }
+
+
+# Ledger rows are lists indexed by these positions (cheaper to update than attribute objects).
+_CALLS, _ERRORS, _COST, _UNPRICED, _IN, _CR, _CW, _OUT, _REASON, _LAT, _CTX_T, _CTX_C, _IN_COST = (
+    range(13)
+)
+
+
+def _new_row() -> list[Any]:
+    return [0, 0, _ZERO, 0, 0, 0, 0, 0, 0, 0.0, 0, _ZERO, _ZERO]
+
+
+class Ledger(BaseSink):
+    """Aggregates records by their full attribution key; ``summary()`` rolls the keys up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[tuple[str, ...], list[Any]] = {}
+        self._pipelines: dict[str, PipelineTotals] = {}
+        self._context: dict[str, list[Any]] = {}
+        self._cache: dict[str, CacheTotals] = {}
+        self._internal: dict[str, int] = {}
+        self._tally: TallyCursor | None = None
+
+    def attach(self, tally: Tally) -> None:
+        """Also count the calls the recorder only tallied (read at each ``summary()``)."""
+        self._tally = tally.cursor()
+
+    def _absorb_tally(self) -> None:
+        if self._tally is None:
+            return
+        try:
+            taken = self._tally.take()
+            lookups = self._tally.take_cache()
+        except Exception as exc:  # summarise what is aggregated rather than fail the caller
+            errors.report("ledger", exc)
+            return
+        with self._lock:
+            for event, count in lookups:
+                self._add_cache(event, count)
+        for calls in taken:
+            tags = calls.tags
+            key = (
+                calls.strategy,
+                calls.stage,
+                calls.provider,
+                calls.model,
+                tags.get("feature", ""),
+                tags.get("team", ""),
+                tags.get("tenant", ""),
+            )
+            with self._lock:
+                self._add(
+                    key,
+                    calls.calls,
+                    0,
+                    calls.cost_usd,
+                    calls.input_cost_usd,
+                    calls.usage,
+                    calls.latency_s,
+                )
+
+    def on_record(self, record: CostRecord) -> None:
+        key = (
+            record.strategy,
+            record.stage,
+            record.provider,
+            record.model,
+            record.feature,
+            record.team,
+            record.tenant,
+        )
+        with self._lock:
+            row = self._add(
+                key,
+                1,
+                int(record.status != "ok"),
+                record.cost_usd,
+                record.input_cost_usd,
+                record.usage,
+                record.latency_s,
+            )
+            if record.context_tokens:
+                for source, tokens in record.context_tokens.items():
+                    ctx = self._context.get(source)
+                    if ctx is None:
+                        ctx = self._context[source] = [0, _ZERO]
+                    ctx[0] += tokens
+                    ctx[1] += record.context_cost_usd.get(source, _ZERO)
+                    row[_CTX_T] += tokens
+                    row[_CTX_C] += record.context_cost_usd.get(source, _ZERO)
+
+    def _add(
+        self,
+        key: tuple[str, ...],
+        calls: int,
+        errors: int,
+        cost: Decimal | None,
+        input_cost: Decimal | None,
+        usage: TokenUsage,
+        latency_s: float,
+    ) -> list[Any]:
+        """Add to the row of ``key`` (``cost`` None: the calls were unpriced); holds the lock."""
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = _new_row()
+        row[_CALLS] += calls
+        row[_ERRORS] += errors
+        if cost is None:
+            row[_UNPRICED] += calls
+        else:
+            row[_COST] += cost
+        row[_IN] += usage.input
+        row[_CR] += usage.cache_read
+        row[_CW] += usage.cache_write
+        row[_OUT] += usage.output
+        row[_REASON] += usage.reasoning
+        row[_LAT] += latency_s
+        if input_cost is not None:
+            row[_IN_COST] += input_cost
+        return row
+
+    def on_request_end(self, event: RequestEnd) -> None:
+        with self._lock:
+            totals = self._pipelines.get(event.pipeline)
+            if totals is None:
+                totals = self._pipelines[event.pipeline] = PipelineTotals()
+            totals.requests += 1
+            if event.status != "ok":
+                totals.errors += 1
+            totals.cost_usd += event.cost_usd
+            totals.strategies[event.strategy] = totals.strategies.get(event.strategy, 0) + 1
+
+    def on_cache(self, event: CacheEvent) -> None:
+        with self._lock:
+            self._add_cache(event, 1)
+
+    def _add_cache(self, event: CacheEvent, count: int) -> None:
+        totals = self._cache.get(event.cache)
+        if totals is None:
+            totals = self._cache[event.cache] = CacheTotals()
+        if event.result == "hit":
+            totals.hits += count
+            totals.saved_usd += event.saved_usd
+        elif event.result == "miss":
+            totals.misses += count
+        elif event.result == "error":
+            totals.errors += count
+        else:
+            totals.skips += count
+
+    def on_internal_error(self, component: str) -> None:
+        with self._lock:
+            self._internal[component] = self._internal.get(component, 0) + 1
+
+    def summary(self) -> Summary:
+        self._absorb_tally()
+        with self._lock:
+            rows = [(k, list(v)) for k, v in self._rows.items()]
+            pipelines = {
+                k: PipelineTotals(v.requests, v.errors, v.cost_usd, dict(v.strategies))
+                for k, v in self._pipelines.items()
+            }
+            context = {k: (int(v[0]), Decimal(v[1])) for k, v in self._context.items()}
+            cache = {
+                k: CacheTotals(v.hits, v.misses, v.errors, v.skips, v.saved_usd)
+                for k, v in self._cache.items()
+            }
+            internal = dict(self._internal)
+        total = Totals()
+        groups: tuple[dict[str, Totals], ...] = ({}, {}, {}, {}, {}, {})
+        for (strategy, stage, _provider, model, feature, team, tenant), row in rows:
+            t = Totals(
+                calls=row[_CALLS],
+                errors=row[_ERRORS],
+                cost_usd=row[_COST],
+                unpriced=row[_UNPRICED],
+                tokens={
+                    "input": row[_IN],
+                    "cache_read": row[_CR],
+                    "cache_write": row[_CW],
+                    "output": row[_OUT],
+                    "reasoning": row[_REASON],
+                },
+                latency_s=row[_LAT],
+                context_tokens=row[_CTX_T],
+                context_cost_usd=row[_CTX_C],
+                input_cost_usd=row[_IN_COST],
+            )
+            total.merge(t)
+            for group, value in zip(
+                groups, (strategy, stage, model, feature, team, tenant), strict=True
+            ):
+                g = group.get(value)
+                if g is None:
+                    g = group[value] = Totals()
+                g.merge(t)
+        by_strategy, by_stage, by_model, by_feature, by_team, by_tenant = groups
+        return Summary(
+            total,
+            by_strategy,
+            by_stage,
+            by_model,
+            by_feature,
+            by_team,
+            by_tenant,
+            pipelines,
+            context,
+            cache,
+            internal,
+        )

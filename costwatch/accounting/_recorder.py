@@ -1,0 +1,564 @@
+"""Turn one finished call into a priced, attributed ``CostRecord`` and hand it to every sink."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from costwatch import _configure as _runtime
+from costwatch._core import context as _context
+from costwatch._core.context import (
+    NO_ATTRIBUTION,
+    request_var,
+    resolve_strategy,
+    scopes_var,
+    tags_var,
+)
+from costwatch._core.failopen import errors
+from costwatch._core.record import (
+    EMPTY_USAGE,
+    SERVICE_TIERS,
+    CostRecord,
+    Status,
+    TokenUsage,
+    UsageSource,
+)
+from costwatch.accounting._tally import ENTRY_LIMIT
+
+if TYPE_CHECKING:
+    from costwatch.accounting._tally import Tally
+    from costwatch.budgets._budget import BudgetCall, Reservation
+    from costwatch.capture._usage import Tokens
+    from costwatch.pricing._catalog import Price
+
+_ZERO = Decimal(0)
+
+
+_MAX_ALIASES = 256
+_NOTHING_KEPT: tuple[Tally | None, str, tuple[str, ...], list[Any]] = (None, "", (), [])
+
+
+class CallSpec:
+    """What a wrapped call site is: fixed at decoration / instrumentation time."""
+
+    __slots__ = (
+        "provider",
+        "model",
+        "stage",
+        "operation",
+        "source",
+        "price_usd",
+        "batch",
+        "service_tier",
+        "_untallied",
+        "_memo",
+        "_kept",
+        "_aliases",
+        "_tiers",
+        "_standard",
+    )
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        stage: str,
+        operation: str,
+        source: str = "",
+        price_usd: Decimal | None = None,
+        batch: bool = False,
+        service_tier: str = "",
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.stage = stage
+        self.operation = operation
+        self.source = source
+        self.price_usd = price_usd
+        """A fixed per-call price (retrieval, reranker searches) instead of a token price."""
+        self.batch = batch
+        """Priced at the model's batch rate (Batch APIs)."""
+        self.service_tier = service_tier
+        """Priced at this processing tier's price (OpenAI ``flex``, ``priority``) where one is
+        published; a flex call of a model without one bills at its batch rate."""
+        self._untallied = price_usd is not None or batch or bool(service_tier)
+        """Calls of this site are not priced by the tally's plain token price."""
+        self._memo: tuple[object, str, Price | None, bool] | None = None
+        """(tally, model, price if it has tiers, whether it has a price) of the last tallied
+        call: most sites call one model."""
+        self._kept: tuple[Tally | None, str, tuple[str, ...], list[Any]] = _NOTHING_KEPT
+        """(tally, model, attribution, tally entry) of the last plain call, when its entry does
+        not depend on its tokens: the next call like it adds to the entry without building and
+        hashing its key."""
+        self._tiers: dict[str, CallSpec] = {}
+        """This site at the processing tiers its responses reported, made when first needed."""
+        self._standard = self
+        """This site at the standard tier (set on the specs ``at_tier`` makes)."""
+        self._aliases: dict[str, str] = {}
+        """Requested model without a price -> the priced model its responses named (an Azure
+        deployment, a proxy's alias): what a budget reserves at before the next call."""
+
+    def preflight(
+        self, model: str, prompt_tokens: int, max_output_tokens: int | None
+    ) -> Reservation | None:
+        """Reserve the worst-case cost against matching budgets (may raise BudgetExceeded)."""
+        rt = _runtime.runtime()
+        if not rt.budgets.active:
+            return None
+        return rt.budgets.reserve(self.budget_call(rt, model, prompt_tokens, max_output_tokens))
+
+    def budget_call(
+        self, rt: _runtime.Runtime, model: str, prompt_tokens: int, max_output_tokens: int | None
+    ) -> BudgetCall:
+        from costwatch.budgets._budget import BudgetCall
+
+        tag_values = tags_var.get()
+        price = self._price(rt, model)
+        fine_tuned = price.fine_tuned if price is not None else rt.catalog.is_fine_tuned(model)
+        return BudgetCall(
+            provider=self.provider,
+            model=model,
+            stage=self.stage,
+            strategy=resolve_strategy(fine_tuned, request_var.get(), tag_values),
+            tags=tag_values,
+            price=price,
+            prompt_tokens=prompt_tokens,
+            max_output_tokens=max_output_tokens,
+            fixed_cost_usd=self.price_usd,
+        )
+
+    def _price(self, rt: _runtime.Runtime, model: str) -> Price | None:
+        """The price a budget reserves at (a processing tier's, when this spec has one)."""
+        if self.price_usd is not None:
+            return None
+        price = rt.catalog.resolve(self.provider, model)
+        if price is None and model in self._aliases:
+            price = rt.catalog.resolve(self.provider, self._aliases[model])
+        if price is not None and self.service_tier:
+            price = price.for_service_tier(self.service_tier) or price
+        return price
+
+    def emit(
+        self,
+        model: str | None,
+        usage: TokenUsage | None,
+        latency_s: float,
+        *,
+        status: Status = "ok",
+        error_type: str = "",
+        response_model: str = "",
+        usage_source: UsageSource = "reported",
+        incomplete: bool = False,
+        prompt: object = None,
+        estimate_text: str | None = None,
+        reservation: Reservation | None = None,
+        cache_hit: bool = False,
+        context_texts: Sequence[str] = (),
+    ) -> CostRecord | None:
+        """Record one finished call; never raises into the host (except in strict mode)."""
+        try:
+            return self._emit(
+                model or self.model or response_model or "unknown",
+                usage,
+                latency_s,
+                status,
+                error_type,
+                response_model,
+                usage_source,
+                incomplete,
+                prompt,
+                estimate_text,
+                reservation,
+                cache_hit,
+                context_texts,
+            )
+        except Exception as exc:
+            errors.report("recorder", exc)
+            return None
+
+    def emit_failure(
+        self,
+        model: str | None,
+        exc: BaseException,
+        latency_s: float,
+        reservation: Reservation | None = None,
+    ) -> CostRecord | None:
+        """Record a call that raised ``exc``: no tokens, ``status="error"``, its error type."""
+        return self.emit(
+            model,
+            EMPTY_USAGE,
+            latency_s,
+            status="error",
+            error_type=type(exc).__name__,
+            usage_source="none",
+            reservation=reservation,
+        )
+
+    def _emit(
+        self,
+        model: str,
+        usage: TokenUsage | None,
+        latency_s: float,
+        status: Status,
+        error_type: str,
+        response_model: str,
+        usage_source: UsageSource,
+        incomplete: bool,
+        prompt: object,
+        estimate_text: str | None,
+        reservation: Reservation | None,
+        cache_hit: bool,
+        context_texts: Sequence[str],
+    ) -> CostRecord:
+        rt = _runtime.runtime()
+        if usage is None:
+            usage, usage_source = _estimate(rt, model, prompt, estimate_text)
+        record = self.build(rt, model, usage, latency_s, status, response_model, usage_source)
+        if incomplete:
+            record.incomplete = True
+        if error_type:
+            record.error_type = error_type
+        if cache_hit:
+            record.cache_hit = True
+        self.deliver(rt, record, reservation, context_texts)
+        return record
+
+    def build(
+        self,
+        rt: _runtime.Runtime,
+        model: str,
+        usage: TokenUsage,
+        latency_s: float,
+        status: Status,
+        response_model: str,
+        usage_source: UsageSource,
+    ) -> CostRecord:
+        """Price and attribute one call (the hot path: positional, no optional work)."""
+        if usage.service_tier and usage.service_tier != self.service_tier:
+            # The response says which processing tier served the call: price it at that one.
+            tiered = self.at_tier(usage.service_tier)
+            if tiered is not self:
+                return tiered.build(
+                    rt, model, usage, latency_s, status, response_model, usage_source
+                )
+        fixed = self.price_usd
+        batch = self.batch
+        if fixed is not None:
+            cost: Decimal | None = fixed
+            input_cost: Decimal | None = _ZERO
+            price_source: str | None = "fixed"
+            fine_tuned = False
+        else:
+            price = rt.catalog.resolve(self.provider, model)
+            if price is None and response_model and response_model != model:
+                # An Azure deployment name, a proxy's alias: the model the response names
+                price = rt.catalog.resolve(self.provider, response_model)
+                if price is not None:
+                    self._learn(model, response_model)
+                    model = response_model
+            if price is not None:
+                if self.service_tier:
+                    price, batch = self._at_service_tier(price)
+                cost, input_cost = price.cost_split(usage, 1, batch)
+                price_source = price.source
+                fine_tuned = price.fine_tuned
+            else:
+                cost = input_cost = price_source = None
+                fine_tuned = rt.catalog.is_fine_tuned(model)
+        tag_values = tags_var.get()
+        req = request_var.get()
+        if req is None and not tag_values:
+            strategy = "fine_tuned" if fine_tuned else "base"
+        else:
+            strategy = resolve_strategy(fine_tuned, req, tag_values)
+        record = CostRecord(
+            self.provider,
+            model,
+            self.stage,
+            usage,
+            cost,
+            latency_s,
+            status,
+            input_cost,
+            strategy,
+            rt.service,
+            tag_values.get("feature", ""),
+            tag_values.get("team", ""),
+            tag_values.get("tenant", ""),
+            self.operation,
+            response_model,
+            price_source,
+            usage_source,
+            rt.clock(),
+            tag_values,
+        )
+        if self.source:
+            record.source = self.source
+        if batch:
+            record.batch = True
+        if self.service_tier:
+            record.service_tier = self.service_tier
+        return record
+
+    def at_tier(self, tier: str) -> CallSpec:
+        """This call site at processing ``tier``: OpenAI ``flex`` or ``priority``; any other
+        (``default``, ``auto``...) is the standard one."""
+        standard = self._standard
+        if tier not in SERVICE_TIERS:
+            return standard
+        spec = standard._tiers.get(tier)
+        if spec is None:
+            spec = CallSpec(
+                self.provider,
+                self.model,
+                self.stage,
+                self.operation,
+                self.source,
+                self.price_usd,
+                self.batch,
+                service_tier=tier,
+            )
+            spec._standard = standard
+            standard._tiers[tier] = spec
+        return spec
+
+    def _at_service_tier(self, price: Price) -> tuple[Price, bool]:
+        """``(price, at the batch rate)`` of a call served at this spec's processing tier."""
+        tiered = price.for_service_tier(self.service_tier)
+        if tiered is not None:
+            return tiered, self.batch
+        return price, self.batch or self.service_tier == "flex"  # OpenAI: flex = batch prices
+
+    def _entry(
+        self,
+        rt: _runtime.Runtime,
+        model: str,
+        attribution: tuple[str, ...],
+        response_model: str,
+        tokens: Tokens,
+    ) -> tuple[list[Any], str]:
+        """The tally entry a plain call of ``model`` adds to, and the model it is priced as (see
+        ``_by_response``).  The entry is kept for the next call when it does not depend on the
+        call's tokens (a price without long-context tiers)."""
+        tally = rt.tally
+        memo = self._memo
+        if memo is None or memo[0] is not tally or memo[1] != model:
+            price = rt.catalog.resolve(self.provider, model)
+            memo = self._memo = (
+                tally,
+                model,
+                price if price is not None and price.tiers else None,
+                price is not None,
+            )
+        tiered = memo[2]
+        if tiered is not None:
+            tier = tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
+        elif memo[3] or not response_model:
+            tier = 0
+        else:
+            model, tier = self._by_response(rt, model, response_model, tokens)
+        entry = tally.entry((self.provider, self.stage, model, attribution, tier))
+        if tiered is None and model == memo[1]:
+            self._kept = (tally, model, attribution, entry)
+        return entry, model
+
+    def _by_response(
+        self, rt: _runtime.Runtime, model: str, response_model: str, tokens: Tokens
+    ) -> tuple[str, int]:
+        """``(model, tier)`` of a call whose requested model has no price: the model the
+        response names when that one has a price (an Azure deployment name, a proxy's alias),
+        else the requested one."""
+        price = rt.catalog.resolve(self.provider, response_model)
+        if price is None:
+            return model, 0
+        self._learn(model, response_model)
+        tier = price.tier_index(tokens[0] + tokens[1] + tokens[2]) if price.tiers else 0
+        return response_model, tier
+
+    def _learn(self, model: str, response_model: str) -> None:
+        if len(self._aliases) < _MAX_ALIASES:
+            self._aliases[model] = response_model
+
+    def deliver(
+        self,
+        rt: _runtime.Runtime,
+        record: CostRecord,
+        reservation: Reservation | None,
+        context_texts: Sequence[str] = (),
+    ) -> None:
+        """Request attribution, cost scopes, budget settlement, then every sink."""
+        req = request_var.get()
+        if req is not None:
+            record.pipeline = req.name
+            record.request_id = req.request_id
+            if context_texts:
+                req.add_context(self.source or "default", list(context_texts))
+            elif self.stage == "generation" and req.pending_context:
+                _attribute_context(record, req.take_context(), record.input_cost_usd)
+            req.add_record(record)
+        cost = record.cost_usd
+        scopes = scopes_var.get()
+        if scopes:
+            for scope in scopes:
+                scope.add(cost)
+        if reservation is not None:
+            reservation.settle(cost)
+        elif rt.budgets.active:
+            rt.budgets.charge(self.budget_call(rt, record.model, 0, 0), cost)
+        for sink in rt.sinks:
+            sink.on_record(record)
+
+    def record_usage(
+        self,
+        rt: _runtime.Runtime,
+        model: str,
+        extracted: tuple[Tokens, str],
+        latency_s: float,
+        reservation: Reservation | None,
+    ) -> None:
+        """The common case: a successful call that reported its usage (``extracted``: what
+        ``extract_tokens`` read from its response, its tokens and the model it names).
+
+        Inside a request, budget, cache scope, with a fixed price or at the batch rate:
+        ``deliver(build(...))``.
+        Otherwise (a plain call) the ledger and the in-process Prometheus exporter get it
+        through ``rt.tally``, priced when read; a ``CostRecord`` is built only for the other
+        sinks, if any.
+        """
+        tokens, response_model = extracted
+        model = model or response_model or "unknown"
+        if (
+            reservation is not None
+            or rt.budgets.active
+            or self._untallied
+            or (_context.scoped and (request_var.get() is not None or scopes_var.get()))
+            or (tokens[6] is not None and tokens[6].service_tier)
+        ):
+            usage = TokenUsage.of(tokens)
+            self.deliver(
+                rt,
+                self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
+                reservation,
+            )
+            return
+        tally = rt.tally
+        attribution = tags_var.get().attribution if _context.tagged else NO_ATTRIBUTION
+        kept_tally, kept_model, kept_attribution, entry = self._kept
+        if kept_tally is not tally or kept_attribution is not attribution or kept_model != model:
+            entry, model = self._entry(rt, model, attribution, response_model, tokens)
+        entry.extend(tokens + (latency_s,))  # noqa: RUF005 - faster than (*tokens, ...)
+        if len(entry) > ENTRY_LIMIT:
+            tally.fold(entry)
+        if rt.untallied_sinks:
+            record = self.build(
+                rt, model, TokenUsage.of(tokens), latency_s, "ok", response_model, "reported"
+            )
+            for sink in rt.untallied_sinks:
+                sink.on_record(record)
+
+
+def _estimate(
+    rt: _runtime.Runtime, model: str, prompt: object, completion: str | None
+) -> tuple[TokenUsage, UsageSource]:
+    """Usage the provider did not report: tiktoken counts (or the marked heuristic)."""
+    if not rt.estimate or (prompt is None and not completion):
+        return EMPTY_USAGE, "none"
+    from costwatch._core.tokens import count_message_tokens, count_tokens
+
+    prompt_tokens = 0
+    if isinstance(prompt, str):
+        prompt_tokens = count_tokens(prompt, model)[0]
+    elif isinstance(prompt, Sequence) and prompt:
+        prompt_tokens = count_message_tokens(prompt, model)[0]
+    output_tokens = count_tokens(completion, model)[0] if completion else 0
+    return TokenUsage(input=prompt_tokens, output=output_tokens), "estimated"
+
+
+def _attribute_context(
+    record: CostRecord, pending: Mapping[str, list[str]], input_cost: Decimal | None
+) -> None:
+    """Attribute retrieved documents to this generation's input tokens and input cost.
+
+    Tokens are counted with the generating model's tokenizer and capped at the prompt size
+    (a prompt cannot hold more context than its own tokens); the cost share is the context's
+    fraction of all input-side tokens times the input-side cost.
+    """
+    from costwatch._core.tokens import count_tokens
+
+    counts = {
+        src: count_tokens("\n".join(texts), record.model)[0] for src, texts in pending.items()
+    }
+    total = sum(counts.values())
+    prompt_total = record.usage.prompt_total
+    if total == 0 or prompt_total == 0:
+        return
+    if total > prompt_total:
+        scaled = {src: n * prompt_total // total for src, n in counts.items()}
+        counts = scaled
+    record.context_tokens = {src: n for src, n in counts.items() if n}
+    if input_cost is not None:
+        record.context_cost_usd = {
+            src: input_cost * n / prompt_total for src, n in record.context_tokens.items()
+        }
+
+
+def record(
+    *,
+    provider: str,
+    model: str,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    stage: str = "generation",
+    latency_s: float = 0.0,
+    status: Status = "ok",
+    operation: str = "",
+    cache_write_1h_tokens: int = 0,
+    batch: bool = False,
+    web_searches: int = 0,
+    file_searches: int = 0,
+    input_audio_tokens: int = 0,
+    output_audio_tokens: int = 0,
+    service_tier: str = "",
+) -> CostRecord | None:
+    """Record a call costwatch did not wrap.  Returns the priced ``CostRecord``.
+
+    The token arguments are the ``token_type`` partition: ``input_tokens`` is fresh input
+    (without cache reads or writes) and ``output_tokens`` is visible output (without
+    reasoning tokens), so their sum is the billed total.  ``batch=True`` prices the call at the
+    model's batch rate (a Batch API result).  ``web_searches`` and ``file_searches`` are
+    server-side searches the call ran, billed per search; ``input_audio_tokens`` and
+    ``output_audio_tokens`` the audio parts of ``input_tokens`` and ``output_tokens``, billed
+    at the audio rates; ``service_tier`` the processing tier that served the call (OpenAI
+    ``flex``, ``priority``), priced at that tier's price.
+    """
+    usage = TokenUsage(
+        input=input_tokens,
+        cache_read=cache_read_tokens,
+        cache_write=cache_write_tokens,
+        output=output_tokens,
+        reasoning=reasoning_tokens,
+        cache_write_1h=cache_write_1h_tokens,
+        web_searches=web_searches,
+        file_searches=file_searches,
+        input_audio=input_audio_tokens,
+        output_audio=output_audio_tokens,
+        service_tier=service_tier if service_tier in SERVICE_TIERS else "",
+    )
+    spec = CallSpec(
+        provider, model, stage, operation or DEFAULT_OPERATION.get(stage, stage), batch=batch
+    )
+    return spec.emit(model, usage, latency_s, status=status)
+
+
+DEFAULT_OPERATION: dict[str, str] = {
+    "generation": "chat",
+    "embedding": "embeddings",
+    "retrieval": "retrieval",
+    "rerank": "rerank",
+    "tool": "execute_tool",
+}
+"""The GenAI operation name of a stage's record when none is given."""

@@ -1,0 +1,178 @@
+"""Budgets: windows, matching, pre-flight reservations, settlement and threshold alerts.
+
+``costwatch.budget(...)`` registers a :class:`Budget` in the runtime's :class:`BudgetRegistry`.
+Before a matching call the recorder asks the registry to :meth:`~BudgetRegistry.reserve` the
+call's worst-case cost (one backend round trip for all matching budgets); a ``block`` budget
+that would go over its limit raises :class:`costwatch.BudgetExceeded` before the provider is
+called.  After the call the recorder settles the reservation to the actual cost: the settlement
+is queued and a background thread applies it (pipelined), so the host's call path pays exactly
+one round trip.  Threshold alerts, the budget gauges and webhook posts also happen off the path.
+
+The parts: amounts in ``_budget_money``, windows in ``_budget_window``, calls and ``match=``
+selectors in ``_budget_match``, ``Budget`` and ``BudgetStatus`` in ``_budget_definition``, the
+queued work and ``Reservation`` in ``_budget_queue``, ``BudgetRegistry`` and its call path in
+``_budget_registry``, its background settlement thread in ``_budget_settle``.  This module
+keeps the public ``budget()``, the text of ``costwatch budget status`` and the names other
+modules import from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+
+from costwatch._core.errors import ConfigError
+from costwatch.budgets._alerts import AlertCallback, utc
+from costwatch.budgets._backend import (
+    BackendUnavailable,
+    BudgetKeys,
+    MemoryBudgetBackend,
+    RedisBudgetBackend,
+)
+from costwatch.budgets._definition import Action as Action
+from costwatch.budgets._definition import BackendPolicy as BackendPolicy
+from costwatch.budgets._definition import Budget as Budget
+from costwatch.budgets._definition import BudgetStatus as BudgetStatus
+from costwatch.budgets._match import MATCH_DIMENSIONS as MATCH_DIMENSIONS
+from costwatch.budgets._match import BudgetCall as BudgetCall
+from costwatch.budgets._match import PriceLike as PriceLike
+from costwatch.budgets._money import MAX_LIMIT_USD as MAX_LIMIT_USD
+from costwatch.budgets._money import NANO as NANO
+from costwatch.budgets._money import from_nano as from_nano
+from costwatch.budgets._money import to_nano as to_nano
+from costwatch.budgets._money import to_nano_ceiling as to_nano_ceiling
+from costwatch.budgets._queue import Reservation as Reservation
+from costwatch.budgets._registry import BudgetRegistry as BudgetRegistry
+from costwatch.budgets._window import ROLLING_BUCKETS as ROLLING_BUCKETS
+from costwatch.budgets._window import Window as Window
+from costwatch.budgets._window import WindowPosition as WindowPosition
+
+
+def budget(
+    name: str,
+    limit_usd: Decimal | float | int | str,
+    window: str,
+    *,
+    match: Mapping[str, str | Sequence[str]] | None = None,
+    action: Action = "warn",
+    thresholds: Sequence[float] = (0.5, 0.8, 1.0),
+    on_alert: AlertCallback | Sequence[AlertCallback] | None = None,
+    on_backend_error: BackendPolicy = "allow",
+    webhook_url: str | None = None,
+    default_max_output_tokens: int = 4096,
+    reservation_ttl_s: float = 600.0,
+) -> Budget:
+    """Register a budget: ``limit_usd`` per ``window`` for the calls ``match`` selects.
+
+    ``window``: rolling ``"1h"``, ``"24h"``/``"1d"``, ``"7d"`` (any ``<n>m|h|d``) or calendar
+    UTC ``"day"``/``"month"``.  ``match`` keys: ``provider``, ``model`` (globs allowed),
+    ``stage``, ``strategy`` and any tag (``team``, ``feature``, ``tenant``...); a value may be a
+    list (any of).  ``action="block"`` raises :class:`costwatch.BudgetExceeded` before a call
+    whose worst-case cost (prompt tokens + ``max_tokens``, else ``default_max_output_tokens``)
+    would pass the limit; ``"warn"`` alerts and lets it through.  ``thresholds`` fire once per
+    window (across processes with Redis) to ``on_alert``, the log and ``webhook_url``.
+    With ``configure(redis_url=...)`` spend is shared by every process through Redis;
+    ``on_backend_error`` says what to do while Redis is unreachable.
+    """
+    from costwatch._configure import runtime
+
+    new = Budget(
+        name,
+        limit_usd,
+        window,
+        match=match,
+        action=action,
+        thresholds=thresholds,
+        on_alert=on_alert,
+        on_backend_error=on_backend_error,
+        webhook_url=webhook_url,
+        default_max_output_tokens=default_max_output_tokens,
+        reservation_ttl_s=reservation_ttl_s,
+    )
+    rt = runtime()
+    registry = rt.budgets
+    if not registry.has_backend:
+        if rt.redis_url:
+            registry.use_backend(
+                RedisBudgetBackend.from_url(rt.redis_url, timeout_s=rt.settings.redis_timeout_s)
+            )
+        else:
+            registry.use_backend(MemoryBudgetBackend())
+    registry.service = rt.settings.service
+    return registry.add(new)
+
+
+class BudgetStatusError(Exception):
+    """``costwatch budget status`` cannot list budgets: no Redis configured, an invalid URL, or
+    Redis unreachable.  The message never holds the URL's password."""
+
+
+def budget_status(
+    redis_url: str | None, *, now: float | None = None, timeout_s: float = 2.0
+) -> str:
+    """The text of ``costwatch budget status``: every budget registered in Redis with its
+    window, spent, reserved (held by calls in flight), limit and reset time.
+
+    Raises :class:`BudgetStatusError` when they cannot be read (the command exits non-zero).
+    """
+    if not redis_url:
+        raise BudgetStatusError(
+            "costwatch: no Redis configured (set COSTWATCH_REDIS_URL or pass --redis-url); "
+            "budgets are shared, and listed, only through Redis."
+        )
+    where = _redact(redis_url)
+    try:
+        backend = RedisBudgetBackend.from_url(redis_url, timeout_s=timeout_s)
+    except ValueError as exc:
+        raise BudgetStatusError(f"costwatch: invalid Redis URL {where}: {exc}") from None
+    try:
+        definitions = backend.definitions()
+        if not definitions:
+            return f"costwatch: no budgets are configured in Redis at {where}."
+        moment = time.time() if now is None else now
+        rows = [
+            _status_row(name, raw, backend, moment) for name, raw in sorted(definitions.items())
+        ]
+    except BackendUnavailable as exc:
+        raise BudgetStatusError(f"costwatch: Redis at {where} is unreachable: {exc}") from None
+    finally:
+        backend.close()
+    header = ("BUDGET", "WINDOW", "ACTION", "SPENT", "RESERVED", "LIMIT", "USED", "RESETS AT (UTC)")
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def _status_row(name: str, raw: str, backend: RedisBudgetBackend, now: float) -> tuple[str, ...]:
+    try:
+        definition = json.loads(raw)
+        window = Window(str(definition["window"]))
+        limit = Decimal(str(definition["limit_usd"]))
+        action = str(definition.get("action", "warn"))
+    except (ValueError, KeyError, TypeError, ConfigError, InvalidOperation):
+        return (name, "?", "?", "?", "?", "?", "?", "unreadable definition")
+    position = window.locate(now)
+    reading = backend.read(BudgetKeys(name), int(now * 1000), position.min)
+    resets = window.resets_at(position, reading.oldest_bucket)
+    spent = from_nano(reading.spent)
+    used = f"{spent / limit * 100:.1f}%" if limit else "-"
+    return (
+        name,
+        window.spec,
+        action,
+        f"${spent:.6f}",
+        f"${from_nano(reading.reserved):.6f}",
+        f"${limit}",
+        used,
+        utc(resets).strftime("%Y-%m-%d %H:%M:%S") if resets is not None else "-",
+    )
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)

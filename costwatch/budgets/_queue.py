@@ -1,0 +1,111 @@
+"""The settlement queue's items (one call's settlement, a batch of them, an alert event, a
+registration) and the ``Reservation`` a call holds until it queues its settlement.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from costwatch._core.failopen import errors
+from costwatch.budgets._alerts import AlertKind
+from costwatch.budgets._backend import Settlement
+from costwatch.budgets._money import to_nano
+
+if TYPE_CHECKING:
+    from costwatch.budgets._definition import Budget
+    from costwatch.budgets._registry import BudgetRegistry
+
+WRITER_TTL_S = 86_400
+"""How long the store remembers a process's last applied settlement batch after its last one:
+a batch retried within that time (Redis unreachable for up to a day) is not charged twice."""
+
+
+class Reservation:
+    """Worst-case holds made before a call; :meth:`settle` replaces them with the actual cost."""
+
+    __slots__ = ("_registry", "_holds", "_settled")
+
+    def __init__(self, registry: BudgetRegistry, holds: list[tuple[Budget, str]]) -> None:
+        self._registry = registry
+        self._holds = holds
+        self._settled = False
+
+    @property
+    def budgets(self) -> tuple[str, ...]:
+        return tuple(b.name for b, _ in self._holds)
+
+    def settle(self, actual_cost: Decimal | None) -> None:
+        """Queue the settlement (never a round trip on the caller's path).  Idempotent.
+
+        ``None`` (unpriced call) releases the holds and charges nothing.
+        """
+        if self._settled:
+            return
+        self._settled = True
+        try:
+            cost = to_nano(actual_cost) if actual_cost is not None and actual_cost > 0 else 0
+            registry = self._registry
+            now = registry.clock()
+            append = registry.pending.append
+            for budget, settle_id in self._holds:
+                append(QueuedSettle(budget, settle_id, cost, now))
+            registry.wake()
+        except Exception as exc:
+            errors.report("budget", exc)
+
+
+class QueuedSettle:
+    """One call's settlement: release hold ``hold_id`` (if any) and charge ``cost``."""
+
+    __slots__ = ("budget", "hold_id", "cost", "now")
+
+    def __init__(self, budget: Budget, hold_id: str, cost: int, now: float) -> None:
+        self.budget = budget
+        self.hold_id = hold_id
+        self.cost = cost
+        self.now = now
+
+
+class QueuedGroup:
+    """Settlements of one budget and bucket, sent as one idempotent batch.  A batch that met
+    an unreachable backend is retried as it is, with the same writer and batch number."""
+
+    __slots__ = ("budget", "settlement", "now")
+
+    def __init__(self, budget: Budget, settlement: Settlement, now: float) -> None:
+        self.budget = budget
+        self.settlement = settlement
+        self.now = now
+
+
+class RetryLater(Exception):
+    def __init__(self, items: list[Pending]) -> None:
+        super().__init__("budget backend unavailable")
+        self.items = items
+
+
+class QueuedEvent:
+    """An alert-worthy moment seen on the call path (warn budget exceeded, call blocked)."""
+
+    __slots__ = ("budget", "kind", "spent", "oldest", "now")
+
+    def __init__(
+        self, budget: Budget, kind: AlertKind, spent: int, oldest: int, now: float
+    ) -> None:
+        self.budget = budget
+        self.kind = kind
+        self.spent = spent
+        self.oldest = oldest
+        self.now = now
+
+
+class QueuedRegister:
+    __slots__ = ("budget", "now")
+
+    def __init__(self, budget: Budget, now: float) -> None:
+        self.budget = budget
+        self.now = now
+
+
+Pending = QueuedSettle | QueuedGroup | QueuedEvent | QueuedRegister

@@ -1,0 +1,615 @@
+"""Storage behind ``RetrievalCache``: a Protocol, a thread-safe in-memory twin and Redis.
+
+Every operation the cache needs is one round trip:
+
+- ``read``: the namespace generation and an entry (the hit path): an ``MGET``, or for Redis
+  only a ``GET`` of the entry while Redis tracks the generation for this process (see
+  ``_cache_tracking``);
+- ``read_entry``: the entry alone (``GET``; the hit path when the cache trusts the generation
+  it read recently, see ``RetrievalCache(generation_ttl=...)``);
+- ``lock``: take the stampede lock (``SET NX PX`` with a random token) right after a miss;
+- ``acquire``: re-read the entry and, when it is missing or stale, take the lock — one Lua
+  script, used by callers waiting for another process's computation;
+- ``write_release``: store the computed entry and release the lock by compare-and-delete — one
+  Lua script, so a lock that expired and was taken by another process is never deleted;
+- ``write``: store without a lock (overwrite garbage, waiters that gave up);
+- ``bump``: ``INCR`` the namespace generation (O(1) invalidation).
+
+Keys of one namespace share a Redis Cluster hash tag (``{...}``), so the scripts touch one slot.
+Values are opaque bytes here; the cache encodes them as JSON and never executes what it reads.
+Backend failures raise :class:`BackendError`: Redis being down is an operational state the cache
+turns into ``result="error"``, not a costwatch bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+    from costwatch.cache._tracking import GenerationTracker
+
+Acquired = tuple[int, int, bytes | None]
+"""``(status, generation, entry)``: status 2 = a current entry is there (returned), 1 = the
+lock is ours, 0 = someone else holds the lock."""
+
+ENTRY_PREFIX = b"[1,"
+"""Entries are the JSON array ``[1, generation, "cost", value]``; scripts check this prefix."""
+
+HAVE_ENTRY, LOCKED, BUSY = 2, 1, 0
+
+MAX_CONNECTIONS = 512
+"""Per client (per event loop for asyncio); redis-py's default of 100 is easy to exhaust with
+many concurrent tasks, and exhaustion raises instead of waiting."""
+
+
+class BackendError(ConnectionError):
+    """The backend could not be reached or refused the command (operational, not a bug).
+
+    ``down`` is False when the backend itself is fine and only this process ran short (its
+    connection pool is exhausted): that must not open the circuit breaker.
+    """
+
+    def __init__(self, message: str, *, down: bool = True) -> None:
+        super().__init__(message)
+        self.down = down
+
+
+@runtime_checkable
+class AsyncCacheBackend(Protocol):
+    async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
+
+    async def read_entry(self, key: str) -> bytes | None: ...
+
+    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
+
+    async def acquire(
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+    ) -> Acquired: ...
+
+    async def write(self, key: str, entry: bytes, ttl_ms: int) -> None: ...
+
+    async def write_release(
+        self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
+    ) -> None: ...
+
+    async def bump(self, gen_key: str) -> int: ...
+
+
+@runtime_checkable
+class CacheBackend(Protocol):
+    """Synchronous storage; ``asyncio()`` gives the same storage for coroutine functions."""
+
+    def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
+
+    def read_entry(self, key: str) -> bytes | None: ...
+
+    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
+
+    def acquire(
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+    ) -> Acquired: ...
+
+    def write(self, key: str, entry: bytes, ttl_ms: int) -> None: ...
+
+    def write_release(
+        self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
+    ) -> None: ...
+
+    def bump(self, gen_key: str) -> int: ...
+
+    def asyncio(self) -> AsyncCacheBackend: ...
+
+
+def entry_generation(entry: bytes) -> int | None:
+    """The generation an entry claims in its prefix (``[1,<generation>,``), or None."""
+    if not entry.startswith(ENTRY_PREFIX):
+        return None
+    end = entry.find(b",", 3, 24)
+    digits = entry[3:end]
+    return int(digits) if end > 3 and digits.isdigit() else None
+
+
+def entry_is_current(entry: bytes | None, generation: int) -> bool:
+    """Cheap pre-check the scripts also make: the entry claims the current generation."""
+    return entry is not None and entry.startswith(b"%s%d," % (ENTRY_PREFIX, generation))
+
+
+# ------------------------------------------------------------------------------------------
+# In-memory twin
+# ------------------------------------------------------------------------------------------
+
+
+class MemoryBackend:
+    """Thread-safe in-process storage with the same semantics as the Redis backend.
+
+    Used when no Redis is configured.  ``max_entries`` bounds memory: past it, expired entries
+    are swept, then the oldest written are dropped.  ``clock`` is monotonic seconds (injectable).
+    """
+
+    def __init__(
+        self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._data: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._max_entries = max_entries
+        self._async = _AsyncMemoryBackend(self)
+
+    def _get(self, key: str, now: float) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[1] <= now:
+            del self._data[key]
+            return None
+        return item[0]
+
+    def _put(self, key: str, value: bytes, ttl_ms: int | None, now: float) -> None:
+        expires = now + ttl_ms / 1000.0 if ttl_ms is not None else float("inf")
+        self._data.pop(key, None)
+        self._data[key] = (value, expires)
+        if len(self._data) > self._max_entries:
+            for k in [k for k, (_, exp) in self._data.items() if exp <= now]:
+                del self._data[k]
+            while len(self._data) > self._max_entries:
+                oldest = next(iter(self._data))
+                del self._data[oldest]
+
+    def _generation(self, gen_key: str, now: float) -> int:
+        raw = self._get(gen_key, now)
+        return int(raw) if raw is not None else 0
+
+    def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
+        with self._lock:
+            now = self._clock()
+            return self._generation(gen_key, now), self._get(key, now)
+
+    def read_entry(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._get(key, self._clock())
+
+    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+        with self._lock:
+            now = self._clock()
+            if self._get(lock_key, now) is not None:
+                return False
+            self._put(lock_key, token.encode(), lock_ms, now)
+            return True
+
+    def acquire(self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int) -> Acquired:
+        with self._lock:
+            now = self._clock()
+            generation = self._generation(gen_key, now)
+            entry = self._get(key, now)
+            if entry_is_current(entry, generation):
+                return HAVE_ENTRY, generation, entry
+            if self._get(lock_key, now) is None:
+                self._put(lock_key, token.encode(), lock_ms, now)
+                return LOCKED, generation, None
+            return BUSY, generation, None
+
+    def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
+        with self._lock:
+            self._put(key, entry, ttl_ms, self._clock())
+
+    def write_release(
+        self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
+    ) -> None:
+        with self._lock:
+            now = self._clock()
+            if entry is not None:
+                self._put(key, entry, ttl_ms, now)
+            if self._get(lock_key, now) == token.encode():
+                del self._data[lock_key]
+
+    def bump(self, gen_key: str) -> int:
+        with self._lock:
+            now = self._clock()
+            generation = self._generation(gen_key, now) + 1
+            self._put(gen_key, b"%d" % generation, None, now)
+            return generation
+
+    def asyncio(self) -> AsyncCacheBackend:
+        return self._async
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+
+class _AsyncMemoryBackend:
+    """The twin's operations never block, so the async view calls them directly."""
+
+    __slots__ = ("_sync",)
+
+    def __init__(self, sync: MemoryBackend) -> None:
+        self._sync = sync
+
+    async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
+        return self._sync.read(gen_key, key)
+
+    async def read_entry(self, key: str) -> bytes | None:
+        return self._sync.read_entry(key)
+
+    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+        return self._sync.lock(lock_key, token, lock_ms)
+
+    async def acquire(
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+    ) -> Acquired:
+        return self._sync.acquire(gen_key, key, lock_key, token, lock_ms)
+
+    async def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
+        self._sync.write(key, entry, ttl_ms)
+
+    async def write_release(
+        self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
+    ) -> None:
+        self._sync.write_release(key, entry, ttl_ms, lock_key, token)
+
+    async def bump(self, gen_key: str) -> int:
+        return self._sync.bump(gen_key)
+
+
+# ------------------------------------------------------------------------------------------
+# Redis
+# ------------------------------------------------------------------------------------------
+
+# KEYS: generation, entry, lock.  ARGV: token, lock ms.
+_ACQUIRE_LUA = """
+local g = redis.call('GET', KEYS[1]) or '0'
+local v = redis.call('GET', KEYS[2])
+local prefix = '[1,' .. g .. ','
+if v and string.sub(v, 1, #prefix) == prefix then
+  return {2, g, v}
+end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, g, false}
+end
+return {0, g, false}
+"""
+
+# KEYS: entry, lock.  ARGV: entry ('' = do not store), ttl ms, token.
+_WRITE_RELEASE_LUA = """
+if ARGV[1] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"""
+
+
+def redis_client_kwargs(timeout_s: float) -> dict[str, Any]:
+    """Fail-fast client options: short socket timeouts and no retries (the breaker decides).
+
+    redis-py 6+ retries a failed command with backoff by default, which would multiply the
+    timeout a dead Redis adds to a call; costwatch never wants that on the host's call path.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+        "max_connections": MAX_CONNECTIONS,
+    }
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.RedisError, OSError)
+
+
+def _backend_error(exc: BaseException) -> BackendError:
+    import redis.exceptions
+
+    # redis-py >= 5.1: the pool ran out of connections (this process, not Redis, is short).
+    exhausted: Any = getattr(redis.exceptions, "MaxConnectionsError", ())
+    return BackendError(type(exc).__name__, down=not isinstance(exc, exhausted))
+
+
+def _acquired(reply: Any) -> Acquired:
+    status, generation, entry = reply
+    return int(status), int(generation), entry if entry else None
+
+
+def _generation(raw: bytes | None) -> int:
+    return int(raw) if raw is not None else 0
+
+
+def tracked_entry(entry: bytes | None, known: int) -> bool:
+    """Can an entry read alone be judged by the generation ``known`` (tracked, or trusted for
+    ``generation_ttl``)?  Not when it claims a newer one: this process has not heard of that
+    invalidation yet."""
+    if entry is None or entry.startswith(b"[1,%d," % known):
+        return True
+    claimed = entry_generation(entry)
+    return claimed is None or claimed <= known
+
+
+class RedisBackend:
+    """Redis through redis-py with fail-fast options; ``asyncio()`` gives the redis.asyncio twin.
+
+    ``track_generations`` (default on): Redis reports changes of the namespace generations this
+    process read (``GenerationTracker``), so a hit is one ``GET`` instead of an ``MGET``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: redis.Redis[bytes] | None = None,
+        timeout_s: float = 0.1,
+        track_generations: bool = True,
+    ) -> None:
+        import redis as redis_module
+
+        if client is None:
+            if url is None:
+                raise ValueError("RedisBackend needs a url or a client")
+            client = redis_module.Redis.from_url(url, **redis_client_kwargs(timeout_s))
+        self.url = url
+        self.timeout_s = timeout_s
+        self.client = client
+        self._errors = _redis_errors()
+        self._acquire = client.register_script(_ACQUIRE_LUA)
+        self._write_release = client.register_script(_WRITE_RELEASE_LUA)
+        self._async: AsyncRedisBackend | None = None
+        self._async_lock = threading.Lock()
+        self.tracker: GenerationTracker | None = None
+        if track_generations:
+            from costwatch.cache._tracking import GenerationTracker
+
+            self.tracker = GenerationTracker(client.connection_pool)
+        self._known: dict[str, int] = self.tracker.known if self.tracker is not None else {}
+
+    def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
+        known = self._known.get(gen_key)
+        try:
+            if known is not None:
+                entry = self.client.get(key)
+                if tracked_entry(entry, known):
+                    return known, entry
+            raw_gen, entry = self.client.mget((gen_key, key))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+        if self.tracker is not None:
+            self.tracker.want(gen_key)
+        return _generation(raw_gen), entry
+
+    def read_entry(self, key: str) -> bytes | None:
+        try:
+            return self.client.get(key)
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+
+    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+        try:
+            return bool(self.client.set(lock_key, token, nx=True, px=lock_ms))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+
+    def acquire(self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int) -> Acquired:
+        try:
+            reply = self._acquire(keys=(gen_key, key, lock_key), args=(token, lock_ms))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+        return _acquired(reply)
+
+    def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
+        try:
+            self.client.set(key, entry, px=ttl_ms)
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+
+    def write_release(
+        self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
+    ) -> None:
+        try:
+            self._write_release(keys=(key, lock_key), args=(entry or b"", ttl_ms, token))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+
+    def bump(self, gen_key: str) -> int:
+        try:
+            return int(self.client.incr(gen_key))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+        finally:
+            if self.tracker is not None:
+                self.tracker.forget(gen_key)
+
+    def asyncio(self) -> AsyncCacheBackend:
+        backend = self._async
+        if backend is None:
+            with self._async_lock:
+                backend = self._async
+                if backend is None:
+                    if self.url is None:
+                        raise ValueError(
+                            "RedisBackend(client=...) has no async twin: pass "
+                            "AsyncRedisBackend(client=<redis.asyncio client>) for async functions"
+                        )
+                    backend = self._async = AsyncRedisBackend(
+                        self.url, timeout_s=self.timeout_s, tracker=self.tracker
+                    )
+        return backend
+
+    def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+        self.client.close()
+
+
+class AsyncRedisBackend:
+    """Redis through redis.asyncio; a client is bound to an event loop, so one per loop.
+
+    ``tracker``: the sync twin's ``GenerationTracker`` (its thread serves both), if any.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: redis.asyncio.Redis[bytes] | None = None,
+        timeout_s: float = 0.1,
+        tracker: GenerationTracker | None = None,
+    ) -> None:
+        if url is None and client is None:
+            raise ValueError("AsyncRedisBackend needs a url or a client")
+        self.url = url
+        self.timeout_s = timeout_s
+        self.tracker = tracker
+        self._known: dict[str, int] = tracker.known if tracker is not None else {}
+        self._fixed = client
+        self._errors = _redis_errors()
+        self._per_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, Any, Any]
+        ] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[Any, Any, Any]] | None = (
+            None
+        )
+        """The loop of the latest call and its client (most processes run one loop)."""
+        self._lock = threading.Lock()
+
+    def _client(self) -> tuple[Any, Any, Any]:
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            return last[1]
+        found = self._per_loop.get(loop)
+        if found is None:
+            with self._lock:
+                found = self._per_loop.get(loop)
+                if found is None:
+                    client = self._fixed
+                    if client is None:
+                        import redis.asyncio as aredis
+
+                        assert self.url is not None
+                        client = aredis.Redis.from_url(
+                            self.url, **redis_client_kwargs(self.timeout_s)
+                        )
+                    found = (
+                        client,
+                        client.register_script(_ACQUIRE_LUA),
+                        client.register_script(_WRITE_RELEASE_LUA),
+                    )
+                    self._per_loop[loop] = found
+        self._last = (weakref.ref(loop), found)
+        return found
+
+    async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
+        client = self._client()[0]
+        known = self._known.get(gen_key)
+        try:
+            if known is not None:
+                entry: bytes | None = await client.get(key)
+                if tracked_entry(entry, known):
+                    return known, entry
+            raw_gen, entry = await client.mget((gen_key, key))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+        if self.tracker is not None:
+            self.tracker.want(gen_key)
+        return _generation(raw_gen), entry
+
+    async def read_entry(self, key: str) -> bytes | None:
+        client = self._client()[0]
+        try:
+            entry: bytes | None = await client.get(key)
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+        return entry
+
+    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+        client = self._client()[0]
+        try:
+            return bool(await client.set(lock_key, token, nx=True, px=lock_ms))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+
+    async def acquire(
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+    ) -> Acquired:
+        script = self._client()[1]
+        try:
+            reply = await script(keys=(gen_key, key, lock_key), args=(token, lock_ms))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+        return _acquired(reply)
+
+    async def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
+        client = self._client()[0]
+        try:
+            await client.set(key, entry, px=ttl_ms)
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+
+    async def write_release(
+        self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
+    ) -> None:
+        script = self._client()[2]
+        try:
+            await script(keys=(key, lock_key), args=(entry or b"", ttl_ms, token))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+
+    async def bump(self, gen_key: str) -> int:
+        client = self._client()[0]
+        try:
+            return int(await client.incr(gen_key))
+        except self._errors as exc:
+            raise _backend_error(exc) from exc
+        finally:
+            if self.tracker is not None:
+                self.tracker.forget(gen_key)
+
+    async def aclose(self) -> None:
+        """Close the client of the running loop (each loop's client closes with its loop)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            found = self._per_loop.pop(loop, None)
+            self._last = None
+        if found is not None and found[0] is not self._fixed:
+            await found[0].aclose()
+
+
+_shared_lock = threading.Lock()
+_shared: dict[tuple[str, float], RedisBackend] = {}
+
+
+def shared_redis_backend(url: str, timeout_s: float) -> RedisBackend:
+    """One backend (connection pools) per URL and timeout in the process, reused by every cache."""
+    key = (url, timeout_s)
+    backend = _shared.get(key)
+    if backend is None:
+        with _shared_lock:
+            backend = _shared.get(key)
+            if backend is None:
+                backend = _shared[key] = RedisBackend(url, timeout_s=timeout_s)
+    return backend
+
+
+def sync_trackers(timeout_s: float = 5.0) -> None:
+    """Wait until every shared backend applied the invalidations Redis sent so far (after a
+    flush made outside costwatch, say)."""
+    with _shared_lock:
+        backends = list(_shared.values())
+    for backend in backends:
+        if backend.tracker is not None:
+            backend.tracker.sync(timeout_s)

@@ -1,0 +1,382 @@
+"""The cached function's sync and async call paths.
+
+Each call: the lookup's first steps (``Site.begin``), the backend read, then on a miss the
+in-process single flight, the cross-process lock (or a bounded poll for its holder's value),
+the computation inside a cost scope, and the write.  The host's function is always called
+outside costwatch's exception handlers, so its own exceptions are never chained to (or
+replaced by) costwatch's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, TypeVar, cast
+
+import orjson
+
+from costwatch._core.context import cost_scope
+from costwatch._core.failopen import errors
+from costwatch.cache._backend import HAVE_ENTRY, LOCKED, BackendError, tracked_entry
+from costwatch.cache._flight import Flight
+from costwatch.cache._lookup import BROKEN, ERROR, HIT, ZERO, Lookup, Site, last_lookup_var
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_POLL_FIRST_S = 0.005
+_POLL_MAX_S = 0.05
+
+
+def sync_wrapper(site: Site, fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def cached(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            step = site.begin(args, kwargs)
+            if isinstance(step, Lookup):
+                try:
+                    generation, entry = _sync_read(step)
+                except BackendError as exc:
+                    step = site.failed(step, exc)
+                else:
+                    step.res.breaker.record_success()
+                    step = site.served(step, entry, generation) or step
+        except Exception as exc:
+            errors.report("cache", exc)
+            step = BROKEN
+        if isinstance(step, Lookup):
+            return _sync_miss(step, fn, args, kwargs)
+        value, result = step
+        if result is HIT:
+            return value  # type: ignore[no-any-return]
+        value = fn(*args, **kwargs)
+        last_lookup_var.set(result)  # again: fn may have run cached calls itself
+        return value
+
+    return cached
+
+
+def _sync_read(lk: Lookup) -> tuple[int, bytes | None]:
+    """The namespace generation and the entry: the backend's ``read`` (one ``GET`` while Redis
+    tracks the generation, else one ``MGET``), or one ``GET`` while the generation read
+    recently is trusted (``generation_ttl``) and the entry does not claim a newer one."""
+    cache, res = lk.site.cache, lk.res
+    known = cache._trusted(res, lk.gen_key)
+    if known is not None:
+        entry = res.backend.read_entry(lk.key)
+        if tracked_entry(entry, known):
+            return known, entry
+    generation, entry = res.backend.read(lk.gen_key, lk.key)
+    cache._trust(res, lk.gen_key, generation)
+    return generation, entry
+
+
+async def _async_read(lk: Lookup) -> tuple[int, bytes | None]:
+    """:func:`_sync_read` through the asyncio backend."""
+    cache, res = lk.site.cache, lk.res
+    known = cache._trusted(res, lk.gen_key)
+    if known is not None:
+        entry = await res.abackend.read_entry(lk.key)
+        if tracked_entry(entry, known):
+            return known, entry
+    generation, entry = await res.abackend.read(lk.gen_key, lk.key)
+    cache._trust(res, lk.gen_key, generation)
+    return generation, entry
+
+
+def _sync_miss(
+    lk: Lookup, fn: Callable[..., R], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> R:
+    """A miss: one thread per key leads; the others wait (bounded) for its value."""
+    site = lk.site
+    flight, leader = site.flights.join_or_lead(lk.key)
+    if leader:
+        try:
+            return _sync_lead(lk, fn, args, kwargs, flight, wait=True, just_read=True)
+        finally:
+            site.flights.land(lk.key, flight)
+    assert flight.event is not None
+    arrived = flight.event.wait(site.cache.lock_timeout)
+    if arrived and flight.through:
+        site.emit(lk.res, lk.tags, ERROR, ZERO)
+        value = fn(*args, **kwargs)
+        last_lookup_var.set(ERROR)
+        return value
+    if arrived and flight.shared is not None:
+        body, cost = flight.shared
+        try:
+            shared_value = orjson.loads(body)  # a copy of its own for each waiter
+            site.emit(lk.res, lk.tags, HIT, cost)
+        except Exception as exc:
+            errors.report("cache", exc)
+        else:
+            return cast(R, shared_value)
+    # The leader failed (its exception is its own) or is too slow: compute ourselves, without
+    # waiting for a lock again when we already waited our time.
+    return _sync_lead(lk, fn, args, kwargs, None, wait=arrived, just_read=False)
+
+
+def _sync_lead(
+    lk: Lookup,
+    fn: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    flight: Flight | None,
+    *,
+    wait: bool,
+    just_read: bool,
+) -> R:
+    """Compute the key for this process: take the cross-process lock or wait for its holder.
+
+    ``just_read``: the entry was read missing a moment ago, so first try a plain ``SET NX``;
+    otherwise (and while another process holds the lock) the acquire script re-reads the
+    entry and tries the lock in one round trip.
+    """
+    site, res = lk.site, lk.res
+    token = os.urandom(12).hex()
+    locked = failed = False
+    try:
+        if just_read:
+            locked = res.backend.lock(lk.lock_key, token, site.cache._lock_ms)
+        deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
+        poll = _POLL_FIRST_S
+        while not locked:
+            status, generation, entry = res.backend.acquire(
+                lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
+            )
+            if status == HAVE_ENTRY:
+                done = site.served(lk, entry, generation, flight)
+                if done is not None:
+                    return cast(R, done[0])
+                break  # garbage behind a plausible prefix: compute and overwrite it
+            lk.generation = generation
+            site.cache._trust(res, lk.gen_key, generation)
+            if status == LOCKED:
+                locked = True
+                break
+            if time.monotonic() + poll > deadline:
+                break
+            time.sleep(poll)
+            poll = min(poll * 2, _POLL_MAX_S)
+    except BackendError as exc:
+        _lead_failed(lk, flight, exc)
+        failed = True
+    except Exception as exc:
+        errors.report("cache", exc)
+        failed = True
+    if failed:
+        value = fn(*args, **kwargs)
+        last_lookup_var.set(ERROR)
+        return value
+    return _sync_compute(lk, fn, args, kwargs, flight, locked=locked, token=token)
+
+
+def _lead_failed(lk: Lookup, flight: Flight | None, exc: BackendError) -> None:
+    """The backend failed the leader of a miss: count it, and its waiters call through too."""
+    lk.site.failed(lk, exc)
+    if flight is not None:
+        flight.through = True
+
+
+def _sync_compute(
+    lk: Lookup,
+    fn: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    flight: Flight | None,
+    *,
+    locked: bool,
+    token: str,
+) -> R:
+    """Run the function inside a cost scope and store its value with what it cost."""
+    site, res = lk.site, lk.res
+    try:
+        with cost_scope() as scope:
+            value = fn(*args, **kwargs)
+    except BaseException:
+        if locked:
+            _sync_release(lk, token)
+        raise
+    try:
+        stored = site.computed(lk, value, scope.cost_usd, flight)
+        if locked:
+            res.backend.write_release(lk.key, stored.entry, stored.ttl_ms, lk.lock_key, token)
+        elif stored.entry is not None:
+            res.backend.write(lk.key, stored.entry, stored.ttl_ms)
+        site.finish_miss(lk, stored)
+    except BackendError as exc:
+        site.failed(lk, exc)
+    except Exception as exc:
+        errors.report("cache", exc)
+    return value
+
+
+def _sync_release(lk: Lookup, token: str) -> None:
+    """The function raised: free the lock at once so other processes need not wait it out."""
+    try:
+        lk.res.backend.write_release(lk.key, None, 1, lk.lock_key, token)
+    except BackendError as exc:
+        lk.site.cache._backend_down(lk.res, exc)
+    except Exception as exc:
+        errors.report("cache", exc)
+
+
+def async_wrapper(site: Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def cached(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            step = site.begin(args, kwargs)
+        except Exception as exc:
+            errors.report("cache", exc)
+            step = BROKEN
+        if isinstance(step, Lookup):
+            return await _async_miss(step, fn, args, kwargs)
+        value, result = step
+        if result is HIT:
+            return value  # type: ignore[no-any-return]
+        value = await fn(*args, **kwargs)
+        last_lookup_var.set(result)
+        return value
+
+    return cached
+
+
+async def _async_miss(
+    lk: Lookup, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> R:
+    """One task per key and event loop goes to Redis (even for the read: 200 tasks on one key
+    make one round trip, not 200); the others wait for what it found or computed."""
+    site = lk.site
+    future, flight = site.flights.ajoin_or_lead(lk.key)
+    if future is None:
+        try:
+            return await _async_lead(lk, fn, args, kwargs, flight, wait=True, read_first=True)
+        finally:
+            site.flights.aland(lk.key, flight)
+    try:
+        shared_flight: Flight | None = await asyncio.wait_for(
+            asyncio.shield(future), site.cache.lock_timeout
+        )
+    except TimeoutError:
+        shared_flight = None
+    if shared_flight is not None and shared_flight.through:
+        site.emit(lk.res, lk.tags, ERROR, ZERO)
+        value = await fn(*args, **kwargs)
+        last_lookup_var.set(ERROR)
+        return value
+    if shared_flight is not None and shared_flight.shared is not None:
+        body, cost = shared_flight.shared
+        try:
+            shared_value = orjson.loads(body)
+            site.emit(lk.res, lk.tags, HIT, cost)
+        except Exception as exc:
+            errors.report("cache", exc)
+        else:
+            return cast(R, shared_value)
+    return await _async_lead(
+        lk, fn, args, kwargs, None, wait=shared_flight is not None, read_first=False
+    )
+
+
+async def _async_lead(
+    lk: Lookup,
+    fn: Callable[..., Awaitable[R]],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    flight: Flight | None,
+    *,
+    wait: bool,
+    read_first: bool,
+) -> R:
+    site, res = lk.site, lk.res
+    token = ""
+    locked = failed = False
+    try:
+        backend = res.abackend
+        if read_first:
+            generation, entry = await _async_read(lk)
+            res.breaker.record_success()
+            done = site.served(lk, entry, generation, flight)
+            if done is not None:
+                return cast(R, done[0])
+            # The common miss: take the lock with a plain SET NX (cheaper than the script).
+            token = os.urandom(12).hex()
+            locked = await backend.lock(lk.lock_key, token, site.cache._lock_ms)
+        token = token or os.urandom(12).hex()
+        deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
+        poll = _POLL_FIRST_S
+        while not locked:
+            status, generation, entry = await backend.acquire(
+                lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
+            )
+            if status == HAVE_ENTRY:
+                done = site.served(lk, entry, generation, flight)
+                if done is not None:
+                    return cast(R, done[0])
+                break
+            lk.generation = generation
+            site.cache._trust(res, lk.gen_key, generation)
+            if status == LOCKED:
+                locked = True
+                break
+            if time.monotonic() + poll > deadline:
+                break
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, _POLL_MAX_S)
+    except BackendError as exc:
+        _lead_failed(lk, flight, exc)
+        failed = True
+    except Exception as exc:
+        errors.report("cache", exc)
+        failed = True
+    if failed:
+        value = await fn(*args, **kwargs)
+        last_lookup_var.set(ERROR)
+        return value
+    return await _async_compute(lk, fn, args, kwargs, flight, locked=locked, token=token)
+
+
+async def _async_compute(
+    lk: Lookup,
+    fn: Callable[..., Awaitable[R]],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    flight: Flight | None,
+    *,
+    locked: bool,
+    token: str,
+) -> R:
+    site, res = lk.site, lk.res
+    try:
+        with cost_scope() as scope:
+            value = await fn(*args, **kwargs)
+    except BaseException:
+        if locked:
+            await _async_release(lk, token)
+        raise
+    try:
+        stored = site.computed(lk, value, scope.cost_usd, flight)
+        if locked:
+            await res.abackend.write_release(
+                lk.key, stored.entry, stored.ttl_ms, lk.lock_key, token
+            )
+        elif stored.entry is not None:
+            await res.abackend.write(lk.key, stored.entry, stored.ttl_ms)
+        site.finish_miss(lk, stored)
+    except BackendError as exc:
+        site.failed(lk, exc)
+    except Exception as exc:
+        errors.report("cache", exc)
+    return value
+
+
+async def _async_release(lk: Lookup, token: str) -> None:
+    try:
+        await lk.res.abackend.write_release(lk.key, None, 1, lk.lock_key, token)
+    except BackendError as exc:
+        lk.site.cache._backend_down(lk.res, exc)
+    except Exception as exc:
+        errors.report("cache", exc)

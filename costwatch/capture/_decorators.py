@@ -1,0 +1,671 @@
+"""``@generation``, ``@embedding`` and ``@retrieval``: record calls that already exist.
+
+The wrapper kind (async generator, generator, coroutine, plain) is chosen once, at decoration
+time.  Each call is recorded exactly once; the host's return value and exceptions pass through
+untouched; costwatch's own failures are reported by ``errors.report`` (raised only in strict mode).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
+from decimal import Decimal
+from time import perf_counter
+from types import AsyncGeneratorType, GeneratorType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from costwatch import _configure as _runtime
+from costwatch._core import context as _context
+from costwatch._core.context import recorded_var
+from costwatch._core.failopen import errors
+from costwatch._core.record import EMPTY_USAGE, TokenUsage
+from costwatch.accounting._recorder import CallSpec
+from costwatch.capture._streams import is_stream, wrap_stream
+from costwatch.capture._usage import cached_reader, extract_tokens, extract_usage
+
+if TYPE_CHECKING:
+    from costwatch.budgets._budget import Reservation
+    from costwatch.cache._retrieval_cache import RetrievalCache
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_PROMPT_KWARGS = ("messages", "prompt", "input", "query", "text", "texts", "question")
+_MAX_OUTPUT_KWARGS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_DOC_TEXT_KEYS = ("page_content", "text", "content", "document", "chunk", "body")
+
+
+class _Site:
+    """One decorated function: its spec and how to read its inputs and outputs."""
+
+    __slots__ = ("spec", "hit_spec", "retrieval", "embedding", "cache_name", "fast")
+
+    def __init__(self, spec: CallSpec, *, cache_name: str = "") -> None:
+        self.spec = spec
+        # A cache hit calls no provider: recorded with no tokens and no fixed price.
+        self.hit_spec = CallSpec(
+            spec.provider,
+            spec.model,
+            spec.stage,
+            spec.operation,
+            spec.source,
+            None if spec.price_usd is None else Decimal(0),
+            spec.batch,
+        )
+        self.retrieval = spec.stage == "retrieval"
+        self.embedding = spec.stage == "embedding"
+        self.cache_name = cache_name
+        self.fast = not cache_name and not self.retrieval
+        """Usage read straight from the result: no cache flag, no documents to collect."""
+
+    def own_cost(self, value: object) -> Decimal | None:
+        """What this site's own record charges for a computed (missed) value.
+
+        The cache stores it beside the value, with the cost of the calls made inside the
+        function, so that each hit counts the whole avoided cost as saved.
+        """
+        spec = self.spec
+        if spec.price_usd is not None:
+            return spec.price_usd
+        extracted = extract_usage(value)
+        if extracted is None or not spec.model:
+            return None
+        price = _runtime.runtime().catalog.resolve(spec.provider, spec.model)
+        return price.cost(extracted[0]) if price is not None else None
+
+    # -- before the call -------------------------------------------------------------------
+    def preflight(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
+        """Budget reservation; only reached when a budget is registered."""
+        if self.retrieval and self.spec.price_usd is None:
+            return None
+        model = self.model_for(kwargs)
+        prompt = _prompt_of(args, kwargs)
+        tokens = 0
+        if prompt is not None:
+            from costwatch._core.tokens import count_message_tokens, count_tokens
+
+            if isinstance(prompt, str):
+                tokens = count_tokens(prompt, model)[0]
+            elif _is_str_list(prompt):
+                tokens = count_tokens("\n".join(prompt), model)[0]
+            else:
+                tokens = count_message_tokens(prompt, model)[0]
+        max_out: int | None = None
+        for key in _MAX_OUTPUT_KWARGS:
+            value = kwargs.get(key)
+            if isinstance(value, int):
+                max_out = value
+                break
+        if self.embedding:
+            max_out = 0
+        return self.spec.preflight(model, tokens, max_out)
+
+    def model_for(self, kwargs: Mapping[str, Any]) -> str:
+        model = self.spec.model
+        if not model:
+            value = kwargs.get("model")
+            model = value if isinstance(value, str) else ""
+        return model
+
+    # -- after the call --------------------------------------------------------------------
+    def finish(
+        self,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        result: object,
+        latency_s: float,
+        reservation: Reservation | None,
+        cache_hit: bool = False,
+    ) -> None:
+        spec = self.spec
+        if cache_hit:
+            self.hit_spec.emit(
+                self.model_for(kwargs),
+                EMPTY_USAGE,
+                latency_s,
+                usage_source="none",
+                reservation=reservation,
+                cache_hit=True,
+                context_texts=_document_texts(result) if self.retrieval else (),
+            )
+            return
+        if self.retrieval:
+            spec.emit(
+                self.model_for(kwargs),
+                EMPTY_USAGE,
+                latency_s,
+                usage_source="none",
+                reservation=reservation,
+                cache_hit=cache_hit,
+                context_texts=_document_texts(result),
+            )
+            return
+        extracted = extract_usage(result)
+        if extracted is not None:
+            usage, response_model = extracted
+            spec.emit(
+                self.model_for(kwargs),
+                usage,
+                latency_s,
+                response_model=response_model,
+                reservation=reservation,
+                cache_hit=cache_hit,
+            )
+            return
+        spec.emit(
+            self.model_for(kwargs),
+            None,
+            latency_s,
+            prompt=_estimable_prompt(args, kwargs),
+            estimate_text=result if isinstance(result, str) and not self.embedding else None,
+            reservation=reservation,
+            cache_hit=cache_hit,
+        )
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+
+
+def _prompt_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    for key in _PROMPT_KWARGS:
+        value = kwargs.get(key)
+        if value is not None:
+            return value
+    for value in args:
+        if isinstance(value, str) or _is_str_list(value):
+            return value
+        if isinstance(value, list) and value and isinstance(value[0], Mapping):
+            return value
+    return None
+
+
+def _estimable_prompt(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    prompt = _prompt_of(args, kwargs)
+    if _is_str_list(prompt):
+        return "\n".join(prompt)
+    return prompt
+
+
+def _document_texts(result: object) -> list[str]:
+    """The text of the documents a retrieval returned (str, dicts, LangChain-style objects)."""
+    if result is None:
+        return []
+    items: Sequence[Any]
+    if isinstance(result, str):
+        return [result]
+    if isinstance(result, Mapping):
+        for key in ("documents", "matches", "results", "hits"):
+            inner = result.get(key)
+            if isinstance(inner, list):
+                return _document_texts(inner)
+        items = [result]
+    elif isinstance(result, list | tuple):
+        items = result
+    else:
+        return []
+    texts: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+            continue
+        if isinstance(item, tuple) and item:  # (document, score) pairs
+            item = item[0]
+        if isinstance(item, Mapping):
+            for key in _DOC_TEXT_KEYS:
+                value = item.get(key)
+                if isinstance(value, str):
+                    texts.append(value)
+                    break
+            else:
+                metadata = item.get("metadata")
+                if isinstance(metadata, Mapping):
+                    for key in _DOC_TEXT_KEYS:
+                        value = metadata.get(key)
+                        if isinstance(value, str):
+                            texts.append(value)
+                            break
+            continue
+        for key in _DOC_TEXT_KEYS:
+            value = getattr(item, key, None)
+            if isinstance(value, str):
+                texts.append(value)
+                break
+    return texts
+
+
+class _Observed:
+    """What a generator yielded: the last usage seen, and the text for estimation."""
+
+    __slots__ = ("usage", "response_model", "texts")
+
+    def __init__(self) -> None:
+        self.usage: TokenUsage | None = None
+        self.response_model = ""
+        self.texts: list[str] = []
+
+    def see(self, item: object) -> None:
+        try:
+            if isinstance(item, str):
+                self.texts.append(item)
+                return
+            extracted = extract_usage(item)
+            if extracted is not None:
+                self.usage, model = extracted
+                self.response_model = model or self.response_model
+        except Exception as exc:
+            errors.report("decorator", exc)
+
+    def emit(
+        self,
+        site: _Site,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        latency_s: float,
+        error: BaseException | None,
+        incomplete: bool,
+        reservation: Reservation | None,
+    ) -> None:
+        site.spec.emit(
+            site.model_for(kwargs),
+            self.usage,
+            latency_s,
+            status="error" if error is not None else "ok",
+            error_type=type(error).__name__ if error is not None else "",
+            response_model=self.response_model,
+            incomplete=incomplete,
+            prompt=_estimable_prompt(args, kwargs) if self.usage is None else None,
+            estimate_text="".join(self.texts) if self.usage is None and self.texts else None,
+            reservation=reservation,
+        )
+
+
+def _wrap(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
+    """Pick the wrapper kind once, here, at decoration time."""
+    if inspect.isasyncgenfunction(fn):
+        return cast(Callable[P, R], _wrap_async_gen(site, fn))
+    if inspect.isgeneratorfunction(fn):
+        return cast(Callable[P, R], _wrap_gen(site, fn))
+    if inspect.iscoroutinefunction(fn):
+        return cast(Callable[P, R], _wrap_coroutine(site, cast(Any, fn)))
+    return _wrap_plain(site, fn)
+
+
+def _preflight(site: _Site, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
+    """Only called when a budget is registered."""
+    from costwatch._core.errors import BudgetExceeded
+
+    try:
+        return site.preflight(args, kwargs)
+    except BudgetExceeded:
+        raise
+    except Exception as exc:
+        errors.report("budget", exc)
+        return None
+
+
+def _cache_hit(site: _Site) -> bool:
+    if not site.cache_name:
+        return False
+    from costwatch.cache._retrieval_cache import last_lookup_var
+
+    return last_lookup_var.get() == "hit"
+
+
+def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
+    spec, fast, model = site.spec, site.fast, site.spec.model
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        rt = _runtime.current or _runtime.runtime()
+        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        t0 = perf_counter()
+        try:
+            # Without keyword arguments, no empty dict is copied for the call.
+            result = fn(*args, **kwargs) if kwargs else fn(*args)  # type: ignore[call-arg]
+        except BaseException as exc:
+            _failed(site, kwargs, exc, t0, reservation)
+            raise
+        # The common case inline (a function call costs as much as the rest of it): a response
+        # of a class with a cached usage reader, and no instrumented client inside.  The async
+        # wrapper leaves it to _returned: next to awaiting a coroutine, a call is cheap.
+        if fast and not _context.recorded:
+            latency = perf_counter() - t0
+            try:
+                read = cached_reader(type(result))
+                extracted = read(result) if read is not None else None
+                if extracted is not None:
+                    spec.record_usage(
+                        rt, model or site.model_for(kwargs), extracted, latency, reservation
+                    )
+                    return result
+            except Exception as internal:
+                errors.report("decorator", internal)
+                return result
+        return _returned(site, rt, args, kwargs, result, t0, reservation)
+
+    return wrapper
+
+
+def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        rt = _runtime.current or _runtime.runtime()
+        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        t0 = perf_counter()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            _failed(site, kwargs, exc, t0, reservation)
+            raise
+        return _returned(site, rt, args, kwargs, result, t0, reservation)
+
+    return wrapper
+
+
+def _returned(
+    site: _Site,
+    rt: _runtime.Runtime,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    result: R,
+    t0: float,
+    reservation: Reservation | None,
+) -> R:
+    """Record a call that returned (the sync wrapper records the common case inline); the result
+    goes back untouched (a stream hooked in place)."""
+    latency = perf_counter() - t0
+    try:
+        # An instrumented client inside recorded it.
+        if _context.recorded and recorded_var.get() is result:
+            _release(reservation)
+            return result
+        spec = site.spec
+        if site.fast:
+            read = cached_reader(type(result))
+            extracted = read(result) if read is not None else extract_tokens(result)
+            if extracted is not None:
+                spec.record_usage(
+                    rt, spec.model or site.model_for(kwargs), extracted, latency, reservation
+                )
+                return result
+        if is_stream(result):
+            return cast(R, _stream(site, result, args, kwargs, t0, reservation))
+        if not site.retrieval:  # a plain generator of chunks (google-genai's streams)
+            if isinstance(result, GeneratorType):
+                return cast(R, _drive(site, result, args, kwargs, t0, reservation))
+            if isinstance(result, AsyncGeneratorType):
+                return cast(R, _adrive(site, result, args, kwargs, t0, reservation))
+        site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
+    except Exception as internal:
+        errors.report("decorator", internal)
+    return result
+
+
+def _failed(
+    site: _Site,
+    kwargs: Mapping[str, Any],
+    exc: BaseException,
+    t0: float,
+    reservation: Reservation | None,
+) -> None:
+    try:
+        # An instrumented client inside recorded the failure.
+        if _context.recorded and recorded_var.get() is exc:
+            _release(reservation)
+            return
+        site.spec.emit_failure(site.model_for(kwargs), exc, perf_counter() - t0, reservation)
+    except Exception as internal:
+        errors.report("decorator", internal)
+
+
+def _release(reservation: Reservation | None) -> None:
+    """Our own budget hold is not needed: the inner call settled its own."""
+    if reservation is not None:
+        reservation.settle(Decimal(0))
+
+
+def _stream(
+    site: _Site,
+    result: object,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    t0: float,
+    reservation: Reservation | None,
+) -> object:
+    """A returned SDK stream: recorded once, when it ends or is abandoned."""
+    wrapped = wrap_stream(
+        result,
+        site.spec,
+        site.model_for(kwargs),
+        t0,
+        reservation=reservation,
+        prompt=_estimable_prompt(args, kwargs),
+    )
+    return result if wrapped is None else wrapped
+
+
+def _wrap_gen(
+    site: _Site, fn: Callable[P, Generator[Any, Any, Any]]
+) -> Callable[P, Generator[Any, Any, Any]]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
+        rt = _runtime.current or _runtime.runtime()
+        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        t0 = perf_counter()
+        return (yield from _drive(site, fn(*args, **kwargs), args, kwargs, t0, reservation))
+
+    return wrapper
+
+
+def _drive(
+    site: _Site,
+    inner: Generator[Any, Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    t0: float,
+    reservation: Reservation | None,
+) -> Generator[Any, Any, Any]:
+    """Yield what ``inner`` yields (forwarding ``send``, ``throw``, ``close`` and its return
+    value) and record the call once, when it ends, fails or is closed."""
+    observed = _Observed()
+    error: BaseException | None = None
+    finished = False
+    try:
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = inner.throw(exc)
+                else:
+                    item = inner.send(to_send)
+            except StopIteration as stop:
+                finished = True
+                return stop.value
+            observed.see(item)
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except GeneratorExit:
+        inner.close()
+        raise
+    except BaseException as exc:
+        error = exc
+        finished = True
+        raise
+    finally:
+        observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
+
+
+def _wrap_async_gen(
+    site: _Site, fn: Callable[P, AsyncGenerator[Any, Any]]
+) -> Callable[P, AsyncGenerator[Any, Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
+        rt = _runtime.current or _runtime.runtime()
+        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        t0 = perf_counter()
+        driven = _adrive(site, fn(*args, **kwargs), args, kwargs, t0, reservation)
+        # An async generator cannot ``yield from``: forward to the driver by hand.
+        try:
+            item = await driven.__anext__()
+            while True:
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    await driven.aclose()
+                    raise
+                except BaseException as exc:
+                    item = await driven.athrow(exc)
+                else:
+                    item = await driven.asend(sent)
+        except StopAsyncIteration:
+            return
+
+    return wrapper
+
+
+async def _adrive(
+    site: _Site,
+    inner: AsyncGenerator[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    t0: float,
+    reservation: Reservation | None,
+) -> AsyncGenerator[Any, Any]:
+    """:func:`_drive` for an async generator (``asend``, ``athrow``, ``aclose``)."""
+    observed = _Observed()
+    error: BaseException | None = None
+    finished = False
+    try:
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = await inner.athrow(exc)
+                else:
+                    item = await inner.asend(to_send)
+            except StopAsyncIteration:
+                finished = True
+                return
+            observed.see(item)
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except GeneratorExit:
+        await inner.aclose()
+        raise
+    except BaseException as exc:
+        error = exc
+        finished = True
+        raise
+    finally:
+        observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
+
+
+def generation(
+    provider: str = "",
+    model: str = "",
+    *,
+    stage: str = "generation",
+    operation: str = "chat",
+    price_usd: Decimal | float | str | None = None,
+    batch: bool = False,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Record every call of the decorated function as a priced generation.
+
+    Usage is read from the returned SDK object or dict (OpenAI, Anthropic), from the chunks a
+    generator yields, or from a returned SDK stream; when there is none, it is estimated with
+    tiktoken (``usage_source="estimated"``).  ``model`` may be omitted when the function is called
+    with ``model=...``.  ``stage`` may be ``rerank`` or ``tool``; ``price_usd`` gives a fixed
+    per-call price (rerankers priced per search).  ``batch=True`` prices at the model's batch
+    rate (a function that reads Batch API results).
+    """
+    spec = CallSpec(provider, model, stage, operation, price_usd=_money(price_usd), batch=batch)
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        return _wrap(_Site(spec), fn)
+
+    return decorate
+
+
+def embedding(
+    provider: str = "",
+    model: str = "",
+    *,
+    cache: RetrievalCache | None = None,
+    operation: str = "embeddings",
+    batch: bool = False,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Record every call of the decorated function as a priced embedding (optionally cached);
+    ``batch=True`` prices at the model's batch rate."""
+    spec = CallSpec(provider, model, "embedding", operation, batch=batch)
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if cache is None:
+            return _wrap(_Site(spec), fn)
+        name = cache.name or model or fn.__qualname__
+        site = _Site(spec, cache_name=name)
+        fn = cache.wrap(fn, source=name, stage="embedding", own_cost=site.own_cost)
+        return _wrap(site, fn)
+
+    return decorate
+
+
+def retrieval(
+    source: str,
+    *,
+    cache: RetrievalCache | None = None,
+    provider: str = "vectorstore",
+    price_usd: Decimal | float | str | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Record every call as a retrieval from ``source``; its documents become request context.
+
+    Inside a ``costwatch.request``, the tokens of the returned documents are attributed to the
+    next generation in that request as context tokens (with their share of its input cost).
+    Retrieval costs ``price_usd`` per call when given (a managed vector store's per-query
+    price), else nothing of its own.  ``cache`` serves repeated retrievals from Redis.
+    """
+    spec = CallSpec(
+        provider,
+        source,
+        "retrieval",
+        "retrieval",
+        source=source,
+        price_usd=_money(price_usd) if price_usd is not None else Decimal(0),
+    )
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if cache is None:
+            return _wrap(_Site(spec), fn)
+        name = cache.name or source
+        site = _Site(spec, cache_name=name)
+        fn = cache.wrap(fn, source=name, stage="retrieval", own_cost=site.own_cost)
+        return _wrap(site, fn)
+
+    return decorate
+
+
+def _money(value: Decimal | float | str | None) -> Decimal | None:
+    if value is None:
+        return None
+    from costwatch._core.errors import ConfigError
+
+    try:
+        money = Decimal(str(value))
+    except ArithmeticError:
+        raise ConfigError("price_usd", value, "not a number") from None
+    if not money.is_finite() or money < 0:
+        raise ConfigError("price_usd", value, "must be a finite amount >= 0")
+    return money

@@ -1,0 +1,302 @@
+"""The call wrappers ``instrument()`` puts on SDK methods: what one patched method records
+(``Endpoint``), the budget preflight before the provider call, and recording after it, for
+plain, async and stream-manager methods.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from time import perf_counter
+from types import AsyncGeneratorType, GeneratorType
+from typing import Any
+
+from costwatch import _configure as _runtime
+from costwatch._core.context import set_recorded
+from costwatch._core.errors import BudgetExceeded
+from costwatch._core.failopen import errors
+from costwatch.accounting._recorder import CallSpec
+from costwatch.capture._streams import (
+    is_api_response,
+    is_stream,
+    watch_api_response,
+    watch_generator,
+    wrap_stream,
+)
+from costwatch.capture._usage import extract_tokens
+
+
+class Endpoint:
+    """One patched method: what it records and how to read its request."""
+
+    __slots__ = (
+        "spec",
+        "service_tiers",
+        "prompt_key",
+        "extra_prompt_key",
+        "max_keys",
+        "inject_usage",
+        "active",
+    )
+
+    def __init__(
+        self,
+        spec: CallSpec,
+        prompt_key: str,
+        max_keys: tuple[str, ...],
+        *,
+        extra_prompt_key: str = "",
+        inject_usage: bool = False,
+        service_tiers: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.service_tiers = service_tiers
+        """OpenAI: a call may ask for a processing tier (``service_tier=``)."""
+        self.prompt_key = prompt_key
+        self.extra_prompt_key = extra_prompt_key
+        """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
+        self.max_keys = max_keys
+        self.inject_usage = inject_usage
+        self.active = True
+        """Cleared by ``uninstrument``: SDK helpers may still hold the patched method."""
+
+    def prompt(self, kwargs: Mapping[str, Any]) -> Any:
+        """The prompt in a form the recorder's estimator takes (text or a message list)."""
+        prompt = kwargs.get(self.prompt_key)
+        if isinstance(prompt, list | tuple) and prompt and all(isinstance(p, str) for p in prompt):
+            prompt = "\n".join(prompt)
+        extra = kwargs.get(self.extra_prompt_key) if self.extra_prompt_key else None
+        if isinstance(extra, str) and extra:
+            if isinstance(prompt, str):
+                return f"{extra}\n{prompt}"
+            if isinstance(prompt, list | tuple):
+                return [{"role": "system", "content": extra}, *prompt]
+        return prompt if isinstance(prompt, str | list | tuple) else None
+
+    def spec_for(self, kwargs: Mapping[str, Any], result: object = None) -> CallSpec:
+        """The spec that prices this call: its processing tier's when it asked for one (OpenAI
+        ``service_tier="flex"`` or ``"priority"``), or rather the tier the response says served
+        it (a priority request can be served at the default tier); a stream says it only in
+        its chunks and is priced at the tier it asked for."""
+        tier = kwargs.get("service_tier") if self.service_tiers else None
+        if not tier:
+            return self.spec
+        served = getattr(result, "service_tier", None)
+        return self.spec.at_tier(served if isinstance(served, str) else tier)
+
+    def max_output(self, kwargs: Mapping[str, Any]) -> int | None:
+        if not self.max_keys:
+            return 0
+        for key in self.max_keys:
+            value = kwargs.get(key)
+            if type(value) is int:
+                return value
+        return None
+
+
+def _model_of(kwargs: Mapping[str, Any]) -> str:
+    model = kwargs.get("model")
+    return model if isinstance(model, str) else ""
+
+
+def _prompt_tokens(prompt: Any, model: str) -> int:
+    if prompt is None:
+        return 0
+    from costwatch._core.tokens import count_message_tokens, count_tokens
+
+    if isinstance(prompt, str):
+        return count_tokens(prompt, model)[0]
+    if prompt and all(isinstance(p, int) for p in prompt):  # pre-tokenised input
+        return len(prompt)
+    if prompt and all(isinstance(p, list) for p in prompt):  # a batch of pre-tokenised inputs
+        return sum(len(p) for p in prompt)
+    if prompt and all(isinstance(p, Mapping) for p in prompt):
+        return count_message_tokens(prompt, model)[0]
+    return 0
+
+
+def _before(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
+    """``(model, hide_usage_chunk, reservation)``; mutates ``kwargs`` (the call's own dict)."""
+    model = _model_of(kwargs)
+    reservation = None
+    if _runtime.runtime().budgets.active:
+        reservation = ep.spec_for(kwargs).preflight(
+            model, _prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
+        )
+    hide = False
+    if ep.inject_usage and kwargs.get("stream") is True and not _raw_mode(kwargs):
+        options = kwargs.get("stream_options")
+        if not (isinstance(options, Mapping) and options.get("include_usage") is True):
+            base = options if isinstance(options, Mapping) else {}
+            kwargs["stream_options"] = {**base, "include_usage": True}
+            hide = True
+    return model, hide, reservation
+
+
+_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+
+
+def _raw_mode(kwargs: Mapping[str, Any]) -> bool:
+    """``with_raw_response``/``with_streaming_response``: the caller may read the body raw, so
+    it must get exactly the bytes it asked for (no injected usage chunk)."""
+    headers = kwargs.get("extra_headers")
+    return isinstance(headers, Mapping) and _RAW_RESPONSE_HEADER in headers
+
+
+def _failed(
+    ep: Endpoint, model: str, exc: BaseException, latency_s: float, reservation: Any
+) -> None:
+    try:
+        ep.spec.emit_failure(model, exc, latency_s, reservation)
+        set_recorded(exc)
+    except Exception as internal:
+        errors.report("instrument", internal)
+
+
+def _after(
+    ep: Endpoint,
+    model: str,
+    kwargs: Mapping[str, Any],
+    result: Any,
+    t0: float,
+    hide: bool,
+    reservation: Any,
+) -> Any:
+    """Record the call (or hook the stream it returned); returns what the caller gets: the
+    result itself, or for a plain generator of chunks (google-genai) one that watches it."""
+    try:
+        spec = ep.spec_for(kwargs, result)
+        if is_stream(result):
+            wrap_stream(
+                result,
+                spec,
+                model,
+                t0,
+                reservation=reservation,
+                prompt=ep.prompt(kwargs),
+                hide_usage_chunk=hide,
+            )
+            return result
+        if isinstance(result, GeneratorType | AsyncGeneratorType):
+            return watch_generator(
+                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+            )
+        if is_api_response(result):
+            watch_api_response(
+                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+            )
+            return result
+        latency = perf_counter() - t0
+        extracted = extract_tokens(result)
+        if extracted is None and type(result).__name__ == "LegacyAPIResponse":
+            # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's own
+            # ``parse()`` gets the same object: the completion (its body was read already), or
+            # for ``stream=True`` the stream, not yet read, which is hooked in place.
+            parsed = result.parse()
+            if is_stream(parsed):
+                wrap_stream(
+                    parsed,
+                    spec,
+                    model,
+                    t0,
+                    reservation=reservation,
+                    prompt=ep.prompt(kwargs),
+                    hide_usage_chunk=hide,
+                )
+                return result
+            extracted = extract_tokens(parsed)
+        if extracted is not None:
+            spec.record_usage(
+                _runtime.current or _runtime.runtime(),
+                model or spec.model,
+                extracted,
+                latency,
+                reservation,
+            )
+        else:
+            spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
+        set_recorded(result)
+    except Exception as internal:
+        errors.report("instrument", internal)
+    return result
+
+
+def _prepared(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any] | None:
+    """:func:`_before` for a call wrapper; None: call the SDK untouched (the endpoint was
+    uninstrumented, or costwatch failed, which is reported).  ``BudgetExceeded`` propagates."""
+    if not ep.active:
+        return None
+    try:
+        return _before(ep, kwargs)
+    except BudgetExceeded:
+        raise
+    except Exception as internal:
+        errors.report("instrument", internal)
+        return None
+
+
+def sync_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        prepared = _prepared(ep, kwargs)
+        if prepared is None:
+            return original(*args, **kwargs)
+        model, hide, reservation = prepared
+        t0 = perf_counter()
+        try:
+            result = original(*args, **kwargs)
+        except BaseException as exc:
+            _failed(ep, model, exc, perf_counter() - t0, reservation)
+            raise
+        return _after(ep, model, kwargs, result, t0, hide, reservation)
+
+    return call
+
+
+def async_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        prepared = _prepared(ep, kwargs)
+        if prepared is None:
+            return await original(*args, **kwargs)
+        model, hide, reservation = prepared
+        t0 = perf_counter()
+        try:
+            result = await original(*args, **kwargs)
+        except BaseException as exc:
+            _failed(ep, model, exc, perf_counter() - t0, reservation)
+            raise
+        return _after(ep, model, kwargs, result, t0, hide, reservation)
+
+    return call
+
+
+def stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``messages.stream(...)``: returns a manager; the request is made on ``__enter__``."""
+
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        prepared = _prepared(ep, kwargs)
+        if prepared is None:
+            return original(*args, **kwargs)
+        model, _, reservation = prepared
+        try:
+            manager = original(*args, **kwargs)
+        except BaseException:
+            if reservation is not None:  # the SDK refused the arguments: nothing was sent
+                reservation.settle(None)
+            raise
+        try:
+            wrap_stream(
+                manager,
+                ep.spec,
+                model,
+                perf_counter(),
+                reservation=reservation,
+                prompt=ep.prompt(kwargs),
+            )
+        except Exception as internal:
+            errors.report("instrument", internal)
+        return manager
+
+    return call
