@@ -20,6 +20,7 @@ from costwatch._configure import configure, runtime
 from costwatch._core.context import tags
 from costwatch._core.errors import BudgetExceeded, ConfigError
 from costwatch._core.record import CostRecord, TokenUsage
+from costwatch._version import __version__ as __version__
 from costwatch.accounting._ledger import Summary
 from costwatch.accounting._recorder import record
 from costwatch.accounting._request import request
@@ -53,8 +54,6 @@ __all__ = [
     "tags",
     "uninstrument",
 ]
-
-__version__ = "0.1.0"
 
 
 def summary() -> Summary:

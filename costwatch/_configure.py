@@ -1,4 +1,5 @@
-"""The process-wide runtime: settings, sinks, prices, budgets and clock, built by ``configure()``.
+"""The composition root: the one module that wires settings, prices, budgets, tally, ledger and
+exporters into the process-wide runtime that ``configure()`` installs in ``_core.runtime``.
 
 Every global is injectable (registry, meter provider, clock, extra sinks) so each test builds a
 fresh runtime; ``runtime()`` builds a default one from the environment on first use.
@@ -11,7 +12,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from costwatch._core.failopen import errors, logger
+from costwatch._core import runtime as holder
+from costwatch._core.failopen import logger
 from costwatch._core.settings import Settings, load_settings
 from costwatch._core.sink import Sink
 from costwatch.accounting._ledger import Ledger
@@ -119,29 +121,12 @@ class Runtime:
             self.prometheus.detach(self.tally)
 
 
-_lock = threading.Lock()
-current: Runtime | None = None
-"""The installed runtime (None before first use): the call path reads it as
-``_runtime.current or _runtime.runtime()``, which skips a function call."""
+def _default_runtime() -> Runtime:
+    return Runtime(load_settings({}))
 
 
-def runtime() -> Runtime:
-    """The current runtime; a default one (from ``COSTWATCH_*``) on first use."""
-    rt = current
-    if rt is None:
-        with _lock:
-            rt = current
-            if rt is None:
-                rt = _install(Runtime(load_settings({})))
-    return rt
-
-
-def _install(new: Runtime) -> Runtime:
-    global current
-    errors.strict = new.settings.strict
-    errors.listeners = [sink.on_internal_error for sink in new.sinks]
-    current = new
-    return new
+holder.set_default_factory(_default_runtime)
+runtime = holder.runtime
 
 
 def configure(
@@ -195,9 +180,7 @@ def configure(
         clock=clock or time.time,
         sinks=sinks,
     )
-    with _lock:
-        old = current
-        _install(new)
+    old = holder.install(new)
     if old is not None:
         old.close()
     return settings
@@ -205,8 +188,6 @@ def configure(
 
 def shutdown() -> None:
     """Flush what is pending (budget settlements) and drop the runtime."""
-    global current
-    with _lock:
-        old, current = current, None
+    old = holder.install(None)
     if old is not None:
         old.close()

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from costwatch import _configure as _runtime
 from costwatch._core import context as _context
+from costwatch._core import runtime as _runtime
 from costwatch._core.context import (
     NO_ATTRIBUTION,
     request_var,

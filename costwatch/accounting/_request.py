@@ -7,7 +7,7 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any
 
-from costwatch import _configure as _runtime
+from costwatch._core import runtime as _runtime
 from costwatch._core.context import (
     STRATEGIES,
     RequestState,

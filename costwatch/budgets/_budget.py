@@ -77,7 +77,7 @@ def budget(
     With ``configure(redis_url=...)`` spend is shared by every process through Redis;
     ``on_backend_error`` says what to do while Redis is unreachable.
     """
-    from costwatch._configure import runtime
+    from costwatch._core.runtime import runtime
 
     new = Budget(
         name,

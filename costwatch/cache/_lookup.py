@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from costwatch import _configure as _runtime
+from costwatch._core import runtime as _runtime
 from costwatch._core.context import ATTRIBUTION_TAGS, tags_var
 from costwatch._core.failopen import errors
 from costwatch._core.sink import CacheEvent

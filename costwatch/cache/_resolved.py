@@ -7,7 +7,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from costwatch import _configure as _runtime
+from costwatch._core import runtime as _runtime
 from costwatch._core.breaker import CircuitBreaker
 from costwatch.cache._backend import AsyncCacheBackend, CacheBackend, MemoryBackend
 from costwatch.cache._local import LocalLRU

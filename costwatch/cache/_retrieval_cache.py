@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from costwatch import _configure as _runtime
+from costwatch._core import runtime as _runtime
 from costwatch._core.breaker import CircuitBreaker
 from costwatch._core.context import current_tags
 from costwatch._core.errors import ConfigError

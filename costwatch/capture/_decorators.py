@@ -15,8 +15,8 @@ from time import perf_counter
 from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from costwatch import _configure as _runtime
 from costwatch._core import context as _context
+from costwatch._core import runtime as _runtime
 from costwatch._core.context import recorded_var
 from costwatch._core.failopen import errors
 from costwatch._core.record import EMPTY_USAGE, TokenUsage

@@ -11,7 +11,7 @@ from time import perf_counter
 from types import AsyncGeneratorType, GeneratorType
 from typing import Any
 
-from costwatch import _configure as _runtime
+from costwatch._core import runtime as _runtime
 from costwatch._core.context import set_recorded
 from costwatch._core.errors import BudgetExceeded
 from costwatch._core.failopen import errors

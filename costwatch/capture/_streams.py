@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from costwatch import _configure as _runtime
+from costwatch._core import runtime as _runtime
 from costwatch._core.failopen import errors
 from costwatch._core.record import TokenUsage, UsageSource
 from costwatch.capture._usage import extract_provider_usage, extract_usage

@@ -27,6 +27,20 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
 
+_OPERATION_BY_STAGE = {
+    "generation": "chat",
+    "embedding": "embeddings",
+    "retrieval": "retrieval",
+    "rerank": "rerank",
+    "tool": "execute_tool",
+}
+
+
+def operation_name(record: CostRecord) -> str:
+    """``gen_ai.operation.name`` of a record: its own, else derived from its stage."""
+    return record.operation or _OPERATION_BY_STAGE.get(record.stage, record.stage)
+
+
 def span_name(operation: str, record: CostRecord) -> str:
     """``{gen_ai.operation.name} {model}``; retrievals are named after their data source."""
     if operation == "retrieval":
@@ -38,7 +52,7 @@ class SpanWriter:
     def __init__(self, tracer_provider: TracerProvider | None) -> None:
         from opentelemetry import trace
 
-        from costwatch import __version__
+        from costwatch._version import __version__
 
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self._tracer = provider.get_tracer("costwatch", __version__)
@@ -47,8 +61,6 @@ class SpanWriter:
         self._status_error = trace.Status(trace.StatusCode.ERROR)
 
     def write(self, record: CostRecord) -> None:
-        from costwatch.exporters.otel import operation_name
-
         operation = operation_name(record)
         end_ns = int(record.timestamp * 1e9) if record.timestamp else time.time_ns()
         start_ns = end_ns - int(record.latency_s * 1e9)

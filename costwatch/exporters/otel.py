@@ -30,6 +30,7 @@ from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters._aggregate import SpendAggregate
 from costwatch.exporters._cardinality import LabelGuard
+from costwatch.exporters._otel_spans import SpanWriter, operation_name
 from costwatch.exporters.names import (
     CACHE_LABELS,
     ERROR_TYPE,
@@ -54,24 +55,12 @@ __all__ = ["OTelSink", "operation_name"]
 _COMPONENT = "exporter.otel"
 _INSTRUMENTATION_SCOPE = "costwatch"
 
-_OPERATION_BY_STAGE = {
-    "generation": "chat",
-    "embedding": "embeddings",
-    "retrieval": "retrieval",
-    "rerank": "rerank",
-    "tool": "execute_tool",
-}
 _NO_TOKEN_METRIC_STAGES = frozenset({"retrieval", "tool"})
 _MAX_CACHED_ATTRIBUTE_SETS = 10_000
 _PRODUCER_BATCH = 32
 """A recording thread that finds the queue full applies this many events, not the whole queue:
 the backlog's cost is spread over calls instead of landing on one (a 4096-event drain through
 the SDK takes a few hundred milliseconds)."""
-
-
-def operation_name(record: CostRecord) -> str:
-    """``gen_ai.operation.name`` of a record: its own, else derived from its stage."""
-    return record.operation or _OPERATION_BY_STAGE.get(record.stage, record.stage)
 
 
 def _api() -> Any:
@@ -341,7 +330,7 @@ def _state_for(
     label_limits: Mapping[str, int] | None,
     max_pending: int,
 ) -> _OTelState:
-    from costwatch import __version__
+    from costwatch._version import __version__
 
     with _states_lock:
         try:
@@ -384,8 +373,6 @@ class OTelSink(BaseSink):
         self._push = self._state.push
         self._spans: Any = None
         if spans:
-            from costwatch.exporters._otel_spans import SpanWriter
-
             self._spans = SpanWriter(tracer_provider)
 
     @property
