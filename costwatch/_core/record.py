@@ -33,6 +33,16 @@ class Extras(NamedTuple):
     service_tier: str = ""
 
 
+Tokens = tuple[int, int, int, int, int, int, Extras | None]
+"""``(input, cache_read, cache_write, output, reasoning, cache_write_1h, extras)``: a
+``TokenUsage`` as a plain tuple, which the usage readers return because a tuple costs a tenth of
+an object to build.  ``extras`` (searches, audio, processing tier) is None for nearly every call.
+The layout is ``TOKENS_LAYOUT``; ``TokenUsage.of`` reads it."""
+
+TOKENS_LAYOUT: tuple[str, ...] = (*TOKEN_TYPES, "cache_write_1h", "extras")
+"""The names of a ``Tokens`` tuple's positions, in order."""
+
+
 class TokenUsage:
     """Billed tokens of one call, partitioned so that the fields sum to the billed total.
 
@@ -94,7 +104,7 @@ class TokenUsage:
         self.service_tier = service_tier
 
     @classmethod
-    def of(cls, tokens: tuple[int, int, int, int, int, int, Extras | None]) -> TokenUsage:
+    def of(cls, tokens: Tokens) -> TokenUsage:
         """The usage a reader's ``Tokens`` tuple holds."""
         extras = tokens[6]
         if extras is None:

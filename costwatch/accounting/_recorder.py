@@ -27,9 +27,9 @@ from costwatch._core.record import (
 from costwatch.accounting._tally import ENTRY_LIMIT
 
 if TYPE_CHECKING:
+    from costwatch._core.record import Tokens
     from costwatch.accounting._tally import Tally
     from costwatch.budgets._budget import BudgetCall, Reservation
-    from costwatch.capture._usage import Tokens
     from costwatch.pricing._catalog import Price
 
 _ZERO = Decimal(0)

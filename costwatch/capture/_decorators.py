@@ -19,9 +19,9 @@ from costwatch._core import context as _context
 from costwatch._core import runtime as _runtime
 from costwatch._core.context import recorded_var
 from costwatch._core.failopen import errors
-from costwatch._core.record import EMPTY_USAGE, TokenUsage
+from costwatch._core.record import EMPTY_USAGE
 from costwatch.accounting._recorder import CallSpec
-from costwatch.capture._streams import is_stream, wrap_stream
+from costwatch.capture._streams import is_stream, watch_generator, wrap_stream
 from costwatch.capture._usage import cached_reader, extract_tokens, extract_usage
 
 if TYPE_CHECKING:
@@ -235,52 +235,6 @@ def _document_texts(result: object) -> list[str]:
     return texts
 
 
-class _Observed:
-    """What a generator yielded: the last usage seen, and the text for estimation."""
-
-    __slots__ = ("usage", "response_model", "texts")
-
-    def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
-        self.response_model = ""
-        self.texts: list[str] = []
-
-    def see(self, item: object) -> None:
-        try:
-            if isinstance(item, str):
-                self.texts.append(item)
-                return
-            extracted = extract_usage(item)
-            if extracted is not None:
-                self.usage, model = extracted
-                self.response_model = model or self.response_model
-        except Exception as exc:
-            errors.report("decorator", exc)
-
-    def emit(
-        self,
-        site: _Site,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        latency_s: float,
-        error: BaseException | None,
-        incomplete: bool,
-        reservation: Reservation | None,
-    ) -> None:
-        site.spec.emit(
-            site.model_for(kwargs),
-            self.usage,
-            latency_s,
-            status="error" if error is not None else "ok",
-            error_type=type(error).__name__ if error is not None else "",
-            response_model=self.response_model,
-            incomplete=incomplete,
-            prompt=_estimable_prompt(args, kwargs) if self.usage is None else None,
-            estimate_text="".join(self.texts) if self.usage is None and self.texts else None,
-            reservation=reservation,
-        )
-
-
 def _wrap(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
     """Pick the wrapper kind once, here, at decoration time."""
     if inspect.isasyncgenfunction(fn):
@@ -314,35 +268,16 @@ def _cache_hit(site: _Site) -> bool:
 
 
 def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
-    spec, fast, model = site.spec, site.fast, site.spec.model
-
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.current or _runtime.runtime()
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
-            # Without keyword arguments, no empty dict is copied for the call.
-            result = fn(*args, **kwargs) if kwargs else fn(*args)  # type: ignore[call-arg]
+            result = fn(*args, **kwargs)
         except BaseException as exc:
             _failed(site, kwargs, exc, t0, reservation)
             raise
-        # The common case inline (a function call costs as much as the rest of it): a response
-        # of a class with a cached usage reader, and no instrumented client inside.  The async
-        # wrapper leaves it to _returned: next to awaiting a coroutine, a call is cheap.
-        if fast and not _context.recorded:
-            latency = perf_counter() - t0
-            try:
-                read = cached_reader(type(result))
-                extracted = read(result) if read is not None else None
-                if extracted is not None:
-                    spec.record_usage(
-                        rt, model or site.model_for(kwargs), extracted, latency, reservation
-                    )
-                    return result
-            except Exception as internal:
-                errors.report("decorator", internal)
-                return result
         return _returned(site, rt, args, kwargs, result, t0, reservation)
 
     return wrapper
@@ -373,8 +308,8 @@ def _returned(
     t0: float,
     reservation: Reservation | None,
 ) -> R:
-    """Record a call that returned (the sync wrapper records the common case inline); the result
-    goes back untouched (a stream hooked in place)."""
+    """Record a call that returned; the result goes back untouched (a stream hooked in place,
+    a returned generator watched by the one stream watcher)."""
     latency = perf_counter() - t0
     try:
         # An instrumented client inside recorded it.
@@ -392,11 +327,9 @@ def _returned(
                 return result
         if is_stream(result):
             return cast(R, _stream(site, result, args, kwargs, t0, reservation))
-        if not site.retrieval:  # a plain generator of chunks (google-genai's streams)
-            if isinstance(result, GeneratorType):
-                return cast(R, _drive(site, result, args, kwargs, t0, reservation))
-            if isinstance(result, AsyncGeneratorType):
-                return cast(R, _adrive(site, result, args, kwargs, t0, reservation))
+        if not site.retrieval and isinstance(result, GeneratorType | AsyncGeneratorType):
+            # a plain generator of chunks (google-genai's streams)
+            return cast(R, _watch(site, result, args, kwargs, t0, reservation))
         site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
     except Exception as internal:
         errors.report("decorator", internal)
@@ -446,6 +379,25 @@ def _stream(
     return result if wrapped is None else wrapped
 
 
+def _watch(
+    site: _Site,
+    items: Any,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    t0: float,
+    reservation: Reservation | None,
+) -> Any:
+    """What a generator yields, recorded once when it ends, fails or is closed."""
+    return watch_generator(
+        items,
+        site.spec,
+        site.model_for(kwargs),
+        t0,
+        reservation=reservation,
+        prompt=_estimable_prompt(args, kwargs),
+    )
+
+
 def _wrap_gen(
     site: _Site, fn: Callable[P, Generator[Any, Any, Any]]
 ) -> Callable[P, Generator[Any, Any, Any]]:
@@ -454,53 +406,9 @@ def _wrap_gen(
         rt = _runtime.current or _runtime.runtime()
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
-        return (yield from _drive(site, fn(*args, **kwargs), args, kwargs, t0, reservation))
+        return (yield from _watch(site, fn(*args, **kwargs), args, kwargs, t0, reservation))
 
     return wrapper
-
-
-def _drive(
-    site: _Site,
-    inner: Generator[Any, Any, Any],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    t0: float,
-    reservation: Reservation | None,
-) -> Generator[Any, Any, Any]:
-    """Yield what ``inner`` yields (forwarding ``send``, ``throw``, ``close`` and its return
-    value) and record the call once, when it ends, fails or is closed."""
-    observed = _Observed()
-    error: BaseException | None = None
-    finished = False
-    try:
-        to_send: Any = None
-        to_throw: BaseException | None = None
-        while True:
-            try:
-                if to_throw is not None:
-                    exc, to_throw = to_throw, None
-                    item = inner.throw(exc)
-                else:
-                    item = inner.send(to_send)
-            except StopIteration as stop:
-                finished = True
-                return stop.value
-            observed.see(item)
-            try:
-                to_send = yield item
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                to_throw = exc
-    except GeneratorExit:
-        inner.close()
-        raise
-    except BaseException as exc:
-        error = exc
-        finished = True
-        raise
-    finally:
-        observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
 
 
 def _wrap_async_gen(
@@ -511,67 +419,24 @@ def _wrap_async_gen(
         rt = _runtime.current or _runtime.runtime()
         reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
-        driven = _adrive(site, fn(*args, **kwargs), args, kwargs, t0, reservation)
-        # An async generator cannot ``yield from``: forward to the driver by hand.
+        watched = _watch(site, fn(*args, **kwargs), args, kwargs, t0, reservation)
+        # An async generator cannot ``yield from``: forward to the watcher by hand.
         try:
-            item = await driven.__anext__()
+            item = await watched.__anext__()
             while True:
                 try:
                     sent = yield item
                 except GeneratorExit:
-                    await driven.aclose()
+                    await watched.aclose()
                     raise
                 except BaseException as exc:
-                    item = await driven.athrow(exc)
+                    item = await watched.athrow(exc)
                 else:
-                    item = await driven.asend(sent)
+                    item = await watched.asend(sent)
         except StopAsyncIteration:
             return
 
     return wrapper
-
-
-async def _adrive(
-    site: _Site,
-    inner: AsyncGenerator[Any, Any],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    t0: float,
-    reservation: Reservation | None,
-) -> AsyncGenerator[Any, Any]:
-    """:func:`_drive` for an async generator (``asend``, ``athrow``, ``aclose``)."""
-    observed = _Observed()
-    error: BaseException | None = None
-    finished = False
-    try:
-        to_send: Any = None
-        to_throw: BaseException | None = None
-        while True:
-            try:
-                if to_throw is not None:
-                    exc, to_throw = to_throw, None
-                    item = await inner.athrow(exc)
-                else:
-                    item = await inner.asend(to_send)
-            except StopAsyncIteration:
-                finished = True
-                return
-            observed.see(item)
-            try:
-                to_send = yield item
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                to_throw = exc
-    except GeneratorExit:
-        await inner.aclose()
-        raise
-    except BaseException as exc:
-        error = exc
-        finished = True
-        raise
-    finally:
-        observed.emit(site, args, kwargs, perf_counter() - t0, error, not finished, reservation)
 
 
 def generation(

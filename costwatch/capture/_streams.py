@@ -31,14 +31,24 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+)
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from costwatch._core import runtime as _runtime
 from costwatch._core.failopen import errors
+from costwatch._core.memo import BoundedMemo
 from costwatch._core.record import TokenUsage, UsageSource
-from costwatch.capture._usage import extract_provider_usage, extract_usage
+from costwatch.capture._observed import Observed
+from costwatch.capture._usage import extract_tokens
+from costwatch.capture.providers import anthropic, gemini, openai
 
 if TYPE_CHECKING:
     from costwatch.accounting._recorder import CallSpec
@@ -50,284 +60,75 @@ must not record the call twice."""
 
 # --- watching items ------------------------------------------------------------------------
 
-
-class StreamAccumulator:
-    """What a stream has shown so far: reported usage, the response model, text for estimation.
-
-    ``observe(item)`` is called with every item; it returns True for an item the caller must not
-    see (the usage-only chunk costwatch asked for on the caller's behalf).
-    """
-
-    __slots__ = (
-        "hide_usage_chunk",
-        "usage",
-        "response_model",
-        "texts",
-        "error_type",
-        "anthropic",
-        "a_input",
-        "a_read",
-        "a_write",
-        "a_write_1h",
-        "a_output",
-        "a_thinking",
-        "a_searches",
-        "a_final",
-        "service_tier",
-    )
-
-    def __init__(self, hide_usage_chunk: bool = False) -> None:
-        self.hide_usage_chunk = hide_usage_chunk
-        self.usage: TokenUsage | None = None
-        self.response_model = ""
-        self.texts: list[str] = []
-        self.error_type = ""
-        self.anthropic = False
-        self.a_input = self.a_read = self.a_write = self.a_write_1h = 0
-        self.a_output = self.a_thinking = self.a_searches = 0
-        self.a_final = False
-        self.service_tier = ""
-        """The processing tier the stream said served it (OpenAI), if it said."""
-
-    def observe(self, item: object) -> bool:
-        handler = _item_handlers.get(type(item))
-        if handler is None:
-            handler = _handler_for(item)
-            if len(_item_handlers) < 512:
-                _item_handlers[type(item)] = handler
-        return handler(self, item)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.texts)
-
-    def outcome(self, model: str) -> tuple[TokenUsage | None, UsageSource]:
-        """Usage to record now: reported, partly estimated (Anthropic cut short), or None."""
-        if self.usage is not None:
-            return self.usage, "reported"
-        if not self.anthropic:
-            return None, "none"
-        output, thinking = self.a_output, min(self.a_thinking, self.a_output)
-        source: UsageSource = "reported"
-        if not self.a_final and self.texts and _runtime.runtime().estimate:
-            from costwatch._core.tokens import count_tokens
-
-            output, thinking, source = count_tokens(self.text, model)[0], 0, "estimated"
-        return (
-            TokenUsage(
-                input=self.a_input,
-                cache_read=self.a_read,
-                cache_write=max(self.a_write, self.a_write_1h),
-                output=output - thinking,
-                reasoning=thinking,
-                cache_write_1h=self.a_write_1h,
-                web_searches=self.a_searches,
-            ),
-            source,
-        )
+Handler = Callable[[Observed, Any], bool]
+"""Looks at one item; True: the item is costwatch's own (the usage-only chunk it asked for) and
+the caller must not see it."""
 
 
-Handler = Callable[[StreamAccumulator, Any], bool]
-
-
-def _ignore(acc: StreamAccumulator, item: Any) -> bool:
+def _on_text(obs: Observed, text: str) -> bool:
+    obs.texts.append(text)
     return False
 
 
-def _openai_chunk_usage(acc: StreamAccumulator, chunk: Any) -> bool:
-    """The usage of an OpenAI chunk (chat or legacy completion); True: the chunk is the
-    usage-only one costwatch asked for, to be hidden from the caller."""
-    usage = chunk.usage
-    if usage is not None:
-        acc.usage = extract_provider_usage("openai", usage)
-        tier = getattr(chunk, "service_tier", None)
-        if isinstance(tier, str):
-            acc.service_tier = tier
-        acc.response_model = chunk.model or acc.response_model
-        if acc.hide_usage_chunk and not chunk.choices:
-            return True
-    elif acc.hide_usage_chunk:
-        # With include_usage the API sends ``"usage": null`` on every chunk; without it the key
-        # is absent.  Forget that it was set, so ``to_dict()``/``exclude_unset`` match too.
-        fields_set = getattr(chunk, "__pydantic_fields_set__", None)
-        if fields_set is not None:
-            fields_set.discard("usage")
-    if not acc.response_model:
-        acc.response_model = chunk.model or ""
-    return False
-
-
-def _on_text_completion_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
-    """A legacy ``completions`` chunk (``object: text_completion``): text in ``choices[].text``."""
-    if _openai_chunk_usage(acc, chunk):
-        return True
-    for choice in chunk.choices:
-        if choice.text:
-            acc.texts.append(choice.text)
-    return False
-
-
-def _on_gemini_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
-    """A google-genai ``GenerateContentResponse`` chunk: usage counts are running totals (the
-    last chunk has them all), text in ``candidates[].content.parts[].text``."""
-    meta = chunk.usage_metadata
-    if meta is not None and getattr(meta, "candidates_token_count", None) is not None:
-        acc.usage = extract_provider_usage("gemini", meta)
-    if chunk.model_version:
-        acc.response_model = chunk.model_version
-    for candidate in chunk.candidates or ():
-        content = candidate.content
-        for part in (content.parts if content is not None else None) or ():
-            if part.text:
-                acc.texts.append(part.text)
-    return False
-
-
-def _on_chat_chunk(acc: StreamAccumulator, chunk: Any) -> bool:
-    if _openai_chunk_usage(acc, chunk):
-        return True
-    texts = acc.texts
-    for choice in chunk.choices:
-        delta = choice.delta
-        if delta is None:
-            continue
-        content = delta.content
-        if content:
-            texts.append(content)
-        calls = delta.tool_calls
-        if calls:
-            for call in calls:
-                function = call.function
-                if function is not None and function.arguments:
-                    texts.append(function.arguments)
-    return False
-
-
-def _on_typed_event(acc: StreamAccumulator, event: Any) -> bool:
-    handler = _event_handlers.get(event.type)
-    if handler is not None:
-        handler(acc, event)
-    return False
-
-
-def _on_message_start(acc: StreamAccumulator, event: Any) -> None:
-    message = event.message
-    acc.anthropic = True
-    acc.response_model = message.model or acc.response_model
-    usage = message.usage
-    if usage is None:
-        return
-    start = extract_provider_usage("anthropic", usage)
-    acc.a_input = start.input
-    acc.a_read = start.cache_read
-    acc.a_write = start.cache_write
-    acc.a_write_1h = start.cache_write_1h
-    acc.a_output = start.output + start.reasoning
-    acc.a_thinking = start.reasoning
-    acc.a_searches = start.web_searches
-
-
-def _on_message_delta(acc: StreamAccumulator, event: Any) -> None:
-    usage = event.usage
-    acc.anthropic = True
-    if usage is None:
-        return
-    acc.a_final = True
-    acc.a_output = usage.output_tokens or 0
-    # Newer API versions repeat the (cumulative) input-side counts here; they win when present.
-    value = getattr(usage, "input_tokens", None)
-    if value is not None:
-        acc.a_input = value
-    value = getattr(usage, "cache_read_input_tokens", None)
-    if value is not None:
-        acc.a_read = value
-    value = getattr(usage, "cache_creation_input_tokens", None)
-    if value is not None:
-        acc.a_write = value
-        acc.a_write_1h = min(acc.a_write_1h, value)
-    details = getattr(usage, "output_tokens_details", None)
-    if details is not None:
-        acc.a_thinking = getattr(details, "thinking_tokens", None) or 0
-    tools = getattr(usage, "server_tool_use", None)
-    if tools is not None:
-        acc.a_searches = getattr(tools, "web_search_requests", None) or 0
-
-
-def _on_content_block_delta(acc: StreamAccumulator, event: Any) -> None:
-    delta = event.delta
-    kind = delta.type
-    if kind == "text_delta":
-        acc.texts.append(delta.text)
-    elif kind == "thinking_delta":
-        acc.texts.append(delta.thinking)
-    elif kind == "input_json_delta":
-        acc.texts.append(delta.partial_json)
-
-
-def _on_response_delta(acc: StreamAccumulator, event: Any) -> None:
-    delta = event.delta
-    if isinstance(delta, str) and delta:
-        acc.texts.append(delta)
-
-
-def _on_response_started(acc: StreamAccumulator, event: Any) -> None:
-    response = event.response
-    if response is not None and not acc.response_model:
-        acc.response_model = response.model or ""
-
-
-def _on_response_finished(acc: StreamAccumulator, event: Any) -> None:
-    response = event.response
-    if response is None:
-        return
-    acc.response_model = response.model or acc.response_model
-    found = extract_usage(response)  # its usage, and the searches its output lists
+def _on_any(obs: Observed, item: Any) -> bool:
+    """Any other item: a whole response or a JSON chunk that may carry usage."""
+    found = extract_tokens(item)
     if found is not None:
-        acc.usage = found[0]
-    tier = getattr(response, "service_tier", None)
-    if isinstance(tier, str):
-        acc.service_tier = tier
-    if event.type == "response.failed":
-        error = getattr(response, "error", None)
-        acc.error_type = (
-            (getattr(error, "code", None) or "response_failed") if error else ("response_failed")
-        )
+        obs.tokens = found[0]
+        obs.response_model = found[1] or obs.response_model
+    return False
 
 
-def _on_response_error(acc: StreamAccumulator, event: Any) -> None:
-    acc.error_type = getattr(event, "code", None) or "stream_error"
+_EVENT_HANDLERS = {**openai.EVENT_HANDLERS, **anthropic.EVENT_HANDLERS}
 
 
-_event_handlers: dict[str, Callable[[StreamAccumulator, Any], None]] = {
-    "message_start": _on_message_start,
-    "message_delta": _on_message_delta,
-    "content_block_delta": _on_content_block_delta,
-    "response.created": _on_response_started,
-    "response.output_text.delta": _on_response_delta,
-    "response.refusal.delta": _on_response_delta,
-    "response.function_call_arguments.delta": _on_response_delta,
-    "response.reasoning_summary_text.delta": _on_response_delta,
-    "response.reasoning_text.delta": _on_response_delta,
-    "response.completed": _on_response_finished,
-    "response.incomplete": _on_response_finished,
-    "response.failed": _on_response_finished,
-    "error": _on_response_error,
-}
-
-_item_handlers: dict[type, Handler] = {}
+def _on_typed_event(obs: Observed, event: Any) -> bool:
+    handler = _EVENT_HANDLERS.get(event.type)
+    if handler is None:
+        return _on_any(obs, event)  # an event we do not follow, or a whole typed response
+    handler(obs, event)
+    return False
 
 
 def _handler_for(item: object) -> Handler:
     kind = getattr(item, "object", None)
     if kind == "chat.completion.chunk":
-        return _on_chat_chunk
+        return openai.on_chat_chunk
     if kind == "text_completion":
-        return _on_text_completion_chunk
+        return openai.on_text_completion_chunk
     if type(item).__name__ == "GenerateContentResponse":
-        return _on_gemini_chunk
+        return gemini.on_chunk
+    if isinstance(item, str):
+        return _on_text
     if isinstance(getattr(item, "type", None), str):
         return _on_typed_event
-    return _ignore
+    return _on_any
+
+
+_item_handlers: BoundedMemo[type, Handler] = BoundedMemo()
+
+
+def observe(obs: Observed, item: object) -> bool:
+    """Let the item's provider update ``obs``; True: hide the item from the caller."""
+    handler = _item_handlers.get(type(item))
+    if handler is None:
+        handler = _item_handlers.remember(type(item), _handler_for(item))
+    return handler(obs, item)
+
+
+def outcome(obs: Observed, model: str, estimate: bool) -> tuple[TokenUsage | None, UsageSource]:
+    """Usage to record now: reported, partly estimated (a stream cut short before its final
+    count, with ``estimate`` on), or None."""
+    if obs.tokens is not None:
+        return TokenUsage.of(obs.tokens), "reported"
+    state = obs.provider_state
+    if state is None:
+        return None, "none"
+    if not state.final and obs.texts and estimate:
+        from costwatch._core.tokens import count_tokens
+
+        return TokenUsage.of(state.tokens(count_tokens(obs.text, model)[0])), "estimated"
+    return TokenUsage.of(state.tokens()), "reported"
 
 
 # --- recording once ------------------------------------------------------------------------
@@ -345,7 +146,8 @@ class StreamRecording:
         "reservation",
         "prompt",
         "context",
-        "acc",
+        "observed",
+        "defer_close",
         "started",
         "ended",
         "_done",
@@ -369,7 +171,10 @@ class StreamRecording:
         self.reservation = reservation
         self.prompt = prompt
         self.context = contextvars.copy_context()
-        self.acc = StreamAccumulator(hide_usage_chunk)
+        self.observed = Observed(hide_usage_chunk)
+        self.defer_close = False
+        """A close of the watched items may come from the garbage collector (a hooked SDK
+        iterator, whose explicit ``close()`` records through its own hook): record it later."""
         self.started = started
         """False until a stream manager actually makes its request."""
         self.ended = 0.0
@@ -408,33 +213,40 @@ class StreamRecording:
                 self.reservation.settle(None)
             return
         latency = (self.ended or perf_counter()) - self.t0
-        acc = self.acc
-        usage, source = acc.outcome(self.model)
+        obs = self.observed
+        usage, source = outcome(obs, self.model, _runtime.runtime().estimate)
         failed = how == _FAILED and isinstance(exc, Exception)
-        error_type = type(exc).__name__ if failed and exc is not None else acc.error_type
+        error_type = type(exc).__name__ if failed and exc is not None else obs.error_type
         # Priced at the tier the stream said served it, whatever it asked for.
-        spec = self.spec.at_tier(acc.service_tier) if acc.service_tier else self.spec
+        spec = self.spec.at_tier(obs.service_tier) if obs.service_tier else self.spec
         self.context.run(
             spec.emit,
             self.model,
             usage,
             latency,
-            status="error" if failed or acc.error_type else "ok",
+            status="error" if failed or obs.error_type else "ok",
             error_type=error_type,
-            response_model=acc.response_model,
+            response_model=obs.response_model,
             usage_source=source,
             incomplete=how != _COMPLETE,
             prompt=self.prompt if usage is None else None,
-            estimate_text=acc.text if usage is None and acc.texts else None,
+            estimate_text=obs.text if usage is None and obs.texts else None,
             reservation=self.reservation,
         )
 
     def observe(self, item: object) -> bool:
         try:
-            return self.acc.observe(item)
+            return observe(self.observed, item)
         except Exception as internal:
             errors.report("streams", internal)
             return False
+
+    def closed(self) -> None:
+        """The watched items were closed before their end."""
+        if self.defer_close:
+            self.defer(_CLOSED)
+        else:
+            self.finish(_CLOSED)
 
     def defer(self, how: int) -> None:
         """Finish later, from a safe place: we may be inside the garbage collector."""
@@ -516,51 +328,108 @@ def _ensure_drained() -> None:
         _poller_started = True
 
 
-def _watch_sync(inner: Iterator[Any], rec: StreamRecording) -> Iterator[Any]:
-    observe = rec.observe
+# The one mechanism that watches what a call yields: SDK streams' item iterators, plain
+# generators of chunks an SDK returns (google-genai), and decorated generator functions alike.
+# It forwards ``send``/``throw``/``close`` and the return value, so the caller cannot tell it
+# is there.  The async twin differs only by ``await`` and the async protocol's names.
+
+
+def _as_generator(items: Iterator[Any]) -> Generator[Any, Any, Any]:
+    return (yield from items)
+
+
+async def _as_async_generator(items: AsyncIterator[Any]) -> AsyncGenerator[Any, Any]:
+    async for item in items:
+        yield item
+
+
+def _watch_sync(inner: Iterator[Any], rec: StreamRecording) -> Generator[Any, Any, Any]:
+    if not isinstance(inner, Generator):  # an SDK item iterator that is not a generator
+        inner = _as_generator(inner)
+    observe_item = rec.observe
+    to_send: Any = None
+    to_throw: BaseException | None = None
     try:
-        for item in inner:
-            if not observe(item):
-                yield item
-    except GeneratorExit:  # closed by the garbage collector: the caller dropped the stream
-        rec.defer(_CLOSED)
+        while True:
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = inner.throw(exc)
+                else:
+                    item = inner.send(to_send)
+            except StopIteration as stop:
+                rec.finish(_COMPLETE)
+                return stop.value
+            if observe_item(item):
+                continue
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except GeneratorExit:  # closed by the caller, or dropped and finalized by the collector
+        try:
+            inner.close()
+        finally:
+            rec.closed()
         raise
     except BaseException as exc:
         rec.finish(_FAILED, exc)
         raise
-    rec.finish(_COMPLETE)
 
 
-async def _watch_async(inner: AsyncIterator[Any], rec: StreamRecording) -> AsyncIterator[Any]:
-    observe = rec.observe
+async def _watch_async(inner: AsyncIterator[Any], rec: StreamRecording) -> AsyncGenerator[Any, Any]:
+    if not isinstance(inner, AsyncGenerator):
+        inner = _as_async_generator(inner)
+    observe_item = rec.observe
+    to_send: Any = None
+    to_throw: BaseException | None = None
     try:
-        async for item in inner:
-            if not observe(item):
-                yield item
-    except GeneratorExit:  # aclose() by the event loop's finalizer, or by the collector
-        rec.defer(_CLOSED)
+        while True:
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = await inner.athrow(exc)
+                else:
+                    item = await inner.asend(to_send)
+            except StopAsyncIteration:
+                rec.finish(_COMPLETE)
+                return
+            if observe_item(item):
+                continue
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except GeneratorExit:  # aclose() by the caller, the event loop's finalizer or the collector
+        try:
+            await inner.aclose()
+        finally:
+            rec.closed()
         raise
     except BaseException as exc:
         rec.finish(_FAILED, exc)
         raise
-    rec.finish(_COMPLETE)
 
 
 def watch_generator(
-    items: Iterator[Any] | AsyncIterator[Any],
+    items: Generator[Any, Any, Any] | AsyncGenerator[Any, Any],
     spec: CallSpec,
     model: str,
     t0: float,
     *,
     reservation: Reservation | None = None,
     prompt: object = None,
-) -> Iterator[Any] | AsyncIterator[Any]:
-    """A generator (async for an async one) of what ``items`` yields: a call's streamed chunks
-    returned as a plain generator (google-genai), recorded once when it ends, fails or is
-    dropped."""
+) -> Generator[Any, Any, Any] | AsyncGenerator[Any, Any]:
+    """A generator (async for an async one) of what ``items`` yields, recorded once when it
+    ends, fails or is closed: a decorated generator function's items, or a call's streamed
+    chunks returned as a plain generator (google-genai)."""
     _ensure_drained()
     rec = StreamRecording(spec, model, t0, reservation=reservation, prompt=prompt)
-    if isinstance(items, AsyncIterator):
+    if isinstance(items, AsyncGenerator):
         return _watch_async(items, rec)
     return _watch_sync(items, rec)
 
@@ -615,7 +484,7 @@ _MANAGERS = {
 
 _SDK_PACKAGES = frozenset({"openai", "anthropic"})
 
-_kinds: dict[type, tuple[int, str]] = {}
+_kinds: BoundedMemo[type, tuple[int, str]] = BoundedMemo()
 """class -> (kind, name of the SDK class it derives from); kind 0 = not a stream."""
 
 
@@ -634,9 +503,7 @@ def _kind_of(cls: type) -> tuple[int, str]:
         if kind is not None:
             found = (kind, name)
             break
-    if len(_kinds) < 512:
-        _kinds[cls] = found
-    return found
+    return _kinds.remember(cls, found)
 
 
 def is_stream(obj: object) -> bool:
@@ -710,6 +577,7 @@ def _hook(result: Any, kind: int, name: str, rec: StreamRecording) -> None:
 
 def _hook_raw(stream: Any, rec: StreamRecording) -> None:
     inner = stream._iterator  # the SDK's item generator (made lazily by anthropic)
+    rec.defer_close = True
     stream._iterator = _watch_sync(inner, rec)
     stream.close = functools.partial(_close_sync, weakref.ref(stream), type(stream).close, rec)
     setattr(stream, _MARK, rec)
@@ -717,6 +585,7 @@ def _hook_raw(stream: Any, rec: StreamRecording) -> None:
 
 def _hook_async_raw(stream: Any, rec: StreamRecording) -> None:
     inner = stream._iterator
+    rec.defer_close = True
     stream._iterator = _watch_async(inner, rec)
     stream.close = functools.partial(_close_async, weakref.ref(stream), type(stream).close, rec)
     setattr(stream, _MARK, rec)
@@ -772,7 +641,7 @@ async def _request_async(request: Awaitable[Any], rec: StreamRecording) -> Any:
 # --- responses the caller parses itself (``with_streaming_response``) ---------------------------
 
 _API_RESPONSES = {"APIResponse": False, "AsyncAPIResponse": True}
-_api_response_kinds: dict[type, bool | None] = {}
+_api_response_kinds: BoundedMemo[type, bool | None] = BoundedMemo()
 
 
 def _api_response_kind(cls: type) -> bool | None:
@@ -784,9 +653,7 @@ def _api_response_kind(cls: type) -> bool | None:
         if base.__module__.partition(".")[0] in _SDK_PACKAGES and base.__name__ in _API_RESPONSES:
             found = _API_RESPONSES[base.__name__]
             break
-    if len(_api_response_kinds) < 512:
-        _api_response_kinds[cls] = found
-    return found
+    return _api_response_kinds.remember(cls, found)
 
 
 def is_api_response(obj: object) -> bool:
@@ -855,9 +722,9 @@ def _parsed(parsed: Any, rec: StreamRecording) -> None:
         if kind == _ASYNC_RAW:
             _hook_async_raw(parsed, rec)
             return
-        extracted = extract_usage(parsed)
-        if extracted is not None:
-            rec.acc.usage, rec.acc.response_model = extracted
+        found = extract_tokens(parsed)
+        if found is not None:
+            rec.observed.tokens, rec.observed.response_model = found
         rec.finish(_COMPLETE)
     except Exception as internal:
         errors.report("streams", internal)

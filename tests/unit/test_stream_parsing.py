@@ -14,7 +14,8 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from costwatch._core.record import TokenUsage
-from costwatch.capture._streams import StreamAccumulator
+from costwatch.capture._observed import Observed
+from costwatch.capture._streams import observe, outcome
 from tests._fixtures.fake_providers import (
     AnthropicUsage,
     FakeProvider,
@@ -43,18 +44,23 @@ def _fake() -> FakeProvider:
     return fake
 
 
+def usage_of(obs: Observed) -> TokenUsage:
+    assert obs.tokens is not None
+    return TokenUsage.of(obs.tokens)
+
+
 def test_chat_usage_chunk_is_read_and_hidden_when_costwatch_asked_for_it() -> None:
     fake = _fake()
     chunks = [
         ChatCompletionChunk.model_validate(c)
         for c in chat_chunks(fake, "gpt-4o-mini", include_usage=True)
     ]
-    acc = StreamAccumulator(hide_usage_chunk=True)
+    acc = Observed(hide_usage_chunk=True)
 
-    shown = [c for c in chunks if not acc.observe(c)]
+    shown = [c for c in chunks if not observe(acc, c)]
 
     assert shown == chunks[:-1]  # only the final usage-only chunk is hidden
-    assert acc.usage == TokenUsage(input=176, cache_read=1024, output=100, reasoning=200)
+    assert usage_of(acc) == TokenUsage(input=176, cache_read=1024, output=100, reasoning=200)
     assert acc.response_model == "gpt-4o-mini-2024-07-18"
     assert acc.text == fake.reply_text
     # the "usage": null the API adds to every chunk is forgotten, as if never requested
@@ -66,13 +72,13 @@ def test_chat_usage_chunk_passes_through_when_the_caller_asked_for_it() -> None:
         ChatCompletionChunk.model_validate(c)
         for c in chat_chunks(_fake(), "gpt-4o-mini", include_usage=True)
     ]
-    acc = StreamAccumulator(hide_usage_chunk=False)
+    acc = Observed(hide_usage_chunk=False)
 
-    shown = [c for c in chunks if not acc.observe(c)]
+    shown = [c for c in chunks if not observe(acc, c)]
 
     assert shown == chunks
     assert all("usage" in c.model_fields_set for c in shown)
-    assert acc.usage is not None and acc.usage.total == 1500
+    assert acc.tokens is not None and usage_of(acc).total == 1500
 
 
 def test_chat_stream_without_usage_keeps_the_text_for_estimation() -> None:
@@ -80,22 +86,22 @@ def test_chat_stream_without_usage_keeps_the_text_for_estimation() -> None:
         ChatCompletionChunk.model_validate(c)
         for c in chat_chunks(_fake(), "gpt-4o-mini", include_usage=False)
     ]
-    acc = StreamAccumulator(hide_usage_chunk=True)
+    acc = Observed(hide_usage_chunk=True)
 
     for chunk in chunks:
-        acc.observe(chunk)
+        observe(acc, chunk)
 
-    assert acc.usage is None
+    assert acc.tokens is None
     assert acc.text == "Hello from the fake provider."
 
 
 def test_responses_stream_usage_comes_with_response_completed() -> None:
     fake = _fake()
     events = [_responses.validate_python(e) for e in response_events(fake, {"model": "o4-mini"})]
-    acc = StreamAccumulator()
+    acc = Observed()
 
-    assert not any(acc.observe(e) for e in events)
-    assert acc.usage == TokenUsage(input=176, cache_read=1024, output=100, reasoning=200)
+    assert not any(observe(acc, e) for e in events)
+    assert usage_of(acc) == TokenUsage(input=176, cache_read=1024, output=100, reasoning=200)
     assert acc.response_model == "o4-mini-2025-04-16"
     assert acc.text == fake.reply_text
 
@@ -106,22 +112,23 @@ def test_anthropic_stream_input_from_message_start_output_from_message_delta(cw:
         for e in anthropic_events(_fake(), "claude-sonnet-4-0", None)
         if e["type"] != "ping"  # the SDK drops pings before they reach the caller
     ]
-    acc = StreamAccumulator()
+    acc = Observed()
 
     for event in events:
-        acc.observe(event)
+        observe(acc, event)
 
-    assert acc.outcome("claude-sonnet-4-0") == (
+    assert outcome(acc, "claude-sonnet-4-0", True) == (
         TokenUsage(input=100, cache_read=2000, cache_write=1500, output=250, cache_write_1h=500),
         "reported",
     )
 
 
 def test_anthropic_cumulative_message_delta_counts_win(cw: Any) -> None:
-    acc = StreamAccumulator()
+    acc = Observed()
     start = anthropic_events(_fake(), "claude-sonnet-4-0", None)
-    acc.observe(_anthropic.validate_python(next(start)))
-    acc.observe(
+    observe(acc, _anthropic.validate_python(next(start)))
+    observe(
+        acc,
         _anthropic.validate_python(
             {
                 "type": "message_delta",
@@ -134,10 +141,10 @@ def test_anthropic_cumulative_message_delta_counts_win(cw: Any) -> None:
                     "output_tokens_details": {"thinking_tokens": 600},
                 },
             }
-        )
+        ),
     )
 
-    usage, source = acc.outcome("claude-sonnet-4-0")
+    usage, source = outcome(acc, "claude-sonnet-4-0", True)
 
     assert usage == TokenUsage(
         input=130,
@@ -152,15 +159,15 @@ def test_anthropic_cumulative_message_delta_counts_win(cw: Any) -> None:
 
 def test_anthropic_stream_cut_short_estimates_only_the_output(cw: Any) -> None:
     events = anthropic_events(_fake(), "claude-sonnet-4-0", None)
-    acc = StreamAccumulator()
+    acc = Observed()
     for event in events:
         if event["type"] == "content_block_delta" and acc.texts:
-            acc.observe(_anthropic.validate_python(event))
+            observe(acc, _anthropic.validate_python(event))
             break  # two text deltas seen, then the caller walked away
         if event["type"] != "ping":
-            acc.observe(_anthropic.validate_python(event))
+            observe(acc, _anthropic.validate_python(event))
 
-    usage, source = acc.outcome("claude-sonnet-4-0")
+    usage, source = outcome(acc, "claude-sonnet-4-0", True)
 
     assert source == "estimated"
     assert acc.text == "Hello from"
@@ -170,8 +177,8 @@ def test_anthropic_stream_cut_short_estimates_only_the_output(cw: Any) -> None:
 
 
 def test_items_of_unknown_shape_are_passed_through_untouched() -> None:
-    acc = StreamAccumulator(hide_usage_chunk=True)
+    acc = Observed(hide_usage_chunk=True)
 
-    assert acc.observe("text") is False
-    assert acc.observe({"type": "message_start"}) is False
-    assert acc.usage is None
+    assert observe(acc, "text") is False
+    assert observe(acc, {"type": "message_start"}) is False
+    assert acc.tokens is None
