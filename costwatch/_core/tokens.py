@@ -308,6 +308,31 @@ def count_message_tokens(
     return total, "heuristic" if encoder is None else "tiktoken"
 
 
+def count_prompt_tokens(prompt: object, model: str) -> int:
+    """Tokens of a prompt in any shape a call takes it: text; a list of texts (a batch of
+    embedding inputs, counted as one text); pre-tokenised input (a list of token ids, or a
+    batch of such lists); chat messages (with their framing).  0 for None or any other shape.
+
+    The one prompt counter: budget reservations, estimated usage and ``instrument()`` all count
+    with it, so a prompt shape counts the same on every path.
+    """
+    if isinstance(prompt, str):
+        return count_tokens(prompt, model)[0]
+    if not isinstance(prompt, Sequence) or not prompt:
+        return 0
+    if all(isinstance(part, str) for part in prompt):
+        return count_tokens("\n".join(prompt), model)[0]
+    if all(isinstance(part, int) for part in prompt):
+        return len(prompt)
+    if all(isinstance(part, Sequence) and not isinstance(part, str | Mapping) for part in prompt):
+        if all(isinstance(token, int) for part in prompt for token in part):
+            return sum(len(part) for part in prompt)
+        return 0
+    if all(isinstance(part, Mapping) for part in prompt):
+        return count_message_tokens(prompt, model)[0]
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # `costwatch estimate`
 # --------------------------------------------------------------------------------------------

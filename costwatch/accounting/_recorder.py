@@ -99,6 +99,14 @@ class CallSpec:
         """Requested model without a price -> the priced model its responses named (an Azure
         deployment, a proxy's alias): what a budget reserves at before the next call."""
 
+    def model_for(self, kwargs: Mapping[str, Any]) -> str:
+        """The model a call of this site asks for: the site's own, else the call's ``model=``."""
+        model = self.model
+        if not model:
+            value = kwargs.get("model")
+            model = value if isinstance(value, str) else ""
+        return model
+
     def preflight(
         self, model: str, prompt_tokens: int, max_output_tokens: int | None
     ) -> Reservation | None:
@@ -464,13 +472,9 @@ def _estimate(
     """Usage the provider did not report: tiktoken counts (or the marked heuristic)."""
     if not rt.estimate or (prompt is None and not completion):
         return EMPTY_USAGE, "none"
-    from costwatch._core.tokens import count_message_tokens, count_tokens
+    from costwatch._core.tokens import count_prompt_tokens, count_tokens
 
-    prompt_tokens = 0
-    if isinstance(prompt, str):
-        prompt_tokens = count_tokens(prompt, model)[0]
-    elif isinstance(prompt, Sequence) and prompt:
-        prompt_tokens = count_message_tokens(prompt, model)[0]
+    prompt_tokens = count_prompt_tokens(prompt, model)
     output_tokens = count_tokens(completion, model)[0] if completion else 0
     return TokenUsage(input=prompt_tokens, output=output_tokens), "estimated"
 

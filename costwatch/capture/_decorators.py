@@ -79,18 +79,10 @@ class _Site:
         """Budget reservation; only reached when a budget is registered."""
         if self.retrieval and self.spec.price_usd is None:
             return None
-        model = self.model_for(kwargs)
-        prompt = _prompt_of(args, kwargs)
-        tokens = 0
-        if prompt is not None:
-            from costwatch._core.tokens import count_message_tokens, count_tokens
+        model = self.spec.model_for(kwargs)
+        from costwatch._core.tokens import count_prompt_tokens
 
-            if isinstance(prompt, str):
-                tokens = count_tokens(prompt, model)[0]
-            elif _is_str_list(prompt):
-                tokens = count_tokens("\n".join(prompt), model)[0]
-            else:
-                tokens = count_message_tokens(prompt, model)[0]
+        tokens = count_prompt_tokens(_prompt_of(args, kwargs), model)
         max_out: int | None = None
         for key in _MAX_OUTPUT_KWARGS:
             value = kwargs.get(key)
@@ -100,13 +92,6 @@ class _Site:
         if self.embedding:
             max_out = 0
         return self.spec.preflight(model, tokens, max_out)
-
-    def model_for(self, kwargs: Mapping[str, Any]) -> str:
-        model = self.spec.model
-        if not model:
-            value = kwargs.get("model")
-            model = value if isinstance(value, str) else ""
-        return model
 
     # -- after the call --------------------------------------------------------------------
     def finish(
@@ -121,7 +106,7 @@ class _Site:
         spec = self.spec
         if cache_hit:
             self.hit_spec.emit(
-                self.model_for(kwargs),
+                self.spec.model_for(kwargs),
                 EMPTY_USAGE,
                 latency_s,
                 usage_source="none",
@@ -132,7 +117,7 @@ class _Site:
             return
         if self.retrieval:
             spec.emit(
-                self.model_for(kwargs),
+                self.spec.model_for(kwargs),
                 EMPTY_USAGE,
                 latency_s,
                 usage_source="none",
@@ -145,7 +130,7 @@ class _Site:
         if extracted is not None:
             usage, response_model = extracted
             spec.emit(
-                self.model_for(kwargs),
+                self.spec.model_for(kwargs),
                 usage,
                 latency_s,
                 response_model=response_model,
@@ -154,10 +139,10 @@ class _Site:
             )
             return
         spec.emit(
-            self.model_for(kwargs),
+            self.spec.model_for(kwargs),
             None,
             latency_s,
-            prompt=_estimable_prompt(args, kwargs),
+            prompt=_prompt_of(args, kwargs),
             estimate_text=result if isinstance(result, str) and not self.embedding else None,
             reservation=reservation,
             cache_hit=cache_hit,
@@ -179,13 +164,6 @@ def _prompt_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
         if isinstance(value, list) and value and isinstance(value[0], Mapping):
             return value
     return None
-
-
-def _estimable_prompt(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-    prompt = _prompt_of(args, kwargs)
-    if _is_str_list(prompt):
-        return "\n".join(prompt)
-    return prompt
 
 
 def _document_texts(result: object) -> list[str]:
@@ -321,9 +299,7 @@ def _returned(
             read = cached_reader(type(result))
             extracted = read(result) if read is not None else extract_tokens(result)
             if extracted is not None:
-                spec.record_usage(
-                    rt, spec.model or site.model_for(kwargs), extracted, latency, reservation
-                )
+                spec.record_usage(rt, spec.model_for(kwargs), extracted, latency, reservation)
                 return result
         if is_stream(result):
             return cast(R, _stream(site, result, args, kwargs, t0, reservation))
@@ -348,7 +324,7 @@ def _failed(
         if _context.recorded and recorded_var.get() is exc:
             _release(reservation)
             return
-        site.spec.emit_failure(site.model_for(kwargs), exc, perf_counter() - t0, reservation)
+        site.spec.emit_failure(site.spec.model_for(kwargs), exc, perf_counter() - t0, reservation)
     except Exception as internal:
         errors.report("decorator", internal)
 
@@ -371,10 +347,10 @@ def _stream(
     wrapped = wrap_stream(
         result,
         site.spec,
-        site.model_for(kwargs),
+        site.spec.model_for(kwargs),
         t0,
         reservation=reservation,
-        prompt=_estimable_prompt(args, kwargs),
+        prompt=_prompt_of(args, kwargs),
     )
     return result if wrapped is None else wrapped
 
@@ -391,10 +367,10 @@ def _watch(
     return watch_generator(
         items,
         site.spec,
-        site.model_for(kwargs),
+        site.spec.model_for(kwargs),
         t0,
         reservation=reservation,
-        prompt=_estimable_prompt(args, kwargs),
+        prompt=_prompt_of(args, kwargs),
     )
 
 

@@ -15,6 +15,7 @@ from costwatch._core import runtime as _runtime
 from costwatch._core.context import set_recorded
 from costwatch._core.errors import BudgetExceeded
 from costwatch._core.failopen import errors
+from costwatch._core.tokens import count_prompt_tokens
 from costwatch.accounting._recorder import CallSpec
 from costwatch.capture._streams import (
     is_api_response,
@@ -94,34 +95,13 @@ class Endpoint:
         return None
 
 
-def _model_of(kwargs: Mapping[str, Any]) -> str:
-    model = kwargs.get("model")
-    return model if isinstance(model, str) else ""
-
-
-def _prompt_tokens(prompt: Any, model: str) -> int:
-    if prompt is None:
-        return 0
-    from costwatch._core.tokens import count_message_tokens, count_tokens
-
-    if isinstance(prompt, str):
-        return count_tokens(prompt, model)[0]
-    if prompt and all(isinstance(p, int) for p in prompt):  # pre-tokenised input
-        return len(prompt)
-    if prompt and all(isinstance(p, list) for p in prompt):  # a batch of pre-tokenised inputs
-        return sum(len(p) for p in prompt)
-    if prompt and all(isinstance(p, Mapping) for p in prompt):
-        return count_message_tokens(prompt, model)[0]
-    return 0
-
-
 def _before(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
     """``(model, hide_usage_chunk, reservation)``; mutates ``kwargs`` (the call's own dict)."""
-    model = _model_of(kwargs)
+    model = ep.spec.model_for(kwargs)
     reservation = None
     if _runtime.runtime().budgets.active:
         reservation = ep.spec_for(kwargs).preflight(
-            model, _prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
+            model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
         )
     hide = False
     if ep.inject_usage and kwargs.get("stream") is True and not _raw_mode(kwargs):

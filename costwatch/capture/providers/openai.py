@@ -67,13 +67,15 @@ def _reader(
     def read(u: Any) -> Tokens:
         try:
             prompt, completion, in_details, out_details = read_all(u)
-        except AttributeError:
+        except AttributeError:  # a detail is missing: read field by field
             prompt = getattr(u, prompt_name, None)
             completion = getattr(u, completion_name, None)
             in_details = getattr(u, prompt_details, None)
             out_details = getattr(u, completion_details, None)
             if prompt is None and completion is None and not hasattr(u, prompt_name):
-                raise ValueError(f"costwatch: unrecognised usage object {type(u).__name__}")
+                raise ValueError(  # noqa: B904 - not a failure of the lookup above
+                    f"costwatch: unrecognised usage object {type(u).__name__}"
+                )
         return partition(
             prompt or 0,
             getattr(in_details, "cached_tokens", None) or 0,
