@@ -15,6 +15,7 @@ from contextvars import ContextVar, Token
 from decimal import Decimal
 from types import MappingProxyType, TracebackType
 
+from costwatch._core.memo import BoundedMemo
 from costwatch._core.record import CostRecord
 
 STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
@@ -34,7 +35,7 @@ class TagSet(dict[str, str]):
 
     def __init__(self, values: Mapping[str, str] = MappingProxyType({})) -> None:
         super().__init__(values)
-        self.attribution: tuple[str, ...] = tuple(self.get(k, "") for k in ATTRIBUTION_TAGS)
+        self.attribution: tuple[str, ...] = tuple([self.get(k, "") for k in ATTRIBUTION_TAGS])
 
 
 NO_TAGS = TagSet()
@@ -80,6 +81,15 @@ def set_recorded(value: object) -> None:
 _request_ids = itertools.count(1)
 
 
+_merged: BoundedMemo[tuple[int, tuple[tuple[str, str], ...]], tuple[TagSet, TagSet]] = (
+    BoundedMemo(4096)
+)
+"""(outer tag set's id, a block's values) -> (that outer set, the merged set): a block entered
+again with the same values inside the same tags gets the same ``TagSet``, built once (its
+attribution is then the same object too, which the recorder's kept tally entry compares by
+identity).  The outer set is kept with it, so its id cannot be reused while the entry lives."""
+
+
 class tags:  # noqa: N801 - a context manager used like a function, as in contextlib
     """Attach attribution tags (feature, team, tenant, ...) to every call inside the block.
 
@@ -89,11 +99,18 @@ class tags:  # noqa: N801 - a context manager used like a function, as in contex
     __slots__ = ("_values", "_token")
 
     def __init__(self, **values: object) -> None:
-        self._values = {k: str(v) for k, v in values.items() if v is not None}
+        self._values = tuple([(k, str(v)) for k, v in values.items() if v is not None])
         self._token: Token[TagSet] | None = None
 
     def __enter__(self) -> Mapping[str, str]:
-        merged = TagSet({**tags_var.get(), **self._values})
+        outer = tags_var.get()
+        key = (id(outer), self._values)
+        known = _merged.get(key)
+        if known is not None and known[0] is outer:
+            merged = known[1]
+        else:
+            merged = TagSet({**outer, **dict(self._values)})
+            _merged.remember(key, (outer, merged))
         note_tagged()
         self._token = tags_var.set(merged)
         return merged

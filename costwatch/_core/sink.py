@@ -9,16 +9,17 @@ each call and a ``CacheEvent`` for each lookup.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from costwatch._core.record import CostRecord
 
 
-@dataclass(slots=True, frozen=True)
-class RequestEnd:
-    """A ``costwatch.request`` block finished."""
+class RequestEnd(NamedTuple):
+    """A ``costwatch.request`` block finished.
+
+    A value (a tuple, like ``CacheEvent``): one is built per request, and a tuple costs a
+    fraction of a frozen dataclass to build."""
 
     pipeline: str
     strategy: str
