@@ -11,11 +11,15 @@ import costwatch
 def test_all_is_sorted_and_pinned() -> None:
     assert costwatch.__all__ == sorted(costwatch.__all__)
     assert costwatch.__all__ == [
+        "BaseSink",
         "BudgetAlert",
         "BudgetExceeded",
+        "CacheEvent",
         "ConfigError",
         "CostRecord",
+        "RequestEnd",
         "RetrievalCache",
+        "Sink",
         "Summary",
         "TokenUsage",
         "budget",
