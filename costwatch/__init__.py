@@ -20,6 +20,7 @@ from costwatch._configure import configure, runtime
 from costwatch._core.context import tags
 from costwatch._core.errors import BudgetExceeded, ConfigError
 from costwatch._core.record import CostRecord, TokenUsage
+from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd, Sink
 from costwatch._version import __version__ as __version__
 from costwatch.accounting._ledger import Summary
 from costwatch.accounting._recorder import record
@@ -33,11 +34,15 @@ from costwatch.capture._instrument import instrument, uninstrument
 from costwatch.exporters.prometheus import serve_metrics
 
 __all__ = [
+    "BaseSink",
     "BudgetAlert",
     "BudgetExceeded",
+    "CacheEvent",
     "ConfigError",
     "CostRecord",
+    "RequestEnd",
     "RetrievalCache",
+    "Sink",
     "Summary",
     "TokenUsage",
     "budget",

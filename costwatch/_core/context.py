@@ -221,7 +221,7 @@ class RequestState:
 def resolve_strategy(
     model_fine_tuned: bool, request: RequestState | None, tag_values: Mapping[str, str]
 ) -> str:
-    """DESIGN.md: a fine-tuned model is ``fine_tuned`` unless the request says ``hybrid``."""
+    """docs/design.md: a fine-tuned model is ``fine_tuned`` unless the request says ``hybrid``."""
     declared = request.strategy if request is not None and request.strategy else None
     if declared is None:
         declared = tag_values.get("strategy")

@@ -11,7 +11,7 @@ UsageSource = Literal["reported", "estimated", "none"]
 Status = Literal["ok", "error"]
 
 TOKEN_TYPES: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
-"""The ``token_type`` partition of billed tokens (DESIGN.md): summing over it is meaningful."""
+"""The ``token_type`` partition of billed tokens (docs/design.md): summing over it is meaningful."""
 
 
 SERVICE_TIERS = frozenset({"flex", "priority"})

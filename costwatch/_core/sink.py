@@ -50,6 +50,14 @@ class CacheEvent(NamedTuple):
 
 @runtime_checkable
 class Sink(Protocol):
+    """What ``costwatch.configure(sinks=[...])`` accepts (public as ``costwatch.Sink``).
+
+    Subclass ``costwatch.BaseSink`` and override the events you need.  Each method runs on the
+    host's call path (or a budget's settlement thread): keep it cheap and thread-safe.  An
+    exception it raises is costwatch's own failure: counted, logged rate-limited and swallowed,
+    raised only in strict mode.
+    """
+
     def on_record(self, record: CostRecord) -> None: ...
 
     def on_request_end(self, event: RequestEnd) -> None: ...

@@ -29,7 +29,7 @@ SPEND_LABELS: tuple[str, ...] = (
     "team",
     "tenant",
 )
-"""Labels common to spend metrics (DESIGN.md), in exposition order."""
+"""Labels common to spend metrics (docs/design.md), in exposition order."""
 
 REQUEST_LABELS: tuple[str, ...] = ("service", "strategy", "feature", "team", "tenant", "pipeline")
 """A ``costwatch.request`` spans several calls: it has no provider, model or stage of its own."""
@@ -124,7 +124,8 @@ class MetricSpec:
     multiprocess_mode: str = ""
     """For gauges under prometheus-client multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``)."""
     extension: bool = False
-    """Not in DESIGN.md's table: added by the exporter, documented here."""
+    """Beyond the core contract (docs/design.md marks it "extension"): exported, not required on
+    a dashboard."""
 
     @property
     def family(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -11,23 +12,43 @@ from costwatch.exporters import names
 
 REPO = Path(__file__).resolve().parents[2]
 
-DESIGN_TABLE = {
-    "costwatch_cost_usd_total": ("counter", ()),
-    "costwatch_tokens_total": ("counter", ("token_type",)),
-    "costwatch_requests_total": ("counter", ("status",)),
-    "costwatch_duration_seconds": ("histogram", ()),
-    "costwatch_request_cost_usd": ("histogram", ("pipeline",)),
-    "costwatch_context_tokens_total": ("counter", ("source",)),
-    "costwatch_context_cost_usd_total": ("counter", ("source",)),
-    "costwatch_unpriced_requests_total": ("counter", ()),
-    "costwatch_cache_requests_total": ("counter", ("cache", "result")),
-    "costwatch_cache_saved_usd_total": ("counter", ("cache",)),
-    "costwatch_budget_spent_usd": ("gauge", ("budget",)),
-    "costwatch_budget_limit_usd": ("gauge", ("budget",)),
-    "costwatch_budget_blocked_total": ("counter", ("budget",)),
-    "costwatch_internal_errors_total": ("counter", ("component",)),
+DESIGN = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
+_LABEL_SETS = {
+    "spend": names.SPEND_LABELS,
+    "request": names.REQUEST_LABELS,
+    "cache": names.CACHE_LABELS,
 }
-"""DESIGN.md's metric table: name, type and the labels it adds."""
+
+
+class DesignRow(NamedTuple):
+    otel_name: str
+    kind: str
+    labels: tuple[str, ...]
+    notes: str
+
+
+def design_metric_rows() -> dict[str, DesignRow]:
+    """The metric tables of docs/design.md, by Prometheus name (label sets expanded)."""
+    section = DESIGN.split("\n## Metric contract\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, DesignRow] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not cells[0].startswith("`"):
+            continue
+        labels: list[str] = []
+        for part in re.split(r"[+,]", cells[3]):
+            labels.extend(_LABEL_SETS.get(part.strip(), (part.strip().strip("`"),)))
+        rows[cells[0].strip("`")] = DesignRow(
+            cells[1].strip("`"), cells[2], tuple(labels), cells[4]
+        )
+    return rows
+
+
+DESIGN_ROWS = design_metric_rows()
+DESIGN_TABLE = {
+    name: row for name, row in DESIGN_ROWS.items() if not row.notes.startswith("extension")
+}
+"""docs/design.md's core metric contract (without the rows it marks as extensions)."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
@@ -79,12 +100,12 @@ def test_every_metric_a_dashboard_or_rule_file_references_is_defined(path: Path)
     assert not undefined, f"{path.relative_to(REPO)} references metrics not in names.py"
 
 
-def test_the_design_table_is_defined_with_its_types_and_labels() -> None:
-    for name, (kind, extra) in DESIGN_TABLE.items():
+def test_the_design_doc_lists_every_metric_with_its_otel_name_type_and_labels() -> None:
+    assert set(DESIGN_ROWS) == {spec.name for spec in names.ALL_METRICS}
+    for name, row in DESIGN_ROWS.items():
         spec = names.spec_by_name(name)
-        assert spec.kind == kind, name
-        assert set(extra) <= set(spec.labels), name
-        assert not spec.extension
+        assert (row.otel_name, row.kind, row.labels) == (spec.otel_name, spec.kind, spec.labels)
+        assert spec.extension == (row.notes.startswith("extension")), name
 
 
 def test_spend_metrics_carry_the_common_spend_labels() -> None:

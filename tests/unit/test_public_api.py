@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import costwatch
 
@@ -11,11 +12,15 @@ import costwatch
 def test_all_is_sorted_and_pinned() -> None:
     assert costwatch.__all__ == sorted(costwatch.__all__)
     assert costwatch.__all__ == [
+        "BaseSink",
         "BudgetAlert",
         "BudgetExceeded",
+        "CacheEvent",
         "ConfigError",
         "CostRecord",
+        "RequestEnd",
         "RetrievalCache",
+        "Sink",
         "Summary",
         "TokenUsage",
         "budget",
@@ -34,6 +39,13 @@ def test_all_is_sorted_and_pinned() -> None:
     ]
     for name in costwatch.__all__:
         assert hasattr(costwatch, name), name
+
+
+def test_the_design_doc_describes_every_public_name() -> None:
+    design = (Path(__file__).resolve().parents[2] / "docs" / "design.md").read_text("utf-8")
+    public_api = design.split("\n## Public API\n", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in costwatch.__all__ if f"`{name}`" not in public_api]
+    assert not missing, f"docs/design.md's Public API section does not describe {missing}"
 
 
 def test_import_costwatch_does_not_import_heavy_or_optional_dependencies() -> None:

@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
 
@@ -48,3 +50,35 @@ def test_searches_example(cw: Any) -> None:
     )
     assert rec.cost_usd == Decimal("0.0372")
     assert f"Decimal('{rec.cost_usd}')" in README
+
+
+def _python_block_with(marker: str) -> str:
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if marker in b]
+    assert len(blocks) == 1, marker
+    return str(blocks[0])
+
+
+def test_own_sink_example_receives_every_call_and_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    import costwatch
+
+    for name, value in {"STRICT": "true", "PROMETHEUS": "false", "WARM_UP": "false"}.items():
+        monkeypatch.setenv(f"COSTWATCH_{name}", value)
+    namespace: dict[str, Any] = {"costwatch": costwatch}
+    exec(_python_block_with("class RequestCosts(costwatch.BaseSink)"), namespace)
+    costs = namespace["costs"]
+    try:
+        with costwatch.request("answer_question", strategy="rag"):
+            first = costwatch.record(
+                provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100
+            )
+            second = costwatch.record(
+                provider="openai", model="text-embedding-3-small", input_tokens=40
+            )
+        costwatch.record(provider="openai", model="no-such-model", input_tokens=10)
+    finally:
+        costwatch._configure.shutdown()
+    assert first is not None and second is not None
+    assert first.cost_usd == Decimal("0.00021")  # 1000 x $0.15/M + 100 x $0.60/M
+    assert second.cost_usd is not None
+    assert costs.by_pipeline == {"answer_question": [first.cost_usd + second.cost_usd]}
+    assert costs.unpriced == {"no-such-model"}
