@@ -27,6 +27,7 @@ from costwatch._core.record import (
 from costwatch.accounting._tally import ENTRY_LIMIT
 
 if TYPE_CHECKING:
+    from costwatch._configure import Runtime
     from costwatch._core.record import Tokens
     from costwatch.accounting._tally import Tally
     from costwatch.budgets._budget import BudgetCall, Reservation
@@ -35,8 +36,52 @@ if TYPE_CHECKING:
 _ZERO = Decimal(0)
 
 
+class _Unresolved:
+    """No price resolved yet (distinct from a resolved ``None``: the model has no price)."""
+
+
+_UNRESOLVED = _Unresolved()
+
+
 _MAX_ALIASES = 256
-_NOTHING_KEPT: tuple[Tally | None, str, tuple[str, ...], list[Any]] = (None, "", (), [])
+
+
+class _Priced:
+    """The price a site resolved for its last model: most sites call one model, so the next call
+    of the same model (and the same catalog) reuses it instead of resolving again."""
+
+    __slots__ = ("catalog", "model", "response_model", "priced_as", "price")
+
+    def __init__(
+        self, catalog: object, model: str, response_model: str, priced_as: str, price: Price | None
+    ) -> None:
+        self.catalog = catalog
+        self.model = model
+        self.response_model = response_model
+        self.priced_as = priced_as
+        """The model the call is priced as: the requested one, or the model its response named
+        when only that one has a price (an Azure deployment name, a proxy's alias)."""
+        self.price = price
+
+
+class _Kept:
+    """The tally entry the last plain call of a site added to, kept for the next call like it
+    (same tally, model and attribution) when the entry does not depend on the call's tokens
+    (a price without long-context tiers): that call skips building and hashing its key."""
+
+    __slots__ = ("tally", "model", "attribution", "entry")
+
+    def __init__(
+        self, tally: Tally | None, model: str, attribution: tuple[str, ...], entry: list[Any]
+    ) -> None:
+        self.tally = tally
+        self.model = model
+        self.attribution = attribution
+        self.entry = entry
+
+
+_NOTHING_PRICED = _Priced(None, "", "", "", None)
+_NOTHING_KEPT = _Kept(None, "", (), [])
 
 
 class CallSpec:
@@ -52,7 +97,7 @@ class CallSpec:
         "batch",
         "service_tier",
         "_untallied",
-        "_memo",
+        "_priced",
         "_kept",
         "_aliases",
         "_tiers",
@@ -84,20 +129,15 @@ class CallSpec:
         published; a flex call of a model without one bills at its batch rate."""
         self._untallied = price_usd is not None or batch or bool(service_tier)
         """Calls of this site are not priced by the tally's plain token price."""
-        self._memo: tuple[object, str, Price | None, bool] | None = None
-        """(tally, model, price if it has tiers, whether it has a price) of the last tallied
-        call: most sites call one model."""
-        self._kept: tuple[Tally | None, str, tuple[str, ...], list[Any]] = _NOTHING_KEPT
-        """(tally, model, attribution, tally entry) of the last plain call, when its entry does
-        not depend on its tokens: the next call like it adds to the entry without building and
-        hashing its key."""
+        self._priced = _NOTHING_PRICED
+        self._kept = _NOTHING_KEPT
         self._tiers: dict[str, CallSpec] = {}
         """This site at the processing tiers its responses reported, made when first needed."""
         self._standard = self
         """This site at the standard tier (set on the specs ``at_tier`` makes)."""
         self._aliases: dict[str, str] = {}
-        """Requested model without a price -> the priced model its responses named (an Azure
-        deployment, a proxy's alias): what a budget reserves at before the next call."""
+        """Requested model without a price -> the priced model its responses named: what a
+        budget reserves at before the next call."""
 
     def model_for(self, kwargs: Mapping[str, Any]) -> str:
         """The model a call of this site asks for: the site's own, else the call's ``model=``."""
@@ -106,6 +146,37 @@ class CallSpec:
             value = kwargs.get("model")
             model = value if isinstance(value, str) else ""
         return model
+
+    def price_for(
+        self, rt: Runtime, model: str, response_model: str = ""
+    ) -> tuple[str, Price | None]:
+        """``(model priced as, its price)``: the one price resolution of a call.
+
+        A requested model without a price is priced as the model its response names when that
+        one has a price (an Azure deployment name, a proxy's alias), and the site learns the
+        alias, so that a budget reserves at it before the next call.  A fixed per-call price
+        (``price_usd``) has no token price.
+        """
+        priced = self._priced
+        if (
+            priced.catalog is rt.catalog
+            and priced.model == model
+            and priced.response_model == response_model
+        ):
+            return priced.priced_as, priced.price
+        priced_as, price = model, None
+        if self.price_usd is None:
+            price = rt.catalog.resolve(self.provider, model)
+            if price is None:
+                alias = response_model or self._aliases.get(model, "")
+                if alias and alias != model:
+                    price = rt.catalog.resolve(self.provider, alias)
+                    if price is not None:
+                        priced_as = alias
+                        if len(self._aliases) < _MAX_ALIASES:
+                            self._aliases[model] = alias
+        self._priced = _Priced(rt.catalog, model, response_model, priced_as, price)
+        return priced_as, price
 
     def preflight(
         self, model: str, prompt_tokens: int, max_output_tokens: int | None
@@ -117,12 +188,21 @@ class CallSpec:
         return rt.budgets.reserve(self.budget_call(rt, model, prompt_tokens, max_output_tokens))
 
     def budget_call(
-        self, rt: _runtime.Runtime, model: str, prompt_tokens: int, max_output_tokens: int | None
+        self,
+        rt: Runtime,
+        model: str,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        price: Price | _Unresolved | None = _UNRESOLVED,
     ) -> BudgetCall:
+        """The call as budgets see it; ``price``: the model's price when already resolved."""
         from costwatch.budgets._budget import BudgetCall
 
         tag_values = tags_var.get()
-        price = self._price(rt, model)
+        if isinstance(price, _Unresolved):
+            price = self.price_for(rt, model)[1]
+        if price is not None and self.service_tier:
+            price = price.for_service_tier(self.service_tier) or price
         fine_tuned = price.fine_tuned if price is not None else rt.catalog.is_fine_tuned(model)
         return BudgetCall(
             provider=self.provider,
@@ -135,17 +215,6 @@ class CallSpec:
             max_output_tokens=max_output_tokens,
             fixed_cost_usd=self.price_usd,
         )
-
-    def _price(self, rt: _runtime.Runtime, model: str) -> Price | None:
-        """The price a budget reserves at (a processing tier's, when this spec has one)."""
-        if self.price_usd is not None:
-            return None
-        price = rt.catalog.resolve(self.provider, model)
-        if price is None and model in self._aliases:
-            price = rt.catalog.resolve(self.provider, self._aliases[model])
-        if price is not None and self.service_tier:
-            price = price.for_service_tier(self.service_tier) or price
-        return price
 
     def emit(
         self,
@@ -234,7 +303,7 @@ class CallSpec:
 
     def build(
         self,
-        rt: _runtime.Runtime,
+        rt: Runtime,
         model: str,
         usage: TokenUsage,
         latency_s: float,
@@ -258,13 +327,7 @@ class CallSpec:
             price_source: str | None = "fixed"
             fine_tuned = False
         else:
-            price = rt.catalog.resolve(self.provider, model)
-            if price is None and response_model and response_model != model:
-                # An Azure deployment name, a proxy's alias: the model the response names
-                price = rt.catalog.resolve(self.provider, response_model)
-                if price is not None:
-                    self._learn(model, response_model)
-                    model = response_model
+            model, price = self.price_for(rt, model, response_model)
             if price is not None:
                 if self.service_tier:
                     price, batch = self._at_service_tier(price)
@@ -340,57 +403,26 @@ class CallSpec:
 
     def _entry(
         self,
-        rt: _runtime.Runtime,
+        rt: Runtime,
         model: str,
         attribution: tuple[str, ...],
-        response_model: str,
         tokens: Tokens,
-    ) -> tuple[list[Any], str]:
-        """The tally entry a plain call of ``model`` adds to, and the model it is priced as (see
-        ``_by_response``).  The entry is kept for the next call when it does not depend on the
-        call's tokens (a price without long-context tiers)."""
+        price: Price | None,
+    ) -> list[Any]:
+        """The tally entry a plain call of ``model`` (priced at ``price``; unpriced ones are
+        counted when read) adds to; kept for the next call when it does not depend on the
+        call's tokens (no long-context tiers)."""
         tally = rt.tally
-        memo = self._memo
-        if memo is None or memo[0] is not tally or memo[1] != model:
-            price = rt.catalog.resolve(self.provider, model)
-            memo = self._memo = (
-                tally,
-                model,
-                price if price is not None and price.tiers else None,
-                price is not None,
-            )
-        tiered = memo[2]
-        if tiered is not None:
-            tier = tiered.tier_index(tokens[0] + tokens[1] + tokens[2])
-        elif memo[3] or not response_model:
-            tier = 0
-        else:
-            model, tier = self._by_response(rt, model, response_model, tokens)
-        entry = tally.entry((self.provider, self.stage, model, attribution, tier))
-        if tiered is None and model == memo[1]:
-            self._kept = (tally, model, attribution, entry)
-        return entry, model
-
-    def _by_response(
-        self, rt: _runtime.Runtime, model: str, response_model: str, tokens: Tokens
-    ) -> tuple[str, int]:
-        """``(model, tier)`` of a call whose requested model has no price: the model the
-        response names when that one has a price (an Azure deployment name, a proxy's alias),
-        else the requested one."""
-        price = rt.catalog.resolve(self.provider, response_model)
-        if price is None:
-            return model, 0
-        self._learn(model, response_model)
-        tier = price.tier_index(tokens[0] + tokens[1] + tokens[2]) if price.tiers else 0
-        return response_model, tier
-
-    def _learn(self, model: str, response_model: str) -> None:
-        if len(self._aliases) < _MAX_ALIASES:
-            self._aliases[model] = response_model
+        if price is not None and price.tiers:
+            tier = price.tier_index(tokens[0] + tokens[1] + tokens[2])
+            return tally.entry((self.provider, self.stage, model, attribution, tier))
+        entry = tally.entry((self.provider, self.stage, model, attribution, 0))
+        self._kept = _Kept(tally, model, attribution, entry)
+        return entry
 
     def deliver(
         self,
-        rt: _runtime.Runtime,
+        rt: Runtime,
         record: CostRecord,
         reservation: Reservation | None,
         context_texts: Sequence[str] = (),
@@ -413,13 +445,14 @@ class CallSpec:
         if reservation is not None:
             reservation.settle(cost)
         elif rt.budgets.active:
-            rt.budgets.charge(self.budget_call(rt, record.model, 0, 0), cost)
+            price = self.price_for(rt, record.model)[1] if self.price_usd is None else None
+            rt.budgets.charge(self.budget_call(rt, record.model, 0, 0, price), cost)
         for sink in rt.sinks:
             sink.on_record(record)
 
     def record_usage(
         self,
-        rt: _runtime.Runtime,
+        rt: Runtime,
         model: str,
         extracted: tuple[Tokens, str],
         latency_s: float,
@@ -450,14 +483,17 @@ class CallSpec:
                 reservation,
             )
             return
-        tally = rt.tally
         attribution = tags_var.get().attribution if _context.tagged else NO_ATTRIBUTION
-        kept_tally, kept_model, kept_attribution, entry = self._kept
-        if kept_tally is not tally or kept_attribution is not attribution or kept_model != model:
-            entry, model = self._entry(rt, model, attribution, response_model, tokens)
+        kept = self._kept
+        if kept.tally is rt.tally and kept.attribution is attribution and kept.model == model:
+            entry = kept.entry
+        else:
+            priced_as, price = self.price_for(rt, model, response_model)
+            model = priced_as
+            entry = self._entry(rt, model, attribution, tokens, price)
         entry.extend(tokens + (latency_s,))  # noqa: RUF005 - faster than (*tokens, ...)
         if len(entry) > ENTRY_LIMIT:
-            tally.fold(entry)
+            rt.tally.fold(entry)
         if rt.untallied_sinks:
             record = self.build(
                 rt, model, TokenUsage.of(tokens), latency_s, "ok", response_model, "reported"
@@ -467,7 +503,7 @@ class CallSpec:
 
 
 def _estimate(
-    rt: _runtime.Runtime, model: str, prompt: object, completion: str | None
+    rt: Runtime, model: str, prompt: object, completion: str | None
 ) -> tuple[TokenUsage, UsageSource]:
     """Usage the provider did not report: tiktoken counts (or the marked heuristic)."""
     if not rt.estimate or (prompt is None and not completion):
