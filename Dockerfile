@@ -11,9 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY costwatch ./costwatch
-# The otel extra brings the OpenTelemetry SDK and OTLP exporter the demo needs when
-# COSTWATCH_OTEL=true; the library itself only depends on opentelemetry-api.
-RUN pip install ".[otel]" \
+# The demo extra brings the openai and anthropic SDKs the demo runs through; the otel extra the
+# OpenTelemetry SDK and OTLP exporter it needs when COSTWATCH_OTEL=true.
+RUN pip install ".[demo,otel]" \
     && useradd --create-home --uid 10001 costwatch
 
 USER costwatch

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from costwatch._core.money import format_usd
+
 if TYPE_CHECKING:
     from costwatch.pricing._catalog import Price, PriceCatalog
 
@@ -396,11 +398,7 @@ def estimate_cost(
 
 
 def _usd(value: Decimal | None) -> str:
-    if value is None:
-        return "unknown (no price)"
-    from costwatch.pricing._catalog import format_usd
-
-    return f"${format_usd(value)}"
+    return "unknown (no price)" if value is None else f"${format_usd(value)}"
 
 
 def format_estimate(estimate: CostEstimate) -> str:

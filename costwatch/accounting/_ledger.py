@@ -91,6 +91,7 @@ class Summary:
     by_strategy: dict[str, Totals]
     by_stage: dict[str, Totals]
     by_model: dict[str, Totals]
+    """Generation and embedding calls by model; retrieval calls are in ``by_source``."""
     by_feature: dict[str, Totals]
     by_team: dict[str, Totals]
     by_tenant: dict[str, Totals]
@@ -98,6 +99,8 @@ class Summary:
     context_by_source: dict[str, tuple[int, Decimal]]
     cache: dict[str, CacheTotals]
     internal_errors: dict[str, int]
+    by_source: dict[str, Totals] = field(default_factory=dict)
+    """Retrieval calls by source (``@retrieval(source=...)``)."""
 
     @property
     def total_usd(self) -> Decimal:
@@ -124,6 +127,7 @@ class Summary:
             "by_strategy": group(self.by_strategy),
             "by_stage": group(self.by_stage),
             "by_model": group(self.by_model),
+            "by_source": group(self.by_source),
             "by_feature": group(self.by_feature),
             "by_team": group(self.by_team),
             "by_tenant": group(self.by_tenant),
@@ -323,7 +327,7 @@ class Ledger(BaseSink):
             }
             internal = dict(self._internal)
         total = Totals()
-        groups: tuple[dict[str, Totals], ...] = ({}, {}, {}, {}, {}, {})
+        groups: tuple[dict[str, Totals], ...] = ({}, {}, {}, {}, {}, {}, {})
         for (strategy, stage, _provider, model, feature, team, tenant), row in rows:
             t = Totals(
                 calls=row[_CALLS],
@@ -343,14 +347,18 @@ class Ledger(BaseSink):
                 input_cost_usd=row[_IN_COST],
             )
             total.merge(t)
+            # A retrieval call's "model" is its source (``@retrieval(source="kb")``).
+            model_group = groups[6] if stage == "retrieval" else groups[2]
             for group, value in zip(
-                groups, (strategy, stage, model, feature, team, tenant), strict=True
+                (*groups[:2], model_group, *groups[3:6]),
+                (strategy, stage, model, feature, team, tenant),
+                strict=True,
             ):
                 g = group.get(value)
                 if g is None:
                     g = group[value] = Totals()
                 g.merge(t)
-        by_strategy, by_stage, by_model, by_feature, by_team, by_tenant = groups
+        by_strategy, by_stage, by_model, by_feature, by_team, by_tenant, by_source = groups
         return Summary(
             total,
             by_strategy,
@@ -363,4 +371,5 @@ class Ledger(BaseSink):
             context,
             cache,
             internal,
+            by_source,
         )

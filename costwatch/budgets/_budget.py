@@ -22,9 +22,12 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from costwatch._core.errors import ConfigError
+from costwatch._core.money import format_usd
 from costwatch.budgets._alerts import AlertCallback, utc
 from costwatch.budgets._backend import (
     BackendUnavailable,
@@ -110,11 +113,48 @@ class BudgetStatusError(Exception):
     Redis unreachable.  The message never holds the URL's password."""
 
 
-def budget_status(
+@dataclass(frozen=True, slots=True)
+class BudgetReading:
+    """One budget as ``costwatch budget status`` shows it; ``window`` is ``None`` when the
+    definition stored in Redis cannot be read."""
+
+    name: str
+    window: str | None = None
+    action: str | None = None
+    spent_usd: Decimal | None = None
+    reserved_usd: Decimal | None = None
+    limit_usd: Decimal | None = None
+    resets_at: datetime | None = None
+
+    @property
+    def used(self) -> Decimal | None:
+        """Spent as a fraction of the limit."""
+        if self.spent_usd is None or not self.limit_usd:
+            return None
+        return self.spent_usd / self.limit_usd
+
+    def as_dict(self) -> dict[str, str | None]:
+        """Money as decimal strings, the reset time as ISO 8601 UTC."""
+
+        def text(value: object) -> str | None:
+            return None if value is None else str(value)
+
+        return {
+            "budget": self.name,
+            "window": self.window,
+            "action": self.action,
+            "spent_usd": text(self.spent_usd),
+            "reserved_usd": text(self.reserved_usd),
+            "limit_usd": text(self.limit_usd),
+            "resets_at": None if self.resets_at is None else self.resets_at.isoformat(),
+        }
+
+
+def budget_readings(
     redis_url: str | None, *, now: float | None = None, timeout_s: float = 2.0
-) -> str:
-    """The text of ``costwatch budget status``: every budget registered in Redis with its
-    window, spent, reserved (held by calls in flight), limit and reset time.
+) -> list[BudgetReading]:
+    """Every budget registered in Redis with its window, spent, reserved (held by calls in
+    flight), limit and reset time, sorted by name.
 
     Raises :class:`BudgetStatusError` when they cannot be read (the command exits non-zero).
     """
@@ -130,17 +170,23 @@ def budget_status(
         raise BudgetStatusError(f"costwatch: invalid Redis URL {where}: {exc}") from None
     try:
         definitions = backend.definitions()
-        if not definitions:
-            return f"costwatch: no budgets are configured in Redis at {where}."
         moment = time.time() if now is None else now
-        rows = [
-            _status_row(name, raw, backend, moment) for name, raw in sorted(definitions.items())
-        ]
+        return [_reading(name, raw, backend, moment) for name, raw in sorted(definitions.items())]
     except BackendUnavailable as exc:
         raise BudgetStatusError(f"costwatch: Redis at {where} is unreachable: {exc}") from None
     finally:
         backend.close()
+
+
+def budget_status(
+    redis_url: str | None, *, now: float | None = None, timeout_s: float = 2.0
+) -> str:
+    """The plain text of :func:`budget_readings`, one aligned row per budget."""
+    readings = budget_readings(redis_url, now=now, timeout_s=timeout_s)
+    if not readings:
+        return f"costwatch: no budgets are configured in Redis at {_redact(redis_url or '')}."
     header = ("BUDGET", "WINDOW", "ACTION", "SPENT", "RESERVED", "LIMIT", "USED", "RESETS AT (UTC)")
+    rows = [status_cells(r) for r in readings]
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     lines = [
         "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -149,28 +195,42 @@ def budget_status(
     return "\n".join(lines)
 
 
-def _status_row(name: str, raw: str, backend: RedisBudgetBackend, now: float) -> tuple[str, ...]:
+def status_cells(reading: BudgetReading) -> tuple[str, ...]:
+    """A reading's cells under ``BUDGET WINDOW ACTION SPENT RESERVED LIMIT USED RESETS AT``."""
+    if reading.window is None:
+        return (reading.name, "?", "?", "?", "?", "?", "?", "unreadable definition")
+    used = reading.used
+    return (
+        reading.name,
+        reading.window,
+        reading.action or "?",
+        f"${reading.spent_usd:.6f}",
+        f"${reading.reserved_usd:.6f}",
+        f"${format_usd(reading.limit_usd or Decimal(0))}",
+        "-" if used is None else f"{used * 100:.1f}%",
+        "-" if reading.resets_at is None else reading.resets_at.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+def _reading(name: str, raw: str, backend: RedisBudgetBackend, now: float) -> BudgetReading:
     try:
         definition = json.loads(raw)
         window = Window(str(definition["window"]))
         limit = Decimal(str(definition["limit_usd"]))
         action = str(definition.get("action", "warn"))
     except (ValueError, KeyError, TypeError, ConfigError, InvalidOperation):
-        return (name, "?", "?", "?", "?", "?", "?", "unreadable definition")
+        return BudgetReading(name)
     position = window.locate(now)
     reading = backend.read(BudgetKeys(name), int(now * 1000), position.min)
     resets = window.resets_at(position, reading.oldest_bucket)
-    spent = from_nano(reading.spent)
-    used = f"{spent / limit * 100:.1f}%" if limit else "-"
-    return (
+    return BudgetReading(
         name,
-        window.spec,
-        action,
-        f"${spent:.6f}",
-        f"${from_nano(reading.reserved):.6f}",
-        f"${limit}",
-        used,
-        utc(resets).strftime("%Y-%m-%d %H:%M:%S") if resets is not None else "-",
+        window=window.spec,
+        action=action,
+        spent_usd=from_nano(reading.spent),
+        reserved_usd=from_nano(reading.reserved),
+        limit_usd=limit,
+        resets_at=utc(resets) if resets is not None else None,
     )
 
 

@@ -32,6 +32,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costwatch._core.errors import ConfigError
+from costwatch._core.money import format_usd
 from costwatch._core.record import SERVICE_TIERS, TokenUsage
 
 _ZERO = Decimal(0)
@@ -606,6 +607,8 @@ def _read_source(source: Mapping[str, Any] | Sequence[Any] | str | os.PathLike[s
                 data = yaml.safe_load(fh)
         except OSError as exc:
             raise ConfigError("prices", path, f"cannot read price file: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError("prices", path, "not UTF-8 text (a YAML file is)") from None
         except yaml.YAMLError as exc:
             raise ConfigError("prices", path, f"invalid YAML: {exc}") from None
         return {} if data is None else data
@@ -963,12 +966,6 @@ _ROW_LABELS = {
     "input_audio": "input (audio)",
     "output_audio": "output (audio)",
 }
-
-
-def format_usd(value: Decimal) -> str:
-    """A Decimal without exponent or trailing zeros: ``1.5E-7 * 1e6`` -> ``0.15``."""
-    text = format(value.normalize(), "f")
-    return text
 
 
 def format_price_table(catalog: PriceCatalog, model: str, provider: str | None = None) -> str:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from costwatch._core.settings import load_settings
-from costwatch.cli import build_parser
+from costwatch.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -130,11 +130,11 @@ def test_the_app_is_built_from_the_dockerfile_at_the_repository_root() -> None:
     assert (REPO / build["context"] / build["dockerfile"]).is_file()
 
 
-def test_the_dockerfile_installs_the_package_with_the_otel_extra_and_runs_the_demo() -> None:
+def test_the_dockerfile_installs_the_demo_and_otel_extras_and_runs_the_demo() -> None:
     instructions = _dockerfile_instructions()
     assert instructions[0][0] == "FROM" and instructions[0][1].startswith("python:3.11")
     runs = " ".join(arg for op, arg in instructions if op == "RUN")
-    assert 'pip install ".[otel]"' in runs
+    assert 'pip install ".[demo,otel]"' in runs
     for op, arg in instructions:
         if op == "COPY":
             *sources, _ = arg.split()
@@ -147,11 +147,12 @@ def test_the_dockerfile_installs_the_package_with_the_otel_extra_and_runs_the_de
 def test_the_app_command_is_the_demo_serving_metrics_forever_to_other_containers() -> None:
     command = _command("app")
     assert command[0] == "costwatch"
-    args = build_parser().parse_args(command[1:])
-    assert args.command == "demo"
-    assert args.serve == 8000
-    assert args.duration == 0, "--duration 0 means run until stopped"
-    assert args.addr == "0.0.0.0", "Prometheus scrapes from another container"
+    name, *rest = command[1:]
+    assert name == "demo"
+    args = cli.commands[name].make_context(name, rest).params
+    assert args["serve"] == 8000
+    assert args["duration"] == 0, "--duration 0 means run until stopped"
+    assert args["addr"] == "0.0.0.0", "Prometheus scrapes from another container"
 
 
 def test_the_app_environment_configures_costwatch_for_redis_and_otel() -> None:

@@ -17,7 +17,10 @@ def test_readme_starts_with_the_two_set_up_commands() -> None:
     first_block = re.search(r"```bash\n(.*?)```", README, re.S)
     assert first_block is not None
     commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
-    assert commands == ["pip install -e . && costwatch demo", "pip install -e '.[test]' && pytest"]
+    assert commands == [
+        "pip install -e '.[demo]' && costwatch demo",
+        "pip install -e '.[test]' && pytest",
+    ]
 
 
 def test_ci_runs_the_readme_test_command() -> None:
