@@ -80,7 +80,7 @@ def demo(
         )
     import costwatch
     from costwatch._configure import runtime
-    from costwatch._demo.report import render
+    from costwatch.cli._demo_report import render
     from costwatch._demo.workload import Workload
 
     meter_provider = _otlp_meter_provider()
