@@ -7,7 +7,10 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
-UsageSource = Literal["reported", "estimated", "none"]
+UsageSource = Literal["reported", "estimated", "none", "invalid"]
+"""Where a record's tokens come from: the provider's report, costwatch's estimate, nowhere, or a
+report costwatch refused (a negative, fractional, non-numeric or absurd count): ``"invalid"``
+records carry no tokens; each is counted in ``costwatch_internal_errors_total`` as ``usage``."""
 Status = Literal["ok", "error"]
 
 TOKEN_TYPES: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
@@ -38,6 +41,40 @@ Tokens = tuple[int, int, int, int, int, int, Extras | None]
 ``TokenUsage`` as a plain tuple, which the usage readers return because a tuple costs a tenth of
 an object to build.  ``extras`` (searches, audio, processing tier) is None for nearly every call.
 The layout is ``TOKENS_LAYOUT``; ``TokenUsage.of`` reads it."""
+
+MAX_COUNT = 2**40 - 1
+"""The largest token (or search) count accepted, about 1.1 x 10^12: a call reporting more is a
+broken report.  One less than a power of two, so that a bitwise OR of counts checks them all:
+``0 <= a | b | c <= MAX_COUNT`` holds exactly when every one is in range."""
+
+
+class InvalidUsage(ValueError):
+    """A reported count that is not a token count: the message names the field."""
+
+    def __init__(self, field: str, value: object) -> None:
+        super().__init__(
+            f"costwatch: usage field {field!r} is {value!r}: "
+            f"a token count is an int from 0 to {MAX_COUNT}"
+        )
+        self.field = field
+
+
+def count(field: str, value: object) -> int:
+    """``value`` as a count: an int in ``0..MAX_COUNT``, or an integral float (``12.0``);
+    anything else (negative, fractional, bool, None, str...) raises ``InvalidUsage`` naming
+    ``field``."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise InvalidUsage(field, value)
+    return value
+
+
+def counts(fields: tuple[str, ...], values: tuple[Any, ...]) -> tuple[int, ...]:
+    """Every value as a count (see ``count``): the slow path the readers take when their one
+    combined check failed."""
+    return tuple(count(field, value) for field, value in zip(fields, values, strict=True))
+
 
 TOKENS_LAYOUT: tuple[str, ...] = (*TOKEN_TYPES, "cache_write_1h", "extras")
 """The names of a ``Tokens`` tuple's positions, in order."""

@@ -23,6 +23,7 @@ from costwatch._core.record import (
     Status,
     TokenUsage,
     UsageSource,
+    counts,
 )
 from costwatch.accounting._tally import ENTRY_LIMIT
 
@@ -575,24 +576,53 @@ def record(
     at the audio rates; ``service_tier`` the processing tier that served the call (OpenAI
     ``flex``, ``priority``), priced at that tier's price.
     """
+    fresh, read, write, output, reasoning, write_1h, web, files, audio_in, audio_out = counts(
+        _RECORD_COUNTS,  # a ValueError naming the argument that is not a count
+        (
+            input_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            output_tokens,
+            reasoning_tokens,
+            cache_write_1h_tokens,
+            web_searches,
+            file_searches,
+            input_audio_tokens,
+            output_audio_tokens,
+        ),
+    )
     usage = TokenUsage(
-        input=input_tokens,
-        cache_read=cache_read_tokens,
-        cache_write=cache_write_tokens,
-        output=output_tokens,
-        reasoning=reasoning_tokens,
-        cache_write_1h=cache_write_1h_tokens,
-        web_searches=web_searches,
-        file_searches=file_searches,
-        input_audio=input_audio_tokens,
-        output_audio=output_audio_tokens,
-        service_tier=service_tier if service_tier in SERVICE_TIERS else "",
+        fresh,
+        read,
+        write,
+        output,
+        reasoning,
+        write_1h,
+        web,
+        files,
+        audio_in,
+        audio_out,
+        service_tier if service_tier in SERVICE_TIERS else "",
     )
     spec = CallSpec(
         provider, model, stage, operation or DEFAULT_OPERATION.get(stage, stage), batch=batch
     )
     return spec.emit(model, usage, latency_s, status=status)
 
+
+_RECORD_COUNTS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cache_write_1h_tokens",
+    "web_searches",
+    "file_searches",
+    "input_audio_tokens",
+    "output_audio_tokens",
+)
+"""``record()``'s count arguments, in ``TokenUsage``'s order."""
 
 DEFAULT_OPERATION: dict[str, str] = {
     "generation": "chat",

@@ -18,9 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 from costwatch._core.failopen import errors
-from costwatch._core.record import EMPTY_USAGE, CostRecord, TokenUsage
+from costwatch._core.record import EMPTY_USAGE, CostRecord, InvalidUsage, TokenUsage
 from costwatch.accounting._recorder import DEFAULT_OPERATION, CallSpec
-from costwatch.capture._usage import extract_tokens
+from costwatch.capture._usage import extract_tokens, record_invalid
 
 _SPECS: dict[tuple[str, str, bool], CallSpec] = {}
 _ZERO = Decimal(0)
@@ -79,8 +79,11 @@ def _anthropic(line: Mapping[str, Any]) -> CostRecord | None:
 
 
 def _succeeded(provider: str, stage: str, body: Mapping[str, Any]) -> CostRecord | None:
-    extracted = extract_tokens(body)
     model = str(body.get("model") or "")
+    try:
+        extracted = extract_tokens(body)
+    except InvalidUsage as invalid:
+        return record_invalid(_spec(provider, stage), model, invalid, 0.0, None)
     if extracted is None:  # a result without usage: nothing to price, nothing to estimate
         return _spec(provider, stage).emit(model, None, 0.0, usage_source="none")
     tokens, response_model = extracted

@@ -19,10 +19,10 @@ from costwatch._core import context as _context
 from costwatch._core import runtime as _runtime
 from costwatch._core.context import recorded_var
 from costwatch._core.failopen import errors
-from costwatch._core.record import EMPTY_USAGE
+from costwatch._core.record import EMPTY_USAGE, InvalidUsage
 from costwatch.accounting._recorder import CallSpec
 from costwatch.capture._streams import is_stream, watch_generator, wrap_stream
-from costwatch.capture._usage import cached_reader, extract_tokens, extract_usage
+from costwatch.capture._usage import cached_reader, extract_tokens, extract_usage, record_invalid
 
 if TYPE_CHECKING:
     from costwatch.budgets._budget import Reservation
@@ -307,6 +307,8 @@ def _returned(
             # a plain generator of chunks (google-genai's streams)
             return cast(R, _watch(site, result, args, kwargs, t0, reservation))
         site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
+    except InvalidUsage as invalid:
+        record_invalid(site.spec, site.spec.model_for(kwargs), invalid, latency, reservation)
     except Exception as internal:
         errors.report("decorator", internal)
     return result

@@ -15,6 +15,7 @@ from costwatch._core import runtime as _runtime
 from costwatch._core.context import set_recorded
 from costwatch._core.errors import BudgetExceeded
 from costwatch._core.failopen import errors
+from costwatch._core.record import InvalidUsage
 from costwatch._core.tokens import count_prompt_tokens
 from costwatch.accounting._recorder import CallSpec
 from costwatch.capture._streams import (
@@ -24,7 +25,7 @@ from costwatch.capture._streams import (
     watch_generator,
     wrap_stream,
 )
-from costwatch.capture._usage import extract_tokens
+from costwatch.capture._usage import extract_tokens, record_invalid
 
 
 class Endpoint:
@@ -144,6 +145,7 @@ def _after(
 ) -> Any:
     """Record the call (or hook the stream it returned); returns what the caller gets: the
     result itself, or for a plain generator of chunks (google-genai) one that watches it."""
+    spec = ep.spec
     try:
         spec = ep.spec_for(kwargs, result)
         if is_stream(result):
@@ -195,6 +197,9 @@ def _after(
             )
         else:
             spec.emit(model, None, latency, prompt=ep.prompt(kwargs), reservation=reservation)
+        set_recorded(result)
+    except InvalidUsage as invalid:
+        record_invalid(spec, model, invalid, perf_counter() - t0, reservation)
         set_recorded(result)
     except Exception as internal:
         errors.report("instrument", internal)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from costwatch._core.record import Tokens
+from costwatch._core.record import InvalidUsage, Tokens
 
 
 class Observed:
@@ -22,6 +22,7 @@ class Observed:
         "error_type",
         "service_tier",
         "provider_state",
+        "invalid",
     )
 
     def __init__(self, hide_usage_chunk: bool = False) -> None:
@@ -36,6 +37,8 @@ class Observed:
         """The processing tier the stream said served it (OpenAI), if it said."""
         self.provider_state: ProviderStreamState | None = None
         """A provider's own running counts (Anthropic reports usage in parts)."""
+        self.invalid: InvalidUsage | None = None
+        """A usage report the stream carried that was not a valid count: recorded as invalid."""
 
     @property
     def text(self) -> str:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from costwatch._core import runtime as _runtime
 from costwatch._core.failopen import errors
 from costwatch._core.memo import BoundedMemo
-from costwatch._core.record import TokenUsage, UsageSource
+from costwatch._core.record import EMPTY_USAGE, InvalidUsage, TokenUsage, UsageSource
 from costwatch.capture._observed import Observed
 from costwatch.capture._usage import extract_tokens
 from costwatch.capture.providers import anthropic, gemini, openai
@@ -118,7 +118,17 @@ def observe(obs: Observed, item: object) -> bool:
 
 def outcome(obs: Observed, model: str, estimate: bool) -> tuple[TokenUsage | None, UsageSource]:
     """Usage to record now: reported, partly estimated (a stream cut short before its final
-    count, with ``estimate`` on), or None."""
+    count, with ``estimate`` on), invalid (a count the stream reported is not one: no
+    tokens, ``obs.invalid`` says which), or None."""
+    if obs.invalid is None:
+        try:
+            return _outcome(obs, model, estimate)
+        except InvalidUsage as exc:
+            obs.invalid = exc
+    return EMPTY_USAGE, "invalid"
+
+
+def _outcome(obs: Observed, model: str, estimate: bool) -> tuple[TokenUsage | None, UsageSource]:
     if obs.tokens is not None:
         return TokenUsage.of(obs.tokens), "reported"
     state = obs.provider_state
@@ -233,10 +243,15 @@ class StreamRecording:
             estimate_text=obs.text if usage is None and obs.texts else None,
             reservation=self.reservation,
         )
+        if obs.invalid is not None:
+            errors.report("usage", obs.invalid)
 
     def observe(self, item: object) -> bool:
         try:
             return observe(self.observed, item)
+        except InvalidUsage as exc:  # recorded as invalid when the stream ends
+            self.observed.invalid = exc
+            return False
         except Exception as internal:
             errors.report("streams", internal)
             return False
@@ -722,7 +737,11 @@ def _parsed(parsed: Any, rec: StreamRecording) -> None:
         if kind == _ASYNC_RAW:
             _hook_async_raw(parsed, rec)
             return
-        found = extract_tokens(parsed)
+        try:
+            found = extract_tokens(parsed)
+        except InvalidUsage as exc:
+            rec.observed.invalid = exc
+            found = None
         if found is not None:
             rec.observed.tokens, rec.observed.response_model = found
         rec.finish(_COMPLETE)

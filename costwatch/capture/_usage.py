@@ -11,11 +11,17 @@ which shape an object has and caches that choice.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
+from costwatch._core.failopen import errors
 from costwatch._core.memo import BoundedMemo
-from costwatch._core.record import SERVICE_TIERS, Tokens, TokenUsage
+from costwatch._core.record import EMPTY_USAGE, SERVICE_TIERS, InvalidUsage, Tokens, TokenUsage
 from costwatch.capture.providers import anthropic, gemini, openai
+
+if TYPE_CHECKING:
+    from costwatch._core.record import CostRecord
+    from costwatch.accounting._recorder import CallSpec
+    from costwatch.budgets._budget import Reservation
 
 UsageReader = Callable[[Any], Tokens]
 ResponseReader = Callable[[Any], "tuple[Tokens, str] | None"]
@@ -243,3 +249,27 @@ def extract_usage(obj: object) -> tuple[TokenUsage, str] | None:
     """``(usage, response_model or "")``: :func:`extract_tokens` as a ``TokenUsage``."""
     found = extract_tokens(obj)
     return None if found is None else (TokenUsage.of(found[0]), found[1])
+
+
+def record_invalid(
+    spec: CallSpec,
+    model: str,
+    exc: InvalidUsage,
+    latency_s: float,
+    reservation: Reservation | None,
+    *,
+    incomplete: bool = False,
+) -> CostRecord | None:
+    """Record a call whose response reported usage that is not a count (a negative, fractional
+    or non-numeric count): ``usage_source="invalid"``, no tokens, so nothing is charged and no
+    counter moves; then count it in ``costwatch_internal_errors_total{component="usage"}``."""
+    record = spec.emit(
+        model,
+        EMPTY_USAGE,
+        latency_s,
+        usage_source="invalid",
+        incomplete=incomplete,
+        reservation=reservation,
+    )
+    errors.report("usage", exc)
+    return record

@@ -86,7 +86,7 @@ def attributes(operation: str, record: CostRecord) -> dict[str, Any]:
         attrs[GEN_AI_RESPONSE_MODEL] = record.response_model
     if operation == "retrieval" and record.source:
         attrs[GEN_AI_DATA_SOURCE_ID] = record.source
-    if record.usage_source != "none" and operation != "retrieval":
+    if record.usage_source not in ("none", "invalid") and operation != "retrieval":
         attrs["gen_ai.usage.input_tokens"] = usage.prompt_total
         attrs["gen_ai.usage.output_tokens"] = usage.output + usage.reasoning
         if usage.cache_read:

@@ -56,6 +56,8 @@ _COMPONENT = "exporter.otel"
 _INSTRUMENTATION_SCOPE = "costwatch"
 
 _NO_TOKEN_METRIC_STAGES = frozenset({"retrieval", "tool"})
+_NO_TOKENS = frozenset({"none", "invalid"})
+"""Usage sources of records that carry no token counts (no token metric points)."""
 _MAX_CACHED_ATTRIBUTE_SETS = 10_000
 _PRODUCER_BATCH = 32
 """A recording thread that finds the queue full applies this many events, not the whole queue:
@@ -145,7 +147,7 @@ class _OTelState:
         series = self.aggregate.add_record(record)
         attrs = self._attributes_for_gen_ai(record, series.labels[2])
         usage = record.usage
-        if record.usage_source != "none" and record.stage not in _NO_TOKEN_METRIC_STAGES:
+        if record.usage_source not in _NO_TOKENS and record.stage not in _NO_TOKEN_METRIC_STAGES:
             input_attrs, output_attrs = attrs[1], attrs[2]
             self.token_usage.record(usage.prompt_total, input_attrs)
             if record.stage != "embedding":

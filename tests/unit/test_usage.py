@@ -18,7 +18,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.completion_usage import CompletionUsage
 from openai.types.responses import Response
 
-from costwatch._core.record import TokenUsage
+from costwatch._core.record import InvalidUsage, TokenUsage
 from costwatch.capture._usage import _read_chat_completion, extract_provider_usage, extract_usage
 from tests._fixtures.fake_providers import (
     AnthropicUsage as FakeAnthropicUsage,
@@ -91,8 +91,9 @@ def test_missing_or_null_openai_details_mean_zero(usage: dict[str, Any]) -> None
     assert extract_provider_usage("openai", CompletionUsage.model_validate(usage)) == expected
 
 
-def test_a_chat_completion_constructed_without_a_usage_count_is_still_read() -> None:
-    """``model_construct`` skips validation: a required count can be absent from the object."""
+def test_a_chat_completion_constructed_without_its_prompt_count_is_refused_naming_it() -> None:
+    """``model_construct`` skips validation: a required count is None on the object, which is
+    no count (an optional detail that is None reads as zero)."""
     from costwatch.capture._usage import _response_readers
 
     _response_readers.pop(ChatCompletion, None)  # start from the fused reader
@@ -104,10 +105,11 @@ def test_a_chat_completion_constructed_without_a_usage_count_is_still_read() -> 
         object="chat.completion",
         usage=CompletionUsage.model_construct(completion_tokens=7),
     )
-    assert extract_usage(partial) == (TokenUsage(output=7), "gpt-4o-mini")
+    with pytest.raises(InvalidUsage, match="'prompt_tokens' is None"):
+        extract_usage(partial)
 
 
-def test_a_chat_completion_with_counts_sent_as_null_reads_them_as_zero() -> None:
+def test_a_chat_completion_with_details_sent_as_null_reads_them_as_zero() -> None:
     from costwatch.capture._usage import _response_readers
 
     _response_readers.pop(ChatCompletion, None)  # start from the fused reader
@@ -116,11 +118,9 @@ def test_a_chat_completion_with_counts_sent_as_null_reads_them_as_zero() -> None
     body["usage"]["completion_tokens_details"] = {"reasoning_tokens": None}
     expected = (TokenUsage(input=50, output=7), "gpt-4o-mini-2024-07-18")
     assert extract_usage(ChatCompletion.model_validate(body)) == expected
-    body["usage"]["prompt_tokens"] = None  # not valid, but the SDK builds responses unvalidated
-    assert extract_usage(ChatCompletion.construct(**body)) == (
-        TokenUsage(output=7),
-        "gpt-4o-mini-2024-07-18",
-    )
+    body["usage"]["prompt_tokens"] = None  # not valid, and the SDK builds responses unvalidated
+    with pytest.raises(InvalidUsage, match="prompt_tokens"):
+        extract_usage(ChatCompletion.construct(**body))
     assert _response_readers[ChatCompletion] is _read_chat_completion  # still the fused one
 
 

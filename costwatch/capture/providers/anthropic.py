@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from costwatch._core.record import Extras, Tokens
+from costwatch._core.record import MAX_COUNT, Extras, Tokens, count, counts
 from costwatch.capture._observed import Observed
 
 _EMPTY: Mapping[str, Any] = {}
@@ -23,28 +23,60 @@ ONLY_FIELDS = frozenset(
 """Usage fields only Anthropic's shape has: they tell it from the OpenAI Responses shape."""
 
 
+COUNTS = (
+    "input_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation.ephemeral_5m_input_tokens",
+    "cache_creation.ephemeral_1h_input_tokens",
+    "output_tokens",
+    "output_tokens_details.thinking_tokens",
+    "server_tool_use.web_search_requests",
+)
+"""The names of ``partition``'s counts (for errors)."""
+
+
 def partition(
-    fresh: int,
-    read: int,
-    write: int | None,
-    write_5m: int,
-    write_1h: int,
-    output: int,
-    thinking: int,
-    web_searches: int,
+    fresh: Any,
+    read: Any,
+    write: Any,
+    write_5m: Any,
+    write_1h: Any,
+    output: Any,
+    thinking: Any,
+    web_searches: Any,
 ) -> Tokens:
-    """Anthropic's counts as the partition; ``write`` None: the sum of its 5m and 1h parts."""
+    """Anthropic's counts as the partition; ``write`` None: the sum of its 5m and 1h parts.
+    A count that is not one raises ``InvalidUsage`` (one combined check for plain ints)."""
+    written = 0 if write is None else write
+    if not (
+        int
+        is type(fresh)
+        is type(read)
+        is type(written)
+        is type(write_5m)
+        is type(write_1h)
+        is type(output)
+        is type(thinking)
+        is type(web_searches)
+        and 0
+        <= fresh | read | written | write_5m | write_1h | output | thinking | web_searches
+        <= MAX_COUNT
+    ):
+        fresh, read, written, write_5m, write_1h, output, thinking, web_searches = counts(
+            COUNTS, (fresh, read, written, write_5m, write_1h, output, thinking, web_searches)
+        )
     if write is None:
-        write = write_5m + write_1h
+        written = write_5m + write_1h
     thinking = min(thinking, output)
     return (
-        int(fresh),
-        int(read),
-        int(max(write, write_1h)),
-        int(output - thinking),
-        int(thinking),
-        int(write_1h),
-        Extras(int(web_searches)) if web_searches else None,
+        fresh,
+        read,
+        max(written, write_1h),
+        output - thinking,
+        thinking,
+        write_1h,
+        Extras(web_searches) if web_searches else None,
     )
 
 
@@ -54,12 +86,12 @@ def usage(u: Any) -> Tokens:
     details = getattr(u, "output_tokens_details", None)
     tools = getattr(u, "server_tool_use", None)
     return partition(
-        getattr(u, "input_tokens", None) or 0,
+        getattr(u, "input_tokens", 0),  # absent: 0; present but None: invalid
         getattr(u, "cache_read_input_tokens", None) or 0,
         getattr(u, "cache_creation_input_tokens", None),
         getattr(creation, "ephemeral_5m_input_tokens", None) or 0,
         getattr(creation, "ephemeral_1h_input_tokens", None) or 0,
-        getattr(u, "output_tokens", None) or 0,
+        getattr(u, "output_tokens", 0),
         getattr(details, "thinking_tokens", None) or 0,
         getattr(tools, "web_search_requests", None) or 0,
     )
@@ -70,12 +102,12 @@ def dict_usage(u: Mapping[str, Any]) -> Tokens:
     creation = u.get("cache_creation") or _EMPTY
     details = u.get("output_tokens_details") or _EMPTY
     return partition(
-        u.get("input_tokens") or 0,
+        u.get("input_tokens", 0),
         u.get("cache_read_input_tokens") or 0,
         u.get("cache_creation_input_tokens"),
         creation.get("ephemeral_5m_input_tokens") or 0,
         creation.get("ephemeral_1h_input_tokens") or 0,
-        u.get("output_tokens") or 0,
+        u.get("output_tokens", 0),
         details.get("thinking_tokens") or details.get("reasoning_tokens") or 0,
         (u.get("server_tool_use") or _EMPTY).get("web_search_requests") or 0,
     )
@@ -105,17 +137,17 @@ class StreamState:
     def delta(self, u: Any) -> None:
         """``message_delta``'s usage: the cumulative output, and input counts when repeated."""
         self.final = True
-        self.output = u.output_tokens or 0
+        self.output = count("output_tokens", u.output_tokens)
         value = getattr(u, "input_tokens", None)
         if value is not None:
-            self.fresh = value
+            self.fresh = count("input_tokens", value)
         value = getattr(u, "cache_read_input_tokens", None)
         if value is not None:
-            self.read = value
+            self.read = count("cache_read_input_tokens", value)
         value = getattr(u, "cache_creation_input_tokens", None)
         if value is not None:
-            self.write = value
-            self.write_1h = min(self.write_1h, value)
+            self.write = count("cache_creation_input_tokens", value)
+            self.write_1h = min(self.write_1h, self.write)
         details = getattr(u, "output_tokens_details", None)
         if details is not None:
             self.thinking = getattr(details, "thinking_tokens", None) or 0

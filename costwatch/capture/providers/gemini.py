@@ -11,31 +11,59 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from costwatch._core.record import Extras, Tokens
+from costwatch._core.record import MAX_COUNT, Extras, Tokens, counts
 from costwatch.capture._observed import Observed
+
+COUNTS = (
+    "prompt_token_count",
+    "cached_content_token_count",
+    "tool_use_prompt_token_count",
+    "candidates_token_count",
+    "thoughts_token_count",
+    "prompt_tokens_details[AUDIO].token_count",
+    "candidates_tokens_details[AUDIO].token_count",
+)
+"""The names of ``partition``'s counts (for errors)."""
 
 
 def partition(
-    prompt: int,
-    cached: int,
-    tool_prompt: int,
-    output: int,
-    thoughts: int,
-    audio_in: int,
-    audio_out: int,
+    prompt: Any,
+    cached: Any,
+    tool_prompt: Any,
+    output: Any,
+    thoughts: Any,
+    audio_in: Any,
+    audio_out: Any,
 ) -> Tokens:
     """Gemini's counts (the prompt with its cached part; thoughts beside the candidates) and
-    the audio parts its per-modality details report."""
-    fresh = int(max(prompt - cached, 0) + tool_prompt)
+    the audio parts its per-modality details report.  A count that is not one raises
+    ``InvalidUsage`` (one combined check for plain ints)."""
+    if not (
+        int
+        is type(prompt)
+        is type(cached)
+        is type(tool_prompt)
+        is type(output)
+        is type(thoughts)
+        is type(audio_in)
+        is type(audio_out)
+        and 0
+        <= prompt | cached | tool_prompt | output | thoughts | audio_in | audio_out
+        <= MAX_COUNT
+    ):
+        prompt, cached, tool_prompt, output, thoughts, audio_in, audio_out = counts(
+            COUNTS, (prompt, cached, tool_prompt, output, thoughts, audio_in, audio_out)
+        )
+    fresh = max(prompt - cached, 0) + tool_prompt
     extras = (
-        Extras(0, 0, min(int(audio_in), fresh), min(int(audio_out), int(output)))
+        Extras(0, 0, min(audio_in, fresh), min(audio_out, output))
         if audio_in or audio_out
         else None
     )
-    return (fresh, int(cached), 0, int(output), int(thoughts), 0, extras)
+    return (fresh, cached, 0, output, thoughts, 0, extras)
 
 
-def audio_of(details: Any) -> int:
+def audio_of(details: Any) -> Any:
     """The ``AUDIO`` tokens of the per-modality counts (SDK objects or JSON)."""
     if not details:
         return 0
@@ -48,6 +76,8 @@ def audio_of(details: Any) -> int:
             modality = getattr(entry, "modality", None)
             count = getattr(entry, "token_count", None) or 0
         if getattr(modality, "value", modality) == "AUDIO":
+            if type(count) is not int:
+                return count  # not a count: ``partition`` names and refuses it
             total += count
     return total
 

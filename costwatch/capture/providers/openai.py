@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Any
 
-from costwatch._core.record import SERVICE_TIERS, Extras, Tokens
+from costwatch._core.record import MAX_COUNT, SERVICE_TIERS, Extras, InvalidUsage, Tokens, counts
 from costwatch.capture._observed import Observed
 
 _EMPTY: Mapping[str, Any] = {}
@@ -33,12 +33,51 @@ COMPLETION_FIELDS = (
 """The usage fields of chat and legacy completions (and embeddings, without the details)."""
 
 
+COMPLETION_COUNTS = (
+    "prompt_tokens",
+    "prompt_tokens_details.cached_tokens",
+    "completion_tokens",
+    "completion_tokens_details.reasoning_tokens",
+    "prompt_tokens_details.audio_tokens",
+    "completion_tokens_details.audio_tokens",
+)
+"""The names of ``partition``'s counts, as chat completions call them (for errors)."""
+RESPONSES_COUNTS = (
+    "input_tokens",
+    "input_tokens_details.cached_tokens",
+    "output_tokens",
+    "output_tokens_details.reasoning_tokens",
+    "audio_in",
+    "audio_out",
+)
+
+
 def partition(
-    prompt: int, cached: int, completion: int, reasoning: int, audio_in: int = 0, audio_out: int = 0
+    prompt: Any,
+    cached: Any,
+    completion: Any,
+    reasoning: Any,
+    audio_in: Any = 0,
+    audio_out: Any = 0,
+    fields: tuple[str, ...] = COMPLETION_COUNTS,
 ) -> Tokens:
     """OpenAI's counts (prompt with cached, completion with reasoning) as the partition; the
     audio parts of the prompt and the completion (gpt-audio, gpt-4o-audio) bill at audio rates
-    (cached audio stays at the cached price)."""
+    (cached audio stays at the cached price).  A count that is not one (``fields`` names them)
+    raises ``InvalidUsage``: one combined check for the common case of plain ints."""
+    if not (
+        int
+        is type(prompt)
+        is type(cached)
+        is type(completion)
+        is type(reasoning)
+        is type(audio_in)
+        is type(audio_out)
+        and 0 <= prompt | cached | completion | reasoning | audio_in | audio_out <= MAX_COUNT
+    ):
+        prompt, cached, completion, reasoning, audio_in, audio_out = counts(
+            fields, (prompt, cached, completion, reasoning, audio_in, audio_out)
+        )
     fresh = prompt - cached if prompt > cached else 0
     output = completion - reasoning if completion > reasoning else 0
     if audio_in or audio_out:
@@ -54,6 +93,7 @@ def _reader(
     completion_details: str,
     *,
     audio: bool,
+    fields: tuple[str, ...],
 ) -> Callable[[Any], Tokens]:
     """A reader for OpenAI's usage shape, under the names one API gives its fields.
 
@@ -68,30 +108,36 @@ def _reader(
         try:
             prompt, completion, in_details, out_details = read_all(u)
         except AttributeError:  # a detail is missing: read field by field
-            prompt = getattr(u, prompt_name, None)
-            completion = getattr(u, completion_name, None)
-            in_details = getattr(u, prompt_details, None)
-            out_details = getattr(u, completion_details, None)
-            if prompt is None and completion is None and not hasattr(u, prompt_name):
+            if not hasattr(u, prompt_name) and not hasattr(u, completion_name):
                 raise ValueError(  # noqa: B904 - not a failure of the lookup above
                     f"costwatch: unrecognised usage object {type(u).__name__}"
                 )
+            prompt = getattr(u, prompt_name, 0)  # absent: 0; present but None: invalid
+            completion = getattr(u, completion_name, None)
+            in_details = getattr(u, prompt_details, None)
+            out_details = getattr(u, completion_details, None)
         return partition(
-            prompt or 0,
+            prompt,
             getattr(in_details, "cached_tokens", None) or 0,
             completion or 0,
             getattr(out_details, "reasoning_tokens", None) or 0,
             getattr(in_details, "audio_tokens", None) or 0 if audio else 0,
             getattr(out_details, "audio_tokens", None) or 0 if audio else 0,
+            fields,
         )
 
     return read
 
 
-completion_usage = _reader(*COMPLETION_FIELDS, audio=True)
+completion_usage = _reader(*COMPLETION_FIELDS, audio=True, fields=COMPLETION_COUNTS)
 """The partition of a chat or legacy completion's (or an embedding's) ``usage``."""
 responses_usage = _reader(
-    "input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details", audio=False
+    "input_tokens",
+    "output_tokens",
+    "input_tokens_details",
+    "output_tokens_details",
+    audio=False,
+    fields=RESPONSES_COUNTS,
 )
 """The partition of a Responses API ``usage``."""
 
@@ -102,20 +148,23 @@ def dict_usage(u: Mapping[str, Any]) -> Tokens:
         in_details = u.get("prompt_tokens_details") or _EMPTY
         out_details = u.get("completion_tokens_details") or _EMPTY
         return partition(
-            int(u.get("prompt_tokens") or 0),
-            int(in_details.get("cached_tokens") or 0),
-            int(u.get("completion_tokens") or 0),
-            int(out_details.get("reasoning_tokens") or 0),
-            int(in_details.get("audio_tokens") or 0),
-            int(out_details.get("audio_tokens") or 0),
+            u.get("prompt_tokens", 0),  # absent: 0; present but null: invalid
+            in_details.get("cached_tokens") or 0,
+            u.get("completion_tokens") or 0,
+            out_details.get("reasoning_tokens") or 0,
+            in_details.get("audio_tokens") or 0,
+            out_details.get("audio_tokens") or 0,
         )
     in_details = u.get("input_tokens_details") or _EMPTY
     out_details = u.get("output_tokens_details") or _EMPTY
     return partition(
-        int(u.get("input_tokens") or 0),
-        int(in_details.get("cached_tokens") or 0),
-        int(u.get("output_tokens") or 0),
-        int(out_details.get("reasoning_tokens") or 0),
+        u.get("input_tokens", 0),
+        in_details.get("cached_tokens") or 0,
+        u.get("output_tokens") or 0,
+        out_details.get("reasoning_tokens") or 0,
+        0,
+        0,
+        RESPONSES_COUNTS,
     )
 
 
@@ -176,7 +225,7 @@ def read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
         usage = fields["usage"].__dict__
         in_details = usage["prompt_tokens_details"].__dict__
         out_details = usage["completion_tokens_details"].__dict__
-        prompt = usage["prompt_tokens"] or 0
+        prompt = usage["prompt_tokens"]  # required: None is an invalid report
         cached = in_details["cached_tokens"] or 0
         completion = usage["completion_tokens"] or 0
         reasoning = out_details["reasoning_tokens"] or 0
@@ -198,7 +247,10 @@ def _chunk_usage(obs: Observed, chunk: Any) -> bool:
     costwatch asked for, to be hidden from the caller."""
     usage = chunk.usage
     if usage is not None:
-        obs.tokens = completion_usage(usage)
+        try:
+            obs.tokens = completion_usage(usage)
+        except InvalidUsage as exc:  # recorded as invalid; the chunk is still hidden if ours
+            obs.invalid = exc
         tier = getattr(chunk, "service_tier", None)
         if isinstance(tier, str):
             obs.service_tier = tier
