@@ -88,9 +88,9 @@ class GeminiUsage:
         body = {
             "promptTokenCount": self.prompt_token_count,
             "candidatesTokenCount": self.candidates_token_count,
-            "totalTokenCount": self.prompt_token_count
-            + self.candidates_token_count
-            + self.thoughts_token_count,
+            "totalTokenCount": _total(
+                self.prompt_token_count, self.candidates_token_count, self.thoughts_token_count
+            ),
         }
         if self.cached_content_token_count:
             body["cachedContentTokenCount"] = self.cached_content_token_count
@@ -177,11 +177,19 @@ class FakeProvider:
 # --- OpenAI bodies -----------------------------------------------------------------------------
 
 
+def _total(*counts: Any) -> Any:
+    """The sum a body reports beside its counts; null when a test set a count that is none."""
+    try:
+        return sum(counts)
+    except TypeError:
+        return None
+
+
 def _chat_usage(u: OpenAIUsage) -> dict[str, Any]:
     return {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "total_tokens": _total(u.prompt_tokens, u.completion_tokens),
         "prompt_tokens_details": {
             "cached_tokens": u.cached_tokens,
             "audio_tokens": u.audio_prompt_tokens,
