@@ -13,11 +13,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapp
 from decimal import Decimal
 from time import perf_counter
 from types import AsyncGeneratorType, GeneratorType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from costwatch._core import context as _context
 from costwatch._core import runtime as _runtime
 from costwatch._core.context import recorded_var
+from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
 from costwatch._core.record import EMPTY_USAGE, InvalidUsage
 from costwatch.accounting._recorder import CallSpec
@@ -417,6 +418,9 @@ def _wrap_async_gen(
     return wrapper
 
 
+@overload
+def generation(provider: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
 def generation(
     provider: str = "",
     model: str = "",
@@ -425,7 +429,16 @@ def generation(
     operation: str = "chat",
     price_usd: Decimal | float | str | None = None,
     batch: bool = False,
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def generation(
+    provider: str | Callable[..., Any] = "",
+    model: str = "",
+    *,
+    stage: str = "generation",
+    operation: str = "chat",
+    price_usd: Decimal | float | str | None = None,
+    batch: bool = False,
+) -> Any:
     """Record every call of the decorated function as a priced generation.
 
     Usage is read from the returned SDK object or dict (OpenAI, Anthropic), from the chunks a
@@ -433,16 +446,25 @@ def generation(
     tiktoken (``usage_source="estimated"``).  ``model`` may be omitted when the function is called
     with ``model=...``.  ``stage`` may be ``rerank`` or ``tool``; ``price_usd`` gives a fixed
     per-call price (rerankers priced per search).  ``batch=True`` prices at the model's batch
-    rate (a function that reads Batch API results).
+    rate (a function that reads Batch API results).  Also usable bare, ``@generation``: the
+    provider and model then come from the response and the call's ``model=``.
+    Wrong argument types raise ``TypeError`` naming the argument, here, at decoration time.
     """
+    if callable(provider):  # bare ``@generation``
+        return generation()(provider)
+    _strings(provider=provider, model=model, stage=stage, operation=operation)
+    _flag("batch", batch)
     spec = CallSpec(provider, model, stage, operation, price_usd=_money(price_usd), batch=batch)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        return _wrap(_Site(spec), fn)
+        return _wrap(_Site(spec), _callable("generation", fn))
 
     return decorate
 
 
+@overload
+def embedding(provider: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
 def embedding(
     provider: str = "",
     model: str = "",
@@ -450,12 +472,26 @@ def embedding(
     cache: RetrievalCache | None = None,
     operation: str = "embeddings",
     batch: bool = False,
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def embedding(
+    provider: str | Callable[..., Any] = "",
+    model: str = "",
+    *,
+    cache: RetrievalCache | None = None,
+    operation: str = "embeddings",
+    batch: bool = False,
+) -> Any:
     """Record every call of the decorated function as a priced embedding (optionally cached);
-    ``batch=True`` prices at the model's batch rate."""
+    ``batch=True`` prices at the model's batch rate.  Also usable bare, ``@embedding``."""
+    if callable(provider):  # bare ``@embedding``
+        return embedding()(provider)
+    _strings(provider=provider, model=model, operation=operation)
+    _flag("batch", batch)
+    _cache(cache)
     spec = CallSpec(provider, model, "embedding", operation, batch=batch)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        fn = _callable("embedding", fn)
         if cache is None:
             return _wrap(_Site(spec), fn)
         name = cache.name or model or fn.__qualname__
@@ -480,6 +516,15 @@ def retrieval(
     Retrieval costs ``price_usd`` per call when given (a managed vector store's per-query
     price), else nothing of its own.  ``cache`` serves repeated retrievals from Redis.
     """
+    if callable(source):
+        raise TypeError(
+            "costwatch.retrieval needs the name of the source it reads: write "
+            '@costwatch.retrieval("docs") (with parentheses), not a bare @costwatch.retrieval'
+        )
+    _strings(source=source, provider=provider)
+    if not source:
+        raise ConfigError("source", source, "name the store this retrieval reads from")
+    _cache(cache)
     spec = CallSpec(
         provider,
         source,
@@ -490,6 +535,7 @@ def retrieval(
     )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        fn = _callable("retrieval", fn)
         if cache is None:
             return _wrap(_Site(spec), fn)
         name = cache.name or source
@@ -500,11 +546,47 @@ def retrieval(
     return decorate
 
 
+# --- checking the arguments at decoration time -------------------------------------------------
+
+
+def _strings(**arguments: object) -> None:
+    for name, value in arguments.items():
+        if not isinstance(value, str):
+            raise TypeError(
+                f"costwatch: {name} must be a str, got {type(value).__name__} {value!r}"
+            )
+
+
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"costwatch: {name} must be True or False, got {value!r}")
+
+
+def _cache(cache: object) -> None:
+    from costwatch.cache._retrieval_cache import RetrievalCache
+
+    if cache is not None and not isinstance(cache, RetrievalCache):
+        raise TypeError(
+            "costwatch: cache must be a costwatch.RetrievalCache (or None), got "
+            f"{type(cache).__name__} {cache!r}"
+        )
+
+
+def _callable(decorator: str, fn: Callable[P, R]) -> Callable[P, R]:
+    if not callable(fn):
+        raise TypeError(
+            f"costwatch.{decorator}(...) decorates a function, got {type(fn).__name__} {fn!r}"
+        )
+    return fn
+
+
 def _money(value: Decimal | float | str | None) -> Decimal | None:
     if value is None:
         return None
-    from costwatch._core.errors import ConfigError
-
+    if isinstance(value, bool) or not isinstance(value, Decimal | float | int | str):
+        raise TypeError(
+            f"costwatch: price_usd must be a Decimal, float, int or str amount, got {value!r}"
+        )
     try:
         money = Decimal(str(value))
     except ArithmeticError:
