@@ -15,8 +15,9 @@ OpenAI call made with ``service_tier="flex"`` or ``"priority"`` is priced at the
 price of the tier that served it; flex at the batch rate where none is published, as OpenAI
 bills it).  A provider exception is recorded (``status="error"``) and re-raised unchanged.
 OpenAI chat and legacy completion streams get ``stream_options.include_usage`` when the caller
-did not set it, and the extra usage chunk is hidden from the caller.  The SDKs are never
-imported: clients are recognised by class name.
+did not set it and the server is known to send the usage chunk only when asked; that chunk is
+then hidden from the caller, who sees exactly the chunks the server would have sent.  The SDKs
+are never imported: clients are recognised by class name.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def _copy_call(original: Callable[..., Any]) -> Callable[..., Any]:
     return copy
 
 
-def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
+def instrument(client: C, *, inject_stream_usage: bool | None = None) -> C:
     """Record every call ``client`` makes; returns the same client.  Idempotent.
 
     Supports ``openai.OpenAI``/``AsyncOpenAI`` (and subclasses such as ``AzureOpenAI``) and
@@ -171,9 +172,15 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
     ``TypeError`` for anything else.  A client pointed at another provider's compatible API
     (Groq, DeepSeek, OpenRouter, Gemini, Azure...) records and prices its calls as that
     provider's, found from the base URL.
-    ``inject_stream_usage=False`` never adds ``stream_options.include_usage`` to OpenAI chat and
-    completion streams (for OpenAI-compatible servers and old Azure API versions that reject
-    it): their usage is then estimated from the prompt and the streamed text.
+    OpenAI chat and completion streams: the caller sees exactly the chunks the server sends.
+    ``inject_stream_usage=None`` (the default) adds ``stream_options.include_usage`` (and hides
+    the usage chunk it causes) only where the server is known to send that chunk only when
+    asked: OpenAI's and Azure's APIs, and a server whose first stream, sent as the caller wrote
+    it, ended without one (until then its usage is estimated; a server that sends the chunk
+    unasked is never asked, its usage read from that chunk).  ``True`` asks every time (the
+    caller vouches that the server sends the chunk only when asked); ``False`` never asks (for
+    servers and old Azure API versions that reject it): usage is then estimated from the prompt
+    and the streamed text unless the server sends it anyway.
     """
     if getattr(client, _PATCHES, None) is not None:
         return client
@@ -182,6 +189,7 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
     call = async_call if asynchronous else sync_call
     patches: list[_Patch] = []
     generation = CallSpec(provider, "", "generation", "chat")
+    server = str(getattr(client, "base_url", "") or "")
     target: Any = client
     if sdk == "openai":
         chat_endpoint = Endpoint(
@@ -189,6 +197,7 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
             "messages",
             ("max_completion_tokens", "max_tokens"),
             inject_usage=inject_stream_usage,
+            server=server,
             service_tiers=True,
         )
         for completions in _resources(
@@ -213,6 +222,7 @@ def instrument(client: C, *, inject_stream_usage: bool = True) -> C:
             "prompt",
             ("max_tokens",),
             inject_usage=inject_stream_usage,
+            server=server,
             service_tiers=True,
         )
         _patch(patches, getattr(target, "completions", None), "create", legacy, call)

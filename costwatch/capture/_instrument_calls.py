@@ -26,6 +26,7 @@ from costwatch.capture._streams import (
     wrap_stream,
 )
 from costwatch.capture._usage import extract_tokens, record_invalid
+from costwatch.capture.providers import openai
 
 
 class Endpoint:
@@ -38,6 +39,7 @@ class Endpoint:
         "extra_prompt_key",
         "max_keys",
         "inject_usage",
+        "server",
         "active",
     )
 
@@ -48,7 +50,8 @@ class Endpoint:
         max_keys: tuple[str, ...],
         *,
         extra_prompt_key: str = "",
-        inject_usage: bool = False,
+        inject_usage: bool | None = False,
+        server: str = "",
         service_tiers: bool = False,
     ) -> None:
         self.spec = spec
@@ -59,6 +62,10 @@ class Endpoint:
         """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
         self.max_keys = max_keys
         self.inject_usage = inject_usage
+        """OpenAI chat/completions streams: True, ask for the usage chunk and hide it; None, do
+        so where ``server`` is known to send it only when asked (and learn that); False, never."""
+        self.server = server
+        """The client's base URL."""
         self.active = True
         """Cleared by ``uninstrument``: SDK helpers may still hold the patched method."""
 
@@ -96,8 +103,9 @@ class Endpoint:
         return None
 
 
-def _before(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
-    """``(model, hide_usage_chunk, reservation)``; mutates ``kwargs`` (the call's own dict)."""
+def _before(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, str, Any]:
+    """``(model, hide_usage_chunk, probe, reservation)``; mutates ``kwargs`` (the call's own
+    dict).  ``probe``: the server this stream goes to unasked, to learn whether it sends usage."""
     model = ep.spec.model_for(kwargs)
     reservation = None
     if _runtime.runtime().budgets.active:
@@ -105,13 +113,18 @@ def _before(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
             model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
         )
     hide = False
-    if ep.inject_usage and kwargs.get("stream") is True and not _raw_mode(kwargs):
+    probe = ""
+    if ep.inject_usage is not False and kwargs.get("stream") is True and not _raw_mode(kwargs):
         options = kwargs.get("stream_options")
         if not (isinstance(options, Mapping) and options.get("include_usage") is True):
-            base = options if isinstance(options, Mapping) else {}
-            kwargs["stream_options"] = {**base, "include_usage": True}
-            hide = True
-    return model, hide, reservation
+            unasked = None if ep.inject_usage else openai.sends_usage_unasked(ep.server)
+            if ep.inject_usage or unasked is False:
+                base = options if isinstance(options, Mapping) else {}
+                kwargs["stream_options"] = {**base, "include_usage": True}
+                hide = True
+            elif unasked is None and options is None:
+                probe = ep.server  # sent as written: does this server send usage unasked?
+    return model, hide, probe, reservation
 
 
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
@@ -141,6 +154,7 @@ def _after(
     result: Any,
     t0: float,
     hide: bool,
+    probe: str,
     reservation: Any,
 ) -> Any:
     """Record the call (or hook the stream it returned); returns what the caller gets: the
@@ -157,6 +171,7 @@ def _after(
                 reservation=reservation,
                 prompt=ep.prompt(kwargs),
                 hide_usage_chunk=hide,
+                probe=probe,
             )
             return result
         if isinstance(result, GeneratorType | AsyncGeneratorType):
@@ -184,6 +199,7 @@ def _after(
                     reservation=reservation,
                     prompt=ep.prompt(kwargs),
                     hide_usage_chunk=hide,
+                    probe=probe,
                 )
                 return result
             extracted = extract_tokens(parsed)
@@ -206,7 +222,7 @@ def _after(
     return result
 
 
-def _prepared(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, Any] | None:
+def _prepared(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, str, Any] | None:
     """:func:`_before` for a call wrapper; None: call the SDK untouched (the endpoint was
     uninstrumented, or costwatch failed, which is reported).  ``BudgetExceeded`` propagates."""
     if not ep.active:
@@ -226,14 +242,14 @@ def sync_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
         prepared = _prepared(ep, kwargs)
         if prepared is None:
             return original(*args, **kwargs)
-        model, hide, reservation = prepared
+        model, hide, probe, reservation = prepared
         t0 = perf_counter()
         try:
             result = original(*args, **kwargs)
         except BaseException as exc:
             _failed(ep, model, exc, perf_counter() - t0, reservation)
             raise
-        return _after(ep, model, kwargs, result, t0, hide, reservation)
+        return _after(ep, model, kwargs, result, t0, hide, probe, reservation)
 
     return call
 
@@ -244,14 +260,14 @@ def async_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]
         prepared = _prepared(ep, kwargs)
         if prepared is None:
             return await original(*args, **kwargs)
-        model, hide, reservation = prepared
+        model, hide, probe, reservation = prepared
         t0 = perf_counter()
         try:
             result = await original(*args, **kwargs)
         except BaseException as exc:
             _failed(ep, model, exc, perf_counter() - t0, reservation)
             raise
-        return _after(ep, model, kwargs, result, t0, hide, reservation)
+        return _after(ep, model, kwargs, result, t0, hide, probe, reservation)
 
     return call
 
@@ -264,7 +280,7 @@ def stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[
         prepared = _prepared(ep, kwargs)
         if prepared is None:
             return original(*args, **kwargs)
-        model, _, reservation = prepared
+        model, _, _, reservation = prepared
         try:
             manager = original(*args, **kwargs)
         except BaseException:

@@ -23,6 +23,7 @@ class Observed:
         "service_tier",
         "provider_state",
         "invalid",
+        "probe",
     )
 
     def __init__(self, hide_usage_chunk: bool = False) -> None:
@@ -39,6 +40,9 @@ class Observed:
         """A provider's own running counts (Anthropic reports usage in parts)."""
         self.invalid: InvalidUsage | None = None
         """A usage report the stream carried that was not a valid count: recorded as invalid."""
+        self.probe = ""
+        """The server (OpenAI-compatible base URL) this stream was sent to without asking for
+        usage, to learn whether it sends its usage chunk unasked; "" when not a probe."""
 
     @property
     def text(self) -> str:

@@ -14,8 +14,9 @@ else tokens estimated from the prompt and the text seen.  The record is made in 
 (tags, request) where the call started, whichever thread or task finishes the stream.
 
 Usage arrives as follows: OpenAI chat streams on a final usage-only chunk (when
-``stream_options.include_usage`` is set; ``instrument()`` sets it when the caller did not and this
-module then hides that chunk, so the caller sees exactly the chunks it would have seen);
+``stream_options.include_usage`` is set; ``instrument()`` sets it when the caller did not and the
+server is known to send that chunk only when asked, and this module then hides that chunk, so
+the caller sees exactly the chunks the server would have sent: see ``providers.openai``);
 Responses API streams on ``response.completed`` (or ``.incomplete`` / ``.failed``); Anthropic
 streams on ``message_start`` (input and cache) and ``message_delta`` (cumulative output).
 """
@@ -173,6 +174,7 @@ class StreamRecording:
         reservation: Reservation | None = None,
         prompt: object = None,
         hide_usage_chunk: bool = False,
+        probe: str = "",
         started: bool = True,
     ) -> None:
         self.spec = spec
@@ -182,6 +184,7 @@ class StreamRecording:
         self.prompt = prompt
         self.context = contextvars.copy_context()
         self.observed = Observed(hide_usage_chunk)
+        self.observed.probe = probe
         self.defer_close = False
         """A close of the watched items may come from the garbage collector (a hooked SDK
         iterator, whose explicit ``close()`` records through its own hook): record it later."""
@@ -224,6 +227,8 @@ class StreamRecording:
             return
         latency = (self.ended or perf_counter()) - self.t0
         obs = self.observed
+        if obs.probe and how == _COMPLETE:
+            openai.learn_usage_unasked(obs.probe, obs.tokens is not None or obs.invalid is not None)
         usage, source = outcome(obs, self.model, _runtime.runtime().estimate)
         failed = how == _FAILED and isinstance(exc, Exception)
         error_type = type(exc).__name__ if failed and exc is not None else obs.error_type
@@ -535,13 +540,15 @@ def wrap_stream(
     reservation: Reservation | None = None,
     prompt: object = None,
     hide_usage_chunk: bool = False,
+    probe: str = "",
 ) -> Any:
     """Hook an SDK stream returned by a call so it is recorded once; ``None`` if not a stream.
 
     Returns ``result`` itself (hooked in place).  A stream already hooked (a decorated function
     returning the stream of an instrumented client) is returned as is: it is recorded once, by
     the inner hook.  ``prompt`` is kept to estimate input tokens should usage never arrive;
-    ``hide_usage_chunk`` says costwatch injected ``include_usage`` and must hide its chunk.
+    ``hide_usage_chunk`` says costwatch injected ``include_usage`` and must hide its chunk;
+    ``probe`` names the server a stream was sent to unasked, to learn whether it sends usage.
     """
     kind, name = _kind_of(type(result))
     if kind == 0:
@@ -558,6 +565,7 @@ def wrap_stream(
         reservation=reservation,
         prompt=prompt,
         hide_usage_chunk=hide_usage_chunk,
+        probe=probe,
         started=kind not in (_MANAGER, _ASYNC_MANAGER),
     )
     try:

@@ -141,6 +141,9 @@ class FakeProvider:
     reply: list[str] = field(
         default_factory=lambda: ["Hello", " from", " the", " fake", " provider", "."]
     )
+    always_send_usage: bool = False
+    """Chat and legacy completion streams end with a usage chunk even when the request did not
+    ask for one (``stream_options.include_usage``), as many OpenAI-compatible servers do."""
     azure_deployments: dict[str, str] = field(default_factory=dict)
     """Azure OpenAI deployment name -> the model it serves (what the response names)."""
     requests: list[ReceivedRequest] = field(default_factory=list)
@@ -670,7 +673,8 @@ class _Handler(BaseHTTPRequestHandler):
             make_chunks, make_body = chunked
             if stream:
                 options = body.get("stream_options") or {}
-                chunks = make_chunks(fake, model, bool(options.get("include_usage")))
+                asked = bool(options.get("include_usage"))
+                chunks = make_chunks(fake, model, asked or fake.always_send_usage)
                 self._sse(((None, c) for c in chunks), fail_after, anthropic=False, message=message)
             else:
                 self._json(200, make_body(fake, model), anthropic=False)
@@ -842,6 +846,11 @@ def running_fake_provider() -> Iterator[FakeProvider]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        # What costwatch learned about this server must not pass to a later one on its port.
+        from costwatch.capture.providers.openai import _usage_unasked
+
+        for url in [url for url in _usage_unasked if url.startswith(server.fake.base_url)]:
+            _usage_unasked.pop(url, None)
 
 
 @pytest.fixture(name="fake_provider")

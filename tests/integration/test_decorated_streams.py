@@ -90,7 +90,8 @@ def test_decorated_function_around_an_instrumented_client_records_the_stream_onc
     cw: Any, capture: CaptureSink, fake: FakeProvider
 ) -> None:
     client = cw.instrument(
-        openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
+        openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0),
+        inject_stream_usage=True,
     )
 
     @cw.generation(provider="openai", model="gpt-4o-mini")

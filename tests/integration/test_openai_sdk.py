@@ -103,7 +103,7 @@ def test_streamed_chat_injects_include_usage_and_records_reported_usage(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
     fake_provider.openai_usage = MINI_USAGE
-    client = cw.instrument(_client(fake_provider))
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=True)
 
     chunks = list(
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
@@ -139,7 +139,7 @@ async def test_async_streamed_chat_records_reported_usage(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
     fake_provider.openai_usage = MINI_USAGE
-    client = cw.instrument(_async_client(fake_provider))
+    client = cw.instrument(_async_client(fake_provider), inject_stream_usage=True)
 
     stream = await client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
@@ -177,7 +177,7 @@ def test_chat_stream_helper_is_recorded_once(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
     fake_provider.openai_usage = MINI_USAGE
-    client = cw.instrument(_client(fake_provider))
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=True)
 
     with client.chat.completions.stream(model="gpt-4o-mini", messages=MESSAGES) as stream:
         final = stream.get_final_completion()
@@ -223,7 +223,7 @@ def test_streamed_legacy_completion_records_usage_and_hides_the_usage_chunk(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
     fake_provider.openai_usage = DAVINCI_USAGE
-    client = cw.instrument(_client(fake_provider))
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=True)
 
     chunks = list(client.completions.create(model=FT_DAVINCI, prompt="Label:", stream=True))
 
@@ -305,7 +305,7 @@ def test_audio_in_and_out_bills_at_the_audio_rates(
         audio_prompt_tokens=800,
         audio_completion_tokens=450,
     )
-    client = cw.instrument(_client(fake_provider))
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=True)
 
     answer = client.chat.completions.create(
         model="gpt-audio",
@@ -511,7 +511,7 @@ def test_processing_tiers_are_priced_at_their_published_prices(
     """OpenAI prices ``service_tier="flex"`` at about half and ``"priority"`` at about 1.8 times
     the standard rate, each with its own cached-input price."""
     fake_provider.openai_usage = O4_USAGE
-    client = cw.instrument(_client(fake_provider))
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=True)
 
     fake_provider.service_tier = "flex"
     client.chat.completions.create(model="o4-mini", messages=MESSAGES, service_tier="flex")
@@ -542,7 +542,7 @@ def test_the_tier_a_response_reports_prices_the_call_whatever_the_request_said(
     says which tier served the call."""
     fake_provider.openai_usage = O4_USAGE
     fake_provider.service_tier = "priority"
-    client = cw.instrument(_client(fake_provider))
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=True)
 
     answer = client.chat.completions.create(model="o4-mini", messages=MESSAGES, stream=stream)
     if stream:
@@ -603,7 +603,7 @@ def test_a_priority_request_served_at_the_default_tier_is_priced_at_the_default_
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider, stream: bool
 ) -> None:
     fake_provider.openai_usage = O4_USAGE
-    client = cw.instrument(_client(fake_provider))
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=True)
 
     answer = client.chat.completions.create(
         model="o4-mini", messages=MESSAGES, service_tier="priority", stream=stream
@@ -646,7 +646,8 @@ def test_azure_deployment_is_priced_by_the_model_its_response_names(
             api_version="2024-10-21",
             api_key="test",
             max_retries=0,
-        )
+        ),
+        inject_stream_usage=True,
     )
 
     client.chat.completions.create(model="support-bot-prod", messages=MESSAGES)
@@ -721,7 +722,8 @@ def test_an_openai_client_pointed_at_another_provider_is_priced_as_that_provider
             api_key="test",
             max_retries=0,
             http_client=http_client_to_the_fake(fake_provider),
-        )
+        ),
+        inject_stream_usage=True,
     )
 
     client.chat.completions.create(model=model, messages=MESSAGES)
@@ -737,7 +739,7 @@ def test_chat_completions_reached_through_beta_are_recorded(
 ) -> None:
     """``client.beta.chat.completions.parse`` is how structured outputs were called until 2025."""
     fake_provider.openai_usage = MINI_USAGE
-    client = cw.instrument(_client(fake_provider))
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=True)
 
     parsed = client.beta.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)
     chunks = list(
@@ -940,7 +942,7 @@ def test_budget_reservation_is_settled_with_the_streamed_cost(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
     fake_provider.openai_usage = MINI_USAGE
-    client = cw.instrument(_client(fake_provider))
+    client = cw.instrument(_client(fake_provider), inject_stream_usage=True)
     daily = cw.budget("daily", limit_usd=10, window="1d", action="block")
 
     stream = client.chat.completions.create(

@@ -64,7 +64,7 @@ def test_openai_chat_stream_chunks_are_identical(
         )
 
     plain = chunks(_openai(fake_provider))
-    watched = chunks(cw.instrument(_openai(fake_provider)))
+    watched = chunks(cw.instrument(_openai(fake_provider), inject_stream_usage=True))
 
     assert _dumps(watched) == _dumps(plain)
     assert len(capture.records) == 1
@@ -88,7 +88,7 @@ async def test_async_openai_chat_stream_chunks_are_identical(
         return [chunk async for chunk in stream]
 
     plain = await chunks(_async_openai(fake_provider))
-    watched = await chunks(cw.instrument(_async_openai(fake_provider)))
+    watched = await chunks(cw.instrument(_async_openai(fake_provider), inject_stream_usage=True))
 
     assert _dumps(watched) == _dumps(plain)
     assert len(capture.records) == 1
@@ -106,7 +106,7 @@ def test_openai_legacy_completion_stream_chunks_are_identical(
         )
 
     plain = chunks(_openai(fake_provider))
-    watched = chunks(cw.instrument(_openai(fake_provider)))
+    watched = chunks(cw.instrument(_openai(fake_provider), inject_stream_usage=True))
 
     assert _dumps(watched) == _dumps(plain)
     assert len(capture.records) == 1

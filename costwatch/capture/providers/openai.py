@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Any
+from urllib.parse import urlsplit
 
+from costwatch._core.memo import BoundedMemo
 from costwatch._core.record import MAX_COUNT, SERVICE_TIERS, Extras, InvalidUsage, Tokens, counts
 from costwatch.capture._observed import Observed
 
@@ -240,6 +242,40 @@ def read_chat_completion(obj: Any) -> tuple[Tokens, str] | None:
 
 
 # --- streams ---------------------------------------------------------------------------------
+#
+# Chat and legacy completion streams carry usage only on a final usage-only chunk, which OpenAI
+# sends only when asked (``stream_options.include_usage``).  ``instrument()`` asks on the
+# caller's behalf and hides that chunk, but only from a server known to send it *only* when
+# asked: many OpenAI-compatible servers send it unasked, and hiding it there would take a chunk
+# from the caller that the server would have sent anyway.  So a server not known is not asked
+# on its first stream (a probe, sent as the caller wrote it): if the stream ends with a usage
+# chunk, the server sends it unasked (usage is read from it, nothing is ever hidden); if it ends
+# without one, later streams ask and hide.
+
+_ASKS_FOR_USAGE_HOSTS = ("api.openai.com",)
+_ASKS_FOR_USAGE_SUFFIXES = (".openai.azure.com",)
+"""OpenAI's API and Azure OpenAI: documented to send the usage chunk only when asked."""
+
+_usage_unasked: BoundedMemo[str, bool] = BoundedMemo()
+"""Server (base URL) -> whether it sent a usage chunk without being asked, as seen."""
+
+
+def sends_usage_unasked(server: str) -> bool | None:
+    """Whether ``server`` (a base URL) sends the usage chunk of a stream without being asked:
+    False for OpenAI's and Azure's APIs and servers seen not to; None: not known yet."""
+    known = _usage_unasked.get(server)
+    if known is not None:
+        return known
+    host = urlsplit(server).hostname or ""
+    if host in _ASKS_FOR_USAGE_HOSTS or host.endswith(_ASKS_FOR_USAGE_SUFFIXES):
+        return False
+    return None
+
+
+def learn_usage_unasked(server: str, sent_usage: bool) -> None:
+    """A stream to ``server`` sent without asking for usage ended; ``sent_usage``: it carried a
+    usage chunk all the same."""
+    _usage_unasked.remember(server, sent_usage)
 
 
 def _chunk_usage(obs: Observed, chunk: Any) -> bool:
