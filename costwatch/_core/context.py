@@ -81,8 +81,8 @@ def set_recorded(value: object) -> None:
 _request_ids = itertools.count(1)
 
 
-_merged: BoundedMemo[tuple[int, tuple[tuple[str, str], ...]], tuple[TagSet, TagSet]] = (
-    BoundedMemo(4096)
+_merged: BoundedMemo[tuple[int, tuple[tuple[str, str], ...]], tuple[TagSet, TagSet]] = BoundedMemo(
+    4096
 )
 """(outer tag set's id, a block's values) -> (that outer set, the merged set): a block entered
 again with the same values inside the same tags gets the same ``TagSet``, built once (its

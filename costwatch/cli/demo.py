@@ -80,8 +80,8 @@ def demo(
         )
     import costwatch
     from costwatch._configure import runtime
-    from costwatch.cli._demo_report import render
     from costwatch._demo.workload import Workload
+    from costwatch.cli._demo_report import render
 
     meter_provider = _otlp_meter_provider()
     costwatch.configure(service=service, meter_provider=meter_provider)
