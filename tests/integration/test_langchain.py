@@ -346,15 +346,3 @@ def test_a_failing_model_call_is_recorded_as_an_error_and_raised_unchanged(
 
     [record] = capture.records
     assert (record.status, record.error_type) == ("error", type(raised.value).__name__)
-
-
-def test_importing_the_integration_without_langchain_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import sys
-
-    monkeypatch.setitem(sys.modules, "langchain_core.callbacks", None)
-    monkeypatch.delitem(sys.modules, "costwatch.integrations.langchain")
-
-    with pytest.raises(ImportError, match=r"pip install 'costwatch\[langchain\]'"):
-        import costwatch.integrations.langchain  # noqa: F401
