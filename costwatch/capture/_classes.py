@@ -29,8 +29,7 @@ from costwatch.capture._instrument_calls import async_call, sync_call
 C = TypeVar("C")
 
 _CALLS = "_costwatch_class_calls"
-"""A client's per-path call wrappers, made on its first request: ``(generation, wrappers)``,
-or ``(generation, None)`` for a client instrumented on its own."""
+"""A client's per-path call wrappers, made on its first request: ``(generation, wrappers)``."""
 
 _SDK_CLASSES: dict[str, tuple[str, ...]] = {
     "openai": ("OpenAI", "AsyncOpenAI"),
@@ -84,21 +83,21 @@ def _with_body(options: Any, body: dict[str, Any]) -> Any:
 
 
 def _wrappers(client: Any) -> dict[str, Callable[..., Any]] | None:
-    """The client's call wrappers by path; None: pass its requests through."""
-    cached = client.__dict__.get(_CALLS)
+    """The client's call wrappers by path; None: pass its requests through (the client is
+    instrumented on its own, checked on every call: that may change at any time)."""
+    attributes = client.__dict__
+    if _instrument._PATCHES in attributes:
+        return None
+    cached = attributes.get(_CALLS)
     if cached is not None and cached[0] == _generation:
         return cached[1]  # type: ignore[no-any-return]
-    wrappers: dict[str, Callable[..., Any]] | None = None
-    if getattr(client, "_costwatch_patches", None) is None:
-        sdk, asynchronous, default_provider = _instrument._client_kind(client)
-        provider = _instrument._provider_behind(client, default_provider)
-        endpoints = _instrument.endpoints_for(
-            sdk, provider, inject_stream_usage=_inject_stream_usage
-        )
-        make = async_call if asynchronous else sync_call
-        send = _send_async if asynchronous else _send_sync
-        wrappers = {path: make(ep, send) for path, ep in endpoints.items()}
-    client.__dict__[_CALLS] = (_generation, wrappers)
+    sdk, asynchronous, default_provider = _instrument._client_kind(client)
+    provider = _instrument._provider_behind(client, default_provider)
+    endpoints = _instrument.endpoints_for(sdk, provider, inject_stream_usage=_inject_stream_usage)
+    make = async_call if asynchronous else sync_call
+    send = _send_async if asynchronous else _send_sync
+    wrappers = {path: make(ep, send) for path, ep in endpoints.items()}
+    attributes[_CALLS] = (_generation, wrappers)
     return wrappers
 
 

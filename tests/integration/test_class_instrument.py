@@ -276,6 +276,21 @@ def test_a_client_instrumented_on_its_own_is_recorded_once_under_class_instrumen
     assert [r.usage for r in capture.records] == [MINI_TOKENS] * 4
 
 
+def test_a_client_used_before_it_was_instrumented_on_its_own_is_still_recorded_once(
+    classes: tuple[str, ...], capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    fake_provider.openai_usage = MINI_USAGE
+    client = _openai(fake_provider)
+    _chat(client)  # recorded by the class patch
+
+    costwatch.instrument(client)
+    _chat_raw(client)  # by its own patches
+    costwatch.uninstrument(client)
+    _chat_streamed(client)  # by the class patch again
+
+    assert [r.usage for r in capture.records] == [MINI_TOKENS] * 3
+
+
 def test_tags_and_request_attribution_are_kept(
     classes: tuple[str, ...], capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
