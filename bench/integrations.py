@@ -17,7 +17,6 @@ that work is off the caller's path and not in its figure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -27,31 +26,11 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch at import
 
 import httpx
+from _shared import RESPONSE
 
 import costwatch
 
-BODY = json.dumps(
-    {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": "hello"},
-            }
-        ],
-        "usage": {
-            "prompt_tokens": 1200,
-            "completion_tokens": 300,
-            "total_tokens": 1500,
-            "prompt_tokens_details": {"cached_tokens": 1024},
-            "completion_tokens_details": {"reasoning_tokens": 0},
-        },
-    }
-).encode()
+BODY = RESPONSE.model_dump_json().encode()  # gpt-4o-mini: 1200 prompt (1024 cached), 300 out
 BASE_URL = "http://127.0.0.1:9/v1"  # never reached: the transport answers
 MESSAGES = [{"role": "user", "content": "What is the refund policy?"}]
 

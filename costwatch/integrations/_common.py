@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from time import perf_counter
 from types import ModuleType
 
 from costwatch.accounting._recorder import CallSpec
@@ -50,6 +51,21 @@ class Specs:
                         spec = CallSpec(provider, "", stage, operation)
                     self._specs[key] = spec
         return spec
+
+
+class ModelRun:
+    """A framework's model or embedding call between its start and end callbacks."""
+
+    __slots__ = ("t0", "provider", "model", "operation", "prompt", "sdk_calls")
+
+    def __init__(self, provider: str, model: str, operation: str, prompt: object) -> None:
+        self.t0 = perf_counter()
+        self.provider = provider
+        self.model = model
+        self.operation = operation
+        self.prompt = prompt
+        """What the recorder estimates the input from when the framework reports no usage."""
+        self.sdk_calls = start_model_call()
 
 
 def start_model_call() -> SdkCalls:

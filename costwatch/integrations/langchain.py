@@ -25,11 +25,10 @@ from typing import Any
 from uuid import UUID
 
 from costwatch._core.failopen import errors
-from costwatch._core.record import TokenUsage
+from costwatch._core.record import EMPTY_USAGE, TokenUsage
 from costwatch.capture._decorators import _document_texts
-from costwatch.capture._instrument_calls import SdkCalls
 from costwatch.capture._usage import extract_provider_usage
-from costwatch.integrations._common import Specs, recorded_by_sdk, require, start_model_call
+from costwatch.integrations._common import ModelRun, Specs, recorded_by_sdk, require
 
 _BaseCallbackHandler: Any = require("langchain_core.callbacks", "langchain").BaseCallbackHandler
 
@@ -63,20 +62,6 @@ def usage_from_metadata(usage: Mapping[str, Any]) -> TokenUsage:
         input_audio=int(details_in.get("audio") or 0),
         output_audio=int(details_out.get("audio") or 0),
     )
-
-
-class _Run:
-    __slots__ = ("t0", "provider", "model", "operation", "prompt", "sdk_calls")
-
-    def __init__(
-        self, provider: str, model: str, operation: str, prompt: object, sdk_calls: SdkCalls
-    ) -> None:
-        self.t0 = perf_counter()
-        self.provider = provider
-        self.model = model
-        self.operation = operation
-        self.prompt = prompt
-        self.sdk_calls = sdk_calls
 
 
 def _model_of(metadata: Mapping[str, Any] | None, params: Mapping[str, Any] | None) -> str:
@@ -115,7 +100,7 @@ class CostwatchCallbackHandler(_BaseCallbackHandler):  # type: ignore[misc]
     def __init__(self, *, provider: str | None = None) -> None:
         super().__init__()
         self._provider = provider
-        self._runs: dict[UUID, _Run] = {}
+        self._runs: dict[UUID, ModelRun] = {}
         self._retrievals: dict[UUID, tuple[float, str]] = {}
         self._specs = Specs()
 
@@ -133,7 +118,7 @@ class CostwatchCallbackHandler(_BaseCallbackHandler):  # type: ignore[misc]
             params = kwargs.get("invocation_params")
             provider = self._provider or str((metadata or {}).get("ls_provider") or "unknown")
             model = _model_of(metadata, params if isinstance(params, Mapping) else None)
-            self._runs[run_id] = _Run(provider, model, operation, prompt, start_model_call())
+            self._runs[run_id] = ModelRun(provider, model, operation, prompt)
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 
@@ -179,7 +164,7 @@ class CostwatchCallbackHandler(_BaseCallbackHandler):  # type: ignore[misc]
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 
-    def _record(self, run: _Run, response: Any) -> None:
+    def _record(self, run: ModelRun, response: Any) -> None:
         latency = perf_counter() - run.t0
         spec = self._specs.get(run.provider, "generation", run.operation)
         generations = [g for batch in response.generations for g in batch]
@@ -213,28 +198,24 @@ class CostwatchCallbackHandler(_BaseCallbackHandler):  # type: ignore[misc]
         self._retrievals[run_id] = (perf_counter(), str(name))
 
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
-        started = self._retrievals.pop(run_id, None)
-        if started is None:
-            return
-        t0, source = started
-        try:
-            spec = self._specs.get("vectorstore", "retrieval", "retrieval", source)
-            spec.emit(
-                source,
-                TokenUsage(),
-                perf_counter() - t0,
-                context_texts=_document_texts(list(documents)),
-            )
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
+        self._retrieved(run_id, documents, None)
 
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._retrieved(run_id, (), error)
+
+    def _retrieved(
+        self, run_id: UUID, documents: Sequence[Any], error: BaseException | None
+    ) -> None:
         started = self._retrievals.pop(run_id, None)
         if started is None:
             return
         t0, source = started
         try:
             spec = self._specs.get("vectorstore", "retrieval", "retrieval", source)
-            spec.emit_failure(source, error, perf_counter() - t0)
+            if error is not None:
+                spec.emit_failure(source, error, perf_counter() - t0)
+                return
+            texts = _document_texts(list(documents))
+            spec.emit(source, EMPTY_USAGE, perf_counter() - t0, context_texts=texts)
         except Exception as exc:
             errors.report(_COMPONENT, exc)

@@ -264,17 +264,36 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
         self, kwargs: Mapping[str, Any], response: Any, start_time: Any, end_time: Any
     ) -> None:
         try:
-            call = self._finish(kwargs)
-            if call is None:
-                return
-            if recorded_by_sdk(call.sdk_calls):
-                if call.reservation is not None:
-                    call.reservation.settle(None)
-                return
-            run = call.context.run if call.context is not None else _run_here
-            run(self._record, call, kwargs, response, _latency(start_time, end_time, call))
+            call = self._ended(kwargs)
+            if call is not None:
+                latency = _latency(start_time, end_time, call)
+                _run_in(call, self._record, call, kwargs, response, latency)
         except Exception as exc:
             errors.report(_COMPONENT, exc)
+
+    def _failure(self, kwargs: Mapping[str, Any], start_time: Any, end_time: Any) -> None:
+        try:
+            call = self._ended(kwargs)
+            if call is None:
+                return
+            provider, model = _provider_and_model(kwargs)
+            spec = self._specs.get(provider, *_stage(kwargs))
+            exc = kwargs.get("exception")
+            error = exc if isinstance(exc, BaseException) else RuntimeError("litellm call failed")
+            latency = _latency(start_time, end_time, call)
+            _run_in(call, spec.emit_failure, model, error, latency, call.reservation)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def _ended(self, kwargs: Mapping[str, Any]) -> _Call | None:
+        """The call LiteLLM reports the end of, unless costwatch's SDK instrumentation
+        recorded it already (its reservation, if the preflight made one, is released)."""
+        call = self._finish(kwargs)
+        if call is None or not recorded_by_sdk(call.sdk_calls):
+            return call
+        if call.reservation is not None:
+            call.reservation.settle(None)
+        return None
 
     def _record(
         self, call: _Call, kwargs: Mapping[str, Any], response: Any, latency_s: float
@@ -297,26 +316,10 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
             reservation=call.reservation,
         )
 
-    def _failure(self, kwargs: Mapping[str, Any], start_time: Any, end_time: Any) -> None:
-        try:
-            call = self._finish(kwargs)
-            if call is None:
-                return
-            if recorded_by_sdk(call.sdk_calls):
-                if call.reservation is not None:
-                    call.reservation.settle(None)
-                return
-            provider, model = _provider_and_model(kwargs)
-            stage, operation = _stage(kwargs)
-            spec = self._specs.get(provider, stage, operation)
-            exc = kwargs.get("exception")
-            error = exc if isinstance(exc, BaseException) else RuntimeError("litellm call failed")
-            run = call.context.run if call.context is not None else _run_here
-            latency = _latency(start_time, end_time, call)
-            run(spec.emit_failure, model, error, latency, call.reservation)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
 
-
-def _run_here(fn: Any, *args: Any) -> Any:
-    return fn(*args)
+def _run_in(call: _Call, fn: Any, *args: Any) -> None:
+    """Run ``fn`` in the caller's context (its tags and request) when it was seen."""
+    if call.context is None:
+        fn(*args)
+    else:
+        call.context.run(fn, *args)

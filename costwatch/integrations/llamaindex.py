@@ -25,9 +25,8 @@ from typing import Any
 
 from costwatch._core.failopen import errors
 from costwatch._core.record import EMPTY_USAGE, TokenUsage
-from costwatch.capture._instrument_calls import SdkCalls
 from costwatch.capture._usage import extract_tokens
-from costwatch.integrations._common import Specs, recorded_by_sdk, require, start_model_call
+from costwatch.integrations._common import ModelRun, Specs, recorded_by_sdk, require
 
 _instrumentation = require("llama_index.core.instrumentation", "llamaindex")
 _llm = require("llama_index.core.instrumentation.events.llm", "llamaindex")
@@ -43,20 +42,6 @@ __all__ = ["CostwatchEventHandler", "instrument_llamaindex", "uninstrument_llama
 _COMPONENT = "llamaindex"
 _MAX_OPEN = 10_000
 """Started calls the handler keeps until their end event (past this the oldest is dropped)."""
-
-
-class _Run:
-    __slots__ = ("t0", "provider", "model", "operation", "prompt", "sdk_calls")
-
-    def __init__(
-        self, provider: str, model: str, operation: str, prompt: object, sdk_calls: SdkCalls
-    ) -> None:
-        self.t0 = perf_counter()
-        self.provider = provider
-        self.model = model
-        self.operation = operation
-        self.prompt = prompt
-        self.sdk_calls = sdk_calls
 
 
 def _provider_of(model_dict: dict[str, Any], default: str | None) -> str:
@@ -97,7 +82,7 @@ class CostwatchEventHandler(_BaseEventHandler):  # type: ignore[misc]
     """
 
     _provider: str | None = _pydantic.PrivateAttr(default=None)
-    _runs: dict[str, _Run] = _pydantic.PrivateAttr(default_factory=dict)
+    _runs: dict[str, ModelRun] = _pydantic.PrivateAttr(default_factory=dict)
     _retrievals: dict[str, float] = _pydantic.PrivateAttr(default_factory=dict)
     _specs: Specs = _pydantic.PrivateAttr(default_factory=Specs)
 
@@ -145,17 +130,16 @@ class CostwatchEventHandler(_BaseEventHandler):  # type: ignore[misc]
                 spec.emit(source, EMPTY_USAGE, perf_counter() - t0, context_texts=texts)
 
     def _start(self, span: str, model_dict: dict[str, Any], operation: str, prompt: object) -> None:
-        self._runs[span] = _Run(
+        self._runs[span] = ModelRun(
             _provider_of(model_dict, self._provider),
             _model_of(model_dict),
             operation,
             prompt,
-            start_model_call(),
         )
         if len(self._runs) > _MAX_OPEN:
             self._runs.pop(next(iter(self._runs)))
 
-    def _generation(self, run: _Run, response: Any) -> None:
+    def _generation(self, run: ModelRun, response: Any) -> None:
         spec = self._specs.get(run.provider, "generation", run.operation)
         raw = getattr(response, "raw", None)
         extracted = extract_tokens(raw) if raw is not None else None

@@ -1,9 +1,7 @@
 """``costwatch.instrument()`` with no client: the SDK client classes are patched, so every
 client is recorded whoever made it and whenever, by every path the SDKs offer.
 
-Costs by hand from the published per-million prices: gpt-4o-mini $0.15 input / $0.075 cached
-input / $0.60 output; text-embedding-3-small $0.02; Claude Sonnet 4 $3 input / $0.30 cache
-read / $15 output.
+Costs by hand: tests/_fixtures/hand_costs.py.
 """
 
 from __future__ import annotations
@@ -19,24 +17,20 @@ import pytest
 import costwatch
 from costwatch._core.record import TokenUsage
 from tests._fixtures.capture import CaptureSink
-from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
-    AnthropicUsage,
-    FakeProvider,
-    OpenAIUsage,
-    fake_provider_fixture,
+from tests._fixtures.fake_providers import FakeProvider, fake_provider_fixture  # noqa: F401
+from tests._fixtures.hand_costs import (
+    CLAUDE,
+    CLAUDE_COST,
+    CLAUDE_TOKENS,
+    CLAUDE_USAGE,
+    EMBEDDING_PRICE,
+    MESSAGES,
+    MINI_COST,
+    MINI_TOKENS,
+    MINI_USAGE,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
-
-M = Decimal(1_000_000)
-MESSAGES = [{"role": "user", "content": "What is the refund policy?"}]
-MINI_USAGE = OpenAIUsage(prompt_tokens=1200, cached_tokens=1024, completion_tokens=300)
-MINI_TOKENS = TokenUsage(input=176, cache_read=1024, output=300)
-MINI_COST = (176 * Decimal("0.15") + 1024 * Decimal("0.075") + 300 * Decimal("0.60")) / M
-CLAUDE = "claude-sonnet-4-20250514"
-CLAUDE_USAGE = AnthropicUsage(input_tokens=100, cache_read_input_tokens=2000, output_tokens=250)
-CLAUDE_TOKENS = TokenUsage(input=100, cache_read=2000, output=250)
-CLAUDE_COST = (100 * Decimal(3) + 2000 * Decimal("0.30") + 250 * Decimal(15)) / M
 
 
 @pytest.fixture
@@ -186,7 +180,7 @@ def test_clients_made_after_instrument_are_recorded_and_embeddings_too(
         "text-embedding-3-small",
         TokenUsage(input=42),
     )
-    assert record.cost_usd == 42 * Decimal("0.02") / M
+    assert record.cost_usd == 42 * EMBEDDING_PRICE
 
 
 async def test_async_clients_are_recorded_on_every_path(

@@ -1,10 +1,7 @@
 """The LangChain callback handler with the real langchain-core, langchain-openai and
 langchain-anthropic packages, whose SDK clients talk HTTP to the local fake endpoint.
 
-Costs by hand from the published per-million prices: gpt-4o-mini $0.15 input / $0.075 cached
-input / $0.60 output; o4-mini $1.10 / $0.275 / $4.40 (reasoning bills as output);
-text-embedding-3-small $0.02; Claude Sonnet 4 $3 input / $0.30 cache read / $3.75 5-minute
-and $6 one-hour cache write / $15 output.
+Costs by hand: tests/_fixtures/hand_costs.py.
 """
 
 from __future__ import annotations
@@ -27,42 +24,23 @@ import costwatch
 from costwatch._core.record import TokenUsage
 from costwatch.integrations.langchain import CostwatchCallbackHandler, usage_from_metadata
 from tests._fixtures.capture import CaptureSink
-from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
-    AnthropicUsage,
-    FakeProvider,
-    OpenAIUsage,
-    fake_provider_fixture,
+from tests._fixtures.fake_providers import FakeProvider, fake_provider_fixture  # noqa: F401
+from tests._fixtures.hand_costs import (
+    CLAUDE,
+    CLAUDE_COST,
+    CLAUDE_TOKENS,
+    CLAUDE_USAGE,
+    EMBEDDING_PRICE,
+    MINI_COST,
+    MINI_TOKENS,
+    MINI_USAGE,
+    O4_COST,
+    O4_TOKENS,
+    O4_USAGE,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
-M = Decimal(1_000_000)
-MINI_USAGE = OpenAIUsage(prompt_tokens=1200, cached_tokens=1024, completion_tokens=300)
-MINI_TOKENS = TokenUsage(input=176, cache_read=1024, output=300)
-MINI_COST = (176 * Decimal("0.15") + 1024 * Decimal("0.075") + 300 * Decimal("0.60")) / M
-O4_USAGE = OpenAIUsage(
-    prompt_tokens=2000, cached_tokens=1536, completion_tokens=900, reasoning_tokens=640
-)
-O4_TOKENS = TokenUsage(input=464, cache_read=1536, output=260, reasoning=640)
-O4_COST = (464 * Decimal("1.10") + 1536 * Decimal("0.275") + 900 * Decimal("4.40")) / M
-CLAUDE = "claude-sonnet-4-20250514"
-CLAUDE_USAGE = AnthropicUsage(
-    input_tokens=100,
-    cache_read_input_tokens=2000,
-    cache_write_5m=1000,
-    cache_write_1h=500,
-    output_tokens=250,
-)
-CLAUDE_TOKENS = TokenUsage(
-    input=100, cache_read=2000, cache_write=1500, output=250, cache_write_1h=500
-)
-CLAUDE_COST = (
-    100 * Decimal(3)
-    + 2000 * Decimal("0.30")
-    + 1000 * Decimal("3.75")
-    + 500 * Decimal(6)
-    + 250 * Decimal(15)
-) / M
 DOCS = [
     "Refunds are granted within 30 days of purchase with a receipt.",
     "Shipping takes three to five business days within the EU.",
@@ -209,8 +187,8 @@ def test_with_class_instrumentation_too_each_call_is_recorded_once_by_the_sdk_la
     assert generation.usage == MINI_TOKENS
     assert generation.cost_usd == MINI_COST
     assert generation.context_tokens["VectorStoreRetriever"] > 0
-    assert stages["embedding"][0].cost_usd == 11 * Decimal("0.02") / M
-    assert capture.requests[0].cost_usd == MINI_COST + 11 * Decimal("0.02") / M
+    assert stages["embedding"][0].cost_usd == 11 * EMBEDDING_PRICE
+    assert capture.requests[0].cost_usd == MINI_COST + 11 * EMBEDDING_PRICE
 
 
 @pytest.mark.parametrize("with_classes", [False, True])

@@ -2,14 +2,12 @@
 llama-index-embeddings-openai packages: a VectorStoreIndex query engine over a small in-memory
 corpus, LLM and embeddings talking HTTP to the local fake endpoint.
 
-Costs by hand from the published per-million prices: gpt-4o-mini $0.15 input / $0.075 cached
-input / $0.60 output; text-embedding-3-small $0.02.
+Costs by hand: tests/_fixtures/hand_costs.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -26,23 +24,14 @@ from costwatch.integrations.llamaindex import (
     uninstrument_llamaindex,
 )
 from tests._fixtures.capture import CaptureSink
-from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
-    FakeProvider,
-    OpenAIUsage,
-    fake_provider_fixture,
-)
+from tests._fixtures.fake_providers import FakeProvider, fake_provider_fixture  # noqa: F401
+from tests._fixtures.hand_costs import EMBEDDING_PRICE, MINI_COST, MINI_TOKENS, MINI_USAGE, REPLY
 
-M = Decimal(1_000_000)
-MINI_USAGE = OpenAIUsage(prompt_tokens=1200, cached_tokens=1024, completion_tokens=300)
-MINI_TOKENS = TokenUsage(input=176, cache_read=1024, output=300)
-MINI_COST = (176 * Decimal("0.15") + 1024 * Decimal("0.075") + 300 * Decimal("0.60")) / M
-EMBEDDING_PRICE = Decimal("0.02") / M
 DOCS = [
     "Refunds are granted within 30 days of purchase with a receipt.",
     "Shipping takes three to five business days within the EU.",
     "Gift cards cannot be refunded or exchanged for cash.",
 ]
-REPLY = "Hello from the fake provider."
 
 
 @pytest.fixture
