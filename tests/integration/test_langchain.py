@@ -24,7 +24,11 @@ import costwatch
 from costwatch._core.record import TokenUsage
 from costwatch.integrations.langchain import CostwatchCallbackHandler, usage_from_metadata
 from tests._fixtures.capture import CaptureSink
-from tests._fixtures.fake_providers import FakeProvider, fake_provider_fixture  # noqa: F401
+from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
+    FakeProvider,
+    OpenAIUsage,
+    fake_provider_fixture,
+)
 from tests._fixtures.hand_costs import (
     CLAUDE,
     CLAUDE_COST,
@@ -309,6 +313,37 @@ def test_anthropic_cache_reads_and_both_cache_write_rates_are_priced_exactly(
     assert (record.provider, record.model) == ("anthropic", CLAUDE)
     assert record.usage == CLAUDE_TOKENS
     assert record.cost_usd == CLAUDE_COST
+
+
+@pytest.mark.parametrize("with_classes", [False, True])
+def test_a_completion_llm_is_recorded_once_as_a_text_completion(
+    cw: Any,
+    handler: CostwatchCallbackHandler,
+    capture: CaptureSink,
+    fake_provider: FakeProvider,
+    with_classes: bool,
+) -> None:
+    from langchain_openai import OpenAI
+
+    model = "ft:davinci-002:acme:triage:9xYz"  # $12.00 per million, input and output
+    fake_provider.openai_usage = OpenAIUsage(prompt_tokens=700, completion_tokens=40)
+    llm = OpenAI(model=model, base_url=fake_provider.openai_base_url, api_key="t", max_retries=0)
+    if with_classes:
+        cw.instrument()
+    try:
+        text = llm.invoke("Ticket: refund?\nLabel:", config={"callbacks": [handler]})
+    finally:
+        cw.uninstrument()
+
+    assert text == "Hello from the fake provider."
+    [record] = capture.records
+    assert (record.model, record.operation, record.strategy) == (
+        model,
+        "text_completion",
+        "fine_tuned",
+    )
+    assert record.usage == TokenUsage(input=700, output=40)
+    assert record.cost_usd == 740 * Decimal("12.00") / Decimal(1_000_000)
 
 
 def test_a_failing_model_call_is_recorded_as_an_error_and_raised_unchanged(
