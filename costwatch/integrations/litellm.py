@@ -36,7 +36,8 @@ from typing import Any
 
 from costwatch._core.failopen import errors
 from costwatch._core.record import TokenUsage
-from costwatch.capture._instrument_calls import SdkCalls, _prompt_tokens
+from costwatch._core.tokens import count_prompt_tokens
+from costwatch.capture._instrument_calls import SdkCalls
 from costwatch.integrations._common import Specs, recorded_by_sdk, require, start_model_call
 
 _CustomLogger: Any = require("litellm.integrations.custom_logger", "litellm").CustomLogger
@@ -143,13 +144,8 @@ def _usage_reported(kwargs: Mapping[str, Any]) -> bool:
 
 
 def _prompt(kwargs: Mapping[str, Any], stage: str) -> Any:
-    """The prompt as the recorder's estimator takes it: messages, or the embedded text."""
-    if stage == "generation":
-        return kwargs.get("messages")
-    text = kwargs.get("input")
-    if isinstance(text, list) and all(isinstance(t, str) for t in text):
-        return "\n".join(text)
-    return text
+    """The prompt: the messages, or the embedded input."""
+    return kwargs.get("messages") if stage == "generation" else kwargs.get("input")
 
 
 def _latency(start_time: Any, end_time: Any, call: _Call) -> float:
@@ -213,7 +209,7 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
             max_output = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
             reservation = spec.preflight(
                 model,
-                _prompt_tokens(prompt, model),
+                count_prompt_tokens(prompt, model),
                 0 if stage == "embedding" else max_output if type(max_output) is int else None,
             )
             call = self._call(kwargs, create=True)
