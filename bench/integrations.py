@@ -11,6 +11,9 @@ integration leaves it alone).  Rounds are interleaved so that machine noise hits
 alike; medians, never a single run.  LiteLLM reports a call's end on its own logging threads:
 that work is off the caller's path and not in its figure.
 
+Then costwatch's callbacks alone, replayed without the framework: its own work per call,
+which machine noise on the framework's hundreds of microseconds cannot hide.
+
     python bench/integrations.py [--calls 200] [--rounds 7]
 """
 
@@ -127,6 +130,75 @@ def litellm_calls() -> dict[str, Callable[[], Any]]:
     }
 
 
+def replayed() -> dict[str, Callable[[], Any]]:
+    """costwatch's own work per call, apart from the framework: each integration's start and
+    end callbacks replayed with what the framework passes them for one chat call."""
+    import uuid
+
+    import litellm
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+    from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+    from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
+
+    from costwatch.integrations.langchain import CostwatchCallbackHandler
+    from costwatch.integrations.litellm import CostwatchLogger
+    from costwatch.integrations.llamaindex import CostwatchEventHandler
+
+    lc = CostwatchCallbackHandler()
+    usage = {
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "total_tokens": 1500,
+        "input_token_details": {"cache_read": 1024},
+    }
+    result = LLMResult(
+        generations=[
+            [
+                ChatGeneration(
+                    message=AIMessage(
+                        content="hello",
+                        usage_metadata=usage,  # type: ignore[arg-type]
+                        response_metadata={"model_name": "gpt-4o-mini-2024-07-18"},
+                    )
+                )
+            ]
+        ]
+    )
+    metadata = {"ls_provider": "openai", "ls_model_name": "gpt-4o-mini"}
+    prompt = [[HumanMessage(content="What is the refund policy?")]]
+
+    def langchain() -> None:
+        run_id = uuid.uuid4()
+        lc.on_chat_model_start({}, prompt, run_id=run_id, metadata=metadata)
+        lc.on_llm_end(result, run_id=run_id)
+
+    li = CostwatchEventHandler()
+    messages = [ChatMessage(role="user", content="What is the refund policy?")]
+    reply = ChatResponse(message=ChatMessage(role="assistant", content="hello"), raw=RESPONSE)
+    model_dict = {"model": "gpt-4o-mini", "class_name": "openai_llm"}
+
+    def llamaindex() -> None:
+        span = "OpenAI.chat-1"
+        li.handle(
+            LLMChatStartEvent(
+                messages=messages, additional_kwargs={}, model_dict=model_dict, span_id=span
+            )
+        )
+        li.handle(LLMChatEndEvent(messages=messages, response=reply, span_id=span))
+
+    ll = CostwatchLogger()
+    response = litellm.ModelResponse(**RESPONSE.model_dump())
+    kwargs = {"model": "gpt-4o-mini", "custom_llm_provider": "openai", "messages": MESSAGES}
+
+    def litellm_() -> None:
+        call = {**kwargs, "litellm_call_id": str(uuid.uuid4())}
+        ll.log_pre_api_call("gpt-4o-mini", MESSAGES, call)
+        ll.log_success_event(call, response, None, None)
+
+    return {"langchain": langchain, "llamaindex": llamaindex, "litellm": litellm_}
+
+
 FRAMEWORKS = {
     "langchain": langchain_calls,
     "llamaindex": llamaindex_calls,
@@ -180,6 +252,15 @@ def main() -> None:
             f"{name:<11} {base * 1e6:8.1f} us {cell('noop'):>22} {cell('handler'):>22} "
             f"{cell('both'):>22}   {share:+6.1%} (handler vs no-op handler)"
         )
+    main_replayed(args.calls * 10, args.rounds)
+
+
+def main_replayed(calls: int, rounds: int) -> None:
+    print(f"\ncostwatch's callbacks alone, replayed (median of {rounds} rounds of {calls})")
+    for name, fn in replayed().items():
+        per_call(fn, 50)
+        med = statistics.median(per_call(fn, calls) for _ in range(rounds))
+        print(f"{name:<11} {med * 1e6:8.1f} us per call")
 
 
 if __name__ == "__main__":
