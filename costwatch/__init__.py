@@ -29,8 +29,8 @@ from costwatch.budgets._alerts import BudgetAlert
 from costwatch.budgets._budget import budget
 from costwatch.cache._retrieval_cache import RetrievalCache
 from costwatch.capture._batch import record_batch_results
+from costwatch.capture._classes import instrument, uninstrument
 from costwatch.capture._decorators import embedding, generation, retrieval
-from costwatch.capture._instrument import instrument, uninstrument
 from costwatch.exporters.prometheus import serve_metrics
 
 __all__ = [

@@ -13,6 +13,9 @@ from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess
 from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401 - session fixture
 
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+"""LiteLLM would fetch its price map from the network when first imported: never in tests."""
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _offline_tiktoken(tiktoken_cache_dir: str) -> str:  # noqa: F811

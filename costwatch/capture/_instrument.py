@@ -90,7 +90,11 @@ def _provider_behind(client: Any, default: str) -> str:
 
 
 def _client_kind(client: object) -> tuple[str, bool, str]:
-    for base in type(client).__mro__:
+    return _client_kind_of_class(type(client))
+
+
+def _client_kind_of_class(cls: type) -> tuple[str, bool, str]:
+    for base in cls.__mro__:
         parts = base.__module__.split(".")
         module = ".".join(parts[:2]) if parts[0] == "google" else parts[0]
         found = _CLIENT_CLASSES.get((module, base.__name__))
@@ -98,8 +102,8 @@ def _client_kind(client: object) -> tuple[str, bool, str]:
             return found
     names = ", ".join(f"{m}.{n}" for m, n in _CLIENT_CLASSES)
     raise TypeError(
-        f"costwatch.instrument() supports {names}; got {type(client).__module__}."
-        f"{type(client).__qualname__} (install the SDK extra: pip install 'costwatch[openai]', "
+        f"costwatch.instrument() supports {names}; got {cls.__module__}."
+        f"{cls.__qualname__} (install the SDK extra: pip install 'costwatch[openai]', "
         "'costwatch[anthropic]' or 'costwatch[gemini]')"
     )
 
@@ -163,6 +167,81 @@ def _copy_call(original: Callable[..., Any]) -> Callable[..., Any]:
     return copy
 
 
+def endpoints_for(
+    sdk: str, provider: str, *, inject_stream_usage: bool | None, server: str = ""
+) -> dict[str, Endpoint]:
+    """What each API path of an OpenAI or Anthropic client records, by the path the SDK posts
+    to (``instrument(client)`` patches the resource methods that post there; class-level
+    instrumentation matches the path of the request itself).  ``server``: the client's base
+    URL, where costwatch learns whether it sends a stream's usage unasked."""
+    generation = CallSpec(provider, "", "generation", "chat")
+    if sdk == "anthropic":
+        messages = Endpoint(generation, "messages", ("max_tokens",), extra_prompt_key="system")
+        return {"/v1/messages": messages}
+    return {
+        "/chat/completions": Endpoint(
+            generation,
+            "messages",
+            ("max_completion_tokens", "max_tokens"),
+            inject_usage=inject_stream_usage,
+            server=server,
+            service_tiers=True,
+        ),
+        "/responses": Endpoint(
+            generation,
+            "input",
+            ("max_output_tokens",),
+            extra_prompt_key="instructions",
+            service_tiers=True,
+        ),
+        "/embeddings": Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "input", ()),
+        "/completions": Endpoint(
+            CallSpec(provider, "", "generation", "text_completion"),
+            "prompt",
+            ("max_tokens",),
+            inject_usage=inject_stream_usage,
+            server=server,
+            service_tiers=True,
+        ),
+    }
+
+
+_RESOURCES: dict[str, dict[str, tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]]] = {
+    "openai": {
+        "/chat/completions": (
+            (("chat", "completions"), ("beta", "chat", "completions")),
+            ("create", "parse"),
+        ),
+        "/responses": ((("responses",),), ("create", "parse")),
+        "/embeddings": ((("embeddings",),), ("create",)),
+        "/completions": ((("completions",),), ("create",)),
+    },
+    "anthropic": {
+        "/v1/messages": ((("messages",), ("beta", "messages")), ("create", "parse", "stream")),
+    },
+}
+"""API path -> (the resources that post there, the methods patched on them)."""
+
+_BOUND_WRAPPERS = ("with_raw_response", "with_streaming_response")
+
+
+def _forget_bound_wrappers(client: Any, sdk: str) -> None:
+    """Drop the ``with_raw_response``/``with_streaming_response`` wrappers the SDK cached
+    (``cached_property``) on the client and on every resource on the way to a patched one:
+    they hold the methods as they were when first used, so after ``instrument`` and
+    ``uninstrument`` they are rebuilt around the methods then in place."""
+    for paths, _ in _RESOURCES.get(sdk, {}).values():
+        for path in paths:
+            owner = client
+            for name in (None, *path):
+                if name is not None:
+                    owner = getattr(owner, name, None)
+                    if owner is None:
+                        break
+                for wrapper in _BOUND_WRAPPERS:
+                    owner.__dict__.pop(wrapper, None)
+
+
 def instrument(client: C, *, inject_stream_usage: bool | None = None) -> C:
     """Record every call ``client`` makes; returns the same client.  Idempotent.
 
@@ -188,54 +267,20 @@ def instrument(client: C, *, inject_stream_usage: bool | None = None) -> C:
     provider = _provider_behind(client, default_provider)
     call = async_call if asynchronous else sync_call
     patches: list[_Patch] = []
-    generation = CallSpec(provider, "", "generation", "chat")
-    server = str(getattr(client, "base_url", "") or "")
     target: Any = client
-    if sdk == "openai":
-        chat_endpoint = Endpoint(
-            generation,
-            "messages",
-            ("max_completion_tokens", "max_tokens"),
-            inject_usage=inject_stream_usage,
-            server=server,
-            service_tiers=True,
-        )
-        for completions in _resources(
-            target, ("chat", "completions"), ("beta", "chat", "completions")
-        ):
-            _patch(patches, completions, "create", chat_endpoint, call)
-            _patch(patches, completions, "parse", chat_endpoint, call)
-        responses_endpoint = Endpoint(
-            generation,
-            "input",
-            ("max_output_tokens",),
-            extra_prompt_key="instructions",
-            service_tiers=True,
-        )
-        responses = getattr(target, "responses", None)
-        _patch(patches, responses, "create", responses_endpoint, call)
-        _patch(patches, responses, "parse", responses_endpoint, call)
-        embedding = Endpoint(CallSpec(provider, "", "embedding", "embeddings"), "input", ())
-        _patch(patches, getattr(target, "embeddings", None), "create", embedding, call)
-        legacy = Endpoint(
-            CallSpec(provider, "", "generation", "text_completion"),
-            "prompt",
-            ("max_tokens",),
-            inject_usage=inject_stream_usage,
-            server=server,
-            service_tiers=True,
-        )
-        _patch(patches, getattr(target, "completions", None), "create", legacy, call)
-    elif sdk == "google-genai":
-        _patch_genai(patches, target, generation, provider)
+    if sdk == "google-genai":
+        _patch_genai(patches, target, CallSpec(provider, "", "generation", "chat"), provider)
     else:
-        messages_endpoint = Endpoint(
-            generation, "messages", ("max_tokens",), extra_prompt_key="system"
+        server = str(getattr(client, "base_url", "") or "")
+        endpoints = endpoints_for(
+            sdk, provider, inject_stream_usage=inject_stream_usage, server=server
         )
-        for messages in _resources(target, ("messages",), ("beta", "messages")):
-            _patch(patches, messages, "create", messages_endpoint, call)
-            _patch(patches, messages, "parse", messages_endpoint, call)
-            _patch(patches, messages, "stream", messages_endpoint, stream_manager_call)
+        for path, (paths, names) in _RESOURCES[sdk].items():
+            for resource in _resources(target, *paths):
+                for name in names:
+                    make = stream_manager_call if name == "stream" else call
+                    _patch(patches, resource, name, endpoints[path], make)
+        _forget_bound_wrappers(target, sdk)
     for name in ("copy", "with_options"):
         original = getattr(target, name, None)
         if original is not None:
@@ -254,5 +299,6 @@ def uninstrument(client: C) -> C:
         return client
     for patch in reversed(patches):
         patch.undo()
+    _forget_bound_wrappers(target, _client_kind(client)[0])
     target.__dict__.pop(_PATCHES, None)
     return client

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from time import perf_counter
 from types import AsyncGeneratorType, GeneratorType
 from typing import Any
@@ -27,6 +28,31 @@ from costwatch.capture._streams import (
 )
 from costwatch.capture._usage import extract_tokens, record_invalid
 from costwatch.capture.providers import openai
+
+
+class SdkCalls:
+    """Counts the SDK calls instrumentation handles in one context: a framework integration
+    (LangChain, LiteLLM) sets a fresh one when a model run starts and, when it ends, leaves
+    the run to the SDK's record if any was made, so no call is recorded twice."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+sdk_calls_var: ContextVar[SdkCalls | None] = ContextVar("costwatch_sdk_calls", default=None)
+watched = False
+"""Sticky: an integration has set ``sdk_calls_var`` (a plain call skips reading it)."""
+
+
+def watch_sdk_calls() -> SdkCalls:
+    """Start counting the SDK calls made from here on in this context."""
+    global watched
+    watched = True
+    calls = SdkCalls()
+    sdk_calls_var.set(calls)
+    return calls
 
 
 class Endpoint:
@@ -228,6 +254,8 @@ def _prepared(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, str, Any
     if not ep.active:
         return None
     try:
+        if watched and (calls := sdk_calls_var.get()) is not None:
+            calls.count += 1
         return _before(ep, kwargs)
     except BudgetExceeded:
         raise

@@ -136,6 +136,9 @@ class FakeProvider:
     openai_tool_calls: list[dict[str, Any]] = field(default_factory=list)
     """Hosted tool calls (``web_search_call``, ``file_search_call`` items) a response lists
     before its message."""
+    chat_tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Function calls (``{"name", "arguments"}``) a chat completion answers with instead of
+    text (``finish_reason="tool_calls"``)."""
     gemini_function_call: dict[str, Any] | None = None
     """When set, Gemini answers a request with no function response yet with this call."""
     reply: list[str] = field(
@@ -206,6 +209,21 @@ def _chat_usage(u: OpenAIUsage) -> dict[str, Any]:
     }
 
 
+def _chat_message(fake: FakeProvider) -> dict[str, Any]:
+    if not fake.chat_tool_calls:
+        return {
+            "role": "assistant",
+            "content": fake.reply_text,
+            "refusal": None,
+            "annotations": [],
+        }
+    calls = [
+        {"id": f"call_fake{i}", "type": "function", "function": dict(call)}
+        for i, call in enumerate(fake.chat_tool_calls)
+    ]
+    return {"role": "assistant", "content": None, "refusal": None, "tool_calls": calls}
+
+
 def chat_completion(fake: FakeProvider, model: str) -> dict[str, Any]:
     return {
         "id": CHAT_ID,
@@ -215,14 +233,9 @@ def chat_completion(fake: FakeProvider, model: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": fake.reply_text,
-                    "refusal": None,
-                    "annotations": [],
-                },
+                "message": _chat_message(fake),
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "tool_calls" if fake.chat_tool_calls else "stop",
             }
         ],
         "usage": _chat_usage(fake.openai_usage),

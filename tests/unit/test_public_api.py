@@ -53,7 +53,8 @@ def test_import_costwatch_does_not_import_heavy_or_optional_dependencies() -> No
         "import sys, costwatch\n"
         "costwatch.configure(service='x', prometheus=True, warm_up=False)\n"
         "bad = [m for m in ('genai_prices', 'tiktoken', 'opentelemetry.sdk', 'openai', 'anthropic',"
-        " 'google.genai') if m in sys.modules]\n"
+        " 'google.genai', 'langchain_core', 'langchain_openai', 'langchain_anthropic',"
+        " 'llama_index', 'litellm', 'costwatch.integrations') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

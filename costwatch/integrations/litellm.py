@@ -1,0 +1,321 @@
+"""LiteLLM: a ``CustomLogger`` that records completions, embeddings and streams.
+
+    import litellm
+    from costwatch.integrations.litellm import CostwatchLogger
+
+    litellm.callbacks = [CostwatchLogger()]
+
+Every call is recorded once, priced by costwatch (its prices and ``price_source``, not
+LiteLLM's ``response_cost``), under the costwatch tags and request in force where the call was
+made, with LiteLLM's usage mapped exactly: its ``prompt_tokens`` include the cache reads
+(``prompt_tokens_details.cached_tokens``) and, for Anthropic, the cache writes
+(``cache_creation_input_tokens``, split into 5-minute and 1-hour writes); its
+``completion_tokens`` include ``completion_tokens_details.reasoning_tokens``.  A stream whose
+usage the provider did not report (OpenAI without ``stream_options={"include_usage": True}``)
+is estimated by costwatch and marked so.
+
+Budgets: before an async call (``acompletion``, ``aembedding``, the Router's) is sent, the
+logger's ``async_pre_call_deployment_hook`` runs costwatch's budget preflight, so a ``block``
+budget raises ``costwatch.BudgetExceeded`` and nothing is sent.  LiteLLM's synchronous
+``completion``/``embedding`` have no hook that may refuse a call: their cost is charged to the
+budgets when they finish.
+
+With ``costwatch.instrument()`` on as well, a call LiteLLM makes through the OpenAI SDK is
+recorded by the instrumentation (which also runs the budget preflight for it) and the logger
+leaves it alone: never both.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from time import perf_counter
+from typing import Any
+
+from costwatch._core.failopen import errors
+from costwatch._core.record import TokenUsage
+from costwatch._core.tokens import count_prompt_tokens
+from costwatch.capture._instrument_calls import SdkCalls
+from costwatch.integrations._common import Specs, recorded_by_sdk, require, start_model_call
+
+_CustomLogger: Any = require("litellm.integrations.custom_logger", "litellm").CustomLogger
+
+__all__ = ["CostwatchLogger", "usage_of"]
+
+_COMPONENT = "litellm"
+_MAX_PENDING = 10_000
+"""Calls started and not yet finished that the logger keeps (a call LiteLLM never reports
+the end of is dropped past this)."""
+_EMBEDDING_CALLS = frozenset({"embedding", "aembedding"})
+
+
+def _get(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
+def usage_of(usage: Any) -> TokenUsage:
+    """costwatch's partition of a LiteLLM ``Usage``.
+
+    ``prompt_tokens`` is every input-side token: the cache reads
+    (``prompt_tokens_details.cached_tokens``, or ``cache_read_input_tokens``) and the cache
+    writes (``cache_creation_input_tokens``; the one-hour part in
+    ``prompt_tokens_details.cache_creation_token_details``) are inside it;
+    ``completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``.
+    """
+    prompt_details = _get(usage, "prompt_tokens_details")
+    completion_details = _get(usage, "completion_tokens_details")
+    cache_read = _int(_get(prompt_details, "cached_tokens")) or _int(
+        _get(usage, "cache_read_input_tokens")
+    )
+    cache_write = _int(_get(usage, "cache_creation_input_tokens")) or _int(
+        _get(prompt_details, "cache_creation_tokens")
+    )
+    write_1h = _int(
+        _get(_get(prompt_details, "cache_creation_token_details"), "ephemeral_1h_input_tokens")
+    )
+    reasoning = _int(_get(completion_details, "reasoning_tokens"))
+    return TokenUsage(
+        input=_int(_get(usage, "prompt_tokens")) - cache_read - cache_write,
+        cache_read=cache_read,
+        cache_write=cache_write,
+        output=_int(_get(usage, "completion_tokens")) - reasoning,
+        reasoning=reasoning,
+        cache_write_1h=write_1h,
+        input_audio=_int(_get(prompt_details, "audio_tokens")),
+        output_audio=_int(_get(completion_details, "audio_tokens")),
+    )
+
+
+class _Call:
+    """One LiteLLM call between its start and its success or failure event."""
+
+    __slots__ = ("t0", "context", "sdk_calls", "reservation")
+
+    def __init__(self) -> None:
+        self.t0 = perf_counter()
+        self.context: contextvars.Context | None = None
+        """The caller's context (tags, request): LiteLLM reports a call's end on its own
+        threads."""
+        self.sdk_calls: SdkCalls | None = None
+        self.reservation: Any = None
+
+
+def _provider_and_model(kwargs: Mapping[str, Any]) -> tuple[str, str]:
+    provider = kwargs.get("custom_llm_provider") or _get(
+        kwargs.get("litellm_params"), "custom_llm_provider"
+    )
+    model = kwargs.get("model")
+    model = model if isinstance(model, str) else ""
+    if not provider and "/" in model:
+        provider, _, model = model.partition("/")
+    elif isinstance(provider, str) and model.startswith(provider + "/"):
+        model = model[len(provider) + 1 :]
+    return (provider if isinstance(provider, str) and provider else "unknown"), model
+
+
+def _stage(kwargs: Mapping[str, Any]) -> tuple[str, str]:
+    call_type = str(kwargs.get("call_type") or "")
+    call_type = call_type.rpartition(".")[2]  # CallTypes.aembedding -> aembedding
+    if call_type in _EMBEDDING_CALLS:
+        return "embedding", "embeddings"
+    return "generation", "chat"
+
+
+def _usage_reported(kwargs: Mapping[str, Any]) -> bool:
+    """A stream's usage came from the provider only when it was asked for (OpenAI-style
+    ``stream_options.include_usage``); otherwise LiteLLM counted it itself."""
+    if not kwargs.get("stream"):
+        return True
+    provider, _ = _provider_and_model(kwargs)
+    if provider == "anthropic":  # Anthropic streams always report usage
+        return True
+    options = kwargs.get("stream_options") or _get(kwargs.get("optional_params"), "stream_options")
+    return bool(_get(options, "include_usage"))
+
+
+def _prompt(kwargs: Mapping[str, Any], stage: str) -> Any:
+    """The prompt: the messages, or the embedded input."""
+    return kwargs.get("messages") if stage == "generation" else kwargs.get("input")
+
+
+def _latency(start_time: Any, end_time: Any, call: _Call) -> float:
+    try:
+        return float((end_time - start_time).total_seconds())
+    except Exception:  # LiteLLM gave no datetimes: from when costwatch saw the call start
+        return perf_counter() - call.t0
+
+
+def _text_of(response: Any) -> str:
+    choices = _get(response, "choices") or []
+    parts: list[str] = []
+    for choice in choices:
+        content = _get(_get(choice, "message"), "content")
+        if isinstance(content, str):
+            parts.append(content)
+    return "".join(parts)
+
+
+class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
+    """Records every LiteLLM call in costwatch and runs its budget preflight before async
+    calls.  Add it to ``litellm.callbacks`` (or the proxy's ``litellm_settings.callbacks``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._calls: OrderedDict[str, _Call] = OrderedDict()
+        self._lock = threading.Lock()
+        self._specs = Specs()
+
+    def _call(self, kwargs: Mapping[str, Any], create: bool) -> _Call | None:
+        call_id = kwargs.get("litellm_call_id")
+        if not isinstance(call_id, str):
+            return None
+        with self._lock:
+            call = self._calls.get(call_id)
+            if call is None and create:
+                call = self._calls[call_id] = _Call()
+                if len(self._calls) > _MAX_PENDING:
+                    self._calls.popitem(last=False)
+        return call
+
+    def _finish(self, kwargs: Mapping[str, Any]) -> _Call | None:
+        call_id = kwargs.get("litellm_call_id")
+        with self._lock:
+            return self._calls.pop(call_id, None) if isinstance(call_id, str) else None
+
+    # --- before the call -------------------------------------------------------------------
+
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> None:
+        """costwatch's budget preflight: ``BudgetExceeded`` propagates and nothing is sent."""
+        from costwatch._core import runtime as _runtime
+        from costwatch._core.errors import BudgetExceeded
+
+        try:
+            if not _runtime.runtime().budgets.active:
+                return None
+            provider, model = _provider_and_model(kwargs)
+            stage, operation = _stage({"call_type": call_type, **kwargs})
+            spec = self._specs.get(provider, stage, operation)
+            prompt = _prompt(kwargs, stage)
+            max_output = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
+            reservation = spec.preflight(
+                model,
+                count_prompt_tokens(prompt, model),
+                0 if stage == "embedding" else max_output if type(max_output) is int else None,
+            )
+            call = self._call(kwargs, create=True)
+            if call is not None:
+                call.reservation = reservation
+            elif reservation is not None:
+                reservation.settle(None)
+        except BudgetExceeded:
+            raise
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+        return None
+
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> None:
+        """Runs in the caller's context right before the request: remember the context (tags,
+        request) and start counting the SDK calls instrumentation records."""
+        try:
+            call = self._call(kwargs, create=True)
+            if call is not None:
+                call.context = contextvars.copy_context()
+                call.sdk_calls = start_model_call()
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    # --- after it --------------------------------------------------------------------------
+
+    def log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._success(kwargs, response_obj, start_time, end_time)
+
+    async def async_log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._success(kwargs, response_obj, start_time, end_time)
+
+    def log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._failure(kwargs, start_time, end_time)
+
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._failure(kwargs, start_time, end_time)
+
+    def _success(
+        self, kwargs: Mapping[str, Any], response: Any, start_time: Any, end_time: Any
+    ) -> None:
+        try:
+            call = self._ended(kwargs)
+            if call is not None:
+                latency = _latency(start_time, end_time, call)
+                _run_in(call, self._record, call, kwargs, response, latency)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def _failure(self, kwargs: Mapping[str, Any], start_time: Any, end_time: Any) -> None:
+        try:
+            call = self._ended(kwargs)
+            if call is None:
+                return
+            provider, model = _provider_and_model(kwargs)
+            spec = self._specs.get(provider, *_stage(kwargs))
+            exc = kwargs.get("exception")
+            error = exc if isinstance(exc, BaseException) else RuntimeError("litellm call failed")
+            latency = _latency(start_time, end_time, call)
+            _run_in(call, spec.emit_failure, model, error, latency, call.reservation)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def _ended(self, kwargs: Mapping[str, Any]) -> _Call | None:
+        """The call LiteLLM reports the end of, unless costwatch's SDK instrumentation
+        recorded it already (its reservation, if the preflight made one, is released)."""
+        call = self._finish(kwargs)
+        if call is None or not recorded_by_sdk(call.sdk_calls):
+            return call
+        if call.reservation is not None:
+            call.reservation.settle(None)
+        return None
+
+    def _record(
+        self, call: _Call, kwargs: Mapping[str, Any], response: Any, latency_s: float
+    ) -> None:
+        provider, model = _provider_and_model(kwargs)
+        stage, operation = _stage(kwargs)
+        spec = self._specs.get(provider, stage, operation)
+        streamed = kwargs.get("complete_streaming_response")
+        response = streamed if streamed is not None else response
+        response_model = _get(response, "model")
+        usage = _get(response, "usage")
+        reported = usage is not None and _usage_reported(kwargs)
+        spec.emit(
+            model,
+            usage_of(usage) if reported else None,
+            latency_s,
+            response_model=response_model if isinstance(response_model, str) else "",
+            prompt=_prompt(kwargs, stage),
+            estimate_text=_text_of(response),
+            reservation=call.reservation,
+        )
+
+
+def _run_in(call: _Call, fn: Any, *args: Any) -> None:
+    """Run ``fn`` in the caller's context (its tags and request) when it was seen."""
+    if call.context is None:
+        fn(*args)
+    else:
+        call.context.run(fn, *args)
