@@ -37,7 +37,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:Depre
 def classes(cw: Any) -> Iterator[tuple[str, ...]]:
     """Class-level instrumentation for one test, undone after it."""
     try:
-        yield cw.instrument()
+        yield cw.instrument(inject_stream_usage=True)
     finally:
         cw.uninstrument()
 
@@ -133,7 +133,7 @@ def test_instrument_after_a_path_was_used_records_that_path_for_an_existing_clie
     assert capture.records == []
 
     try:
-        assert cw.instrument() == ("openai", "anthropic")
+        assert cw.instrument(inject_stream_usage=True) == ("openai", "anthropic")
         after = call(client)
     finally:
         cw.uninstrument()
@@ -156,7 +156,7 @@ def test_instance_instrument_after_a_path_was_used_records_that_path(
     client = _openai(fake_provider)
     call(client)
 
-    cw.instrument(client)
+    cw.instrument(client, inject_stream_usage=True)
     call(client)
 
     if path == "client.post":  # a raw post is not a resource method: only the class patch sees it
@@ -240,7 +240,7 @@ def test_instrument_twice_records_once_and_uninstrument_restores_the_classes(
     original = openai.OpenAI.request
     client = _openai(fake_provider)
     try:
-        cw.instrument()
+        cw.instrument(inject_stream_usage=True)
         cw.instrument("openai")
         _chat(client)
         assert len(capture.records) == 1
@@ -260,7 +260,7 @@ def test_a_client_instrumented_on_its_own_is_recorded_once_under_class_instrumen
     classes: tuple[str, ...], capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
     fake_provider.openai_usage = MINI_USAGE
-    client = costwatch.instrument(_openai(fake_provider))
+    client = costwatch.instrument(_openai(fake_provider), inject_stream_usage=True)
 
     _chat(client)
     _chat_raw(client)
@@ -277,7 +277,7 @@ def test_a_client_used_before_it_was_instrumented_on_its_own_is_still_recorded_o
     client = _openai(fake_provider)
     _chat(client)  # recorded by the class patch
 
-    costwatch.instrument(client)
+    costwatch.instrument(client, inject_stream_usage=True)
     _chat_raw(client)  # by its own patches
     costwatch.uninstrument(client)
     _chat_streamed(client)  # by the class patch again

@@ -59,7 +59,7 @@ def handler(cw: Any) -> CostwatchCallbackHandler:
 
 @pytest.fixture
 def classes(cw: Any) -> Iterator[None]:
-    cw.instrument()
+    cw.instrument(inject_stream_usage=True)
     try:
         yield
     finally:
@@ -207,7 +207,7 @@ def test_streaming_records_the_reported_usage_once_and_leaves_the_chunks_alone(
     llm = _chat(fake_provider, "o4-mini", stream_usage=True)
     plain = [chunk.content for chunk in llm.stream("Why?")]
     if with_classes:
-        cw.instrument()
+        cw.instrument(inject_stream_usage=True)
     try:
         chunks = [c.content for c in llm.stream("Why?", config={"callbacks": [handler]})]
     finally:
@@ -232,7 +232,7 @@ async def test_async_invoke_and_astream_are_recorded_once_each(
     fake_provider.openai_usage = MINI_USAGE
     llm = _chat(fake_provider, stream_usage=True)
     if with_classes:
-        cw.instrument()
+        cw.instrument(inject_stream_usage=True)
     try:
         with costwatch.tags(feature="async"):
             reply = await llm.ainvoke("Hi", config={"callbacks": [handler]})
@@ -256,7 +256,7 @@ def test_batch_records_every_input_once_under_its_tags(
     fake_provider.openai_usage = MINI_USAGE
     llm = _chat(fake_provider)
     if with_classes:
-        cw.instrument()
+        cw.instrument(inject_stream_usage=True)
     try:
         with costwatch.tags(team="batchers"):
             replies = llm.batch(["a", "b", "c"], config={"callbacks": [handler]})
@@ -302,7 +302,7 @@ def test_anthropic_cache_reads_and_both_cache_write_rates_are_priced_exactly(
     fake_provider.anthropic_usage = CLAUDE_USAGE
     llm = _claude(fake_provider)
     if with_classes:
-        cw.instrument()
+        cw.instrument(inject_stream_usage=True)
     try:
         reply = llm.invoke("Hi", config={"callbacks": [handler]})
     finally:
@@ -329,7 +329,7 @@ def test_a_completion_llm_is_recorded_once_as_a_text_completion(
     fake_provider.openai_usage = OpenAIUsage(prompt_tokens=700, completion_tokens=40)
     llm = OpenAI(model=model, base_url=fake_provider.openai_base_url, api_key="t", max_retries=0)
     if with_classes:
-        cw.instrument()
+        cw.instrument(inject_stream_usage=True)
     try:
         text = llm.invoke("Ticket: refund?\nLabel:", config={"callbacks": [handler]})
     finally:

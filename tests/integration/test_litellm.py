@@ -243,7 +243,7 @@ def test_with_class_instrumentation_too_each_call_is_recorded_once(
 ) -> None:
     fake_provider.openai_usage = MINI_USAGE
     fake_provider.embedding_tokens = 42
-    cw.instrument()
+    cw.instrument(inject_stream_usage=True)
 
     with costwatch.tags(feature="both"):
         litellm.completion(messages=MESSAGES, **_openai(fake_provider))

@@ -102,7 +102,7 @@ def test_with_class_instrumentation_embeddings_are_exact_and_nothing_is_recorded
 ) -> None:
     fake_provider.openai_usage = MINI_USAGE
     fake_provider.embedding_tokens = 9
-    cw.instrument()
+    cw.instrument(inject_stream_usage=True)
     engine = _engine(fake_provider)
     [build] = capture.records
     assert (build.stage, build.usage, build.usage_source) == (
@@ -139,7 +139,7 @@ def test_a_streamed_chat_is_recorded_once_with_its_tokens_unchanged(
     fake_provider.openai_usage = MINI_USAGE
     llm = _llm(fake_provider)
     if with_classes:
-        cw.instrument()
+        cw.instrument(inject_stream_usage=True)
 
     deltas = [r.delta for r in llm.stream_chat([ChatMessage(role="user", content="Hi")])]
 
