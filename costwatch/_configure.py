@@ -84,18 +84,24 @@ class Runtime:
             threading.Thread(target=self._warm_up, name="costwatch-warm-up", daemon=True).start()
 
     def _tally_for_readers(self) -> Tally:
-        """The ledger, and the Prometheus exporter unless in multiprocess mode, read totals."""
+        """The ledger, and the Prometheus exporter unless in multiprocess mode, read totals.
+
+        The tally guards label values with the guard of the exporter that reads it, so a
+        value is admitted (or counted as overflow) once, for both."""
+        from costwatch._core.labels import LabelGuard
         from costwatch.accounting._tally import Tally
 
         prometheus = self.prometheus
         if prometheus is not None and prometheus.multiprocess:
             prometheus = None
         bounds = None
+        labels = LabelGuard(self.settings.label_limits)
         if prometheus is not None:
             from costwatch.exporters.names import DURATION_BUCKETS
 
             bounds = DURATION_BUCKETS
-        tally = Tally(self.catalog, bounds)
+            labels = prometheus.guard
+        tally = Tally(self.catalog, bounds, labels)
         self.ledger.attach(tally)
         if prometheus is not None:
             prometheus.attach(tally)

@@ -13,10 +13,11 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from decimal import Decimal
 
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord, TokenUsage
 from costwatch._core.sink import CacheEvent, RequestEnd
 from costwatch.accounting._tally import TalliedCalls, Tally, TallyCursor
-from costwatch.exporters._cardinality import GuardedTable, LabelGuard
+from costwatch.exporters._cardinality import GuardedTable
 from costwatch.exporters.names import (
     CACHE_LABELS,
     DURATION_BUCKETS,

@@ -17,10 +17,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import CacheEvent, RequestEnd
 from costwatch.exporters import names
-from costwatch.exporters._cardinality import GuardedTable, LabelGuard
+from costwatch.exporters._cardinality import GuardedTable
 from costwatch.exporters.names import CACHE_LABELS, REQUEST_LABELS, SPEND_LABELS, MetricSpec
 
 _ZERO = Decimal(0)

@@ -25,11 +25,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from costwatch._core.failopen import errors
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters._aggregate import SpendAggregate
-from costwatch.exporters._cardinality import LabelGuard
 from costwatch.exporters._otel_spans import SpanWriter, operation_name
 from costwatch.exporters.names import (
     CACHE_LABELS,
