@@ -23,11 +23,11 @@ exposes at most ``workers * limit`` values plus ``other``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 
 from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
+from costwatch._core.forks import new_lock
 
 OTHER = "other"
 """The value a guarded label takes once its distinct-value limit is reached."""
@@ -110,7 +110,7 @@ class LabelGuard:
         label_limits: Mapping[str, int] | None = None,
         on_overflow: Callable[[str], None] | None = None,
     ) -> None:
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._limits: dict[str, int] = merged_limits(label_limits)
         self._seen: dict[str, set[str]] = {label: set() for label in self._limits}
         self._overflow: dict[str, int] = {}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from costwatch._core.failopen import errors
+from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import TOKEN_TYPES, CostRecord, TokenUsage
 from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
@@ -183,7 +183,7 @@ class Ledger(BaseSink):
 
     def __init__(self, labels: LabelGuard | None = None) -> None:
         self.labels = labels if labels is not None else LabelGuard()
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._rows: dict[tuple[str, ...], list[Any]] = {}
         self._pipelines: dict[str, PipelineTotals] = {}
         self._context: dict[str, list[Any]] = {}

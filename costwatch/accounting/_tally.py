@@ -30,7 +30,6 @@ when read): the recorder prices it on its own.
 
 from __future__ import annotations
 
-import threading
 from _thread import get_ident
 from bisect import bisect_left
 from collections import Counter
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from costwatch._core.context import ATTRIBUTION_TAGS, resolve_strategy
 from costwatch._core.failopen import errors
+from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import TokenUsage
 from costwatch._core.sink import CacheEvent
@@ -100,9 +100,9 @@ class Tally:
         """The guard every key's label values pass (shared with the readers' exporter)."""
         self._width = _BUCKETS + (len(bounds) + 1 if bounds is not None else 0)
         self._entries: dict[TallyKey, list[Any]] = {}
-        self._fold_lock = threading.Lock()
+        self._fold_lock = new_lock()
         self._cache_tables: dict[int, dict[CacheEvent, list[Any]]] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
 
     def entry(self, key: TallyKey) -> list[Any]:
         """The entry for ``key``: its row, then the calls added since the row was last folded,
@@ -167,12 +167,10 @@ class Tally:
             tenant=admit("tenant", key.tenant),
         )
         if guarded == key:
-            row = table[key] = [0, _ZERO]
+            row: list[Any] = [0, _ZERO]
+            table[key] = row
             return row
-        row = table.get(guarded)
-        if row is None:
-            row = table[guarded] = [0, _ZERO]
-        return row
+        return table.setdefault(guarded, [0, _ZERO])
 
     def _new_row(self) -> list[Any]:
         row: list[Any] = [0] * self._width
@@ -237,7 +235,7 @@ class TallyCursor:
         self.tally = tally
         self._seen: dict[TallyKey, list[Any]] = {}
         self._seen_cache: dict[CacheEvent, list[Any]] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
 
     def take(self) -> list[TalliedCalls]:
         """What was added since the last ``take()``, priced; a key that fails to price is

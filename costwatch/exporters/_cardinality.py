@@ -6,10 +6,10 @@ below the in-process totals, which key their rows by guarded values too.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 
 V = TypeVar("V")
@@ -29,7 +29,7 @@ class GuardedTable(Generic[V]):
         self.names = names
         self._guard = guard
         self._factory = factory
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._by_raw: dict[tuple[str, ...], V] = {}
         self._by_labels: dict[tuple[str, ...], V] = {}
         self.cached = self._by_raw.get

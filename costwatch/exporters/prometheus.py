@@ -33,6 +33,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, va
 
 from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
+from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
@@ -74,7 +75,7 @@ class _Backend(Protocol):
 _states: weakref.WeakKeyDictionary[CollectorRegistry, tuple[bool, _Backend]] = (
     weakref.WeakKeyDictionary()
 )
-_states_lock = threading.Lock()
+_states_lock = new_lock()
 
 
 def _backend_for(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costwatch._core.errors import ConfigError
+from costwatch._core.forks import new_lock
 from costwatch._core.money import format_usd
 from costwatch._core.record import SERVICE_TIERS, TokenUsage
 
@@ -872,7 +872,7 @@ class PriceCatalog:
         self._bundled: _RuleTable | None = None
         self._memo: dict[tuple[str, str], Price | None] = {}
         self._fine_tuned: dict[str, bool] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self.genai_lookups = 0
         """How many (provider, model) pairs were looked up in genai-prices (memoisation check)."""
 
