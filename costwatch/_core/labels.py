@@ -66,7 +66,7 @@ def clean_value(label: str, value: str) -> str:
     A repair replaces each surrogate with U+FFFD and keeps the first ``MAX_VALUE_LENGTH``
     characters.  In strict mode the report raises instead.
     """
-    if len(value) <= MAX_VALUE_LENGTH and (value.isascii() or _encodes(value)):
+    if is_clean(value):
         return value
     reasons = []
     if not _encodes(value):
@@ -77,6 +77,19 @@ def clean_value(label: str, value: str) -> str:
         value = value[:MAX_VALUE_LENGTH]
     errors.report(COMPONENT, LabelValueError(f"a value of label {label!r} {'; '.join(reasons)}"))
     return value
+
+
+def tag_value(label: str, value: object) -> str:
+    """A tag's value as costwatch keeps it: ``str(value)``, cleaned (see ``clean_value``)."""
+    text = str(value)
+    if text.isascii() and len(text) <= MAX_VALUE_LENGTH:
+        return text
+    return clean_value(label, text)
+
+
+def is_clean(value: str) -> bool:
+    """Whether ``value`` can be exported as it is (``clean_value`` would return it)."""
+    return len(value) <= MAX_VALUE_LENGTH and (value.isascii() or _encodes(value))
 
 
 def _encodes(value: str) -> bool:

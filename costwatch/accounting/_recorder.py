@@ -16,6 +16,7 @@ from costwatch._core.context import (
     tags_var,
 )
 from costwatch._core.failopen import errors
+from costwatch._core.labels import clean_value, is_clean
 from costwatch._core.record import (
     EMPTY_USAGE,
     SERVICE_TIERS,
@@ -116,9 +117,9 @@ class CallSpec:
         batch: bool = False,
         service_tier: str = "",
     ) -> None:
-        self.provider = provider
+        self.provider = clean_value("provider", provider)
         self.model = model
-        self.stage = stage
+        self.stage = clean_value("stage", stage)
         self.operation = operation
         self.source = source
         self.price_usd = price_usd
@@ -313,6 +314,12 @@ class CallSpec:
         usage_source: UsageSource,
     ) -> CostRecord:
         """Price and attribute one call (the hot path: positional, no optional work)."""
+        if not is_clean(model) or not is_clean(response_model):  # repaired, and counted, once
+            repaired = clean_value("model", model)
+            if response_model:
+                same = response_model == model
+                response_model = repaired if same else clean_value("model", response_model)
+            model = repaired
         if usage.service_tier and usage.service_tier != self.service_tier:
             # The response says which processing tier served the call: price it at that one.
             tiered = self.at_tier(usage.service_tier)
@@ -413,7 +420,10 @@ class CallSpec:
         """The tally entry a plain call of ``model`` (priced at ``price``; unpriced ones are
         counted when read) adds to; kept for the next call when it does not depend on the
         call's tokens (no long-context tiers).  ``None`` when the call is not tallied: its
-        model or provider is past its label limit (see ``Tally.guarded_entry``)."""
+        model or provider is past its label limit (see ``Tally.guarded_entry``), or its model
+        name cannot be exported as it is (``build`` repairs it)."""
+        if not is_clean(model):
+            return None
         tally = rt.tally
         if price is not None and price.tiers:
             tier = price.tier_index(tokens[0] + tokens[1] + tokens[2])

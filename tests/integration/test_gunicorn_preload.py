@@ -31,7 +31,7 @@ REQUESTS = 120
 REQUEST_TIMEOUT_S = 15.0
 """Far below the worker timeout (60 s here): a hung worker is seen as a failed request."""
 
-ROUTES = '''
+ROUTES = """
 
 @costwatch.generation(provider="openai", model="gpt-4o-mini")
 def answer(prompt):
@@ -43,7 +43,7 @@ def route(tenant):
     with costwatch.tags(tenant=tenant, feature="faq"):
         answer("hello")
     return "answered"
-'''
+"""
 
 
 def documented_files(redis_url: str, port: int, metrics_port: int) -> dict[str, str]:
