@@ -45,7 +45,7 @@ def test_a_bad_environment_value_logs_once_and_every_host_call_runs(
     value: str,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-    fake_provider: FakeProvider,  # noqa: F811
+    fake_provider: FakeProvider,
 ) -> None:
     monkeypatch.setenv(variable, value)
     ran: list[str] = []
