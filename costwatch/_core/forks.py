@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures.thread  # noqa: F401 - imported first: see the registration below
 import contextlib
-import logging  # noqa: F401 - imported first: see the registration below
+import logging  # imported first: see the registration below
 import os
 import threading
 import weakref
@@ -130,10 +130,10 @@ def _after_in_child() -> None:
             try:
                 callback()
             except Exception as exc:  # one broken callback must not stop the others
-                from costwatch._core.failopen import errors
-
-                with contextlib.suppress(Exception):  # strict mode: counted, not raised here
-                    errors.report("fork", exc)
+                with contextlib.suppress(Exception):
+                    logging.getLogger("costwatch").warning(
+                        "costwatch could not rebuild %r in a forked child: %r", callback, exc
+                    )
 
 
 # Hooks run before a fork in the reverse order of their registration.  ``logging`` and
