@@ -837,9 +837,20 @@ def _genai_lookup(provider: str, candidates: Sequence[str], fine_tuned: bool) ->
     from genai_prices import data_snapshot
 
     snapshot = data_snapshot.get_snapshot()
+    known: Any = None
+    if provider.lower() != "litellm":  # litellm names its provider in the model: by id, below
+        # The provider first, then each name at it: looked up by id with each name, genai-prices
+        # would cache one entry per name, found or not (a model made up per call grows it).
+        try:
+            known = snapshot.find_provider(None, provider, None)
+        except LookupError:
+            return None
     for name in candidates:
         try:
-            found_provider, info = snapshot.find_provider_model(name, None, provider, None)
+            if known is not None:
+                found_provider, info = snapshot.find_provider_model(name, known, None, None)
+            else:
+                found_provider, info = snapshot.find_provider_model(name, None, provider, None)
         except LookupError:
             continue
         return _price_from_genai(str(found_provider.id), info, fine_tuned, datetime.now(UTC))
