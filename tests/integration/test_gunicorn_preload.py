@@ -101,7 +101,7 @@ def gunicorn_app(redis_server: str, tmp_path: Path) -> Iterator[tuple[int, int]]
         wait_for_port(metrics_port, proc)
         yield port, metrics_port
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGINT)  # gunicorn's quick shutdown, master and workers
         try:
             proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
