@@ -19,7 +19,8 @@ CALLS = 1_000_000
 RSS_BOUND_MB = 50.0
 """Growth of the resident set over the million calls (before the fix: about 3.9 GB)."""
 READ_BOUND_S = 1.0
-"""A scrape or a summary() of everything (before the fix: minutes)."""
+"""CPU seconds of a scrape or a summary() of everything (before the fix: minutes).  CPU time,
+not wall time: the machine running the suite may be shared."""
 
 WORKLOAD = """
 import json, sys
@@ -41,5 +42,5 @@ def test_a_million_calls_with_random_tags_and_models_stay_within_bounds() -> Non
     result = json.loads(proc.stdout.strip().splitlines()[-1])
 
     assert result["growth_mb"] < RSS_BOUND_MB, result
-    assert result["scrape_s"] < READ_BOUND_S, result
-    assert result["summary_s"] < READ_BOUND_S, result
+    assert result["scrape_cpu_s"] < READ_BOUND_S, result
+    assert result["summary_cpu_s"] < READ_BOUND_S, result
