@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import costwatch
 from costwatch._core.labels import MAX_VALUE_LENGTH
-from tests.integration.test_multiprocess import multiproc_env_in, run_python
+from tests.integration.test_multiprocess import SERVER, multiproc_env_in, run_python
 
 LONE_SURROGATE = json.loads('"tenant-\\ud800"')
 LONG_MODEL = "m" * 10_000
@@ -104,21 +104,13 @@ with costwatch.tags(tenant=json.loads('"tenant-\\ud800"')):
 costwatch.record(provider="openai", model="x" * 5000, input_tokens=10, output_tokens=2)
 """
 
-MP_SERVER = r"""
-import time
-import costwatch
-server = costwatch.serve_metrics(0)
-print(server.port, flush=True)
-time.sleep(120)
-"""
-
 
 def test_multiprocess_files_never_hold_a_series_that_breaks_the_scrape(tmp_path: Path) -> None:
     env = multiproc_env_in(tmp_path)
     worker = run_python(MP_WORKER, env=env)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
-    server = run_python(MP_SERVER, env=env)
+    server = run_python(SERVER, env=env)
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
