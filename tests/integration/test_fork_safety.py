@@ -156,6 +156,7 @@ if __name__ == "__main__":
 )
 
 
+@pytest.mark.timeout(600)  # a dozen forks next to four busy threads
 def test_children_forked_while_threads_record_and_read_all_answer(redis_server: str) -> None:
     outcomes = run_scenario(FORK_UNDER_LOAD, "12", redis_server, str(CHILD_TIMEOUT_S / 2))
 
