@@ -31,9 +31,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.metrics import disable_created_metrics
 
 import costwatch
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord, TokenUsage
 from costwatch.exporters import names
-from costwatch.exporters._cardinality import LabelGuard
 from costwatch.exporters._prom_client import ClientMetrics
 from costwatch.exporters.prometheus import PrometheusSink
 

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from costwatch._core import forks
 from costwatch._core import runtime as holder
-from costwatch._core.failopen import logger
+from costwatch._core.failopen import errors, logger
 from costwatch._core.settings import Settings, load_settings
 from costwatch._core.sink import Sink
 from costwatch.accounting._ledger import Ledger
@@ -80,22 +81,34 @@ class Runtime:
         """The sinks that need each event even when it was added to the tally: a ``CostRecord``
         for a tallied call, a ``CacheEvent`` for a cache lookup."""
         self.budgets: BudgetRegistry = BudgetRegistry(None, clock, lambda: self.sinks)
+        self._warmed = not settings.warm_up
+        """The warm-up ran (or is not wanted); a child forked before it did runs its own."""
         if settings.warm_up:
-            threading.Thread(target=self._warm_up, name="costwatch-warm-up", daemon=True).start()
+            self._start_warm_up()
+        forks.after_fork_in_child(self._after_fork_in_child)
+
+    def _start_warm_up(self) -> None:
+        threading.Thread(target=self._warm_up, name="costwatch-warm-up", daemon=True).start()
 
     def _tally_for_readers(self) -> Tally:
-        """The ledger, and the Prometheus exporter unless in multiprocess mode, read totals."""
+        """The ledger, and the Prometheus exporter unless in multiprocess mode, read totals.
+
+        The tally guards label values with the guard of the exporter that reads it, so a
+        value is admitted (or counted as overflow) once, for both."""
+        from costwatch._core.labels import LabelGuard
         from costwatch.accounting._tally import Tally
 
         prometheus = self.prometheus
         if prometheus is not None and prometheus.multiprocess:
             prometheus = None
         bounds = None
+        labels = LabelGuard(self.settings.label_limits)
         if prometheus is not None:
             from costwatch.exporters.names import DURATION_BUCKETS
 
             bounds = DURATION_BUCKETS
-        tally = Tally(self.catalog, bounds)
+            labels = prometheus.guard
+        tally = Tally(self.catalog, bounds, labels)
         self.ledger.attach(tally)
         if prometheus is not None:
             prometheus.attach(tally)
@@ -103,13 +116,25 @@ class Runtime:
         return tally
 
     def _warm_up(self) -> None:
+        """Import and load what the first calls would (price data, tokenizer files) as work a
+        fork waits for (see ``_core.forks``): a child never inherits an import half-way, and
+        the workers of a pre-fork server share what their parent loaded."""
         try:
-            self.catalog.warm_up()
-            from costwatch._core.tokens import preload_encodings
+            with forks.background():
+                self.catalog.warm_up()
+                from costwatch._core.tokens import preload_encodings
 
-            preload_encodings()
+                preload_encodings()
         except Exception as exc:  # a background thread: log, never raise (even when strict)
             logger.warning("costwatch could not preload prices/tokenizers: %r", exc)
+        self._warmed = True
+
+    def _after_fork_in_child(self) -> None:
+        """What belongs to a process is rebuilt in a forked child: the budget settlement worker
+        (its thread, queue and locks) and the warm-up, if the parent's had not finished."""
+        self.budgets._after_fork_in_child()
+        if not self._warmed:
+            self._start_warm_up()
 
     def close(self) -> None:
         """Record streams dropped unclosed, flush budget settlements, stop background work."""
@@ -122,7 +147,22 @@ class Runtime:
 
 
 def _default_runtime() -> Runtime:
-    return Runtime(load_settings({}))
+    """The runtime of a process that never called ``configure()``: from ``COSTWATCH_*``, or,
+    when those are invalid, the defaults, with one clear error logged and counted (component
+    ``config``): a host's calls never fail on configuration nobody asked for explicitly."""
+    try:
+        return Runtime(load_settings({}))
+    except Exception as exc:
+        problem = exc
+    logger.error(
+        "costwatch: the COSTWATCH_* environment is not valid (%s); costwatch ignores it and "
+        "runs with its defaults. Fix the variable, or call costwatch.configure(), which raises.",
+        problem,
+    )
+    rt = Runtime(Settings())
+    holder.install(rt)  # under the holder's (reentrant) lock: its sinks count the error
+    errors.count("config")
+    return rt
 
 
 holder.set_default_factory(_default_runtime)

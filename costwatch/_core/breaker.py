@@ -9,10 +9,11 @@ died) is replaced by another one after a further cooldown, so the breaker cannot
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Literal
+
+from costwatch._core.forks import new_lock
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -45,7 +46,7 @@ class CircuitBreaker:
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._state: BreakerState = "closed"
         self._failures = 0
         self._opened_at = 0.0

@@ -15,6 +15,7 @@ from contextvars import ContextVar, Token
 from decimal import Decimal
 from types import MappingProxyType, TracebackType
 
+from costwatch._core.labels import tag_value
 from costwatch._core.memo import BoundedMemo
 from costwatch._core.record import CostRecord
 
@@ -99,7 +100,7 @@ class tags:  # noqa: N801 - a context manager used like a function, as in contex
     __slots__ = ("_values", "_token")
 
     def __init__(self, **values: object) -> None:
-        self._values = tuple([(k, str(v)) for k, v in values.items() if v is not None])
+        self._values = tuple([(k, tag_value(k, v)) for k, v in values.items() if v is not None])
         self._token: Token[TagSet] | None = None
 
     def __enter__(self) -> Mapping[str, str]:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 
+_URL_CREDENTIALS = re.compile(r"://[^\s]*@")
+
+
+def redact(value: object) -> object:
+    """``value`` with the credentials of a URL in it (``redis://user:password@host``) hidden."""
+    if isinstance(value, str) and "@" in value and "://" in value:
+        return _URL_CREDENTIALS.sub("://***@", value)
+    return value
+
 
 class ConfigError(ValueError):
-    """Invalid configuration: the message names the field and the bad value."""
+    """Invalid configuration: the message names the field and the bad value (the credentials
+    of a URL hidden: a Redis URL's password never reaches a log)."""
 
     def __init__(self, field: str, value: object, reason: str) -> None:
+        value = redact(value)
         self.field = field
         self.value = value
         self.reason = reason

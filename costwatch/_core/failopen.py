@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
+
+from costwatch._core.forks import new_lock
 
 logger = logging.getLogger("costwatch")
 
@@ -18,7 +19,7 @@ class InternalErrors:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._counts: dict[str, int] = {}
         self._last_logged: dict[str, float] = {}
         self.strict = False
@@ -28,14 +29,11 @@ class InternalErrors:
         """Count and maybe log ``exc``; raise it again in strict mode."""
         now = self._clock()
         with self._lock:
-            self._counts[component] = self._counts.get(component, 0) + 1
             last = self._last_logged.get(component)
             should_log = last is None or now - last >= _LOG_INTERVAL_S
             if should_log:
                 self._last_logged[component] = now
-        for listener in self.listeners:
-            with contextlib.suppress(Exception):  # a broken sink must not hide the error
-                listener(component)
+        self.count(component)
         if should_log:
             logger.warning(
                 "costwatch internal error in %s (further errors of this component are "
@@ -45,6 +43,14 @@ class InternalErrors:
             )
         if self.strict:
             raise exc
+
+    def count(self, component: str) -> None:
+        """Count one error of ``component`` (whoever calls this has logged it already)."""
+        with self._lock:
+            self._counts[component] = self._counts.get(component, 0) + 1
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):  # a broken sink must not hide the error
+                listener(component)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

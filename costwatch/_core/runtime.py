@@ -8,16 +8,16 @@ reads the runtime here, so no layer imports the layer that wires them together.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from costwatch._core.failopen import errors
+from costwatch._core.forks import new_rlock
 
 if TYPE_CHECKING:
     from costwatch._configure import Runtime as Runtime
 
-_lock = threading.RLock()
+_lock = new_rlock()
 current: Runtime | None = None
 """The installed runtime (None before first use): the call path reads it as
 ``runtime.current or runtime.runtime()``, which skips a function call."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from costwatch._core.forks import new_lock
 from costwatch._core.money import format_usd
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ class _Encodings:
     """Loads each encoding at most once, thread-safely, and only from a verified local file."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._loaded: dict[str, _Encoder | None] = {}
         self._warned = False
 

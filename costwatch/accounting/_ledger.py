@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from costwatch._core.failopen import errors
+from costwatch._core.forks import new_lock
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import TOKEN_TYPES, CostRecord, TokenUsage
 from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
 from costwatch.accounting._tally import Tally, TallyCursor
@@ -169,11 +170,20 @@ def _new_row() -> list[Any]:
     return [0, 0, _ZERO, 0, 0, 0, 0, 0, 0, 0.0, 0, _ZERO, _ZERO]
 
 
-class Ledger(BaseSink):
-    """Aggregates records by their full attribution key; ``summary()`` rolls the keys up."""
+_LEDGER_LABELS = ("strategy", "stage", "provider", "model", "feature", "team", "tenant")
+"""A ledger row's key, in order: label values passed through the guard."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+
+class Ledger(BaseSink):
+    """Aggregates records by their full attribution key; ``summary()`` rolls the keys up.
+
+    Keys hold guarded label values (``_core.labels``), so the ledger is bounded by the label
+    limits: past a limit, values are summed under ``other``.
+    """
+
+    def __init__(self, labels: LabelGuard | None = None) -> None:
+        self.labels = labels if labels is not None else LabelGuard()
+        self._lock = new_lock()
         self._rows: dict[tuple[str, ...], list[Any]] = {}
         self._pipelines: dict[str, PipelineTotals] = {}
         self._context: dict[str, list[Any]] = {}
@@ -182,8 +192,10 @@ class Ledger(BaseSink):
         self._tally: TallyCursor | None = None
 
     def attach(self, tally: Tally) -> None:
-        """Also count the calls the recorder only tallied (read at each ``summary()``)."""
+        """Also count the calls the recorder only tallied (read at each ``summary()``), and
+        guard label values as the tally does."""
         self._tally = tally.cursor()
+        self.labels = tally.labels
 
     def _absorb_tally(self) -> None:
         if self._tally is None:
@@ -220,14 +232,23 @@ class Ledger(BaseSink):
                 )
 
     def on_record(self, record: CostRecord) -> None:
-        key = (
-            record.strategy,
-            record.stage,
-            record.provider,
-            record.model,
-            record.feature,
-            record.team,
-            record.tenant,
+        labels = self.labels
+        key = labels.guard(
+            _LEDGER_LABELS,
+            (
+                record.strategy,
+                record.stage,
+                record.provider,
+                record.model,
+                record.feature,
+                record.team,
+                record.tenant,
+            ),
+        )
+        sources = (
+            [(labels.admit("source", src), src, n) for src, n in record.context_tokens.items()]
+            if record.context_tokens
+            else ()
         )
         with self._lock:
             row = self._add(
@@ -239,15 +260,15 @@ class Ledger(BaseSink):
                 record.usage,
                 record.latency_s,
             )
-            if record.context_tokens:
-                for source, tokens in record.context_tokens.items():
-                    ctx = self._context.get(source)
-                    if ctx is None:
-                        ctx = self._context[source] = [0, _ZERO]
-                    ctx[0] += tokens
-                    ctx[1] += record.context_cost_usd.get(source, _ZERO)
-                    row[_CTX_T] += tokens
-                    row[_CTX_C] += record.context_cost_usd.get(source, _ZERO)
+            for label, source, tokens in sources:
+                cost = record.context_cost_usd.get(source, _ZERO)
+                ctx = self._context.get(label)
+                if ctx is None:
+                    ctx = self._context[label] = [0, _ZERO]
+                ctx[0] += tokens
+                ctx[1] += cost
+                row[_CTX_T] += tokens
+                row[_CTX_C] += cost
 
     def _add(
         self,
@@ -280,17 +301,22 @@ class Ledger(BaseSink):
         return row
 
     def on_request_end(self, event: RequestEnd) -> None:
+        pipeline = self.labels.admit("pipeline", event.pipeline)
+        strategy = self.labels.admit("strategy", event.strategy)
         with self._lock:
-            totals = self._pipelines.get(event.pipeline)
+            totals = self._pipelines.get(pipeline)
             if totals is None:
-                totals = self._pipelines[event.pipeline] = PipelineTotals()
+                totals = self._pipelines[pipeline] = PipelineTotals()
             totals.requests += 1
             if event.status != "ok":
                 totals.errors += 1
             totals.cost_usd += event.cost_usd
-            totals.strategies[event.strategy] = totals.strategies.get(event.strategy, 0) + 1
+            totals.strategies[strategy] = totals.strategies.get(strategy, 0) + 1
 
     def on_cache(self, event: CacheEvent) -> None:
+        cache = self.labels.admit("cache", event.cache)
+        if cache is not event.cache:
+            event = event._replace(cache=cache)
         with self._lock:
             self._add_cache(event, 1)
 

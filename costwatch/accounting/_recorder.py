@@ -16,6 +16,7 @@ from costwatch._core.context import (
     tags_var,
 )
 from costwatch._core.failopen import errors
+from costwatch._core.labels import clean_value, is_clean
 from costwatch._core.record import (
     EMPTY_USAGE,
     SERVICE_TIERS,
@@ -116,9 +117,9 @@ class CallSpec:
         batch: bool = False,
         service_tier: str = "",
     ) -> None:
-        self.provider = provider
+        self.provider = clean_value("provider", provider)
         self.model = model
-        self.stage = stage
+        self.stage = clean_value("stage", stage)
         self.operation = operation
         self.source = source
         self.price_usd = price_usd
@@ -313,6 +314,12 @@ class CallSpec:
         usage_source: UsageSource,
     ) -> CostRecord:
         """Price and attribute one call (the hot path: positional, no optional work)."""
+        if not is_clean(model) or not is_clean(response_model):  # repaired, and counted, once
+            repaired = clean_value("model", model)
+            if response_model:
+                same = response_model == model
+                response_model = repaired if same else clean_value("model", response_model)
+            model = repaired
         if usage.service_tier and usage.service_tier != self.service_tier:
             # The response says which processing tier served the call: price it at that one.
             tiered = self.at_tier(usage.service_tier)
@@ -409,16 +416,21 @@ class CallSpec:
         attribution: tuple[str, ...],
         tokens: Tokens,
         price: Price | None,
-    ) -> list[Any]:
+    ) -> list[Any] | None:
         """The tally entry a plain call of ``model`` (priced at ``price``; unpriced ones are
         counted when read) adds to; kept for the next call when it does not depend on the
-        call's tokens (no long-context tiers)."""
+        call's tokens (no long-context tiers).  ``None`` when the call is not tallied: its
+        model or provider is past its label limit (see ``Tally.guarded_entry``), or its model
+        name cannot be exported as it is (``build`` repairs it)."""
+        if not is_clean(model):
+            return None
         tally = rt.tally
         if price is not None and price.tiers:
             tier = price.tier_index(tokens[0] + tokens[1] + tokens[2])
-            return tally.entry((self.provider, self.stage, model, attribution, tier))
-        entry = tally.entry((self.provider, self.stage, model, attribution, 0))
-        self._kept = _Kept(tally, model, attribution, entry)
+            return tally.guarded_entry(self.provider, self.stage, model, attribution, tier)
+        entry = tally.guarded_entry(self.provider, self.stage, model, attribution, 0)
+        if entry is not None:
+            self._kept = _Kept(tally, model, attribution, entry)
         return entry
 
     def deliver(
@@ -477,12 +489,7 @@ class CallSpec:
             or (_context.scoped and (request_var.get() is not None or scopes_var.get()))
             or (tokens[6] is not None and tokens[6].service_tier)
         ):
-            usage = TokenUsage.of(tokens)
-            self.deliver(
-                rt,
-                self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
-                reservation,
-            )
+            self._deliver_usage(rt, model, tokens, latency_s, response_model, reservation)
             return
         attribution = tags_var.get().attribution if _context.tagged else NO_ATTRIBUTION
         kept = self._kept
@@ -490,8 +497,11 @@ class CallSpec:
             entry = kept.entry
         else:
             priced_as, price = self.price_for(rt, model, response_model)
-            model = priced_as
-            entry = self._entry(rt, model, attribution, tokens, price)
+            found = self._entry(rt, priced_as, attribution, tokens, price)
+            if found is None:  # a model or provider past its label limit: priced on its own
+                self._deliver_usage(rt, model, tokens, latency_s, response_model, None)
+                return
+            model, entry = priced_as, found
         entry.extend(tokens + (latency_s,))  # noqa: RUF005 - faster than (*tokens, ...)
         if len(entry) > ENTRY_LIMIT:
             rt.tally.fold(entry)
@@ -501,6 +511,23 @@ class CallSpec:
             )
             for sink in rt.untallied_sinks:
                 sink.on_record(record)
+
+    def _deliver_usage(
+        self,
+        rt: Runtime,
+        model: str,
+        tokens: Tokens,
+        latency_s: float,
+        response_model: str,
+        reservation: Reservation | None,
+    ) -> None:
+        """A successful call with reported usage, priced and fanned out on its own."""
+        usage = TokenUsage.of(tokens)
+        self.deliver(
+            rt,
+            self.build(rt, model, usage, latency_s, "ok", response_model, "reported"),
+            reservation,
+        )
 
 
 def _estimate(

@@ -21,11 +21,15 @@ many different costs share it), in rows kept per thread so that each has a singl
 hit adds to a row instead of taking two locks.  Tables are kept by thread identifier, which
 CPython reuses as threads end, so a thread that starts takes over the table of one that
 finished.
+
+Keys hold guarded label values (``_core.labels``): past a label's limit its values share the
+``other`` row, so the tally is bounded by the label limits whatever the tags.  A call whose
+model or provider is past its limit is not tallied (its price is looked up by the key's model
+when read): the recorder prices it on its own.
 """
 
 from __future__ import annotations
 
-import threading
 from _thread import get_ident
 from bisect import bisect_left
 from collections import Counter
@@ -36,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from costwatch._core.context import ATTRIBUTION_TAGS, resolve_strategy
 from costwatch._core.failopen import errors
+from costwatch._core.forks import new_lock
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import TokenUsage
 from costwatch._core.sink import CacheEvent
 
@@ -81,15 +87,22 @@ class TalliedCalls:
 class Tally:
     """Running totals of successful calls by ``TallyKey``, and of cache lookups."""
 
-    def __init__(self, catalog: PriceCatalog, bounds: tuple[float, ...] | None = None) -> None:
+    def __init__(
+        self,
+        catalog: PriceCatalog,
+        bounds: tuple[float, ...] | None = None,
+        labels: LabelGuard | None = None,
+    ) -> None:
         self.catalog = catalog
         self.bounds = bounds
         """Duration bucket bounds, when a consumer exports a latency histogram."""
+        self.labels = labels if labels is not None else LabelGuard()
+        """The guard every key's label values pass (shared with the readers' exporter)."""
         self._width = _BUCKETS + (len(bounds) + 1 if bounds is not None else 0)
         self._entries: dict[TallyKey, list[Any]] = {}
-        self._fold_lock = threading.Lock()
+        self._fold_lock = new_lock()
         self._cache_tables: dict[int, dict[CacheEvent, list[Any]]] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
 
     def entry(self, key: TallyKey) -> list[Any]:
         """The entry for ``key``: its row, then the calls added since the row was last folded,
@@ -103,6 +116,19 @@ class Tally:
         if entry is None:
             entry = self._entries.setdefault(key, [self._new_row()])
         return entry
+
+    def guarded_entry(
+        self, provider: str, stage: str, model: str, attribution: tuple[str, ...], tier: int
+    ) -> list[Any] | None:
+        """The entry of a call, its label values guarded; ``None`` when ``provider`` or
+        ``model`` is not admitted as it is (past its limit, or repaired): such a call is priced
+        on its own, since the tally prices a key by its model."""
+        admit = self.labels.admit
+        if admit("provider", provider) is not provider or admit("model", model) is not model:
+            return None
+        return self.entry(
+            (provider, stage, model, self.labels.guard(ATTRIBUTION_TAGS, attribution), tier)
+        )
 
     def fold(self, entry: list[Any]) -> None:
         """Fold the calls an entry holds into its row.
@@ -125,10 +151,26 @@ class Tally:
                 table = self._cache_tables.setdefault(get_ident(), {})
         row = table.get(key)
         if row is None:
-            row = table[key] = [0, _ZERO]
+            row = self._cache_row(table, key)
         row[0] += 1
         if saved_usd:
             row[1] += saved_usd
+
+    def _cache_row(self, table: dict[CacheEvent, list[Any]], key: CacheEvent) -> list[Any]:
+        """The row of a lookup not counted in ``table`` yet: that of its guarded values (the
+        raw key is kept only when the guard left it as it was, so the table stays bounded)."""
+        admit = self.labels.admit
+        guarded = key._replace(
+            cache=admit("cache", key.cache),
+            feature=admit("feature", key.feature),
+            team=admit("team", key.team),
+            tenant=admit("tenant", key.tenant),
+        )
+        if guarded == key:
+            row: list[Any] = [0, _ZERO]
+            table[key] = row
+            return row
+        return table.setdefault(guarded, [0, _ZERO])
 
     def _new_row(self) -> list[Any]:
         row: list[Any] = [0] * self._width
@@ -193,7 +235,7 @@ class TallyCursor:
         self.tally = tally
         self._seen: dict[TallyKey, list[Any]] = {}
         self._seen_cache: dict[CacheEvent, list[Any]] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
 
     def take(self) -> list[TalliedCalls]:
         """What was added since the last ``take()``, priced; a key that fails to price is

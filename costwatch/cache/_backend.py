@@ -24,11 +24,12 @@ turns into ``result="error"``, not a costwatch bug.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from costwatch._core.forks import after_fork_in_child, new_lock
 
 if TYPE_CHECKING:
     import redis
@@ -138,7 +139,7 @@ class MemoryBackend:
         self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._clock = clock
         self._max_entries = max_entries
         self._async = _AsyncMemoryBackend(self)
@@ -369,7 +370,7 @@ class RedisBackend:
         self._acquire = client.register_script(_ACQUIRE_LUA)
         self._write_release = client.register_script(_WRITE_RELEASE_LUA)
         self._async: AsyncRedisBackend | None = None
-        self._async_lock = threading.Lock()
+        self._async_lock = new_lock()
         self.tracker: GenerationTracker | None = None
         if track_generations:
             from costwatch.cache._tracking import GenerationTracker
@@ -484,7 +485,13 @@ class AsyncRedisBackend:
             None
         )
         """The loop of the latest call and its client (most processes run one loop)."""
-        self._lock = threading.Lock()
+        self._lock = new_lock()
+        after_fork_in_child(self._forget_clients)
+
+    def _forget_clients(self) -> None:
+        """In a forked child: the clients' sockets are the parent's (never closed here)."""
+        self._per_loop = weakref.WeakKeyDictionary()
+        self._last = None
 
     def _client(self) -> tuple[Any, Any, Any]:
         loop = asyncio.get_running_loop()
@@ -589,7 +596,7 @@ class AsyncRedisBackend:
             await found[0].aclose()
 
 
-_shared_lock = threading.Lock()
+_shared_lock = new_lock()
 _shared: dict[tuple[str, float], RedisBackend] = {}
 
 

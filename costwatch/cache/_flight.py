@@ -8,6 +8,8 @@ import asyncio
 import threading
 from decimal import Decimal
 
+from costwatch._core.forks import new_lock
+
 
 class Flight:
     """One in-process computation of a key that concurrent callers wait for.
@@ -40,7 +42,7 @@ class Flights:
     def __init__(self) -> None:
         self._flights: dict[str, Flight] = {}
         self._aflights: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop, Flight]] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
 
     # -- threads -----------------------------------------------------------------------------
     def join_or_lead(self, key: str) -> tuple[Flight, bool]:

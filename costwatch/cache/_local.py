@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from decimal import Decimal
@@ -10,6 +9,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from costwatch._core.forks import new_lock
 from costwatch.cache._copy import Copier, copier
 
 LocalKey = Hashable
@@ -41,7 +41,7 @@ class LocalLRU:
 
     def __init__(self, size: int, ttl_s: float, clock: Callable[[], float]) -> None:
         self._data: OrderedDict[LocalKey, LocalEntry] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._size = size
         self._ttl = ttl_s
         self._clock = clock

@@ -3,12 +3,12 @@ in-memory backend every cache of a runtime shares when no Redis is configured.""
 
 from __future__ import annotations
 
-import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from costwatch._core import runtime as _runtime
 from costwatch._core.breaker import CircuitBreaker
+from costwatch._core.forks import new_lock
 from costwatch.cache._backend import AsyncCacheBackend, CacheBackend, MemoryBackend
 from costwatch.cache._local import LocalLRU
 
@@ -58,7 +58,7 @@ class Resolved:
         self.is_redis = is_redis
         self.gens: dict[str, tuple[float, int]] = {}
         """Namespace generations read recently: generation key -> (trusted until, generation)."""
-        self._lock = threading.Lock()
+        self._lock = new_lock()
 
     @property
     def abackend(self) -> AsyncCacheBackend:
@@ -71,7 +71,7 @@ class Resolved:
         return found
 
 
-_twins_lock = threading.Lock()
+_twins_lock = new_lock()
 _twins: dict[int, tuple[Any, MemoryBackend]] = {}
 
 

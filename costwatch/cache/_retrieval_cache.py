@@ -30,7 +30,6 @@ import inspect
 import logging
 import math
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
@@ -39,6 +38,7 @@ from costwatch._core import runtime as _runtime
 from costwatch._core.breaker import CircuitBreaker
 from costwatch._core.context import current_tags
 from costwatch._core.errors import ConfigError
+from costwatch._core.forks import new_lock
 from costwatch.cache._backend import BackendError, CacheBackend, shared_redis_backend
 from costwatch.cache._calls import async_wrapper, sync_wrapper
 from costwatch.cache._codec import decode_entry as decode_entry
@@ -139,7 +139,7 @@ class RetrievalCache:
         self._clock = clock
         self._ttl_ms = max(1, int(self.ttl * 1000))
         self._lock_ms = max(1, int(self.lock_timeout * 1000))
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._resolved: Resolved | None = None
         self._sources: dict[str, None] = {}
         self._last_log = -math.inf

@@ -8,15 +8,16 @@ or a metric reader asks.  Calls the recorder only tallied (``_tally``) are taken
 
 from __future__ import annotations
 
-import threading
 from bisect import bisect_left
 from collections.abc import Mapping
 from decimal import Decimal
 
+from costwatch._core.forks import new_lock
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord, TokenUsage
 from costwatch._core.sink import CacheEvent, RequestEnd
 from costwatch.accounting._tally import TalliedCalls, Tally, TallyCursor
-from costwatch.exporters._cardinality import GuardedTable, LabelGuard
+from costwatch.exporters._cardinality import GuardedTable
 from costwatch.exporters.names import (
     CACHE_LABELS,
     DURATION_BUCKETS,
@@ -47,7 +48,7 @@ class SpendSeries:
     def __init__(self, labels: tuple[str, ...], histogram: bool) -> None:
         self.labels = labels
         """The exported label values (after the guard), in ``SPEND_LABELS`` order."""
-        self.lock = threading.Lock()
+        self.lock = new_lock()
         self.cost: Decimal | None = None
         """``None`` until a priced call arrives: an unpriced model exposes no cost series."""
         self.unpriced = 0
@@ -84,7 +85,7 @@ class HistogramSeries:
 
     def __init__(self, labels: tuple[str, ...], n_bounds: int) -> None:
         self.labels = labels
-        self.lock = threading.Lock()
+        self.lock = new_lock()
         self.buckets = [0] * (n_bounds + 1)
         self.total = 0.0
 
@@ -98,7 +99,7 @@ class CacheSeries:
     __slots__ = ("lock", "results", "saved")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = new_lock()
         self.results: dict[str, int] = {}
         self.saved = _ZERO
 
@@ -124,7 +125,7 @@ class SpendAggregate:
             CACHE_LABELS, guard, lambda _labels: CacheSeries()
         )
         self._spend_cached = self.spend.cached
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self.budget_spent: dict[str, float] = {}
         self.budget_limit: dict[str, float] = {}
         self.budget_blocked: dict[str, int] = {}

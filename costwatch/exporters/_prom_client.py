@@ -11,16 +11,17 @@ the right value, a dead worker's stale value is superseded, and a window reset s
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from costwatch._core.forks import new_lock
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import CacheEvent, RequestEnd
 from costwatch.exporters import names
-from costwatch.exporters._cardinality import GuardedTable, LabelGuard
+from costwatch.exporters._cardinality import GuardedTable
 from costwatch.exporters.names import CACHE_LABELS, REQUEST_LABELS, SPEND_LABELS, MetricSpec
 
 _ZERO = Decimal(0)
@@ -136,7 +137,7 @@ class ClientMetrics:
                 self.cache_saved.labels(*labels),
             ),
         )
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._scalar_children: dict[tuple[str, str, str], Any] = {}
         guard.on_overflow = self._count_overflow
 

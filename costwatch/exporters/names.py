@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from costwatch._core import labels
+
 MetricKind = Literal["counter", "gauge", "histogram"]
 
 SPEND_LABELS: tuple[str, ...] = (
@@ -36,17 +38,8 @@ REQUEST_LABELS: tuple[str, ...] = ("service", "strategy", "feature", "team", "te
 
 CACHE_LABELS: tuple[str, ...] = ("service", "feature", "team", "tenant", "cache")
 
-GUARDED_LABELS: tuple[str, ...] = (
-    "tenant",
-    "feature",
-    "team",
-    "model",
-    "pipeline",
-    "source",
-    "cache",
-    "budget",
-)
-"""Free-form labels that pass through the cardinality guard when a limit is configured."""
+GUARDED_LABELS: tuple[str, ...] = tuple(labels.DEFAULT_LABEL_LIMITS)
+"""Free-form labels that pass through the cardinality guard (``_core.labels``)."""
 
 TOKEN_TYPE_VALUES: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
 STATUS_VALUES: tuple[str, ...] = ("ok", "error")
@@ -105,7 +98,7 @@ TOKEN_USAGE_BUCKETS: tuple[float, ...] = (
 )
 """The advised buckets of ``gen_ai.client.token.usage`` (powers of 4)."""
 
-OTHER = "other"
+OTHER = labels.OTHER
 """The value a guarded label takes once its distinct-value limit is reached."""
 
 

@@ -17,7 +17,6 @@ small batch of them itself, so memory stays bounded without one call paying for 
 from __future__ import annotations
 
 import contextlib
-import threading
 import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -25,11 +24,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from costwatch._core.failopen import errors
+from costwatch._core.forks import new_lock
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters._aggregate import SpendAggregate
-from costwatch.exporters._cardinality import LabelGuard
 from costwatch.exporters._otel_spans import SpanWriter, operation_name
 from costwatch.exporters.names import (
     CACHE_LABELS,
@@ -84,7 +84,7 @@ class _OTelState:
         self.aggregate = SpendAggregate(service, guard, histograms=False)
         self.max_pending = max_pending
         self.pending: deque[CostRecord | RequestEnd] = deque()
-        self._drain_lock = threading.Lock()
+        self._drain_lock = new_lock()
         self._gen_ai_attrs: dict[
             tuple[str, ...], tuple[dict[str, str], dict[str, str], dict[str, str]]
         ] = {}
@@ -323,7 +323,7 @@ def _observable(meter: Meter, spec: MetricSpec, callback: Any) -> None:
 
 
 _states: weakref.WeakKeyDictionary[Any, _OTelState] = weakref.WeakKeyDictionary()
-_states_lock = threading.Lock()
+_states_lock = new_lock()
 
 
 def _state_for(

@@ -33,9 +33,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, va
 
 from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
+from costwatch._core.forks import new_lock
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
-from costwatch.exporters._cardinality import LabelGuard
 
 if TYPE_CHECKING:
     from costwatch.accounting._tally import Tally
@@ -74,7 +75,7 @@ class _Backend(Protocol):
 _states: weakref.WeakKeyDictionary[CollectorRegistry, tuple[bool, _Backend]] = (
     weakref.WeakKeyDictionary()
 )
-_states_lock = threading.Lock()
+_states_lock = new_lock()
 
 
 def _backend_for(
@@ -117,7 +118,7 @@ class PrometheusSink(BaseSink):
     """Every costwatch event as Prometheus metrics, under the names of ``names.py``.
 
     ``registry`` defaults to prometheus-client's global ``REGISTRY``.  ``label_limits`` caps the
-    distinct values of free-form labels (tenant, feature, model ...; see ``_cardinality``).
+    distinct values of free-form labels (tenant, feature, model ...; see ``_core.labels``).
     ``multiprocess=None`` follows ``PROMETHEUS_MULTIPROC_DIR``; ``True`` requires it.
     """
 

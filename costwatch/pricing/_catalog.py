@@ -22,7 +22,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costwatch._core.errors import ConfigError
+from costwatch._core.forks import new_lock
 from costwatch._core.money import format_usd
 from costwatch._core.record import SERVICE_TIERS, TokenUsage
 
@@ -837,9 +837,20 @@ def _genai_lookup(provider: str, candidates: Sequence[str], fine_tuned: bool) ->
     from genai_prices import data_snapshot
 
     snapshot = data_snapshot.get_snapshot()
+    known: Any = None
+    if provider.lower() != "litellm":  # litellm names its provider in the model: by id, below
+        # The provider first, then each name at it: looked up by id with each name, genai-prices
+        # would cache one entry per name, found or not (a model made up per call grows it).
+        try:
+            known = snapshot.find_provider(None, provider, None)
+        except LookupError:
+            return None
     for name in candidates:
         try:
-            found_provider, info = snapshot.find_provider_model(name, None, provider, None)
+            if known is not None:
+                found_provider, info = snapshot.find_provider_model(name, known, None, None)
+            else:
+                found_provider, info = snapshot.find_provider_model(name, None, provider, None)
         except LookupError:
             continue
         return _price_from_genai(str(found_provider.id), info, fine_tuned, datetime.now(UTC))
@@ -872,7 +883,7 @@ class PriceCatalog:
         self._bundled: _RuleTable | None = None
         self._memo: dict[tuple[str, str], Price | None] = {}
         self._fine_tuned: dict[str, bool] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self.genai_lookups = 0
         """How many (provider, model) pairs were looked up in genai-prices (memoisation check)."""
 

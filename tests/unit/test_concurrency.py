@@ -42,6 +42,16 @@ def test_eight_threads_times_ten_thousand_records_sum_exactly(cw: Any) -> None:
 async def test_thousand_concurrent_tasks_keep_their_own_tags_and_requests(
     cw: Any, capture: CaptureSink
 ) -> None:
+    # summary() keys tenants by the label guard: room for all of them
+    cw.configure(
+        service="test",
+        strict=True,
+        prometheus=False,
+        warm_up=False,
+        label_limits={"tenant": 1000},
+        sinks=[capture],
+    )
+
     @cw.generation(provider="openai", model="gpt-4o-mini")
     async def answer(prompt: str) -> dict[str, Any]:
         await asyncio.sleep(0)

@@ -13,10 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
+from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord, TokenUsage
 from costwatch._core.sink import CacheEvent, RequestEnd
 from costwatch.exporters import names
-from costwatch.exporters._cardinality import LabelGuard
 from costwatch.exporters._prom_client import ClientMetrics
 from costwatch.exporters.prometheus import PrometheusSink, is_multiprocess
 
