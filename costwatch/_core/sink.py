@@ -4,8 +4,8 @@ The ledger (``summary()``), the Prometheus exporter, the OpenTelemetry exporter 
 log are all sinks.  A sink must be cheap and thread-safe: it is called on the host's call path.
 The ledger and the single-process Prometheus exporter read plain successful calls and every
 cache lookup as totals from the runtime's ``Tally`` (``_tally``); every other sink gets a
-``CostRecord`` for each call and a ``CacheEvent`` for each lookup.  Beside calls: the end of each request
-(``RequestEnd``), how a request ended (``Outcome``), and the costs that are not calls
+``CostRecord`` for each call and a ``CacheEvent`` for each lookup.  Beside calls: the end of
+each request (``RequestEnd``), how a request ended (``Outcome``), and the costs that are not calls
 (``LifecycleCost`` one-off, ``FixedCost`` recurring).
 """
 

@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from costwatch._core.record import CostRecord, TokenUsage
-from costwatch._core.sink import CacheEvent, RequestEnd
+from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.accounting._tally import TalliedCalls, Tally, TallyCursor
 from costwatch.exporters._cardinality import GuardedTable, LabelGuard
 from costwatch.exporters.names import (
     CACHE_LABELS,
     DURATION_BUCKETS,
+    OUTCOME_LABELS,
     REQUEST_COST_BUCKETS,
     REQUEST_LABELS,
     SPEND_LABELS,
@@ -103,6 +104,16 @@ class CacheSeries:
         self.saved = _ZERO
 
 
+class OutcomeSeries:
+    """Requests and their cost by outcome, for one request label combination."""
+
+    __slots__ = ("by_outcome", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_outcome: dict[str, list[int | Decimal]] = {}
+
+
 class SpendAggregate:
     """Everything one exporter reports, aggregated in process.
 
@@ -129,6 +140,15 @@ class SpendAggregate:
         self.budget_limit: dict[str, float] = {}
         self.budget_blocked: dict[str, int] = {}
         self.internal_errors: dict[str, int] = {}
+        self.outcomes: GuardedTable[OutcomeSeries] = GuardedTable(
+            OUTCOME_LABELS, guard, lambda _labels: OutcomeSeries()
+        )
+        self.unmatched: dict[str, int] = {}
+        self.lifecycle: dict[tuple[str, ...], Decimal] = {}
+        """One-off lifecycle costs by ``LIFECYCLE_LABELS`` values."""
+        self.fixed: dict[tuple[str, ...], float] = {}
+        """Declared fixed costs' dollars per hour by ``LIFECYCLE_LABELS`` values."""
+        self._fixed_keys: dict[str, tuple[str, ...]] = {}
         self._tallies: dict[Tally, TallyCursor] = {}
 
     # -- tallied calls -------------------------------------------------------------------------
@@ -269,6 +289,67 @@ class SpendAggregate:
     def add_internal_error(self, component: str) -> None:
         with self._lock:
             self.internal_errors[component] = self.internal_errors.get(component, 0) + 1
+
+    def add_outcome(self, event: Outcome) -> None:
+        if event.unmatched:
+            with self._lock:
+                self.unmatched[event.unmatched] = self.unmatched.get(event.unmatched, 0) + 1
+            return
+        series = self.outcomes.get(
+            (
+                event.service or self.service,
+                event.strategy,
+                event.feature,
+                event.team,
+                event.tenant,
+                event.pipeline,
+                event.outcome,
+            )
+        )
+        with series.lock:
+            slot = series.by_outcome.get(event.outcome)
+            if slot is None:
+                slot = series.by_outcome[event.outcome] = [0, _ZERO]
+            slot[0] += 1
+            slot[1] += event.cost_usd
+
+    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        admit = self.guard.admit
+        key = (
+            event.service or self.service,
+            event.kind,
+            event.name,
+            event.strategy,
+            admit("pipeline", event.pipeline) if event.pipeline else "",
+            admit("feature", event.feature) if event.feature else "",
+            admit("team", event.team) if event.team else "",
+            admit("tenant", event.tenant) if event.tenant else "",
+        )
+        with self._lock:
+            if isinstance(event, FixedCost):
+                previous = self._fixed_keys.get(event.name)
+                if previous is not None:  # declared again: the new declaration replaces it
+                    self.fixed.pop(previous, None)
+                self._fixed_keys[event.name] = key
+                self.fixed[key] = float(event.usd_per_hour)
+            else:
+                self.lifecycle[key] = self.lifecycle.get(key, _ZERO) + event.cost_usd
+
+    def snapshot_lifecycle(
+        self,
+    ) -> tuple[dict[tuple[str, ...], Decimal], dict[tuple[str, ...], float], dict[str, int]]:
+        """Copies of one-off lifecycle costs, fixed-cost rates and unmatched outcomes."""
+        with self._lock:
+            return dict(self.lifecycle), dict(self.fixed), dict(self.unmatched)
+
+    def snapshot_outcomes(self) -> list[tuple[tuple[str, ...], int, Decimal]]:
+        """``(OUTCOME_LABELS values, requests, cost)`` of every outcome series."""
+        out: list[tuple[tuple[str, ...], int, Decimal]] = []
+        for labels, series in self.outcomes.items():
+            with series.lock:
+                for count, cost in series.by_outcome.values():
+                    out.append((labels, int(count), Decimal(cost)))
+        return out
 
     def snapshot_scalars(
         self,

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from costwatch._core.record import CostRecord
-from costwatch._core.sink import CacheEvent, RequestEnd
+from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters._cardinality import GuardedTable, LabelGuard
 from costwatch.exporters.names import CACHE_LABELS, REQUEST_LABELS, SPEND_LABELS, MetricSpec
@@ -122,6 +122,12 @@ class ClientMetrics:
         self.budget_blocked = made[names.BUDGET_BLOCKED.name]
         self.internal_errors = made[names.INTERNAL_ERRORS.name]
         self.label_overflow = made[names.LABEL_OVERFLOW.name]
+        self.lifecycle = made[names.LIFECYCLE_COST.name]
+        self.fixed_rate = made[names.FIXED_COST_RATE.name]
+        self.outcomes = made[names.OUTCOMES.name]
+        self.outcome_cost = made[names.OUTCOME_COST.name]
+        self.unmatched = made[names.OUTCOMES_UNMATCHED.name]
+        self._fixed_keys: dict[str, tuple[str, ...]] = {}
         self.spend: GuardedTable[_SpendChildren] = GuardedTable(
             SPEND_LABELS, guard, lambda labels: _SpendChildren(self, labels)
         )
@@ -216,3 +222,42 @@ class ClientMetrics:
 
     def add_internal_error(self, component: str) -> None:
         self._scalar(self.internal_errors, "internal", component).inc()
+
+    def add_outcome(self, event: Outcome) -> None:
+        if event.unmatched:
+            self._scalar(self.unmatched, "unmatched", event.unmatched).inc()
+            return
+        admit = self.guard.admit
+        labels = (
+            event.service or self.service,
+            event.strategy,
+            admit("feature", event.feature) if event.feature else "",
+            admit("team", event.team) if event.team else "",
+            admit("tenant", event.tenant) if event.tenant else "",
+            admit("pipeline", event.pipeline),
+            event.outcome,
+        )
+        self.outcomes.labels(*labels).inc()
+        self.outcome_cost.labels(*labels).inc(float(event.cost_usd))
+
+    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        admit = self.guard.admit
+        labels = (
+            event.service or self.service,
+            event.kind,
+            event.name,
+            event.strategy,
+            admit("pipeline", event.pipeline) if event.pipeline else "",
+            admit("feature", event.feature) if event.feature else "",
+            admit("team", event.team) if event.team else "",
+            admit("tenant", event.tenant) if event.tenant else "",
+        )
+        if isinstance(event, FixedCost):
+            with self._lock:
+                previous = self._fixed_keys.get(event.name)
+                if previous is not None and previous != labels:
+                    self.fixed_rate.remove(*previous)
+                self._fixed_keys[event.name] = labels
+            self.fixed_rate.labels(*labels).set(float(event.usd_per_hour))
+        else:
+            self.lifecycle.labels(*labels).inc(float(event.cost_usd))

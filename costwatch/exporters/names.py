@@ -36,6 +36,21 @@ REQUEST_LABELS: tuple[str, ...] = ("service", "strategy", "feature", "team", "te
 
 CACHE_LABELS: tuple[str, ...] = ("service", "feature", "team", "tenant", "cache")
 
+LIFECYCLE_LABELS: tuple[str, ...] = (
+    "service",
+    "kind",
+    "name",
+    "strategy",
+    "pipeline",
+    "feature",
+    "team",
+    "tenant",
+)
+"""A cost that is not a call: what it paid for (``kind``), its ``name`` (a training job, a
+knowledge base, a deployment) and the pipeline and strategy it belongs to."""
+
+OUTCOME_LABELS: tuple[str, ...] = (*REQUEST_LABELS, "outcome")
+
 GUARDED_LABELS: tuple[str, ...] = (
     "tenant",
     "feature",
@@ -51,6 +66,14 @@ GUARDED_LABELS: tuple[str, ...] = (
 TOKEN_TYPE_VALUES: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
 STATUS_VALUES: tuple[str, ...] = ("ok", "error")
 CACHE_RESULT_VALUES: tuple[str, ...] = ("hit", "miss", "error", "skip")
+OUTCOME_VALUES: tuple[str, ...] = ("success", "failure")
+LIFECYCLE_KIND_VALUES: tuple[str, ...] = (
+    "training",
+    "indexing",
+    "hosting",
+    "vector_store",
+    "other",
+)
 
 DURATION_BUCKETS: tuple[float, ...] = (
     0.01,
@@ -266,6 +289,55 @@ LABEL_OVERFLOW = MetricSpec(
     extension=True,
 )
 
+LIFECYCLE_COST = MetricSpec(
+    "costwatch_lifecycle_cost_usd_total",
+    "counter",
+    "Dollars of one-off costs that are not calls: training runs, indexing runs (an indexing "
+    "run's calls are also in costwatch_cost_usd_total).",
+    LIFECYCLE_LABELS,
+    "costwatch.lifecycle.cost.usd",
+    extension=True,
+)
+FIXED_COST_RATE = MetricSpec(
+    "costwatch_fixed_cost_usd_per_hour",
+    "gauge",
+    "Declared recurring costs (hosting, GPU nodes, vector store plans) in dollars per hour; "
+    "every process declaring one exports the same rate: aggregate with max by (name).",
+    LIFECYCLE_LABELS,
+    "costwatch.fixed_cost.usd_per_hour",
+    "",
+    (),
+    "mostrecent",
+    extension=True,
+)
+OUTCOMES = MetricSpec(
+    "costwatch_outcomes_total",
+    "counter",
+    "costwatch.request blocks by the outcome they were given (success, failure).",
+    OUTCOME_LABELS,
+    "costwatch.outcomes",
+    "{request}",
+    extension=True,
+)
+OUTCOME_COST = MetricSpec(
+    "costwatch_outcome_cost_usd_total",
+    "counter",
+    "Dollars of the costwatch.request blocks of each outcome (cost per success = the "
+    "pipeline's request cost / its successes).",
+    OUTCOME_LABELS,
+    "costwatch.outcome.cost.usd",
+    extension=True,
+)
+OUTCOMES_UNMATCHED = MetricSpec(
+    "costwatch_outcomes_unmatched_total",
+    "counter",
+    "Late outcomes whose request id matched no waiting request (unknown, expired, duplicate).",
+    ("service", "reason"),
+    "costwatch.outcomes.unmatched",
+    "{outcome}",
+    extension=True,
+)
+
 PROMETHEUS_METRICS: tuple[MetricSpec, ...] = (
     COST_USD,
     TOKENS,
@@ -282,6 +354,11 @@ PROMETHEUS_METRICS: tuple[MetricSpec, ...] = (
     BUDGET_BLOCKED,
     INTERNAL_ERRORS,
     LABEL_OVERFLOW,
+    LIFECYCLE_COST,
+    FIXED_COST_RATE,
+    OUTCOMES,
+    OUTCOME_COST,
+    OUTCOMES_UNMATCHED,
 )
 """Everything the Prometheus exporter exposes (and, with dots, the ``costwatch.*`` OTel metrics)."""
 
