@@ -141,7 +141,7 @@ def test_outcomes_reach_prometheus_and_opentelemetry() -> None:
     assert f'costwatch_outcome_cost_usd_total{{{labels}team="",tenant=""}} 0.3' in text
     assert 'costwatch_outcomes_unmatched_total{reason="unknown",service="svc"} 1.0' in text
     points = {
-        m.name: [(dict(p.attributes or {}), p.value) for p in m.data.data_points]  # type: ignore[union-attr]
+        m.name: [(dict(p.attributes or {}), getattr(p, "value", None)) for p in m.data.data_points]
         for rm in data.resource_metrics  # type: ignore[union-attr]
         for sm in rm.scope_metrics
         for m in sm.metrics
