@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
 from costwatch._core.record import CostRecord, TokenUsage
-from costwatch._core.sink import CacheEvent, RequestEnd
+from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters._cardinality import LabelGuard
 from costwatch.exporters._prom_client import ClientMetrics
@@ -261,6 +261,10 @@ def test_every_exposed_family_is_in_the_contract(
     sink.on_budget("b", Decimal(1), Decimal(2))
     sink.on_budget_blocked("b")
     sink.on_internal_error("x")
+    sink.on_outcome(Outcome("success", "a", "rag", Decimal("0.1"), "a-1", "svc"))
+    sink.on_outcome(Outcome("success", "", "", Decimal(0), "a-9", "svc", unmatched="unknown"))
+    sink.on_lifecycle(LifecycleCost("training", "ft", Decimal(3), "bundled"))
+    sink.on_lifecycle(FixedCost("gpu", "hosting", Decimal("3.9"), 0.0))
     for i in range(101):
         sink.on_record(make_record(tenant=f"t{i}"))
 
