@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from costwatch._core.record import CostRecord, TokenUsage
 from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
+from costwatch.accounting._components import split
 from costwatch.accounting._tally import TalliedCalls, Tally, TallyCursor
 from costwatch.exporters._cardinality import GuardedTable, LabelGuard
 from costwatch.exporters.names import (
@@ -149,6 +150,8 @@ class SpendAggregate:
         self.fixed: dict[tuple[str, ...], float] = {}
         """Declared fixed costs' dollars per hour by ``LIFECYCLE_LABELS`` values."""
         self._fixed_keys: dict[str, tuple[str, ...]] = {}
+        self.pipeline_calls: dict[tuple[str, ...], list[Decimal | int]] = {}
+        """``PIPELINE_LABELS`` values -> [dollars, tokens] of calls inside requests."""
         self._tallies: dict[Tally, TallyCursor] = {}
 
     # -- tallied calls -------------------------------------------------------------------------
@@ -233,7 +236,40 @@ class SpendAggregate:
                 series.dur_sum += latency
         if record.context_tokens:
             self._add_context(series, record.context_tokens, record.context_cost_usd)
+        if record.pipeline:
+            self._add_pipeline_call(record, series.labels[2])
         return series
+
+    def _add_pipeline_call(self, record: CostRecord, model: str) -> None:
+        context_tokens = sum(record.context_tokens.values()) if record.context_tokens else 0
+        context_cost = sum(record.context_cost_usd.values(), _ZERO)
+        parts = split(
+            record.stage,
+            record.cost_usd,
+            record.input_cost_usd,
+            record.usage.by_type(),
+            context_tokens,
+            context_cost,
+        )
+        head = (
+            record.service or self.service,
+            self.guard.admit("pipeline", record.pipeline),
+            record.strategy,
+            record.provider,
+            model,
+        )
+        with self._lock:
+            for component, usd, tokens in parts:
+                slot = self.pipeline_calls.get((*head, component))
+                if slot is None:
+                    slot = self.pipeline_calls[(*head, component)] = [_ZERO, 0]
+                if usd is not None:
+                    slot[0] += usd
+                slot[1] += tokens
+
+    def snapshot_pipeline_calls(self) -> dict[tuple[str, ...], tuple[Decimal, int]]:
+        with self._lock:
+            return {k: (Decimal(v[0]), int(v[1])) for k, v in self.pipeline_calls.items()}
 
     def _add_context(
         self, series: SpendSeries, tokens: Mapping[str, int], costs: Mapping[str, Decimal]

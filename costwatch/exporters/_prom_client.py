@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
+from costwatch.accounting._components import split
 from costwatch.exporters import names
 from costwatch.exporters._cardinality import GuardedTable, LabelGuard
 from costwatch.exporters.names import CACHE_LABELS, REQUEST_LABELS, SPEND_LABELS, MetricSpec
@@ -127,6 +128,8 @@ class ClientMetrics:
         self.outcomes = made[names.OUTCOMES.name]
         self.outcome_cost = made[names.OUTCOME_COST.name]
         self.unmatched = made[names.OUTCOMES_UNMATCHED.name]
+        self.pipeline_cost = made[names.PIPELINE_COST.name]
+        self.pipeline_tokens = made[names.PIPELINE_TOKENS.name]
         self._fixed_keys: dict[str, tuple[str, ...]] = {}
         self.spend: GuardedTable[_SpendChildren] = GuardedTable(
             SPEND_LABELS, guard, lambda labels: _SpendChildren(self, labels)
@@ -191,6 +194,29 @@ class ClientMetrics:
                 label = admit("source", source)
                 children.ctx_tokens.get(label).inc(count)
                 children.ctx_cost.get(label).inc(float(record.context_cost_usd.get(source, _ZERO)))
+        if record.pipeline:
+            self._add_pipeline_call(record, children.labels[2])
+
+    def _add_pipeline_call(self, record: CostRecord, model: str) -> None:
+        parts = split(
+            record.stage,
+            record.cost_usd,
+            record.input_cost_usd,
+            record.usage.by_type(),
+            sum(record.context_tokens.values()),
+            sum(record.context_cost_usd.values(), _ZERO),
+        )
+        head = (
+            record.service or self.service,
+            self.guard.admit("pipeline", record.pipeline),
+            record.strategy,
+            record.provider,
+            model,
+        )
+        for component, usd, tokens in parts:
+            if usd is not None:
+                self.pipeline_cost.labels(*head, component).inc(float(usd))
+            self.pipeline_tokens.labels(*head, component).inc(tokens)
 
     def add_request_end(self, event: RequestEnd) -> None:
         self.request_children.get(

@@ -191,7 +191,13 @@ class AggregateCollector(Collector):
         unmatched_family = _counter(names.OUTCOMES_UNMATCHED)
         for reason, count in unmatched.items():
             unmatched_family.add_metric((service, reason), float(count))
+        pipeline_cost = _counter(names.PIPELINE_COST)
+        pipeline_tokens = _counter(names.PIPELINE_TOKENS)
+        for labels, (usd, tokens) in self.aggregate.snapshot_pipeline_calls().items():
+            pipeline_cost.add_metric(labels, float(usd))
+            pipeline_tokens.add_metric(labels, float(tokens))
         yield from (lifecycle, rates, outcomes, outcome_cost, unmatched_family)
+        yield from (pipeline_cost, pipeline_tokens)
 
 
 def _histogram_snapshot(series: HistogramSeries) -> tuple[list[int], float]:

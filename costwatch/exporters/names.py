@@ -51,6 +51,18 @@ knowledge base, a deployment) and the pipeline and strategy it belongs to."""
 
 OUTCOME_LABELS: tuple[str, ...] = (*REQUEST_LABELS, "outcome")
 
+PIPELINE_LABELS: tuple[str, ...] = (
+    "service",
+    "pipeline",
+    "strategy",
+    "provider",
+    "model",
+    "component",
+)
+"""A pipeline's traffic profile: the calls inside its requests by model and cost component
+(``fresh_input``, ``retrieved_context``, ``output``, ``embedding``, ``retrieval``, ``rerank``,
+``other``; see ``costwatch.accounting._components``)."""
+
 GUARDED_LABELS: tuple[str, ...] = (
     "tenant",
     "feature",
@@ -338,6 +350,24 @@ OUTCOMES_UNMATCHED = MetricSpec(
     extension=True,
 )
 
+PIPELINE_COST = MetricSpec(
+    "costwatch_pipeline_cost_usd_total",
+    "counter",
+    "Dollars of the calls inside each pipeline's requests, by model and cost component.",
+    PIPELINE_LABELS,
+    "costwatch.pipeline.cost.usd",
+    extension=True,
+)
+PIPELINE_TOKENS = MetricSpec(
+    "costwatch_pipeline_tokens_total",
+    "counter",
+    "Tokens of the calls inside each pipeline's requests, by model and cost component.",
+    PIPELINE_LABELS,
+    "costwatch.pipeline.tokens",
+    "{token}",
+    extension=True,
+)
+
 PROMETHEUS_METRICS: tuple[MetricSpec, ...] = (
     COST_USD,
     TOKENS,
@@ -359,6 +389,8 @@ PROMETHEUS_METRICS: tuple[MetricSpec, ...] = (
     OUTCOMES,
     OUTCOME_COST,
     OUTCOMES_UNMATCHED,
+    PIPELINE_COST,
+    PIPELINE_TOKENS,
 )
 """Everything the Prometheus exporter exposes (and, with dots, the ``costwatch.*`` OTel metrics)."""
 

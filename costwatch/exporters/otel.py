@@ -41,6 +41,7 @@ from costwatch.exporters.names import (
     GEN_AI_TOKEN_TYPE,
     LIFECYCLE_LABELS,
     OUTCOME_LABELS,
+    PIPELINE_LABELS,
     REQUEST_LABELS,
     SPEND_LABELS,
     TOKEN_TYPE_VALUES,
@@ -116,6 +117,8 @@ class _OTelState:
         _observable(meter, names.OUTCOMES, self._observe_outcomes)
         _observable(meter, names.OUTCOME_COST, self._observe_outcome_cost)
         _observable(meter, names.OUTCOMES_UNMATCHED, self._observe_unmatched)
+        _observable(meter, names.PIPELINE_COST, self._observe_pipeline_cost)
+        _observable(meter, names.PIPELINE_TOKENS, self._observe_pipeline_tokens)
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -326,6 +329,16 @@ class _OTelState:
         service = self.aggregate.service
         unmatched = self.aggregate.snapshot_lifecycle()[2]
         return [_observation(n, ("service", "reason"), (service, r)) for r, n in unmatched.items()]
+
+    def _observe_pipeline_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+        self.drain()
+        rows = self.aggregate.snapshot_pipeline_calls()
+        return [_observation(float(usd), PIPELINE_LABELS, k) for k, (usd, _) in rows.items()]
+
+    def _observe_pipeline_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
+        self.drain()
+        rows = self.aggregate.snapshot_pipeline_calls()
+        return [_observation(n, PIPELINE_LABELS, k) for k, (_, n) in rows.items()]
 
 
 def _observation(value: float, keys: tuple[str, ...], labels: tuple[str, ...]) -> Observation:

@@ -74,7 +74,7 @@ def test_a_finished_openai_job_is_priced_from_its_trained_tokens(cwc: Any) -> No
 
 
 def test_an_unfinished_job_or_an_unpriced_model_is_a_clear_error(cwc: Any) -> None:
-    with pytest.raises(costwatch.ConfigError, match="job.trained_tokens"):
+    with pytest.raises(costwatch.ConfigError, match=r"job\.trained_tokens"):
         costwatch.record_training(job={"id": "ftjob-2", "model": "gpt-4o", "trained_tokens": None})
     with pytest.raises(costwatch.ConfigError, match="usd_per_mtok"):
         costwatch.record_training(model="llama-3-8b", training_tokens=10)

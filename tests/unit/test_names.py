@@ -141,6 +141,8 @@ def test_extensions_beyond_the_design_table_are_marked() -> None:
         "costwatch_outcomes_total",
         "costwatch_outcome_cost_usd_total",
         "costwatch_outcomes_unmatched_total",
+        "costwatch_pipeline_cost_usd_total",
+        "costwatch_pipeline_tokens_total",
     }
     assert all(names.spec_by_name(name).extension for name in extensions)
 

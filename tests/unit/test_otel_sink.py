@@ -215,6 +215,7 @@ def test_costwatch_metrics_keep_their_names_units_and_attributes(
         make_record(context_tokens={"kb": 400}, context_cost_usd={"kb": Decimal("0.00006")})
     )
     sink.on_record(make_record(model="my-llm", cost_usd=None))
+    sink.on_record(make_record(pipeline="answer", input_cost_usd=Decimal("0.0001")))
     sink.on_request_end(
         RequestEnd("answer", "rag", Decimal("0.003"), 0, 1.0, "ok", "svc", "faq", "support", "acme")
     )

@@ -256,6 +256,7 @@ def test_every_exposed_family_is_in_the_contract(
 ) -> None:
     sink.on_record(make_record(context_tokens={"kb": 1}, context_cost_usd={"kb": Decimal(0)}))
     sink.on_record(make_record(cost_usd=None, status="error"))
+    sink.on_record(make_record(pipeline="a", input_cost_usd=Decimal("0.0001")))
     sink.on_request_end(RequestEnd("a", "rag", Decimal("0.1"), 0, 1.0, "ok", "svc", "", "", ""))
     sink.on_cache(CacheEvent("kb", "hit", Decimal("0.1"), "svc", "", "", ""))
     sink.on_budget("b", Decimal(1), Decimal(2))
