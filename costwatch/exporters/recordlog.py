@@ -40,7 +40,6 @@ import logging.handlers
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -49,10 +48,10 @@ import orjson
 from costwatch._core.failopen import errors
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import BaseSink, FixedCost, LifecycleCost, Outcome, RequestEnd
+from costwatch.accounting._recordlog import SCHEMA, read_record_log, record_log_files
 
 __all__ = ["SCHEMA", "RecordLogSink", "read_record_log", "record_log_files"]
 
-SCHEMA = "costwatch.record/1"
 EVENT_NAME = "costwatch.record"
 _COMPONENT = "exporter.recordlog"
 _counter = iter(range(1 << 62))
@@ -175,34 +174,3 @@ class RecordLogSink(BaseSink):
             fields = event.as_dict()
             fields.pop("timestamp", None)
             self._write("lifecycle", event.timestamp, fields)
-
-
-def record_log_files(path: str | os.PathLike[str]) -> list[str]:
-    """The files of a rotating record log, oldest first: ``path.N`` ... ``path.1``, ``path``."""
-    base = os.fspath(path)
-    rotated = []
-    n = 1
-    while os.path.exists(f"{base}.{n}"):
-        rotated.append(f"{base}.{n}")
-        n += 1
-    return [*reversed(rotated), *([base] if os.path.exists(base) else [])]
-
-
-def read_record_log(
-    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-) -> Iterator[dict[str, Any]]:
-    """Every line of a record log (its rotated files, oldest first), parsed; amounts stay
-    decimal strings.  A line of another schema raises ``ValueError`` naming the file and line."""
-    if isinstance(paths, (str, os.PathLike)):
-        files: list[str] = record_log_files(paths)
-    else:
-        files = [os.fspath(p) for p in paths]
-    for name in files:
-        with open(name, "rb") as fh:
-            for number, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                line = orjson.loads(raw)
-                if not isinstance(line, dict) or line.get("schema") != SCHEMA:
-                    raise ValueError(f"{name}:{number}: not a {SCHEMA} line")
-                yield line
