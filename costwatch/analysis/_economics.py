@@ -197,7 +197,7 @@ def _observed_fixed(p: PipelineTraffic, current: Current) -> list[Figure]:
         how = (
             f"${show(rec.usd_per_month)} a month"
             if rec.usd_per_month is not None
-            else f"${show(rec.usd_per_hour)}/h * 720 h"
+            else f"${show(rec.usd_per_hour)}/h x 720 h"
         )
         fixed.append(Figure(rec.kind, rec.monthly_usd, f"{rec.name}: {how}", rec.price_source))
     for one_off in p.one_offs.values():
@@ -253,7 +253,7 @@ def _tokens_figure(label: str, tokens: Decimal, rate: Decimal, price: Price, not
     return Figure(
         label,
         tokens * rate,
-        f"{show(tokens)} tok ({note}) * {_per_mtok(rate)}",
+        f"{show(tokens)} tok ({note}) x {_per_mtok(rate)}",
         price.matched or price.source,
     )
 
@@ -296,7 +296,7 @@ def _retrieval(c: Candidate, avg: _Averages, catalog: PriceCatalog) -> list[Figu
             Figure(
                 "rerank",
                 price.per_request,
-                f"1 search a query * ${show(price.per_request)} a search",
+                f"1 search a query x ${show(price.per_request)} a search",
                 price.matched or price.source,
             )
         )
@@ -329,7 +329,7 @@ def _training(c: Candidate, base: str, catalog_prices: Any) -> tuple[list[Figure
     figure = Figure(
         "training_amortised",
         run * DAYS_PER_MONTH / every,
-        f"{c.training_tokens} tok * {c.epochs} epochs * ${show(per_mtok)}/1M = ${show(run)} a run, "
+        f"{c.training_tokens} tok x {c.epochs} epochs x ${show(per_mtok)}/1M = ${show(run)} a run, "
         f"x 30 / every {show(every)} days",
         source,
     )
@@ -344,7 +344,7 @@ def _hosting(c: Candidate) -> list[Figure]:
         per_hour = c.hosting_usd_per_hour
         return [
             Figure(
-                "hosting", per_hour * HOURS_PER_MONTH, f"${show(per_hour)}/h * 720 h", "scenario"
+                "hosting", per_hour * HOURS_PER_MONTH, f"${show(per_hour)}/h x 720 h", "scenario"
             )
         ]
     return []
@@ -365,8 +365,8 @@ def _store(c: Candidate, catalog: PriceCatalog) -> list[Figure]:
             Figure(
                 "indexing_amortised",
                 run * DAYS_PER_MONTH / every,
-                f"{c.documents} docs * {show(per_doc)} tok * {_per_mtok(emb.input)} = "
-                f"${show(run)} a run, * 30 / every {show(every)} days",
+                f"{c.documents} docs x {show(per_doc)} tok x {_per_mtok(emb.input)} = "
+                f"${show(run)} a run, x 30 / every {show(every)} days",
                 emb.matched or emb.source,
             )
         )
