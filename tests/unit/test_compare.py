@@ -3,7 +3,7 @@ and the profile read from ``summary()`` and from the record log gives the same r
 
 from __future__ import annotations
 
-from decimal import Decimal as D
+from decimal import Decimal as D  # noqa: N817 - the hand computations read better
 from pathlib import Path
 from typing import Any
 
