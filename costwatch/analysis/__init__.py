@@ -20,6 +20,7 @@ from costwatch.analysis._economics import (
     compare,
     payback,
 )
+from costwatch.analysis._html import render_html
 from costwatch.analysis._report import as_dict, render_text
 from costwatch.analysis._scenarios import Candidate, Scenarios, load_scenarios
 from costwatch.analysis._traffic import (
@@ -45,6 +46,7 @@ __all__ = [
     "compare",
     "load_scenarios",
     "payback",
+    "render_html",
     "render_text",
     "traffic_from_lines",
     "traffic_from_record_log",
