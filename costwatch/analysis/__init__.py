@@ -21,6 +21,7 @@ from costwatch.analysis._economics import (
     payback,
 )
 from costwatch.analysis._html import render_html
+from costwatch.analysis._prometheus import traffic_from_prometheus
 from costwatch.analysis._report import as_dict, render_text
 from costwatch.analysis._scenarios import Candidate, Scenarios, load_scenarios
 from costwatch.analysis._traffic import (
@@ -49,6 +50,7 @@ __all__ = [
     "render_html",
     "render_text",
     "traffic_from_lines",
+    "traffic_from_prometheus",
     "traffic_from_record_log",
     "traffic_from_summary",
 ]
