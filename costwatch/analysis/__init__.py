@@ -23,6 +23,7 @@ from costwatch.analysis._economics import (
 from costwatch.analysis._html import render_html
 from costwatch.analysis._prometheus import traffic_from_prometheus
 from costwatch.analysis._report import as_dict, render_text
+from costwatch.analysis._reprice import Repricing, reprice_record_log
 from costwatch.analysis._scenarios import Candidate, Scenarios, load_scenarios
 from costwatch.analysis._traffic import (
     PipelineTraffic,
@@ -39,6 +40,7 @@ __all__ = [
     "Option",
     "PipelineComparison",
     "PipelineTraffic",
+    "Repricing",
     "Scenarios",
     "Traffic",
     "Verdict",
@@ -49,6 +51,7 @@ __all__ = [
     "payback",
     "render_html",
     "render_text",
+    "reprice_record_log",
     "traffic_from_lines",
     "traffic_from_prometheus",
     "traffic_from_record_log",
