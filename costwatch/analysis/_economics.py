@@ -488,7 +488,10 @@ def compare(
         p = traffic.pipelines[name]
         if not p.requests:
             continue
-        if scenarios.monthly_requests is not None:
+        current = scenarios.current_for(name)
+        if current.monthly_requests is not None:
+            volume, note = current.monthly_requests, f"given (scenarios: current.{name})"
+        elif scenarios.monthly_requests is not None:
             volume, note = scenarios.monthly_requests, "given (scenarios: monthly_requests)"
         else:
             monthly = traffic.monthly_requests(name)
@@ -501,7 +504,7 @@ def compare(
                     f"observed: {p.requests} requests in {show(days)} days, * 30 days / "
                     f"{show(days)} days"
                 )
-        observed = _observed(p, scenarios.current_for(name))
+        observed = _observed(p, current)
         comparison = PipelineComparison(name, volume, note, observed)
         for c in scenarios.candidates:
             if c.pipeline != name:

@@ -6,7 +6,7 @@
     success_range: [0.80, 0.95]       # optional: sensitivity of cost per successful answer
     current:                          # optional: how to amortise the observed pipelines' runs
       classify_ticket: {retrain_every_days: 30}
-      answer_question: {reindex_every_days: 7, success_rate: 0.9}
+      answer_question: {reindex_every_days: 7, monthly_requests: 300000}
     candidates:
       - name: fine-tuned gpt-4o-mini
         pipeline: answer_question     # the observed pipeline it would replace
@@ -113,6 +113,8 @@ class Current(BaseModel):
     reindex_every_days: Decimal = Field(default=Decimal(30), gt=0)
     success_rate: Decimal | None = _Rate
     """Used only when the pipeline recorded no outcomes (shown as assumed)."""
+    monthly_requests: Decimal | None = Field(default=None, gt=0)
+    """This pipeline's volume to evaluate at (over the file's ``monthly_requests``)."""
 
 
 class Scenarios(BaseModel):
