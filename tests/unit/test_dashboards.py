@@ -159,12 +159,7 @@ def test_spend_panels_honour_every_template_filter() -> None:
 
 
 def test_dashboards_reference_only_metrics_of_the_contract() -> None:
-    contract = {
-        series
-        for spec in names.PROMETHEUS_METRICS
-        if not spec.extension
-        for series in spec.series_names()
-    }
+    contract = {series for spec in names.PROMETHEUS_METRICS for series in spec.series_names()}
     referenced = {m for d in DASHBOARDS.values() for e in _exprs(d) for m in METRIC_NAME.findall(e)}
     referenced |= {
         m
@@ -236,6 +231,13 @@ QUESTIONS = {
     "internal errors": r"sum by \(component\) \(rate\(costwatch_internal_errors_total",
     "p50 latency": r"histogram_quantile\(0\.5, .*costwatch_duration_seconds_bucket",
     "p95 latency": r"histogram_quantile\(0\.95, .*costwatch_duration_seconds_bucket",
+    "cost per successful answer by pipeline and strategy": r"sum by \(pipeline, strategy\) "
+    r"\(rate\(costwatch_request_cost_usd_sum\{.*\n\s*/ sum by \(pipeline, strategy\) "
+    r"\(rate\(costwatch_outcomes_total\{[^}]*outcome=\"success\"",
+    "fixed costs counted once per name": r"max by \(pipeline, name\) "
+    r"\(costwatch_fixed_cost_usd_per_hour",
+    "lifecycle costs": r"costwatch_lifecycle_cost_usd_total",
+    "month-end projection per budget": r"predict_linear\(costwatch_budget_spent_usd",
 }
 
 
