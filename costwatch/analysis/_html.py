@@ -74,10 +74,15 @@ def _component_rows(pc: PipelineComparison) -> list[dict[str, Any]]:
             "order": order,
             "option": name,
             "component": label.replace("_", " "),
+            "component_order": _rank(label.replace("_", " ")),
             "USD per successful answer": float(usd),
         }
         for order, name, label, usd in rows
     ]
+
+
+def _rank(component: str) -> int:
+    return _ORDER.index(component) if component in _ORDER else len(_ORDER)
 
 
 def _marks(pc: PipelineComparison) -> list[dict[str, Any]]:
@@ -95,7 +100,28 @@ def _marks(pc: PipelineComparison) -> list[dict[str, Any]]:
     return marks
 
 
-def _pipeline_charts(alt: Any, pc: PipelineComparison) -> Any:
+_ORDER = (
+    "fresh input",
+    "retrieved context",
+    "output",
+    "embedding",
+    "retrieval",
+    "rerank",
+    "other",
+    "training amortised",
+    "indexing amortised",
+    "hosting",
+    "vector store",
+)
+"""Components in the order (and so the colours) every bar chart uses."""
+
+
+def _domain(comparison: Comparison) -> list[str]:
+    seen = {row["component"] for pc in comparison.pipelines for row in _component_rows(pc)}
+    return [c for c in _ORDER if c in seen] + sorted(seen - set(_ORDER))
+
+
+def _pipeline_charts(alt: Any, pc: PipelineComparison, domain: list[str]) -> Any:
     lines = (
         alt.Chart(alt.Data(values=_cost_rows(pc)))
         .mark_line()
@@ -112,7 +138,7 @@ def _pipeline_charts(alt: Any, pc: PipelineComparison) -> Any:
         x=volume, y=alt.Y("label_y:Q", scale=None), text="what:N"
     )
     cost = (lines + rules + labels).properties(
-        title=f"{pc.pipeline}: monthly cost against monthly volume", width=420, height=280
+        title=f"{pc.pipeline}: monthly cost against monthly volume", width=380, height=260
     )
     bars = (
         alt.Chart(alt.Data(values=_component_rows(pc)))
@@ -120,13 +146,17 @@ def _pipeline_charts(alt: Any, pc: PipelineComparison) -> Any:
         .encode(
             y=alt.Y("option:N", sort=alt.SortField("order"), title=None),
             x=alt.X("sum(USD per successful answer):Q", title="USD per successful answer"),
-            color=alt.Color("component:N", legend=alt.Legend(orient="bottom", columns=2)),
+            color=alt.Color(
+                "component:N",
+                scale=alt.Scale(domain=domain, scheme="tableau20"),
+                legend=alt.Legend(orient="bottom", columns=2),
+            ),
+            order=alt.Order("component_order:Q"),
             tooltip=["option:N", "component:N", "USD per successful answer:Q"],
         )
         .properties(
-            title=f"{pc.pipeline}: cost per successful answer at {show(pc.monthly_requests)} "
-            "requests a month",
-            width=420,
+            title=f"{pc.pipeline}: cost per successful answer",
+            width=300,
             height=40 * (1 + len(pc.candidates)),
         )
     )
@@ -208,8 +238,9 @@ def render_html(comparison: Comparison) -> str:
     """The whole report as one HTML document that loads nothing from the network."""
     alt = _altair()
     if comparison.pipelines:
+        domain = _domain(comparison)
         chart = alt.vconcat(
-            *(_pipeline_charts(alt, pc) for pc in comparison.pipelines)
+            *(_pipeline_charts(alt, pc, domain) for pc in comparison.pipelines)
         ).resolve_scale(color="independent")
     else:
         chart = alt.Chart(alt.Data(values=[])).mark_point()
