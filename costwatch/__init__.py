@@ -20,7 +20,15 @@ from costwatch._configure import configure, runtime
 from costwatch._core.context import tags
 from costwatch._core.errors import BudgetExceeded, ConfigError
 from costwatch._core.record import CostRecord, TokenUsage
-from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd, Sink
+from costwatch._core.sink import (
+    BaseSink,
+    CacheEvent,
+    FixedCost,
+    LifecycleCost,
+    Outcome,
+    RequestEnd,
+    Sink,
+)
 from costwatch._version import __version__ as __version__
 from costwatch.accounting._ledger import Summary
 from costwatch.accounting._lifecycle import fixed_cost, indexing, record_training
@@ -42,6 +50,9 @@ __all__ = [
     "CacheEvent",
     "ConfigError",
     "CostRecord",
+    "FixedCost",
+    "LifecycleCost",
+    "Outcome",
     "RequestEnd",
     "RetrievalCache",
     "Sink",

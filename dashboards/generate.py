@@ -357,6 +357,8 @@ OUTCOMES = "costwatch_outcomes_total"
 LIFECYCLE = "costwatch_lifecycle_cost_usd_total"
 FIXED_RATE = "costwatch_fixed_cost_usd_per_hour"
 PIPELINE_COST = "costwatch_pipeline_cost_usd_total"
+PIPELINE_TOKENS = "costwatch_pipeline_tokens_total"
+OUTCOME_COST = "costwatch_outcome_cost_usd_total"
 SECONDS_TO_MONTH_END = (
     "scalar((days_in_month(vector(time())) - day_of_month(vector(time()))) * 86400"
     " + (24 - hour(vector(time()))) * 3600 - minute(vector(time())) * 60)"
@@ -968,6 +970,23 @@ def unit_economics() -> dict[str, Any]:
                 max_value=1,
             ),
             Panel(
+                "Dollars per hour spent on failed requests by pipeline",
+                "timeseries",
+                [
+                    Target(
+                        f'sum by (pipeline) (rate({OUTCOME_COST}{{{SPEND}, outcome="failure"}}'
+                        f"[{RATE}])) * 3600",
+                        "{{pipeline}}",
+                    )
+                ],
+                12,
+                6,
+                USD,
+                "What answers that did not help cost: the gap between cost per request and "
+                "cost per successful answer.",
+                stack=True,
+            ),
+            Panel(
                 "Loaded cost per successful answer (fixed costs included)",
                 "bargauge",
                 [
@@ -978,7 +997,7 @@ def unit_economics() -> dict[str, Any]:
                         instant=True,
                     )
                 ],
-                24,
+                12,
                 6,
                 USD,
                 "Variable dollars per hour plus the declared fixed costs per hour, over successes "
@@ -1057,6 +1076,23 @@ def unit_economics() -> dict[str, Any]:
     context_budgets = Row(
         "Retrieved context and the month",
         [
+            Panel(
+                "Tokens per request by pipeline and component",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (pipeline, component) (rate({PIPELINE_TOKENS}{{{SERVICE}}}"
+                        f"[{RATE}]))\n  / on (pipeline) group_left sum by (pipeline) "
+                        f"(rate({REQUEST_COST}_count{{{SPEND}}}[{RATE}]))",
+                        "{{pipeline}} {{component}}",
+                    )
+                ],
+                24,
+                8,
+                "short",
+                "The traffic profile a what-if starts from: fresh input, retrieved context and "
+                "output tokens of each pipeline's requests.",
+            ),
             Panel(
                 "Retrieved-context share of input cost by pipeline",
                 "timeseries",

@@ -11,6 +11,7 @@ each request (``RequestEnd``), how a request ended (``Outcome``), and the costs 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple, Protocol, runtime_checkable
 

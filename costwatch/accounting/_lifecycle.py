@@ -28,7 +28,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
-from costwatch import _configure as _runtime
+from costwatch._core import runtime as _runtime
 from costwatch._core.context import STRATEGIES, CostScope, cost_scope, current_tags, tags
 from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 
-from costwatch import _configure as _runtime
+from costwatch._core import runtime as _runtime
 from costwatch._core.context import check_outcome
 from costwatch._core.failopen import errors
 from costwatch._core.sink import Outcome, RequestEnd

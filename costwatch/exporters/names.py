@@ -308,7 +308,6 @@ LIFECYCLE_COST = MetricSpec(
     "run's calls are also in costwatch_cost_usd_total).",
     LIFECYCLE_LABELS,
     "costwatch.lifecycle.cost.usd",
-    extension=True,
 )
 FIXED_COST_RATE = MetricSpec(
     "costwatch_fixed_cost_usd_per_hour",
@@ -320,7 +319,6 @@ FIXED_COST_RATE = MetricSpec(
     "",
     (),
     "mostrecent",
-    extension=True,
 )
 OUTCOMES = MetricSpec(
     "costwatch_outcomes_total",
@@ -329,7 +327,6 @@ OUTCOMES = MetricSpec(
     OUTCOME_LABELS,
     "costwatch.outcomes",
     "{request}",
-    extension=True,
 )
 OUTCOME_COST = MetricSpec(
     "costwatch_outcome_cost_usd_total",
@@ -338,7 +335,6 @@ OUTCOME_COST = MetricSpec(
     "pipeline's request cost / its successes).",
     OUTCOME_LABELS,
     "costwatch.outcome.cost.usd",
-    extension=True,
 )
 OUTCOMES_UNMATCHED = MetricSpec(
     "costwatch_outcomes_unmatched_total",
@@ -356,7 +352,6 @@ PIPELINE_COST = MetricSpec(
     "Dollars of the calls inside each pipeline's requests, by model and cost component.",
     PIPELINE_LABELS,
     "costwatch.pipeline.cost.usd",
-    extension=True,
 )
 PIPELINE_TOKENS = MetricSpec(
     "costwatch_pipeline_tokens_total",
@@ -365,7 +360,6 @@ PIPELINE_TOKENS = MetricSpec(
     PIPELINE_LABELS,
     "costwatch.pipeline.tokens",
     "{token}",
-    extension=True,
 )
 
 PROMETHEUS_METRICS: tuple[MetricSpec, ...] = (

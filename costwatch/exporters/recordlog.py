@@ -102,7 +102,7 @@ class RecordLogSink(BaseSink):
             provider = (
                 logger_provider if logger_provider is not None else _logs.get_logger_provider()
             )
-            from costwatch import __version__
+            from costwatch._version import __version__
 
             self._otel = provider.get_logger("costwatch", __version__)
 
