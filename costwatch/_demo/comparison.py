@@ -59,7 +59,8 @@ DEMO_SCENARIOS: dict[str, Any] = {
 
 
 def closing_comparison(summary: Summary, *, explain: bool = False) -> tuple[str, Any]:
-    """``(text, comparison)``: the story in a few lines, then the full comparison."""
+    """``(text, comparison)``: the story in a few lines; with ``explain`` then the full
+    comparison with every figure's arithmetic and price source."""
     from costwatch import analysis
     from costwatch.analysis._economics import show
 
@@ -85,5 +86,7 @@ def closing_comparison(summary: Summary, *, explain: bool = False) -> tuple[str,
             lines.append(
                 f"    vs {verdict.option.name}: ${show(alt) if alt is not None else 'n/a'}; {flip}"
             )
-    text = "\n".join(lines) + "\n\n" + analysis.render_text(comparison, explain=explain)
+    text = "\n".join(lines) + "\n"
+    if explain:
+        text += "\n" + analysis.render_text(comparison, explain=True)
     return text, comparison
