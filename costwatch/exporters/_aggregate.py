@@ -105,6 +105,46 @@ class CacheSeries:
         self.saved = _ZERO
 
 
+def lifecycle_labels(
+    event: LifecycleCost | FixedCost, service: str, guard: LabelGuard
+) -> tuple[str, ...]:
+    """The ``LIFECYCLE_LABELS`` values of a lifecycle event (free-form ones guarded)."""
+    admit = guard.admit
+    return (
+        event.service or service,
+        event.kind,
+        event.name,
+        event.strategy,
+        admit("pipeline", event.pipeline) if event.pipeline else "",
+        admit("feature", event.feature) if event.feature else "",
+        admit("team", event.team) if event.team else "",
+        admit("tenant", event.tenant) if event.tenant else "",
+    )
+
+
+def pipeline_call(
+    record: CostRecord, model: str, service: str, guard: LabelGuard
+) -> tuple[tuple[str, ...], list[tuple[str, Decimal | None, int]]]:
+    """``(PIPELINE_LABELS values but the component, [(component, dollars, tokens)])`` of a call
+    inside a request; ``model`` is its (guarded) model label."""
+    parts = split(
+        record.stage,
+        record.cost_usd,
+        record.input_cost_usd,
+        record.usage.by_type(),
+        sum(record.context_tokens.values()) if record.context_tokens else 0,
+        sum(record.context_cost_usd.values(), _ZERO),
+    )
+    head = (
+        record.service or service,
+        guard.admit("pipeline", record.pipeline),
+        record.strategy,
+        record.provider,
+        model,
+    )
+    return head, parts
+
+
 class OutcomeSeries:
     """Requests and their cost by outcome, for one request label combination."""
 
@@ -241,23 +281,7 @@ class SpendAggregate:
         return series
 
     def _add_pipeline_call(self, record: CostRecord, model: str) -> None:
-        context_tokens = sum(record.context_tokens.values()) if record.context_tokens else 0
-        context_cost = sum(record.context_cost_usd.values(), _ZERO)
-        parts = split(
-            record.stage,
-            record.cost_usd,
-            record.input_cost_usd,
-            record.usage.by_type(),
-            context_tokens,
-            context_cost,
-        )
-        head = (
-            record.service or self.service,
-            self.guard.admit("pipeline", record.pipeline),
-            record.strategy,
-            record.provider,
-            model,
-        )
+        head, parts = pipeline_call(record, model, self.service, self.guard)
         with self._lock:
             for component, usd, tokens in parts:
                 slot = self.pipeline_calls.get((*head, component))
@@ -350,17 +374,7 @@ class SpendAggregate:
             slot[1] += event.cost_usd
 
     def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
-        admit = self.guard.admit
-        key = (
-            event.service or self.service,
-            event.kind,
-            event.name,
-            event.strategy,
-            admit("pipeline", event.pipeline) if event.pipeline else "",
-            admit("feature", event.feature) if event.feature else "",
-            admit("team", event.team) if event.team else "",
-            admit("tenant", event.tenant) if event.tenant else "",
-        )
+        key = lifecycle_labels(event, self.service, self.guard)
         with self._lock:
             if isinstance(event, FixedCost):
                 previous = self._fixed_keys.get(event.name)

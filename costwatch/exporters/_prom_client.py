@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
-from costwatch.accounting._components import split
 from costwatch.exporters import names
+from costwatch.exporters._aggregate import lifecycle_labels, pipeline_call
 from costwatch.exporters._cardinality import GuardedTable, LabelGuard
 from costwatch.exporters.names import CACHE_LABELS, REQUEST_LABELS, SPEND_LABELS, MetricSpec
 
@@ -198,21 +198,7 @@ class ClientMetrics:
             self._add_pipeline_call(record, children.labels[2])
 
     def _add_pipeline_call(self, record: CostRecord, model: str) -> None:
-        parts = split(
-            record.stage,
-            record.cost_usd,
-            record.input_cost_usd,
-            record.usage.by_type(),
-            sum(record.context_tokens.values()),
-            sum(record.context_cost_usd.values(), _ZERO),
-        )
-        head = (
-            record.service or self.service,
-            self.guard.admit("pipeline", record.pipeline),
-            record.strategy,
-            record.provider,
-            model,
-        )
+        head, parts = pipeline_call(record, model, self.service, self.guard)
         for component, usd, tokens in parts:
             if usd is not None:
                 self.pipeline_cost.labels(*head, component).inc(float(usd))
@@ -267,17 +253,7 @@ class ClientMetrics:
         self.outcome_cost.labels(*labels).inc(float(event.cost_usd))
 
     def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
-        admit = self.guard.admit
-        labels = (
-            event.service or self.service,
-            event.kind,
-            event.name,
-            event.strategy,
-            admit("pipeline", event.pipeline) if event.pipeline else "",
-            admit("feature", event.feature) if event.feature else "",
-            admit("team", event.team) if event.team else "",
-            admit("tenant", event.tenant) if event.tenant else "",
-        )
+        labels = lifecycle_labels(event, self.service, self.guard)
         if isinstance(event, FixedCost):
             with self._lock:
                 previous = self._fixed_keys.get(event.name)
