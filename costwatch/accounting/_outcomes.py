@@ -47,8 +47,10 @@ def outcome_of(event: RequestEnd, value: str, service: str) -> Outcome:
 class OutcomeBook:
     """Finished requests awaiting an outcome, by request id; thread-safe and bounded.
 
-    At most ``capacity`` requests are waiting and at most ``capacity`` settled or forgotten ids
-    are kept to tell a late duplicate or an expired id from an unknown one.
+    At most ``capacity`` requests are waiting (the oldest is forgotten first) and at most
+    ``capacity`` settled or forgotten ids are kept to tell a late duplicate or an expired id
+    from an unknown one.  A request older than ``ttl_s`` is expired when its outcome arrives:
+    remembering a request costs one dict insertion on the request path.
     """
 
     def __init__(
@@ -71,12 +73,12 @@ class OutcomeBook:
 
     def remember(self, event: RequestEnd) -> None:
         """A request ended without an outcome: wait for one."""
-        now = self.clock()
+        ended = self.clock()
         with self._lock:
-            self._expire(now)
-            self._waiting[event.request_id] = (now, event)
-            while len(self._waiting) > self.capacity:
-                old, _ = self._waiting.popitem(last=False)
+            waiting = self._waiting
+            waiting[event.request_id] = (ended, event)
+            if len(waiting) > self.capacity:
+                old, _ = waiting.popitem(last=False)
                 self._forget(old, "expired")
 
     def settled(self, request_id: str) -> None:
@@ -88,22 +90,18 @@ class OutcomeBook:
         """The outcome of a remembered request, or an unmatched one saying why not."""
         now = self.clock()
         with self._lock:
-            self._expire(now)
             waiting = self._waiting.pop(request_id, None)
-            if waiting is None:
+            if waiting is not None and now - waiting[0] > self.ttl_s:
+                self._forget(request_id, "expired")
+                waiting = None
+                reason = "expired"
+            elif waiting is None:
                 reason = self._gone.get(request_id, "unknown")
+            else:
+                self._forget(request_id, "duplicate")
+            if waiting is None:
                 return Outcome(value, "", "", _ZERO, request_id, service, unmatched=reason)
-            self._forget(request_id, "duplicate")
         return outcome_of(waiting[1], value, service)
-
-    def _expire(self, now: float) -> None:
-        waiting = self._waiting
-        while waiting:
-            request_id, (ended, _) = next(iter(waiting.items()))
-            if now - ended <= self.ttl_s:
-                return
-            waiting.popitem(last=False)
-            self._forget(request_id, "expired")
 
     def _forget(self, request_id: str, reason: str) -> None:
         gone = self._gone

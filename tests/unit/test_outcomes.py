@@ -96,9 +96,11 @@ def test_the_book_forgets_by_age_and_by_count() -> None:
 
     assert len(book) == 3  # r0 and r1 pushed out
     assert book.settle("r0", "success", "s").unmatched == "expired"
+    assert book.settle("r2", "success", "s").unmatched == ""
     clock.now += 61
     assert book.settle("r4", "success", "s").unmatched == "expired"
-    assert len(book) == 0
+    assert book.settle("r4", "success", "s").unmatched == "expired"
+    assert book.settle("r2", "failure", "s").unmatched == "duplicate"
     assert book.settle("zzz", "success", "s").unmatched == "unknown"
 
 
