@@ -128,7 +128,7 @@ def demo(
         for part in render(summary):
             out.print(part)
             out.print()
-        out.print(story, markup=False, highlight=False)
+        out.print(story, markup=False, highlight=False, soft_wrap=True)
     if html is not None:
         _write_report(html, comparison)
         err.print(f"wrote {html}")
