@@ -20,9 +20,19 @@ from costwatch._configure import configure, runtime
 from costwatch._core.context import tags
 from costwatch._core.errors import BudgetExceeded, ConfigError
 from costwatch._core.record import CostRecord, TokenUsage
-from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd, Sink
+from costwatch._core.sink import (
+    BaseSink,
+    CacheEvent,
+    FixedCost,
+    LifecycleCost,
+    Outcome,
+    RequestEnd,
+    Sink,
+)
 from costwatch._version import __version__ as __version__
 from costwatch.accounting._ledger import Summary
+from costwatch.accounting._lifecycle import fixed_cost, indexing, record_training
+from costwatch.accounting._outcomes import outcome
 from costwatch.accounting._recorder import record
 from costwatch.accounting._request import request
 from costwatch.budgets._alerts import BudgetAlert
@@ -40,6 +50,9 @@ __all__ = [
     "CacheEvent",
     "ConfigError",
     "CostRecord",
+    "FixedCost",
+    "LifecycleCost",
+    "Outcome",
     "RequestEnd",
     "RetrievalCache",
     "Sink",
@@ -48,10 +61,14 @@ __all__ = [
     "budget",
     "configure",
     "embedding",
+    "fixed_cost",
     "generation",
+    "indexing",
     "instrument",
+    "outcome",
     "record",
     "record_batch_results",
+    "record_training",
     "request",
     "retrieval",
     "serve_metrics",

@@ -18,6 +18,7 @@ from costwatch._core.failopen import errors, logger
 from costwatch._core.settings import Settings, load_settings
 from costwatch._core.sink import Sink
 from costwatch.accounting._ledger import Ledger
+from costwatch.accounting._outcomes import OutcomeBook
 
 if TYPE_CHECKING:
     from costwatch.accounting._tally import Tally
@@ -47,7 +48,9 @@ class Runtime:
         self.clock = clock
         self.redis_url = settings.redis_url
         self.estimate = settings.estimate_missing_usage
-        self.ledger = Ledger()
+        self.ledger = Ledger(clock=clock)
+        self.outcomes = OutcomeBook(clock)
+        """Finished requests waiting for a late ``costwatch.outcome(request_id, ...)``."""
         self.catalog: PriceCatalog = PriceCatalog(settings.prices)
         built: list[Sink] = [self.ledger]
         self.prometheus: PrometheusSink | None = None

@@ -353,6 +353,17 @@ BUDGET_SPENT = "costwatch_budget_spent_usd"
 BUDGET_LIMIT = "costwatch_budget_limit_usd"
 BUDGET_BLOCKED = "costwatch_budget_blocked_total"
 INTERNAL_ERRORS = "costwatch_internal_errors_total"
+OUTCOMES = "costwatch_outcomes_total"
+LIFECYCLE = "costwatch_lifecycle_cost_usd_total"
+FIXED_RATE = "costwatch_fixed_cost_usd_per_hour"
+PIPELINE_COST = "costwatch_pipeline_cost_usd_total"
+PIPELINE_TOKENS = "costwatch_pipeline_tokens_total"
+OUTCOME_COST = "costwatch_outcome_cost_usd_total"
+SECONDS_TO_MONTH_END = (
+    "scalar((days_in_month(vector(time())) - day_of_month(vector(time()))) * 86400"
+    " + (24 - hour(vector(time()))) * 3600 - minute(vector(time())) * 60)"
+)
+"""Seconds from now to the end of the calendar month (UTC)."""
 
 PROMPT_TOKEN_TYPES = 'token_type=~"input|cache_read|cache_write"'
 USD = "currencyUSD"
@@ -908,10 +919,248 @@ def operations() -> dict[str, Any]:
     )
 
 
+def unit_economics() -> dict[str, Any]:
+    by = "pipeline, strategy"
+    success = f'{OUTCOMES}{{{SPEND}, outcome="success"}}'
+    variable = f"sum by (pipeline) (rate({REQUEST_COST}_sum{{{SPEND}}}[{RATE}])) * 3600"
+    fixed = f"sum by (pipeline) (max by (pipeline, name) ({FIXED_RATE}{{{SPEND}}}))"
+    unit_costs = Row(
+        "Cost per request and per successful answer",
+        [
+            Panel(
+                "Cost per request by pipeline and strategy",
+                "timeseries",
+                [Target(mean_of(REQUEST_COST, by), "{{pipeline}} ({{strategy}})")],
+                8,
+                8,
+                USD,
+                "Exact mean dollars per costwatch.request (sum / count).",
+            ),
+            Panel(
+                "Cost per successful answer by pipeline and strategy",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by ({by}) (rate({REQUEST_COST}_sum{{{SPEND}}}[{RATE}]))\n"
+                        f"  / sum by ({by}) (rate({success}[{RATE}]))",
+                        "{{pipeline}} ({{strategy}})",
+                    )
+                ],
+                8,
+                8,
+                USD,
+                "The cost of ALL the pipeline's requests divided by the successful ones (the "
+                "cost of pass): the fair unit to compare RAG with fine-tuning.",
+            ),
+            Panel(
+                "Success rate by pipeline and strategy",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by ({by}) (rate({success}[{RATE}]))\n"
+                        f"  / sum by ({by}) (rate({OUTCOMES}{{{SPEND}}}[{RATE}]))",
+                        "{{pipeline}} ({{strategy}})",
+                    )
+                ],
+                8,
+                8,
+                "percentunit",
+                "Successful requests over requests given an outcome (req.outcome or "
+                "costwatch.outcome by request id).",
+                max_value=1,
+            ),
+            Panel(
+                "Dollars per hour spent on failed requests by pipeline",
+                "timeseries",
+                [
+                    Target(
+                        f'sum by (pipeline) (rate({OUTCOME_COST}{{{SPEND}, outcome="failure"}}'
+                        f"[{RATE}])) * 3600",
+                        "{{pipeline}}",
+                    )
+                ],
+                12,
+                6,
+                USD,
+                "What answers that did not help cost: the gap between cost per request and "
+                "cost per successful answer.",
+                stack=True,
+            ),
+            Panel(
+                "Loaded cost per successful answer (fixed costs included)",
+                "bargauge",
+                [
+                    Target(
+                        f"(\n  {variable}\n    + on (pipeline) {fixed}\n  or {variable}\n)"
+                        f"\n  / (sum by (pipeline) (rate({success}[{RATE}])) * 3600)",
+                        "{{pipeline}}",
+                        instant=True,
+                    )
+                ],
+                12,
+                6,
+                USD,
+                "Variable dollars per hour plus the declared fixed costs per hour, over successes "
+                "per hour (as the recording rule pipeline:costwatch_loaded_cost_per_success_usd:1h "
+                "of costwatch-unit-economics.yml).",
+            ),
+        ],
+    )
+    fixed_variable = Row(
+        "Fixed against variable cost",
+        [
+            Panel(
+                "Variable and fixed dollars per hour by pipeline",
+                "timeseries",
+                [
+                    Target(variable, "{{pipeline}} variable"),
+                    Target(fixed, "{{pipeline}} fixed"),
+                ],
+                12,
+                8,
+                USD,
+                "Variable: the requests' calls.  Fixed: declared hosting, GPU nodes and vector "
+                "stores (costwatch.fixed_cost), counted once per name however many processes "
+                "declare them.",
+                stack=True,
+            ),
+            Panel(
+                "Declared fixed costs ($ per hour)",
+                "table",
+                [
+                    Target(
+                        f"max by (name, kind, strategy, pipeline) ({FIXED_RATE}{{{SPEND}}})",
+                        instant=True,
+                        table=True,
+                    )
+                ],
+                12,
+                8,
+                USD,
+            ),
+            Panel(
+                "Lifecycle costs recorded (training, indexing runs)",
+                "table",
+                [
+                    Target(
+                        f"sum by (kind, name, pipeline) (max_over_time({LIFECYCLE}{{{SPEND}}}"
+                        f"[{RANGE}]))",
+                        instant=True,
+                        table=True,
+                    )
+                ],
+                12,
+                8,
+                USD,
+                "One-off costs that are not calls (costwatch.record_training, "
+                "costwatch.indexing), to date.  costwatch compare amortises them.",
+            ),
+            Panel(
+                "Variable cost by component ($ per hour)",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (component) (rate({PIPELINE_COST}{{{SERVICE}}}[{RATE}])) * 3600",
+                        "{{component}}",
+                    )
+                ],
+                12,
+                8,
+                USD,
+                "Fresh input, retrieved context, output, embedding, retrieval, rerank: what "
+                "each pipeline's requests pay for.",
+                stack=True,
+            ),
+        ],
+    )
+    context_budgets = Row(
+        "Retrieved context and the month",
+        [
+            Panel(
+                "Tokens per request by pipeline and component",
+                "timeseries",
+                [
+                    Target(
+                        f"sum by (pipeline, component) (rate({PIPELINE_TOKENS}{{{SERVICE}}}"
+                        f"[{RATE}]))\n  / on (pipeline) group_left sum by (pipeline) "
+                        f"(rate({REQUEST_COST}_count{{{SPEND}}}[{RATE}]))",
+                        "{{pipeline}} {{component}}",
+                    )
+                ],
+                24,
+                8,
+                "short",
+                "The traffic profile a what-if starts from: fresh input, retrieved context and "
+                "output tokens of each pipeline's requests.",
+            ),
+            Panel(
+                "Retrieved-context share of input cost by pipeline",
+                "timeseries",
+                [
+                    Target(
+                        f'sum by (pipeline) (rate({PIPELINE_COST}{{{SERVICE}, component="'
+                        f'retrieved_context"}}[{RATE}]))\n  / sum by (pipeline) (rate('
+                        f'{PIPELINE_COST}{{{SERVICE}, component=~"fresh_input|retrieved_context"}}'
+                        f"[{RATE}]))",
+                        "{{pipeline}}",
+                    )
+                ],
+                8,
+                8,
+                "percentunit",
+                "What fine-tuning would save first: the input dollars spent on retrieved context.",
+                max_value=1,
+            ),
+            Panel(
+                "Budget spend this window and month-end projection",
+                "timeseries",
+                [
+                    Target(f"max by (budget) ({BUDGET_SPENT})", "{{budget}} spent"),
+                    Target(
+                        f"max by (budget) (predict_linear({BUDGET_SPENT}[1h], "
+                        f"{SECONDS_TO_MONTH_END}))",
+                        "{{budget}} at month end",
+                    ),
+                    Target(f"max by (budget) ({BUDGET_LIMIT})", "{{budget}} limit"),
+                ],
+                8,
+                8,
+                USD,
+                "Each budget's spend (month to date for monthly budgets), where the trend of the "
+                "last hour puts it at the end of the month, and its limit.",
+            ),
+            Panel(
+                "Spend to month end at the current rate",
+                "stat",
+                [
+                    Target(
+                        f"sum(rate({COST}{{{SPEND}}}[{RATE}])) * {SECONDS_TO_MONTH_END}",
+                        "to month end",
+                    )
+                ],
+                8,
+                8,
+                USD,
+                "Variable spend from now to the end of the month if the current rate holds.",
+            ),
+        ],
+    )
+    return build_dashboard(
+        "costwatch-unit-economics",
+        "Unit economics: RAG vs fine-tuned",
+        "Cost per request and per successful answer by pipeline and strategy, fixed against "
+        "variable cost, lifecycle costs, retrieved-context share, the month's projection.  "
+        "Decide with `costwatch compare`.",
+        [unit_costs, fixed_variable, context_budgets],
+        ["costwatch", "llm", "cost", "unit-economics"],
+    )
+
+
 DASHBOARDS = {
     "costwatch-overview.json": overview,
     "costwatch-requests.json": requests,
     "costwatch-operations.json": operations,
+    "costwatch-unit-economics.json": unit_economics,
 }
 
 

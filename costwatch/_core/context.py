@@ -175,6 +175,7 @@ class RequestState:
         "pending_context",
         "strategies",
         "retrieved",
+        "said_outcome",
         "_lock",
     )
 
@@ -190,7 +191,18 @@ class RequestState:
         self.pending_context: dict[str, list[str]] = {}
         self.strategies: set[str] = set()
         self.retrieved = False
+        self.said_outcome = ""
+        """What ``outcome()`` said inside the block ("" when nothing was said)."""
         self._lock = threading.Lock()
+
+    def outcome(self, value: str) -> None:
+        """How this request ended: ``"success"`` or ``"failure"`` (the last one said counts).
+
+        Said inside the block; once the block has ended, say it with
+        ``costwatch.outcome(request_id, value)``.
+        """
+        check_outcome(value)
+        self.said_outcome = value
 
     def add_context(self, source: str, texts: list[str]) -> None:
         """A retrieval returned these documents: the next generation in the request consumes them.
@@ -217,6 +229,14 @@ class RequestState:
                 self.unpriced += 1
             else:
                 self.cost_usd += record.cost_usd
+
+
+def check_outcome(value: str) -> None:
+    from costwatch._core.errors import ConfigError
+    from costwatch._core.sink import OUTCOMES
+
+    if value not in OUTCOMES:
+        raise ConfigError("outcome", value, f"must be one of {', '.join(OUTCOMES)}")
 
 
 def resolve_strategy(

@@ -25,6 +25,27 @@ FT_DRAFTER = "ft:gpt-4o-2024-08-06:acme::draft-v2"
 SUMMARY_MODEL = "claude-sonnet-4-6"
 VECTOR_QUERY_USD = Decimal("0.000004")
 """A managed vector store's price per query (order of magnitude of serverless offerings)."""
+SUCCESS_RATES = {
+    "answer_question": 0.86,
+    "classify_ticket": 0.95,
+    "draft_reply": 0.90,
+    "summarize_thread": 0.97,
+}
+"""Simulated share of requests that end well, by pipeline (so by strategy: RAG, fine-tuned,
+hybrid, base): the fine-tuned classifier is more accurate on its narrow task than RAG is on
+open questions."""
+LATE_OUTCOMES = 0.3
+"""Share of outcomes that arrive later, as feedback, by request id."""
+CLASSIFIER_JOB = {
+    "id": "ftjob-demo-classifier",
+    "object": "fine_tuning.job",
+    "model": "gpt-4o-mini-2024-07-18",
+    "fine_tuned_model": FT_CLASSIFIER,
+    "status": "succeeded",
+    "trained_tokens": 1_800_000,
+    "hyperparameters": {"n_epochs": 3},
+}
+"""A finished OpenAI fine-tuning job, as the SDK returns it: 600k training tokens x 3 epochs."""
 
 _TOPICS = ("refunds", "passwords", "invoices", "shipping", "sso", "api keys", "exports", "seats")
 _QUESTIONS = [
@@ -73,6 +94,10 @@ class Workload:
         self.search = costwatch.retrieval(
             source="kb", cache=self.cache, price_usd=VECTOR_QUERY_USD
         )(self._search)
+        self.outcome_rng = random.Random(seed + 1)
+        """Outcomes draw from their own stream: the calls are those of the same seed without."""
+        self._late: list[tuple[str, str]] = []
+        self._declared = False
 
     # -- clients -------------------------------------------------------------------------------
     def _clients(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -123,6 +148,59 @@ class Workload:
 
         return openai_call, messages
 
+    # -- lifecycle costs and outcomes ----------------------------------------------------------
+    def declare_lifecycle(self) -> None:
+        """What the pipelines cost beside their calls: the classifier's and the drafter's
+        training runs, the classifier's hosting, the knowledge base's vector store and an
+        indexing run that embeds the whole knowledge base.  Once per workload."""
+        if self._declared:
+            return
+        self._declared = True
+        with costwatch.tags(feature="triage", team="support"):
+            costwatch.record_training(job=CLASSIFIER_JOB, pipeline="classify_ticket")
+            costwatch.fixed_cost(
+                "ft-classifier-hosting",
+                usd_per_hour="1.70",
+                strategy="fine_tuned",
+                pipeline="classify_ticket",
+            )
+        with costwatch.tags(feature="drafting", team="success"):
+            costwatch.record_training(
+                model="gpt-4o-2024-08-06",
+                training_tokens=400_000,
+                epochs=2,
+                name=FT_DRAFTER,
+                strategy="hybrid",
+                pipeline="draft_reply",
+            )
+        with costwatch.tags(feature="faq", team="support"):
+            costwatch.fixed_cost(
+                "kb-vector-store",
+                usd_per_month=50,
+                kind="vector_store",
+                strategy="rag",
+                pipeline="answer_question",
+            )
+            with costwatch.indexing("answer_question", knowledge_base="kb"):
+                for start in range(0, len(self.docs.docs), 16):
+                    batch = [d["text"] for d in self.docs.docs[start : start + 16]]
+                    self._openai("embeddings", model=EMBED_MODEL, input=batch, dimensions=16)
+
+    def _settle(self, req: Any, pipeline: str) -> None:
+        """How the request ended: said now, or later by its id (feedback)."""
+        ok = self.outcome_rng.random() < SUCCESS_RATES[pipeline]
+        value = "success" if ok else "failure"
+        if self.outcome_rng.random() < LATE_OUTCOMES:
+            self._late.append((req.request_id, value))
+        else:
+            req.outcome(value)
+
+    def flush_outcomes(self) -> None:
+        """The feedback that was waiting arrives."""
+        late, self._late = self._late, []
+        for request_id, value in late:
+            costwatch.outcome(request_id, value)
+
     # -- pipeline steps ------------------------------------------------------------------------
     def _search(self, query: str, k: int = 4) -> list[dict[str, str]]:
         response = self._openai("embeddings", model=EMBED_MODEL, input=query, dimensions=16)
@@ -141,7 +219,7 @@ class Workload:
     def answer_question(self) -> None:
         question = self._question()
         model = REASONING_MODEL if self.rng.random() < 0.1 else RAG_MODEL
-        with costwatch.request("answer_question", strategy="rag"):
+        with costwatch.request("answer_question", strategy="rag") as req:
             docs = self.search(question)
             context = "\n\n".join(f"## {d['title']}\n{d['text']}" for d in docs)
             self._openai(
@@ -153,9 +231,10 @@ class Workload:
                     {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
                 ],
             )
+            self._settle(req, "answer_question")
 
     def classify_ticket(self) -> None:
-        with costwatch.request("classify_ticket"):
+        with costwatch.request("classify_ticket") as req:
             self._openai(
                 "chat",
                 model=FT_CLASSIFIER,
@@ -164,10 +243,11 @@ class Workload:
                     {"role": "user", "content": self.fake._text(self.rng.randint(60, 240))},
                 ],
             )
+            self._settle(req, "classify_ticket")
 
     def draft_reply(self) -> None:
         question = self._question()
-        with costwatch.request("draft_reply", strategy="hybrid"):
+        with costwatch.request("draft_reply", strategy="hybrid") as req:
             docs = self.search(question, k=2)
             context = "\n\n".join(d["text"] for d in docs)
             self._openai(
@@ -181,9 +261,10 @@ class Workload:
                     },
                 ],
             )
+            self._settle(req, "draft_reply")
 
     def summarize_thread(self) -> None:
-        with costwatch.request("summarize_thread", strategy="base"):
+        with costwatch.request("summarize_thread", strategy="base") as req:
             self._anthropic(
                 model=SUMMARY_MODEL,
                 max_tokens=300,
@@ -192,6 +273,7 @@ class Workload:
                     {"role": "user", "content": self.fake._text(self.rng.randint(200, 900))},
                 ],
             )
+            self._settle(req, "summarize_thread")
 
     # -- driving -------------------------------------------------------------------------------
     _MIX: tuple[tuple[str, str, str, float], ...] = (
@@ -210,13 +292,17 @@ class Workload:
         tenant = self.rng.choice(_TENANTS)
         with costwatch.tags(feature=feature, team=team, tenant=tenant):
             getattr(self, name)()
+        if len(self._late) >= 8:
+            self.flush_outcomes()
         return name
 
     def run(self, requests: int, progress: Callable[[int, int], None] | None = None) -> None:
+        self.declare_lifecycle()
         for done in range(1, requests + 1):
             self.one()
             if progress is not None:
                 progress(done, requests)
+        self.flush_outcomes()
 
     def run_for(
         self,
@@ -226,6 +312,7 @@ class Workload:
         progress: Callable[[int, int], None] | None = None,
     ) -> int:
         """Keep the workload running (``duration_s`` 0 = until ``stop`` is set)."""
+        self.declare_lifecycle()
         started = time.monotonic()
         done = 0
         while not stop.is_set():
@@ -236,4 +323,5 @@ class Workload:
             if progress is not None:
                 progress(done, 0)
             stop.wait(self.rng.expovariate(rate_per_s))
+        self.flush_outcomes()
         return done

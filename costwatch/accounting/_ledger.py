@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -10,7 +12,14 @@ from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import TOKEN_TYPES, CostRecord, TokenUsage
-from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
+from costwatch._core.sink import (
+    BaseSink,
+    CacheEvent,
+    FixedCost,
+    LifecycleCost,
+    Outcome,
+    RequestEnd,
+)
 from costwatch.accounting._tally import Tally, TallyCursor
 
 _ZERO = Decimal(0)
@@ -64,10 +73,62 @@ class PipelineTotals:
     errors: int = 0
     cost_usd: Decimal = _ZERO
     strategies: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    """Requests by the outcome they were given (``success``, ``failure``)."""
+    outcome_cost_usd: dict[str, Decimal] = field(default_factory=dict)
+    """The cost of the requests of each outcome."""
+    calls: dict[tuple[str, str, str], Totals] = field(default_factory=dict)
+    """The pipeline's calls by ``(stage, provider, model)``: its traffic profile."""
 
     @property
     def cost_per_request_usd(self) -> Decimal:
         return self.cost_usd / self.requests if self.requests else _ZERO
+
+    @property
+    def successes(self) -> int:
+        return self.outcomes.get("success", 0)
+
+    @property
+    def cost_per_success_usd(self) -> Decimal | None:
+        """The cost of all the pipeline's requests divided by its successful ones (the "cost
+        of pass"); ``None`` before any request was said to succeed."""
+        return self.cost_usd / self.successes if self.successes else None
+
+    def as_dict(self) -> dict[str, Any]:
+        per_success = self.cost_per_success_usd
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "cost_usd": str(self.cost_usd),
+            "cost_per_request_usd": str(self.cost_per_request_usd),
+            "cost_per_success_usd": None if per_success is None else str(per_success),
+            "strategies": dict(self.strategies),
+            "outcomes": dict(self.outcomes),
+            "outcome_cost_usd": {k: str(v) for k, v in self.outcome_cost_usd.items()},
+            "calls": {"/".join(k): v.as_dict() for k, v in sorted(self.calls.items())},
+        }
+
+
+@dataclass
+class LifecycleTotals:
+    """One-off lifecycle costs (training runs, indexing runs) of one kind and name."""
+
+    kind: str
+    name: str
+    strategy: str
+    pipeline: str
+    runs: int = 0
+    cost_usd: Decimal = _ZERO
+    last: LifecycleCost | None = None
+    """The latest run, with the detail of its arithmetic."""
+
+
+@dataclass
+class FixedCostTotals:
+    """A declared fixed cost and what it accrued up to the summary."""
+
+    declared: FixedCost
+    accrued_usd: Decimal
 
 
 @dataclass
@@ -102,6 +163,20 @@ class Summary:
     internal_errors: dict[str, int]
     by_source: dict[str, Totals] = field(default_factory=dict)
     """Retrieval calls by source (``@retrieval(source=...)``)."""
+    lifecycle: dict[tuple[str, str], LifecycleTotals] = field(default_factory=dict)
+    """One-off lifecycle costs by ``(kind, name)``."""
+    fixed_costs: dict[str, FixedCostTotals] = field(default_factory=dict)
+    """Declared fixed costs by name, accrued to the time of the summary."""
+    outcomes_unmatched: dict[str, int] = field(default_factory=dict)
+    """Late outcomes that matched no waiting request, by reason."""
+    period_s: float = 0.0
+    """Seconds (runtime clock) from ``configure()`` to this summary."""
+
+    @property
+    def lifecycle_usd(self) -> Decimal:
+        """One-off lifecycle costs plus the fixed costs accrued so far."""
+        one_off = sum((t.cost_usd for t in self.lifecycle.values()), _ZERO)
+        return one_off + sum((f.accrued_usd for f in self.fixed_costs.values()), _ZERO)
 
     @property
     def total_usd(self) -> Decimal:
@@ -132,15 +207,7 @@ class Summary:
             "by_feature": group(self.by_feature),
             "by_team": group(self.by_team),
             "by_tenant": group(self.by_tenant),
-            "by_pipeline": {
-                k: {
-                    "requests": v.requests,
-                    "errors": v.errors,
-                    "cost_usd": str(v.cost_usd),
-                    "cost_per_request_usd": str(v.cost_per_request_usd),
-                }
-                for k, v in sorted(self.by_pipeline.items())
-            },
+            "by_pipeline": {k: v.as_dict() for k, v in sorted(self.by_pipeline.items())},
             "context_by_source": {
                 k: {"tokens": t, "cost_usd": str(c)}
                 for k, (t, c) in sorted(self.context_by_source.items())
@@ -157,6 +224,23 @@ class Summary:
                 for k, v in sorted(self.cache.items())
             },
             "internal_errors": dict(self.internal_errors),
+            "lifecycle": [
+                {
+                    "kind": t.kind,
+                    "name": t.name,
+                    "strategy": t.strategy,
+                    "pipeline": t.pipeline,
+                    "runs": t.runs,
+                    "cost_usd": str(t.cost_usd),
+                }
+                for _, t in sorted(self.lifecycle.items())
+            ],
+            "fixed_costs": {
+                k: v.declared.as_dict() | {"accrued_usd": str(v.accrued_usd)}
+                for k, v in sorted(self.fixed_costs.items())
+            },
+            "outcomes_unmatched": dict(self.outcomes_unmatched),
+            "period_s": self.period_s,
         }
 
 
@@ -181,8 +265,15 @@ class Ledger(BaseSink):
     limits: past a limit, values are summed under ``other``.
     """
 
-    def __init__(self, labels: LabelGuard | None = None) -> None:
+    def __init__(
+        self, labels: LabelGuard | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.labels = labels if labels is not None else LabelGuard()
+        self._clock = clock
+        self._started = clock()
+        self._lifecycle: dict[tuple[str, str], LifecycleTotals] = {}
+        self._fixed: dict[str, FixedCost] = {}
+        self._unmatched: dict[str, int] = {}
         self._lock = new_lock()
         self._rows: dict[tuple[str, ...], list[Any]] = {}
         self._pipelines: dict[str, PipelineTotals] = {}
@@ -260,6 +351,8 @@ class Ledger(BaseSink):
                 record.usage,
                 record.latency_s,
             )
+            if record.pipeline:
+                self._add_pipeline_call(record)
             for label, source, tokens in sources:
                 cost = record.context_cost_usd.get(source, _ZERO)
                 ctx = self._context.get(label)
@@ -269,6 +362,30 @@ class Ledger(BaseSink):
                 ctx[1] += cost
                 row[_CTX_T] += tokens
                 row[_CTX_C] += cost
+
+    def _add_pipeline_call(self, record: CostRecord) -> None:
+        """Holds the lock: the call in its pipeline's traffic profile."""
+        totals = self._pipelines.get(record.pipeline)
+        if totals is None:
+            totals = self._pipelines[record.pipeline] = PipelineTotals()
+        key = (record.stage, record.provider, record.model)
+        row = totals.calls.get(key)
+        if row is None:
+            row = totals.calls[key] = Totals()
+        row.calls += 1
+        row.errors += int(record.status != "ok")
+        if record.cost_usd is None:
+            row.unpriced += 1
+        else:
+            row.cost_usd += record.cost_usd
+        for token_type, count in record.usage.by_type().items():
+            row.tokens[token_type] += count
+        row.latency_s += record.latency_s
+        if record.input_cost_usd is not None:
+            row.input_cost_usd += record.input_cost_usd
+        for source, tokens in record.context_tokens.items():
+            row.context_tokens += tokens
+            row.context_cost_usd += record.context_cost_usd.get(source, _ZERO)
 
     def _add(
         self,
@@ -320,6 +437,33 @@ class Ledger(BaseSink):
         with self._lock:
             self._add_cache(event, 1)
 
+    def on_outcome(self, event: Outcome) -> None:
+        with self._lock:
+            if event.unmatched:
+                self._unmatched[event.unmatched] = self._unmatched.get(event.unmatched, 0) + 1
+                return
+            totals = self._pipelines.get(event.pipeline)
+            if totals is None:
+                totals = self._pipelines[event.pipeline] = PipelineTotals()
+            totals.outcomes[event.outcome] = totals.outcomes.get(event.outcome, 0) + 1
+            spent = totals.outcome_cost_usd.get(event.outcome, _ZERO)
+            totals.outcome_cost_usd[event.outcome] = spent + event.cost_usd
+
+    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        with self._lock:
+            if isinstance(event, FixedCost):
+                self._fixed[event.name] = event
+                return
+            key = (event.kind, event.name)
+            totals = self._lifecycle.get(key)
+            if totals is None:
+                totals = self._lifecycle[key] = LifecycleTotals(
+                    event.kind, event.name, event.strategy, event.pipeline
+                )
+            totals.runs += 1
+            totals.cost_usd += event.cost_usd
+            totals.last = event
+
     def _add_cache(self, event: CacheEvent, count: int) -> None:
         totals = self._cache.get(event.cache)
         if totals is None:
@@ -343,9 +487,26 @@ class Ledger(BaseSink):
         with self._lock:
             rows = [(k, list(v)) for k, v in self._rows.items()]
             pipelines = {
-                k: PipelineTotals(v.requests, v.errors, v.cost_usd, dict(v.strategies))
+                k: PipelineTotals(
+                    v.requests,
+                    v.errors,
+                    v.cost_usd,
+                    dict(v.strategies),
+                    dict(v.outcomes),
+                    dict(v.outcome_cost_usd),
+                    {c: _copy(t) for c, t in v.calls.items()},
+                )
                 for k, v in self._pipelines.items()
             }
+            now = self._clock()
+            lifecycle = {
+                k: LifecycleTotals(
+                    v.kind, v.name, v.strategy, v.pipeline, v.runs, v.cost_usd, v.last
+                )
+                for k, v in self._lifecycle.items()
+            }
+            fixed = {k: FixedCostTotals(v, v.accrued_usd(now)) for k, v in self._fixed.items()}
+            unmatched = dict(self._unmatched)
             context = {k: (int(v[0]), Decimal(v[1])) for k, v in self._context.items()}
             cache = {
                 k: CacheTotals(v.hits, v.misses, v.errors, v.skips, v.saved_usd)
@@ -398,4 +559,14 @@ class Ledger(BaseSink):
             cache,
             internal,
             by_source,
+            lifecycle,
+            fixed,
+            unmatched,
+            now - self._started,
         )
+
+
+def _copy(totals: Totals) -> Totals:
+    out = Totals()
+    out.merge(totals)
+    return out

@@ -19,6 +19,7 @@ from costwatch._core.context import (
 from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
 from costwatch._core.sink import RequestEnd
+from costwatch.accounting._outcomes import outcome_of
 
 
 class request:  # noqa: N801 - used like a function: ``with costwatch.request("answer"):``
@@ -95,9 +96,18 @@ def _finish(state: RequestState, status: str) -> None:
             feature=tags.get("feature", ""),
             team=tags.get("team", ""),
             tenant=tags.get("tenant", ""),
+            request_id=state.request_id,
         )
         for sink in rt.sinks:
             sink.on_request_end(event)
+        said = state.said_outcome
+        if said:
+            rt.outcomes.settled(state.request_id)
+            settled = outcome_of(event, said, rt.settings.service)
+            for sink in rt.sinks:
+                sink.on_outcome(settled)
+        else:
+            rt.outcomes.remember(event)
     except Exception as exc:
         errors.report("request", exc)
 

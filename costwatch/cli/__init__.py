@@ -1,4 +1,5 @@
-"""The ``costwatch`` command: ``demo``, ``prices``, ``estimate`` and ``budget status``.
+"""The ``costwatch`` command: ``demo``, ``prices``, ``estimate``, ``budget status``,
+``compare`` and ``reprice``.
 
 One module per command group; ``_output`` holds what they share.  Every error is one line on
 stderr naming the problem and the fix, with a non-zero exit; ``--debug`` shows the traceback.
@@ -15,6 +16,7 @@ import click
 
 from costwatch.cli._output import CliError, console
 from costwatch.cli.budget import budget
+from costwatch.cli.compare import compare, reprice
 from costwatch.cli.demo import demo
 from costwatch.cli.estimate import estimate
 from costwatch.cli.prices import prices
@@ -35,7 +37,7 @@ def cli(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
-for command in (demo, prices, estimate, budget):
+for command in (demo, prices, estimate, budget, compare, reprice):
     cli.add_command(command)
 
 

@@ -55,6 +55,8 @@ _SDKS = ("openai", "anthropic")
     show_default=True,
     help="daily warn budget of the support team",
 )
+@click.option("--html", metavar="FILE", help="write the closing comparison's HTML report")
+@click.option("--explain", is_flag=True, help="the comparison's arithmetic and price sources")
 @json_option("print summary() as JSON instead of the tables")
 def demo(
     requests: int,
@@ -66,6 +68,8 @@ def demo(
     rate: float,
     linger: float,
     budget_usd: Decimal,
+    html: str | None,
+    explain: bool,
     as_json: bool,
 ) -> None:
     """Run a RAG assistant, a fine-tuned classifier, a hybrid drafter and a Claude summariser
@@ -114,6 +118,9 @@ def demo(
                 stop.set()
     runtime().budgets.flush()
     summary = costwatch.summary()
+    from costwatch._demo.comparison import closing_comparison
+
+    story, comparison = closing_comparison(summary, explain=explain)
     if as_json:
         print_json(summary.as_dict())
     else:
@@ -121,6 +128,10 @@ def demo(
         for part in render(summary):
             out.print(part)
             out.print()
+        out.print(story, markup=False, highlight=False, soft_wrap=True)
+    if html is not None:
+        _write_report(html, comparison)
+        err.print(f"wrote {html}")
     sys.stdout.flush()
     if server is not None:
         if linger:
@@ -129,6 +140,20 @@ def demo(
         server.shutdown()
     if meter_provider is not None:
         meter_provider.shutdown()
+
+
+def _write_report(path: str, comparison: Any) -> None:
+    try:
+        from costwatch.analysis import render_html
+
+        page = render_html(comparison)
+    except ImportError as exc:
+        raise CliError(str(exc), "pip install 'costwatch[report]'") from None
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(page)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}", "check --html") from None
 
 
 def _serve(port: int, addr: str) -> MetricsServer:

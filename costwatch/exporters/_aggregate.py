@@ -15,12 +15,14 @@ from decimal import Decimal
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord, TokenUsage
-from costwatch._core.sink import CacheEvent, RequestEnd
+from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
+from costwatch.accounting._components import split
 from costwatch.accounting._tally import TalliedCalls, Tally, TallyCursor
 from costwatch.exporters._cardinality import GuardedTable
 from costwatch.exporters.names import (
     CACHE_LABELS,
     DURATION_BUCKETS,
+    OUTCOME_LABELS,
     REQUEST_COST_BUCKETS,
     REQUEST_LABELS,
     SPEND_LABELS,
@@ -104,6 +106,56 @@ class CacheSeries:
         self.saved = _ZERO
 
 
+def lifecycle_labels(
+    event: LifecycleCost | FixedCost, service: str, guard: LabelGuard
+) -> tuple[str, ...]:
+    """The ``LIFECYCLE_LABELS`` values of a lifecycle event (free-form ones guarded)."""
+    admit = guard.admit
+    return (
+        event.service or service,
+        event.kind,
+        event.name,
+        event.strategy,
+        admit("pipeline", event.pipeline) if event.pipeline else "",
+        admit("feature", event.feature) if event.feature else "",
+        admit("team", event.team) if event.team else "",
+        admit("tenant", event.tenant) if event.tenant else "",
+    )
+
+
+def pipeline_call(
+    record: CostRecord, model: str, service: str, guard: LabelGuard
+) -> tuple[tuple[str, ...], list[tuple[str, Decimal | None, int]]]:
+    """``(PIPELINE_LABELS values but the component, [(component, dollars, tokens)])`` of a call
+    inside a request; ``model`` is its (guarded) model label."""
+    parts = split(
+        record.stage,
+        record.cost_usd,
+        record.input_cost_usd,
+        record.usage.by_type(),
+        sum(record.context_tokens.values()) if record.context_tokens else 0,
+        sum(record.context_cost_usd.values(), _ZERO),
+    )
+    head = (
+        record.service or service,
+        guard.admit("pipeline", record.pipeline),
+        record.strategy,
+        record.provider,
+        model,
+    )
+    return head, parts
+
+
+class OutcomeSeries:
+    """Requests and their cost by outcome, for one request label combination."""
+
+    __slots__ = ("by_outcome", "lock")
+
+    def __init__(self) -> None:
+        self.lock = new_lock()
+        self.by_outcome: dict[str, list[int | Decimal]] = {}
+
+
 class SpendAggregate:
     """Everything one exporter reports, aggregated in process.
 
@@ -130,6 +182,17 @@ class SpendAggregate:
         self.budget_limit: dict[str, float] = {}
         self.budget_blocked: dict[str, int] = {}
         self.internal_errors: dict[str, int] = {}
+        self.outcomes: GuardedTable[OutcomeSeries] = GuardedTable(
+            OUTCOME_LABELS, guard, lambda _labels: OutcomeSeries()
+        )
+        self.unmatched: dict[str, int] = {}
+        self.lifecycle: dict[tuple[str, ...], Decimal] = {}
+        """One-off lifecycle costs by ``LIFECYCLE_LABELS`` values."""
+        self.fixed: dict[tuple[str, ...], float] = {}
+        """Declared fixed costs' dollars per hour by ``LIFECYCLE_LABELS`` values."""
+        self._fixed_keys: dict[str, tuple[str, ...]] = {}
+        self.pipeline_calls: dict[tuple[str, ...], list[Decimal | int]] = {}
+        """``PIPELINE_LABELS`` values -> [dollars, tokens] of calls inside requests."""
         self._tallies: dict[Tally, TallyCursor] = {}
 
     # -- tallied calls -------------------------------------------------------------------------
@@ -214,7 +277,24 @@ class SpendAggregate:
                 series.dur_sum += latency
         if record.context_tokens:
             self._add_context(series, record.context_tokens, record.context_cost_usd)
+        if record.pipeline:
+            self._add_pipeline_call(record, series.labels[2])
         return series
+
+    def _add_pipeline_call(self, record: CostRecord, model: str) -> None:
+        head, parts = pipeline_call(record, model, self.service, self.guard)
+        with self._lock:
+            for component, usd, tokens in parts:
+                slot = self.pipeline_calls.get((*head, component))
+                if slot is None:
+                    slot = self.pipeline_calls[(*head, component)] = [_ZERO, 0]
+                if usd is not None:
+                    slot[0] += usd
+                slot[1] += tokens
+
+    def snapshot_pipeline_calls(self) -> dict[tuple[str, ...], tuple[Decimal, int]]:
+        with self._lock:
+            return {k: (Decimal(v[0]), int(v[1])) for k, v in self.pipeline_calls.items()}
 
     def _add_context(
         self, series: SpendSeries, tokens: Mapping[str, int], costs: Mapping[str, Decimal]
@@ -270,6 +350,57 @@ class SpendAggregate:
     def add_internal_error(self, component: str) -> None:
         with self._lock:
             self.internal_errors[component] = self.internal_errors.get(component, 0) + 1
+
+    def add_outcome(self, event: Outcome) -> None:
+        if event.unmatched:
+            with self._lock:
+                self.unmatched[event.unmatched] = self.unmatched.get(event.unmatched, 0) + 1
+            return
+        series = self.outcomes.get(
+            (
+                event.service or self.service,
+                event.strategy,
+                event.feature,
+                event.team,
+                event.tenant,
+                event.pipeline,
+                event.outcome,
+            )
+        )
+        with series.lock:
+            slot = series.by_outcome.get(event.outcome)
+            if slot is None:
+                slot = series.by_outcome[event.outcome] = [0, _ZERO]
+            slot[0] += 1
+            slot[1] += event.cost_usd
+
+    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        key = lifecycle_labels(event, self.service, self.guard)
+        with self._lock:
+            if isinstance(event, FixedCost):
+                previous = self._fixed_keys.get(event.name)
+                if previous is not None:  # declared again: the new declaration replaces it
+                    self.fixed.pop(previous, None)
+                self._fixed_keys[event.name] = key
+                self.fixed[key] = float(event.usd_per_hour)
+            else:
+                self.lifecycle[key] = self.lifecycle.get(key, _ZERO) + event.cost_usd
+
+    def snapshot_lifecycle(
+        self,
+    ) -> tuple[dict[tuple[str, ...], Decimal], dict[tuple[str, ...], float], dict[str, int]]:
+        """Copies of one-off lifecycle costs, fixed-cost rates and unmatched outcomes."""
+        with self._lock:
+            return dict(self.lifecycle), dict(self.fixed), dict(self.unmatched)
+
+    def snapshot_outcomes(self) -> list[tuple[tuple[str, ...], int, Decimal]]:
+        """``(OUTCOME_LABELS values, requests, cost)`` of every outcome series."""
+        out: list[tuple[tuple[str, ...], int, Decimal]] = []
+        for labels, series in self.outcomes.items():
+            with series.lock:
+                for count, cost in series.by_outcome.values():
+                    out.append((labels, int(count), Decimal(cost)))
+        return out
 
     def snapshot_scalars(
         self,

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
-from costwatch._core.sink import CacheEvent, RequestEnd
+from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.exporters import names
+from costwatch.exporters._aggregate import lifecycle_labels, pipeline_call
 from costwatch.exporters._cardinality import GuardedTable
 from costwatch.exporters.names import CACHE_LABELS, REQUEST_LABELS, SPEND_LABELS, MetricSpec
 
@@ -123,6 +124,14 @@ class ClientMetrics:
         self.budget_blocked = made[names.BUDGET_BLOCKED.name]
         self.internal_errors = made[names.INTERNAL_ERRORS.name]
         self.label_overflow = made[names.LABEL_OVERFLOW.name]
+        self.lifecycle = made[names.LIFECYCLE_COST.name]
+        self.fixed_rate = made[names.FIXED_COST_RATE.name]
+        self.outcomes = made[names.OUTCOMES.name]
+        self.outcome_cost = made[names.OUTCOME_COST.name]
+        self.unmatched = made[names.OUTCOMES_UNMATCHED.name]
+        self.pipeline_cost = made[names.PIPELINE_COST.name]
+        self.pipeline_tokens = made[names.PIPELINE_TOKENS.name]
+        self._fixed_keys: dict[str, tuple[str, ...]] = {}
         self.spend: GuardedTable[_SpendChildren] = GuardedTable(
             SPEND_LABELS, guard, lambda labels: _SpendChildren(self, labels)
         )
@@ -186,6 +195,15 @@ class ClientMetrics:
                 label = admit("source", source)
                 children.ctx_tokens.get(label).inc(count)
                 children.ctx_cost.get(label).inc(float(record.context_cost_usd.get(source, _ZERO)))
+        if record.pipeline:
+            self._add_pipeline_call(record, children.labels[2])
+
+    def _add_pipeline_call(self, record: CostRecord, model: str) -> None:
+        head, parts = pipeline_call(record, model, self.service, self.guard)
+        for component, usd, tokens in parts:
+            if usd is not None:
+                self.pipeline_cost.labels(*head, component).inc(float(usd))
+            self.pipeline_tokens.labels(*head, component).inc(tokens)
 
     def add_request_end(self, event: RequestEnd) -> None:
         self.request_children.get(
@@ -217,3 +235,32 @@ class ClientMetrics:
 
     def add_internal_error(self, component: str) -> None:
         self._scalar(self.internal_errors, "internal", component).inc()
+
+    def add_outcome(self, event: Outcome) -> None:
+        if event.unmatched:
+            self._scalar(self.unmatched, "unmatched", event.unmatched).inc()
+            return
+        admit = self.guard.admit
+        labels = (
+            event.service or self.service,
+            event.strategy,
+            admit("feature", event.feature) if event.feature else "",
+            admit("team", event.team) if event.team else "",
+            admit("tenant", event.tenant) if event.tenant else "",
+            admit("pipeline", event.pipeline),
+            event.outcome,
+        )
+        self.outcomes.labels(*labels).inc()
+        self.outcome_cost.labels(*labels).inc(float(event.cost_usd))
+
+    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        labels = lifecycle_labels(event, self.service, self.guard)
+        if isinstance(event, FixedCost):
+            with self._lock:
+                previous = self._fixed_keys.get(event.name)
+                if previous is not None and previous != labels:
+                    self.fixed_rate.remove(*previous)
+                self._fixed_keys[event.name] = labels
+            self.fixed_rate.labels(*labels).set(float(event.usd_per_hour))
+        else:
+            self.lifecycle.labels(*labels).inc(float(event.cost_usd))

@@ -85,7 +85,14 @@ class AggregateCollector(Collector):
         except Exception as exc:  # serve what is aggregated rather than fail the scrape
             errors.report("exporter.prometheus", exc)
         families = {
-            f.name: f for f in (*self._spend(), self._requests(), *self._cache(), *self._scalars())
+            f.name: f
+            for f in (
+                *self._spend(),
+                self._requests(),
+                *self._cache(),
+                *self._scalars(),
+                *self._lifecycle(),
+            )
         }
         for spec in names.PROMETHEUS_METRICS:  # the order plain prometheus-client would use
             yield families[spec.family]
@@ -166,6 +173,31 @@ class AggregateCollector(Collector):
         for label, count in self.aggregate.guard.overflow_counts().items():
             overflow_family.add_metric((service, label), float(count))
         yield from (spent_family, limit_family, blocked_family, internal_family, overflow_family)
+
+    def _lifecycle(self) -> Iterator[Metric]:
+        service = self.aggregate.service
+        one_off, fixed, unmatched = self.aggregate.snapshot_lifecycle()
+        lifecycle = _counter(names.LIFECYCLE_COST)
+        for labels, usd in one_off.items():
+            lifecycle.add_metric(labels, float(usd))
+        rates = _gauge(names.FIXED_COST_RATE)
+        for labels, per_hour in fixed.items():
+            rates.add_metric(labels, per_hour)
+        outcomes = _counter(names.OUTCOMES)
+        outcome_cost = _counter(names.OUTCOME_COST)
+        for labels, count, cost in self.aggregate.snapshot_outcomes():
+            outcomes.add_metric(labels, float(count))
+            outcome_cost.add_metric(labels, float(cost))
+        unmatched_family = _counter(names.OUTCOMES_UNMATCHED)
+        for reason, count in unmatched.items():
+            unmatched_family.add_metric((service, reason), float(count))
+        pipeline_cost = _counter(names.PIPELINE_COST)
+        pipeline_tokens = _counter(names.PIPELINE_TOKENS)
+        for labels, (usd, tokens) in self.aggregate.snapshot_pipeline_calls().items():
+            pipeline_cost.add_metric(labels, float(usd))
+            pipeline_tokens.add_metric(labels, float(tokens))
+        yield from (lifecycle, rates, outcomes, outcome_cost, unmatched_family)
+        yield from (pipeline_cost, pipeline_tokens)
 
 
 def _histogram_snapshot(series: HistogramSeries) -> tuple[list[int], float]:

@@ -38,12 +38,47 @@ REQUEST_LABELS: tuple[str, ...] = ("service", "strategy", "feature", "team", "te
 
 CACHE_LABELS: tuple[str, ...] = ("service", "feature", "team", "tenant", "cache")
 
+LIFECYCLE_LABELS: tuple[str, ...] = (
+    "service",
+    "kind",
+    "name",
+    "strategy",
+    "pipeline",
+    "feature",
+    "team",
+    "tenant",
+)
+"""A cost that is not a call: what it paid for (``kind``), its ``name`` (a training job, a
+knowledge base, a deployment) and the pipeline and strategy it belongs to."""
+
+OUTCOME_LABELS: tuple[str, ...] = (*REQUEST_LABELS, "outcome")
+
+PIPELINE_LABELS: tuple[str, ...] = (
+    "service",
+    "pipeline",
+    "strategy",
+    "provider",
+    "model",
+    "component",
+)
+"""A pipeline's traffic profile: the calls inside its requests by model and cost component
+(``fresh_input``, ``retrieved_context``, ``output``, ``embedding``, ``retrieval``, ``rerank``,
+``other``; see ``costwatch.accounting._components``)."""
+
 GUARDED_LABELS: tuple[str, ...] = tuple(labels.DEFAULT_LABEL_LIMITS)
 """Free-form labels that pass through the cardinality guard (``_core.labels``)."""
 
 TOKEN_TYPE_VALUES: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
 STATUS_VALUES: tuple[str, ...] = ("ok", "error")
 CACHE_RESULT_VALUES: tuple[str, ...] = ("hit", "miss", "error", "skip")
+OUTCOME_VALUES: tuple[str, ...] = ("success", "failure")
+LIFECYCLE_KIND_VALUES: tuple[str, ...] = (
+    "training",
+    "indexing",
+    "hosting",
+    "vector_store",
+    "other",
+)
 
 DURATION_BUCKETS: tuple[float, ...] = (
     0.01,
@@ -259,6 +294,67 @@ LABEL_OVERFLOW = MetricSpec(
     extension=True,
 )
 
+LIFECYCLE_COST = MetricSpec(
+    "costwatch_lifecycle_cost_usd_total",
+    "counter",
+    "Dollars of one-off costs that are not calls: training runs, indexing runs (an indexing "
+    "run's calls are also in costwatch_cost_usd_total).",
+    LIFECYCLE_LABELS,
+    "costwatch.lifecycle.cost.usd",
+)
+FIXED_COST_RATE = MetricSpec(
+    "costwatch_fixed_cost_usd_per_hour",
+    "gauge",
+    "Declared recurring costs (hosting, GPU nodes, vector store plans) in dollars per hour; "
+    "every process declaring one exports the same rate: aggregate with max by (name).",
+    LIFECYCLE_LABELS,
+    "costwatch.fixed_cost.usd_per_hour",
+    "",
+    (),
+    "mostrecent",
+)
+OUTCOMES = MetricSpec(
+    "costwatch_outcomes_total",
+    "counter",
+    "costwatch.request blocks by the outcome they were given (success, failure).",
+    OUTCOME_LABELS,
+    "costwatch.outcomes",
+    "{request}",
+)
+OUTCOME_COST = MetricSpec(
+    "costwatch_outcome_cost_usd_total",
+    "counter",
+    "Dollars of the costwatch.request blocks of each outcome (cost per success = the "
+    "pipeline's request cost / its successes).",
+    OUTCOME_LABELS,
+    "costwatch.outcome.cost.usd",
+)
+OUTCOMES_UNMATCHED = MetricSpec(
+    "costwatch_outcomes_unmatched_total",
+    "counter",
+    "Late outcomes whose request id matched no waiting request (unknown, expired, duplicate).",
+    ("service", "reason"),
+    "costwatch.outcomes.unmatched",
+    "{outcome}",
+    extension=True,
+)
+
+PIPELINE_COST = MetricSpec(
+    "costwatch_pipeline_cost_usd_total",
+    "counter",
+    "Dollars of the calls inside each pipeline's requests, by model and cost component.",
+    PIPELINE_LABELS,
+    "costwatch.pipeline.cost.usd",
+)
+PIPELINE_TOKENS = MetricSpec(
+    "costwatch_pipeline_tokens_total",
+    "counter",
+    "Tokens of the calls inside each pipeline's requests, by model and cost component.",
+    PIPELINE_LABELS,
+    "costwatch.pipeline.tokens",
+    "{token}",
+)
+
 PROMETHEUS_METRICS: tuple[MetricSpec, ...] = (
     COST_USD,
     TOKENS,
@@ -275,6 +371,13 @@ PROMETHEUS_METRICS: tuple[MetricSpec, ...] = (
     BUDGET_BLOCKED,
     INTERNAL_ERRORS,
     LABEL_OVERFLOW,
+    LIFECYCLE_COST,
+    FIXED_COST_RATE,
+    OUTCOMES,
+    OUTCOME_COST,
+    OUTCOMES_UNMATCHED,
+    PIPELINE_COST,
+    PIPELINE_TOKENS,
 )
 """Everything the Prometheus exporter exposes (and, with dots, the ``costwatch.*`` OTel metrics)."""
 

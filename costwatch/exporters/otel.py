@@ -27,7 +27,7 @@ from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
-from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
+from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters._aggregate import SpendAggregate
 from costwatch.exporters._otel_spans import SpanWriter, operation_name
@@ -39,6 +39,9 @@ from costwatch.exporters.names import (
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_TOKEN_TYPE,
+    LIFECYCLE_LABELS,
+    OUTCOME_LABELS,
+    PIPELINE_LABELS,
     REQUEST_LABELS,
     SPEND_LABELS,
     TOKEN_TYPE_VALUES,
@@ -109,6 +112,13 @@ class _OTelState:
         _observable(meter, names.BUDGET_BLOCKED, self._observe_budget_blocked)
         _observable(meter, names.INTERNAL_ERRORS, self._observe_internal_errors)
         _observable(meter, names.LABEL_OVERFLOW, self._observe_label_overflow)
+        _observable(meter, names.LIFECYCLE_COST, self._observe_lifecycle)
+        _observable(meter, names.FIXED_COST_RATE, self._observe_fixed_rates)
+        _observable(meter, names.OUTCOMES, self._observe_outcomes)
+        _observable(meter, names.OUTCOME_COST, self._observe_outcome_cost)
+        _observable(meter, names.OUTCOMES_UNMATCHED, self._observe_unmatched)
+        _observable(meter, names.PIPELINE_COST, self._observe_pipeline_cost)
+        _observable(meter, names.PIPELINE_TOKENS, self._observe_pipeline_tokens)
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -299,6 +309,37 @@ class _OTelState:
             for label, count in self.guard.overflow_counts().items()
         ]
 
+    def _observe_lifecycle(self, options: CallbackOptions) -> Iterable[Observation]:
+        one_off = self.aggregate.snapshot_lifecycle()[0]
+        return [_observation(float(v), LIFECYCLE_LABELS, k) for k, v in one_off.items()]
+
+    def _observe_fixed_rates(self, options: CallbackOptions) -> Iterable[Observation]:
+        rates = self.aggregate.snapshot_lifecycle()[1]
+        return [_observation(v, LIFECYCLE_LABELS, k) for k, v in rates.items()]
+
+    def _observe_outcomes(self, options: CallbackOptions) -> Iterable[Observation]:
+        rows = self.aggregate.snapshot_outcomes()
+        return [_observation(n, OUTCOME_LABELS, k) for k, n, _ in rows]
+
+    def _observe_outcome_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+        rows = self.aggregate.snapshot_outcomes()
+        return [_observation(float(c), OUTCOME_LABELS, k) for k, _, c in rows]
+
+    def _observe_unmatched(self, options: CallbackOptions) -> Iterable[Observation]:
+        service = self.aggregate.service
+        unmatched = self.aggregate.snapshot_lifecycle()[2]
+        return [_observation(n, ("service", "reason"), (service, r)) for r, n in unmatched.items()]
+
+    def _observe_pipeline_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+        self.drain()
+        rows = self.aggregate.snapshot_pipeline_calls()
+        return [_observation(float(usd), PIPELINE_LABELS, k) for k, (usd, _) in rows.items()]
+
+    def _observe_pipeline_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
+        self.drain()
+        rows = self.aggregate.snapshot_pipeline_calls()
+        return [_observation(n, PIPELINE_LABELS, k) for k, (_, n) in rows.items()]
+
 
 def _observation(value: float, keys: tuple[str, ...], labels: tuple[str, ...]) -> Observation:
     from opentelemetry.metrics import Observation
@@ -414,6 +455,18 @@ class OTelSink(BaseSink):
     def on_budget_blocked(self, budget: str) -> None:
         try:
             self._state.aggregate.add_blocked(budget)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_outcome(self, event: Outcome) -> None:
+        try:
+            self._state.aggregate.add_outcome(event)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        try:
+            self._state.aggregate.add_lifecycle(event)
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 

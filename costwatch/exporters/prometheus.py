@@ -36,7 +36,7 @@ from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
-from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
+from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 
 if TYPE_CHECKING:
     from costwatch.accounting._tally import Tally
@@ -68,6 +68,10 @@ class _Backend(Protocol):
     def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None: ...
 
     def add_blocked(self, budget: str) -> None: ...
+
+    def add_outcome(self, event: Outcome) -> None: ...
+
+    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None: ...
 
     def add_internal_error(self, component: str) -> None: ...
 
@@ -191,6 +195,18 @@ class PrometheusSink(BaseSink):
     def on_budget_blocked(self, budget: str) -> None:
         try:
             self._backend.add_blocked(budget)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_outcome(self, event: Outcome) -> None:
+        try:
+            self._backend.add_outcome(event)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        try:
+            self._backend.add_lifecycle(event)
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 

@@ -501,6 +501,8 @@ class _PriceFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: list[_RuleSpec] = Field(default_factory=list)
+    training: list[dict[str, Any]] = Field(default_factory=list)
+    """Training prices (``_training_prices``): validated there, when a training run is priced."""
 
 
 @dataclass(frozen=True, slots=True)

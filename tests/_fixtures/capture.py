@@ -6,7 +6,7 @@ import threading
 from decimal import Decimal
 
 from costwatch._core.record import CostRecord
-from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd
+from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 
 
 class CaptureSink(BaseSink):
@@ -18,6 +18,8 @@ class CaptureSink(BaseSink):
         self.budgets: list[tuple[str, Decimal, Decimal]] = []
         self.blocked: list[str] = []
         self.internal_errors: list[str] = []
+        self.outcomes: list[Outcome] = []
+        self.lifecycle: list[LifecycleCost | FixedCost] = []
 
     def on_record(self, record: CostRecord) -> None:
         with self._lock:
@@ -38,6 +40,14 @@ class CaptureSink(BaseSink):
     def on_budget_blocked(self, budget: str) -> None:
         with self._lock:
             self.blocked.append(budget)
+
+    def on_outcome(self, event: Outcome) -> None:
+        with self._lock:
+            self.outcomes.append(event)
+
+    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        with self._lock:
+            self.lifecycle.append(event)
 
     def on_internal_error(self, component: str) -> None:
         with self._lock:

@@ -60,7 +60,11 @@ def alert_names() -> set[str]:
 
 
 def test_there_are_rule_files_and_rule_tests() -> None:
-    assert [p.name for p in RULES] == ["costwatch-budget-targets.yml", "costwatch-budgets.yml"]
+    assert [p.name for p in RULES] == [
+        "costwatch-budget-targets.yml",
+        "costwatch-budgets.yml",
+        "costwatch-unit-economics.yml",
+    ]
     assert RULE_TESTS
     assert {
         "CostwatchBudgetNearLimit",

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,38 @@ def test_spend_by_strategy_shows_the_demo_pipelines(prometheus: PrometheusProces
         s["metric"].get("strategy") for s in _result(prometheus, concrete(query.expr, window="1m"))
     }
     assert {"rag", "fine_tuned", "hybrid", "base"} <= strategies
+
+
+def test_compare_reads_the_demo_from_prometheus(prometheus: PrometheusProcess) -> None:
+    from costwatch import analysis
+    from costwatch._demo.comparison import DEMO_SCENARIOS
+
+    end = time.time()
+    traffic = analysis.traffic_from_prometheus(prometheus.url, end - 600, end)
+    comparison = analysis.compare(traffic, analysis.load_scenarios(DEMO_SCENARIOS))
+
+    pipelines = {pc.pipeline: pc for pc in comparison.pipelines}
+    assert set(pipelines) == {
+        "answer_question",
+        "classify_ticket",
+        "draft_reply",
+        "summarize_thread",
+    }
+    classify = traffic.pipelines["classify_ticket"]
+    assert classify.requests > 0 and sum(classify.outcomes.values()) > 0
+    # the demo's fine-tuning job: 1.8M trained tokens x $3.00/1M; its hosting at $1.70 an hour
+    assert classify.one_offs[
+        ("training", "ft:gpt-4o-mini-2024-07-18:acme::x1")
+    ].cost_usd == Decimal("5.4")
+    assert classify.recurring["ft-classifier-hosting"].usd_per_hour == Decimal("1.7")
+    answer = pipelines["answer_question"]
+    assert {f.label for f in answer.current.variable} >= {
+        "fresh_input",
+        "retrieved_context",
+        "output",
+        "embedding",
+        "retrieval",
+    }
+    assert all(
+        v.break_even_requests is None or v.break_even_requests > 0 for v in answer.candidates
+    )

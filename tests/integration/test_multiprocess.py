@@ -37,6 +37,12 @@ for i in range(calls):
         rec = costwatch.record(provider="acme", model="exact-llm", input_tokens=3,
                                output_tokens=2, latency_s=0.5)
         assert rec is not None and rec.cost_usd == Decimal("1.000000"), rec
+costwatch.fixed_cost("gpu-node", usd_per_hour="2.5", strategy="fine_tuned", pipeline="classify")
+costwatch.record_training(model="exact-base", training_tokens=1_000_000, usd_per_mtok="4",
+                          pipeline="classify")
+with costwatch.request("classify", strategy="fine_tuned") as req:
+    costwatch.record(provider="acme", model="exact-llm", latency_s=0.5)
+    req.outcome("success")
 while wait_for != "-" and not os.path.exists(wait_for):
     time.sleep(0.01)
 for sink in costwatch.runtime().sinks:
@@ -161,6 +167,31 @@ def test_a_budget_gauge_shows_the_most_recent_worker_value_not_a_sum(metrics_tex
 
     assert sample(found, "costwatch_budget_spent_usd", service="mp", budget="team-daily") == 2.5
     assert sample(found, "costwatch_budget_limit_usd", service="mp", budget="team-daily") == 50
+
+
+def test_fixed_costs_are_a_rate_and_outcomes_and_lifecycle_costs_add_up(
+    metrics_text: str,
+) -> None:
+    found = samples(metrics_text)
+    lifecycle = {
+        "service": "mp",
+        "name": "gpu-node",
+        "kind": "hosting",
+        "strategy": "fine_tuned",
+        "pipeline": "classify",
+        "feature": "",
+        "team": "",
+        "tenant": "",
+    }
+    request = {"service": "mp", "strategy": "fine_tuned", "pipeline": "classify"}
+    request |= {"feature": "", "team": "", "tenant": ""}
+
+    # both workers declared the same $2.50/h node: one rate, not $5/h
+    assert [v for (n, _), v in found.items() if n == "costwatch_fixed_cost_usd_per_hour"] == [2.5]
+    training = {**lifecycle, "name": "exact-base", "kind": "training"}  # 2 runs x $4
+    assert found[("costwatch_lifecycle_cost_usd_total", frozenset(training.items()))] == 8.0
+    assert sample(found, "costwatch_outcomes_total", **request, outcome="success") == 2
+    assert sample(found, "costwatch_outcome_cost_usd_total", **request, outcome="success") == 0
 
 
 def test_the_aggregate_has_no_created_series_and_no_extra_families(metrics_text: str) -> None:

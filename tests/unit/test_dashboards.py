@@ -236,6 +236,13 @@ QUESTIONS = {
     "internal errors": r"sum by \(component\) \(rate\(costwatch_internal_errors_total",
     "p50 latency": r"histogram_quantile\(0\.5, .*costwatch_duration_seconds_bucket",
     "p95 latency": r"histogram_quantile\(0\.95, .*costwatch_duration_seconds_bucket",
+    "cost per successful answer by pipeline and strategy": r"sum by \(pipeline, strategy\) "
+    r"\(rate\(costwatch_request_cost_usd_sum\{.*\n\s*/ sum by \(pipeline, strategy\) "
+    r"\(rate\(costwatch_outcomes_total\{[^}]*outcome=\"success\"",
+    "fixed costs counted once per name": r"max by \(pipeline, name\) "
+    r"\(costwatch_fixed_cost_usd_per_hour",
+    "lifecycle costs": r"costwatch_lifecycle_cost_usd_total",
+    "month-end projection per budget": r"predict_linear\(costwatch_budget_spent_usd",
 }
 
 

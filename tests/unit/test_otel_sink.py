@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 from costwatch._core.record import CostRecord, TokenUsage
-from costwatch._core.sink import CacheEvent, RequestEnd
+from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters.otel import OTelSink
 from costwatch.exporters.prometheus import PrometheusSink
@@ -215,6 +215,7 @@ def test_costwatch_metrics_keep_their_names_units_and_attributes(
         make_record(context_tokens={"kb": 400}, context_cost_usd={"kb": Decimal("0.00006")})
     )
     sink.on_record(make_record(model="my-llm", cost_usd=None))
+    sink.on_record(make_record(pipeline="answer", input_cost_usd=Decimal("0.0001")))
     sink.on_request_end(
         RequestEnd("answer", "rag", Decimal("0.003"), 0, 1.0, "ok", "svc", "faq", "support", "acme")
     )
@@ -222,6 +223,10 @@ def test_costwatch_metrics_keep_their_names_units_and_attributes(
     sink.on_budget("daily", Decimal("4"), Decimal("50"))
     sink.on_budget_blocked("daily")
     sink.on_internal_error("cache")
+    sink.on_outcome(Outcome("success", "answer", "rag", Decimal("0.003"), "answer-1", "svc"))
+    sink.on_outcome(Outcome("failure", "", "", Decimal(0), "x", "svc", unmatched="expired"))
+    sink.on_lifecycle(LifecycleCost("indexing", "kb", Decimal("0.5"), "calls", pipeline="answer"))
+    sink.on_lifecycle(FixedCost("ft-hosting", "hosting", Decimal("1.7"), 0.0))
 
     got = collect(reader)
     for spec in names.PROMETHEUS_METRICS:
@@ -238,6 +243,8 @@ def test_costwatch_metrics_keep_their_names_units_and_attributes(
     assert list(request_cost.explicit_bounds) == list(names.REQUEST_COST_BUCKETS)
     assert request_cost.attributes["pipeline"] == "answer"
     assert [p.value for p in points(got["costwatch.budget.limit.usd"])] == [50.0]
+    assert [p.value for p in points(got["costwatch.fixed_cost.usd_per_hour"])] == [1.7]
+    assert [p.value for p in points(got["costwatch.lifecycle.cost.usd"])] == [0.5]
 
 
 def test_otel_and_prometheus_report_the_same_dollars_and_tokens(

@@ -15,7 +15,7 @@ from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord, TokenUsage
-from costwatch._core.sink import CacheEvent, RequestEnd
+from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters._prom_client import ClientMetrics
 from costwatch.exporters.prometheus import PrometheusSink, is_multiprocess
@@ -256,11 +256,16 @@ def test_every_exposed_family_is_in_the_contract(
 ) -> None:
     sink.on_record(make_record(context_tokens={"kb": 1}, context_cost_usd={"kb": Decimal(0)}))
     sink.on_record(make_record(cost_usd=None, status="error"))
+    sink.on_record(make_record(pipeline="a", input_cost_usd=Decimal("0.0001")))
     sink.on_request_end(RequestEnd("a", "rag", Decimal("0.1"), 0, 1.0, "ok", "svc", "", "", ""))
     sink.on_cache(CacheEvent("kb", "hit", Decimal("0.1"), "svc", "", "", ""))
     sink.on_budget("b", Decimal(1), Decimal(2))
     sink.on_budget_blocked("b")
     sink.on_internal_error("x")
+    sink.on_outcome(Outcome("success", "a", "rag", Decimal("0.1"), "a-1", "svc"))
+    sink.on_outcome(Outcome("success", "", "", Decimal(0), "a-9", "svc", unmatched="unknown"))
+    sink.on_lifecycle(LifecycleCost("training", "ft", Decimal(3), "bundled"))
+    sink.on_lifecycle(FixedCost("gpu", "hosting", Decimal("3.9"), 0.0))
     for i in range(101):
         sink.on_record(make_record(tenant=f"t{i}"))
 

@@ -1,0 +1,57 @@
+"""What a pipeline's money went on, by component: the unit of the RAG-or-fine-tuning question.
+
+A generation's cost splits into its fresh input (the prompt without retrieved context), the
+retrieved context (``context_cost_usd``) and its output; the other stages are a component each.
+Exporters, the ledger's readers and the analysis all split calls with :func:`split`, so a
+profile read from ``summary()``, from Prometheus or from the record log adds up the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+COMPONENTS: tuple[str, ...] = (
+    "fresh_input",
+    "retrieved_context",
+    "output",
+    "embedding",
+    "retrieval",
+    "rerank",
+    "other",
+)
+"""Per-request (variable) components, in display order."""
+
+_ZERO = Decimal(0)
+_BY_STAGE = {"embedding": "embedding", "retrieval": "retrieval", "rerank": "rerank"}
+
+
+def split(
+    stage: str,
+    cost_usd: Decimal | None,
+    input_cost_usd: Decimal | None,
+    tokens: Mapping[str, int],
+    context_tokens: int,
+    context_cost_usd: Decimal,
+) -> list[tuple[str, Decimal | None, int]]:
+    """``(component, dollars, tokens)`` of one call or of a sum of calls of one stage.
+
+    Dollars are ``None`` where the calls were unpriced.  Tokens: input-side tokens for the
+    input components, output plus reasoning for ``output``.
+    """
+    prompt = tokens.get("input", 0) + tokens.get("cache_read", 0) + tokens.get("cache_write", 0)
+    if stage == "generation":
+        out_tokens = tokens.get("output", 0) + tokens.get("reasoning", 0)
+        if cost_usd is None:
+            return [
+                ("fresh_input", None, prompt - context_tokens),
+                ("retrieved_context", None, context_tokens),
+                ("output", None, out_tokens),
+            ]
+        input_side = input_cost_usd if input_cost_usd is not None else _ZERO
+        return [
+            ("fresh_input", input_side - context_cost_usd, prompt - context_tokens),
+            ("retrieved_context", context_cost_usd, context_tokens),
+            ("output", cost_usd - input_side, out_tokens),
+        ]
+    return [(_BY_STAGE.get(stage, "other"), cost_usd, prompt)]
