@@ -45,26 +45,6 @@ PEERS: dict[str, list[str]] = {
 DISTRIBUTION = {"costwatch": "costwatch", "OpenLIT": "openlit", "OpenLLMetry": "traceloop-sdk"}
 SHAPES = ("call", "quickstart")
 
-RESPONSE = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "gpt-4o-mini-2024-07-18",
-    "choices": [
-        {
-            "index": 0,
-            "finish_reason": "stop",
-            "message": {"role": "assistant", "content": "Refunds take 5 business days."},
-        }
-    ],
-    "usage": {
-        "prompt_tokens": 1200,
-        "completion_tokens": 300,
-        "total_tokens": 1500,
-        "prompt_tokens_details": {"cached_tokens": 1024},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    },
-}
 MESSAGES = [{"role": "user", "content": "How do refunds work?"}]
 TAGS = {"feature": "faq", "team": "support", "tenant": "acme"}
 
@@ -115,7 +95,7 @@ def _set_up(peer: str, instrumented: bool, sink: str) -> dict[str, Any]:
     import httpx
     from openai import OpenAI
 
-    body = json.dumps(RESPONSE).encode()
+    body = Path(os.environ["PEERS_WORKDIR"], "response.json").read_bytes()
 
     def respond(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body, headers={"content-type": "application/json"})
@@ -306,7 +286,10 @@ def main() -> None:
         worker(args.worker, args.instrumented, args.sink)
         return
 
+    from _shared import CHAT_COMPLETION
+
     args.cache_dir.mkdir(parents=True, exist_ok=True)
+    (args.cache_dir / "response.json").write_text(json.dumps(CHAT_COMPLETION))
     pythons = {peer: venv(args.cache_dir, peer) for peer in PEERS}
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
