@@ -15,34 +15,35 @@ from typing import Any
 
 import redis
 
+CHAT_COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "hello"},
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 1200,
+        "completion_tokens": 300,
+        "total_tokens": 1500,
+        "prompt_tokens_details": {"cached_tokens": 1024},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    },
+}
+"""The body of an OpenAI chat completion: 1200 prompt tokens (1024 cached), 300 completion."""
+
 
 def make_response() -> Any:
     """A real ``openai`` ChatCompletion (1200 prompt tokens, 1024 cached, 300 completion)."""
     try:
         from openai.types.chat import ChatCompletion
 
-        return ChatCompletion.model_validate(
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "gpt-4o-mini-2024-07-18",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": "hello"},
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": 1200,
-                    "completion_tokens": 300,
-                    "total_tokens": 1500,
-                    "prompt_tokens_details": {"cached_tokens": 1024},
-                    "completion_tokens_details": {"reasoning_tokens": 0},
-                },
-            }
-        )
+        return ChatCompletion.model_validate(CHAT_COMPLETION)
     except ImportError:  # pragma: no cover - the benches run with the test extra installed
         from types import SimpleNamespace as Namespace
 
