@@ -63,27 +63,27 @@ def _sync_read(lk: Lookup) -> tuple[int, bytes | None]:
     """The namespace generation and the entry: the backend's ``read`` (one ``GET`` while Redis
     tracks the generation, else one ``MGET``), or one ``GET`` while the generation read
     recently is trusted (``generation_ttl``) and the entry does not claim a newer one."""
-    cache, res = lk.site.cache, lk.res
-    known = cache._trusted(res, lk.gen_key)
+    res = lk.res
+    known = res.trusted(lk.gen_key)
     if known is not None:
         entry = res.backend.read_entry(lk.key)
         if tracked_entry(entry, known):
             return known, entry
     generation, entry = res.backend.read(lk.gen_key, lk.key)
-    cache._trust(res, lk.gen_key, generation)
+    res.trust(lk.gen_key, generation)
     return generation, entry
 
 
 async def _async_read(lk: Lookup) -> tuple[int, bytes | None]:
     """:func:`_sync_read` through the asyncio backend."""
-    cache, res = lk.site.cache, lk.res
-    known = cache._trusted(res, lk.gen_key)
+    res = lk.res
+    known = res.trusted(lk.gen_key)
     if known is not None:
         entry = await res.abackend.read_entry(lk.key)
         if tracked_entry(entry, known):
             return known, entry
     generation, entry = await res.abackend.read(lk.gen_key, lk.key)
-    cache._trust(res, lk.gen_key, generation)
+    res.trust(lk.gen_key, generation)
     return generation, entry
 
 
@@ -99,7 +99,7 @@ def _sync_miss(
         finally:
             site.flights.land(lk.key, flight)
     assert flight.event is not None
-    arrived = flight.event.wait(site.cache.lock_timeout)
+    arrived = flight.event.wait(site.policy.lock_timeout)
     if arrived and flight.through:
         site.emit(lk.res, lk.tags, ERROR, ZERO)
         value = fn(*args, **kwargs)
@@ -140,12 +140,12 @@ def _sync_lead(
     locked = failed = False
     try:
         if just_read:
-            locked = res.backend.lock(lk.lock_key, token, site.cache._lock_ms)
-        deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
+            locked = res.backend.lock(lk.lock_key, token, site.policy.lock_ms)
+        deadline = time.monotonic() + (site.policy.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while not locked:
             status, generation, entry = res.backend.acquire(
-                lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
+                lk.gen_key, lk.key, lk.lock_key, token, site.policy.lock_ms
             )
             if status == HAVE_ENTRY:
                 done = site.served(lk, entry, generation, flight)
@@ -153,7 +153,7 @@ def _sync_lead(
                     return cast(R, done[0])
                 break  # garbage behind a plausible prefix: compute and overwrite it
             lk.generation = generation
-            site.cache._trust(res, lk.gen_key, generation)
+            res.trust(lk.gen_key, generation)
             if status == LOCKED:
                 locked = True
                 break
@@ -219,7 +219,7 @@ def _sync_release(lk: Lookup, token: str) -> None:
     try:
         lk.res.backend.write_release(lk.key, None, 1, lk.lock_key, token)
     except BackendError as exc:
-        lk.site.cache._backend_down(lk.res, exc)
+        lk.res.backend_down(exc)
     except Exception as exc:
         errors.report("cache", exc)
 
@@ -258,7 +258,7 @@ async def _async_miss(
             site.flights.aland(lk.key, flight)
     try:
         shared_flight: Flight | None = await asyncio.wait_for(
-            asyncio.shield(future), site.cache.lock_timeout
+            asyncio.shield(future), site.policy.lock_timeout
         )
     except TimeoutError:
         shared_flight = None
@@ -304,13 +304,13 @@ async def _async_lead(
                 return cast(R, done[0])
             # The common miss: take the lock with a plain SET NX (cheaper than the script).
             token = os.urandom(12).hex()
-            locked = await backend.lock(lk.lock_key, token, site.cache._lock_ms)
+            locked = await backend.lock(lk.lock_key, token, site.policy.lock_ms)
         token = token or os.urandom(12).hex()
-        deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
+        deadline = time.monotonic() + (site.policy.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while not locked:
             status, generation, entry = await backend.acquire(
-                lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
+                lk.gen_key, lk.key, lk.lock_key, token, site.policy.lock_ms
             )
             if status == HAVE_ENTRY:
                 done = site.served(lk, entry, generation, flight)
@@ -318,7 +318,7 @@ async def _async_lead(
                     return cast(R, done[0])
                 break
             lk.generation = generation
-            site.cache._trust(res, lk.gen_key, generation)
+            res.trust(lk.gen_key, generation)
             if status == LOCKED:
                 locked = True
                 break
@@ -377,6 +377,6 @@ async def _async_release(lk: Lookup, token: str) -> None:
     try:
         await lk.res.abackend.write_release(lk.key, None, 1, lk.lock_key, token)
     except BackendError as exc:
-        lk.site.cache._backend_down(lk.res, exc)
+        lk.res.backend_down(exc)
     except Exception as exc:
         errors.report("cache", exc)

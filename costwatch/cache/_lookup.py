@@ -12,9 +12,8 @@ import hashlib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from costwatch._core import runtime as _runtime
 from costwatch._core.context import ATTRIBUTION_TAGS, tags_var
 from costwatch._core.failopen import errors
 from costwatch._core.sink import CacheEvent
@@ -31,10 +30,8 @@ from costwatch.cache._codec import (
 )
 from costwatch.cache._flight import Flight, Flights
 from costwatch.cache._local import EXACT_KEYABLE, LocalEntry, LocalKey
-from costwatch.cache._resolved import Resolved
-
-if TYPE_CHECKING:
-    from costwatch.cache._retrieval_cache import RetrievalCache
+from costwatch.cache._policy import CachePolicy
+from costwatch.cache._resolved import Resolved, Resolver
 
 last_lookup_var: ContextVar[str] = ContextVar("costwatch_cache_lookup", default="")
 """Result of the latest cache lookup in this context: ``hit``, ``miss``, ``error`` or ``skip``.
@@ -122,7 +119,8 @@ class Site:
     """One wrapped function: its key material, in-flight computations and event emission."""
 
     __slots__ = (
-        "cache",
+        "policy",
+        "resolver",
         "fn",
         "source",
         "stage",
@@ -138,22 +136,24 @@ class Site:
 
     def __init__(
         self,
-        cache: RetrievalCache,
+        policy: CachePolicy,
+        resolver: Resolver,
         fn: Callable[..., Any],
         source: str,
         stage: str,
         own_cost: OwnCost | None,
     ) -> None:
-        self.cache = cache
+        self.policy = policy
+        self.resolver = resolver
         self.fn = fn
         self.source = source
         self.stage = stage
         self.own_cost = own_cost
-        self.name = cache.name or source
+        self.name = policy.name or source
         self.flights = Flights()
         self._binder = Binder(fn)
         qualname = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
-        self._const = (source, cache.version, stage, qualname)
+        self._const = (source, policy.version, stage, qualname)
         self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
         self._keyed: dict[LocalKey, tuple[str, Keys]] = {}
         """Exact call key -> (namespace, keys): a repeated call is not hashed again."""
@@ -198,7 +198,7 @@ class Site:
         self, res: Resolved, tenant: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> bytes | None:
         """The canonical JSON the key is hashed from, or None when the call cannot be keyed."""
-        key_fn = self.cache._key_fn
+        key_fn = self.policy.key_fn
         if key_fn is not None:
             try:
                 values: object = key_fn(*args, **kwargs)
@@ -224,7 +224,7 @@ class Site:
     # -- lookup ----------------------------------------------------------------------------
     def begin(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Done | Lookup:
         """Everything before a backend round trip: key, local LRU, breaker."""
-        res = self.cache._resolve(_runtime.runtime())
+        res = self.resolver.current()
         tags = tags_var.get()
         tenant = tags.attribution[TENANT]
         local = res.local
@@ -275,7 +275,7 @@ class Site:
         Raw call shape, not normalised: ``f("q")`` and ``f(query="q")`` are two local entries
         of the same Redis entry, which is harmless.  None: use the canonical JSON instead.
         """
-        if self.cache._key_fn is not None:
+        if self.policy.key_fn is not None:
             return None
         for arg in args:
             if type(arg) not in EXACT_KEYABLE:
@@ -314,7 +314,7 @@ class Site:
         return (value, HIT)
 
     def failed(self, lk: Lookup, exc: BaseException) -> Done:
-        self.cache._backend_down(lk.res, exc)
+        lk.res.backend_down(exc)
         self.emit(lk.res, lk.tags, ERROR, ZERO)
         return ERRORED
 
@@ -332,7 +332,7 @@ class Site:
         body, entry, result = self.encode(lk, value, cost)
         if flight is not None and body is not None:
             flight.shared = (body, cost)
-        return Stored(body, entry, cost, result, self.cache._ttl_with_jitter())
+        return Stored(body, entry, cost, result, self.policy.entry_ttl_ms())
 
     def encode(
         self, lk: Lookup, value: object, cost: Decimal
@@ -346,11 +346,11 @@ class Site:
         body = encode_value(value)
         if body is None:
             return None, None, SKIP
-        cache = self.cache
-        if is_empty(value) and not cache.cache_empty:
+        policy = self.policy
+        if is_empty(value) and not policy.cache_empty:
             return body, None, MISS
         entry = encode_entry(lk.generation, cost, body)
-        if len(entry) > cache.max_value_bytes:
+        if len(entry) > policy.max_value_bytes:
             return body, None, SKIP
         return body, entry, MISS
 

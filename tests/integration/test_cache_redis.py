@@ -20,7 +20,8 @@ import redis
 
 import costwatch
 from costwatch.cache._backend import RedisBackend
-from costwatch.cache._retrieval_cache import RetrievalCache, decode_entry, last_lookup_var
+from costwatch.cache._codec import decode_entry
+from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
 from costwatch.cache._tracking import GenerationTracker
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
@@ -426,7 +427,7 @@ def _commands(client: redis.Redis[bytes]) -> dict[str, int]:
 
 
 def _tracker(cache: RetrievalCache) -> GenerationTracker:
-    backend = cache._resolve(costwatch.runtime()).backend
+    backend = cache._resolver.current().backend
     assert isinstance(backend, RedisBackend) and backend.tracker is not None
     return backend.tracker
 

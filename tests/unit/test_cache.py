@@ -16,13 +16,9 @@ import pytest
 import costwatch
 from costwatch._core.errors import ConfigError
 from costwatch.cache._backend import MemoryBackend
+from costwatch.cache._codec import decode_entry, entry_body
 from costwatch.cache._local import LocalLRU
-from costwatch.cache._retrieval_cache import (
-    RetrievalCache,
-    decode_entry,
-    entry_body,
-    last_lookup_var,
-)
+from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
 
@@ -173,7 +169,7 @@ def test_entries_expire_after_their_ttl(sink: Capture) -> None:
 
 def test_ttl_jitter_takes_off_at_most_the_jitter_share() -> None:
     cache = RetrievalCache(ttl=100, jitter=0.1)
-    ttls = {cache._ttl_with_jitter() for _ in range(500)}
+    ttls = {cache.policy.entry_ttl_ms() for _ in range(500)}
     assert min(ttls) >= 90_000
     assert max(ttls) <= 100_000
     assert len(ttls) > 50
