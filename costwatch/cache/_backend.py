@@ -2,18 +2,22 @@
 
 Every operation the cache needs is one round trip:
 
-- ``read``: the namespace generation and an entry (the hit path): an ``MGET``, or for Redis
-  only a ``GET`` of the entry while Redis tracks the generation for this process (see
-  ``_cache_tracking``);
-- ``read_entry``: the entry alone (``GET``; the hit path when the cache trusts the generation
-  it read recently, see ``RetrievalCache(generation_ttl=...)``);
-- ``lock``: take the stampede lock (``SET NX PX`` with a random token) right after a miss;
-- ``acquire``: re-read the entry and, when it is missing or stale, take the lock — one Lua
-  script, used by callers waiting for another process's computation;
+- ``read``: the namespace generation and an entry (the hit path): one script call
+  (``GET`` + ``GETRANGE``), or for Redis only a ``GETRANGE`` of the entry while Redis tracks
+  the generation for this process (see ``_tracking``);
+- ``read_entry``: the entry alone (``GETRANGE``; the hit path when the cache trusts the
+  generation it read recently, see ``RetrievalCache(generation_ttl=...)``);
+- ``acquire``: re-read the entry and, when it is missing, stale or too large, take the
+  stampede lock (``SET NX PX`` with a random token) — one Lua script, so a process that read
+  the entry missing never computes it again after another stored it and released the lock;
 - ``write_release``: store the computed entry and release the lock by compare-and-delete — one
   Lua script, so a lock that expired and was taken by another process is never deleted;
 - ``write``: store without a lock (overwrite garbage, waiters that gave up);
 - ``bump``: ``INCR`` the namespace generation (O(1) invalidation).
+
+Reads are bounded: ``max_bytes`` is the largest entry the caller accepts, and an entry read
+returns at most ``max_bytes + 1`` bytes (more means "too large": the caller treats it as a miss
+and overwrites it), so a huge value planted under a key is never transferred whole.
 
 Keys of one namespace share a Redis Cluster hash tag (``{...}``), so the scripts touch one slot.
 Values are opaque bytes here; the cache encodes them as JSON and never executes what it reads.
@@ -64,14 +68,14 @@ class BackendError(ConnectionError):
 
 @runtime_checkable
 class AsyncCacheBackend(Protocol):
-    async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
+    """:class:`CacheBackend` for coroutine functions (same storage, same semantics)."""
 
-    async def read_entry(self, key: str) -> bytes | None: ...
+    async def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]: ...
 
-    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
+    async def read_entry(self, key: str, max_bytes: int) -> bytes | None: ...
 
     async def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired: ...
 
     async def write(self, key: str, entry: bytes, ttl_ms: int) -> None: ...
@@ -85,16 +89,33 @@ class AsyncCacheBackend(Protocol):
 
 @runtime_checkable
 class CacheBackend(Protocol):
-    """Synchronous storage; ``asyncio()`` gives the same storage for coroutine functions."""
+    """The storage a ``RetrievalCache`` uses (implement it to put the cache elsewhere).
 
-    def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
+    Keys and values are opaque to the backend; a missing generation reads as 0.
 
-    def read_entry(self, key: str) -> bytes | None: ...
+    - ``read(gen_key, key, max_bytes)``: ``(generation, entry or None)`` in one atomic step;
+    - ``read_entry(key, max_bytes)``: the entry alone;
+    - ``acquire(gen_key, key, lock_key, token, lock_ms, max_bytes)``, atomically: a current
+      entry (starting ``[1,<generation>,`` and at most ``max_bytes`` long) gives
+      ``(2, generation, entry)``; else the lock taken for ``lock_ms`` with ``token`` gives
+      ``(1, generation, None)``; else ``(0, generation, None)`` (someone else holds it);
+    - ``write(key, entry, ttl_ms)``; ``write_release(key, entry, ttl_ms, lock_key, token)``:
+      store (unless ``entry`` is None) and delete the lock if it still holds ``token``,
+      atomically;
+    - ``bump(gen_key)``: increment the generation, return the new one;
+    - ``asyncio()``: the same storage as an :class:`AsyncCacheBackend`.
 
-    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
+    An entry read may be cut to ``max_bytes + 1`` bytes when it is longer than ``max_bytes``
+    (the cache then never reads it whole).  Raise :class:`BackendError` when the store cannot
+    be reached: the cache calls through and counts ``result="error"``.
+    """
+
+    def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]: ...
+
+    def read_entry(self, key: str, max_bytes: int) -> bytes | None: ...
 
     def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired: ...
 
     def write(self, key: str, entry: bytes, ttl_ms: int) -> None: ...
@@ -120,6 +141,11 @@ def entry_generation(entry: bytes) -> int | None:
 def entry_is_current(entry: bytes | None, generation: int) -> bool:
     """Cheap pre-check the scripts also make: the entry claims the current generation."""
     return entry is not None and entry.startswith(b"%s%d," % (ENTRY_PREFIX, generation))
+
+
+def _bounded(entry: bytes | None, max_bytes: int) -> bytes | None:
+    """What a bounded read returns: at most ``max_bytes + 1`` bytes of the entry."""
+    return entry[: max_bytes + 1] if entry is not None else None
 
 
 # ------------------------------------------------------------------------------------------
@@ -167,29 +193,23 @@ class MemoryBackend:
         raw = self._get(gen_key, now)
         return int(raw) if raw is not None else 0
 
-    def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
+    def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
         with self._lock:
             now = self._clock()
-            return self._generation(gen_key, now), self._get(key, now)
+            return self._generation(gen_key, now), _bounded(self._get(key, now), max_bytes)
 
-    def read_entry(self, key: str) -> bytes | None:
+    def read_entry(self, key: str, max_bytes: int) -> bytes | None:
         with self._lock:
-            return self._get(key, self._clock())
+            return _bounded(self._get(key, self._clock()), max_bytes)
 
-    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
-        with self._lock:
-            now = self._clock()
-            if self._get(lock_key, now) is not None:
-                return False
-            self._put(lock_key, token.encode(), lock_ms, now)
-            return True
-
-    def acquire(self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int) -> Acquired:
+    def acquire(
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
+    ) -> Acquired:
         with self._lock:
             now = self._clock()
             generation = self._generation(gen_key, now)
             entry = self._get(key, now)
-            if entry_is_current(entry, generation):
+            if entry_is_current(entry, generation) and len(entry or b"") <= max_bytes:
                 return HAVE_ENTRY, generation, entry
             if self._get(lock_key, now) is None:
                 self._put(lock_key, token.encode(), lock_ms, now)
@@ -233,19 +253,16 @@ class _AsyncMemoryBackend:
     def __init__(self, sync: MemoryBackend) -> None:
         self._sync = sync
 
-    async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
-        return self._sync.read(gen_key, key)
+    async def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
+        return self._sync.read(gen_key, key, max_bytes)
 
-    async def read_entry(self, key: str) -> bytes | None:
-        return self._sync.read_entry(key)
-
-    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
-        return self._sync.lock(lock_key, token, lock_ms)
+    async def read_entry(self, key: str, max_bytes: int) -> bytes | None:
+        return self._sync.read_entry(key, max_bytes)
 
     async def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired:
-        return self._sync.acquire(gen_key, key, lock_key, token, lock_ms)
+        return self._sync.acquire(gen_key, key, lock_key, token, lock_ms, max_bytes)
 
     async def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
         self._sync.write(key, entry, ttl_ms)
@@ -263,13 +280,20 @@ class _AsyncMemoryBackend:
 # Redis
 # ------------------------------------------------------------------------------------------
 
-# KEYS: generation, entry, lock.  ARGV: token, lock ms.
+# KEYS: generation, entry.  ARGV: max bytes.  An entry longer than that comes back cut short.
+_READ_LUA = """
+return {redis.call('GET', KEYS[1]), redis.call('GETRANGE', KEYS[2], 0, ARGV[1])}
+"""
+
+# KEYS: generation, entry, lock.  ARGV: token, lock ms, max bytes.
 _ACQUIRE_LUA = """
 local g = redis.call('GET', KEYS[1]) or '0'
-local v = redis.call('GET', KEYS[2])
-local prefix = '[1,' .. g .. ','
-if v and string.sub(v, 1, #prefix) == prefix then
-  return {2, g, v}
+if redis.call('STRLEN', KEYS[2]) <= tonumber(ARGV[3]) then
+  local v = redis.call('GET', KEYS[2])
+  local prefix = '[1,' .. g .. ','
+  if v and string.sub(v, 1, #prefix) == prefix then
+    return {2, g, v}
+  end
 end
 if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, g, false}
@@ -331,6 +355,12 @@ def _generation(raw: bytes | None) -> int:
     return int(raw) if raw is not None else 0
 
 
+def _read(reply: Any) -> tuple[bytes | None, bytes | None]:
+    """The read script's ``(generation, entry)``: ``GETRANGE`` answers "" for a missing key."""
+    raw_gen, entry = reply
+    return raw_gen, entry or None
+
+
 def tracked_entry(entry: bytes | None, known: int) -> bool:
     """Can an entry read alone be judged by the generation ``known`` (tracked, or trusted for
     ``generation_ttl``)?  Not when it claims a newer one: this process has not heard of that
@@ -366,6 +396,7 @@ class RedisBackend:
         self.timeout_s = timeout_s
         self.client = client
         self._errors = _redis_errors()
+        self._read = client.register_script(_READ_LUA)
         self._acquire = client.register_script(_ACQUIRE_LUA)
         self._write_release = client.register_script(_WRITE_RELEASE_LUA)
         self._async: AsyncRedisBackend | None = None
@@ -377,35 +408,31 @@ class RedisBackend:
             self.tracker = GenerationTracker(client.connection_pool)
         self._known: dict[str, int] = self.tracker.known if self.tracker is not None else {}
 
-    def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
+    def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
         known = self._known.get(gen_key)
         try:
             if known is not None:
-                entry = self.client.get(key)
+                entry = self.client.getrange(key, 0, max_bytes) or None  # type: ignore[no-untyped-call]
                 if tracked_entry(entry, known):
                     return known, entry
-            raw_gen, entry = self.client.mget((gen_key, key))
+            raw_gen, entry = _read(self._read(keys=(gen_key, key), args=(max_bytes,)))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         if self.tracker is not None:
             self.tracker.want(gen_key)
         return _generation(raw_gen), entry
 
-    def read_entry(self, key: str) -> bytes | None:
+    def read_entry(self, key: str, max_bytes: int) -> bytes | None:
         try:
-            return self.client.get(key)
+            return self.client.getrange(key, 0, max_bytes) or None  # type: ignore[no-untyped-call]
         except self._errors as exc:
             raise _backend_error(exc) from exc
 
-    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+    def acquire(
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
+    ) -> Acquired:
         try:
-            return bool(self.client.set(lock_key, token, nx=True, px=lock_ms))
-        except self._errors as exc:
-            raise _backend_error(exc) from exc
-
-    def acquire(self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int) -> Acquired:
-        try:
-            reply = self._acquire(keys=(gen_key, key, lock_key), args=(token, lock_ms))
+            reply = self._acquire(keys=(gen_key, key, lock_key), args=(token, lock_ms, max_bytes))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return _acquired(reply)
@@ -478,15 +505,16 @@ class AsyncRedisBackend:
         self._fixed = client
         self._errors = _redis_errors()
         self._per_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Any, Any, Any]
+            asyncio.AbstractEventLoop, tuple[Any, Any, Any, Any]
         ] = weakref.WeakKeyDictionary()
-        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[Any, Any, Any]] | None = (
-            None
-        )
+        self._last: (
+            tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[Any, Any, Any, Any]] | None
+        ) = None
         """The loop of the latest call and its client (most processes run one loop)."""
         self._lock = threading.Lock()
 
-    def _client(self) -> tuple[Any, Any, Any]:
+    def _client(self) -> tuple[Any, Any, Any, Any]:
+        """``(client, read script, acquire script, write-release script)`` of the running loop."""
         loop = asyncio.get_running_loop()
         last = self._last
         if last is not None and last[0]() is loop:
@@ -506,6 +534,7 @@ class AsyncRedisBackend:
                         )
                     found = (
                         client,
+                        client.register_script(_READ_LUA),
                         client.register_script(_ACQUIRE_LUA),
                         client.register_script(_WRITE_RELEASE_LUA),
                     )
@@ -513,42 +542,35 @@ class AsyncRedisBackend:
         self._last = (weakref.ref(loop), found)
         return found
 
-    async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
-        client = self._client()[0]
+    async def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
+        client, script = self._client()[:2]
         known = self._known.get(gen_key)
         try:
             if known is not None:
-                entry: bytes | None = await client.get(key)
+                entry: bytes | None = await client.getrange(key, 0, max_bytes) or None
                 if tracked_entry(entry, known):
                     return known, entry
-            raw_gen, entry = await client.mget((gen_key, key))
+            raw_gen, entry = _read(await script(keys=(gen_key, key), args=(max_bytes,)))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         if self.tracker is not None:
             self.tracker.want(gen_key)
         return _generation(raw_gen), entry
 
-    async def read_entry(self, key: str) -> bytes | None:
+    async def read_entry(self, key: str, max_bytes: int) -> bytes | None:
         client = self._client()[0]
         try:
-            entry: bytes | None = await client.get(key)
+            entry: bytes | None = await client.getrange(key, 0, max_bytes) or None
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return entry
 
-    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
-        client = self._client()[0]
-        try:
-            return bool(await client.set(lock_key, token, nx=True, px=lock_ms))
-        except self._errors as exc:
-            raise _backend_error(exc) from exc
-
     async def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired:
-        script = self._client()[1]
+        script = self._client()[2]
         try:
-            reply = await script(keys=(gen_key, key, lock_key), args=(token, lock_ms))
+            reply = await script(keys=(gen_key, key, lock_key), args=(token, lock_ms, max_bytes))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return _acquired(reply)
@@ -563,7 +585,7 @@ class AsyncRedisBackend:
     async def write_release(
         self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
     ) -> None:
-        script = self._client()[2]
+        script = self._client()[3]
         try:
             await script(keys=(key, lock_key), args=(entry or b"", ttl_ms, token))
         except self._errors as exc:

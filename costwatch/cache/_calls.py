@@ -66,10 +66,10 @@ def _sync_read(lk: Lookup) -> tuple[int, bytes | None]:
     res = lk.res
     known = res.trusted(lk.gen_key)
     if known is not None:
-        entry = res.backend.read_entry(lk.key)
+        entry = res.backend.read_entry(lk.key, lk.max_bytes)
         if tracked_entry(entry, known):
             return known, entry
-    generation, entry = res.backend.read(lk.gen_key, lk.key)
+    generation, entry = res.backend.read(lk.gen_key, lk.key, lk.max_bytes)
     res.trust(lk.gen_key, generation)
     return generation, entry
 
@@ -79,10 +79,10 @@ async def _async_read(lk: Lookup) -> tuple[int, bytes | None]:
     res = lk.res
     known = res.trusted(lk.gen_key)
     if known is not None:
-        entry = await res.abackend.read_entry(lk.key)
+        entry = await res.abackend.read_entry(lk.key, lk.max_bytes)
         if tracked_entry(entry, known):
             return known, entry
-    generation, entry = await res.abackend.read(lk.gen_key, lk.key)
+    generation, entry = await res.abackend.read(lk.gen_key, lk.key, lk.max_bytes)
     res.trust(lk.gen_key, generation)
     return generation, entry
 
@@ -95,7 +95,7 @@ def _sync_miss(
     flight, leader = site.flights.join_or_lead(lk.key)
     if leader:
         try:
-            return _sync_lead(lk, fn, args, kwargs, flight, wait=True, just_read=True)
+            return _sync_lead(lk, fn, args, kwargs, flight, wait=True)
         finally:
             site.flights.land(lk.key, flight)
     assert flight.event is not None
@@ -116,7 +116,7 @@ def _sync_miss(
             return cast(R, shared_value)
     # The leader failed (its exception is its own) or is too slow: compute ourselves, without
     # waiting for a lock again when we already waited our time.
-    return _sync_lead(lk, fn, args, kwargs, None, wait=arrived, just_read=False)
+    return _sync_lead(lk, fn, args, kwargs, None, wait=arrived)
 
 
 def _sync_lead(
@@ -127,25 +127,22 @@ def _sync_lead(
     flight: Flight | None,
     *,
     wait: bool,
-    just_read: bool,
 ) -> R:
     """Compute the key for this process: take the cross-process lock or wait for its holder.
 
-    ``just_read``: the entry was read missing a moment ago, so first try a plain ``SET NX``;
-    otherwise (and while another process holds the lock) the acquire script re-reads the
-    entry and tries the lock in one round trip.
+    The lock is taken only by the acquire script, which re-reads the entry in the same atomic
+    step: another process may have stored it (and released its lock) since this one read it
+    missing, and then it is a hit, not a second computation.
     """
     site, res = lk.site, lk.res
     token = os.urandom(12).hex()
     locked = failed = False
     try:
-        if just_read:
-            locked = res.backend.lock(lk.lock_key, token, site.policy.lock_ms)
         deadline = time.monotonic() + (site.policy.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while not locked:
             status, generation, entry = res.backend.acquire(
-                lk.gen_key, lk.key, lk.lock_key, token, site.policy.lock_ms
+                lk.gen_key, lk.key, lk.lock_key, token, site.policy.lock_ms, lk.max_bytes
             )
             if status == HAVE_ENTRY:
                 done = site.served(lk, entry, generation, flight)
@@ -291,8 +288,9 @@ async def _async_lead(
     wait: bool,
     read_first: bool,
 ) -> R:
+    """:func:`_sync_lead` for one task per key and event loop, which also makes the read."""
     site, res = lk.site, lk.res
-    token = ""
+    token = os.urandom(12).hex()
     locked = failed = False
     try:
         backend = res.abackend
@@ -302,15 +300,11 @@ async def _async_lead(
             done = site.served(lk, entry, generation, flight)
             if done is not None:
                 return cast(R, done[0])
-            # The common miss: take the lock with a plain SET NX (cheaper than the script).
-            token = os.urandom(12).hex()
-            locked = await backend.lock(lk.lock_key, token, site.policy.lock_ms)
-        token = token or os.urandom(12).hex()
         deadline = time.monotonic() + (site.policy.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while not locked:
             status, generation, entry = await backend.acquire(
-                lk.gen_key, lk.key, lk.lock_key, token, site.policy.lock_ms
+                lk.gen_key, lk.key, lk.lock_key, token, site.policy.lock_ms, lk.max_bytes
             )
             if status == HAVE_ENTRY:
                 done = site.served(lk, entry, generation, flight)

@@ -72,6 +72,7 @@ class Lookup:
         "digest",
         "generation",
         "local_key",
+        "max_bytes",
     )
 
     def __init__(
@@ -88,6 +89,8 @@ class Lookup:
         self.key, self.gen_key, self.prefix, self.digest = keys
         self.local_key = local_key
         self.generation = 0
+        self.max_bytes = site.policy.max_value_bytes
+        """The most bytes of an entry to read: a longer one is a miss, overwritten."""
 
     @property
     def lock_key(self) -> str:
@@ -290,12 +293,13 @@ class Site:
     def served(
         self, lk: Lookup, entry: bytes | None, generation: int, flight: Flight | None = None
     ) -> Done | None:
-        """The backend answered: a current entry is a hit, anything else (garbage too) a miss.
+        """The backend answered: a current entry is a hit, anything else (garbage, a value
+        larger than ``max_value_bytes`` cut short by the bounded read) a miss.
 
         A hit's JSON goes to the local LRU and to the waiters of ``flight``, if any.
         """
         lk.generation = generation
-        if entry is None:
+        if entry is None or len(entry) > lk.max_bytes:
             return None
         decoded = decode_entry(entry, generation)
         if decoded is None:

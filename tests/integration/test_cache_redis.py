@@ -23,6 +23,7 @@ from costwatch.cache._backend import RedisBackend
 from costwatch.cache._codec import decode_entry
 from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
 from costwatch.cache._tracking import GenerationTracker
+from tests._fixtures.cache_worker import run_workers
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
 
@@ -432,23 +433,23 @@ def _tracker(cache: RetrievalCache) -> GenerationTracker:
     return backend.tracker
 
 
-def test_a_hit_is_one_get_while_redis_tracks_the_generation(
+def test_a_hit_is_one_bounded_read_while_redis_tracks_the_generation(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
     cache = RetrievalCache(ttl=60)
     search = cache.wrap(Retriever().search, source="kb")
-    search("q")  # a miss: its MGET asks the tracker to read the generation
+    search("q")  # a miss: its read asks the tracker to read the generation
     assert _tracker(cache).wait()
     client.config_resetstat()
     for _ in range(5):
         search("q")
     calls = _commands(client)
-    assert calls.get("cmdstat_get") == 5
-    assert "cmdstat_mget" not in calls
+    assert calls.get("cmdstat_getrange") == 5
+    assert "cmdstat_evalsha" not in calls
     assert sink.results() == ["miss"] + ["hit"] * 5
 
 
-async def test_an_asyncio_hit_is_one_get_and_hears_other_processes_through_the_same_tracker(
+async def test_an_asyncio_hit_is_one_bounded_read_and_hears_other_processes_through_the_same_tracker(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
     echo, cache, cached = _async_kb_cache()
@@ -458,8 +459,8 @@ async def test_an_asyncio_hit_is_one_get_and_hears_other_processes_through_the_s
     for _ in range(3):
         assert await cached("q") == ["q"]
     stats = _commands(client)
-    assert stats.get("cmdstat_get") == 3
-    assert "cmdstat_mget" not in stats
+    assert stats.get("cmdstat_getrange") == 3
+    assert "cmdstat_evalsha" not in stats
     client.incr(b"cw:c:{test::kb}:gen")
     assert _tracker(cache).sync()
     await cached("q")
@@ -505,7 +506,7 @@ def test_a_flush_or_a_lost_tracking_connection_forgets_every_generation(
     assert tracker.known == {}
     client.config_resetstat()
     search("q")  # read with its generation again, and tracked anew
-    assert _commands(client).get("cmdstat_mget") == 1
+    assert _commands(client).get("cmdstat_evalsha") == 1
     assert tracker.wait() and tracker.known == {"cw:c:{test::kb}:gen": 0}
     assert len(r.calls) == 2
 
@@ -537,7 +538,7 @@ def test_a_bug_in_the_tracking_thread_is_counted_and_hits_keep_working(
         assert tracker.wait()
         assert capture.internal_errors == ["cache"]
         assert tracker.enabled and tracker.known == {}
-        assert search("q") == search("q")  # hits, through the MGET
+        assert search("q") == search("q")  # hits, through the read script
         assert len(r.calls) == 1
     finally:
         backend.close()
@@ -588,7 +589,7 @@ def test_a_server_that_refuses_tracking_leaves_hits_on_mget(
         assert not tracker.enabled
         client.config_resetstat()
         search("q")
-        assert _commands(client).get("cmdstat_mget") == 1
+        assert _commands(client).get("cmdstat_evalsha") == 1
         assert len(r.calls) == 1
     finally:
         client.acl_deluser("cw-no-client")
@@ -608,7 +609,7 @@ def _two_processes(
     return r, here, here.wrap(r.search, source="kb"), there.wrap(r.search, source="kb")
 
 
-def test_generation_ttl_makes_hits_one_get_and_delays_foreign_invalidation(
+def test_generation_ttl_makes_hits_one_bounded_read_and_delays_foreign_invalidation(
     cw: Any, redis_server: str, client: redis.Redis[bytes]
 ) -> None:
     """Two caches over one Redis stand for two processes."""
@@ -621,8 +622,8 @@ def test_generation_ttl_makes_hits_one_get_and_delays_foreign_invalidation(
     for _ in range(5):
         search_there("q")
     calls = _commands(client)
-    assert calls.get("cmdstat_get") == 5
-    assert "cmdstat_mget" not in calls
+    assert calls.get("cmdstat_getrange") == 5
+    assert "cmdstat_evalsha" not in calls
 
     here.invalidate()
     search_there("q")  # the other process trusts generation 0 a little longer: a stale hit
@@ -645,3 +646,17 @@ def test_an_entry_claiming_a_newer_generation_makes_the_reader_refresh(
     search_here("q")  # writes an entry of generation 1
     search_there("q")  # sees an entry newer than its generation: re-reads, and hits
     assert len(r.calls) == 2
+
+
+def test_processes_racing_over_many_keys_run_a_fast_function_exactly_once_per_key(
+    redis_server: str,
+) -> None:
+    """Four processes of four threads look up the same 60 keys in the same order: the function
+    (which returns at once) runs once per key in all, the other lookups are hits."""
+    outputs = run_workers(redis_server, 4, keys=60, threads=4)
+    assert sum(o["runs"] for o in outputs) == 60
+    results: dict[str, int] = {}
+    for o in outputs:
+        for result, n in o["results"].items():
+            results[result] = results.get(result, 0) + n
+    assert results == {"miss": 60, "hit": 4 * 4 * 60 - 60}
