@@ -660,3 +660,45 @@ def test_processes_racing_over_many_keys_run_a_fast_function_exactly_once_per_ke
         for result, n in o["results"].items():
             results[result] = results.get(result, 0) + n
     assert results == {"miss": 60, "hit": 4 * 4 * 60 - 60}
+
+
+def _plant(client: redis.Redis[bytes], key: bytes, megabytes: int) -> None:
+    """A well-formed entry of generation 0 holding one string of ``megabytes`` MB."""
+    chunk = b"x" * 2**20
+    client.set(key, b'[1,0,"0.5",["')
+    for _ in range(megabytes):
+        client.append(key, chunk)
+    client.append(key, b'"]]')
+
+
+@pytest.mark.parametrize("tracked", [True, False], ids=["tracked-generation", "read-script"])
+def test_a_planted_200_mb_value_is_never_read_whole_and_is_overwritten(
+    sink: Capture, client: redis.Redis[bytes], redis_server: str, tracked: bool
+) -> None:
+    backend = RedisBackend(redis_server, timeout_s=2.0, track_generations=tracked)
+    r = Retriever()
+    cache = RetrievalCache(ttl=60, backend=backend)
+    search = cache.wrap(r.search, source="kb")
+    try:
+        expected = search("q")
+        if tracked:
+            assert _tracker(cache).wait() and _tracker(cache).known
+        [key] = entry_keys(client)
+        _plant(client, key, 200)
+        assert client.strlen(key) > 200 * 2**20
+        sent_before = int(client.info("stats")["total_net_output_bytes"])
+        t0 = time.monotonic()
+        assert search("q") == expected
+        elapsed = time.monotonic() - t0
+        sent = int(client.info("stats")["total_net_output_bytes"]) - sent_before
+        assert sent < 2 * 1_000_000  # at most max_value_bytes (+1) of it, never 200 MB
+        assert elapsed < 0.5
+        assert len(r.calls) == 2
+        assert sink.results() == ["miss", "miss"]
+        stored = client.get(key)
+        assert stored is not None and len(stored) < 1000 and decode_entry(stored, 0) is not None
+        assert search("q") == expected
+        assert len(r.calls) == 2
+        assert sink.results()[-1] == "hit"
+    finally:
+        backend.close()
