@@ -17,7 +17,7 @@ Prometheus and OpenTelemetry exporters.
 from __future__ import annotations
 
 from costwatch._configure import configure, runtime
-from costwatch._core.context import tags
+from costwatch._core.context import context_executor, tags, wrap
 from costwatch._core.errors import BudgetExceeded, ConfigError
 from costwatch._core.record import CostRecord, TokenUsage
 from costwatch._core.sink import BaseSink, CacheEvent, RequestEnd, Sink
@@ -47,6 +47,7 @@ __all__ = [
     "TokenUsage",
     "budget",
     "configure",
+    "context_executor",
     "embedding",
     "generation",
     "instrument",
@@ -58,6 +59,7 @@ __all__ = [
     "summary",
     "tags",
     "uninstrument",
+    "wrap",
 ]
 
 

@@ -226,10 +226,13 @@ class Site:
 
     # -- lookup ----------------------------------------------------------------------------
     def begin(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Done | Lookup:
-        """Everything before a backend round trip: key, local LRU, breaker."""
+        """Everything before a backend round trip: the tenant rule, key, local LRU, breaker."""
         res = self.resolver.current()
         tags = tags_var.get()
         tenant = tags.attribution[TENANT]
+        if not tenant and self.policy.tenant_required:
+            self.emit(res, tags, SKIP, ZERO)
+            return SKIPPED
         local = res.local
         local_key = self.local_key(tenant, args, kwargs)
         if local is not None and local_key is not None:

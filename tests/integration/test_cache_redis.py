@@ -449,7 +449,7 @@ def test_a_hit_is_one_bounded_read_while_redis_tracks_the_generation(
     assert sink.results() == ["miss"] + ["hit"] * 5
 
 
-async def test_an_asyncio_hit_is_one_bounded_read_and_hears_other_processes_through_the_same_tracker(
+async def test_an_asyncio_hit_is_one_bounded_read_and_hears_other_processes_via_the_tracker(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
     echo, cache, cached = _async_kb_cache()
