@@ -29,6 +29,7 @@ from costwatch.cache._codec import (
     namespace_tag,
 )
 from costwatch.cache._flight import Flight, Flights
+from costwatch.cache._identity import function_identity
 from costwatch.cache._local import EXACT_KEYABLE, LocalEntry, LocalKey
 from costwatch.cache._policy import CachePolicy
 from costwatch.cache._resolved import Resolved, Resolver
@@ -155,8 +156,7 @@ class Site:
         self.name = policy.name or source
         self.flights = Flights()
         self._binder = Binder(fn)
-        qualname = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
-        self._const = (source, policy.version, stage, qualname)
+        self._const = (source, policy.version, stage, function_identity(fn, policy.key_namespace))
         self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
         self._keyed: dict[LocalKey, tuple[str, Keys]] = {}
         """Exact call key -> (namespace, keys): a repeated call is not hashed again."""

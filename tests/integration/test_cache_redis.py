@@ -122,21 +122,27 @@ def test_hit_miss_and_saved_dollars_are_exact_through_redis(
     assert b"refunds" not in key
 
 
-def test_a_second_process_configuration_shares_the_entries(cw: Any, redis_server: str) -> None:
-    """Two caches (as in two processes) over the same Redis see each other's entries."""
+def test_a_second_configuration_shares_the_entries_of_the_same_function(
+    cw: Any, redis_server: str
+) -> None:
+    """Two caches over the same Redis (as after a reconfiguration) see each other's entries of
+    one function; another retriever object's method is another function unless both caches
+    name it with the same key_namespace."""
     r1, r2 = Retriever(), Retriever()
     cw.configure(
         service="test", strict=True, prometheus=False, redis_url=redis_server, redis_timeout_s=2.0
     )
     RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
+    RetrievalCache(ttl=60, key_namespace="kb-search").wrap(r1.search, source="kb")("q")
     cw.configure(
         service="test", strict=True, prometheus=False, redis_url=redis_server, redis_timeout_s=2.0
     )
-    # The same function identity (module + qualname) is what makes the key; use r1's method.
     RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
+    assert len(r1.calls) == 2
     RetrievalCache(ttl=60).wrap(r2.search, source="kb")("q")
-    assert len(r1.calls) == 1
-    assert r2.calls == []
+    assert len(r2.calls) == 1
+    RetrievalCache(ttl=60, key_namespace="kb-search").wrap(r2.search, source="kb")("q")
+    assert len(r2.calls) == 1
 
 
 def test_entries_expire_with_their_jittered_ttl(sink: Capture, client: redis.Redis[bytes]) -> None:
