@@ -50,9 +50,9 @@ from _shared import redis_url
 from prometheus_client import CollectorRegistry
 
 import costwatch
+from costwatch._core.redis import connect, connect_async
 from costwatch._core.sink import CacheEvent
 from costwatch.accounting._tally import cache_key
-from costwatch.cache._backend import redis_client_kwargs
 from costwatch.cache._copy import copier
 from costwatch.cache._retrieval_cache import RetrievalCache
 
@@ -100,7 +100,7 @@ def main() -> None:
             service="bench", redis_url=url, registry=CollectorRegistry(), redis_timeout_s=1.0
         )
         client = redis.Redis.from_url(url)
-        fast = redis.Redis.from_url(url, **redis_client_kwargs(1.0))
+        fast = connect(url, timeout_s=1.0)
         client.flushdb()
 
         def search(query: str, k: int = 5) -> list[dict[str, Any]]:
@@ -160,7 +160,7 @@ def main() -> None:
 
         async def run_async() -> None:
             aclient = aredis.Redis.from_url(url)
-            afast = aredis.Redis.from_url(url, **redis_client_kwargs(1.0))
+            afast = connect_async(url, timeout_s=1.0)
             acached = RetrievalCache(ttl=3600).wrap(_async_search, source="kb-async")
             atrusting = RetrievalCache(ttl=3600, generation_ttl=1.0).wrap(
                 _async_search, source="kb-async"

@@ -27,17 +27,13 @@ turns into ``result="error"``, not a costwatch bug.
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    import redis
-    import redis.asyncio
-
     from costwatch.cache._tracking import GenerationTracker
 
 Acquired = tuple[int, int, bytes | None]
@@ -313,23 +309,38 @@ return 1
 """
 
 
-def redis_client_kwargs(timeout_s: float) -> dict[str, Any]:
-    """Fail-fast client options: short socket timeouts and no retries (the breaker decides).
+class _Script:
+    """A Lua script called by SHA, loaded on ``NOSCRIPT`` (a restarted node, another node of a
+    cluster): the same object serves sync and asyncio, standalone and cluster clients."""
 
-    redis-py 6+ retries a failed command with backoff by default, which would multiply the
-    timeout a dead Redis adds to a call; costwatch never wants that on the host's call path.
-    """
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    __slots__ = ("text", "sha")
 
-    return {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_timeout": False,
-        "health_check_interval": 0,
-        "max_connections": MAX_CONNECTIONS,
-    }
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    def __call__(self, client: Any, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.text)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def acall(self, client: Any, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.text)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+_READ = _Script(_READ_LUA)
+_ACQUIRE = _Script(_ACQUIRE_LUA)
+_WRITE_RELEASE = _Script(_WRITE_RELEASE_LUA)
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -339,8 +350,20 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
 
 
 def _backend_error(exc: BaseException) -> BackendError:
+    """What a redis-py failure means for the cache.
+
+    ``MOVED``/``ASK`` reach the cache only from a standalone client handed one node of a
+    Redis Cluster (a cluster client follows them): the node is up and answering, so the
+    breaker must not open for every key; the message says what to configure instead.
+    """
     import redis.exceptions
 
+    if isinstance(exc, redis.exceptions.AskError):  # MovedError is one too
+        return BackendError(
+            "MOVED: the Redis URL names one node of a Redis Cluster; use a redis+cluster:// "
+            "URL or configure(redis_cluster=True)",
+            down=False,
+        )
     # redis-py >= 5.1: the pool ran out of connections (this process, not Redis, is short).
     exhausted: Any = getattr(redis.exceptions, "MaxConnectionsError", ())
     return BackendError(type(exc).__name__, down=not isinstance(exc, exhausted))
@@ -372,37 +395,46 @@ def tracked_entry(entry: bytes | None, known: int) -> bool:
 
 
 class RedisBackend:
-    """Redis through redis-py with fail-fast options; ``asyncio()`` gives the redis.asyncio twin.
+    """Redis or a Redis Cluster through redis-py, built by costwatch's one client factory
+    (``_core.redis``: fail-fast options); ``asyncio()`` gives the redis.asyncio twin.
+
+    ``url``: ``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://`` (any node of a
+    cluster; ``cluster=True`` says the same of a plain URL); or an injected ``client``
+    (``redis.Redis`` or ``redis.cluster.RedisCluster``).  All keys of one entry (entry,
+    generation, lock) share a hash tag, so every script runs on one node.
 
     ``track_generations`` (default on): Redis reports changes of the namespace generations this
-    process read (``GenerationTracker``), so a hit is one ``GET`` instead of an ``MGET``.
+    process read (``GenerationTracker``), so a hit is one bounded read instead of a script
+    call.  Off on a cluster: tracking is per node, and a generation lives on whichever node
+    holds its slot; there a hit is one script call on that node.
     """
 
     def __init__(
         self,
         url: str | None = None,
         *,
-        client: redis.Redis[bytes] | None = None,
+        client: Any = None,
         timeout_s: float = 0.1,
         track_generations: bool = True,
+        cluster: bool = False,
     ) -> None:
-        import redis as redis_module
+        from costwatch._core.redis import connect, is_cluster_client
 
         if client is None:
             if url is None:
                 raise ValueError("RedisBackend needs a url or a client")
-            client = redis_module.Redis.from_url(url, **redis_client_kwargs(timeout_s))
+            client = connect(
+                url, timeout_s=timeout_s, cluster=cluster, max_connections=MAX_CONNECTIONS
+            )
         self.url = url
         self.timeout_s = timeout_s
         self.client = client
+        self.cluster = is_cluster_client(client)
         self._errors = _redis_errors()
-        self._read = client.register_script(_READ_LUA)
-        self._acquire = client.register_script(_ACQUIRE_LUA)
-        self._write_release = client.register_script(_WRITE_RELEASE_LUA)
         self._async: AsyncRedisBackend | None = None
         self._async_lock = threading.Lock()
         self.tracker: GenerationTracker | None = None
-        if track_generations:
+        if track_generations and not self.cluster:
             from costwatch.cache._tracking import GenerationTracker
 
             self.tracker = GenerationTracker(client.connection_pool)
@@ -412,10 +444,10 @@ class RedisBackend:
         known = self._known.get(gen_key)
         try:
             if known is not None:
-                entry = self.client.getrange(key, 0, max_bytes) or None  # type: ignore[no-untyped-call]
+                entry = self.client.getrange(key, 0, max_bytes) or None
                 if tracked_entry(entry, known):
                     return known, entry
-            raw_gen, entry = _read(self._read(keys=(gen_key, key), args=(max_bytes,)))
+            raw_gen, entry = _read(_READ(self.client, (gen_key, key), (max_bytes,)))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         if self.tracker is not None:
@@ -424,15 +456,16 @@ class RedisBackend:
 
     def read_entry(self, key: str, max_bytes: int) -> bytes | None:
         try:
-            return self.client.getrange(key, 0, max_bytes) or None  # type: ignore[no-untyped-call]
+            entry: bytes | None = self.client.getrange(key, 0, max_bytes) or None
         except self._errors as exc:
             raise _backend_error(exc) from exc
+        return entry
 
     def acquire(
         self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired:
         try:
-            reply = self._acquire(keys=(gen_key, key, lock_key), args=(token, lock_ms, max_bytes))
+            reply = _ACQUIRE(self.client, (gen_key, key, lock_key), (token, lock_ms, max_bytes))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return _acquired(reply)
@@ -447,7 +480,7 @@ class RedisBackend:
         self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
     ) -> None:
         try:
-            self._write_release(keys=(key, lock_key), args=(entry or b"", ttl_ms, token))
+            _WRITE_RELEASE(self.client, (key, lock_key), (entry or b"", ttl_ms, token))
         except self._errors as exc:
             raise _backend_error(exc) from exc
 
@@ -472,7 +505,10 @@ class RedisBackend:
                             "AsyncRedisBackend(client=<redis.asyncio client>) for async functions"
                         )
                     backend = self._async = AsyncRedisBackend(
-                        self.url, timeout_s=self.timeout_s, tracker=self.tracker
+                        self.url,
+                        timeout_s=self.timeout_s,
+                        tracker=self.tracker,
+                        cluster=self.cluster,
                     )
         return backend
 
@@ -483,7 +519,8 @@ class RedisBackend:
 
 
 class AsyncRedisBackend:
-    """Redis through redis.asyncio; a client is bound to an event loop, so one per loop.
+    """Redis or a Redis Cluster through redis.asyncio; a client is bound to an event loop, so
+    one per loop (``_core.redis.LoopClients``), unless a ``client`` is injected.
 
     ``tracker``: the sync twin's ``GenerationTracker`` (its thread serves both), if any.
     """
@@ -492,10 +529,13 @@ class AsyncRedisBackend:
         self,
         url: str | None = None,
         *,
-        client: redis.asyncio.Redis[bytes] | None = None,
+        client: Any = None,
         timeout_s: float = 0.1,
         tracker: GenerationTracker | None = None,
+        cluster: bool = False,
     ) -> None:
+        from costwatch._core.redis import LoopClients, connect_async
+
         if url is None and client is None:
             raise ValueError("AsyncRedisBackend needs a url or a client")
         self.url = url
@@ -504,53 +544,28 @@ class AsyncRedisBackend:
         self._known: dict[str, int] = tracker.known if tracker is not None else {}
         self._fixed = client
         self._errors = _redis_errors()
-        self._per_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Any, Any, Any, Any]
-        ] = weakref.WeakKeyDictionary()
-        self._last: (
-            tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[Any, Any, Any, Any]] | None
-        ) = None
-        """The loop of the latest call and its client (most processes run one loop)."""
-        self._lock = threading.Lock()
+        self._clients: LoopClients[Any] | None = None
+        if client is None:
+            assert url is not None
+            self._clients = LoopClients(
+                lambda: connect_async(
+                    url, timeout_s=timeout_s, cluster=cluster, max_connections=MAX_CONNECTIONS
+                )
+            )
 
-    def _client(self) -> tuple[Any, Any, Any, Any]:
-        """``(client, read script, acquire script, write-release script)`` of the running loop."""
-        loop = asyncio.get_running_loop()
-        last = self._last
-        if last is not None and last[0]() is loop:
-            return last[1]
-        found = self._per_loop.get(loop)
-        if found is None:
-            with self._lock:
-                found = self._per_loop.get(loop)
-                if found is None:
-                    client = self._fixed
-                    if client is None:
-                        import redis.asyncio as aredis
-
-                        assert self.url is not None
-                        client = aredis.Redis.from_url(
-                            self.url, **redis_client_kwargs(self.timeout_s)
-                        )
-                    found = (
-                        client,
-                        client.register_script(_READ_LUA),
-                        client.register_script(_ACQUIRE_LUA),
-                        client.register_script(_WRITE_RELEASE_LUA),
-                    )
-                    self._per_loop[loop] = found
-        self._last = (weakref.ref(loop), found)
-        return found
+    def _client(self) -> Any:
+        clients = self._clients
+        return self._fixed if clients is None else clients.get()
 
     async def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
-        client, script = self._client()[:2]
+        client = self._client()
         known = self._known.get(gen_key)
         try:
             if known is not None:
                 entry: bytes | None = await client.getrange(key, 0, max_bytes) or None
                 if tracked_entry(entry, known):
                     return known, entry
-            raw_gen, entry = _read(await script(keys=(gen_key, key), args=(max_bytes,)))
+            raw_gen, entry = _read(await _READ.acall(client, (gen_key, key), (max_bytes,)))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         if self.tracker is not None:
@@ -558,7 +573,7 @@ class AsyncRedisBackend:
         return _generation(raw_gen), entry
 
     async def read_entry(self, key: str, max_bytes: int) -> bytes | None:
-        client = self._client()[0]
+        client = self._client()
         try:
             entry: bytes | None = await client.getrange(key, 0, max_bytes) or None
         except self._errors as exc:
@@ -568,15 +583,17 @@ class AsyncRedisBackend:
     async def acquire(
         self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired:
-        script = self._client()[2]
+        client = self._client()
         try:
-            reply = await script(keys=(gen_key, key, lock_key), args=(token, lock_ms, max_bytes))
+            reply = await _ACQUIRE.acall(
+                client, (gen_key, key, lock_key), (token, lock_ms, max_bytes)
+            )
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return _acquired(reply)
 
     async def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
-        client = self._client()[0]
+        client = self._client()
         try:
             await client.set(key, entry, px=ttl_ms)
         except self._errors as exc:
@@ -585,14 +602,14 @@ class AsyncRedisBackend:
     async def write_release(
         self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
     ) -> None:
-        script = self._client()[3]
+        client = self._client()
         try:
-            await script(keys=(key, lock_key), args=(entry or b"", ttl_ms, token))
+            await _WRITE_RELEASE.acall(client, (key, lock_key), (entry or b"", ttl_ms, token))
         except self._errors as exc:
             raise _backend_error(exc) from exc
 
     async def bump(self, gen_key: str) -> int:
-        client = self._client()[0]
+        client = self._client()
         try:
             return int(await client.incr(gen_key))
         except self._errors as exc:
@@ -603,27 +620,24 @@ class AsyncRedisBackend:
 
     async def aclose(self) -> None:
         """Close the client of the running loop (each loop's client closes with its loop)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            found = self._per_loop.pop(loop, None)
-            self._last = None
-        if found is not None and found[0] is not self._fixed:
-            await found[0].aclose()
+        if self._clients is not None:
+            await self._clients.aclose()
 
 
 _shared_lock = threading.Lock()
-_shared: dict[tuple[str, float], RedisBackend] = {}
+_shared: dict[tuple[str, float, bool], RedisBackend] = {}
 
 
-def shared_redis_backend(url: str, timeout_s: float) -> RedisBackend:
-    """One backend (connection pools) per URL and timeout in the process, reused by every cache."""
-    key = (url, timeout_s)
+def shared_redis_backend(url: str, timeout_s: float, cluster: bool = False) -> RedisBackend:
+    """One backend (connection pools) per URL, timeout and kind in the process, reused by
+    every cache."""
+    key = (url, timeout_s, cluster)
     backend = _shared.get(key)
     if backend is None:
         with _shared_lock:
             backend = _shared.get(key)
             if backend is None:
-                backend = _shared[key] = RedisBackend(url, timeout_s=timeout_s)
+                backend = _shared[key] = RedisBackend(url, timeout_s=timeout_s, cluster=cluster)
     return backend
 
 

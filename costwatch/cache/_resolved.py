@@ -164,13 +164,13 @@ class Resolver:
                 return res
             arg = self._backend_arg
             backend: CacheBackend
-            timeout = rt.settings.redis_timeout_s
+            timeout, cluster = rt.settings.redis_timeout_s, rt.settings.redis_cluster
             if isinstance(arg, str):
-                backend, is_redis = shared_redis_backend(arg, timeout), True
+                backend, is_redis = shared_redis_backend(arg, timeout, cluster), True
             elif arg is not None:
                 backend, is_redis = arg, False
             elif rt.redis_url:
-                backend, is_redis = shared_redis_backend(rt.redis_url, timeout), True
+                backend, is_redis = shared_redis_backend(rt.redis_url, timeout, cluster), True
             else:
                 backend, is_redis = memory_twin(rt), False
             policy = self.policy

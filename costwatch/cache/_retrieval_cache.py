@@ -36,6 +36,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from costwatch._core.breaker import CircuitBreaker
 from costwatch._core.context import current_tags
 from costwatch._core.errors import ConfigError
+from costwatch._core.redis import URL_SCHEMES
 from costwatch.cache._backend import CacheBackend
 from costwatch.cache._calls import async_wrapper, sync_wrapper
 from costwatch.cache._codec import namespace_tag
@@ -54,10 +55,11 @@ class RetrievalCache:
     ``ttl`` seconds per entry (with up to ``jitter`` of it taken off at random, so entries
     written together do not expire together).  ``namespace`` replaces the service name in keys
     (to share entries between services deliberately); ``version`` is part of every key (bump it
-    when the index changes).  ``backend`` is a :class:`CacheBackend` or a Redis URL; by default
-    ``configure(redis_url=...)``, else an in-memory twin.  ``max_value_bytes`` bounds a stored
-    entry, and a read: a larger value found under a key is never read whole, it is a miss that
-    the computed value overwrites.  ``local_size`` > 0 adds an in-process LRU in front of the
+    when the index changes).  ``backend`` is a :class:`CacheBackend` or a Redis URL
+    (``redis+cluster://`` for a Redis Cluster); by default ``configure(redis_url=...)``, else an
+    in-memory twin.  ``max_value_bytes`` bounds a stored entry, and a read: a larger value
+    found under a key is never read whole, it is a miss that the computed value overwrites.
+    ``local_size`` > 0 adds an in-process LRU in front of the
     backend whose entries live ``local_ttl`` seconds (other processes' invalidations reach it
     within that time).  ``cache_empty`` stores empty results (None, [], {}, "") too.
     ``lock_timeout`` bounds how long a caller waits for another's computation of the same key.
@@ -103,12 +105,8 @@ class RetrievalCache:
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(backend, str) and not backend.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ConfigError(
-                "backend", backend, "a URL must start with redis://, rediss:// or unix://"
-            )
+        if isinstance(backend, str) and not backend.startswith(URL_SCHEMES):
+            raise ConfigError("backend", backend, "a URL must start with " + ", ".join(URL_SCHEMES))
         if backend is not None and not isinstance(backend, str | CacheBackend):
             raise ConfigError("backend", backend, "must be a CacheBackend or a Redis URL")
         self.policy = CachePolicy(
