@@ -23,6 +23,7 @@ from costwatch.cache._backend import RedisBackend
 from costwatch.cache._codec import decode_entry
 from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
 from costwatch.cache._tracking import GenerationTracker
+from tests._fixtures.cache_redis import configure_on, entry_keys
 from tests._fixtures.cache_worker import run_workers
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
@@ -31,21 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def sink(cw: Any, redis_server: str) -> Iterator[Capture]:
-    capture = Capture()
-    # A generous socket timeout: these tests are about semantics, not about a slow machine
-    # (test_cache_redis_faults.py covers short timeouts).
-    cw.configure(
-        service="test",
-        strict=True,
-        prometheus=False,
-        otel=False,
-        warm_up=False,
-        redis_url=redis_server,
-        redis_timeout_s=2.0,
-        sinks=[capture],
-    )
-    yield capture
+def sink(cw: Any, redis_server: str) -> Capture:
+    # test_cache_redis_faults.py covers short timeouts.
+    return configure_on(cw, redis_server)
 
 
 @pytest.fixture
@@ -53,12 +42,6 @@ def client(redis_server: str) -> Iterator[redis.Redis[bytes]]:
     c: redis.Redis[bytes] = redis.Redis.from_url(redis_server)
     yield c
     c.close()
-
-
-def entry_keys(client: redis.Redis[bytes]) -> list[bytes]:
-    return [
-        k for k in client.scan_iter(b"cw:c:*") if not k.endswith(b":gen") and b":lock:" not in k
-    ]
 
 
 class AsyncEcho:

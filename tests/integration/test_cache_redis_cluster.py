@@ -20,25 +20,15 @@ import costwatch
 from costwatch._core.breaker import CircuitBreaker
 from costwatch.cache import RedisBackend, RetrievalCache
 from costwatch.cache._codec import decode_entry
+from tests._fixtures.cache_redis import configure_on, is_entry_key
 from tests._fixtures.cache_worker import run_workers
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.redis_cluster import RedisCluster
 
 
 @pytest.fixture
-def sink(cw: Any, redis_cluster: RedisCluster) -> Iterator[Capture]:
-    capture = Capture()
-    cw.configure(
-        service="test",
-        strict=True,
-        prometheus=False,
-        otel=False,
-        warm_up=False,
-        redis_url=redis_cluster.url,
-        redis_timeout_s=2.0,
-        sinks=[capture],
-    )
-    yield capture
+def sink(cw: Any, redis_cluster: RedisCluster) -> Capture:
+    return configure_on(cw, redis_cluster.url)
 
 
 @pytest.fixture
@@ -50,7 +40,7 @@ def client(redis_cluster: RedisCluster) -> Iterator[redis.cluster.RedisCluster]:
 
 def entry_keys(client: redis.cluster.RedisCluster) -> list[bytes]:
     keys = client.keys(b"cw:c:*", target_nodes=redis.cluster.RedisCluster.ALL_NODES)
-    return [k for k in keys if not k.endswith(b":gen") and b":lock:" not in k]
+    return [k for k in keys if is_entry_key(k)]
 
 
 def node_of(cluster: RedisCluster, client: redis.cluster.RedisCluster, key: bytes | str) -> int:
@@ -136,15 +126,7 @@ def test_a_standalone_client_on_one_node_gets_moved_and_never_opens_the_breaker(
     """The URL of one node without the cluster form: keys on that node are served, keys on
     the others are answered MOVED — an error for those calls, never an open breaker that
     would stop serving everyone."""
-    capture = Capture()
-    cw.configure(
-        service="test",
-        strict=True,
-        prometheus=False,
-        redis_url=redis_cluster.node_url,
-        redis_timeout_s=2.0,
-        sinks=[capture],
-    )
+    capture = configure_on(cw, redis_cluster.node_url)
     breaker = CircuitBreaker(failure_threshold=2, cooldown_s=60)
     cached = RetrievalCache(ttl=60, breaker=breaker).wrap(search, source="kb")
     tenants = tenant_per_node(redis_cluster, client)

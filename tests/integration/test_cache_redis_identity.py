@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +16,15 @@ import pytest
 
 import costwatch
 from costwatch.cache._retrieval_cache import RetrievalCache
+from tests._fixtures.cache_redis import configure_on
 from tests._fixtures.capture import CaptureSink as Capture
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def sink(cw: Any, redis_server: str) -> Iterator[Capture]:
-    capture = Capture()
-    cw.configure(
-        service="test",
-        strict=True,
-        prometheus=False,
-        otel=False,
-        warm_up=False,
-        redis_url=redis_server,
-        redis_timeout_s=2.0,
-        sinks=[capture],
-    )
-    yield capture
+def sink(cw: Any, redis_server: str) -> Capture:
+    return configure_on(cw, redis_server)
 
 
 class Index:

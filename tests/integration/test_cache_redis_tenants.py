@@ -14,23 +14,13 @@ import redis
 
 import costwatch
 from costwatch._core.context import current_tags
+from tests._fixtures.cache_redis import configure_on, entry_keys
 from tests._fixtures.capture import CaptureSink as Capture
 
 
 @pytest.fixture
-def sink(cw: Any, redis_server: str) -> Iterator[Capture]:
-    capture = Capture()
-    cw.configure(
-        service="test",
-        strict=True,
-        prometheus=False,
-        otel=False,
-        warm_up=False,
-        redis_url=redis_server,
-        redis_timeout_s=2.0,
-        sinks=[capture],
-    )
-    yield capture
+def sink(cw: Any, redis_server: str) -> Capture:
+    return configure_on(cw, redis_server)
 
 
 @pytest.fixture
@@ -55,12 +45,6 @@ def price_list(query: str) -> list[str]:
 @pytest.fixture(autouse=True)
 def _no_calls() -> None:
     calls.clear()
-
-
-def entry_keys(client: redis.Redis[bytes]) -> list[bytes]:
-    return [
-        k for k in client.scan_iter(b"cw:c:*") if not k.endswith(b":gen") and b":lock:" not in k
-    ]
 
 
 def test_work_in_a_plain_pool_loses_the_tenant_and_tenant_required_refuses_to_serve_or_store(
