@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from costwatch._core.memo import BoundedMemo
+
 if TYPE_CHECKING:
     from costwatch.cache._tracking import GenerationTracker
 
@@ -430,6 +432,8 @@ class RedisBackend:
         self.timeout_s = timeout_s
         self.client = client
         self.cluster = is_cluster_client(client)
+        self._slots: BoundedMemo[str, int] = BoundedMemo(4096)
+        """Key -> cluster hash slot (a pure function of the key: computing it costs µs)."""
         self._errors = _redis_errors()
         self._async: AsyncRedisBackend | None = None
         self._async_lock = threading.Lock()
@@ -439,6 +443,19 @@ class RedisBackend:
 
             self.tracker = GenerationTracker(client.connection_pool)
         self._known: dict[str, int] = self.tracker.known if self.tracker is not None else {}
+
+    def node_of(self, key: str) -> str:
+        """The cluster node that serves ``key`` now (``host:port``), from the client's slot
+        map; "" for a standalone Redis, or while the slot is not covered."""
+        if not self.cluster:
+            return ""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots.remember(key, int(self.client.keyslot(key)))
+        try:
+            return str(self.client.nodes_manager.slots_cache[slot][0].name)
+        except (AttributeError, KeyError, IndexError):
+            return ""
 
     def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
         known = self._known.get(gen_key)

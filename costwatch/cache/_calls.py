@@ -42,7 +42,7 @@ def sync_wrapper(site: Site, fn: Callable[P, R]) -> Callable[P, R]:
                 except BackendError as exc:
                     step = site.failed(step, exc)
                 else:
-                    step.res.breaker.record_success()
+                    step.breaker.record_success()
                     step = site.served(step, entry, generation) or step
         except Exception as exc:
             errors.report("cache", exc)
@@ -216,7 +216,7 @@ def _sync_release(lk: Lookup, token: str) -> None:
     try:
         lk.res.backend.write_release(lk.key, None, 1, lk.lock_key, token)
     except BackendError as exc:
-        lk.res.backend_down(exc)
+        lk.res.backend_down(exc, lk.breaker)
     except Exception as exc:
         errors.report("cache", exc)
 
@@ -296,7 +296,7 @@ async def _async_lead(
         backend = res.abackend
         if read_first:
             generation, entry = await _async_read(lk)
-            res.breaker.record_success()
+            lk.breaker.record_success()
             done = site.served(lk, entry, generation, flight)
             if done is not None:
                 return cast(R, done[0])
@@ -371,6 +371,6 @@ async def _async_release(lk: Lookup, token: str) -> None:
     try:
         await lk.res.abackend.write_release(lk.key, None, 1, lk.lock_key, token)
     except BackendError as exc:
-        lk.res.backend_down(exc)
+        lk.res.backend_down(exc, lk.breaker)
     except Exception as exc:
         errors.report("cache", exc)

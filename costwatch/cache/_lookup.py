@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
+from costwatch._core.breaker import CircuitBreaker
 from costwatch._core.context import ATTRIBUTION_TAGS, tags_var
 from costwatch._core.failopen import errors
 from costwatch._core.sink import CacheEvent
@@ -74,6 +75,7 @@ class Lookup:
         "generation",
         "local_key",
         "max_bytes",
+        "breaker",
     )
 
     def __init__(
@@ -83,6 +85,7 @@ class Lookup:
         tags: Mapping[str, str],
         keys: Keys,
         local_key: LocalKey | None,
+        breaker: CircuitBreaker,
     ) -> None:
         self.site = site
         self.res = res
@@ -92,6 +95,8 @@ class Lookup:
         self.generation = 0
         self.max_bytes = site.policy.max_value_bytes
         """The most bytes of an entry to read: a longer one is a miss, overwritten."""
+        self.breaker = breaker
+        """Guards the backend (the node of this entry, on a Redis Cluster)."""
 
     @property
     def lock_key(self) -> str:
@@ -261,10 +266,11 @@ class Site:
                 if len(self._keyed) >= _MAX_KEYED:
                     self._keyed.clear()
                 self._keyed[local_key] = (res.namespace, keys)
-        if not res.breaker.allow():
+        breaker = res.breaker_for(keys[1])
+        if not breaker.allow():
             self.emit(res, tags, ERROR, ZERO)
             return ERRORED
-        return Lookup(self, res, tags, keys, local_key)
+        return Lookup(self, res, tags, keys, local_key, breaker)
 
     def served_locally(self, res: Resolved, tags: Mapping[str, str], item: LocalEntry) -> Done:
         """A local LRU hit: a fresh copy of the value."""
@@ -321,7 +327,7 @@ class Site:
         return (value, HIT)
 
     def failed(self, lk: Lookup, exc: BaseException) -> Done:
-        lk.res.backend_down(exc)
+        lk.res.backend_down(exc, lk.breaker)
         self.emit(lk.res, lk.tags, ERROR, ZERO)
         return ERRORED
 

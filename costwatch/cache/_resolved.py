@@ -19,6 +19,7 @@ from costwatch.cache._backend import (
     BackendError,
     CacheBackend,
     MemoryBackend,
+    RedisBackend,
     shared_redis_backend,
 )
 from costwatch.cache._local import LocalLRU
@@ -42,6 +43,8 @@ class Resolved:
         "backend",
         "_abackend",
         "breaker",
+        "_node_of",
+        "_node_breakers",
         "tally",
         "sinks",
         "service",
@@ -70,6 +73,11 @@ class Resolved:
         self.backend = backend
         self._abackend: AsyncCacheBackend | None = None
         self.breaker = breaker
+        """Guards the backend; on a Redis Cluster, the template of one breaker per node."""
+        self._node_of = (
+            backend.node_of if isinstance(backend, RedisBackend) and backend.cluster else None
+        )
+        self._node_breakers: dict[str, CircuitBreaker] = {}
         self.tally: Tally = rt.tally
         """Counts every lookup for the ledger and the in-process Prometheus exporter."""
         self.sinks: tuple[Sink, ...] = rt.untallied_sinks
@@ -112,10 +120,23 @@ class Resolved:
             return None
         return known[1]
 
-    def backend_down(self, exc: BaseException) -> None:
+    def breaker_for(self, key: str) -> CircuitBreaker:
+        """The breaker of the node serving ``key``: on a Redis Cluster each node has its own,
+        so a master that is down stops the cache only for the keys it holds."""
+        node_of = self._node_of
+        if node_of is None:
+            return self.breaker
+        node = node_of(key)
+        found = self._node_breakers.get(node)
+        if found is None:
+            with self._lock:
+                found = self._node_breakers.setdefault(node, self.breaker.twin())
+        return found
+
+    def backend_down(self, exc: BaseException, breaker: CircuitBreaker) -> None:
         """Redis unreachable: tell the breaker, log at most once a minute (no keys, no text)."""
         if not isinstance(exc, BackendError) or exc.down:
-            self.breaker.record_failure()
+            breaker.record_failure()
         self._owner.log_down(exc)
 
 
