@@ -290,7 +290,7 @@ async def _async_lead(
 ) -> R:
     """:func:`_sync_lead` for one task per key and event loop, which also makes the read."""
     site, res = lk.site, lk.res
-    token = os.urandom(12).hex()
+    token = ""
     locked = failed = False
     try:
         backend = res.abackend
@@ -300,6 +300,7 @@ async def _async_lead(
             done = site.served(lk, entry, generation, flight)
             if done is not None:
                 return cast(R, done[0])
+        token = os.urandom(12).hex()  # a miss: hits never need one
         deadline = time.monotonic() + (site.policy.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while not locked:
