@@ -60,9 +60,10 @@ def sync_wrapper(site: Site, fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _sync_read(lk: Lookup) -> tuple[int, bytes | None]:
-    """The namespace generation and the entry: the backend's ``read`` (one ``GET`` while Redis
-    tracks the generation, else one ``MGET``), or one ``GET`` while the generation read
-    recently is trusted (``generation_ttl``) and the entry does not claim a newer one."""
+    """The namespace generation and the entry: the backend's ``read`` (one ``GETRANGE`` while
+    Redis tracks the generation, else one script call), or one ``GETRANGE`` while the
+    generation read recently is trusted (``generation_ttl``) and the entry does not claim a
+    newer one."""
     res = lk.res
     known = res.trusted(lk.gen_key)
     if known is not None:
