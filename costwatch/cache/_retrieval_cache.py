@@ -139,7 +139,8 @@ class RetrievalCache:
 
     @property
     def breaker(self) -> CircuitBreaker | None:
-        """The breaker guarding the current backend (None before the first call)."""
+        """The breaker guarding the current backend (None before the first call); on a Redis
+        Cluster, the one whose settings each node's own breaker copies."""
         return self._resolver.breaker
 
     def wrap(
