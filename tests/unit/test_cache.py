@@ -733,3 +733,25 @@ def test_entry_generation_reads_only_the_prefix_costwatch_writes() -> None:
     assert entry_generation(b'[1,,"0",[]]') is None
     assert entry_generation(b'[1,-3,"0",[]]') is None
     assert entry_generation(b"\x80\x04garbage") is None
+
+
+async def test_tenant_required_skips_async_calls_without_a_tenant_and_serves_each_tenant(
+    sink: Capture,
+) -> None:
+    calls: list[str] = []
+
+    async def search(query: str) -> list[str]:
+        tenant = costwatch._core.context.current_tags().get("tenant", "")
+        calls.append(tenant)
+        return [f"{tenant} {query}"]
+
+    cached = RetrievalCache(ttl=60, tenant_required=True, key_namespace="kb").wrap(
+        search, source="kb"
+    )
+    assert await cached("q") == [" q"]
+    assert await cached("q") == [" q"]
+    with costwatch.tags(tenant="acme"):
+        assert await cached("q") == ["acme q"]
+        assert await cached("q") == ["acme q"]
+    assert calls == ["", "", "acme"]
+    assert sink.results() == ["skip", "skip", "miss", "hit"]
