@@ -50,7 +50,6 @@ class Resolved:
         "service",
         "namespace",
         "local",
-        "is_redis",
         "gens",
         "_generation_ttl",
         "_clock",
@@ -65,7 +64,6 @@ class Resolved:
         breaker: CircuitBreaker,
         policy: CachePolicy,
         local: LocalLRU | None,
-        is_redis: bool,
         *,
         owner: Resolver,
     ) -> None:
@@ -85,7 +83,6 @@ class Resolved:
         self.service = rt.settings.service
         self.namespace = policy.namespace or self.service
         self.local = local
-        self.is_redis = is_redis
         self.gens: dict[str, tuple[float, int]] = {}
         """Namespace generations read recently: generation key -> (trusted until, generation)."""
         self._generation_ttl = policy.generation_ttl
@@ -187,13 +184,13 @@ class Resolver:
             backend: CacheBackend
             timeout, cluster = rt.settings.redis_timeout_s, rt.settings.redis_cluster
             if isinstance(arg, str):
-                backend, is_redis = shared_redis_backend(arg, timeout, cluster), True
+                backend = shared_redis_backend(arg, timeout, cluster)
             elif arg is not None:
-                backend, is_redis = arg, False
+                backend = arg
             elif rt.redis_url:
-                backend, is_redis = shared_redis_backend(rt.redis_url, timeout, cluster), True
+                backend = shared_redis_backend(rt.redis_url, timeout, cluster)
             else:
-                backend, is_redis = memory_twin(rt), False
+                backend = memory_twin(rt)
             policy = self.policy
             breaker = self._breaker_arg or CircuitBreaker()
             local = (
@@ -201,7 +198,7 @@ class Resolver:
                 if policy.local_size
                 else None
             )
-            res = Resolved(rt, backend, breaker, policy, local, is_redis, owner=self)
+            res = Resolved(rt, backend, breaker, policy, local, owner=self)
             self._resolved = res
             return res
 
