@@ -27,6 +27,16 @@ runs with the default sinks of a deployment (ledger + Prometheus on a private re
 A redis-server is started on a free loopback port (and killed by pid) unless REDIS_URL is set.
 
     python bench/cache.py [--calls 2000] [--rounds 9]
+
+``--cluster`` runs on a real 3-master Redis Cluster instead (three ``redis-server
+--cluster-enabled yes`` on free loopback ports, killed by pid): hits (one script call on the
+entry's node: no ``CLIENT TRACKING`` on a cluster; and with ``generation_ttl=1``, one
+``GETRANGE``) and misses against bare ``GET`` / ``GET`` + ``SET`` on a fail-fast cluster
+client, then ``--threads`` threads making cached calls for ``--seconds`` seconds over tenants on
+every node while one master is restarted empty.  It prints the results by kind, the host calls
+that failed (0), the values served to the wrong tenant (0) and the slowest call.
+
+    python bench/cache.py --cluster [--threads 8] [--seconds 6]
 """
 
 from __future__ import annotations
@@ -50,9 +60,9 @@ from _shared import redis_url
 from prometheus_client import CollectorRegistry
 
 import costwatch
+from costwatch._core.redis import connect, connect_async
 from costwatch._core.sink import CacheEvent
 from costwatch.accounting._tally import cache_key
-from costwatch.cache._backend import redis_client_kwargs
 from costwatch.cache._copy import copier
 from costwatch.cache._retrieval_cache import RetrievalCache
 
@@ -93,14 +103,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--cluster", action="store_true")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=6.0)
     opts = parser.parse_args()
+    if opts.cluster:
+        cluster_main(opts)
+        return
 
     with redis_url() as url:
         costwatch.configure(
             service="bench", redis_url=url, registry=CollectorRegistry(), redis_timeout_s=1.0
         )
         client = redis.Redis.from_url(url)
-        fast = redis.Redis.from_url(url, **redis_client_kwargs(1.0))
+        fast = connect(url, timeout_s=1.0)
         client.flushdb()
 
         def search(query: str, k: int = 5) -> list[dict[str, Any]]:
@@ -160,7 +176,7 @@ def main() -> None:
 
         async def run_async() -> None:
             aclient = aredis.Redis.from_url(url)
-            afast = aredis.Redis.from_url(url, **redis_client_kwargs(1.0))
+            afast = connect_async(url, timeout_s=1.0)
             acached = RetrievalCache(ttl=3600).wrap(_async_search, source="kb-async")
             atrusting = RetrievalCache(ttl=3600, generation_ttl=1.0).wrap(
                 _async_search, source="kb-async"
@@ -221,6 +237,137 @@ def main() -> None:
 
 async def _async_search(query: str, k: int = 5) -> list[dict[str, Any]]:
     return DOCS[:k]
+
+
+def _tenant_search(query: str) -> list[dict[str, Any]]:
+    """Each tenant's own document: a value served to another tenant would show its name."""
+    tenant = costwatch._core.context.current_tags().get("tenant", "")
+    return [{"tenant": tenant, "text": f"{tenant} document about {query}"}]
+
+
+def cluster_main(opts: argparse.Namespace) -> None:
+    from tests._fixtures.redis_cluster import RedisCluster
+
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+        costwatch.configure(
+            service="bench",
+            redis_url=cluster.url,
+            registry=CollectorRegistry(),
+            redis_timeout_s=1.0,
+        )
+        fast = connect(cluster.url, timeout_s=1.0)
+
+        def search(query: str, k: int = 5) -> list[dict[str, Any]]:
+            return DOCS[:k]
+
+        cached = RetrievalCache(ttl=3600).wrap(search, source="kb")
+        trusting = RetrievalCache(ttl=3600, generation_ttl=1.0).wrap(search, source="kb")
+        cached("how do I reset my password")
+        [entry_key] = [
+            k
+            for k in fast.keys(b"cw:c:{bench::kb}:*", target_nodes=fast.ALL_NODES)
+            if not k.endswith(b"gen")
+        ]
+        entry = fast.get(entry_key)
+        fast.set(b"{cw:c:bench::kb}:bare", entry)  # on the entry's node
+        variants: dict[str, Callable[[int], Any]] = {
+            "bare GET (cluster)": lambda i: fast.get(b"{cw:c:bench::kb}:bare"),
+            "cache hit (cluster)": lambda i: cached("how do I reset my password"),
+            "cache hit, generation_ttl=1": lambda i: trusting("how do I reset my password"),
+            "bare GET+SET (cluster)": lambda i: (
+                fast.get(b"{cw:c:bench::kb}:miss:%d" % i),
+                fast.set(b"{cw:c:bench::kb}:miss:%d" % i, entry, px=600_000),
+            ),
+            "cache miss (cluster)": lambda i: cached(f"question {i}"),
+        }
+        results: dict[str, list[float]] = {}
+        offsets = dict.fromkeys(variants, 0)
+        for _ in range(opts.rounds):
+            for name, fn in variants.items():
+                results.setdefault(name, []).append(batch(fn, opts.calls, offsets[name]))
+                offsets[name] += opts.calls
+        med = {name: statistics.median(times) * 1e6 for name, times in results.items()}
+        print(
+            f"RetrievalCache on a 3-master Redis Cluster, median of {opts.rounds} rounds "
+            f"x {opts.calls} calls (Python {sys.version.split()[0]}, redis-py {redis.__version__})"
+        )
+        print(f"{'variant':<32}{'median µs/call':>16}{'ratio':>10}")
+        for name, floor in [
+            ("bare GET (cluster)", None),
+            ("cache hit (cluster)", "bare GET (cluster)"),
+            ("cache hit, generation_ttl=1", "bare GET (cluster)"),
+            ("bare GET+SET (cluster)", None),
+            ("cache miss (cluster)", "bare GET+SET (cluster)"),
+        ]:
+            ratio = f"{med[name] / med[floor]:.2f}x" if floor else ""
+            print(f"{name:<32}{med[name]:>16.2f}{ratio:>10}")
+        _restart_run(cluster, fast, opts)
+        fast.close()
+    finally:
+        costwatch._configure.shutdown()
+        cluster.cleanup()
+
+
+def _restart_run(cluster: Any, fast: Any, opts: argparse.Namespace) -> None:
+    """Threads making cached calls over tenants on every node while one master restarts."""
+    import threading
+    from collections import Counter
+
+    from costwatch.cache._retrieval_cache import last_lookup_var
+
+    tenants: dict[int, str] = {}
+    for i in range(500):
+        tenant = f"tenant-{i}"
+        port = int(fast.get_node_from_key("cw:c:{bench:" + tenant + ":tenants}:gen").port)
+        tenants.setdefault(cluster.index_of(port), tenant)
+    cached = RetrievalCache(ttl=3600, tenant_required=True).wrap(_tenant_search, source="tenants")
+    results: Counter[str] = Counter()
+    failed = wrong = 0
+    slowest = 0.0
+    lock = threading.Lock()
+    stop = time.monotonic() + opts.seconds
+
+    def worker(n: int) -> None:
+        nonlocal failed, wrong, slowest
+        names = list(tenants.values())
+        i = n
+        while time.monotonic() < stop:
+            tenant = names[i % len(names)]
+            i += 1
+            with costwatch.tags(tenant=tenant):
+                t0 = time.perf_counter()
+                try:
+                    value = cached(f"question {i % 50}")
+                except Exception:
+                    with lock:
+                        failed += 1
+                    continue
+                took = time.perf_counter() - t0
+                result = last_lookup_var.get()
+            with lock:
+                results[result] += 1
+                slowest = max(slowest, took)
+                if value[0]["tenant"] != tenant:
+                    wrong += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(opts.threads)]
+    for t in threads:
+        t.start()
+    time.sleep(opts.seconds / 3)
+    t0 = time.monotonic()
+    cluster.restart(1)  # killed, started again empty on its port, back to cluster_state:ok
+    restart_s = time.monotonic() - t0
+    for t in threads:
+        t.join()
+    print(
+        f"{opts.threads} threads x {opts.seconds:.0f} s over {len(tenants)} tenants (one per "
+        f"master), master 1 restarted empty ({restart_s:.1f} s until cluster_state:ok):"
+    )
+    print(f"  lookups by result: {dict(sorted(results.items()))}")
+    print(f"  host calls failed: {failed}; values served to the wrong tenant: {wrong}")
+    print(f"  slowest call: {slowest * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

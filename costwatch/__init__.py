@@ -17,7 +17,7 @@ Prometheus and OpenTelemetry exporters.
 from __future__ import annotations
 
 from costwatch._configure import configure, runtime
-from costwatch._core.context import tags
+from costwatch._core.context import context_executor, tags, wrap
 from costwatch._core.errors import BudgetExceeded, ConfigError
 from costwatch._core.record import CostRecord, TokenUsage
 from costwatch._core.sink import (
@@ -60,6 +60,7 @@ __all__ = [
     "TokenUsage",
     "budget",
     "configure",
+    "context_executor",
     "embedding",
     "fixed_cost",
     "generation",
@@ -75,6 +76,7 @@ __all__ = [
     "summary",
     "tags",
     "uninstrument",
+    "wrap",
 ]
 
 

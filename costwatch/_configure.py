@@ -184,6 +184,7 @@ def configure(
     *,
     otel_spans: bool | None = None,
     redis_timeout_s: float | None = None,
+    redis_cluster: bool | None = None,
     warm_up: bool | None = None,
     registry: Any = None,
     meter_provider: Any = None,
@@ -209,6 +210,7 @@ def configure(
             "strict": strict,
             "otel_spans": otel_spans,
             "redis_timeout_s": redis_timeout_s,
+            "redis_cluster": redis_cluster,
             "warm_up": warm_up,
         }
     )

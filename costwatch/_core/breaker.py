@@ -95,6 +95,10 @@ class CircuitBreaker:
                 self._opened_at = self._clock()
                 self.opened_count += 1
 
+    def twin(self) -> CircuitBreaker:
+        """A new, closed breaker with the same settings (one per node of a Redis Cluster)."""
+        return CircuitBreaker(self.failure_threshold, self.cooldown_s, self._clock)
+
     def reset(self) -> None:
         with self._lock:
             self._state = "closed"

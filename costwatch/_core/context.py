@@ -1,25 +1,34 @@
 """Attribution on contextvars: ``tags(...)``, ``request(...)`` and cost scopes.
 
 Everything here is correct across threads (each thread has its own context) and asyncio tasks
-(each task copies the context it was created in).
+(each task copies the context it was created in).  Work handed to a thread pool or to
+``loop.run_in_executor`` does not carry its context: ``wrap(fn)`` and ``context_executor()``
+carry it there.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from decimal import Decimal
 from types import MappingProxyType, TracebackType
+from typing import Any, ParamSpec, TypeVar
 
 from costwatch._core.labels import tag_value
 from costwatch._core.memo import BoundedMemo
 from costwatch._core.record import CostRecord
 
 STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 ATTRIBUTION_TAGS = ("feature", "team", "tenant", "strategy")
@@ -253,3 +262,68 @@ def resolve_strategy(
     if declared is None and request is not None and request.retrieved:
         return "rag"
     return declared or "base"
+
+
+# ------------------------------------------------------------------------------------------
+# Carrying the context into other threads
+# ------------------------------------------------------------------------------------------
+
+
+def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` bound to the context in force where ``wrap`` is called: its ``costwatch.tags``
+    (the tenant above all), ``costwatch.request`` and cost scopes go wherever it runs.
+
+    For work handed to another thread, which starts with an empty context::
+
+        with costwatch.tags(tenant="acme"):
+            pool.submit(costwatch.wrap(search), "price list")
+            await loop.run_in_executor(None, costwatch.wrap(search), "price list")
+
+    Each call runs in its own copy of that context (so calls on several threads at once are
+    fine, and what one call sets does not reach the next).
+    """
+    context = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def in_context(*args: P.args, **kwargs: P.kwargs) -> R:
+        return context.copy().run(fn, *args, **kwargs)
+
+    return in_context
+
+
+class ContextThreadPoolExecutor(ThreadPoolExecutor):
+    """A ``ThreadPoolExecutor`` whose tasks run in the context of the code that submitted them
+    (also through ``map`` and ``loop.run_in_executor``; usable as the loop's default executor)."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+class ContextExecutor(Executor):
+    """Another executor's tasks, each run in the context of the code that submitted it."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        return self.executor.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.executor.shutdown(wait, cancel_futures=cancel_futures)
+
+
+def context_executor(executor: Executor | None = None, /, **pool_options: Any) -> Executor:
+    """An executor whose tasks run in the context of the code that submits them.
+
+    ``context_executor(max_workers=8)`` is a new ``ThreadPoolExecutor`` (``pool_options`` are
+    its arguments) that can also be the loop's default executor
+    (``loop.set_default_executor``); ``context_executor(pool)`` wraps an executor you have.
+    Without it, a task submitted inside ``costwatch.tags(tenant=...)`` runs with no tags.
+    """
+    if executor is None:
+        return ContextThreadPoolExecutor(**pool_options)
+    if pool_options:
+        raise TypeError("context_executor(executor) takes no pool options")
+    if not isinstance(executor, Executor):
+        raise TypeError(f"context_executor() needs a concurrent.futures.Executor, not {executor!r}")
+    return ContextExecutor(executor)

@@ -90,7 +90,8 @@ class Workload:
         self.docs = _Docs(seed)
         self.sdk_objects = False
         self._openai, self._anthropic = self._clients()
-        self.cache = costwatch.RetrievalCache(ttl=600)
+        # A bound method: named explicitly, so every process of one seed shares its entries.
+        self.cache = costwatch.RetrievalCache(ttl=600, key_namespace=f"demo-kb-seed-{seed}")
         self.search = costwatch.retrieval(
             source="kb", cache=self.cache, price_usd=VECTOR_QUERY_USD
         )(self._search)

@@ -2,18 +2,22 @@
 
 Every operation the cache needs is one round trip:
 
-- ``read``: the namespace generation and an entry (the hit path): an ``MGET``, or for Redis
-  only a ``GET`` of the entry while Redis tracks the generation for this process (see
-  ``_cache_tracking``);
-- ``read_entry``: the entry alone (``GET``; the hit path when the cache trusts the generation
-  it read recently, see ``RetrievalCache(generation_ttl=...)``);
-- ``lock``: take the stampede lock (``SET NX PX`` with a random token) right after a miss;
-- ``acquire``: re-read the entry and, when it is missing or stale, take the lock — one Lua
-  script, used by callers waiting for another process's computation;
+- ``read``: the namespace generation and an entry (the hit path): one script call
+  (``GET`` + ``GETRANGE``), or for Redis only a ``GETRANGE`` of the entry while Redis tracks
+  the generation for this process (see ``_tracking``);
+- ``read_entry``: the entry alone (``GETRANGE``; the hit path when the cache trusts the
+  generation it read recently, see ``RetrievalCache(generation_ttl=...)``);
+- ``acquire``: re-read the entry and, when it is missing, stale or too large, take the
+  stampede lock (``SET NX PX`` with a random token) — one Lua script, so a process that read
+  the entry missing never computes it again after another stored it and released the lock;
 - ``write_release``: store the computed entry and release the lock by compare-and-delete — one
   Lua script, so a lock that expired and was taken by another process is never deleted;
 - ``write``: store without a lock (overwrite garbage, waiters that gave up);
 - ``bump``: ``INCR`` the namespace generation (O(1) invalidation).
+
+Reads are bounded: ``max_bytes`` is the largest entry the caller accepts, and an entry read
+returns at most ``max_bytes + 1`` bytes (more means "too large": the caller treats it as a miss
+and overwrites it), so a huge value planted under a key is never transferred whole.
 
 Keys of one namespace share a Redis Cluster hash tag (``{...}``), so the scripts touch one slot.
 Values are opaque bytes here; the cache encodes them as JSON and never executes what it reads.
@@ -23,18 +27,15 @@ turns into ``result="error"``, not a costwatch bug.
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import time
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from costwatch._core.forks import after_fork_in_child, new_lock
+from costwatch._core.forks import new_lock
+from costwatch._core.memo import BoundedMemo
 
 if TYPE_CHECKING:
-    import redis
-    import redis.asyncio
-
     from costwatch.cache._tracking import GenerationTracker
 
 Acquired = tuple[int, int, bytes | None]
@@ -65,14 +66,14 @@ class BackendError(ConnectionError):
 
 @runtime_checkable
 class AsyncCacheBackend(Protocol):
-    async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
+    """:class:`CacheBackend` for coroutine functions (same storage, same semantics)."""
 
-    async def read_entry(self, key: str) -> bytes | None: ...
+    async def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]: ...
 
-    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
+    async def read_entry(self, key: str, max_bytes: int) -> bytes | None: ...
 
     async def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired: ...
 
     async def write(self, key: str, entry: bytes, ttl_ms: int) -> None: ...
@@ -86,16 +87,33 @@ class AsyncCacheBackend(Protocol):
 
 @runtime_checkable
 class CacheBackend(Protocol):
-    """Synchronous storage; ``asyncio()`` gives the same storage for coroutine functions."""
+    """The storage a ``RetrievalCache`` uses (implement it to put the cache elsewhere).
 
-    def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]: ...
+    Keys and values are opaque to the backend; a missing generation reads as 0.
 
-    def read_entry(self, key: str) -> bytes | None: ...
+    - ``read(gen_key, key, max_bytes)``: ``(generation, entry or None)`` in one atomic step;
+    - ``read_entry(key, max_bytes)``: the entry alone;
+    - ``acquire(gen_key, key, lock_key, token, lock_ms, max_bytes)``, atomically: a current
+      entry (starting ``[1,<generation>,`` and at most ``max_bytes`` long) gives
+      ``(2, generation, entry)``; else the lock taken for ``lock_ms`` with ``token`` gives
+      ``(1, generation, None)``; else ``(0, generation, None)`` (someone else holds it);
+    - ``write(key, entry, ttl_ms)``; ``write_release(key, entry, ttl_ms, lock_key, token)``:
+      store (unless ``entry`` is None) and delete the lock if it still holds ``token``,
+      atomically;
+    - ``bump(gen_key)``: increment the generation, return the new one;
+    - ``asyncio()``: the same storage as an :class:`AsyncCacheBackend`.
 
-    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool: ...
+    An entry read may be cut to ``max_bytes + 1`` bytes when it is longer than ``max_bytes``
+    (the cache then never reads it whole).  Raise :class:`BackendError` when the store cannot
+    be reached: the cache calls through and counts ``result="error"``.
+    """
+
+    def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]: ...
+
+    def read_entry(self, key: str, max_bytes: int) -> bytes | None: ...
 
     def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired: ...
 
     def write(self, key: str, entry: bytes, ttl_ms: int) -> None: ...
@@ -121,6 +139,11 @@ def entry_generation(entry: bytes) -> int | None:
 def entry_is_current(entry: bytes | None, generation: int) -> bool:
     """Cheap pre-check the scripts also make: the entry claims the current generation."""
     return entry is not None and entry.startswith(b"%s%d," % (ENTRY_PREFIX, generation))
+
+
+def _bounded(entry: bytes | None, max_bytes: int) -> bytes | None:
+    """What a bounded read returns: at most ``max_bytes + 1`` bytes of the entry."""
+    return entry[: max_bytes + 1] if entry is not None else None
 
 
 # ------------------------------------------------------------------------------------------
@@ -168,29 +191,23 @@ class MemoryBackend:
         raw = self._get(gen_key, now)
         return int(raw) if raw is not None else 0
 
-    def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
+    def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
         with self._lock:
             now = self._clock()
-            return self._generation(gen_key, now), self._get(key, now)
+            return self._generation(gen_key, now), _bounded(self._get(key, now), max_bytes)
 
-    def read_entry(self, key: str) -> bytes | None:
+    def read_entry(self, key: str, max_bytes: int) -> bytes | None:
         with self._lock:
-            return self._get(key, self._clock())
+            return _bounded(self._get(key, self._clock()), max_bytes)
 
-    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
-        with self._lock:
-            now = self._clock()
-            if self._get(lock_key, now) is not None:
-                return False
-            self._put(lock_key, token.encode(), lock_ms, now)
-            return True
-
-    def acquire(self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int) -> Acquired:
+    def acquire(
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
+    ) -> Acquired:
         with self._lock:
             now = self._clock()
             generation = self._generation(gen_key, now)
             entry = self._get(key, now)
-            if entry_is_current(entry, generation):
+            if entry_is_current(entry, generation) and len(entry or b"") <= max_bytes:
                 return HAVE_ENTRY, generation, entry
             if self._get(lock_key, now) is None:
                 self._put(lock_key, token.encode(), lock_ms, now)
@@ -234,19 +251,16 @@ class _AsyncMemoryBackend:
     def __init__(self, sync: MemoryBackend) -> None:
         self._sync = sync
 
-    async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
-        return self._sync.read(gen_key, key)
+    async def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
+        return self._sync.read(gen_key, key, max_bytes)
 
-    async def read_entry(self, key: str) -> bytes | None:
-        return self._sync.read_entry(key)
-
-    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
-        return self._sync.lock(lock_key, token, lock_ms)
+    async def read_entry(self, key: str, max_bytes: int) -> bytes | None:
+        return self._sync.read_entry(key, max_bytes)
 
     async def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired:
-        return self._sync.acquire(gen_key, key, lock_key, token, lock_ms)
+        return self._sync.acquire(gen_key, key, lock_key, token, lock_ms, max_bytes)
 
     async def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
         self._sync.write(key, entry, ttl_ms)
@@ -264,13 +278,20 @@ class _AsyncMemoryBackend:
 # Redis
 # ------------------------------------------------------------------------------------------
 
-# KEYS: generation, entry, lock.  ARGV: token, lock ms.
+# KEYS: generation, entry.  ARGV: max bytes.  An entry longer than that comes back cut short.
+_READ_LUA = """
+return {redis.call('GET', KEYS[1]), redis.call('GETRANGE', KEYS[2], 0, ARGV[1])}
+"""
+
+# KEYS: generation, entry, lock.  ARGV: token, lock ms, max bytes.
 _ACQUIRE_LUA = """
 local g = redis.call('GET', KEYS[1]) or '0'
-local v = redis.call('GET', KEYS[2])
-local prefix = '[1,' .. g .. ','
-if v and string.sub(v, 1, #prefix) == prefix then
-  return {2, g, v}
+if redis.call('STRLEN', KEYS[2]) <= tonumber(ARGV[3]) then
+  local v = redis.call('GET', KEYS[2])
+  local prefix = '[1,' .. g .. ','
+  if v and string.sub(v, 1, #prefix) == prefix then
+    return {2, g, v}
+  end
 end
 if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, g, false}
@@ -290,23 +311,38 @@ return 1
 """
 
 
-def redis_client_kwargs(timeout_s: float) -> dict[str, Any]:
-    """Fail-fast client options: short socket timeouts and no retries (the breaker decides).
+class _Script:
+    """A Lua script called by SHA, loaded on ``NOSCRIPT`` (a restarted node, another node of a
+    cluster): the same object serves sync and asyncio, standalone and cluster clients."""
 
-    redis-py 6+ retries a failed command with backoff by default, which would multiply the
-    timeout a dead Redis adds to a call; costwatch never wants that on the host's call path.
-    """
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    __slots__ = ("text", "sha")
 
-    return {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_timeout": False,
-        "health_check_interval": 0,
-        "max_connections": MAX_CONNECTIONS,
-    }
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    def __call__(self, client: Any, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.text)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def acall(self, client: Any, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.text)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+_READ = _Script(_READ_LUA)
+_ACQUIRE = _Script(_ACQUIRE_LUA)
+_WRITE_RELEASE = _Script(_WRITE_RELEASE_LUA)
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -316,8 +352,20 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
 
 
 def _backend_error(exc: BaseException) -> BackendError:
+    """What a redis-py failure means for the cache.
+
+    ``MOVED``/``ASK`` reach the cache only from a standalone client handed one node of a
+    Redis Cluster (a cluster client follows them): the node is up and answering, so the
+    breaker must not open for every key; the message says what to configure instead.
+    """
     import redis.exceptions
 
+    if isinstance(exc, redis.exceptions.AskError):  # MovedError is one too
+        return BackendError(
+            "MOVED: the Redis URL names one node of a Redis Cluster; use a redis+cluster:// "
+            "URL or configure(redis_cluster=True)",
+            down=False,
+        )
     # redis-py >= 5.1: the pool ran out of connections (this process, not Redis, is short).
     exhausted: Any = getattr(redis.exceptions, "MaxConnectionsError", ())
     return BackendError(type(exc).__name__, down=not isinstance(exc, exhausted))
@@ -332,6 +380,12 @@ def _generation(raw: bytes | None) -> int:
     return int(raw) if raw is not None else 0
 
 
+def _read(reply: Any) -> tuple[bytes | None, bytes | None]:
+    """The read script's ``(generation, entry)``: ``GETRANGE`` answers "" for a missing key."""
+    raw_gen, entry = reply
+    return raw_gen, entry or None
+
+
 def tracked_entry(entry: bytes | None, known: int) -> bool:
     """Can an entry read alone be judged by the generation ``known`` (tracked, or trusted for
     ``generation_ttl``)?  Not when it claims a newer one: this process has not heard of that
@@ -343,70 +397,92 @@ def tracked_entry(entry: bytes | None, known: int) -> bool:
 
 
 class RedisBackend:
-    """Redis through redis-py with fail-fast options; ``asyncio()`` gives the redis.asyncio twin.
+    """Redis or a Redis Cluster through redis-py, built by costwatch's one client factory
+    (``_core.redis``: fail-fast options); ``asyncio()`` gives the redis.asyncio twin.
+
+    ``url``: ``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://`` (any node of a
+    cluster; ``cluster=True`` says the same of a plain URL); or an injected ``client``
+    (``redis.Redis`` or ``redis.cluster.RedisCluster``).  All keys of one entry (entry,
+    generation, lock) share a hash tag, so every script runs on one node.
 
     ``track_generations`` (default on): Redis reports changes of the namespace generations this
-    process read (``GenerationTracker``), so a hit is one ``GET`` instead of an ``MGET``.
+    process read (``GenerationTracker``), so a hit is one bounded read instead of a script
+    call.  Off on a cluster: tracking is per node, and a generation lives on whichever node
+    holds its slot; there a hit is one script call on that node.
     """
 
     def __init__(
         self,
         url: str | None = None,
         *,
-        client: redis.Redis[bytes] | None = None,
+        client: Any = None,
         timeout_s: float = 0.1,
         track_generations: bool = True,
+        cluster: bool = False,
     ) -> None:
-        import redis as redis_module
+        from costwatch._core.redis import connect, is_cluster_client
 
         if client is None:
             if url is None:
                 raise ValueError("RedisBackend needs a url or a client")
-            client = redis_module.Redis.from_url(url, **redis_client_kwargs(timeout_s))
+            client = connect(
+                url, timeout_s=timeout_s, cluster=cluster, max_connections=MAX_CONNECTIONS
+            )
         self.url = url
         self.timeout_s = timeout_s
         self.client = client
+        self.cluster = is_cluster_client(client)
+        self._slots: BoundedMemo[str, int] = BoundedMemo(4096)
+        """Key -> cluster hash slot (a pure function of the key: computing it costs µs)."""
         self._errors = _redis_errors()
-        self._acquire = client.register_script(_ACQUIRE_LUA)
-        self._write_release = client.register_script(_WRITE_RELEASE_LUA)
         self._async: AsyncRedisBackend | None = None
         self._async_lock = new_lock()
         self.tracker: GenerationTracker | None = None
-        if track_generations:
+        if track_generations and not self.cluster:
             from costwatch.cache._tracking import GenerationTracker
 
             self.tracker = GenerationTracker(client.connection_pool)
         self._known: dict[str, int] = self.tracker.known if self.tracker is not None else {}
 
-    def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
+    def node_of(self, key: str) -> str:
+        """The cluster node that serves ``key`` now (``host:port``), from the client's slot
+        map; "" for a standalone Redis, or while the slot is not covered."""
+        if not self.cluster:
+            return ""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots.remember(key, int(self.client.keyslot(key)))
+        try:
+            return str(self.client.nodes_manager.slots_cache[slot][0].name)
+        except (AttributeError, KeyError, IndexError):
+            return ""
+
+    def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
         known = self._known.get(gen_key)
         try:
             if known is not None:
-                entry = self.client.get(key)
+                entry = self.client.getrange(key, 0, max_bytes) or None
                 if tracked_entry(entry, known):
                     return known, entry
-            raw_gen, entry = self.client.mget((gen_key, key))
+            raw_gen, entry = _read(_READ(self.client, (gen_key, key), (max_bytes,)))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         if self.tracker is not None:
             self.tracker.want(gen_key)
         return _generation(raw_gen), entry
 
-    def read_entry(self, key: str) -> bytes | None:
+    def read_entry(self, key: str, max_bytes: int) -> bytes | None:
         try:
-            return self.client.get(key)
+            entry: bytes | None = self.client.getrange(key, 0, max_bytes) or None
         except self._errors as exc:
             raise _backend_error(exc) from exc
+        return entry
 
-    def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+    def acquire(
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
+    ) -> Acquired:
         try:
-            return bool(self.client.set(lock_key, token, nx=True, px=lock_ms))
-        except self._errors as exc:
-            raise _backend_error(exc) from exc
-
-    def acquire(self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int) -> Acquired:
-        try:
-            reply = self._acquire(keys=(gen_key, key, lock_key), args=(token, lock_ms))
+            reply = _ACQUIRE(self.client, (gen_key, key, lock_key), (token, lock_ms, max_bytes))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return _acquired(reply)
@@ -421,7 +497,7 @@ class RedisBackend:
         self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
     ) -> None:
         try:
-            self._write_release(keys=(key, lock_key), args=(entry or b"", ttl_ms, token))
+            _WRITE_RELEASE(self.client, (key, lock_key), (entry or b"", ttl_ms, token))
         except self._errors as exc:
             raise _backend_error(exc) from exc
 
@@ -446,7 +522,10 @@ class RedisBackend:
                             "AsyncRedisBackend(client=<redis.asyncio client>) for async functions"
                         )
                     backend = self._async = AsyncRedisBackend(
-                        self.url, timeout_s=self.timeout_s, tracker=self.tracker
+                        self.url,
+                        timeout_s=self.timeout_s,
+                        tracker=self.tracker,
+                        cluster=self.cluster,
                     )
         return backend
 
@@ -457,7 +536,8 @@ class RedisBackend:
 
 
 class AsyncRedisBackend:
-    """Redis through redis.asyncio; a client is bound to an event loop, so one per loop.
+    """Redis or a Redis Cluster through redis.asyncio; a client is bound to an event loop, so
+    one per loop (``_core.redis.LoopClients``), unless a ``client`` is injected.
 
     ``tracker``: the sync twin's ``GenerationTracker`` (its thread serves both), if any.
     """
@@ -466,10 +546,13 @@ class AsyncRedisBackend:
         self,
         url: str | None = None,
         *,
-        client: redis.asyncio.Redis[bytes] | None = None,
+        client: Any = None,
         timeout_s: float = 0.1,
         tracker: GenerationTracker | None = None,
+        cluster: bool = False,
     ) -> None:
+        from costwatch._core.redis import LoopClients, connect_async
+
         if url is None and client is None:
             raise ValueError("AsyncRedisBackend needs a url or a client")
         self.url = url
@@ -478,90 +561,56 @@ class AsyncRedisBackend:
         self._known: dict[str, int] = tracker.known if tracker is not None else {}
         self._fixed = client
         self._errors = _redis_errors()
-        self._per_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Any, Any, Any]
-        ] = weakref.WeakKeyDictionary()
-        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[Any, Any, Any]] | None = (
-            None
-        )
-        """The loop of the latest call and its client (most processes run one loop)."""
-        self._lock = new_lock()
-        after_fork_in_child(self._forget_clients)
+        self._clients: LoopClients[Any] | None = None
+        if client is None:
+            assert url is not None
+            self._clients = LoopClients(
+                lambda: connect_async(
+                    url, timeout_s=timeout_s, cluster=cluster, max_connections=MAX_CONNECTIONS
+                )
+            )
 
-    def _forget_clients(self) -> None:
-        """In a forked child: the clients' sockets are the parent's (never closed here)."""
-        self._per_loop = weakref.WeakKeyDictionary()
-        self._last = None
+    def _client(self) -> Any:
+        clients = self._clients
+        return self._fixed if clients is None else clients.get()
 
-    def _client(self) -> tuple[Any, Any, Any]:
-        loop = asyncio.get_running_loop()
-        last = self._last
-        if last is not None and last[0]() is loop:
-            return last[1]
-        found = self._per_loop.get(loop)
-        if found is None:
-            with self._lock:
-                found = self._per_loop.get(loop)
-                if found is None:
-                    client = self._fixed
-                    if client is None:
-                        import redis.asyncio as aredis
-
-                        assert self.url is not None
-                        client = aredis.Redis.from_url(
-                            self.url, **redis_client_kwargs(self.timeout_s)
-                        )
-                    found = (
-                        client,
-                        client.register_script(_ACQUIRE_LUA),
-                        client.register_script(_WRITE_RELEASE_LUA),
-                    )
-                    self._per_loop[loop] = found
-        self._last = (weakref.ref(loop), found)
-        return found
-
-    async def read(self, gen_key: str, key: str) -> tuple[int, bytes | None]:
-        client = self._client()[0]
+    async def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
+        client = self._client()
         known = self._known.get(gen_key)
         try:
             if known is not None:
-                entry: bytes | None = await client.get(key)
+                entry: bytes | None = await client.getrange(key, 0, max_bytes) or None
                 if tracked_entry(entry, known):
                     return known, entry
-            raw_gen, entry = await client.mget((gen_key, key))
+            raw_gen, entry = _read(await _READ.acall(client, (gen_key, key), (max_bytes,)))
         except self._errors as exc:
             raise _backend_error(exc) from exc
         if self.tracker is not None:
             self.tracker.want(gen_key)
         return _generation(raw_gen), entry
 
-    async def read_entry(self, key: str) -> bytes | None:
-        client = self._client()[0]
+    async def read_entry(self, key: str, max_bytes: int) -> bytes | None:
+        client = self._client()
         try:
-            entry: bytes | None = await client.get(key)
+            entry: bytes | None = await client.getrange(key, 0, max_bytes) or None
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return entry
 
-    async def lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
-        client = self._client()[0]
-        try:
-            return bool(await client.set(lock_key, token, nx=True, px=lock_ms))
-        except self._errors as exc:
-            raise _backend_error(exc) from exc
-
     async def acquire(
-        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int
+        self, gen_key: str, key: str, lock_key: str, token: str, lock_ms: int, max_bytes: int
     ) -> Acquired:
-        script = self._client()[1]
+        client = self._client()
         try:
-            reply = await script(keys=(gen_key, key, lock_key), args=(token, lock_ms))
+            reply = await _ACQUIRE.acall(
+                client, (gen_key, key, lock_key), (token, lock_ms, max_bytes)
+            )
         except self._errors as exc:
             raise _backend_error(exc) from exc
         return _acquired(reply)
 
     async def write(self, key: str, entry: bytes, ttl_ms: int) -> None:
-        client = self._client()[0]
+        client = self._client()
         try:
             await client.set(key, entry, px=ttl_ms)
         except self._errors as exc:
@@ -570,14 +619,14 @@ class AsyncRedisBackend:
     async def write_release(
         self, key: str, entry: bytes | None, ttl_ms: int, lock_key: str, token: str
     ) -> None:
-        script = self._client()[2]
+        client = self._client()
         try:
-            await script(keys=(key, lock_key), args=(entry or b"", ttl_ms, token))
+            await _WRITE_RELEASE.acall(client, (key, lock_key), (entry or b"", ttl_ms, token))
         except self._errors as exc:
             raise _backend_error(exc) from exc
 
     async def bump(self, gen_key: str) -> int:
-        client = self._client()[0]
+        client = self._client()
         try:
             return int(await client.incr(gen_key))
         except self._errors as exc:
@@ -588,27 +637,24 @@ class AsyncRedisBackend:
 
     async def aclose(self) -> None:
         """Close the client of the running loop (each loop's client closes with its loop)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            found = self._per_loop.pop(loop, None)
-            self._last = None
-        if found is not None and found[0] is not self._fixed:
-            await found[0].aclose()
+        if self._clients is not None:
+            await self._clients.aclose()
 
 
 _shared_lock = new_lock()
-_shared: dict[tuple[str, float], RedisBackend] = {}
+_shared: dict[tuple[str, float, bool], RedisBackend] = {}
 
 
-def shared_redis_backend(url: str, timeout_s: float) -> RedisBackend:
-    """One backend (connection pools) per URL and timeout in the process, reused by every cache."""
-    key = (url, timeout_s)
+def shared_redis_backend(url: str, timeout_s: float, cluster: bool = False) -> RedisBackend:
+    """One backend (connection pools) per URL, timeout and kind in the process, reused by
+    every cache."""
+    key = (url, timeout_s, cluster)
     backend = _shared.get(key)
     if backend is None:
         with _shared_lock:
             backend = _shared.get(key)
             if backend is None:
-                backend = _shared[key] = RedisBackend(url, timeout_s=timeout_s)
+                backend = _shared[key] = RedisBackend(url, timeout_s=timeout_s, cluster=cluster)
     return backend
 
 

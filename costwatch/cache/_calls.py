@@ -42,7 +42,7 @@ def sync_wrapper(site: Site, fn: Callable[P, R]) -> Callable[P, R]:
                 except BackendError as exc:
                     step = site.failed(step, exc)
                 else:
-                    step.res.breaker.record_success()
+                    step.breaker.record_success()
                     step = site.served(step, entry, generation) or step
         except Exception as exc:
             errors.report("cache", exc)
@@ -60,30 +60,31 @@ def sync_wrapper(site: Site, fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _sync_read(lk: Lookup) -> tuple[int, bytes | None]:
-    """The namespace generation and the entry: the backend's ``read`` (one ``GET`` while Redis
-    tracks the generation, else one ``MGET``), or one ``GET`` while the generation read
-    recently is trusted (``generation_ttl``) and the entry does not claim a newer one."""
-    cache, res = lk.site.cache, lk.res
-    known = cache._trusted(res, lk.gen_key)
+    """The namespace generation and the entry: the backend's ``read`` (one ``GETRANGE`` while
+    Redis tracks the generation, else one script call), or one ``GETRANGE`` while the
+    generation read recently is trusted (``generation_ttl``) and the entry does not claim a
+    newer one."""
+    res = lk.res
+    known = res.trusted(lk.gen_key)
     if known is not None:
-        entry = res.backend.read_entry(lk.key)
+        entry = res.backend.read_entry(lk.key, lk.max_bytes)
         if tracked_entry(entry, known):
             return known, entry
-    generation, entry = res.backend.read(lk.gen_key, lk.key)
-    cache._trust(res, lk.gen_key, generation)
+    generation, entry = res.backend.read(lk.gen_key, lk.key, lk.max_bytes)
+    res.trust(lk.gen_key, generation)
     return generation, entry
 
 
 async def _async_read(lk: Lookup) -> tuple[int, bytes | None]:
     """:func:`_sync_read` through the asyncio backend."""
-    cache, res = lk.site.cache, lk.res
-    known = cache._trusted(res, lk.gen_key)
+    res = lk.res
+    known = res.trusted(lk.gen_key)
     if known is not None:
-        entry = await res.abackend.read_entry(lk.key)
+        entry = await res.abackend.read_entry(lk.key, lk.max_bytes)
         if tracked_entry(entry, known):
             return known, entry
-    generation, entry = await res.abackend.read(lk.gen_key, lk.key)
-    cache._trust(res, lk.gen_key, generation)
+    generation, entry = await res.abackend.read(lk.gen_key, lk.key, lk.max_bytes)
+    res.trust(lk.gen_key, generation)
     return generation, entry
 
 
@@ -95,11 +96,11 @@ def _sync_miss(
     flight, leader = site.flights.join_or_lead(lk.key)
     if leader:
         try:
-            return _sync_lead(lk, fn, args, kwargs, flight, wait=True, just_read=True)
+            return _sync_lead(lk, fn, args, kwargs, flight, wait=True)
         finally:
             site.flights.land(lk.key, flight)
     assert flight.event is not None
-    arrived = flight.event.wait(site.cache.lock_timeout)
+    arrived = flight.event.wait(site.policy.lock_timeout)
     if arrived and flight.through:
         site.emit(lk.res, lk.tags, ERROR, ZERO)
         value = fn(*args, **kwargs)
@@ -116,7 +117,7 @@ def _sync_miss(
             return cast(R, shared_value)
     # The leader failed (its exception is its own) or is too slow: compute ourselves, without
     # waiting for a lock again when we already waited our time.
-    return _sync_lead(lk, fn, args, kwargs, None, wait=arrived, just_read=False)
+    return _sync_lead(lk, fn, args, kwargs, None, wait=arrived)
 
 
 def _sync_lead(
@@ -127,25 +128,22 @@ def _sync_lead(
     flight: Flight | None,
     *,
     wait: bool,
-    just_read: bool,
 ) -> R:
     """Compute the key for this process: take the cross-process lock or wait for its holder.
 
-    ``just_read``: the entry was read missing a moment ago, so first try a plain ``SET NX``;
-    otherwise (and while another process holds the lock) the acquire script re-reads the
-    entry and tries the lock in one round trip.
+    The lock is taken only by the acquire script, which re-reads the entry in the same atomic
+    step: another process may have stored it (and released its lock) since this one read it
+    missing, and then it is a hit, not a second computation.
     """
     site, res = lk.site, lk.res
     token = os.urandom(12).hex()
     locked = failed = False
     try:
-        if just_read:
-            locked = res.backend.lock(lk.lock_key, token, site.cache._lock_ms)
-        deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
+        deadline = time.monotonic() + (site.policy.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while not locked:
             status, generation, entry = res.backend.acquire(
-                lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
+                lk.gen_key, lk.key, lk.lock_key, token, site.policy.lock_ms, lk.max_bytes
             )
             if status == HAVE_ENTRY:
                 done = site.served(lk, entry, generation, flight)
@@ -153,7 +151,7 @@ def _sync_lead(
                     return cast(R, done[0])
                 break  # garbage behind a plausible prefix: compute and overwrite it
             lk.generation = generation
-            site.cache._trust(res, lk.gen_key, generation)
+            res.trust(lk.gen_key, generation)
             if status == LOCKED:
                 locked = True
                 break
@@ -219,7 +217,7 @@ def _sync_release(lk: Lookup, token: str) -> None:
     try:
         lk.res.backend.write_release(lk.key, None, 1, lk.lock_key, token)
     except BackendError as exc:
-        lk.site.cache._backend_down(lk.res, exc)
+        lk.res.backend_down(exc, lk.breaker)
     except Exception as exc:
         errors.report("cache", exc)
 
@@ -258,7 +256,7 @@ async def _async_miss(
             site.flights.aland(lk.key, flight)
     try:
         shared_flight: Flight | None = await asyncio.wait_for(
-            asyncio.shield(future), site.cache.lock_timeout
+            asyncio.shield(future), site.policy.lock_timeout
         )
     except TimeoutError:
         shared_flight = None
@@ -291,6 +289,7 @@ async def _async_lead(
     wait: bool,
     read_first: bool,
 ) -> R:
+    """:func:`_sync_lead` for one task per key and event loop, which also makes the read."""
     site, res = lk.site, lk.res
     token = ""
     locked = failed = False
@@ -298,19 +297,16 @@ async def _async_lead(
         backend = res.abackend
         if read_first:
             generation, entry = await _async_read(lk)
-            res.breaker.record_success()
+            lk.breaker.record_success()
             done = site.served(lk, entry, generation, flight)
             if done is not None:
                 return cast(R, done[0])
-            # The common miss: take the lock with a plain SET NX (cheaper than the script).
-            token = os.urandom(12).hex()
-            locked = await backend.lock(lk.lock_key, token, site.cache._lock_ms)
-        token = token or os.urandom(12).hex()
-        deadline = time.monotonic() + (site.cache.lock_timeout if wait else 0.0)
+        token = os.urandom(12).hex()  # a miss: hits never need one
+        deadline = time.monotonic() + (site.policy.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while not locked:
             status, generation, entry = await backend.acquire(
-                lk.gen_key, lk.key, lk.lock_key, token, site.cache._lock_ms
+                lk.gen_key, lk.key, lk.lock_key, token, site.policy.lock_ms, lk.max_bytes
             )
             if status == HAVE_ENTRY:
                 done = site.served(lk, entry, generation, flight)
@@ -318,7 +314,7 @@ async def _async_lead(
                     return cast(R, done[0])
                 break
             lk.generation = generation
-            site.cache._trust(res, lk.gen_key, generation)
+            res.trust(lk.gen_key, generation)
             if status == LOCKED:
                 locked = True
                 break
@@ -377,6 +373,6 @@ async def _async_release(lk: Lookup, token: str) -> None:
     try:
         await lk.res.abackend.write_release(lk.key, None, 1, lk.lock_key, token)
     except BackendError as exc:
-        lk.site.cache._backend_down(lk.res, exc)
+        lk.res.backend_down(exc, lk.breaker)
     except Exception as exc:
         errors.report("cache", exc)

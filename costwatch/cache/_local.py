@@ -32,7 +32,7 @@ class LocalEntry(NamedTuple):
 class LocalLRU:
     """A small in-process LRU of decoded values with its own short TTL (thread-safe).
 
-    Every hit gets a fresh copy (new lists and dicts, see ``_cache_copy``), so a host that
+    Every hit gets a fresh copy (new lists and dicts, see ``_copy``), so a host that
     mutates what it got back cannot change what the next caller gets.  Reads take no lock
     (each OrderedDict operation is atomic under the GIL); writes and evictions do.
     """

@@ -12,9 +12,9 @@ import hashlib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from costwatch._core import runtime as _runtime
+from costwatch._core.breaker import CircuitBreaker
 from costwatch._core.context import ATTRIBUTION_TAGS, tags_var
 from costwatch._core.failopen import errors
 from costwatch._core.sink import CacheEvent
@@ -30,11 +30,10 @@ from costwatch.cache._codec import (
     namespace_tag,
 )
 from costwatch.cache._flight import Flight, Flights
+from costwatch.cache._identity import function_identity
 from costwatch.cache._local import EXACT_KEYABLE, LocalEntry, LocalKey
-from costwatch.cache._resolved import Resolved
-
-if TYPE_CHECKING:
-    from costwatch.cache._retrieval_cache import RetrievalCache
+from costwatch.cache._policy import CachePolicy
+from costwatch.cache._resolved import Resolved, Resolver
 
 last_lookup_var: ContextVar[str] = ContextVar("costwatch_cache_lookup", default="")
 """Result of the latest cache lookup in this context: ``hit``, ``miss``, ``error`` or ``skip``.
@@ -75,6 +74,8 @@ class Lookup:
         "digest",
         "generation",
         "local_key",
+        "max_bytes",
+        "breaker",
     )
 
     def __init__(
@@ -84,6 +85,7 @@ class Lookup:
         tags: Mapping[str, str],
         keys: Keys,
         local_key: LocalKey | None,
+        breaker: CircuitBreaker,
     ) -> None:
         self.site = site
         self.res = res
@@ -91,6 +93,10 @@ class Lookup:
         self.key, self.gen_key, self.prefix, self.digest = keys
         self.local_key = local_key
         self.generation = 0
+        self.max_bytes = site.policy.max_value_bytes
+        """The most bytes of an entry to read: a longer one is a miss, overwritten."""
+        self.breaker = breaker
+        """Guards the backend (the node of this entry, on a Redis Cluster)."""
 
     @property
     def lock_key(self) -> str:
@@ -122,7 +128,8 @@ class Site:
     """One wrapped function: its key material, in-flight computations and event emission."""
 
     __slots__ = (
-        "cache",
+        "policy",
+        "resolver",
         "fn",
         "source",
         "stage",
@@ -138,22 +145,23 @@ class Site:
 
     def __init__(
         self,
-        cache: RetrievalCache,
+        policy: CachePolicy,
+        resolver: Resolver,
         fn: Callable[..., Any],
         source: str,
         stage: str,
         own_cost: OwnCost | None,
     ) -> None:
-        self.cache = cache
+        self.policy = policy
+        self.resolver = resolver
         self.fn = fn
         self.source = source
         self.stage = stage
         self.own_cost = own_cost
-        self.name = cache.name or source
+        self.name = policy.name or source
         self.flights = Flights()
         self._binder = Binder(fn)
-        qualname = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
-        self._const = (source, cache.version, stage, qualname)
+        self._const = (source, policy.version, stage, function_identity(fn, policy.key_namespace))
         self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
         self._keyed: dict[LocalKey, tuple[str, Keys]] = {}
         """Exact call key -> (namespace, keys): a repeated call is not hashed again."""
@@ -198,7 +206,7 @@ class Site:
         self, res: Resolved, tenant: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> bytes | None:
         """The canonical JSON the key is hashed from, or None when the call cannot be keyed."""
-        key_fn = self.cache._key_fn
+        key_fn = self.policy.key_fn
         if key_fn is not None:
             try:
                 values: object = key_fn(*args, **kwargs)
@@ -223,10 +231,13 @@ class Site:
 
     # -- lookup ----------------------------------------------------------------------------
     def begin(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Done | Lookup:
-        """Everything before a backend round trip: key, local LRU, breaker."""
-        res = self.cache._resolve(_runtime.runtime())
+        """Everything before a backend round trip: the tenant rule, key, local LRU, breaker."""
+        res = self.resolver.current()
         tags = tags_var.get()
         tenant = tags.attribution[TENANT]
+        if not tenant and self.policy.tenant_required:
+            self.emit(res, tags, SKIP, ZERO)
+            return SKIPPED
         local = res.local
         local_key = self.local_key(tenant, args, kwargs)
         if local is not None and local_key is not None:
@@ -255,10 +266,11 @@ class Site:
                 if len(self._keyed) >= _MAX_KEYED:
                     self._keyed.clear()
                 self._keyed[local_key] = (res.namespace, keys)
-        if not res.breaker.allow():
+        breaker = res.breaker_for(keys[1])
+        if not breaker.allow():
             self.emit(res, tags, ERROR, ZERO)
             return ERRORED
-        return Lookup(self, res, tags, keys, local_key)
+        return Lookup(self, res, tags, keys, local_key, breaker)
 
     def served_locally(self, res: Resolved, tags: Mapping[str, str], item: LocalEntry) -> Done:
         """A local LRU hit: a fresh copy of the value."""
@@ -275,7 +287,7 @@ class Site:
         Raw call shape, not normalised: ``f("q")`` and ``f(query="q")`` are two local entries
         of the same Redis entry, which is harmless.  None: use the canonical JSON instead.
         """
-        if self.cache._key_fn is not None:
+        if self.policy.key_fn is not None:
             return None
         for arg in args:
             if type(arg) not in EXACT_KEYABLE:
@@ -290,12 +302,13 @@ class Site:
     def served(
         self, lk: Lookup, entry: bytes | None, generation: int, flight: Flight | None = None
     ) -> Done | None:
-        """The backend answered: a current entry is a hit, anything else (garbage too) a miss.
+        """The backend answered: a current entry is a hit, anything else (garbage, a value
+        larger than ``max_value_bytes`` cut short by the bounded read) a miss.
 
         A hit's JSON goes to the local LRU and to the waiters of ``flight``, if any.
         """
         lk.generation = generation
-        if entry is None:
+        if entry is None or len(entry) > lk.max_bytes:
             return None
         decoded = decode_entry(entry, generation)
         if decoded is None:
@@ -314,7 +327,7 @@ class Site:
         return (value, HIT)
 
     def failed(self, lk: Lookup, exc: BaseException) -> Done:
-        self.cache._backend_down(lk.res, exc)
+        lk.res.backend_down(exc, lk.breaker)
         self.emit(lk.res, lk.tags, ERROR, ZERO)
         return ERRORED
 
@@ -332,7 +345,7 @@ class Site:
         body, entry, result = self.encode(lk, value, cost)
         if flight is not None and body is not None:
             flight.shared = (body, cost)
-        return Stored(body, entry, cost, result, self.cache._ttl_with_jitter())
+        return Stored(body, entry, cost, result, self.policy.entry_ttl_ms())
 
     def encode(
         self, lk: Lookup, value: object, cost: Decimal
@@ -346,11 +359,11 @@ class Site:
         body = encode_value(value)
         if body is None:
             return None, None, SKIP
-        cache = self.cache
-        if is_empty(value) and not cache.cache_empty:
+        policy = self.policy
+        if is_empty(value) and not policy.cache_empty:
             return body, None, MISS
         entry = encode_entry(lk.generation, cost, body)
-        if len(entry) > cache.max_value_bytes:
+        if len(entry) > policy.max_value_bytes:
             return body, None, SKIP
         return body, entry, MISS
 

@@ -1,18 +1,20 @@
 """Namespace generations kept in process and invalidated by Redis itself (``CLIENT TRACKING``).
 
-A strict cache hit needs the namespace generation and the entry.  Read together, that is an
-``MGET`` on every hit.  Redis can instead say when a generation changes: every key read on a
-connection with ``CLIENT TRACKING ON REDIRECT <id>`` is remembered by the server, and the next
-write of that key by any client publishes its name on ``__redis__:invalidate`` to connection
-``<id>``.  :class:`GenerationTracker` keeps the generations it read that way in ``known``, so a
-hit is one ``GET`` of the entry while its generation is known, and the ``MGET`` otherwise.
+A strict cache hit needs the namespace generation and the entry.  Read together, that is a
+script call (``GET`` + a bounded ``GETRANGE``) on every hit.  Redis can instead say when a
+generation changes: every key read on a connection with ``CLIENT TRACKING ON REDIRECT <id>``
+is remembered by the server, and the next write of that key by any client publishes its name
+on ``__redis__:invalidate`` to connection ``<id>``.  :class:`GenerationTracker` keeps the
+generations it read that way in ``known``, so a hit is one bounded ``GETRANGE`` of the entry
+while its generation is known, and the script call otherwise.  (Not on a Redis Cluster:
+tracking is per node, so the backend does not track there.)
 
 One daemon thread owns both connections (RESP2).  It reads the generations callers asked for
 (``want``) and applies invalidation messages, in order, so a value it keeps is dropped by the
 message of any later write.  Another process's ``invalidate()`` therefore reaches this one as
 soon as Redis's message arrives; this process's own is immediate (``forget``).  Anything unsure
 clears everything and ends the thread: a lost connection, a flush, a ``PING`` left unanswered.
-The next ``want`` (made after a successful ``MGET``, so Redis is back) starts a new thread.
+The next ``want`` (made after a successful read, so Redis is back) starts a new thread.
 When the server refuses tracking (Redis < 6, a proxy, an ACL) the tracker stops for good and
 every hit reads the generation with its entry.  A forked child starts knowing nothing: the
 parent's thread, which would have told it of writes, does not exist there.
@@ -204,7 +206,7 @@ class GenerationTracker:
                 with self._lock:
                     if epoch == self._epoch and len(self.known) + len(keys) <= _MAX_KNOWN:
                         for key, raw in zip(keys, values, strict=True):
-                            if raw is None or raw.isdigit():  # else the MGET path reports it
+                            if raw is None or raw.isdigit():  # else the read path reports it
                                 self.known[key] = int(raw) if raw is not None else 0
                     self._busy = False
                     self._idle.notify_all()

@@ -20,8 +20,11 @@ import redis
 
 import costwatch
 from costwatch.cache._backend import RedisBackend
-from costwatch.cache._retrieval_cache import RetrievalCache, decode_entry, last_lookup_var
+from costwatch.cache._codec import decode_entry
+from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
 from costwatch.cache._tracking import GenerationTracker
+from tests._fixtures.cache_redis import configure_on, entry_keys
+from tests._fixtures.cache_worker import run_workers
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
 
@@ -29,21 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def sink(cw: Any, redis_server: str) -> Iterator[Capture]:
-    capture = Capture()
-    # A generous socket timeout: these tests are about semantics, not about a slow machine
-    # (test_cache_redis_faults.py covers short timeouts).
-    cw.configure(
-        service="test",
-        strict=True,
-        prometheus=False,
-        otel=False,
-        warm_up=False,
-        redis_url=redis_server,
-        redis_timeout_s=2.0,
-        sinks=[capture],
-    )
-    yield capture
+def sink(cw: Any, redis_server: str) -> Capture:
+    # test_cache_redis_faults.py covers short timeouts.
+    return configure_on(cw, redis_server)
 
 
 @pytest.fixture
@@ -51,12 +42,6 @@ def client(redis_server: str) -> Iterator[redis.Redis[bytes]]:
     c: redis.Redis[bytes] = redis.Redis.from_url(redis_server)
     yield c
     c.close()
-
-
-def entry_keys(client: redis.Redis[bytes]) -> list[bytes]:
-    return [
-        k for k in client.scan_iter(b"cw:c:*") if not k.endswith(b":gen") and b":lock:" not in k
-    ]
 
 
 class AsyncEcho:
@@ -120,21 +105,27 @@ def test_hit_miss_and_saved_dollars_are_exact_through_redis(
     assert b"refunds" not in key
 
 
-def test_a_second_process_configuration_shares_the_entries(cw: Any, redis_server: str) -> None:
-    """Two caches (as in two processes) over the same Redis see each other's entries."""
+def test_a_second_configuration_shares_the_entries_of_the_same_function(
+    cw: Any, redis_server: str
+) -> None:
+    """Two caches over the same Redis (as after a reconfiguration) see each other's entries of
+    one function; another retriever object's method is another function unless both caches
+    name it with the same key_namespace."""
     r1, r2 = Retriever(), Retriever()
     cw.configure(
         service="test", strict=True, prometheus=False, redis_url=redis_server, redis_timeout_s=2.0
     )
     RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
+    RetrievalCache(ttl=60, key_namespace="kb-search").wrap(r1.search, source="kb")("q")
     cw.configure(
         service="test", strict=True, prometheus=False, redis_url=redis_server, redis_timeout_s=2.0
     )
-    # The same function identity (module + qualname) is what makes the key; use r1's method.
     RetrievalCache(ttl=60).wrap(r1.search, source="kb")("q")
+    assert len(r1.calls) == 2
     RetrievalCache(ttl=60).wrap(r2.search, source="kb")("q")
-    assert len(r1.calls) == 1
-    assert r2.calls == []
+    assert len(r2.calls) == 1
+    RetrievalCache(ttl=60, key_namespace="kb-search").wrap(r2.search, source="kb")("q")
+    assert len(r2.calls) == 1
 
 
 def test_entries_expire_with_their_jittered_ttl(sink: Capture, client: redis.Redis[bytes]) -> None:
@@ -426,28 +417,28 @@ def _commands(client: redis.Redis[bytes]) -> dict[str, int]:
 
 
 def _tracker(cache: RetrievalCache) -> GenerationTracker:
-    backend = cache._resolve(costwatch.runtime()).backend
+    backend = cache._resolver.current().backend
     assert isinstance(backend, RedisBackend) and backend.tracker is not None
     return backend.tracker
 
 
-def test_a_hit_is_one_get_while_redis_tracks_the_generation(
+def test_a_hit_is_one_bounded_read_while_redis_tracks_the_generation(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
     cache = RetrievalCache(ttl=60)
     search = cache.wrap(Retriever().search, source="kb")
-    search("q")  # a miss: its MGET asks the tracker to read the generation
+    search("q")  # a miss: its read asks the tracker to read the generation
     assert _tracker(cache).wait()
     client.config_resetstat()
     for _ in range(5):
         search("q")
     calls = _commands(client)
-    assert calls.get("cmdstat_get") == 5
-    assert "cmdstat_mget" not in calls
+    assert calls.get("cmdstat_getrange") == 5
+    assert "cmdstat_evalsha" not in calls
     assert sink.results() == ["miss"] + ["hit"] * 5
 
 
-async def test_an_asyncio_hit_is_one_get_and_hears_other_processes_through_the_same_tracker(
+async def test_an_asyncio_hit_is_one_bounded_read_and_hears_other_processes_via_the_tracker(
     sink: Capture, client: redis.Redis[bytes]
 ) -> None:
     echo, cache, cached = _async_kb_cache()
@@ -457,8 +448,8 @@ async def test_an_asyncio_hit_is_one_get_and_hears_other_processes_through_the_s
     for _ in range(3):
         assert await cached("q") == ["q"]
     stats = _commands(client)
-    assert stats.get("cmdstat_get") == 3
-    assert "cmdstat_mget" not in stats
+    assert stats.get("cmdstat_getrange") == 3
+    assert "cmdstat_evalsha" not in stats
     client.incr(b"cw:c:{test::kb}:gen")
     assert _tracker(cache).sync()
     await cached("q")
@@ -504,7 +495,7 @@ def test_a_flush_or_a_lost_tracking_connection_forgets_every_generation(
     assert tracker.known == {}
     client.config_resetstat()
     search("q")  # read with its generation again, and tracked anew
-    assert _commands(client).get("cmdstat_mget") == 1
+    assert _commands(client).get("cmdstat_evalsha") == 1
     assert tracker.wait() and tracker.known == {"cw:c:{test::kb}:gen": 0}
     assert len(r.calls) == 2
 
@@ -536,7 +527,7 @@ def test_a_bug_in_the_tracking_thread_is_counted_and_hits_keep_working(
         assert tracker.wait()
         assert capture.internal_errors == ["cache"]
         assert tracker.enabled and tracker.known == {}
-        assert search("q") == search("q")  # hits, through the MGET
+        assert search("q") == search("q")  # hits, through the read script
         assert len(r.calls) == 1
     finally:
         backend.close()
@@ -587,7 +578,7 @@ def test_a_server_that_refuses_tracking_leaves_hits_on_mget(
         assert not tracker.enabled
         client.config_resetstat()
         search("q")
-        assert _commands(client).get("cmdstat_mget") == 1
+        assert _commands(client).get("cmdstat_evalsha") == 1
         assert len(r.calls) == 1
     finally:
         client.acl_deluser("cw-no-client")
@@ -607,7 +598,7 @@ def _two_processes(
     return r, here, here.wrap(r.search, source="kb"), there.wrap(r.search, source="kb")
 
 
-def test_generation_ttl_makes_hits_one_get_and_delays_foreign_invalidation(
+def test_generation_ttl_makes_hits_one_bounded_read_and_delays_foreign_invalidation(
     cw: Any, redis_server: str, client: redis.Redis[bytes]
 ) -> None:
     """Two caches over one Redis stand for two processes."""
@@ -620,8 +611,8 @@ def test_generation_ttl_makes_hits_one_get_and_delays_foreign_invalidation(
     for _ in range(5):
         search_there("q")
     calls = _commands(client)
-    assert calls.get("cmdstat_get") == 5
-    assert "cmdstat_mget" not in calls
+    assert calls.get("cmdstat_getrange") == 5
+    assert "cmdstat_evalsha" not in calls
 
     here.invalidate()
     search_there("q")  # the other process trusts generation 0 a little longer: a stale hit
@@ -644,3 +635,59 @@ def test_an_entry_claiming_a_newer_generation_makes_the_reader_refresh(
     search_here("q")  # writes an entry of generation 1
     search_there("q")  # sees an entry newer than its generation: re-reads, and hits
     assert len(r.calls) == 2
+
+
+def test_processes_racing_over_many_keys_run_a_fast_function_exactly_once_per_key(
+    redis_server: str,
+) -> None:
+    """Four processes of four threads look up the same 60 keys in the same order: the function
+    (which returns at once) runs once per key in all, the other lookups are hits."""
+    outputs = run_workers(redis_server, 4, keys=60, threads=4)
+    assert sum(o["runs"] for o in outputs) == 60
+    results: dict[str, int] = {}
+    for o in outputs:
+        for result, n in o["results"].items():
+            results[result] = results.get(result, 0) + n
+    assert results == {"miss": 60, "hit": 4 * 4 * 60 - 60}
+
+
+def _plant(client: redis.Redis[bytes], key: bytes, megabytes: int) -> None:
+    """A well-formed entry of generation 0 holding one string of ``megabytes`` MB."""
+    chunk = b"x" * 2**20
+    client.set(key, b'[1,0,"0.5",["')
+    for _ in range(megabytes):
+        client.append(key, chunk)
+    client.append(key, b'"]]')
+
+
+@pytest.mark.parametrize("tracked", [True, False], ids=["tracked-generation", "read-script"])
+def test_a_planted_200_mb_value_is_never_read_whole_and_is_overwritten(
+    sink: Capture, client: redis.Redis[bytes], redis_server: str, tracked: bool
+) -> None:
+    backend = RedisBackend(redis_server, timeout_s=2.0, track_generations=tracked)
+    r = Retriever()
+    cache = RetrievalCache(ttl=60, backend=backend)
+    search = cache.wrap(r.search, source="kb")
+    try:
+        expected = search("q")
+        if tracked:
+            assert _tracker(cache).wait() and _tracker(cache).known
+        [key] = entry_keys(client)
+        _plant(client, key, 200)
+        assert client.strlen(key) > 200 * 2**20
+        sent_before = int(client.info("stats")["total_net_output_bytes"])
+        t0 = time.monotonic()
+        assert search("q") == expected
+        elapsed = time.monotonic() - t0
+        sent = int(client.info("stats")["total_net_output_bytes"]) - sent_before
+        assert sent < 2 * 1_000_000  # at most max_value_bytes (+1) of it, never 200 MB
+        assert elapsed < 0.5
+        assert len(r.calls) == 2
+        assert sink.results() == ["miss", "miss"]
+        stored = client.get(key)
+        assert stored is not None and len(stored) < 1000 and decode_entry(stored, 0) is not None
+        assert search("q") == expected
+        assert len(r.calls) == 2
+        assert sink.results()[-1] == "hit"
+    finally:
+        backend.close()

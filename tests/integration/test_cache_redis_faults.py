@@ -17,6 +17,7 @@ import pytest
 
 from costwatch._core.breaker import CircuitBreaker
 from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
+from tests._fixtures.cache_redis import configure_on
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.redis_proc import RedisProcess, free_port
 
@@ -32,18 +33,8 @@ def own_redis() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-def sink(cw: Any, own_redis: RedisProcess) -> Iterator[Capture]:
-    capture = Capture()
-    cw.configure(
-        service="test",
-        strict=True,
-        prometheus=False,
-        otel=False,
-        redis_url=own_redis.url,
-        redis_timeout_s=0.05,
-        sinks=[capture],
-    )
-    yield capture
+def sink(cw: Any, own_redis: RedisProcess) -> Capture:
+    return configure_on(cw, own_redis.url, timeout_s=0.05)
 
 
 class Counter:

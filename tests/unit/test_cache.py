@@ -16,13 +16,9 @@ import pytest
 import costwatch
 from costwatch._core.errors import ConfigError
 from costwatch.cache._backend import MemoryBackend
+from costwatch.cache._codec import decode_entry, entry_body
 from costwatch.cache._local import LocalLRU
-from costwatch.cache._retrieval_cache import (
-    RetrievalCache,
-    decode_entry,
-    entry_body,
-    last_lookup_var,
-)
+from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
 
@@ -173,7 +169,7 @@ def test_entries_expire_after_their_ttl(sink: Capture) -> None:
 
 def test_ttl_jitter_takes_off_at_most_the_jitter_share() -> None:
     cache = RetrievalCache(ttl=100, jitter=0.1)
-    ttls = {cache._ttl_with_jitter() for _ in range(500)}
+    ttls = {cache.policy.entry_ttl_ms() for _ in range(500)}
     assert min(ttls) >= 90_000
     assert max(ttls) <= 100_000
     assert len(ttls) > 50
@@ -737,3 +733,25 @@ def test_entry_generation_reads_only_the_prefix_costwatch_writes() -> None:
     assert entry_generation(b'[1,,"0",[]]') is None
     assert entry_generation(b'[1,-3,"0",[]]') is None
     assert entry_generation(b"\x80\x04garbage") is None
+
+
+async def test_tenant_required_skips_async_calls_without_a_tenant_and_serves_each_tenant(
+    sink: Capture,
+) -> None:
+    calls: list[str] = []
+
+    async def search(query: str) -> list[str]:
+        tenant = costwatch._core.context.current_tags().get("tenant", "")
+        calls.append(tenant)
+        return [f"{tenant} {query}"]
+
+    cached = RetrievalCache(ttl=60, tenant_required=True, key_namespace="kb").wrap(
+        search, source="kb"
+    )
+    assert await cached("q") == [" q"]
+    assert await cached("q") == [" q"]
+    with costwatch.tags(tenant="acme"):
+        assert await cached("q") == ["acme q"]
+        assert await cached("q") == ["acme q"]
+    assert calls == ["", "", "acme"]
+    assert sink.results() == ["skip", "skip", "miss", "hit"]

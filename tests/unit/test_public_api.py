@@ -28,6 +28,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "TokenUsage",
         "budget",
         "configure",
+        "context_executor",
         "embedding",
         "fixed_cost",
         "generation",
@@ -43,6 +44,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "summary",
         "tags",
         "uninstrument",
+        "wrap",
     ]
     for name in costwatch.__all__:
         assert hasattr(costwatch, name), name
@@ -72,3 +74,18 @@ def test_package_ships_type_information() -> None:
     from importlib.resources import files
 
     assert files("costwatch").joinpath("py.typed").is_file()
+
+
+def test_the_cache_package_exports_the_cache_and_the_backend_protocol() -> None:
+    import costwatch.cache
+
+    assert costwatch.cache.__all__ == [
+        "AsyncCacheBackend",
+        "BackendError",
+        "CacheBackend",
+        "MemoryBackend",
+        "RedisBackend",
+        "RetrievalCache",
+    ]
+    assert costwatch.cache.RetrievalCache is costwatch.RetrievalCache
+    assert isinstance(costwatch.cache.MemoryBackend(), costwatch.cache.CacheBackend)
