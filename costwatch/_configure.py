@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from costwatch.accounting._tally import Tally
     from costwatch.budgets._budget import BudgetRegistry
     from costwatch.exporters.prometheus import PrometheusSink
-    from costwatch.pricing._catalog import PriceCatalog
+    from costwatch.pricing import PriceCatalog
 
 
 class Runtime:
@@ -40,7 +40,7 @@ class Runtime:
         sinks: Iterable[Sink] = (),
     ) -> None:
         from costwatch.budgets._budget import BudgetRegistry
-        from costwatch.pricing._catalog import PriceCatalog
+        from costwatch.pricing import PriceCatalog
 
         self.settings = settings
         self.service = settings.service
@@ -48,7 +48,7 @@ class Runtime:
         self.redis_url = settings.redis_url
         self.estimate = settings.estimate_missing_usage
         self.ledger = Ledger()
-        self.catalog: PriceCatalog = PriceCatalog(settings.prices)
+        self.catalog: PriceCatalog = PriceCatalog(settings.prices, clock=clock)
         built: list[Sink] = [self.ledger]
         self.prometheus: PrometheusSink | None = None
         if settings.prometheus:

@@ -58,12 +58,22 @@ def capture() -> CaptureSink:
 
 
 @pytest.fixture
-def cw(capture: CaptureSink) -> Iterator[Any]:
-    """costwatch configured afresh for one test: strict, no global Prometheus registry."""
+def cw(capture: CaptureSink, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """costwatch configured afresh for one test: strict, no global Prometheus registry.
+
+    ``@pytest.mark.clock(ts)`` runs the test at UTC second ``ts`` (prices in force then)."""
     import costwatch
 
+    marker = request.node.get_closest_marker("clock")
+    at = marker.args[0] if marker is not None else None
     costwatch.configure(
-        service="test", strict=True, prometheus=False, otel=False, warm_up=False, sinks=[capture]
+        service="test",
+        strict=True,
+        prometheus=False,
+        otel=False,
+        warm_up=False,
+        sinks=[capture],
+        clock=None if at is None else (lambda: at),
     )
     yield costwatch
     costwatch._configure.shutdown()
