@@ -38,6 +38,9 @@ class PriceRow:
     """``per 1M tokens``, ``per call``, ``per search``, ``multiplier``."""
     note: str
     source: str
+    """``price_source`` of a call billed at this rate."""
+    provenance: str
+    """The page and date the number comes from (bundled), or ``genai-prices data snapshot``."""
     valid_from: datetime | None
     valid_to: datetime | None
 
@@ -79,11 +82,13 @@ def price_view(
             lo, hi = max(lo, rule.valid_from), min(hi, rule.valid_to)
             break
     valid_from, valid_to = _moment(lo), _moment(hi)
-    source = price.source + (f" ({price.provenance})" if price.provenance else "")
+    window = (valid_from, valid_to)
     rows: list[PriceRow] = []
 
     def add(item: str, condition: str, usd: Decimal, unit: str, note: str = "") -> None:
-        rows.append(PriceRow(item, condition, usd, unit, note, source, valid_from, valid_to))
+        rows.append(
+            PriceRow(item, condition, usd, unit, note, price.source, price.provenance, *window)
+        )
 
     def rates(of: Price, condition: str) -> None:
         for kind, (value, note) in of.per_million().items():

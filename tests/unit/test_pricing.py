@@ -963,7 +963,8 @@ def test_the_price_view_has_tiers_audio_batch_and_processing_tiers_with_a_source
     rates = {(r.item, r.condition): r for r in audio.rows}
     assert rates[("input (audio)", "")].usd == usd("40")
     assert rates[("output (audio)", "")].usd == usd("80")
-    assert "platform.openai.com" in rates[("input", "")].source
+    assert "platform.openai.com" in rates[("input", "")].provenance
+    assert rates[("input", "")].source == "bundled"
     unknown = {(r.item, r.condition): r for r in price_view(catalog, "gpt-4o-mini").rows}
     assert unknown[("input (audio)", "")].note.startswith("unknown")
 
