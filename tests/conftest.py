@@ -11,6 +11,7 @@ import pytest
 from costwatch.cache._backend import sync_trackers
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess
+from tests._fixtures.runtime import configure_for_test
 from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401 - session fixture
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -62,18 +63,8 @@ def cw(capture: CaptureSink, request: pytest.FixtureRequest) -> Iterator[Any]:
     """costwatch configured afresh for one test: strict, no global Prometheus registry.
 
     ``@pytest.mark.clock(ts)`` runs the test at UTC second ``ts`` (prices in force then)."""
-    import costwatch
-
     marker = request.node.get_closest_marker("clock")
     at = marker.args[0] if marker is not None else None
-    costwatch.configure(
-        service="test",
-        strict=True,
-        prometheus=False,
-        otel=False,
-        warm_up=False,
-        sinks=[capture],
-        clock=None if at is None else (lambda: at),
-    )
+    costwatch = configure_for_test(capture, None if at is None else (lambda: at))
     yield costwatch
     costwatch._configure.shutdown()

@@ -44,7 +44,7 @@ def prices(
 
     Exits 1 when no price is known, with the price-file entry that would add one.
     """
-    from costwatch.pricing import format_price_table, price_view
+    from costwatch.pricing import format_price_table, format_when, price_header, price_view
 
     catalog = load_prices(price_file)
     view = price_view(catalog, model, provider, at)
@@ -54,7 +54,7 @@ def prices(
     if view.price is None:
         click.echo(format_price_table(catalog, model, provider, at))
         return 1
-    click.echo(_header(view, view.price))
+    click.echo("\n".join(price_header(view, view.price)))
     console().print(
         table(
             ["rate", "applies", "USD", "per", "note", "in force", "source"],
@@ -65,8 +65,8 @@ def prices(
                     format_usd(row.usd),
                     row.unit.removeprefix("per "),
                     row.note,
-                    f"{_when(row.valid_from, 'always', short=True)} -> "
-                    f"{_when(row.valid_to, 'no end', short=True)}",
+                    f"{format_when(row.valid_from, 'always', short=True)} -> "
+                    f"{format_when(row.valid_to, 'no end', short=True)}",
                     row.source,
                 ]
                 for row in view.rows
@@ -74,28 +74,6 @@ def prices(
         )
     )
     return 0
-
-
-def _when(value: datetime | None, open_end: str, short: bool = False) -> str:
-    if value is None:
-        return open_end
-    return value.strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M UTC")
-
-
-def _header(view: PriceView, price: Price) -> str:
-    lines = [
-        f"model       {view.model}",
-        f"provider    {view.provider}",
-        f"source      {price.source}" + (f" ({price.matched})" if price.matched else ""),
-    ]
-    if price.provenance:
-        lines.append(f"from        {price.provenance}")
-    lines += [
-        f"in force    {_when(view.valid_from, 'always')} -> {_when(view.valid_to, 'no end')}"
-        f"  (at {_when(view.at, 'now')})",
-        f"fine-tuned  {'yes' if view.fine_tuned else 'no'}",
-    ]
-    return "\n".join(lines)
 
 
 def _view_dict(view: PriceView) -> dict[str, Any]:

@@ -17,7 +17,14 @@ from costwatch.pricing._names import (
 )
 from costwatch.pricing._price import Price, PriceTier, per_token
 from costwatch.pricing._rules import PriceRule, load_user_prices
-from costwatch.pricing._view import PriceRow, PriceView, format_price_table, price_view
+from costwatch.pricing._view import (
+    PriceRow,
+    PriceView,
+    format_price_table,
+    format_when,
+    price_header,
+    price_view,
+)
 
 __all__ = [
     "AUDIO_AT_TEXT_RATE",
@@ -38,6 +45,8 @@ __all__ = [
     "load_user_prices",
     "model_candidates",
     "per_token",
+    "price_header",
     "price_view",
     "provider_for_url",
+    "format_when",
 ]

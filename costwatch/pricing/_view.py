@@ -119,8 +119,30 @@ def price_view(
     )
 
 
-def _when(value: datetime | None, open_end: str) -> str:
-    return open_end if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+def format_when(value: datetime | None, open_end: str, short: bool = False) -> str:
+    """A window's end as ``2025-09-05 16:00 UTC`` (``short``: without the zone); ``open_end``
+    for an open one."""
+    if value is None:
+        return open_end
+    return value.strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M UTC")
+
+
+def price_header(view: PriceView, price: Price) -> list[str]:
+    """What a price is: model, provider, source, where its numbers come from, when it is in
+    force, fine-tuned."""
+    lines = [
+        f"model       {view.model}",
+        f"provider    {view.provider}",
+        f"source      {price.source}" + (f" ({price.matched})" if price.matched else ""),
+    ]
+    if price.provenance:
+        lines.append(f"from        {price.provenance}")
+    lines += [
+        f"in force    {format_when(view.valid_from, 'always')} -> "
+        f"{format_when(view.valid_to, 'no end')}  (at {format_when(view.at, 'now')})",
+        f"fine-tuned  {'yes' if view.fine_tuned else 'no'}",
+    ]
+    return lines
 
 
 def format_price_table(
@@ -142,22 +164,7 @@ def format_price_table(
             "    input_per_mtok: 0.00\n"
             "    output_per_mtok: 0.00\n"
         )
-    lines = [
-        f"model       {model}",
-        f"provider    {view.provider}",
-        f"source      {price.source} ({price.matched})"
-        if price.matched
-        else f"source      {price.source}",
-    ]
-    if price.provenance:
-        lines.append(f"from        {price.provenance}")
-    lines += [
-        f"in force    {_when(view.valid_from, 'always')} -> {_when(view.valid_to, 'no end')}"
-        f"  (at {view.at.strftime('%Y-%m-%d %H:%M UTC')})",
-        f"fine-tuned  {'yes' if view.fine_tuned else 'no'}",
-        "",
-        f"{'token type':<22}USD per 1M tokens",
-    ]
+    lines = [*price_header(view, price), "", f"{'token type':<22}USD per 1M tokens"]
     for row in view.rows:
         if row.condition:
             continue

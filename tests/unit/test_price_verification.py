@@ -36,6 +36,7 @@ import openai
 import pytest
 from google import genai
 
+from costwatch import _configure
 from costwatch.pricing import gaps
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
@@ -46,6 +47,7 @@ from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
     fake_provider_fixture,
     http_client_to_the_fake,
 )
+from tests._fixtures.runtime import configure_for_test
 
 M = Decimal(1_000_000)
 MESSAGES = [{"role": "user", "content": "What is the refund policy?"}]
@@ -915,24 +917,13 @@ CASES = [
 
 @pytest.fixture
 def configured(capture: CaptureSink) -> Any:
-    import costwatch
+    """``configured(at, prices)``: costwatch at a stopped (or moving: a callable) clock."""
 
     def configure(at: float | Callable[[], float], prices: dict[str, Any] | None) -> Any:
-        clock = at if callable(at) else (lambda: at)
-        costwatch.configure(
-            service="verify",
-            strict=True,
-            prometheus=False,
-            otel=False,
-            warm_up=False,
-            sinks=[capture],
-            clock=clock,
-            prices=prices,
-        )
-        return costwatch
+        return configure_for_test(capture, at if callable(at) else (lambda: at), prices)
 
     yield configure
-    costwatch._configure.shutdown()
+    _configure.shutdown()
 
 
 def _call(cw: Any, fake: FakeProvider, case: Case) -> None:
