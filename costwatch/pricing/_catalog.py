@@ -110,11 +110,7 @@ class PriceCatalog:
         entry = self._memo.get(key, _MISSING)
         if entry is _MISSING:
             with self._lock:
-                entry = self._memo.get(key, _MISSING)
-                if entry is _MISSING:
-                    entry = self._build(provider, model)
-                    if len(self._memo) < _MEMO_LIMIT:
-                        self._memo[key] = entry
+                entry = self._entry(provider, model)
         if entry.__class__ is Timeline:
             timeline: Timeline = entry
             return timeline.at(self._clock() if at is None else at)
@@ -243,6 +239,7 @@ class PriceCatalog:
         )
 
     def _entry(self, provider: str, model: str) -> Price | Timeline | None:
+        """The memoised resolution of (provider, model), built on first use (lock held)."""
         key = (provider, model)
         entry = self._memo.get(key, _MISSING)
         if entry is _MISSING:
