@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from costwatch.accounting._tally import Tally
     from costwatch.budgets._budget import BudgetRegistry
     from costwatch.exporters.prometheus import PrometheusSink
-    from costwatch.pricing._catalog import PriceCatalog
+    from costwatch.pricing import PriceCatalog
 
 
 class Runtime:
@@ -41,7 +41,7 @@ class Runtime:
         sinks: Iterable[Sink] = (),
     ) -> None:
         from costwatch.budgets._budget import BudgetRegistry
-        from costwatch.pricing._catalog import PriceCatalog
+        from costwatch.pricing import PriceCatalog
 
         self.settings = settings
         self.service = settings.service
@@ -51,7 +51,7 @@ class Runtime:
         self.ledger = Ledger(clock=clock)
         self.outcomes = OutcomeBook(clock)
         """Finished requests waiting for a late ``costwatch.outcome(request_id, ...)``."""
-        self.catalog: PriceCatalog = PriceCatalog(settings.prices)
+        self.catalog: PriceCatalog = PriceCatalog(settings.prices, clock=clock)
         built: list[Sink] = [self.ledger]
         self.prometheus: PrometheusSink | None = None
         if settings.prometheus:

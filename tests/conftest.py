@@ -12,6 +12,7 @@ from costwatch.cache._backend import sync_trackers
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_cluster import RedisCluster
 from tests._fixtures.redis_proc import RedisProcess
+from tests._fixtures.runtime import configure_for_test
 from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401 - session fixture
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -59,13 +60,13 @@ def capture() -> CaptureSink:
 
 
 @pytest.fixture
-def cw(capture: CaptureSink) -> Iterator[Any]:
-    """costwatch configured afresh for one test: strict, no global Prometheus registry."""
-    import costwatch
+def cw(capture: CaptureSink, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """costwatch configured afresh for one test: strict, no global Prometheus registry.
 
-    costwatch.configure(
-        service="test", strict=True, prometheus=False, otel=False, warm_up=False, sinks=[capture]
-    )
+    ``@pytest.mark.clock(ts)`` runs the test at UTC second ``ts`` (prices in force then)."""
+    marker = request.node.get_closest_marker("clock")
+    at = marker.args[0] if marker is not None else None
+    costwatch = configure_for_test(capture, None if at is None else (lambda: at))
     yield costwatch
     costwatch._configure.shutdown()
 

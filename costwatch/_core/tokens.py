@@ -27,15 +27,9 @@ import re
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from costwatch._core.forks import new_lock
-from costwatch._core.money import format_usd
-
-if TYPE_CHECKING:
-    from costwatch.pricing._catalog import Price, PriceCatalog
 
 logger = logging.getLogger("costwatch")
 
@@ -334,99 +328,6 @@ def count_prompt_tokens(prompt: object, model: str) -> int:
     if all(isinstance(part, Mapping) for part in prompt):
         return count_message_tokens(prompt, model)[0]
     return 0
-
-
-# --------------------------------------------------------------------------------------------
-# `costwatch estimate`
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CostEstimate:
-    """What a prompt would cost: tokens (estimated) times the resolved price."""
-
-    model: str
-    provider: str
-    input_tokens: int
-    output_tokens: int
-    method: str
-    """``tiktoken`` or ``heuristic``."""
-    encoding: str
-    price: Price | None
-    input_cost_usd: Decimal | None
-    output_cost_usd: Decimal | None
-    total_cost_usd: Decimal | None
-
-
-def estimate_cost(
-    text: str,
-    model: str,
-    provider: str | None,
-    catalog: PriceCatalog,
-    expected_output_tokens: int = 0,
-) -> CostEstimate:
-    """Estimate the cost of sending ``text`` to ``model`` and getting ``expected_output_tokens``.
-
-    ``provider`` may be None: it is inferred from the model name.  Costs are ``None`` when the
-    model has no price.
-    """
-    from costwatch._core.record import TokenUsage
-    from costwatch.pricing._catalog import infer_provider
-
-    if expected_output_tokens < 0:
-        raise ValueError("expected_output_tokens must be >= 0")
-    chosen = provider or infer_provider(model) or ""
-    input_tokens, method = count_tokens(text, model)
-    price = catalog.resolve(chosen, model)
-    input_cost = output_cost = total = None
-    if price is not None:
-        usage = TokenUsage(input=input_tokens, output=expected_output_tokens)
-        total = price.cost(usage)
-        input_cost = price.input_cost(usage)
-        output_cost = total - input_cost
-    return CostEstimate(
-        model=model,
-        provider=chosen or "unknown",
-        input_tokens=input_tokens,
-        output_tokens=expected_output_tokens,
-        method=method,
-        encoding=encoding_name_for(model),
-        price=price,
-        input_cost_usd=input_cost,
-        output_cost_usd=output_cost,
-        total_cost_usd=total,
-    )
-
-
-def _usd(value: Decimal | None) -> str:
-    return "unknown (no price)" if value is None else f"${format_usd(value)}"
-
-
-def format_estimate(estimate: CostEstimate) -> str:
-    """The ``costwatch estimate`` report."""
-    how = (
-        f"tiktoken {estimate.encoding}"
-        if estimate.method == "tiktoken"
-        else f"heuristic, ~{CHARS_PER_TOKEN} chars/token (tiktoken encoding unavailable)"
-    )
-    if estimate.method == "tiktoken" and not encoding_is_native(estimate.model):
-        how += f" (approximation: {estimate.model} has its own tokenizer)"
-    lines = [
-        f"model          {estimate.model}",
-        f"provider       {estimate.provider}",
-        f"input tokens   {estimate.input_tokens}  [{how}]",
-        f"output tokens  {estimate.output_tokens}  [expected, as given]",
-        f"input cost     {_usd(estimate.input_cost_usd)}",
-        f"output cost    {_usd(estimate.output_cost_usd)}",
-        f"total          {_usd(estimate.total_cost_usd)}",
-    ]
-    if estimate.price is not None:
-        lines.append(f"price source   {estimate.price.source}")
-    else:
-        lines.append(
-            "no price known for this model: add it to a price file (see `costwatch prices MODEL`)"
-        )
-    return "\n".join(lines)
 
 
 _OPENAI_NATIVE = re.compile(r"^(?:ft:)?(?:gpt-|chatgpt-|o\d|text-embedding-|davinci|babbage)")

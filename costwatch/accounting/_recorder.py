@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from costwatch._core.record import Tokens
     from costwatch.accounting._tally import Tally
     from costwatch.budgets._budget import BudgetCall, Reservation
-    from costwatch.pricing._catalog import Price
+    from costwatch.pricing import Price
 
 _ZERO = Decimal(0)
 
@@ -52,10 +52,16 @@ class _Priced:
     """The price a site resolved for its last model: most sites call one model, so the next call
     of the same model (and the same catalog) reuses it instead of resolving again."""
 
-    __slots__ = ("catalog", "model", "response_model", "priced_as", "price")
+    __slots__ = ("catalog", "model", "response_model", "priced_as", "price", "timed")
 
     def __init__(
-        self, catalog: object, model: str, response_model: str, priced_as: str, price: Price | None
+        self,
+        catalog: object,
+        model: str,
+        response_model: str,
+        priced_as: str,
+        price: Price | None,
+        timed: bool = False,
     ) -> None:
         self.catalog = catalog
         self.model = model
@@ -64,6 +70,9 @@ class _Priced:
         """The model the call is priced as: the requested one, or the model its response named
         when only that one has a price (an Azure deployment name, a proxy's alias)."""
         self.price = price
+        self.timed = timed
+        """The price changes with time (an effective date ahead, a time-of-day window): it is
+        resolved again for each call, at the call's time, and never summed in the tally."""
 
 
 class _Kept:
@@ -165,6 +174,8 @@ class CallSpec:
             and priced.model == model
             and priced.response_model == response_model
         ):
+            if priced.timed:
+                return priced.priced_as, rt.catalog.resolve(self.provider, priced.priced_as)
             return priced.priced_as, priced.price
         priced_as, price = model, None
         if self.price_usd is None:
@@ -177,7 +188,8 @@ class CallSpec:
                         priced_as = alias
                         if len(self._aliases) < _MAX_ALIASES:
                             self._aliases[model] = alias
-        self._priced = _Priced(rt.catalog, model, response_model, priced_as, price)
+        timed = price is not None and rt.catalog.is_timed(self.provider, priced_as)
+        self._priced = _Priced(rt.catalog, model, response_model, priced_as, price, timed)
         return priced_as, price
 
     def preflight(
@@ -340,7 +352,7 @@ class CallSpec:
                 if self.service_tier:
                     price, batch = self._at_service_tier(price)
                 cost, input_cost = price.cost_split(usage, 1, batch)
-                price_source = price.source
+                price_source = price.source_for(usage)
                 fine_tuned = price.fine_tuned
             else:
                 cost = input_cost = price_source = None
@@ -497,8 +509,9 @@ class CallSpec:
             entry = kept.entry
         else:
             priced_as, price = self.price_for(rt, model, response_model)
-            found = self._entry(rt, priced_as, attribution, tokens, price)
-            if found is None:  # a model or provider past its label limit: priced on its own
+            timed = self._priced.timed  # a timed price bills each call at its own time
+            found = None if timed else self._entry(rt, priced_as, attribution, tokens, price)
+            if found is None:  # timed, or a model or provider past its label limit: on its own
                 self._deliver_usage(rt, model, tokens, latency_s, response_model, None)
                 return
             model, entry = priced_as, found
@@ -591,6 +604,7 @@ def record(
     input_audio_tokens: int = 0,
     output_audio_tokens: int = 0,
     service_tier: str = "",
+    response_model: str = "",
 ) -> CostRecord | None:
     """Record a call costwatch did not wrap.  Returns the priced ``CostRecord``.
 
@@ -601,7 +615,9 @@ def record(
     server-side searches the call ran, billed per search; ``input_audio_tokens`` and
     ``output_audio_tokens`` the audio parts of ``input_tokens`` and ``output_tokens``, billed
     at the audio rates; ``service_tier`` the processing tier that served the call (OpenAI
-    ``flex``, ``priority``), priced at that tier's price.
+    ``flex``, ``priority``), priced at that tier's price.  ``response_model`` is the model the
+    response named: a call to an Azure deployment name (or a proxy's alias) is priced as that
+    model when ``model`` itself has no price, as the SDK path does.
     """
     fresh, read, write, output, reasoning, write_1h, web, files, audio_in, audio_out = counts(
         _RECORD_COUNTS,  # a ValueError naming the argument that is not a count
@@ -634,7 +650,7 @@ def record(
     spec = CallSpec(
         provider, model, stage, operation or DEFAULT_OPERATION.get(stage, stage), batch=batch
     )
-    return spec.emit(model, usage, latency_s, status=status)
+    return spec.emit(model, usage, latency_s, status=status, response_model=response_model)
 
 
 _RECORD_COUNTS = (

@@ -46,7 +46,7 @@ from costwatch._core.record import TokenUsage
 from costwatch._core.sink import CacheEvent
 
 if TYPE_CHECKING:
-    from costwatch.pricing._catalog import PriceCatalog
+    from costwatch.pricing import PriceCatalog
 
 TallyKey = tuple[str, str, str, tuple[str, ...], int]
 """``(provider, stage, model, attribution tags in force, price tier index)``: values, never

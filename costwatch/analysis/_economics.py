@@ -25,7 +25,7 @@ from typing import Any
 from costwatch._core.errors import ConfigError
 from costwatch.analysis._scenarios import Candidate, Current, Scenarios
 from costwatch.analysis._traffic import PipelineTraffic, Traffic
-from costwatch.pricing._catalog import Price, PriceCatalog
+from costwatch.pricing import Price, PriceCatalog
 from costwatch.pricing._training_prices import base_model_name, training_price
 
 _ZERO = Decimal(0)

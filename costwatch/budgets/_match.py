@@ -18,7 +18,7 @@ MATCH_DIMENSIONS = ("provider", "model", "stage", "strategy")
 
 
 class PriceLike(Protocol):
-    """What budgets need of ``costwatch.pricing._catalog.Price``."""
+    """What budgets need of ``costwatch.pricing.Price``."""
 
     def cost(self, usage: TokenUsage) -> Decimal: ...
 

@@ -81,7 +81,7 @@ def _provider_behind(client: Any, default: str) -> str:
     if base_url is None:
         return default
     try:
-        from costwatch.pricing._catalog import provider_for_url
+        from costwatch.pricing import provider_for_url
 
         return provider_for_url(str(base_url)) or default
     except Exception as exc:

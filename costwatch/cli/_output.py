@@ -18,7 +18,7 @@ from costwatch._core.money import format_usd as format_usd
 from costwatch._core.money import usd as usd
 
 if TYPE_CHECKING:
-    from costwatch.pricing._catalog import PriceCatalog
+    from costwatch.pricing import PriceCatalog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,7 +84,7 @@ def positive_usd(ctx: click.Context, param: click.Parameter, value: str) -> Deci
 
 def load_prices(path: str | None) -> PriceCatalog:
     """The price catalog with the user's price file, or a one-line error saying what is wrong."""
-    from costwatch.pricing._catalog import PriceCatalog
+    from costwatch.pricing import PriceCatalog
 
     try:
         return PriceCatalog(path)

@@ -36,7 +36,7 @@ def estimate(
 
     Input tokens are counted with tiktoken (the model's own tokenizer for OpenAI models).
     """
-    from costwatch._core.tokens import estimate_cost, format_estimate
+    from costwatch.pricing import estimate_cost, format_estimate
 
     catalog = load_prices(price_file)
     result = estimate_cost(_read(file), model, provider, catalog, output_tokens)

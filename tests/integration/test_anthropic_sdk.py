@@ -231,10 +231,12 @@ async def test_async_beta_messages_are_recorded(
     assert [r.cost_usd for r in capture.records] == [COST, COST]
 
 
+@pytest.mark.clock(1748858400.0)  # 2025-06-02T10:00Z: DeepSeek standard hours, before 2025-09
 def test_an_anthropic_client_pointed_at_a_compatible_api_is_priced_as_that_provider(
     cw: Any, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
-    """DeepSeek serves its models through an Anthropic-compatible API too."""
+    """DeepSeek serves its models through an Anthropic-compatible API too (priced at the
+    injected clock: the prices in force then, whatever time the test runs at)."""
     fake_provider.anthropic_usage = AnthropicUsage(input_tokens=1000, output_tokens=200)
     client = cw.instrument(
         anthropic.Anthropic(

@@ -40,7 +40,7 @@ from costwatch.budgets._budget import (
     BudgetStatusError,
     budget_status,
 )
-from costwatch.pricing._catalog import Price
+from costwatch.pricing import Price
 from tests._fixtures.capture import CaptureSink
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import pytest
 from costwatch._core.errors import BudgetExceeded
 from costwatch.budgets._backend import RedisBudgetBackend
 from costwatch.budgets._budget import Budget, BudgetCall, BudgetRegistry
-from costwatch.pricing._catalog import Price
+from costwatch.pricing import Price
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess
 

@@ -342,3 +342,66 @@ def test_the_demo_without_the_sdks_says_how_to_install_them() -> None:
     )
     assert run.returncode == 1
     assert_one_line_error(run, "anthropic not installed", "pip install 'costwatch[demo]'")
+
+
+def test_prices_at_a_date_shows_the_price_in_force_then_with_its_window_and_source() -> None:
+    run = costwatch("prices", "deepseek-chat", "--at", "2025-09-10")
+    assert run.returncode == 0, run.stderr
+    assert "from        https://api-docs.deepseek.com/quick_start/pricing" in run.stdout
+    assert "in force    2025-09-05 16:00 UTC -> 2025-09-29 00:00 UTC" in run.stdout
+    [row] = [r for r in map(str.split, run.stdout.splitlines()) if r[:2] == ["input", "always"]]
+    assert row[:3] == ["input", "always", "0.56"]
+    assert row[-6:] == [
+        "2025-09-05",
+        "16:00",
+        "->",
+        "2025-09-29",
+        "00:00",
+        "bundled:supersedes-genai-prices",
+    ]
+    rows = json.loads(costwatch("prices", "deepseek-chat", "--at", "2025-09-10", "--json").stdout)
+    assert {(r["rate"], r["usd"]) for r in rows["rows"] if r["applies"] is None} >= {
+        ("input", "0.56"),
+        ("cache read", "0.07"),
+        ("output", "1.68"),
+    }
+    assert {r["valid_from"] for r in rows["rows"]} == {"2025-09-05T16:00:00+00:00"}
+    assert {r["source"] for r in rows["rows"]} == {"bundled:supersedes-genai-prices"}
+    bad = costwatch("prices", "deepseek-chat", "--at", "last tuesday")
+    assert_one_line_error(bad, "'--at'", "not a date")
+
+
+def test_prices_shows_tiers_audio_and_processing_tiers_as_rows() -> None:
+    claude = json.loads(
+        costwatch("prices", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "--json").stdout
+    )
+    long_input = {
+        r["usd"] for r in claude["rows"] if r["rate"] == "input" and r["applies"] is not None
+    }
+    assert long_input == {"6.6"}  # AWS regional: $6.60 above 200k prompt tokens
+    audio = json.loads(costwatch("prices", "gpt-4o-audio-preview", "--json").stdout)
+    assert {(r["rate"], r["usd"]) for r in audio["rows"]} >= {
+        ("input (audio)", "40"),
+        ("output (audio)", "80"),
+    }
+    flex = json.loads(costwatch("prices", "o4-mini", "--json").stdout)
+    assert {r["applies"] for r in flex["rows"]} >= {"service_tier=flex", "batch=True"}
+
+
+def test_a_model_only_in_the_price_file_needs_no_provider(tmp_path: Path) -> None:
+    """The README's self-hosted example, as the README writes it."""
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(
+        "models:\n  - {provider: self-hosted, model: llama-3-70b-ft, gpu_hour_usd: 4.10,"
+        " tokens_per_second: 2500, fine_tuned: true}\n",
+        encoding="utf-8",
+    )
+    shown = costwatch("prices", "llama-3-70b-ft", "--prices", str(prices))
+    assert shown.returncode == 0, shown.stdout
+    assert "provider    self-hosted" in shown.stdout and "source      user" in shown.stdout
+    estimate = costwatch(
+        "estimate", "--model", "llama-3-70b-ft", "--prices", str(prices), stdin="Hello there."
+    )
+    assert estimate.returncode == 0, estimate.stderr
+    assert "provider       self-hosted" in estimate.stdout
+    assert "price source   user" in estimate.stdout

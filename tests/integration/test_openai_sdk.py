@@ -32,6 +32,8 @@ from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
 )
 
 M = Decimal(1_000_000)
+JUNE_2_2025_10H = 1748858400.0
+"""2025-06-02T10:00:00Z as UTC seconds."""
 MESSAGES = [{"role": "user", "content": "What is the refund policy?"}]
 
 # gpt-4o-mini: 1200 prompt tokens of which 1024 cached, 300 completion tokens.
@@ -689,6 +691,7 @@ def test_a_budget_reserves_for_an_azure_deployment_at_the_price_its_responses_na
     assert [r.cost_usd for r in capture.records if r.status == "ok"] == [MINI_COST] * 2
 
 
+@pytest.mark.clock(JUNE_2_2025_10H)  # DeepSeek standard hours, before its 2025-09 list
 @pytest.mark.parametrize(
     ("base_url", "model", "provider", "cost"),
     [

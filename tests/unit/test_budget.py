@@ -28,7 +28,7 @@ from costwatch.budgets._budget import (
     to_nano,
     to_nano_ceiling,
 )
-from costwatch.pricing._catalog import Price, PriceTier
+from costwatch.pricing import Price, PriceTier
 from tests._fixtures.capture import CaptureSink
 
 # $1 per million input tokens, $4 per million output tokens

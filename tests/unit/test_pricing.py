@@ -13,11 +13,11 @@ import pytest
 
 from costwatch._core.errors import ConfigError
 from costwatch._core.record import TokenUsage
-from costwatch.pricing import _catalog as _pricing
-from costwatch.pricing._catalog import (
+from costwatch.pricing import (
     Price,
     PriceCatalog,
     PriceTier,
+    _genai_prices,
     format_price_table,
     load_user_prices,
     model_candidates,
@@ -515,13 +515,13 @@ def test_resolution_is_memoised_and_genai_prices_is_asked_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[tuple[str, tuple[str, ...]]] = []
-    real = _pricing._genai_lookup
+    real = _genai_prices.lookup
 
-    def counting(provider: str, candidates: Any, fine_tuned: bool) -> Price | None:
+    def counting(provider: str, candidates: Any, fine_tuned: bool) -> Any:
         calls.append((provider, tuple(candidates)))
         return real(provider, candidates, fine_tuned)
 
-    monkeypatch.setattr(_pricing, "_genai_lookup", counting)
+    monkeypatch.setattr(_genai_prices, "lookup", counting)
     catalog = PriceCatalog()
     first = catalog.resolve("openai", "gpt-4o-mini")
     second = catalog.resolve("openai", "gpt-4o-mini")
@@ -534,13 +534,13 @@ def test_resolution_is_memoised_and_genai_prices_is_asked_once(
 
 def test_concurrent_first_resolution_looks_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = _pricing._genai_lookup
+    real = _genai_prices.lookup
 
-    def counting(provider: str, candidates: Any, fine_tuned: bool) -> Price | None:
+    def counting(provider: str, candidates: Any, fine_tuned: bool) -> Any:
         calls.append(provider)
         return real(provider, candidates, fine_tuned)
 
-    monkeypatch.setattr(_pricing, "_genai_lookup", counting)
+    monkeypatch.setattr(_genai_prices, "lookup", counting)
     catalog = PriceCatalog()
     barrier = threading.Barrier(16)
     seen: list[Price | None] = []
@@ -567,7 +567,7 @@ def test_without_genai_prices_only_user_and_bundled_prices_resolve() -> None:
 def test_building_a_catalog_does_not_import_genai_prices() -> None:
     code = (
         "import sys\n"
-        "from costwatch.pricing._catalog import PriceCatalog\n"
+        "from costwatch.pricing import PriceCatalog\n"
         "PriceCatalog({'models': [{'provider': 'a', 'model': 'b', 'input_per_mtok': 1}]})\n"
         "print('genai_prices' in sys.modules)\n"
     )
@@ -623,6 +623,29 @@ def test_building_a_catalog_does_not_import_genai_prices() -> None:
         (
             {"provider": "x", "model": "m", "input_per_mtok": 1, "batch_discount": 2},
             "prices.models[0].batch_discount",
+        ),
+        (
+            {"provider": "x", "model": "m", "input_per_mtok": 1, "valid_from": "soon"},
+            "prices.models[0].valid_from",
+        ),
+        (
+            {
+                "provider": "x",
+                "model": "m",
+                "input_per_mtok": 1,
+                "valid_from": "2026-02-01",
+                "valid_to": "2026-01-01",
+            },
+            "prices.models[0].valid_to",
+        ),
+        (
+            {
+                "provider": "x",
+                "model": "m",
+                "input_per_mtok": 1,
+                "long_context": [{"above_prompt_tokens": 200000, "input_per_mtok": 2}],
+            },
+            "prices.models[0].long_context[0].output_per_mtok",
         ),
     ],
 )
@@ -682,3 +705,275 @@ def test_the_price_table_of_an_unknown_model_says_how_to_add_one(catalog: PriceC
     text = format_price_table(catalog, "in-house-7b", "self-hosted")
     assert "no price" in text
     assert "provider: self-hosted" in text and "model: in-house-7b" in text
+
+
+# --- snapshot suffixes: only well-formed ones resolve ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "resolves_as"),
+    [
+        ("openai", "gpt-4o-mini-2024-07-18", "genai-prices:openai/gpt-4o-mini"),
+        ("openai", "gpt-4-0613", "genai-prices:openai/gpt-4"),
+        ("anthropic", "claude-sonnet-4-5-20250929", "genai-prices:anthropic/claude-sonnet-4-5"),
+        ("anthropic", "claude-3-5-sonnet-latest", "genai-prices:anthropic/claude-3-5-sonnet"),
+        ("google", "claude-sonnet-4-5@20250929", "genai-prices:google/claude-sonnet-4-5"),
+        ("google", "gemini-2.0-flash-001", "genai-prices:google/gemini-2.0-flash"),
+        ("mistral", "mistral-small-2503", "bundled:mistral/mistral-small-latest"),
+        ("mistral", "mistral-small-2506", "genai-prices:mistral/mistral-small-3.2-24b-instruct"),
+        (
+            "aws",
+            "eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "genai-prices:aws/regional.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        ),
+        ("anthropic", "claude-sonnet-4-5-2025929", None),  # 2025-09-29 mistyped
+        ("anthropic", "claude-sonnet-4-5-20251345", None),  # month 13
+        ("openai", "gpt-4o-mini-v2", None),
+        ("openai", "gpt-4o-mini-1399", None),  # neither MMDD nor YYMM
+        ("google", "gemini-2.5-pro-ultra", None),
+        ("aws", "global.anthropic.claude-sonnet-4-5-2025929-v1:0", None),
+    ],
+)
+def test_only_well_formed_snapshot_suffixes_resolve_to_a_known_model(
+    catalog: PriceCatalog, provider: str, model: str, resolves_as: str | None
+) -> None:
+    price = catalog.resolve(provider, model)
+    assert (price.matched if price is not None else None) == resolves_as
+
+
+def test_a_user_model_is_not_borrowed_by_a_name_that_extends_it() -> None:
+    catalog = PriceCatalog(
+        {
+            "models": [
+                {
+                    "provider": "x",
+                    "model": "llama-3-70b-ft",
+                    "gpu_hour_usd": 4,
+                    "tokens_per_second": 100,
+                }
+            ]
+        }
+    )
+    assert catalog.resolve("openai", "llama-3-70b-ft") is not None
+    assert catalog.resolve("openai", "llama-3-70b-ft-v2") is None
+    assert catalog.resolve("openai", "llama-3-70b-ft-2") is None
+
+
+def test_model_candidates_keep_ill_formed_suffixes() -> None:
+    assert model_candidates("claude-sonnet-4-5-2025929") == ("claude-sonnet-4-5-2025929",)
+    assert model_candidates("mistral-small-2503") == (
+        "mistral-small-2503",
+        "mistral-small",
+        "mistral-small-latest",
+    )
+    assert "claude-sonnet-4-5" in model_candidates("us.anthropic.claude-sonnet-4-5-20250929-v1:0")
+
+
+# --- long-context tiers on every route ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "base_in", "tier_in", "tier_out"),
+    [
+        ("anthropic", "claude-sonnet-4-20250514", "3", "6", "22.50"),
+        ("aws", "global.anthropic.claude-sonnet-4-5-20250929-v1:0", "3", "6", "22.50"),
+        ("aws", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "3.30", "6.60", "24.75"),
+        ("aws", "anthropic.claude-sonnet-4-20250514-v1:0", "3", "6", "22.50"),
+        ("google", "claude-sonnet-4@20250514", "3", "6", "22.50"),
+    ],
+)
+def test_a_route_without_tier_data_inherits_the_first_party_long_context_tier(
+    catalog: PriceCatalog, provider: str, model: str, base_in: str, tier_in: str, tier_out: str
+) -> None:
+    # Anthropic: above 200k prompt tokens Sonnet 4/4.5 bill $6 / $22.50 (2x input, 1.5x output);
+    # AWS bills its regional endpoints 10 % above global at either rate.
+    price = price_of(catalog, provider, model)
+    assert price.input * M == usd(base_in)
+    [tier] = price.tiers
+    assert tier.above_prompt_tokens == 200_000
+    assert (tier.price.input * M, tier.price.output * M) == (usd(tier_in), usd(tier_out))
+
+
+# --- prices over time ---------------------------------------------------------------------------
+
+
+def _ts(*parts: int) -> float:
+    from datetime import UTC, datetime
+
+    return datetime(*parts, tzinfo=UTC).timestamp()  # type: ignore[arg-type]
+
+
+def test_deepseek_is_priced_at_the_time_of_each_call() -> None:
+    now = [_ts(2025, 6, 2, 16, 29)]
+    catalog = PriceCatalog(clock=lambda: now[0])
+    peak = price_of(catalog, "deepseek", "deepseek-chat")
+    now[0] = _ts(2025, 6, 2, 16, 30)
+    off_peak = price_of(catalog, "deepseek", "deepseek-chat")
+    now[0] = _ts(2025, 9, 5, 16)
+    september = price_of(catalog, "deepseek", "deepseek-chat")
+    assert (peak.input * M, off_peak.input * M, september.input * M) == (
+        usd("0.27"),
+        usd("0.135"),
+        usd("0.56"),
+    )
+    assert september.source == "bundled:supersedes-genai-prices"
+    assert catalog.resolve("deepseek", "deepseek-chat", at=_ts(2026, 1, 1)).input * M == usd("0.28")
+
+
+def test_a_timed_price_is_evaluated_once_per_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from costwatch.pricing._timeline import Conditional
+
+    evaluations: list[float] = []
+    real = Conditional.at
+
+    def counting(self: Conditional, ts: float) -> Any:
+        evaluations.append(ts)
+        return real(self, ts)
+
+    monkeypatch.setattr(Conditional, "at", counting)
+    catalog = PriceCatalog()
+    start = _ts(2025, 6, 2, 1)
+    for minute in range(600):  # 01:00 to 11:00 UTC: one window (00:30-16:30)
+        catalog.resolve("deepseek", "deepseek-chat", at=start + 60 * minute)
+    assert set(evaluations) == {start}  # looked at once, for the first call of the window
+    catalog.resolve("deepseek", "deepseek-chat", at=_ts(2025, 6, 2, 17))
+    assert set(evaluations) == {start, _ts(2025, 6, 2, 17)}
+
+
+def test_is_timed_only_while_a_price_change_lies_ahead() -> None:
+    assert PriceCatalog(clock=lambda: _ts(2025, 6, 2, 10)).is_timed("deepseek", "deepseek-chat")
+    later = PriceCatalog(clock=lambda: _ts(2026, 12, 1))
+    assert not later.is_timed("deepseek", "deepseek-chat")  # no boundary after 2025-09-29
+    assert not later.is_timed("openai", "gpt-4o-mini")
+
+
+def test_user_entries_are_in_force_in_their_window_only() -> None:
+    catalog = PriceCatalog(
+        {
+            "models": [
+                {
+                    "provider": "openai",
+                    "model": "gpt-4o-mini",
+                    "input_per_mtok": "0.10",
+                    "output_per_mtok": "0.40",
+                    "valid_from": "2026-01-01",
+                    "valid_to": "2026-07-01T00:00:00Z",
+                },
+                {
+                    "provider": "openai",
+                    "model": "gpt-4o-mini",
+                    "input_per_mtok": "0.12",
+                    "output_per_mtok": "0.48",
+                    "valid_from": "2026-07-01",
+                },
+            ]
+        }
+    )
+
+    def input_at(*parts: int) -> tuple[Decimal, str]:
+        price = catalog.resolve("openai", "gpt-4o-mini", at=_ts(*parts))
+        assert price is not None
+        return price.input * M, price.source
+
+    assert input_at(2025, 12, 31, 23, 59) == (usd("0.15"), "genai-prices")
+    assert input_at(2026, 1, 1) == (usd("0.10"), "user")
+    assert input_at(2026, 6, 30, 23, 59) == (usd("0.10"), "user")
+    assert input_at(2026, 7, 1) == (usd("0.12"), "user")
+
+
+# --- the user's entries are whole ----------------------------------------------------------------
+
+
+def test_a_user_entry_inherits_missing_token_prices_scaled_by_its_own_ratio(
+    catalog: PriceCatalog,
+) -> None:
+    # Sonnet 4.5 list: $3 input, $0.30 read, $3.75 / $6 writes, $15 output.  Negotiated: $2.40
+    # input (x0.8), $12 output: the cache prices follow the input ratio.
+    mine = PriceCatalog(
+        {
+            "models": [
+                {
+                    "provider": "anthropic",
+                    "model": "claude-sonnet-4-5",
+                    "input_per_mtok": "2.40",
+                    "output_per_mtok": "12",
+                }
+            ]
+        }
+    )
+    price = price_of(mine, "anthropic", "claude-sonnet-4-5-20250929")
+    assert price.source == "user"
+    assert (price.cache_read * M, price.cache_write * M, price.cache_write_1h * M) == (  # type: ignore[operator]
+        usd("0.24"),
+        usd("3.00"),
+        usd("4.80"),
+    )
+    assert set(price.inherited) == {"cache_read", "cache_write", "cache_write_1h"}
+    table = format_price_table(mine, "claude-sonnet-4-5-20250929", "anthropic")
+    assert "cache read            0.24  (= inherited from the catalog, scaled)" in table
+
+
+def test_a_model_only_in_the_user_file_resolves_without_a_provider() -> None:
+    catalog = PriceCatalog(
+        {
+            "models": [
+                {
+                    "provider": "self-hosted",
+                    "model": "llama-3-70b-ft",
+                    "gpu_hour_usd": "4.10",
+                    "tokens_per_second": 2500,
+                }
+            ]
+        }
+    )
+    assert price_of(catalog, "", "llama-3-70b-ft").source == "user"
+    assert "provider    self-hosted" in format_price_table(catalog, "llama-3-70b-ft")
+
+
+# --- the bundled table ---------------------------------------------------------------------------
+
+
+def test_every_bundled_price_says_where_it_comes_from() -> None:
+    from costwatch.pricing._bundled import bundled_rules
+
+    rules = bundled_rules()
+    assert len(rules) > 20
+    for rule in rules:
+        assert rule.price.provenance.startswith("https://"), rule.describe()
+        assert "(read 20" in rule.price.provenance, rule.describe()
+
+
+# --- `costwatch prices` as data -------------------------------------------------------------------
+
+
+def test_the_price_view_has_tiers_audio_batch_and_processing_tiers_with_a_source_each() -> None:
+    from datetime import UTC, datetime
+
+    from costwatch.pricing import price_view
+
+    catalog = PriceCatalog()
+    view = price_view(catalog, "gemini-2.5-pro")
+    conditions = {row.condition for row in view.rows}
+    assert {"", "above 200000 prompt tokens", "batch=True"} <= conditions
+    assert all(row.source.startswith("genai-prices") for row in view.rows)
+    [long_input] = [r for r in view.rows if r.condition.startswith("above") and r.item == "input"]
+    assert long_input.usd == usd("2.5") and long_input.unit == "per 1M tokens"
+
+    audio = price_view(catalog, "gpt-4o-audio-preview")
+    rates = {(r.item, r.condition): r for r in audio.rows}
+    assert rates[("input (audio)", "")].usd == usd("40")
+    assert rates[("output (audio)", "")].usd == usd("80")
+    assert "platform.openai.com" in rates[("input", "")].provenance
+    assert rates[("input", "")].source == "bundled"
+    unknown = {(r.item, r.condition): r for r in price_view(catalog, "gpt-4o-mini").rows}
+    assert unknown[("input (audio)", "")].note.startswith("unknown")
+
+    tiers = {r.condition for r in price_view(catalog, "o4-mini").rows}
+    assert {"service_tier=flex", "service_tier=priority"} <= tiers
+
+    at = datetime(2025, 9, 10, tzinfo=UTC)
+    dated = price_view(catalog, "deepseek-chat", at=at)
+    assert dated.valid_from == datetime(2025, 9, 5, 16, tzinfo=UTC)
+    assert dated.valid_to == datetime(2025, 9, 29, tzinfo=UTC)
+    assert all(row.valid_from == dated.valid_from for row in dated.rows)
+    assert {r.usd for r in dated.rows if r.item == "input" and not r.condition} == {usd("0.56")}

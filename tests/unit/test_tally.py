@@ -334,7 +334,7 @@ def test_tallied_tenants_past_the_limit_become_other_and_each_call_is_counted(
 
 def test_a_call_appended_while_its_entry_is_folded_is_kept() -> None:
     from costwatch.accounting._tally import Tally
-    from costwatch.pricing._catalog import PriceCatalog
+    from costwatch.pricing import PriceCatalog
 
     tally = Tally(PriceCatalog())
     cursor = tally.cursor()
@@ -486,7 +486,7 @@ def test_cache_lookups_are_counted_per_thread_and_exact_for_every_reader(
 def test_a_cache_reader_gets_each_lookup_once_with_what_it_saved() -> None:
     from costwatch._core.sink import CacheEvent
     from costwatch.accounting._tally import Tally, cache_key
-    from costwatch.pricing._catalog import PriceCatalog
+    from costwatch.pricing import PriceCatalog
 
     tally = Tally(PriceCatalog())
     ledger, exporter = tally.cursor(), tally.cursor()

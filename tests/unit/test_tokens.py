@@ -24,11 +24,9 @@ from costwatch._core.tokens import (
     count_message_tokens,
     count_tokens,
     encoding_name_for,
-    estimate_cost,
-    format_estimate,
     seed_tiktoken_cache,
 )
-from costwatch.pricing._catalog import PriceCatalog
+from costwatch.pricing import PriceCatalog, estimate_cost, format_estimate
 from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401  (fixture)
 
 TEXT = (
