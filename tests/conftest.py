@@ -10,6 +10,7 @@ import pytest
 
 from costwatch.cache._backend import sync_trackers
 from tests._fixtures.capture import CaptureSink
+from tests._fixtures.redis_cluster import RedisCluster
 from tests._fixtures.redis_proc import RedisProcess
 from tests._fixtures.tiktoken_cache import tiktoken_cache_dir  # noqa: F401 - session fixture
 
@@ -67,3 +68,24 @@ def cw(capture: CaptureSink) -> Iterator[Any]:
     )
     yield costwatch
     costwatch._configure.shutdown()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_process() -> Iterator[RedisCluster]:
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_process: RedisCluster) -> RedisCluster:
+    """A real 3-master Redis Cluster, empty and healthy at the start of each test."""
+    for node in redis_cluster_process.nodes:
+        if node.proc is None or node.proc.poll() is not None:
+            node.start()
+    redis_cluster_process.wait_ok()
+    redis_cluster_process.flush()
+    return redis_cluster_process

@@ -1,0 +1,192 @@
+"""A real 3-master Redis Cluster: three ``redis-server --cluster-enabled yes`` processes on free
+loopback ports, joined by ``redis-cli --cluster create``; one node can be restarted on its port
+(it rejoins from its ``nodes.conf``).  Started and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (+10000) is free too."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port > 55535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def _command(port: int, *words: str, timeout: float = 2.0) -> bytes:
+    """One inline command to ``127.0.0.1:port``; the raw reply (enough for status checks)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(" ".join(words).encode() + b"\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+            if reply.startswith(b"$"):  # a bulk string: read until its announced length
+                head, _, body = reply.partition(b"\r\n")
+                while len(body) < int(head[1:]) + 2:
+                    more = s.recv(65536)
+                    if not more:
+                        break
+                    body += more
+                return body
+        return reply
+
+
+class ClusterNode:
+    """One ``redis-server`` of the cluster, in its own directory (with its ``nodes.conf``)."""
+
+    def __init__(self, binary: str, port: int) -> None:
+        self.binary = binary
+        self.port = port
+        self.dir = tempfile.mkdtemp(prefix=f"costwatch-cluster-{port}-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if _command(self.port, "PING", timeout=0.2).startswith(b"+PONG"):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"cluster node did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """Three masters, no replicas: ``start()``, ``restart(i)``, ``flush()``, ``cleanup()``."""
+
+    def __init__(self, masters: int = 3) -> None:
+        server = shutil.which("redis-server")
+        cli = shutil.which("redis-cli")
+        if server is None or cli is None:
+            raise RuntimeError("redis-server/redis-cli are not installed (apt-get install redis)")
+        self.cli = cli
+        self.nodes = [ClusterNode(server, free_cluster_port()) for _ in range(masters)]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """A seed URL in the cluster form costwatch understands (any node finds the others)."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    @property
+    def node_url(self) -> str:
+        """The plain URL of one node (what a standalone client would be handed)."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+        self.wait_ok()
+
+    def wait_ok(self, timeout_s: float = 30.0) -> None:
+        """Until every node reports ``cluster_state:ok`` and knows all the masters."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if all(self._healthy(port) for port in self.ports):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"cluster on {self.ports} did not reach cluster_state:ok")
+
+    def _healthy(self, port: int) -> bool:
+        info = _command(port, "CLUSTER", "INFO")
+        if b"cluster_state:ok" not in info:
+            return False
+        return b"cluster_known_nodes:%d" % len(self.nodes) in info
+
+    def index_of(self, port: int) -> int:
+        """Index of the node listening on ``port`` (redis-py names nodes by host and port)."""
+        return self.ports.index(port)
+
+    def restart(self, index: int, *, down_s: float = 0.0) -> None:
+        """Kill node ``index`` (its data is lost: no persistence) and start it again on the same
+        port; it rejoins from its ``nodes.conf`` with the same slots."""
+        node = self.nodes[index]
+        node.stop()
+        if down_s:
+            time.sleep(down_s)
+        node.start()
+        self.wait_ok()
+
+    def flush(self) -> None:
+        for port in self.ports:
+            _command(port, "FLUSHALL")
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
