@@ -141,6 +141,7 @@ def configure(
     *,
     otel_spans: bool | None = None,
     redis_timeout_s: float | None = None,
+    redis_cluster: bool | None = None,
     warm_up: bool | None = None,
     registry: Any = None,
     meter_provider: Any = None,
@@ -166,6 +167,7 @@ def configure(
             "strict": strict,
             "otel_spans": otel_spans,
             "redis_timeout_s": redis_timeout_s,
+            "redis_cluster": redis_cluster,
             "warm_up": warm_up,
         }
     )

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from costwatch._core.errors import ConfigError
+from costwatch._core.redis import URL_SCHEMES
 
 ENV_PREFIX = "COSTWATCH_"
 
@@ -21,6 +22,8 @@ class Settings(BaseModel):
 
     service: str = Field(default="default", min_length=1, max_length=128)
     redis_url: str | None = None
+    redis_cluster: bool = False
+    """``redis_url`` names a node of a Redis Cluster (also said by a ``redis+cluster://`` URL)."""
     prices: str | dict[str, Any] | None = None
     """A YAML file of user prices, or the same structure as a dict (negotiated, self-hosted)."""
     prometheus: bool = True
@@ -39,8 +42,8 @@ class Settings(BaseModel):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if not value.startswith(URL_SCHEMES):
+            raise ValueError("must start with " + ", ".join(URL_SCHEMES))
         return value
 
     @field_validator("label_limits")
