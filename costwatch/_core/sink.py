@@ -68,6 +68,8 @@ class Sink(Protocol):
 
     def on_budget_blocked(self, budget: str) -> None: ...
 
+    def on_budget_state_lost(self, budget: str) -> None: ...
+
     def on_internal_error(self, component: str) -> None: ...
 
 
@@ -87,6 +89,9 @@ class BaseSink:
         return None
 
     def on_budget_blocked(self, budget: str) -> None:
+        return None
+
+    def on_budget_state_lost(self, budget: str) -> None:
         return None
 
     def on_internal_error(self, component: str) -> None:

@@ -17,6 +17,7 @@ class CaptureSink(BaseSink):
         self.cache: list[CacheEvent] = []
         self.budgets: list[tuple[str, Decimal, Decimal]] = []
         self.blocked: list[str] = []
+        self.state_lost: list[str] = []
         self.internal_errors: list[str] = []
 
     def on_record(self, record: CostRecord) -> None:
@@ -38,6 +39,10 @@ class CaptureSink(BaseSink):
     def on_budget_blocked(self, budget: str) -> None:
         with self._lock:
             self.blocked.append(budget)
+
+    def on_budget_state_lost(self, budget: str) -> None:
+        with self._lock:
+            self.state_lost.append(budget)
 
     def on_internal_error(self, component: str) -> None:
         with self._lock:
