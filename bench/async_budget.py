@@ -64,9 +64,7 @@ def main() -> None:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         proxy = LatencyProxy(port, args.delay_ms / 1000).start()
         try:
-            costwatch.configure(
-                service="bench", prometheus=False, otel=False, redis_url=proxy.url
-            )
+            costwatch.configure(service="bench", prometheus=False, otel=False, redis_url=proxy.url)
             costwatch.budget("bench", limit_usd=1_000_000, window="month", action="block")
             bare, batch = asyncio.run(measure(proxy.url, args.calls, args.repeat))
             costwatch.runtime().budgets.flush()

@@ -68,6 +68,8 @@ class _Backend(Protocol):
 
     def add_blocked(self, budget: str) -> None: ...
 
+    def add_state_lost(self, budget: str) -> None: ...
+
     def add_internal_error(self, component: str) -> None: ...
 
 
@@ -190,6 +192,12 @@ class PrometheusSink(BaseSink):
     def on_budget_blocked(self, budget: str) -> None:
         try:
             self._backend.add_blocked(budget)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_budget_state_lost(self, budget: str) -> None:
+        try:
+            self._backend.add_state_lost(budget)
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 

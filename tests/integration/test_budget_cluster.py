@@ -29,9 +29,7 @@ WORST = Decimal("0.003")  # 1000 prompt tokens + 500 output tokens at PRICE
 
 
 def call(tags: dict[str, str] | None = None) -> BudgetCall:
-    return BudgetCall(
-        "openai", "gpt-4o-mini", "generation", "base", tags or {}, PRICE, 1000, 500
-    )
+    return BudgetCall("openai", "gpt-4o-mini", "generation", "base", tags or {}, PRICE, 1000, 500)
 
 
 def node_of(cluster: RedisCluster, backend: RedisBudgetBackend, name: str) -> int:

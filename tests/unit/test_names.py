@@ -134,8 +134,9 @@ def test_spend_metrics_carry_the_common_spend_labels() -> None:
 def test_extensions_beyond_the_design_table_are_marked() -> None:
     extensions = {s.name for s in names.PROMETHEUS_METRICS if s.name not in DESIGN_TABLE}
 
-    assert extensions == {"costwatch_label_overflow_total"}
+    assert extensions == {"costwatch_label_overflow_total", "costwatch_budget_state_lost_total"}
     assert names.LABEL_OVERFLOW.extension
+    assert names.BUDGET_STATE_LOST.extension
 
 
 def test_every_series_name_belongs_to_exactly_one_metric() -> None:
