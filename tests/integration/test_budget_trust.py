@@ -48,9 +48,7 @@ def sink() -> CaptureSink:
 
 
 @pytest.fixture
-def make_registry(
-    redis_server: str, sink: CaptureSink
-) -> Iterator[Callable[..., BudgetRegistry]]:
+def make_registry(redis_server: str, sink: CaptureSink) -> Iterator[Callable[..., BudgetRegistry]]:
     made: list[BudgetRegistry] = []
 
     def make(clock: Callable[[], float] = time.time, **options: Any) -> BudgetRegistry:

@@ -1,0 +1,128 @@
+"""Async calls under a budget reserve through ``redis.asyncio``: the event loop never blocks,
+concurrent calls share round trips, ``asyncio.run()`` per call leaks no connection, and no
+redis-py warning reaches the host's stderr.  Redis is 30 ms away behind a latency proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+import costwatch
+from tests._fixtures.capture import CaptureSink
+from tests._fixtures.latency_proxy import LatencyProxy
+from tests._fixtures.redis_proc import RedisProcess
+
+REPO = Path(__file__).resolve().parents[2]
+DELAY_S = 0.03
+RESPONSE = {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 20, "completion_tokens": 10}}
+
+
+@pytest.fixture
+def proxy(redis_server: str, redis_process: RedisProcess) -> Iterator[LatencyProxy]:
+    latency = LatencyProxy(redis_process.port, DELAY_S).start()
+    yield latency
+    latency.close()
+
+
+@pytest.fixture
+def configured(proxy: LatencyProxy, capture: CaptureSink) -> Iterator[Any]:
+    costwatch.configure(
+        service="t", strict=True, prometheus=False, otel=False, warm_up=False,
+        redis_url=proxy.url, redis_timeout_s=2.0, sinks=[capture],
+    )  # fmt: skip
+    costwatch.budget("async", 1000, "day", action="block")
+    yield costwatch
+    costwatch._configure.shutdown()
+
+
+def test_fifty_concurrent_async_calls_take_about_two_round_trips_and_never_block_the_loop(
+    configured: Any, proxy: LatencyProxy, capture: CaptureSink
+) -> None:
+    @costwatch.generation(provider="openai", model="gpt-4o-mini")
+    async def answer(prompt: str, max_tokens: int = 100) -> dict[str, Any]:
+        return RESPONSE
+
+    async def run() -> tuple[float, float, float]:
+        bare = redis.asyncio.Redis.from_url(proxy.url)
+        await bare.ping()
+        await answer("warm up")  # connection and script load
+        t0 = time.perf_counter()
+        await bare.ping()
+        rtt = time.perf_counter() - t0
+        await bare.aclose()
+
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.002)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        t0 = time.perf_counter()
+        await asyncio.gather(*(answer(f"question {i}") for i in range(50)))
+        elapsed = time.perf_counter() - t0
+        done.set()
+        await tick
+        return rtt, elapsed, max(gaps)
+
+    rtt, elapsed, longest_stall = asyncio.run(run())
+    assert rtt >= DELAY_S
+    assert elapsed <= 2.5 * rtt, (elapsed, rtt)  # today: ~50 round trips
+    assert longest_stall < DELAY_S, longest_stall  # a blocking reservation stalls 30 ms
+    rt = costwatch.runtime()
+    assert rt.budgets.flush()
+    assert rt.budgets.status("async").holds == 0
+    assert len(capture.records) == 51
+
+
+def test_asyncio_run_per_call_leaks_no_connection_and_warns_nothing(
+    redis_server: str,
+) -> None:
+    script = f"""
+import asyncio, os
+import costwatch
+costwatch.configure(service="cli", prometheus=False, warm_up=False, redis_url={redis_server!r})
+costwatch.budget("per-run", 1000, "day", action="block")
+
+@costwatch.generation(provider="openai", model="gpt-4o-mini")
+async def answer(prompt, max_tokens=50):
+    return {RESPONSE!r}
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+asyncio.run(answer("first"))
+before = fds()
+for i in range(300):
+    asyncio.run(answer(f"call {{i}}"))
+print(before, fds())
+costwatch.runtime().budgets.flush()
+print(costwatch.runtime().budgets.status("per-run").spent_usd > 0)
+"""
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no UserWarning (sync Retry), no ResourceWarning
+    counts, spent = result.stdout.split("\n")[:2]
+    before, after = map(int, counts.split())
+    assert after <= before + 2, (before, after)  # today: one more socket per asyncio.run()
+    assert spent == "True"
