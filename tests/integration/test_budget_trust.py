@@ -373,3 +373,39 @@ print("done")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
+
+
+# --------------------------------------------------------------------------- injected client
+
+
+def test_an_injected_client_carries_budgets_for_sync_and_async_calls(
+    redis_server: str, capture: CaptureSink
+) -> None:
+    import asyncio
+
+    import costwatch
+
+    client = redis.Redis.from_url(redis_server, socket_timeout=1.0)
+    costwatch.configure(
+        service="t", strict=True, prometheus=False, otel=False, warm_up=False,
+        redis_client=client, sinks=[capture],
+    )  # fmt: skip
+    try:
+        costwatch.budget("injected", "0.0002", "day", action="block")
+
+        @costwatch.generation(provider="openai", model="gpt-4o-mini")
+        async def answer(prompt: str, max_tokens: int = 100) -> dict[str, Any]:
+            return {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+        asyncio.run(answer("hi"))
+        budgets = costwatch.runtime().budgets
+        assert isinstance(budgets.backend, RedisBudgetBackend)
+        assert budgets.backend.client is client
+        assert budgets.flush()
+        with pytest.raises(BudgetExceeded):
+            for _ in range(50):
+                asyncio.run(answer("again"))
+                budgets.flush()
+        assert budget_status(redis_server).count("injected") == 1
+    finally:
+        costwatch._configure.shutdown()
