@@ -397,14 +397,14 @@ def test_an_injected_client_carries_budgets_for_sync_and_async_calls(
         async def answer(prompt: str, max_tokens: int = 100) -> dict[str, Any]:
             return {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
 
-        asyncio.run(answer("hi"))
+        asyncio.run(answer("hi", max_tokens=100))
         budgets = costwatch.runtime().budgets
         assert isinstance(budgets.backend, RedisBudgetBackend)
         assert budgets.backend.client is client
         assert budgets.flush()
         with pytest.raises(BudgetExceeded):
             for _ in range(50):
-                asyncio.run(answer("again"))
+                asyncio.run(answer("again", max_tokens=100))
                 budgets.flush()
         assert budget_status(redis_server).count("injected") == 1
     finally:
