@@ -190,7 +190,7 @@ class BudgetRegistry:
                     self.worker.flush()
                     results = self.backend.reserve(plan[1])
             except BackendUnavailable as exc:
-                return self._backend_down(plan[0], exc)
+                return self._backend_down(plan, exc)
             return self._conclude(plan, results)
         except BudgetExceeded:
             raise
@@ -214,7 +214,7 @@ class BudgetRegistry:
                     await asyncio.to_thread(self.worker.flush)
                     results = await backend.reserve(plan[1])
             except BackendUnavailable as exc:
-                return self._backend_down(plan[0], exc)
+                return self._backend_down(plan, exc)
             return self._conclude(plan, results)
         except BudgetExceeded:
             raise
@@ -365,7 +365,13 @@ class BudgetRegistry:
             except Exception as exc:
                 errors.report("sink", exc)
 
-    def _backend_down(self, matched: list[Budget], exc: BackendUnavailable) -> Reservation | None:
+    def _backend_down(self, plan: _Plan, exc: BackendUnavailable) -> Reservation | None:
+        matched, requests, _, now = plan
+        # Some scripts may have run (a Cluster node that answered, a reply lost to a timeout):
+        # release every hold this call asked for; releasing one never made is a no-op.
+        for budget, request in zip(matched, requests, strict=True):
+            self.worker.pending.append(QueuedSettle(budget, request.hold_id, 0, now))
+        self.worker.wake()
         with self._lock:
             self.backend_errors += 1
             now = time.monotonic()
