@@ -160,7 +160,8 @@ def configure(
     Invalid values raise :class:`costwatch.ConfigError` naming the field.  ``registry``,
     ``meter_provider``, ``tracer_provider``, ``clock`` and ``sinks`` inject the globals
     (tests build fresh ones); ``redis_client`` is a Redis client of the host's making (Sentinel,
-    a cluster client) that budgets use instead of one built from ``redis_url``.  Reconfiguring replaces the previous runtime and its totals.
+    a cluster client) that budgets use instead of one built from ``redis_url``.  Reconfiguring
+    replaces the previous runtime and its totals.
     """
     settings = load_settings(
         {
