@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 logger = logging.getLogger("costwatch.budget")
 
@@ -171,12 +171,7 @@ class WebhookSender:
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every queued alert was delivered or given up on; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return _drained(self._queue, timeout_s)
 
     def after_fork_in_child(self) -> None:
         """Alerts queued before the fork are the parent's to post."""
@@ -264,18 +259,23 @@ class CallbackRunner:
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every submitted callback returned or timed out; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return _drained(self._queue, timeout_s)
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._queue = queue.Queue(self._queue.maxsize)
         self._thread = None
         self._runner = None
+
+
+def _drained(items: queue.Queue[Any], timeout_s: float) -> bool:
+    """Wait until every item put on ``items`` was done with; False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while items.unfinished_tasks:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def _run_callbacks(inbox: queue.Queue[tuple[AlertCallback, BudgetAlert, threading.Event]]) -> None:

@@ -22,6 +22,8 @@ result says which moment it used (``now_ms``).
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +33,23 @@ from costwatch.budgets._window import Window
 
 BUDGET_INDEX_KEY = "cw:budgets"
 """Hash ``name -> JSON definition`` of every registered budget (``costwatch budget status``)."""
+
+
+class ProcessIds:
+    """Ids unique across processes and forks: the pid, a random tag, then a counter."""
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._prefix = ""
+        self._count = itertools.count()
+
+    def new(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid = pid
+            self._prefix = f"{pid:x}.{os.urandom(4).hex()}."
+            self._count = itertools.count()
+        return self._prefix + str(next(self._count))
 
 
 class BackendUnavailable(Exception):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from costwatch.budgets._backend import (
     BackendUnavailable,
     BudgetKeys,
     BudgetReading,
+    ProcessIds,
     ReserveRequest,
     ReserveResult,
     Settlement,
@@ -48,23 +48,6 @@ def _errors() -> tuple[type[BaseException], ...]:
     import redis
 
     return (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError, OSError)
-
-
-class _Epochs:
-    """Fresh epoch names: unique per process (pid and random) and per use."""
-
-    def __init__(self) -> None:
-        self._pid = 0
-        self._prefix = ""
-        self._count = itertools.count()
-
-    def new(self) -> str:
-        pid = os.getpid()
-        if pid != self._pid:
-            self._pid = pid
-            self._prefix = f"{pid:x}.{os.urandom(4).hex()}."
-            self._count = itertools.count()
-        return self._prefix + str(next(self._count))
 
 
 def _reserve_call(req: ReserveRequest, now: Any, new_epoch: str) -> Call:
@@ -152,7 +135,7 @@ class RedisBudgetBackend:
         self._down = _errors()
         self._noscript: type[BaseException] = redis.exceptions.NoScriptError
         self._response_error: type[BaseException] = redis.exceptions.ResponseError
-        self._epochs = _Epochs()
+        self._epochs = ProcessIds()
         self._prefixes: dict[str, bytes] = {}
         self._idle: list[Any] = []
         self._idle_pid = os.getpid()
@@ -196,7 +179,8 @@ class RedisBudgetBackend:
     def _pipelined(self, calls: Sequence[Call]) -> list[Any]:
         """EVALSHA each call in one round trip (one per node on a Cluster, in parallel);
         reload and rerun only those that met NOSCRIPT (a restarted or flushed Redis).  An
-        unreachable Redis raises; other error replies are returned in their place."""
+        unreachable Redis raises; other error replies are returned in their place.  The
+        asyncio twin is ``AsyncRedisBudgetBackend._pipelined`` (differs only by ``await``)."""
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):

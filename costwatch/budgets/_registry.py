@@ -7,7 +7,6 @@ shutdown and the reset after a fork.  What it does off the call path is its
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import threading
 import time
@@ -23,6 +22,7 @@ from costwatch.budgets._backend import (
     BackendUnavailable,
     BudgetBackend,
     MemoryBudgetBackend,
+    ProcessIds,
     ReserveRequest,
     ReserveResult,
 )
@@ -82,17 +82,13 @@ class BudgetRegistry:
             clock,
             lambda: self.service,
             webhooks=webhooks,
-            callbacks=CallbackRunner(
-                timeout_s=callback_timeout_s, on_timeout=self._callback_timed_out
-            ),
+            callback_timeout_s=callback_timeout_s,
             retry_interval_s=retry_interval_s,
             gauge_refresh_s=gauge_refresh_s,
             batch_delay_s=batch_delay_s,
             max_pending=max_pending,
         )
-        self._ids_pid = 0
-        self._id_prefix = ""
-        self._ids = itertools.count()
+        self._ids = ProcessIds()
         self._last_down_log = 0.0
         self.backend_errors = 0
         """Calls that met an unreachable backend (on_backend_error applied)."""
@@ -158,14 +154,6 @@ class BudgetRegistry:
     def budgets(self) -> tuple[Budget, ...]:
         return self._budgets
 
-    def _next_id(self) -> str:
-        pid = os.getpid()
-        if pid != self._ids_pid:
-            self._ids_pid = pid
-            self._id_prefix = f"{pid:x}.{os.urandom(4).hex()}."
-            self._ids = itertools.count()
-        return self._id_prefix + str(next(self._ids))
-
     # -- the call path (sync and async twins) -------------------------------------------------
 
     def reserve(self, call: BudgetCall) -> Reservation | None:
@@ -176,7 +164,7 @@ class BudgetRegistry:
         over its limit, or any budget whose backend is unreachable with
         ``on_backend_error="deny"`` or whose state was lost with ``on_state_lost="deny"``.
         Returns ``None`` when no budget matches (or the backend is down and every matching
-        budget allows).
+        budget allows).  :meth:`areserve` is its asyncio twin, differing only by ``await``.
         """
         try:
             plan = self._plan(call)
@@ -199,8 +187,9 @@ class BudgetRegistry:
             return None
 
     async def areserve(self, call: BudgetCall) -> Reservation | None:
-        """The asyncio twin of :meth:`reserve`: reserves through ``redis.asyncio`` (the
-        reservations of calls started together share round trips) and never blocks the loop."""
+        """The asyncio twin of :meth:`reserve` (differs only by ``await``): reserves through
+        ``redis.asyncio`` (the reservations of calls started together share round trips) and
+        never blocks the loop."""
         try:
             plan = self._plan(call)
             if plan is None:
@@ -245,7 +234,7 @@ class BudgetRegistry:
                     now_ms,
                     budget.limit_nano,
                     amount,
-                    self._next_id(),
+                    self._ids.new(),
                     budget.hold_ms,
                     budget.enforce,
                     budget.epoch,
@@ -355,13 +344,6 @@ class BudgetRegistry:
         for sink in self._sinks_getter():
             try:
                 sink.on_budget_blocked(budget.name)
-            except Exception as exc:
-                errors.report("sink", exc)
-
-    def _callback_timed_out(self) -> None:
-        for sink in self._sinks_getter():
-            try:
-                sink.on_internal_error("budget_callback")
             except Exception as exc:
                 errors.report("sink", exc)
 

@@ -65,7 +65,7 @@ class SettlementWorker:
         service: Callable[[], str],
         *,
         webhooks: WebhookSender | None = None,
-        callbacks: CallbackRunner | None = None,
+        callback_timeout_s: float = 5.0,
         retry_interval_s: float = 1.0,
         gauge_refresh_s: float = 30.0,
         batch_delay_s: float = 0.005,
@@ -77,7 +77,9 @@ class SettlementWorker:
         self.clock = clock
         self._service = service
         self.webhooks = webhooks or WebhookSender()
-        self.callbacks = callbacks or CallbackRunner(on_timeout=self._callback_timed_out)
+        self.callbacks = CallbackRunner(
+            timeout_s=callback_timeout_s, on_timeout=self._callback_timed_out
+        )
         self.pending: deque[Pending] = deque()
         self._max_pending = max_pending
         self._retry_interval_s = retry_interval_s
