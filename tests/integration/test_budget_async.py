@@ -10,14 +10,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import redis.asyncio
 
 import costwatch
+from costwatch._core.errors import BudgetExceeded
 from tests._fixtures.capture import CaptureSink
+from tests._fixtures.fake_providers import FakeProvider, OpenAIUsage
+from tests._fixtures.fake_providers import fake_provider_fixture as fake_provider  # noqa: F401
 from tests._fixtures.latency_proxy import LatencyProxy
 from tests._fixtures.redis_proc import RedisProcess
 
@@ -126,3 +131,55 @@ print(costwatch.runtime().budgets.status("per-run").spent_usd > 0)
     before, after = map(int, counts.split())
     assert after <= before + 2, (before, after)  # today: one more socket per asyncio.run()
     assert spent == "True"
+
+
+def test_an_instrumented_async_client_reserves_without_blocking_and_is_refused_when_spent(
+    configured: Any,
+    fake_provider: FakeProvider,
+    capture: CaptureSink,  # noqa: F811
+) -> None:
+    fake_provider.openai_usage = OpenAIUsage(prompt_tokens=15, completion_tokens=100)
+    costwatch.budget("tight", "0.0006", "day", action="block", match={"model": "gpt-4o-mini"})
+    client = costwatch.instrument(
+        openai.AsyncOpenAI(base_url=fake_provider.openai_base_url, api_key="t", max_retries=0)
+    )
+    messages = [{"role": "user", "content": "What is the refund policy?"}]
+
+    async def run() -> tuple[int, int, float]:
+        flush = costwatch.runtime().budgets.flush
+        await client.chat.completions.create(  # warm up: tokenizer, connections, scripts
+            model="gpt-4o-mini", messages=messages, max_tokens=200
+        )
+        answered, refused = 1, 0
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.002)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        for _ in range(12):
+            try:
+                await client.chat.completions.create(
+                    model="gpt-4o-mini", messages=messages, max_tokens=200
+                )
+                answered += 1
+            except BudgetExceeded:
+                refused += 1
+            await asyncio.to_thread(flush)  # the test's own wait, off the loop
+        done.set()
+        await tick
+        await client.close()
+        return answered, refused, max(gaps)
+
+    answered, refused, longest_stall = asyncio.run(run())
+    assert answered > 0 and refused > 0
+    assert longest_stall < DELAY_S, longest_stall
+    status = costwatch.runtime().budgets.status("tight")
+    assert status.spent_usd <= Decimal("0.0006")
+    assert status.spent_usd == sum(r.cost_usd for r in capture.records if r.cost_usd)
