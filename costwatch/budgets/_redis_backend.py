@@ -297,12 +297,7 @@ class RedisBudgetBackend:
             breaker.record_failure()
             raise BackendUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
         breaker.record_success()
-        results = []
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-            results.append(_reserve_result(reply))
-        return results
+        return [_reserve_result(reply) for reply in _replies(replies)]
 
     def settle(self, settlements: Sequence[Settlement]) -> list[SettleResult]:
         if not settlements:
@@ -410,13 +405,7 @@ class AsyncRedisBudgetBackend:
         conn.waiting.append((requests, future))
         if conn.task is None:
             conn.task = asyncio.get_running_loop().create_task(self._send(conn))
-        replies = await future
-        results = []
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-            results.append(_reserve_result(reply))
-        return results
+        return [_reserve_result(reply) for reply in _replies(await future)]
 
     async def _send(self, conn: _LoopConnection) -> None:
         sync = self._sync
@@ -483,10 +472,19 @@ class AsyncRedisBudgetBackend:
 
 
 def _replies(replies: list[Any]) -> list[Any]:
-    """``replies``, or the first error reply raised."""
+    """``replies``, or the first error reply raised as ``BackendUnavailable``: an error reply
+    (a cluster node's ``MOVED``, ``CLUSTERDOWN``, ``OOM``, ``READONLY``...) leaves the budget
+    as unknown as an unreachable Redis, so ``on_backend_error`` applies and queued settlements
+    are kept for retry."""
     for reply in replies:
         if isinstance(reply, BaseException):
-            raise reply
+            message = str(reply)
+            if type(reply).__name__ in ("MovedError", "AskError"):
+                message += (
+                    " (this Redis is a node of a Redis Cluster: use a redis+cluster:// URL or "
+                    "configure(redis_cluster=True))"
+                )
+            raise BackendUnavailable(f"Redis error: {type(reply).__name__}: {message}") from reply
     return replies
 
 

@@ -201,3 +201,29 @@ def test_configure_with_a_cluster_url_shares_a_block_budget(
         assert "cfg" in budget_status(redis_cluster.url)
     finally:
         costwatch._configure.shutdown()
+
+
+def test_a_plain_url_to_one_cluster_node_applies_deny_and_keeps_settlements(
+    redis_cluster: RedisCluster, sink: CaptureSink
+) -> None:
+    """Pointed at one node without saying "cluster", a budget whose slot lives elsewhere
+    meets MOVED: that is an unknown budget state, so on_backend_error applies (it was
+    silently allowed) and settlements stay queued (they were dropped)."""
+    seed = RedisBudgetBackend.from_url(redis_cluster.url, timeout_s=1.0)
+    elsewhere = next(n for i, n in names_on_nodes(redis_cluster, seed).items() if i != 0)
+    seed.close()
+    plain = RedisBudgetBackend.from_url(redis_cluster.node_url, timeout_s=1.0)
+    assert not plain.cluster
+    registry = BudgetRegistry(plain, time.time, lambda: (sink,))
+    try:
+        registry.add(Budget(elsewhere, 10, "day", action="block", on_backend_error="deny"))
+        for _ in range(5):
+            with pytest.raises(BudgetExceeded, match="redis\\+cluster://"):
+                registry.reserve(call())
+        registry.charge(call(), Decimal("0.5"))
+        assert not registry.flush(timeout_s=1)
+        assert len(registry.pending) >= 1  # kept for retry, not dropped
+        assert "budget_backend" in sink.internal_errors
+    finally:
+        registry.worker.pending.clear()
+        registry.close()
