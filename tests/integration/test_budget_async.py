@@ -21,8 +21,11 @@ import redis.asyncio
 import costwatch
 from costwatch._core.errors import BudgetExceeded
 from tests._fixtures.capture import CaptureSink
-from tests._fixtures.fake_providers import FakeProvider, OpenAIUsage
-from tests._fixtures.fake_providers import fake_provider_fixture as fake_provider  # noqa: F401
+from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
+    FakeProvider,
+    OpenAIUsage,
+    fake_provider_fixture,
+)
 from tests._fixtures.latency_proxy import LatencyProxy
 from tests._fixtures.redis_proc import RedisProcess
 
@@ -134,9 +137,7 @@ print(costwatch.runtime().budgets.status("per-run").spent_usd > 0)
 
 
 def test_an_instrumented_async_client_reserves_without_blocking_and_is_refused_when_spent(
-    configured: Any,
-    fake_provider: FakeProvider,
-    capture: CaptureSink,  # noqa: F811
+    configured: Any, fake_provider: FakeProvider, capture: CaptureSink
 ) -> None:
     fake_provider.openai_usage = OpenAIUsage(prompt_tokens=15, completion_tokens=100)
     costwatch.budget("tight", "0.0006", "day", action="block", match={"model": "gpt-4o-mini"})
