@@ -204,6 +204,9 @@ class BudgetRegistry:
                     results = await backend.reserve(plan[1])
             except BackendUnavailable as exc:
                 return self._backend_down(plan, exc)
+            except asyncio.CancelledError:  # the holds may have been granted: release them
+                self._release(plan)
+                raise
             return self._conclude(plan, results)
         except BudgetExceeded:
             raise
@@ -347,13 +350,18 @@ class BudgetRegistry:
             except Exception as exc:
                 errors.report("sink", exc)
 
-    def _backend_down(self, plan: _Plan, exc: BackendUnavailable) -> Reservation | None:
+    def _release(self, plan: _Plan) -> None:
+        """Queue the release of every hold ``plan`` asked for (releasing one that was never
+        made is a no-op): for a call whose reservation's outcome it never learnt."""
         matched, requests, _, now = plan
-        # Some scripts may have run (a Cluster node that answered, a reply lost to a timeout):
-        # release every hold this call asked for; releasing one never made is a no-op.
         for budget, request in zip(matched, requests, strict=True):
             self.worker.pending.append(QueuedSettle(budget, request.hold_id, 0, now))
         self.worker.wake()
+
+    def _backend_down(self, plan: _Plan, exc: BackendUnavailable) -> Reservation | None:
+        # Some scripts may have run (a Cluster node that answered, a reply lost to a timeout).
+        self._release(plan)
+        matched = plan[0]
         with self._lock:
             self.backend_errors += 1
             now = time.monotonic()

@@ -184,3 +184,24 @@ def test_an_instrumented_async_client_reserves_without_blocking_and_is_refused_w
     status = costwatch.runtime().budgets.status("tight")
     assert status.spent_usd <= Decimal("0.0006")
     assert status.spent_usd == sum(r.cost_usd for r in capture.records if r.cost_usd)
+
+
+def test_an_async_call_cancelled_while_reserving_leaves_no_hold(configured: Any) -> None:
+    @costwatch.generation(provider="openai", model="gpt-4o-mini")
+    async def answer(prompt: str, max_tokens: int = 100) -> dict[str, Any]:
+        return RESPONSE
+
+    async def run() -> None:
+        await answer("warm up", max_tokens=100)
+        tasks = [asyncio.create_task(answer(f"q{i}", max_tokens=100)) for i in range(10)]
+        await asyncio.sleep(DELAY_S / 3)  # the reservations are on their way to Redis
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(2 * DELAY_S)  # their replies arrive: the holds were granted
+
+    asyncio.run(run())
+    budgets = costwatch.runtime().budgets
+    assert budgets.flush()
+    status = budgets.status("async")
+    assert (status.holds, status.reserved_usd) == (0, 0)
