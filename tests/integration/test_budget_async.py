@@ -59,7 +59,7 @@ def test_fifty_concurrent_async_calls_take_about_two_round_trips_and_never_block
     async def answer(prompt: str, max_tokens: int = 100) -> dict[str, Any]:
         return RESPONSE
 
-    async def run() -> tuple[float, float, float]:
+    async def run() -> tuple[float, float, int]:
         bare = redis.asyncio.Redis.from_url(proxy.url)
         await bare.ping()
         await answer("warm up")  # connection and script load
@@ -85,12 +85,13 @@ def test_fifty_concurrent_async_calls_take_about_two_round_trips_and_never_block
         elapsed = time.perf_counter() - t0
         done.set()
         await tick
-        return rtt, elapsed, max(gaps)
+        return rtt, elapsed, sum(gap >= DELAY_S for gap in gaps)
 
-    rtt, elapsed, longest_stall = asyncio.run(run())
+    rtt, elapsed, stalls = asyncio.run(run())
     assert rtt >= DELAY_S
-    assert elapsed <= 2.5 * rtt, (elapsed, rtt)  # today: ~50 round trips
-    assert longest_stall < DELAY_S, longest_stall  # a blocking reservation stalls 30 ms
+    # ~1.5 round trips here; 3 leaves room for a loaded machine (blocking: ~50 round trips)
+    assert elapsed <= 3 * rtt, (elapsed, rtt)
+    assert stalls <= 2, stalls  # a blocking reservation stalls the loop 30 ms per call
     rt = costwatch.runtime()
     assert rt.budgets.flush()
     assert rt.budgets.status("async").holds == 0
@@ -146,7 +147,7 @@ def test_an_instrumented_async_client_reserves_without_blocking_and_is_refused_w
     )
     messages = [{"role": "user", "content": "What is the refund policy?"}]
 
-    async def run() -> tuple[int, int, float]:
+    async def run() -> tuple[int, int, int]:
         flush = costwatch.runtime().budgets.flush
         await client.chat.completions.create(  # warm up: tokenizer, connections, scripts
             model="gpt-4o-mini", messages=messages, max_tokens=200
@@ -176,11 +177,11 @@ def test_an_instrumented_async_client_reserves_without_blocking_and_is_refused_w
         done.set()
         await tick
         await client.close()
-        return answered, refused, max(gaps)
+        return answered, refused, sum(gap >= DELAY_S for gap in gaps)
 
-    answered, refused, longest_stall = asyncio.run(run())
+    answered, refused, stalls = asyncio.run(run())
     assert answered > 0 and refused > 0
-    assert longest_stall < DELAY_S, longest_stall
+    assert stalls <= 2, stalls  # a blocking reservation stalls the loop 30 ms per call
     status = costwatch.runtime().budgets.status("tight")
     assert status.spent_usd <= Decimal("0.0006")
     assert status.spent_usd == sum(r.cost_usd for r in capture.records if r.cost_usd)
