@@ -59,9 +59,13 @@ class Reservation:
             queue = self._queue
             now = queue.clock()
             append = queue.pending.append
+            queued = False
             for budget, settle_id in self._holds:
-                append(QueuedSettle(budget, settle_id, cost, now))
-            queue.wake()
+                if settle_id or cost:  # nothing held and nothing spent: nothing to send
+                    append(QueuedSettle(budget, settle_id, cost, now))
+                    queued = True
+            if queued:
+                queue.wake()
         except Exception as exc:
             errors.report("budget", exc)
 

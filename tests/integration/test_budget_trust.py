@@ -198,10 +198,10 @@ def evalsha_calls(url: str) -> int:
     return int(stats.get("calls", 0))
 
 
-def test_a_free_call_is_never_refused_and_makes_no_round_trip(
-    make_registry: Callable[..., BudgetRegistry], redis_server: str
-) -> None:
-    registry = make_registry()
+def test_a_free_call_is_never_refused_and_makes_no_round_trip(own_redis: RedisProcess) -> None:
+    # a Redis of its own: other tests' registries refresh their gauges on the shared one
+    redis_server = own_redis.url
+    registry = BudgetRegistry(RedisBudgetBackend.from_url(redis_server, timeout_s=2.0))
     registry.add(Budget("spent", "0.003", "day", action="block"))
     spend(registry, "0.003")
     with pytest.raises(BudgetExceeded):
@@ -215,6 +215,7 @@ def test_a_free_call_is_never_refused_and_makes_no_round_trip(
     assert evalsha_calls(redis_server) == before
     with pytest.raises(BudgetExceeded):  # an unpriced call may cost anything: still checked
         registry.reserve(call(price=None))
+    registry.close()
 
 
 def test_a_process_s_own_settled_call_never_blocks_its_next_call(
