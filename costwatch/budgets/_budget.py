@@ -5,15 +5,16 @@ Before a matching call the recorder asks the registry to :meth:`~BudgetRegistry.
 call's worst-case cost (one backend round trip for all matching budgets); a ``block`` budget
 that would go over its limit raises :class:`costwatch.BudgetExceeded` before the provider is
 called.  After the call the recorder settles the reservation to the actual cost: the settlement
-is queued and a background thread applies it (pipelined), so the host's call path pays exactly
-one round trip.  Threshold alerts, the budget gauges and webhook posts also happen off the path.
+is queued and a background thread applies it (pipelined), so the host's call path pays at most
+one round trip (none for a call known to cost $0; async calls await it without blocking).  Threshold alerts, the budget gauges and webhook posts also happen off the path.
 
-The parts: amounts in ``_budget_money``, windows in ``_budget_window``, calls and ``match=``
-selectors in ``_budget_match``, ``Budget`` and ``BudgetStatus`` in ``_budget_definition``, the
-queued work and ``Reservation`` in ``_budget_queue``, ``BudgetRegistry`` and its call path in
-``_budget_registry``, its background settlement thread in ``_budget_settle``.  This module
-keeps the public ``budget()``, the text of ``costwatch budget status`` and the names other
-modules import from it.
+The parts: amounts in ``_money``, windows in ``_window``, calls and ``match=`` selectors in
+``_match``, ``Budget`` and ``BudgetStatus`` in ``_definition``, alerts and the callback runner
+in ``_alerts``, the queued work and ``Reservation`` in ``_queue``, the backend protocol and its
+memory twin in ``_backend``, Redis in ``_redis_backend`` with its scripts in ``_scripts``,
+``BudgetRegistry`` and its call path (sync and async) in ``_registry``, the settlement worker
+it owns in ``_settle``.  This module keeps the public ``budget()``, the text of ``costwatch
+budget status`` and the names other modules import from it.
 """
 
 from __future__ import annotations
