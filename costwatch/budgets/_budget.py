@@ -6,7 +6,8 @@ call's worst-case cost (one backend round trip for all matching budgets); a ``bl
 that would go over its limit raises :class:`costwatch.BudgetExceeded` before the provider is
 called.  After the call the recorder settles the reservation to the actual cost: the settlement
 is queued and a background thread applies it (pipelined), so the host's call path pays at most
-one round trip (none for a call known to cost $0; async calls await it without blocking).  Threshold alerts, the budget gauges and webhook posts also happen off the path.
+one round trip (none for a call known to cost $0; async calls await it without blocking).
+Threshold alerts, the budget gauges and webhook posts also happen off the path.
 
 The parts: amounts in ``_money``, windows in ``_window``, calls and ``match=`` selectors in
 ``_match``, ``Budget`` and ``BudgetStatus`` in ``_definition``, alerts and the callback runner
