@@ -111,6 +111,9 @@ class WebhookSender:
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
+        self.on_failure: Callable[[], None] = lambda: None
+        """Called (on the webhook thread) for each alert given up on: the settlement worker
+        counts it in ``costwatch_internal_errors_total{component="budget_webhook"}``."""
 
     def send(self, url: str, alert: BudgetAlert) -> None:
         body = json.dumps(alert.to_json()).encode()
@@ -166,6 +169,8 @@ class WebhookSender:
                     logger.warning(
                         "costwatch budget webhook failed after %d attempts: %r", attempts, exc
                     )
+                    with contextlib.suppress(Exception):
+                        self.on_failure()
                     return
                 self._sleep(self.backoff_s * (2**attempt))
 

@@ -77,8 +77,9 @@ class SettlementWorker:
         self.clock = clock
         self._service = service
         self.webhooks = webhooks or WebhookSender()
+        self.webhooks.on_failure = lambda: self._count_internal("budget_webhook")
         self.callbacks = CallbackRunner(
-            timeout_s=callback_timeout_s, on_timeout=self._callback_timed_out
+            timeout_s=callback_timeout_s, on_timeout=lambda: self._count_internal("budget_callback")
         )
         self.pending: deque[Pending] = deque()
         self._max_pending = max_pending
@@ -103,10 +104,11 @@ class SettlementWorker:
         """A batch is being applied right now (taken off ``pending``, not yet settled)."""
         return self._drain_lock.locked()
 
-    def _callback_timed_out(self) -> None:
+    def _count_internal(self, component: str) -> None:
+        """A user's callback or webhook that timed out or failed: counted, never raised."""
         for sink in self._sinks():
             try:
-                sink.on_internal_error("budget_callback")
+                sink.on_internal_error(component)
             except Exception as exc:
                 errors.report("sink", exc)
 
