@@ -34,6 +34,37 @@ DELAY_S = 0.03
 RESPONSE = {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 20, "completion_tokens": 10}}
 
 
+class LoopStalls:
+    """Counts the times the event loop could not run a 2 ms ticker for a round trip or more
+    (what a blocking reservation through the proxy does, once per call)."""
+
+    def __init__(self) -> None:
+        self.gaps: list[float] = []
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopStalls:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._done.set()
+        assert self._task is not None
+        await self._task
+
+    async def _tick(self) -> None:
+        last = time.perf_counter()
+        while not self._done.is_set():
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            self.gaps.append(now - last)
+            last = now
+
+    @property
+    def count(self) -> int:
+        return sum(gap >= DELAY_S for gap in self.gaps)
+
+
 @pytest.fixture
 def proxy(redis_server: str, redis_process: RedisProcess) -> Iterator[LatencyProxy]:
     latency = LatencyProxy(redis_process.port, DELAY_S).start()
@@ -68,30 +99,18 @@ def test_fifty_concurrent_async_calls_take_about_two_round_trips_and_never_block
         rtt = time.perf_counter() - t0
         await bare.aclose()
 
-        gaps: list[float] = []
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            last = time.perf_counter()
-            while not done.is_set():
-                await asyncio.sleep(0.002)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
-
-        tick = asyncio.create_task(ticker())
-        t0 = time.perf_counter()
-        await asyncio.gather(*(answer(f"question {i}") for i in range(50)))
-        elapsed = time.perf_counter() - t0
-        done.set()
-        await tick
-        return rtt, elapsed, sum(gap >= DELAY_S for gap in gaps)
+        async with LoopStalls() as stalls:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(answer(f"question {i}") for i in range(50)))
+            elapsed = time.perf_counter() - t0
+        return rtt, elapsed, stalls.count
 
     rtt, elapsed, stalls = asyncio.run(run())
     assert rtt >= DELAY_S
     # ~1.5 round trips here; 3 leaves room for a loaded machine (blocking: ~50 round trips)
     assert elapsed <= 3 * rtt, (elapsed, rtt)
-    assert stalls <= 2, stalls  # a blocking reservation stalls the loop 30 ms per call
+    # a blocking reservation stalls the loop a round trip per call (50); a loaded machine a few
+    assert stalls <= 10, stalls
     rt = costwatch.runtime()
     assert rt.budgets.flush()
     assert rt.budgets.status("async").holds == 0
@@ -153,35 +172,23 @@ def test_an_instrumented_async_client_reserves_without_blocking_and_is_refused_w
             model="gpt-4o-mini", messages=messages, max_tokens=200
         )
         answered, refused = 1, 0
-        gaps: list[float] = []
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            last = time.perf_counter()
-            while not done.is_set():
-                await asyncio.sleep(0.002)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
-
-        tick = asyncio.create_task(ticker())
-        for _ in range(12):
-            try:
-                await client.chat.completions.create(
-                    model="gpt-4o-mini", messages=messages, max_tokens=200
-                )
-                answered += 1
-            except BudgetExceeded:
-                refused += 1
-            await asyncio.to_thread(flush)  # the test's own wait, off the loop
-        done.set()
-        await tick
+        async with LoopStalls() as stalls:
+            for _ in range(12):
+                try:
+                    await client.chat.completions.create(
+                        model="gpt-4o-mini", messages=messages, max_tokens=200
+                    )
+                    answered += 1
+                except BudgetExceeded:
+                    refused += 1
+                await asyncio.to_thread(flush)  # the test's own wait, off the loop
         await client.close()
-        return answered, refused, sum(gap >= DELAY_S for gap in gaps)
+        return answered, refused, stalls.count
 
     answered, refused, stalls = asyncio.run(run())
     assert answered > 0 and refused > 0
-    assert stalls <= 2, stalls  # a blocking reservation stalls the loop 30 ms per call
+    # a blocking reservation stalls the loop a round trip per call (12); a loaded machine a few
+    assert stalls <= 6, stalls
     status = costwatch.runtime().budgets.status("tight")
     assert status.spent_usd <= Decimal("0.0006")
     assert status.spent_usd == sum(r.cost_usd for r in capture.records if r.cost_usd)
