@@ -107,8 +107,9 @@ def test_fifty_concurrent_async_calls_take_about_two_round_trips_and_never_block
 
     rtt, elapsed, stalls = asyncio.run(run())
     assert rtt >= DELAY_S
-    # ~1.5 round trips here; 3 leaves room for a loaded machine (blocking: ~50 round trips)
-    assert elapsed <= 3 * rtt, (elapsed, rtt)
+    # ~1.5 round trips on a quiet machine (bench/async_budget.py); 5 leaves room for 50 calls'
+    # CPU work on a loaded one, and is still a tenth of what blocking reservations take (~50)
+    assert elapsed <= 5 * rtt, (elapsed, rtt)
     # a blocking reservation stalls the loop a round trip per call (50); a loaded machine a few
     assert stalls <= 10, stalls
     rt = costwatch.runtime()
