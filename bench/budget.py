@@ -32,7 +32,8 @@ import redis
 from _shared import redis_url
 
 import costwatch
-from costwatch.budgets._backend import RESERVE_LUA, RESERVE_SHA, BudgetKeys
+from costwatch.budgets._backend import BudgetKeys
+from costwatch.budgets._scripts import RESERVE_LUA, RESERVE_SHA
 
 PROMPT = "What is the refund policy for annual plans bought through a reseller?"
 RESPONSE = {
@@ -71,28 +72,30 @@ def main() -> None:
         client = redis.Redis.from_url(url, socket_timeout=0.1, socket_connect_timeout=0.1)
         client.script_load(RESERVE_LUA)
         keys = BudgetKeys("bare")
-        position = budget.window.locate(time.time())
+        kind, size, count = budget.window.script_args
         limit = budget.limit_nano
         worst = 194_400  # 1 + ~14 prompt tokens and 256 output tokens of gpt-4o-mini, nano-$
         hold_ids = iter(range(10**12))
 
         def bare_evalsha() -> object:
-            now_ms = int(time.time() * 1000)
             return client.evalsha(
                 RESERVE_SHA,
                 3,
                 keys.spent,
                 keys.holds,
                 keys.amounts,
-                now_ms,
-                position.cur,
-                position.min,
+                "",  # Redis's own TIME
+                kind,
+                size,
+                count,
                 limit,
                 worst,
                 f"bare.{next(hold_ids)}",
-                now_ms + 600_000,
+                600_000,
                 1,
-                720,
+                "e",
+                "e",
+                0,
             )
 
         def with_budget() -> object:

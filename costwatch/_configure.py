@@ -39,6 +39,7 @@ class Runtime:
         tracer_provider: Any = None,
         clock: Callable[[], float] = time.time,
         sinks: Iterable[Sink] = (),
+        redis_client: Any = None,
     ) -> None:
         from costwatch.budgets._budget import BudgetRegistry
         from costwatch.pricing import PriceCatalog
@@ -47,6 +48,10 @@ class Runtime:
         self.service = settings.service
         self.clock = clock
         self.redis_url = settings.redis_url
+        self.redis_client = redis_client
+        """A client the host built (Sentinel, a managed service's own), used instead of one
+        made from ``redis_url``: a ``redis.Redis``, ``redis.cluster.RedisCluster`` or
+        ``redis.sentinel.Sentinel(...).master_for(...)``."""
         self.estimate = settings.estimate_missing_usage
         self.ledger = Ledger(clock=clock)
         self.outcomes = OutcomeBook(clock)
@@ -135,7 +140,7 @@ class Runtime:
     def _after_fork_in_child(self) -> None:
         """What belongs to a process is rebuilt in a forked child: the budget settlement worker
         (its thread, queue and locks) and the warm-up, if the parent's had not finished."""
-        self.budgets._after_fork_in_child()
+        self.budgets.after_fork_in_child()
         if not self._warmed:
             self._start_warm_up()
 
@@ -191,12 +196,15 @@ def configure(
     tracer_provider: Any = None,
     clock: Callable[[], float] | None = None,
     sinks: Iterable[Sink] = (),
+    redis_client: Any = None,
 ) -> Settings:
     """Configure costwatch for this process.  Argument > ``COSTWATCH_*`` env var > default.
 
     Invalid values raise :class:`costwatch.ConfigError` naming the field.  ``registry``,
     ``meter_provider``, ``tracer_provider``, ``clock`` and ``sinks`` inject the globals
-    (tests build fresh ones).  Reconfiguring replaces the previous runtime and its totals.
+    (tests build fresh ones); ``redis_client`` is a Redis client of the host's making (Sentinel,
+    a cluster client) that budgets use instead of one built from ``redis_url``.  Reconfiguring
+    replaces the previous runtime and its totals.
     """
     settings = load_settings(
         {
@@ -224,6 +232,7 @@ def configure(
         tracer_provider=tracer_provider,
         clock=clock or time.time,
         sinks=sinks,
+        redis_client=redis_client,
     )
     old = holder.install(new)
     if old is not None:

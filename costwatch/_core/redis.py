@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Generic, TypeVar
@@ -233,7 +232,7 @@ class LoopClients(Generic[T]):
 
     def after_fork_in_child(self) -> None:
         """The parent's clients and sockets are not this process's: forget them unclosed."""
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._clients = {}
         self._last = None
         self._pid = os.getpid()

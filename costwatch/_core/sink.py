@@ -188,6 +188,8 @@ class Sink(Protocol):
 
     def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None: ...
 
+    def on_budget_state_lost(self, budget: str) -> None: ...
+
     def on_internal_error(self, component: str) -> None: ...
 
 
@@ -213,6 +215,9 @@ class BaseSink:
         return None
 
     def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        return None
+
+    def on_budget_state_lost(self, budget: str) -> None:
         return None
 
     def on_internal_error(self, component: str) -> None:

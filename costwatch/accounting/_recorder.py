@@ -201,6 +201,16 @@ class CallSpec:
             return None
         return rt.budgets.reserve(self.budget_call(rt, model, prompt_tokens, max_output_tokens))
 
+    async def apreflight(
+        self, model: str, prompt_tokens: int, max_output_tokens: int | None
+    ) -> Reservation | None:
+        """The asyncio twin of :meth:`preflight`: reserves without blocking the event loop."""
+        rt = _runtime.runtime()
+        if not rt.budgets.active:
+            return None
+        call = self.budget_call(rt, model, prompt_tokens, max_output_tokens)
+        return await rt.budgets.areserve(call)
+
     def budget_call(
         self,
         rt: Runtime,

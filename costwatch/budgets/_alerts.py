@@ -2,13 +2,16 @@
 
 Deciding *whether* an alert fires (once per window per budget, across processes) is the
 registry's job, through the backend's alert claims.  This module only builds and delivers:
-callbacks and the log line run in the registry's background thread, webhooks go through their
-own worker thread (JSON POST, timeout, retries with backoff), so neither ever runs on the
-host's call path.
+the log line is written by the settlement thread, the user's callbacks run on their own daemon
+thread (``CallbackRunner``: one at a time, each given ``timeout_s``; one that overruns is left
+behind on its thread and counted), and webhooks go through their own worker thread (JSON POST,
+timeout, retries with backoff).  So no user code ever runs on the host's call path or on the
+settlement thread, and none can keep the process from exiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -18,13 +21,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 logger = logging.getLogger("costwatch.budget")
 
-AlertKind = Literal["threshold", "exceeded", "blocked"]
+AlertKind = Literal["threshold", "exceeded", "blocked", "state_lost"]
 """``threshold``: spend crossed a fraction of the limit; ``exceeded``: a ``warn`` budget let a
-call through that would take it over the limit; ``blocked``: a ``block`` budget refused a call."""
+call through that would take it over the limit; ``blocked``: a ``block`` budget refused a call;
+``state_lost``: the budget's spend vanished from Redis (restarted empty, evicted) and counts
+from $0 again (``on_state_lost`` says whether calls are refused meanwhile)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,11 @@ class BudgetAlert:
             what = f"crossed {self.threshold:.0%} of its limit"
         elif self.kind == "exceeded":
             what = "let a call through that takes it over its limit (action=warn)"
+        elif self.kind == "state_lost":
+            what = (
+                "lost its recorded spend (Redis restarted without persistence or evicted the "
+                "budget's keys); spend counts from $0 again"
+            )
         else:
             what = "is blocking calls: the limit is reached (action=block)"
         when = self.resets_at.isoformat() if self.resets_at is not None else "n/a"
@@ -101,6 +111,9 @@ class WebhookSender:
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
+        self.on_failure: Callable[[], None] = lambda: None
+        """Called (on the webhook thread) for each alert given up on: the settlement worker
+        counts it in ``costwatch_internal_errors_total{component="budget_webhook"}``."""
 
     def send(self, url: str, alert: BudgetAlert) -> None:
         body = json.dumps(alert.to_json()).encode()
@@ -156,17 +169,20 @@ class WebhookSender:
                     logger.warning(
                         "costwatch budget webhook failed after %d attempts: %r", attempts, exc
                     )
+                    with contextlib.suppress(Exception):
+                        self.on_failure()
                     return
                 self._sleep(self.backoff_s * (2**attempt))
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every queued alert was delivered or given up on; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return _drained(self._queue, timeout_s)
+
+    def after_fork_in_child(self) -> None:
+        """Alerts queued before the fork are the parent's to post."""
+        self._lock = threading.Lock()
+        self._queue = queue.Queue(maxsize=1000)
+        self._thread = None
 
     def close(self) -> None:
         thread = self._thread
@@ -177,16 +193,99 @@ class WebhookSender:
                 return
 
 
-def deliver(
-    alert: BudgetAlert,
-    callbacks: Sequence[AlertCallback],
-    webhook_url: str | None,
-    webhooks: WebhookSender,
-) -> None:
-    """Log the alert, call each callback (a failing callback is logged, the others still run),
-    and queue the webhook POST."""
-    logger.warning("%s", alert.message)
-    for callback in callbacks:
+class CallbackRunner:
+    """Runs the user's alert callbacks on a daemon thread, one at a time, each given at most
+    ``timeout_s``: a callback that overruns is left behind on its own (daemon) thread, counted
+    in ``timed_out`` and reported to ``on_timeout``, and the next callbacks run on a fresh
+    thread.  A full queue drops (and counts) an alert instead of waiting."""
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 5.0,
+        max_queued: int = 1000,
+        on_timeout: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.on_timeout = on_timeout
+        self._queue: queue.Queue[tuple[AlertCallback, BudgetAlert]] = queue.Queue(max_queued)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._runner: queue.Queue[tuple[AlertCallback, BudgetAlert, threading.Event]] | None = None
+        self.timed_out = 0
+        self.dropped = 0
+
+    def submit(self, callback: AlertCallback, alert: BudgetAlert) -> None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._supervise, name="costwatch-budget-callbacks", daemon=True
+                    )
+                    self._thread.start()
+        try:
+            self._queue.put_nowait((callback, alert))
+        except queue.Full:
+            self.dropped += 1
+            logger.warning(
+                "costwatch alert callback queue full: alert for %r dropped", alert.budget
+            )
+
+    def _supervise(self) -> None:
+        while True:
+            callback, alert = self._queue.get()
+            try:
+                runner = self._runner
+                if runner is None:
+                    runner = self._runner = queue.Queue()
+                    threading.Thread(
+                        target=_run_callbacks,
+                        args=(runner,),
+                        name="costwatch-budget-callback",
+                        daemon=True,
+                    ).start()
+                done = threading.Event()
+                runner.put((callback, alert, done))
+                if not done.wait(self.timeout_s):
+                    self._runner = None  # that thread is stuck: leave it, use a new one
+                    self.timed_out += 1
+                    logger.warning(
+                        "costwatch on_alert callback %r for budget %r did not return within "
+                        "%gs: left running on its own thread",
+                        getattr(callback, "__qualname__", callback),
+                        alert.budget,
+                        self.timeout_s,
+                    )
+                    with contextlib.suppress(Exception):
+                        self.on_timeout()
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every submitted callback returned or timed out; False on timeout."""
+        return _drained(self._queue, timeout_s)
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._queue = queue.Queue(self._queue.maxsize)
+        self._thread = None
+        self._runner = None
+
+
+def _drained(items: queue.Queue[Any], timeout_s: float) -> bool:
+    """Wait until every item put on ``items`` was done with; False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while items.unfinished_tasks:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _run_callbacks(inbox: queue.Queue[tuple[AlertCallback, BudgetAlert, threading.Event]]) -> None:
+    while True:
+        callback, alert, done = inbox.get()
         try:
             callback(alert)
         except Exception as exc:  # the user's callback: never let it stop the others
@@ -196,6 +295,22 @@ def deliver(
                 alert.budget,
                 exc,
             )
+        finally:
+            done.set()
+
+
+def deliver(
+    alert: BudgetAlert,
+    callbacks: Sequence[AlertCallback],
+    webhook_url: str | None,
+    webhooks: WebhookSender,
+    runner: CallbackRunner,
+) -> None:
+    """Log the alert, hand each callback to ``runner`` (never run here) and queue the webhook
+    POST."""
+    logger.warning("%s", alert.message)
+    for callback in callbacks:
+        runner.submit(callback, alert)
     if webhook_url:
         webhooks.send(webhook_url, alert)
 

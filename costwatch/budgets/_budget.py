@@ -5,15 +5,17 @@ Before a matching call the recorder asks the registry to :meth:`~BudgetRegistry.
 call's worst-case cost (one backend round trip for all matching budgets); a ``block`` budget
 that would go over its limit raises :class:`costwatch.BudgetExceeded` before the provider is
 called.  After the call the recorder settles the reservation to the actual cost: the settlement
-is queued and a background thread applies it (pipelined), so the host's call path pays exactly
-one round trip.  Threshold alerts, the budget gauges and webhook posts also happen off the path.
+is queued and a background thread applies it (pipelined), so the host's call path pays at most
+one round trip (none for a call known to cost $0; async calls await it without blocking).
+Threshold alerts, the budget gauges and webhook posts also happen off the path.
 
-The parts: amounts in ``_budget_money``, windows in ``_budget_window``, calls and ``match=``
-selectors in ``_budget_match``, ``Budget`` and ``BudgetStatus`` in ``_budget_definition``, the
-queued work and ``Reservation`` in ``_budget_queue``, ``BudgetRegistry`` and its call path in
-``_budget_registry``, its background settlement thread in ``_budget_settle``.  This module
-keeps the public ``budget()``, the text of ``costwatch budget status`` and the names other
-modules import from it.
+The parts: amounts in ``_money``, windows in ``_window``, calls and ``match=`` selectors in
+``_match``, ``Budget`` and ``BudgetStatus`` in ``_definition``, alerts and the callback runner
+in ``_alerts``, the queued work and ``Reservation`` in ``_queue``, the backend protocol and its
+memory twin in ``_backend``, Redis in ``_redis_backend`` with its scripts in ``_scripts``,
+``BudgetRegistry`` and its call path (sync and async) in ``_registry``, the settlement worker
+it owns in ``_settle``.  This module keeps the public ``budget()``, the text of ``costwatch
+budget status`` and the names other modules import from it.
 """
 
 from __future__ import annotations
@@ -29,16 +31,12 @@ from decimal import Decimal, InvalidOperation
 from costwatch._core.errors import ConfigError
 from costwatch._core.money import format_usd
 from costwatch.budgets._alerts import AlertCallback, utc
-from costwatch.budgets._backend import (
-    BackendUnavailable,
-    BudgetKeys,
-    MemoryBudgetBackend,
-    RedisBudgetBackend,
-)
+from costwatch.budgets._backend import BackendUnavailable, BudgetKeys, MemoryBudgetBackend
 from costwatch.budgets._definition import Action as Action
 from costwatch.budgets._definition import BackendPolicy as BackendPolicy
 from costwatch.budgets._definition import Budget as Budget
 from costwatch.budgets._definition import BudgetStatus as BudgetStatus
+from costwatch.budgets._definition import StateLostPolicy as StateLostPolicy
 from costwatch.budgets._match import MATCH_DIMENSIONS as MATCH_DIMENSIONS
 from costwatch.budgets._match import BudgetCall as BudgetCall
 from costwatch.budgets._match import PriceLike as PriceLike
@@ -48,6 +46,7 @@ from costwatch.budgets._money import from_nano as from_nano
 from costwatch.budgets._money import to_nano as to_nano
 from costwatch.budgets._money import to_nano_ceiling as to_nano_ceiling
 from costwatch.budgets._queue import Reservation as Reservation
+from costwatch.budgets._redis_backend import RedisBudgetBackend
 from costwatch.budgets._registry import BudgetRegistry as BudgetRegistry
 from costwatch.budgets._window import ROLLING_BUCKETS as ROLLING_BUCKETS
 from costwatch.budgets._window import Window as Window
@@ -64,6 +63,7 @@ def budget(
     thresholds: Sequence[float] = (0.5, 0.8, 1.0),
     on_alert: AlertCallback | Sequence[AlertCallback] | None = None,
     on_backend_error: BackendPolicy = "allow",
+    on_state_lost: StateLostPolicy = "allow",
     webhook_url: str | None = None,
     default_max_output_tokens: int = 4096,
     reservation_ttl_s: float = 600.0,
@@ -78,7 +78,12 @@ def budget(
     would pass the limit; ``"warn"`` alerts and lets it through.  ``thresholds`` fire once per
     window (across processes with Redis) to ``on_alert``, the log and ``webhook_url``.
     With ``configure(redis_url=...)`` spend is shared by every process through Redis;
-    ``on_backend_error`` says what to do while Redis is unreachable.
+    ``on_backend_error`` says what to do while Redis is unreachable, ``on_state_lost`` what
+    to do when the budget's spend vanished from Redis (restarted empty, evicted): ``"allow"``
+    counts from $0 again, ``"deny"`` refuses calls until the window no longer reaches back to
+    the loss; either way the loss is counted (``costwatch_budget_state_lost_total``) and
+    alerted.  A call whose worst case is $0 never reserves and is never refused.  Holds of a
+    process that died expire ``reservation_ttl_s`` after they were made, by Redis's clock.
     """
     from costwatch._core.runtime import runtime
 
@@ -91,6 +96,7 @@ def budget(
         thresholds=thresholds,
         on_alert=on_alert,
         on_backend_error=on_backend_error,
+        on_state_lost=on_state_lost,
         webhook_url=webhook_url,
         default_max_output_tokens=default_max_output_tokens,
         reservation_ttl_s=reservation_ttl_s,
@@ -98,9 +104,15 @@ def budget(
     rt = runtime()
     registry = rt.budgets
     if not registry.has_backend:
-        if rt.redis_url:
+        if rt.redis_client is not None:
+            registry.use_backend(RedisBudgetBackend(rt.redis_client))
+        elif rt.redis_url:
             registry.use_backend(
-                RedisBudgetBackend.from_url(rt.redis_url, timeout_s=rt.settings.redis_timeout_s)
+                RedisBudgetBackend.from_url(
+                    rt.redis_url,
+                    timeout_s=rt.settings.redis_timeout_s,
+                    cluster=rt.settings.redis_cluster,
+                )
             )
         else:
             registry.use_backend(MemoryBudgetBackend())
@@ -151,7 +163,11 @@ class BudgetReading:
 
 
 def budget_readings(
-    redis_url: str | None, *, now: float | None = None, timeout_s: float = 2.0
+    redis_url: str | None,
+    *,
+    now: float | None = None,
+    timeout_s: float = 2.0,
+    cluster: bool = False,
 ) -> list[BudgetReading]:
     """Every budget registered in Redis with its window, spent, reserved (held by calls in
     flight), limit and reset time, sorted by name.
@@ -165,12 +181,14 @@ def budget_readings(
         )
     where = _redact(redis_url)
     try:
-        backend = RedisBudgetBackend.from_url(redis_url, timeout_s=timeout_s)
+        backend = RedisBudgetBackend.from_url(
+            redis_url, timeout_s=timeout_s, cluster=cluster, server_time=now is None
+        )
     except ValueError as exc:
         raise BudgetStatusError(f"costwatch: invalid Redis URL {where}: {exc}") from None
     try:
         definitions = backend.definitions()
-        moment = time.time() if now is None else now
+        moment = time.time() if now is None else now  # Redis's clock unless a moment is given
         return [_reading(name, raw, backend, moment) for name, raw in sorted(definitions.items())]
     except BackendUnavailable as exc:
         raise BudgetStatusError(f"costwatch: Redis at {where} is unreachable: {exc}") from None
@@ -179,10 +197,14 @@ def budget_readings(
 
 
 def budget_status(
-    redis_url: str | None, *, now: float | None = None, timeout_s: float = 2.0
+    redis_url: str | None,
+    *,
+    now: float | None = None,
+    timeout_s: float = 2.0,
+    cluster: bool = False,
 ) -> str:
     """The plain text of :func:`budget_readings`, one aligned row per budget."""
-    readings = budget_readings(redis_url, now=now, timeout_s=timeout_s)
+    readings = budget_readings(redis_url, now=now, timeout_s=timeout_s, cluster=cluster)
     if not readings:
         return f"costwatch: no budgets are configured in Redis at {_redact(redis_url or '')}."
     header = ("BUDGET", "WINDOW", "ACTION", "SPENT", "RESERVED", "LIMIT", "USED", "RESETS AT (UTC)")
@@ -220,8 +242,8 @@ def _reading(name: str, raw: str, backend: RedisBudgetBackend, now: float) -> Bu
         action = str(definition.get("action", "warn"))
     except (ValueError, KeyError, TypeError, ConfigError, InvalidOperation):
         return BudgetReading(name)
-    position = window.locate(now)
-    reading = backend.read(BudgetKeys(name), int(now * 1000), position.min)
+    reading = backend.read(BudgetKeys(name), window, int(now * 1000))
+    position = window.locate(reading.now_ms / 1000)
     resets = window.resets_at(position, reading.oldest_bucket)
     return BudgetReading(
         name,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from costwatch._core.errors import ConfigError
 from costwatch._core.record import TokenUsage
@@ -20,11 +20,17 @@ from costwatch.budgets._match import BudgetCall, compile_match
 from costwatch.budgets._money import MAX_LIMIT_USD, femto_prices, to_nano, to_nano_ceiling
 from costwatch.budgets._window import Window
 
-if TYPE_CHECKING:
-    from costwatch.budgets._registry import BudgetRegistry
-
 Action = Literal["warn", "block"]
 BackendPolicy = Literal["allow", "deny"]
+StateLostPolicy = Literal["allow", "deny"]
+
+
+class StatusReader(Protocol):
+    """What a registered budget asks its registry (``BudgetRegistry``)."""
+
+    def status(self, name: str) -> BudgetStatus: ...
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -85,6 +91,7 @@ class Budget:
         thresholds: Sequence[float] = (0.5, 0.8, 1.0),
         on_alert: AlertCallback | Sequence[AlertCallback] | None = None,
         on_backend_error: BackendPolicy = "allow",
+        on_state_lost: StateLostPolicy = "allow",
         webhook_url: str | None = None,
         default_max_output_tokens: int = 4096,
         reservation_ttl_s: float = 600.0,
@@ -97,6 +104,8 @@ class Budget:
             raise ConfigError("action", action, 'expected "warn" or "block"')
         if on_backend_error not in ("allow", "deny"):
             raise ConfigError("on_backend_error", on_backend_error, 'expected "allow" or "deny"')
+        if on_state_lost not in ("allow", "deny"):
+            raise ConfigError("on_state_lost", on_state_lost, 'expected "allow" or "deny"')
         if webhook_url is not None and (
             not isinstance(webhook_url, str) or not webhook_url.startswith(("http://", "https://"))
         ):
@@ -126,6 +135,8 @@ class Budget:
         self.thresholds = _thresholds(thresholds)
         self.on_alert = _callbacks(on_alert)
         self.on_backend_error: BackendPolicy = on_backend_error
+        self.on_state_lost: StateLostPolicy = on_state_lost
+        self.deny_lost = on_state_lost == "deny"
         self.webhook_url = webhook_url
         self.default_max_output_tokens = default_max_output_tokens
         self.reservation_ttl_s = float(reservation_ttl_s)
@@ -133,14 +144,18 @@ class Budget:
         self.limit_nano = to_nano(self.limit_usd)
         self.enforce = action == "block"
         self.hold_ms = int(self.reservation_ttl_s * 1000)
-        self.hold_key_ttl_s = int(self.reservation_ttl_s) + 120
+        self.max_hold_nano = self.limit_nano + 1
+        """A hold never exceeds this: more than the limit is refused (``block``) or over it
+        (``warn``) all the same, and the held total stays exact."""
+        self.epoch = ""
+        """The epoch of this budget's state in the backend, as last seen (see ``_scripts``)."""
         self.threshold_nanos = tuple(
             (t, to_nano_ceiling(self.limit_usd * Decimal(str(t)))) for t in self.thresholds
         )
         self.last_spent_nano = 0
         """Window spend as last read from the backend (what the gauge shows)."""
         self._fired: dict[str, int] = {}
-        self._registry: BudgetRegistry | None = None
+        self._registry: StatusReader | None = None
 
     def __repr__(self) -> str:
         return (
@@ -185,6 +200,7 @@ class Budget:
             "match": {k: list(v) for k, v in self.match.items()},
             "thresholds": list(self.thresholds),
             "on_backend_error": self.on_backend_error,
+            "on_state_lost": self.on_state_lost,
             "service": service,
         }
 

@@ -4,8 +4,10 @@ registration) and the ``Reservation`` a call holds until it queues its settlemen
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from costwatch._core.failopen import errors
 from costwatch.budgets._alerts import AlertKind
@@ -14,7 +16,16 @@ from costwatch.budgets._money import to_nano
 
 if TYPE_CHECKING:
     from costwatch.budgets._definition import Budget
-    from costwatch.budgets._registry import BudgetRegistry
+
+
+class SettleQueue(Protocol):
+    """Where a ``Reservation`` queues its settlement (the registry's ``SettlementWorker``)."""
+
+    pending: deque[Pending]
+    clock: Callable[[], float]
+
+    def wake(self) -> None: ...
+
 
 WRITER_TTL_S = 86_400
 """How long the store remembers a process's last applied settlement batch after its last one:
@@ -24,10 +35,10 @@ a batch retried within that time (Redis unreachable for up to a day) is not char
 class Reservation:
     """Worst-case holds made before a call; :meth:`settle` replaces them with the actual cost."""
 
-    __slots__ = ("_registry", "_holds", "_settled")
+    __slots__ = ("_queue", "_holds", "_settled")
 
-    def __init__(self, registry: BudgetRegistry, holds: list[tuple[Budget, str]]) -> None:
-        self._registry = registry
+    def __init__(self, queue: SettleQueue, holds: list[tuple[Budget, str]]) -> None:
+        self._queue = queue
         self._holds = holds
         self._settled = False
 
@@ -45,12 +56,16 @@ class Reservation:
         self._settled = True
         try:
             cost = to_nano(actual_cost) if actual_cost is not None and actual_cost > 0 else 0
-            registry = self._registry
-            now = registry.clock()
-            append = registry.pending.append
+            queue = self._queue
+            now = queue.clock()
+            append = queue.pending.append
+            queued = False
             for budget, settle_id in self._holds:
-                append(QueuedSettle(budget, settle_id, cost, now))
-            registry.wake()
+                if settle_id or cost:  # nothing held and nothing spent: nothing to send
+                    append(QueuedSettle(budget, settle_id, cost, now))
+                    queued = True
+            if queued:
+                queue.wake()
         except Exception as exc:
             errors.report("budget", exc)
 
@@ -86,18 +101,19 @@ class RetryLater(Exception):
 
 
 class QueuedEvent:
-    """An alert-worthy moment seen on the call path (warn budget exceeded, call blocked)."""
+    """An alert-worthy moment seen on the call path (warn budget exceeded, call blocked, state
+    found lost), at ``now_ms`` by the backend's clock."""
 
-    __slots__ = ("budget", "kind", "spent", "oldest", "now")
+    __slots__ = ("budget", "kind", "spent", "oldest", "now_ms")
 
     def __init__(
-        self, budget: Budget, kind: AlertKind, spent: int, oldest: int, now: float
+        self, budget: Budget, kind: AlertKind, spent: int, oldest: int, now_ms: int
     ) -> None:
         self.budget = budget
         self.kind = kind
         self.spent = spent
         self.oldest = oldest
-        self.now = now
+        self.now_ms = now_ms
 
 
 class QueuedRegister:

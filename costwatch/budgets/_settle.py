@@ -1,6 +1,12 @@
-"""The background settlement of a ``BudgetRegistry`` (a mixin): the thread that drains the
-queue, applies settlements in pipelined batches with retry, publishes the budget gauges and
-fires threshold and event alerts once per window; also ``flush`` and the state reset after a fork.
+"""``SettlementWorker``: what a ``BudgetRegistry`` does off the call path, as a component the
+registry owns.  A daemon thread drains the queue the call path appends to, applies settlements
+in pipelined idempotent batches (retried while the backend is unreachable), publishes the
+budget gauges and fires threshold, event and lost-state alerts once per window.
+
+Nothing queued is lost at exit: the queue is flushed (bounded) at interpreter exit (``atexit``)
+and, in a ``multiprocessing`` child (which leaves through ``os._exit``, skipping ``atexit``), by
+a ``multiprocessing.util.Finalize`` registered in that child.  No signal handler is installed:
+a server's graceful shutdown reaches the flush by exiting normally (see ``docs/scaling.md``).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ import atexit
 import itertools
 import json
 import os
+import sys
 import threading
 import time
 import weakref
@@ -17,7 +24,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from costwatch._core.failopen import errors
-from costwatch.budgets._alerts import AlertKind, BudgetAlert, WebhookSender, deliver, logger, utc
+from costwatch.budgets._alerts import (
+    AlertKind,
+    BudgetAlert,
+    CallbackRunner,
+    WebhookSender,
+    deliver,
+    logger,
+    utc,
+)
 from costwatch.budgets._backend import BackendUnavailable, BudgetBackend, Settlement
 from costwatch.budgets._money import from_nano
 from costwatch.budgets._queue import (
@@ -34,48 +49,68 @@ if TYPE_CHECKING:
     from costwatch._core.sink import Sink
     from costwatch.budgets._definition import Budget
 
+EXIT_FLUSH_S = 2.0
+"""How long the exit paths wait for queued settlements to reach the backend."""
+
 
 class SettlementWorker:
-    """What ``BudgetRegistry`` does off the call path.  The state is set by
-    ``BudgetRegistry.__init__``; it is declared here for the type checker."""
+    """The settlement queue and the daemon thread that applies it."""
 
-    clock: Callable[[], float]
-    service: str
-    webhooks: WebhookSender
-    pending: deque[Pending]
-    dropped_settlements: int
-    _sinks_getter: Callable[[], Sequence[Sink]]
-    _budgets: tuple[Budget, ...]
-    _lock: threading.Lock
-    _drain_lock: threading.Lock
-    _event: threading.Event
-    _thread: threading.Thread | None
-    _thread_pid: int
-    _atexit_registered: bool
-    _closed: bool
-    _backlog: bool
-    _background_error: BaseException | None
-    _max_pending: int
-    _retry_interval_s: float
-    _gauge_refresh_s: float
-    _batch_delay_s: float
-    _ids_pid: int
-    _id_prefix: str
-    _ids: itertools.count[int]
-    _writer: tuple[int, str, itertools.count[int]]
+    def __init__(
+        self,
+        backend: Callable[[], BudgetBackend],
+        budgets: Callable[[], tuple[Budget, ...]],
+        sinks: Callable[[], Sequence[Sink]],
+        clock: Callable[[], float],
+        service: Callable[[], str],
+        *,
+        webhooks: WebhookSender | None = None,
+        callback_timeout_s: float = 5.0,
+        retry_interval_s: float = 1.0,
+        gauge_refresh_s: float = 30.0,
+        batch_delay_s: float = 0.005,
+        max_pending: int = 100_000,
+    ) -> None:
+        self._backend = backend
+        self._budgets = budgets
+        self._sinks = sinks
+        self.clock = clock
+        self._service = service
+        self.webhooks = webhooks or WebhookSender()
+        self.webhooks.on_failure = lambda: self._count_internal("budget_webhook")
+        self.callbacks = CallbackRunner(
+            timeout_s=callback_timeout_s, on_timeout=lambda: self._count_internal("budget_callback")
+        )
+        self.pending: deque[Pending] = deque()
+        self._max_pending = max_pending
+        self._retry_interval_s = retry_interval_s
+        self._gauge_refresh_s = gauge_refresh_s
+        self._batch_delay_s = batch_delay_s
+        self._lock = threading.Lock()
+        self._drain_lock = threading.Lock()
+        self._event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_pid = 0
+        self._exit_hooks_pid = 0
+        self._atexit_registered = False
+        self._closed = False
+        self._backlog = False
+        self._background_error: BaseException | None = None
+        self._writer = (0, "", itertools.count(1))
+        self.dropped_settlements = 0
 
-    if TYPE_CHECKING:
+    @property
+    def draining(self) -> bool:
+        """A batch is being applied right now (taken off ``pending``, not yet settled)."""
+        return self._drain_lock.locked()
 
-        @property
-        def backend(self) -> BudgetBackend: ...
-
-    def _next_id(self) -> str:
-        pid = os.getpid()
-        if pid != self._ids_pid:
-            self._ids_pid = pid
-            self._id_prefix = f"{pid:x}.{os.urandom(4).hex()}."
-            self._ids = itertools.count()
-        return self._id_prefix + str(next(self._ids))
+    def _count_internal(self, component: str) -> None:
+        """A user's callback or webhook that timed out or failed: counted, never raised."""
+        for sink in self._sinks():
+            try:
+                sink.on_internal_error(component)
+            except Exception as exc:
+                errors.report("sink", exc)
 
     def _next_batch(self) -> tuple[str, int]:
         """``(writer, number)`` of a settlement batch: one writer per process, numbers growing
@@ -86,8 +121,10 @@ class SettlementWorker:
             writer = self._writer = (pid, f"{pid:x}.{os.urandom(4).hex()}", itertools.count(1))
         return writer[1], next(writer[2])
 
+    # -- the thread ---------------------------------------------------------------------------
+
     def wake(self) -> None:
-        """Make sure the settlement thread runs (also after a fork) and signal it.
+        """Make sure the thread runs (also after a fork) and signal it.
 
         Callers append to ``pending`` first; the thread clears the event before it drains,
         so an already-set event means the new item will be drained (no lock, no notify).
@@ -107,10 +144,9 @@ class SettlementWorker:
             self._thread = thread
             self._thread_pid = pid
             thread.start()
-            if not self._atexit_registered:
-                self._atexit_registered = True
-                ref = weakref.ref(self)
-                atexit.register(_flush_at_exit, ref)
+            if self._exit_hooks_pid != pid:
+                self._exit_hooks_pid = pid
+                _register_exit_flush(self)
 
     def _run(self) -> None:
         while not self._closed:
@@ -131,25 +167,29 @@ class SettlementWorker:
                 self._background_error = exc
 
     def refresh_gauges(self) -> None:
-        """Re-read every budget's spend and publish it (the background thread does this every
+        """Re-read every budget's spend and publish it (the thread does this every
         ``gauge_refresh_s`` while idle, so an idle process's gauges follow window resets and
         other processes' spend)."""
-        now = self.clock()
-        now_ms = int(now * 1000)
-        sinks = self._sinks_getter()
-        for budget in self._budgets:
-            position = budget.window.locate(now)
+        now_ms = int(self.clock() * 1000)
+        sinks = self._sinks()
+        backend = self._backend()
+        for budget in self._budgets():
             try:
-                reading = self.backend.read(budget.keys, now_ms, position.min)
+                reading = backend.read(budget.keys, budget.window, now_ms)
             except BackendUnavailable:
                 return
             budget.last_spent_nano = reading.spent
-            spent_usd = from_nano(reading.spent)
-            for sink in sinks:
-                try:
-                    sink.on_budget(budget.name, spent_usd, budget.limit_usd)
-                except Exception as exc:
-                    errors.report("sink", exc)
+            self._publish(sinks, budget, reading.spent)
+
+    def _publish(self, sinks: Sequence[Sink], budget: Budget, spent: int) -> None:
+        spent_usd = from_nano(spent)
+        for sink in sinks:
+            try:
+                sink.on_budget(budget.name, spent_usd, budget.limit_usd)
+            except Exception as exc:
+                errors.report("sink", exc)
+
+    # -- draining -----------------------------------------------------------------------------
 
     def _drain(self) -> bool:
         """Apply everything pending; False when the backend is unreachable (kept for retry)."""
@@ -179,26 +219,26 @@ class SettlementWorker:
                 "costwatch budget backend unreachable: %d queued settlements dropped", excess
             )
 
-    def _group(self, batch: list[Pending]) -> list[QueuedGroup]:
-        """One batch per budget and bucket: the holds to release and the summed cost."""
+    def _group(self, batch: list[Pending], now: float) -> list[QueuedGroup]:
+        """One batch per budget and bucket: the holds to release and the summed cost, charged
+        to the bucket of the latest call (its age is sent, so Redis's clock places it)."""
         groups = [item for item in batch if isinstance(item, QueuedGroup)]
         fresh: dict[tuple[int, int], QueuedGroup] = {}
         for item in batch:
             if not isinstance(item, QueuedSettle):
                 continue
             budget = item.budget
-            position = budget.window.locate(item.now)
-            key = (id(budget), position.cur)
+            key = (id(budget), budget.window.locate(item.now).cur)
             group = fresh.get(key)
             if group is None:
                 settlement = Settlement(
                     budget.keys,
+                    budget.window,
                     *self._next_batch(),
                     [],
                     0,
-                    position.cur,
-                    position.min,
-                    budget.window.spent_ttl_s(position, item.now),
+                    int(item.now * 1000),
+                    0,
                     WRITER_TTL_S,
                 )
                 group = fresh[key] = QueuedGroup(budget, settlement, item.now)
@@ -208,6 +248,9 @@ class SettlementWorker:
             group.settlement.cost += item.cost
             if item.now > group.now:
                 group.now = item.now
+                group.settlement.now_ms = int(item.now * 1000)
+        for group in groups:  # a retried group ages too
+            group.settlement.age_ms = max(0, int((now - group.now) * 1000))
         return groups
 
     def _apply(self, batch: list[Pending]) -> None:
@@ -216,11 +259,11 @@ class SettlementWorker:
         Raises ``RetryLater`` with what still has to be done when the backend is unreachable;
         settlement batches are idempotent, so retrying one that did reach Redis is safe.
         """
-        backend = self.backend
-        groups = self._group(batch)
+        backend = self._backend()
+        groups = self._group(batch, self.clock())
         registers = [item for item in batch if isinstance(item, QueuedRegister)]
         events = [item for item in batch if isinstance(item, QueuedEvent)]
-        readings: dict[int, tuple[Budget, int, int, float]] = {}
+        readings: dict[int, tuple[Budget, int, int, int]] = {}
         if groups:
             try:
                 results = backend.settle([group.settlement for group in groups])
@@ -231,56 +274,83 @@ class SettlementWorker:
                     group.budget,
                     result.spent,
                     result.oldest_bucket,
-                    group.now,
+                    result.now_ms,
                 )
+        service = self._service()
         for i, entry in enumerate(registers):
             budget = entry.budget
             try:
-                backend.register(budget.name, json.dumps(budget.definition(self.service)))
-                position = budget.window.locate(entry.now)
-                reading = backend.read(budget.keys, int(entry.now * 1000), position.min)
+                backend.register(budget.name, json.dumps(budget.definition(service)))
+                reading = backend.read(budget.keys, budget.window, int(entry.now * 1000))
             except BackendUnavailable:
                 raise RetryLater([*registers[i:], *events]) from None
             readings.setdefault(
-                id(budget), (budget, reading.spent, reading.oldest_bucket, entry.now)
+                id(budget), (budget, reading.spent, reading.oldest_bucket, reading.now_ms)
             )
-        sinks = self._sinks_getter()
-        for budget, spent, oldest, now in readings.values():
+        sinks = self._sinks()
+        for budget, spent, oldest, now_ms in readings.values():
             budget.last_spent_nano = spent
-            spent_usd = from_nano(spent)
-            for sink in sinks:
-                try:
-                    sink.on_budget(budget.name, spent_usd, budget.limit_usd)
-                except Exception as exc:
-                    errors.report("sink", exc)
+            self._publish(sinks, budget, spent)
             try:
                 for threshold, threshold_nano in budget.threshold_nanos:
                     if spent >= threshold_nano:
-                        self._alert(budget, "threshold", threshold, spent, oldest, now)
+                        self._alert(budget, "threshold", threshold, spent, oldest, now_ms)
             except BackendUnavailable:
                 pass  # not claimed: the next settlement of this budget evaluates it again
         for i, event in enumerate(events):
+            if event.kind == "state_lost":
+                self._state_lost(sinks, event)
+                continue
             try:
-                self._alert(event.budget, event.kind, 1.0, event.spent, event.oldest, event.now)
+                self._alert(event.budget, event.kind, 1.0, event.spent, event.oldest, event.now_ms)
             except BackendUnavailable:
                 raise RetryLater(list(events[i:])) from None
 
+    def _state_lost(self, sinks: Sequence[Sink], event: QueuedEvent) -> None:
+        """Counted and alerted by the one process that found the loss (the script reports it
+        once); the definition is published again (``costwatch budget status`` lists it)."""
+        budget = event.budget
+        for sink in sinks:
+            try:
+                sink.on_budget_state_lost(budget.name)
+            except Exception as exc:
+                errors.report("sink", exc)
+        self._deliver(budget, "state_lost", 1.0, event.spent, event.oldest, event.now_ms)
+        self.pending.append(QueuedRegister(budget, self.clock()))
+
     def _alert(
-        self, budget: Budget, kind: AlertKind, threshold: float, spent: int, oldest: int, now: float
+        self,
+        budget: Budget,
+        kind: AlertKind,
+        threshold: float,
+        spent: int,
+        oldest: int,
+        now_ms: int,
     ) -> None:
         """Fire once per window per budget: a local memo first, then the shared claim."""
-        window = budget.window
-        position = window.locate(now)
+        now = now_ms / 1000
         label = f"t{threshold:g}" if kind == "threshold" else kind
-        claim, dedupe_ms, ttl_s = window.claim(position, label, now)
-        now_ms = int(now * 1000)
+        claim, dedupe_ms, ttl_s = budget.window.claim(budget.window.locate(now), label, now)
         seen = budget._fired.get(claim)
         if seen is not None and (dedupe_ms < 0 or now_ms - seen < dedupe_ms):
             return
-        won = self.backend.claim_alert(budget.keys, claim, now_ms, dedupe_ms, ttl_s)
+        won = self._backend().claim_alert(budget.keys, claim, now_ms, dedupe_ms, ttl_s)
         budget._fired[claim] = now_ms
-        if not won:
-            return
+        if won:
+            self._deliver(budget, kind, threshold, spent, oldest, now_ms)
+
+    def _deliver(
+        self,
+        budget: Budget,
+        kind: AlertKind,
+        threshold: float,
+        spent: int,
+        oldest: int,
+        now_ms: int,
+    ) -> None:
+        window = budget.window
+        now = now_ms / 1000
+        position = window.locate(now)
         resets = window.resets_at(position, oldest)
         alert = BudgetAlert(
             budget=budget.name,
@@ -292,10 +362,12 @@ class SettlementWorker:
             window_id=position.window_id,
             resets_at=utc(resets) if resets is not None else None,
             action=budget.action,
-            service=self.service,
+            service=self._service(),
             fired_at=utc(now),
         )
-        deliver(alert, budget.on_alert, budget.webhook_url, self.webhooks)
+        deliver(alert, budget.on_alert, budget.webhook_url, self.webhooks, self.callbacks)
+
+    # -- flushing, closing, forking -----------------------------------------------------------
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Apply every queued settlement now (tests, shutdown).  False if the backend is down.
@@ -311,22 +383,56 @@ class SettlementWorker:
             raise error
         return done and not self.pending
 
-    def _after_fork_in_child(self) -> None:
-        """Locks may have been held by the parent's threads: start clean.  Settlements queued
-        before the fork belong to the parent, which applies them."""
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Flush what is pending (bounded), then stop the thread."""
+        if self._closed:
+            return
+        try:
+            if self.pending:
+                self.flush(timeout_s)
+        except Exception as exc:
+            errors.report("budget", exc)
+        finally:
+            self._closed = True
+            self._event.set()
+            self.webhooks.close()
+
+    def after_fork_in_child(self) -> None:
+        """Start clean in a forked child: locks may have been held by the parent's threads,
+        the thread does not exist here, and what was queued before the fork is the parent's
+        to apply.  The thread starts again on the child's first settlement."""
         self._lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._event = threading.Event()
         self.pending = deque()
         self._thread = None
         self._thread_pid = 0
+        self._backlog = False
+        self._background_error = None
+        self.webhooks.after_fork_in_child()
+        self.callbacks.after_fork_in_child()
+
+
+def _register_exit_flush(worker: SettlementWorker) -> None:
+    """Flush at exit in this process: ``atexit`` once per interpreter, and a
+    ``multiprocessing`` finaliser in a multiprocessing child (registered in the child: its
+    bootstrap clears the parent's, and it leaves through ``os._exit``)."""
+    ref = weakref.ref(worker)
+    if not worker._atexit_registered:
+        worker._atexit_registered = True
+        atexit.register(_flush_at_exit, ref)
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        from multiprocessing import util
+
+        util.Finalize(None, _flush_at_exit, args=(ref,), exitpriority=100)
 
 
 def _flush_at_exit(ref: weakref.ref[SettlementWorker]) -> None:
-    """Settlements still queued when the interpreter exits are applied (bounded wait)."""
-    registry = ref()
-    if registry is not None and registry.pending and not registry._closed:
+    """Settlements still queued when the process exits are applied (bounded wait)."""
+    worker = ref()
+    if worker is not None and worker.pending and not worker._closed:
         try:
-            registry.flush(timeout_s=2.0)
+            worker.flush(timeout_s=EXIT_FLUSH_S)
         except Exception as exc:
             errors.report("budget", exc)

@@ -39,7 +39,7 @@ class Window:
     UTC day or month and reset at its end.
     """
 
-    __slots__ = ("spec", "kind", "seconds", "bucket_s", "buckets", "_cached")
+    __slots__ = ("spec", "kind", "seconds", "bucket_s", "buckets", "script_args", "_cached")
 
     def __init__(self, spec: str) -> None:
         if not isinstance(spec, str):
@@ -51,6 +51,8 @@ class Window:
             self.seconds = 86400 if spec == "day" else 31 * 86400
             self.bucket_s = self.seconds
             self.buckets = 1
+            self.script_args: tuple[str, int, int] = (spec[0], 0, 1)
+            """How the budget scripts locate a moment in this window: kind, size, count."""
             return
         found = _ROLLING_RE.match(spec)
         if found is None:
@@ -67,6 +69,7 @@ class Window:
         self.seconds = seconds
         self.bucket_s = seconds // ROLLING_BUCKETS
         self.buckets = ROLLING_BUCKETS
+        self.script_args = ("r", self.bucket_s * 1000, ROLLING_BUCKETS)
 
     def locate(self, now: float) -> WindowPosition:
         cached = self._cached

@@ -78,6 +78,21 @@ class _Site:
     # -- before the call -------------------------------------------------------------------
     def preflight(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
         """Budget reservation; only reached when a budget is registered."""
+        call = self._budget_args(args, kwargs)
+        return None if call is None else self.spec.preflight(*call)
+
+    async def apreflight(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Reservation | None:
+        """The asyncio twin of :meth:`preflight` (never blocks the event loop)."""
+        call = self._budget_args(args, kwargs)
+        return None if call is None else await self.spec.apreflight(*call)
+
+    def _budget_args(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[str, int, int | None] | None:
+        """(model, prompt tokens, max output tokens) a reservation is priced at; None: this
+        call reserves nothing (a retrieval without a fixed price)."""
         if self.retrieval and self.spec.price_usd is None:
             return None
         model = self.spec.model_for(kwargs)
@@ -92,7 +107,7 @@ class _Site:
                 break
         if self.embedding:
             max_out = 0
-        return self.spec.preflight(model, tokens, max_out)
+        return model, tokens, max_out
 
     # -- after the call --------------------------------------------------------------------
     def finish(
@@ -238,6 +253,21 @@ def _preflight(site: _Site, args: tuple[Any, ...], kwargs: Mapping[str, Any]) ->
         return None
 
 
+async def _apreflight(
+    site: _Site, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> Reservation | None:
+    """The asyncio twin of :func:`_preflight` (differs only by ``await``)."""
+    from costwatch._core.errors import BudgetExceeded
+
+    try:
+        return await site.apreflight(args, kwargs)
+    except BudgetExceeded:
+        raise
+    except Exception as exc:
+        errors.report("budget", exc)
+        return None
+
+
 def _cache_hit(site: _Site) -> bool:
     if not site.cache_name:
         return False
@@ -266,7 +296,7 @@ def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, A
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.current or _runtime.runtime()
-        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = await _apreflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
             result = await fn(*args, **kwargs)
@@ -396,7 +426,7 @@ def _wrap_async_gen(
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
         rt = _runtime.current or _runtime.runtime()
-        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = await _apreflight(site, args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         watched = _watch(site, fn(*args, **kwargs), args, kwargs, t0, reservation)
         # An async generator cannot ``yield from``: forward to the watcher by hand.

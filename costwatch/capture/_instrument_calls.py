@@ -129,12 +129,15 @@ class Endpoint:
         return None
 
 
-def _before(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, str, Any]:
+def _before(
+    ep: Endpoint, kwargs: dict[str, Any], *, reserve: bool = True
+) -> tuple[str, bool, str, Any]:
     """``(model, hide_usage_chunk, probe, reservation)``; mutates ``kwargs`` (the call's own
-    dict).  ``probe``: the server this stream goes to unasked, to learn whether it sends usage."""
+    dict).  ``probe``: the server this stream goes to unasked, to learn whether it sends usage.
+    ``reserve=False``: the caller reserves itself (the async wrapper awaits :func:`_areserve`)."""
     model = ep.spec.model_for(kwargs)
     reservation = None
-    if _runtime.runtime().budgets.active:
+    if reserve and _runtime.runtime().budgets.active:
         reservation = ep.spec_for(kwargs).preflight(
             model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
         )
@@ -248,7 +251,9 @@ def _after(
     return result
 
 
-def _prepared(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, str, Any] | None:
+def _prepared(
+    ep: Endpoint, kwargs: dict[str, Any], *, reserve: bool = True
+) -> tuple[str, bool, str, Any] | None:
     """:func:`_before` for a call wrapper; None: call the SDK untouched (the endpoint was
     uninstrumented, or costwatch failed, which is reported).  ``BudgetExceeded`` propagates."""
     if not ep.active:
@@ -256,7 +261,23 @@ def _prepared(ep: Endpoint, kwargs: dict[str, Any]) -> tuple[str, bool, str, Any
     try:
         if watched and (calls := sdk_calls_var.get()) is not None:
             calls.count += 1
-        return _before(ep, kwargs)
+        return _before(ep, kwargs, reserve=reserve)
+    except BudgetExceeded:
+        raise
+    except Exception as internal:
+        errors.report("instrument", internal)
+        return None
+
+
+async def _areserve(ep: Endpoint, kwargs: dict[str, Any], model: str) -> Any:
+    """The async wrapper's budget reservation, through ``redis.asyncio`` (never blocks the
+    loop).  ``BudgetExceeded`` propagates; costwatch's own failures are reported."""
+    if not _runtime.runtime().budgets.active:
+        return None
+    try:
+        return await ep.spec_for(kwargs).apreflight(
+            model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
+        )
     except BudgetExceeded:
         raise
     except Exception as internal:
@@ -285,10 +306,11 @@ def sync_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
 def async_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def call(*args: Any, **kwargs: Any) -> Any:
-        prepared = _prepared(ep, kwargs)
+        prepared = _prepared(ep, kwargs, reserve=False)
         if prepared is None:
             return await original(*args, **kwargs)
-        model, hide, probe, reservation = prepared
+        model, hide, probe, _ = prepared
+        reservation = await _areserve(ep, kwargs, model)
         t0 = perf_counter()
         try:
             result = await original(*args, **kwargs)

@@ -23,9 +23,10 @@ def status(redis_url: str | None, as_json: bool) -> None:
     from costwatch._core.settings import load_settings
     from costwatch.budgets._budget import BudgetStatusError, budget_readings, status_cells
 
-    url = redis_url or load_settings({}).redis_url
+    settings = load_settings({})
+    url = redis_url or settings.redis_url
     try:
-        readings = budget_readings(url)
+        readings = budget_readings(url, cluster=settings.redis_cluster)
     except BudgetStatusError as exc:
         fix = "check that Redis runs there, or pass another --redis-url" if url else ""
         raise CliError(str(exc).removeprefix("costwatch: "), fix) from None

@@ -181,6 +181,7 @@ class SpendAggregate:
         self.budget_spent: dict[str, float] = {}
         self.budget_limit: dict[str, float] = {}
         self.budget_blocked: dict[str, int] = {}
+        self.budget_state_lost: dict[str, int] = {}
         self.internal_errors: dict[str, int] = {}
         self.outcomes: GuardedTable[OutcomeSeries] = GuardedTable(
             OUTCOME_LABELS, guard, lambda _labels: OutcomeSeries()
@@ -347,6 +348,11 @@ class SpendAggregate:
         with self._lock:
             self.budget_blocked[name] = self.budget_blocked.get(name, 0) + 1
 
+    def add_state_lost(self, budget: str) -> None:
+        name = self.guard.admit("budget", budget)
+        with self._lock:
+            self.budget_state_lost[name] = self.budget_state_lost.get(name, 0) + 1
+
     def add_internal_error(self, component: str) -> None:
         with self._lock:
             self.internal_errors[component] = self.internal_errors.get(component, 0) + 1
@@ -404,12 +410,14 @@ class SpendAggregate:
 
     def snapshot_scalars(
         self,
-    ) -> tuple[dict[str, float], dict[str, float], dict[str, int], dict[str, int]]:
-        """Copies of budget spent, budget limits, blocked calls and internal errors."""
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, int], dict[str, int], dict[str, int]]:
+        """Copies of budget spent, budget limits, blocked calls, internal errors and budget
+        state losses."""
         with self._lock:
             return (
                 dict(self.budget_spent),
                 dict(self.budget_limit),
                 dict(self.budget_blocked),
                 dict(self.internal_errors),
+                dict(self.budget_state_lost),
             )

@@ -122,6 +122,7 @@ class ClientMetrics:
         self.budget_spent = made[names.BUDGET_SPENT.name]
         self.budget_limit = made[names.BUDGET_LIMIT.name]
         self.budget_blocked = made[names.BUDGET_BLOCKED.name]
+        self.budget_state_lost = made[names.BUDGET_STATE_LOST.name]
         self.internal_errors = made[names.INTERNAL_ERRORS.name]
         self.label_overflow = made[names.LABEL_OVERFLOW.name]
         self.lifecycle = made[names.LIFECYCLE_COST.name]
@@ -232,6 +233,10 @@ class ClientMetrics:
 
     def add_blocked(self, budget: str) -> None:
         self._scalar(self.budget_blocked, "blocked", self.guard.admit("budget", budget)).inc()
+
+    def add_state_lost(self, budget: str) -> None:
+        name = self.guard.admit("budget", budget)
+        self._scalar(self.budget_state_lost, "state_lost", name).inc()
 
     def add_internal_error(self, component: str) -> None:
         self._scalar(self.internal_errors, "internal", component).inc()

@@ -156,7 +156,7 @@ class AggregateCollector(Collector):
 
     def _scalars(self) -> Iterator[Metric]:
         service = self.aggregate.service
-        spent, limits, blocked, internal = self.aggregate.snapshot_scalars()
+        spent, limits, blocked, internal, lost = self.aggregate.snapshot_scalars()
         spent_family = _gauge(names.BUDGET_SPENT)
         for budget, value in spent.items():
             spent_family.add_metric((service, budget), value)
@@ -166,13 +166,17 @@ class AggregateCollector(Collector):
         blocked_family = _counter(names.BUDGET_BLOCKED)
         for budget, count in blocked.items():
             blocked_family.add_metric((service, budget), float(count))
+        lost_family = _counter(names.BUDGET_STATE_LOST)
+        for budget, count in lost.items():
+            lost_family.add_metric((service, budget), float(count))
         internal_family = _counter(names.INTERNAL_ERRORS)
         for component, count in internal.items():
             internal_family.add_metric((service, component), float(count))
         overflow_family = _counter(names.LABEL_OVERFLOW)
         for label, count in self.aggregate.guard.overflow_counts().items():
             overflow_family.add_metric((service, label), float(count))
-        yield from (spent_family, limit_family, blocked_family, internal_family, overflow_family)
+        yield from (spent_family, limit_family, blocked_family, lost_family)
+        yield from (internal_family, overflow_family)
 
     def _lifecycle(self) -> Iterator[Metric]:
         service = self.aggregate.service

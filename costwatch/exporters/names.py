@@ -276,6 +276,16 @@ BUDGET_BLOCKED = MetricSpec(
     "costwatch.budget.blocked",
     "{request}",
 )
+BUDGET_STATE_LOST = MetricSpec(
+    "costwatch_budget_state_lost_total",
+    "counter",
+    "Times a budget's recorded spend was found gone from Redis (restarted empty, evicted): "
+    "spend counted from $0 again.  Counted once per loss, by the process that found it.",
+    ("service", "budget"),
+    "costwatch.budget.state_lost",
+    "{event}",
+    extension=True,
+)
 INTERNAL_ERRORS = MetricSpec(
     "costwatch_internal_errors_total",
     "counter",
@@ -369,6 +379,7 @@ PROMETHEUS_METRICS: tuple[MetricSpec, ...] = (
     BUDGET_SPENT,
     BUDGET_LIMIT,
     BUDGET_BLOCKED,
+    BUDGET_STATE_LOST,
     INTERNAL_ERRORS,
     LABEL_OVERFLOW,
     LIFECYCLE_COST,

@@ -110,6 +110,7 @@ class _OTelState:
         _observable(meter, names.BUDGET_SPENT, self._observe_budget_spent)
         _observable(meter, names.BUDGET_LIMIT, self._observe_budget_limit)
         _observable(meter, names.BUDGET_BLOCKED, self._observe_budget_blocked)
+        _observable(meter, names.BUDGET_STATE_LOST, self._observe_budget_state_lost)
         _observable(meter, names.INTERNAL_ERRORS, self._observe_internal_errors)
         _observable(meter, names.LABEL_OVERFLOW, self._observe_label_overflow)
         _observable(meter, names.LIFECYCLE_COST, self._observe_lifecycle)
@@ -299,6 +300,9 @@ class _OTelState:
     def _observe_budget_blocked(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._scalar(2, "budget")
 
+    def _observe_budget_state_lost(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._scalar(4, "budget")
+
     def _observe_internal_errors(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._scalar(3, "component")
 
@@ -467,6 +471,12 @@ class OTelSink(BaseSink):
     def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
         try:
             self._state.aggregate.add_lifecycle(event)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_budget_state_lost(self, budget: str) -> None:
+        try:
+            self._state.aggregate.add_state_lost(budget)
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 

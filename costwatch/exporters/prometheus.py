@@ -73,6 +73,8 @@ class _Backend(Protocol):
 
     def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None: ...
 
+    def add_state_lost(self, budget: str) -> None: ...
+
     def add_internal_error(self, component: str) -> None: ...
 
 
@@ -207,6 +209,12 @@ class PrometheusSink(BaseSink):
     def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
         try:
             self._backend.add_lifecycle(event)
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+
+    def on_budget_state_lost(self, budget: str) -> None:
+        try:
+            self._backend.add_state_lost(budget)
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 

@@ -17,6 +17,7 @@ class CaptureSink(BaseSink):
         self.cache: list[CacheEvent] = []
         self.budgets: list[tuple[str, Decimal, Decimal]] = []
         self.blocked: list[str] = []
+        self.state_lost: list[str] = []
         self.internal_errors: list[str] = []
         self.outcomes: list[Outcome] = []
         self.lifecycle: list[LifecycleCost | FixedCost] = []
@@ -48,6 +49,10 @@ class CaptureSink(BaseSink):
     def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
         with self._lock:
             self.lifecycle.append(event)
+
+    def on_budget_state_lost(self, budget: str) -> None:
+        with self._lock:
+            self.state_lost.append(budget)
 
     def on_internal_error(self, component: str) -> None:
         with self._lock:

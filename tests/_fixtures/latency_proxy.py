@@ -29,6 +29,9 @@ class LatencyProxy:
         self._lock = threading.Lock()
         self.connections = 0
         """Connections accepted so far (what a client opened through the proxy)."""
+        self.writes = 0
+        """Chunks clients sent so far: a pipeline of many commands is one, a command per
+        round trip is one each."""
         self._thread = threading.Thread(target=self._accept, name="latency-proxy", daemon=True)
 
     @property
@@ -67,6 +70,8 @@ class LatencyProxy:
                 data = source.recv(65536)
                 if not data:
                     break
+                with self._lock:
+                    self.writes += 1
                 out.put((time.monotonic() + self.delay_s, data))
         out.put(None)
 

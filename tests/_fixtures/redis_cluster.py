@@ -5,13 +5,12 @@ loopback ports, joined by ``redis-cli --cluster create``; one node can be restar
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 import time
+
+from tests._fixtures.redis_proc import RedisProcess
 
 
 def free_cluster_port() -> int:
@@ -51,71 +50,27 @@ def _command(port: int, *words: str, timeout: float = 2.0) -> bytes:
         return reply
 
 
-class ClusterNode:
-    """One ``redis-server`` of the cluster, in its own directory (with its ``nodes.conf``)."""
-
-    def __init__(self, binary: str, port: int) -> None:
-        self.binary = binary
-        self.port = port
-        self.dir = tempfile.mkdtemp(prefix=f"costwatch-cluster-{port}-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if _command(self.port, "PING", timeout=0.2).startswith(b"+PONG"):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"cluster node did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+def cluster_node(port: int) -> RedisProcess:
+    """One node: a ``redis-server`` with cluster mode on, its ``nodes.conf`` in its own dir."""
+    return RedisProcess(
+        port,
+        extra_args=(
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "2000",
+        ),
+    )  # fmt: skip
 
 
 class RedisCluster:
     """Three masters, no replicas: ``start()``, ``restart(i)``, ``flush()``, ``cleanup()``."""
 
     def __init__(self, masters: int = 3) -> None:
-        server = shutil.which("redis-server")
         cli = shutil.which("redis-cli")
-        if server is None or cli is None:
-            raise RuntimeError("redis-server/redis-cli are not installed (apt-get install redis)")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed (apt-get install redis-tools)")
         self.cli = cli
-        self.nodes = [ClusterNode(server, free_cluster_port()) for _ in range(masters)]
+        self.nodes = [cluster_node(free_cluster_port()) for _ in range(masters)]
 
     @property
     def ports(self) -> list[int]:

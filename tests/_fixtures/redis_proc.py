@@ -20,7 +20,7 @@ def free_port() -> int:
 class RedisProcess:
     """Own redis-server: ``stop()`` kills it (fault tests), ``start()`` restarts it on its port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -28,6 +28,8 @@ class RedisProcess:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="costwatch-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args = extra_args
+        """More ``redis-server`` options (a cluster node's, say)."""
 
     @property
     def url(self) -> str:
@@ -49,6 +51,7 @@ class RedisProcess:
                 self.dir,
                 "--daemonize",
                 "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

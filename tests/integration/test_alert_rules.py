@@ -70,6 +70,7 @@ def test_there_are_rule_files_and_rule_tests() -> None:
         "CostwatchBudgetNearLimit",
         "CostwatchBudgetExhausted",
         "CostwatchBudgetBlockingCalls",
+        "CostwatchBudgetStateLost",
         "CostwatchBudgetForecastExhausted",
         "CostwatchTeamBudgetBurnFast",
         "CostwatchTeamBudgetBurnHigh",

@@ -14,8 +14,8 @@ from decimal import Decimal
 import pytest
 
 from costwatch._core.errors import BudgetExceeded
-from costwatch.budgets._backend import RedisBudgetBackend
 from costwatch.budgets._budget import Budget, BudgetCall, BudgetRegistry
+from costwatch.budgets._redis_backend import RedisBudgetBackend
 from costwatch.pricing import Price
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess

@@ -423,10 +423,12 @@ def test_a_settlement_after_its_hold_expired_is_still_charged(
 def test_a_settlement_batch_applied_twice_is_charged_once_however_late() -> None:
     backend = MemoryBudgetBackend()
     keys = BudgetKeys("b")
+    day = Window("day")
     half = to_nano(Decimal("0.5"))
-    first = Settlement(keys, "proc-a", 1, [], half, 10, 10, 3600)
-    second = Settlement(keys, "proc-a", 2, [], half, 10, 10, 3600)
-    other = Settlement(keys, "proc-b", 1, [], half, 10, 10, 3600)
+    now_ms = 10 * 86_400_000
+    first = Settlement(keys, day, "proc-a", 1, [], half, now_ms, 0)
+    second = Settlement(keys, day, "proc-a", 2, [], half, now_ms, 0)
+    other = Settlement(keys, day, "proc-b", 1, [], half, now_ms, 0)
     results = backend.settle([first, first, second, first, other])
     assert [r.duplicate for r in results] == [False, True, False, True, False]
     assert results[-1].spent == 3 * half

@@ -143,3 +143,22 @@ def test_a_budget_threshold_reaches_its_webhook(receiver: Receiver) -> None:
         ("b", 0.5, "bot")
     ]
     registry.close()
+
+
+def test_a_webhook_that_times_out_is_counted_as_an_internal_error(receiver: Receiver) -> None:
+    from tests._fixtures.capture import CaptureSink
+
+    sink = CaptureSink()
+    sender = WebhookSender(timeout_s=0.1, retries=0, backoff_s=0.0)
+    registry = BudgetRegistry(MemoryBudgetBackend(), time.time, lambda: (sink,), webhooks=sender)
+    registry.add(Budget("b", 1, "day", thresholds=(0.5,), webhook_url=receiver.url))
+    receiver.delay_s = 0.3  # the attempt times out
+    registry.charge(
+        BudgetCall("openai", "gpt-4o-mini", "generation", "base", {}, None, 0, 0),
+        Decimal("0.6"),
+    )
+    assert registry.flush()
+    assert sender.flush(5)
+    assert sender.failed == 1
+    assert sink.internal_errors == ["budget_webhook"]
+    registry.close()

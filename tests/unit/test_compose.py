@@ -282,3 +282,13 @@ def test_mounted_configs_parse_as_yaml(service: str) -> None:
     for source, _ in _bind_mounts(service):
         for path in [source] if source.is_file() else sorted(source.rglob("*.y*ml")):
             assert yaml.safe_load(path.read_text(encoding="utf-8")) is not None, path
+
+
+def test_redis_keeps_budget_state_across_restarts_and_evicts_only_keys_with_a_ttl() -> None:
+    """Budget spend must survive a restart and never be picked by eviction (docs/scaling.md)."""
+    redis = COMPOSE["services"]["redis"]
+    command = [str(word) for word in redis["command"]]
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--maxmemory-policy"] in {"noeviction", "volatile-lru", "volatile-lfu"}
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])

@@ -134,7 +134,11 @@ def test_spend_metrics_carry_the_common_spend_labels() -> None:
 def test_extensions_beyond_the_design_table_are_marked() -> None:
     extensions = {s.name for s in names.PROMETHEUS_METRICS if s.name not in DESIGN_TABLE}
 
-    assert extensions == {"costwatch_label_overflow_total", "costwatch_outcomes_unmatched_total"}
+    assert extensions == {
+        "costwatch_label_overflow_total",
+        "costwatch_outcomes_unmatched_total",
+        "costwatch_budget_state_lost_total",
+    }
     assert all(names.spec_by_name(name).extension for name in extensions)
 
 

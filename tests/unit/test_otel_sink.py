@@ -222,6 +222,7 @@ def test_costwatch_metrics_keep_their_names_units_and_attributes(
     sink.on_cache(CacheEvent("kb", "hit", Decimal("0.002"), "svc", "faq", "support", "acme"))
     sink.on_budget("daily", Decimal("4"), Decimal("50"))
     sink.on_budget_blocked("daily")
+    sink.on_budget_state_lost("daily")
     sink.on_internal_error("cache")
     sink.on_outcome(Outcome("success", "answer", "rag", Decimal("0.003"), "answer-1", "svc"))
     sink.on_outcome(Outcome("failure", "", "", Decimal(0), "x", "svc", unmatched="expired"))

@@ -261,6 +261,7 @@ def test_every_exposed_family_is_in_the_contract(
     sink.on_cache(CacheEvent("kb", "hit", Decimal("0.1"), "svc", "", "", ""))
     sink.on_budget("b", Decimal(1), Decimal(2))
     sink.on_budget_blocked("b")
+    sink.on_budget_state_lost("b")
     sink.on_internal_error("x")
     sink.on_outcome(Outcome("success", "a", "rag", Decimal("0.1"), "a-1", "svc"))
     sink.on_outcome(Outcome("success", "", "", Decimal(0), "a-9", "svc", unmatched="unknown"))
