@@ -706,30 +706,33 @@ def watch_api_response(
     _ensure_drained()
     rec = StreamRecording(spec, model, t0, reservation=reservation, prompt=prompt)
     hook = _parse_async if asynchronous else _parse_sync
-    result.parse = functools.partial(hook, weakref.ref(result), type(result).parse, rec)
+    # The hook holds the response itself: ``create(...).parse()`` in one expression drops the
+    # caller's last reference before ``parse`` runs.  The cycle this makes (response -> hook ->
+    # response) is freed by the collector, which then records a body that was never parsed.
+    result.parse = functools.partial(hook, result, type(result).parse, rec)
     return True
 
 
 def _parse_sync(
-    ref: weakref.ref[Any],
+    response: Any,
     parse: Callable[..., Any],
     rec: StreamRecording,
     *args: Any,
     **kwargs: Any,
 ) -> Any:
-    parsed = parse(ref(), *args, **kwargs)
+    parsed = parse(response, *args, **kwargs)
     _parsed(parsed, rec)
     return parsed
 
 
 async def _parse_async(
-    ref: weakref.ref[Any],
+    response: Any,
     parse: Callable[..., Any],
     rec: StreamRecording,
     *args: Any,
     **kwargs: Any,
 ) -> Any:
-    parsed = await parse(ref(), *args, **kwargs)
+    parsed = await parse(response, *args, **kwargs)
     _parsed(parsed, rec)
     return parsed
 

@@ -439,3 +439,20 @@ def test_blocking_budget_refuses_the_stream_before_any_request(
         client.messages.create(model=MODEL, max_tokens=4096, messages=MESSAGES)
 
     assert fake_provider.requests == []
+
+
+def test_a_raw_response_parsed_in_the_same_expression_returns_the_message_and_is_priced(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """``create(...).parse()`` drops the caller's last reference to the response before
+    ``parse`` runs: the hook keeps the response, so the host gets its message."""
+    fake_provider.anthropic_usage = USAGE
+    client = cw.instrument(_client(fake_provider))
+
+    message = client.messages.with_raw_response.create(
+        model=MODEL, max_tokens=1024, messages=MESSAGES
+    ).parse()
+
+    assert message.content[0].text == "Hello from the fake provider."
+    record = _only_record(capture)
+    assert (record.usage, record.cost_usd) == (TOKENS, COST)
