@@ -1,7 +1,7 @@
 """Generate the costwatch Grafana dashboards (classic JSON model) from one description.
 
 Run ``python3 dashboards/generate.py`` after editing; it rewrites ``dashboards/*.json``.
-``tests/unit/test_dashboards.py`` fails when the committed JSON differs from this output, and
+``tests/unit/exporters/test_dashboards.py`` fails when the committed JSON differs from this output, and
 checks every PromQL expression against a real Prometheus.
 
 Plain Python, no dependencies.  Metric names are the ``costwatch_`` Prometheus names of the

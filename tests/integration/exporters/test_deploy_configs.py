@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PROMETHEUS_YML = REPO / "exporters/prometheus/prometheus.yml"
 COLLECTOR_YML = REPO / "exporters/otel-collector/config.yaml"
 COMPOSE_YML = REPO / "docker-compose.yml"

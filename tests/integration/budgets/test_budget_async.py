@@ -29,7 +29,7 @@ from tests._fixtures.fake_providers import (  # noqa: F401 - the fixture
 from tests._fixtures.latency_proxy import LatencyProxy
 from tests._fixtures.redis_proc import RedisProcess
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DELAY_S = 0.03
 RESPONSE = {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 20, "completion_tokens": 10}}
 

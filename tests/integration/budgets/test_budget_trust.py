@@ -27,7 +27,7 @@ from costwatch.pricing._catalog import Price
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.redis_proc import RedisProcess
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PRICE = Price(input=Decimal("0.000001"), output=Decimal("0.000004"))
 WORST = Decimal("0.003")  # 1000 prompt tokens + 500 output tokens at PRICE
 

@@ -19,7 +19,7 @@ from costwatch.cache._retrieval_cache import RetrievalCache
 from tests._fixtures.cache_redis import configure_on
 from tests._fixtures.capture import CaptureSink as Capture
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

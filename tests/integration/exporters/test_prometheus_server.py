@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:

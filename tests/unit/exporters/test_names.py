@@ -10,7 +10,7 @@ import pytest
 
 from costwatch.exporters import names
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 DESIGN = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
 _LABEL_SETS = {

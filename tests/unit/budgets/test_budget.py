@@ -2,7 +2,7 @@
 
 The registry is built directly with an injected clock, so window rollover, calendar boundaries
 and reservation expiry are exact.  The same behaviour against a real Redis is in
-tests/integration/test_budget_redis.py.
+tests/integration/budgets/test_budget_redis.py.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from costwatch.budgets._redis_backend import RedisBudgetBackend
 from costwatch.pricing import Price
 from tests._fixtures.capture import CaptureSink
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PRICE = Price(input=Decimal("0.000001"), output=Decimal("0.000004"))
 WORST = Decimal("0.003")  # 1000 prompt tokens + 500 max output tokens at PRICE
 

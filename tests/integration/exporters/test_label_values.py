@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import costwatch
 from costwatch._core.labels import MAX_VALUE_LENGTH
-from tests.integration.test_multiprocess import SERVER, multiproc_env_in, run_python
+from tests.integration.exporters.test_multiprocess import SERVER, multiproc_env_in, run_python
 
 LONE_SURROGATE = json.loads('"tenant-\\ud800"')
 LONG_MODEL = "m" * 10_000

@@ -1,6 +1,6 @@
 """The dashboards against real data: ``costwatch demo --serve`` scraped by a real Prometheus.
 
-Syntax is checked in tests/unit/test_dashboards.py; here a panel whose metrics the demo
+Syntax is checked in tests/unit/exporters/test_dashboards.py; here a panel whose metrics the demo
 produces must also *show* something, which catches a label the exporter does not emit, a
 grouping that matches nothing, or a ratio whose two sides never join.
 """
@@ -32,7 +32,7 @@ from tests._fixtures.grafana_dashboards import (
 from tests._fixtures.prometheus_proc import PrometheusProcess
 from tests._fixtures.redis_proc import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DASHBOARDS = load_dashboards()
 QUERIES = queries(DASHBOARDS)
 

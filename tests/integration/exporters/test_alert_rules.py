@@ -27,7 +27,7 @@ import yaml
 from costwatch.exporters import names
 from tests._fixtures.redis_proc import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RULES = sorted((REPO / "exporters" / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((REPO / "exporters" / "prometheus" / "tests").glob("*.yml"))
 ALERTMANAGER_CONFIG = REPO / "exporters" / "alertmanager" / "alertmanager.yml"

@@ -576,7 +576,7 @@ def test_building_a_catalog_does_not_import_genai_prices() -> None:
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
     assert out.stdout.strip() == "False"
 

@@ -17,7 +17,7 @@ from costwatch import analysis
 from costwatch.exporters.recordlog import RecordLogSink
 from tests._fixtures.econ_traffic import SCENARIOS, record_profile
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -257,7 +257,7 @@ def test_the_budget_gauge_turns_red_at_the_limit() -> None:
 
 
 # --- PromQL templating (the expressions themselves are checked by a real Prometheus in
-# tests/integration/test_dashboards_promql.py) -----------------------------------------------
+# tests/integration/exporters/test_dashboards_promql.py) ------------------------------
 
 
 def test_grafana_variables_become_match_all_regexes_and_real_durations() -> None:
