@@ -24,6 +24,16 @@ COMPONENTS: tuple[str, ...] = (
 
 _ZERO = Decimal(0)
 _BY_STAGE = {"embedding": "embedding", "retrieval": "retrieval", "rerank": "rerank"}
+CONTEXT_SHARE_QUANTUM = Decimal("1e-20")
+"""Dollars of a context share are rounded here (far below a nano-dollar).  A share is a
+quotient: unrounded it has 28 significant digits, and sums of such numbers round differently
+by grouping, so ``summary()`` (sums of rows) and the record log (a split per call) would differ
+in the last digit.  Rounded to a fixed exponent, every sum under $10^8 is exact."""
+
+
+def context_share(input_cost_usd: Decimal, context_tokens: int, prompt_tokens: int) -> Decimal:
+    """The part of a call's input-side cost its ``context_tokens`` of ``prompt_tokens`` made."""
+    return (input_cost_usd * context_tokens / prompt_tokens).quantize(CONTEXT_SHARE_QUANTUM)
 
 
 def split(
