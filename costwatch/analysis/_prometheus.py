@@ -43,7 +43,8 @@ def _key(metric: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def _window(start: float, end: float) -> str:
-    return f"{max(int(end - start), 1)}s"
+    """The range ``(start, end]`` as a PromQL duration, to the millisecond."""
+    return f"{max(int((end - start) * 1000), 1)}ms"
 
 
 def _delta(
