@@ -16,6 +16,7 @@ from typing import Any
 import litellm
 import litellm.utils
 import pytest
+import redis.asyncio
 
 import costwatch
 from costwatch.integrations.litellm import (
@@ -26,6 +27,8 @@ from costwatch.integrations.litellm import (
 from tests._fixtures.capture import CaptureSink
 from tests._fixtures.fake_providers import FakeProvider, fake_provider_fixture  # noqa: F401
 from tests._fixtures.hand_costs import MESSAGES, MINI_COST, MINI_USAGE, REPLY
+from tests._fixtures.latency_proxy import LatencyProxy
+from tests._fixtures.redis_proc import RedisProcess
 
 MINI = "gpt-4o-mini"
 INSTRUCT = "gpt-3.5-turbo-instruct"
@@ -211,3 +214,62 @@ def test_with_instrumentation_too_an_openai_backed_call_holds_the_budget_once(
     status = budgets.status("daily")
     assert (status.holds, status.reserved_usd, status.spent_usd) == (0, 0, 2 * MINI_COST)
     assert capture.blocked == []
+
+
+def test_concurrent_async_calls_reserve_through_redis_asyncio_sharing_round_trips(
+    redis_server: str,
+    redis_process: RedisProcess,
+    capture: CaptureSink,
+    fake_provider: FakeProvider,
+) -> None:
+    """The async hook awaits the ``redis.asyncio`` reservation: twenty calls started together
+    share a round trip or two to a Redis 30 ms away.  A blocking reservation in the hook takes
+    one round trip per call, one after the other (about 0.7 s and 20 writes; about 0.1 s and
+    2 writes through ``redis.asyncio``)."""
+    proxy = LatencyProxy(redis_process.port, 0.03).start()
+    costwatch.configure(
+        service="t", strict=True, prometheus=False, otel=False, warm_up=False,
+        redis_url=proxy.url, redis_timeout_s=2.0, sinks=[capture],
+    )  # fmt: skip
+    costwatch.budget("daily", limit_usd="5", window="1d", action="block")
+    handler = CostwatchLogger()
+    before = litellm.callbacks
+    litellm.callbacks = [handler]
+
+    async def call() -> Any:
+        kwargs = _openai(fake_provider)
+        return await litellm.acompletion(messages=MESSAGES, max_tokens=100, **kwargs)
+
+    async def run() -> tuple[float, float, int]:
+        await asyncio.gather(*(call() for _ in range(20)))  # warm up: connections, scripts
+        ping = redis.asyncio.Redis.from_url(proxy.url)
+        await ping.ping()
+        t0 = time.perf_counter()
+        await ping.ping()
+        rtt = time.perf_counter() - t0
+        await ping.aclose()
+        writes = proxy.writes
+        t0 = time.perf_counter()
+        await asyncio.gather(*(call() for _ in range(20)))
+        elapsed = time.perf_counter() - t0
+        deadline = time.monotonic() + 10  # LiteLLM logs async calls in tasks on this loop
+        while len(capture.records) < 40 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return rtt, elapsed, proxy.writes - writes
+
+    try:
+        rtt, elapsed, writes = asyncio.run(run())
+        assert rtt >= 0.03
+        assert writes <= 8, writes  # a reservation per call would send 20
+        assert elapsed <= 10 * rtt, (elapsed, rtt)  # serialised: 20 round trips and more
+        records = _records(capture, 40)
+        budgets = costwatch.runtime().budgets
+        assert budgets.flush()
+        status = budgets.status("daily")
+        assert (status.holds, status.reserved_usd) == (0, 0)
+        assert status.spent_usd == sum(r.cost_usd for r in records)
+    finally:
+        litellm.callbacks = before
+        litellm.logging_callback_manager.remove_callback_from_all_lists(handler)
+        costwatch._configure.shutdown()
+        proxy.close()
