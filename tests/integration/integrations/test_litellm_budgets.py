@@ -100,6 +100,17 @@ def _records(capture: CaptureSink, count: int) -> list[Any]:
     return list(capture.records)
 
 
+def test_the_litellm_module_exports_the_logger_and_the_sync_preflight_switches() -> None:
+    import costwatch.integrations.litellm as module
+
+    assert module.__all__ == [
+        "CostwatchLogger",
+        "install_sync_preflight",
+        "uninstall_sync_preflight",
+        "usage_of",
+    ]
+
+
 def test_a_spent_block_budget_refuses_every_kind_of_sync_call_before_it_is_sent(
     logger: CostwatchLogger, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
