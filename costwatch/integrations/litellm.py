@@ -49,6 +49,7 @@ from costwatch.accounting._recorder import CallSpec
 from costwatch.capture._instrument_calls import SdkCalls
 from costwatch.integrations._common import Specs, recorded_by_sdk, require, start_model_call
 
+_litellm: Any = require("litellm", "litellm")
 _CustomLogger: Any = require("litellm.integrations.custom_logger", "litellm").CustomLogger
 
 __all__ = ["CostwatchLogger", "install_sync_preflight", "uninstall_sync_preflight", "usage_of"]
@@ -63,8 +64,9 @@ _POSITIONAL = {
     "embedding": ("model", "input"),
     "text_completion": ("prompt", "model"),
 }
-"""The names of the positional arguments LiteLLM's sync calls take, as ``function_setup``
-receives them."""
+"""The sync calls the preflight runs before (``function_setup``'s ``original_function``; the
+Router's sync calls are ``completion``/``embedding``), with the names of their positional
+arguments.  Other call types (images, audio, ...) are charged when they finish."""
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -274,12 +276,16 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
 
     def log_pre_api_call(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> None:
         """Runs in the caller's context right before the request: remember the context (tags,
-        request) and start counting the SDK calls instrumentation records."""
+        request), start counting the SDK calls instrumentation records and offer them the
+        call's hold (an attempt LiteLLM retries under the same call offers what is left)."""
         try:
             call = self._call(kwargs, create=True)
             if call is not None:
+                previous = call.sdk_calls
+                held = call.reservation if previous is None else previous.offered
+                call.reservation = None
                 call.sdk_calls = start_model_call()
-                call.sdk_calls.offered = call.reservation  # the SDK call takes this hold
+                call.sdk_calls.offered = held
                 call.context = contextvars.copy_context()
         except Exception as exc:
             errors.report(_COMPONENT, exc)
@@ -335,10 +341,15 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
         """The call LiteLLM reports the end of, unless costwatch's SDK instrumentation
         recorded it already (which settles the hold it took; one it did not take is freed)."""
         call = self._finish(kwargs)
-        if call is None or call.sdk_calls is None or not recorded_by_sdk(call.sdk_calls):
+        if call is None:
+            return None
+        calls = call.sdk_calls
+        if calls is not None:  # the hold back from the SDK calls, unless one took it
+            call.reservation, calls.offered = calls.offered, None
+        if not recorded_by_sdk(calls):
             return call
-        if call.sdk_calls.offered is not None:
-            call.sdk_calls.offered.settle(None)
+        if call.reservation is not None:
+            call.reservation.settle(None)
         return None
 
     def _record(
@@ -418,7 +429,11 @@ def _with_preflight(original: Any) -> Any:
         original_function: str, rules_obj: Any, start_time: Any, *args: Any, **kwargs: Any
     ) -> Any:
         logger = None
-        if _sync_preflight_on and kwargs.get("is_async_call") is False:
+        if (
+            _sync_preflight_on
+            and kwargs.get("is_async_call") is False
+            and original_function in _POSITIONAL
+        ):
             logger = _preflight(original_function, args, kwargs)
         try:
             return original(original_function, rules_obj, start_time, *args, **kwargs)
@@ -452,9 +467,7 @@ def _preflight(
 def _logger_of(kwargs: Mapping[str, Any]) -> CostwatchLogger | None:
     """The first ``CostwatchLogger`` among the call's own callbacks and LiteLLM's: the one
     that records the call (a second one would hold the budget twice)."""
-    import litellm
-
-    for callbacks in (kwargs.get("callbacks"), litellm.callbacks):
+    for callbacks in (kwargs.get("callbacks"), _litellm.callbacks):
         if isinstance(callbacks, list | tuple):
             for callback in callbacks:
                 if isinstance(callback, CostwatchLogger):

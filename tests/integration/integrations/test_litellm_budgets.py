@@ -173,6 +173,33 @@ def test_a_sync_call_that_fails_releases_its_hold(
     assert (status.holds, status.reserved_usd, status.spent_usd) == (0, 0, 0)
 
 
+def test_a_sync_call_litellm_rejects_before_sending_releases_its_hold(
+    logger: CostwatchLogger, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """A LiteLLM pre-call rule refuses the prompt inside ``function_setup``, after the
+    preflight held the budget: no success or failure event will come, the hold is freed."""
+    costwatch.budget("daily", limit_usd="5", window="1d", action="block")
+    before = litellm.pre_call_rules
+    litellm.pre_call_rules = [lambda text: "password" not in text]
+    try:
+        with pytest.raises(litellm.APIResponseValidationError):
+            litellm.completion(
+                messages=[{"role": "user", "content": "my password is hunter2"}],
+                max_tokens=1000,
+                **_openai(fake_provider),
+            )
+    finally:
+        litellm.pre_call_rules = before
+
+    assert fake_provider.requests == []
+    budgets = costwatch.runtime().budgets
+    assert budgets.flush()
+    status = budgets.status("daily")
+    assert (status.holds, status.reserved_usd, status.spent_usd) == (0, 0, 0)
+    time.sleep(0.3)  # a record of the refused call would arrive by now
+    assert capture.records == []
+
+
 def test_uninstall_restores_function_setup_and_sync_calls_are_then_charged_after_the_fact(
     logger: CostwatchLogger, capture: CaptureSink, fake_provider: FakeProvider
 ) -> None:
