@@ -250,7 +250,7 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
     ) -> tuple[CallSpec, str, int, int | None]:
         """``(spec, model, prompt tokens, max output tokens)`` of the call about to be sent."""
         provider, model = _provider_and_model(kwargs)
-        stage, operation = _stage({**kwargs, "call_type": call_type})
+        stage, operation = _stage({"call_type": call_type, **kwargs})
         spec = self._specs.get(provider, stage, operation)
         prompt_tokens = count_prompt_tokens(_prompt(kwargs, stage), model)
         max_output = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
@@ -344,7 +344,7 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
         if call is None:
             return None
         calls = call.sdk_calls
-        if calls is not None:  # the hold back from the SDK calls, unless one took it
+        if calls is not None and calls.offered is not None:  # offered, and no SDK call took it
             call.reservation, calls.offered = calls.offered, None
         if not recorded_by_sdk(calls):
             return call

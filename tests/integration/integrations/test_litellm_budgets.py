@@ -311,3 +311,25 @@ def test_concurrent_async_calls_reserve_through_redis_asyncio_sharing_round_trip
         litellm.logging_callback_manager.remove_callback_from_all_lists(handler)
         costwatch._configure.shutdown()
         proxy.close()
+
+
+def test_with_instrumentation_too_a_retried_call_is_charged_once_for_the_attempt_that_answered(
+    logger: CostwatchLogger, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """LiteLLM retries under the same call id: the first attempt's SDK call takes the logger's
+    hold and settles it as a failure; the retry holds anew and is charged its cost."""
+    fake_provider.openai_usage = MINI_USAGE
+    costwatch.budget("daily", limit_usd="5", window="1d", action="block")
+    costwatch.instrument(inject_stream_usage=True)
+    fake_provider.fail_next(400, "bad request")  # the SDK does not retry it; LiteLLM does
+
+    reply = litellm.completion(messages=MESSAGES, num_retries=1, **_openai(fake_provider))
+
+    assert reply.choices[0].message.content == REPLY
+    assert len(fake_provider.requests) == 2
+    records = _records(capture, 2)
+    assert [(r.status, r.cost_usd) for r in records] == [("error", 0), ("ok", MINI_COST)]
+    budgets = costwatch.runtime().budgets
+    assert budgets.flush()
+    status = budgets.status("daily")
+    assert (status.holds, status.reserved_usd, status.spent_usd) == (0, 0, MINI_COST)
