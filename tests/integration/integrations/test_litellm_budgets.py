@@ -243,14 +243,26 @@ def test_with_instrumentation_too_an_openai_backed_call_holds_the_budget_once(
 
     first = litellm.completion(messages=MESSAGES, max_tokens=100_000, **_openai(fake_provider))
     second = asyncio.run(acompletion())
+    chunks = list(
+        litellm.completion(
+            messages=MESSAGES, max_tokens=100_000, stream=True, **_openai(fake_provider)
+        )
+    )
+    litellm.embedding(input=["refunds"], **_openai(fake_provider, EMBEDDER))
 
     assert first.choices[0].message.content == second.choices[0].message.content == REPLY
-    records = _records(capture, 2)
-    assert [(r.usage_source, r.cost_usd) for r in records] == [("reported", MINI_COST)] * 2
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY
+    records = _records(capture, 4)
+    assert [(r.usage_source, r.cost_usd) for r in records[:2]] == [("reported", MINI_COST)] * 2
+    assert [(r.stage, r.usage_source) for r in records[2:]] == [
+        ("generation", "estimated"),  # LiteLLM reads the stream raw: no usage is injected
+        ("embedding", "reported"),
+    ]
     budgets = costwatch.runtime().budgets
     assert budgets.flush()
     status = budgets.status("daily")
-    assert (status.holds, status.reserved_usd, status.spent_usd) == (0, 0, 2 * MINI_COST)
+    assert (status.holds, status.reserved_usd) == (0, 0)
+    assert status.spent_usd == sum(r.cost_usd for r in records) > 2 * MINI_COST
     assert capture.blocked == []
 
 
