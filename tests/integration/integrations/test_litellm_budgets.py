@@ -1,6 +1,7 @@
 """Budgets over the LiteLLM logger with the real litellm package and a real Redis: LiteLLM's
 synchronous calls are refused before they are sent (costwatch wraps ``function_setup``), the
-holds are settled to the calls' cost, and with ``instrument()`` on as well a call is held once.
+holds are settled to the calls' cost or released, with ``instrument()`` on as well a call is
+held once, and async calls reserve through ``redis.asyncio`` (Redis 30 ms away).
 
 The fake OpenAI endpoint counts what it received: a refused call must never reach it.
 """
