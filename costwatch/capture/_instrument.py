@@ -28,7 +28,13 @@ from typing import Any, TypeVar
 
 from costwatch._core.failopen import errors
 from costwatch.accounting._recorder import CallSpec
-from costwatch.capture._instrument_calls import Endpoint, async_call, stream_manager_call, sync_call
+from costwatch.capture._instrument_calls import (
+    Endpoint,
+    async_call,
+    async_stream_manager_call,
+    stream_manager_call,
+    sync_call,
+)
 
 C = TypeVar("C")
 
@@ -266,6 +272,7 @@ def instrument(client: C, *, inject_stream_usage: bool | None = None) -> C:
     sdk, asynchronous, default_provider = _client_kind(client)
     provider = _provider_behind(client, default_provider)
     call = async_call if asynchronous else sync_call
+    manager_call = async_stream_manager_call if asynchronous else stream_manager_call
     patches: list[_Patch] = []
     target: Any = client
     if sdk == "google-genai":
@@ -278,7 +285,7 @@ def instrument(client: C, *, inject_stream_usage: bool | None = None) -> C:
         for path, (paths, names) in _RESOURCES[sdk].items():
             for resource in _resources(target, *paths):
                 for name in names:
-                    make = stream_manager_call if name == "stream" else call
+                    make = manager_call if name == "stream" else call
                     _patch(patches, resource, name, endpoints[path], make)
         _forget_bound_wrappers(target, sdk)
     for name in ("copy", "with_options"):

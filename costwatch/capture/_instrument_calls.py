@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from time import perf_counter
 from types import AsyncGeneratorType, GeneratorType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costwatch._core import runtime as _runtime
 from costwatch._core.context import set_recorded
@@ -29,16 +29,22 @@ from costwatch.capture._streams import (
 from costwatch.capture._usage import extract_tokens, record_invalid
 from costwatch.capture.providers import openai
 
+if TYPE_CHECKING:
+    from costwatch.budgets._budget import Reservation
+
 
 class SdkCalls:
     """Counts the SDK calls instrumentation handles in one context: a framework integration
     (LangChain, LiteLLM) sets a fresh one when a model run starts and, when it ends, leaves
     the run to the SDK's record if any was made, so no call is recorded twice."""
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "offered")
 
     def __init__(self) -> None:
         self.count = 0
+        self.offered: Reservation | None = None
+        """A budget hold the framework took for this model run: the first SDK call takes it
+        (and settles it) instead of reserving again, so the run is held once."""
 
 
 sdk_calls_var: ContextVar[SdkCalls | None] = ContextVar("costwatch_sdk_calls", default=None)
@@ -130,14 +136,15 @@ class Endpoint:
 
 
 def _before(
-    ep: Endpoint, kwargs: dict[str, Any], *, reserve: bool = True
+    ep: Endpoint, kwargs: dict[str, Any], *, reserve: bool = True, held: Any = None
 ) -> tuple[str, bool, str, Any]:
     """``(model, hide_usage_chunk, probe, reservation)``; mutates ``kwargs`` (the call's own
     dict).  ``probe``: the server this stream goes to unasked, to learn whether it sends usage.
-    ``reserve=False``: the caller reserves itself (the async wrapper awaits :func:`_areserve`)."""
+    ``reserve=False``: the caller reserves itself (the async wrapper awaits :func:`_areserve`).
+    ``held``: the hold a framework took for this call, used instead of a new one."""
     model = ep.spec.model_for(kwargs)
-    reservation = None
-    if reserve and _runtime.runtime().budgets.active:
+    reservation = held
+    if reserve and held is None and _runtime.runtime().budgets.active:
         reservation = ep.spec_for(kwargs).preflight(
             model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
         )
@@ -258,14 +265,19 @@ def _prepared(
     uninstrumented, or costwatch failed, which is reported).  ``BudgetExceeded`` propagates."""
     if not ep.active:
         return None
+    held = calls = None
     try:
         if watched and (calls := sdk_calls_var.get()) is not None:
             calls.count += 1
-        return _before(ep, kwargs, reserve=reserve)
+            held, calls.offered = calls.offered, None
+        return _before(ep, kwargs, reserve=reserve, held=held)
     except BudgetExceeded:
         raise
     except Exception as internal:
         errors.report("instrument", internal)
+        if held is not None and calls is not None:  # the framework records the call
+            calls.count -= 1
+            calls.offered = held
         return None
 
 
@@ -309,8 +321,9 @@ def async_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]
         prepared = _prepared(ep, kwargs, reserve=False)
         if prepared is None:
             return await original(*args, **kwargs)
-        model, hide, probe, _ = prepared
-        reservation = await _areserve(ep, kwargs, model)
+        model, hide, probe, reservation = prepared
+        if reservation is None:
+            reservation = await _areserve(ep, kwargs, model)
         t0 = perf_counter()
         try:
             result = await original(*args, **kwargs)
@@ -344,6 +357,42 @@ def stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[
                 model,
                 perf_counter(),
                 reservation=reservation,
+                prompt=ep.prompt(kwargs),
+            )
+        except Exception as internal:
+            errors.report("instrument", internal)
+        return manager
+
+    return call
+
+
+def async_stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
+    """The async client's ``messages.stream(...)``: ``.stream()`` itself is sync and returns a
+    manager whose ``async with`` makes the request, so the budget is reserved there, through
+    ``redis.asyncio`` (``BudgetExceeded`` raises at ``async with``, before anything is sent)."""
+
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        prepared = _prepared(ep, kwargs, reserve=False)
+        if prepared is None:
+            return original(*args, **kwargs)
+        model, _, _, reservation = prepared
+        try:
+            manager = original(*args, **kwargs)
+        except BaseException:
+            if reservation is not None:  # the SDK refused the arguments: nothing was sent
+                reservation.settle(None)
+            raise
+        try:
+            wrap_stream(
+                manager,
+                ep.spec,
+                model,
+                perf_counter(),
+                reservation=reservation,
+                reserve=None
+                if reservation is not None
+                else functools.partial(_areserve, ep, kwargs, model),
                 prompt=ep.prompt(kwargs),
             )
         except Exception as internal:

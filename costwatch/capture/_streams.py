@@ -538,6 +538,7 @@ def wrap_stream(
     t0: float,
     *,
     reservation: Reservation | None = None,
+    reserve: Callable[[], Awaitable[Reservation | None]] | None = None,
     prompt: object = None,
     hide_usage_chunk: bool = False,
     probe: str = "",
@@ -546,7 +547,9 @@ def wrap_stream(
 
     Returns ``result`` itself (hooked in place).  A stream already hooked (a decorated function
     returning the stream of an instrumented client) is returned as is: it is recorded once, by
-    the inner hook.  ``prompt`` is kept to estimate input tokens should usage never arrive;
+    the inner hook.  ``reserve``: for an async stream manager, the budget reservation to await
+    when it is entered, before its request is made (``BudgetExceeded`` then raises at
+    ``async with``).  ``prompt`` is kept to estimate input tokens should usage never arrive;
     ``hide_usage_chunk`` says costwatch injected ``include_usage`` and must hide its chunk;
     ``probe`` names the server a stream was sent to unasked, to learn whether it sends usage.
     """
@@ -569,14 +572,20 @@ def wrap_stream(
         started=kind not in (_MANAGER, _ASYNC_MANAGER),
     )
     try:
-        _hook(result, kind, name, rec)
+        _hook(result, kind, name, rec, reserve)
     except BaseException:
         rec.discard()
         raise
     return result
 
 
-def _hook(result: Any, kind: int, name: str, rec: StreamRecording) -> None:
+def _hook(
+    result: Any,
+    kind: int,
+    name: str,
+    rec: StreamRecording,
+    reserve: Callable[[], Awaitable[Reservation | None]] | None = None,
+) -> None:
     if kind == _RAW:
         _hook_raw(result, rec)
     elif kind == _ASYNC_RAW:
@@ -594,7 +603,7 @@ def _hook(result: Any, kind: int, name: str, rec: StreamRecording) -> None:
         else:
             rec.release()
     else:
-        _hook_manager(result, name, rec, asynchronous=kind == _ASYNC_MANAGER)
+        _hook_manager(result, name, rec, asynchronous=kind == _ASYNC_MANAGER, reserve=reserve)
     setattr(result, _MARK, rec)
 
 
@@ -614,12 +623,19 @@ def _hook_async_raw(stream: Any, rec: StreamRecording) -> None:
     setattr(stream, _MARK, rec)
 
 
-def _hook_manager(manager: Any, name: str, rec: StreamRecording, *, asynchronous: bool) -> None:
+def _hook_manager(
+    manager: Any,
+    name: str,
+    rec: StreamRecording,
+    *,
+    asynchronous: bool,
+    reserve: Callable[[], Awaitable[Reservation | None]] | None = None,
+) -> None:
     """Managers make their request on ``__enter__``: hook the raw stream that request returns."""
     attribute = f"_{name}__api_request"
     request = getattr(manager, attribute)
     if asynchronous:
-        setattr(manager, attribute, _request_async(request, rec))
+        setattr(manager, attribute, _AsyncRequest(request, rec, reserve))
     else:
         setattr(manager, attribute, functools.partial(_request_sync, request, rec))
 
@@ -650,7 +666,41 @@ def _request_sync(request: Callable[[], Any], rec: StreamRecording) -> Any:
     return raw
 
 
-async def _request_async(request: Awaitable[Any], rec: StreamRecording) -> Any:
+class _AsyncRequest:
+    """What an async manager awaits on ``__aenter__`` in place of its request: an awaitable,
+    not a coroutine, so a manager never entered leaves the one "never awaited" warning the SDK's
+    own request gives, not a second one for costwatch's."""
+
+    __slots__ = ("request", "rec", "reserve")
+
+    def __init__(
+        self,
+        request: Awaitable[Any],
+        rec: StreamRecording,
+        reserve: Callable[[], Awaitable[Reservation | None]] | None,
+    ) -> None:
+        self.request = request
+        self.rec = rec
+        self.reserve = reserve
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return _request_async(self.request, self.rec, self.reserve).__await__()
+
+
+async def _request_async(
+    request: Awaitable[Any],
+    rec: StreamRecording,
+    reserve: Callable[[], Awaitable[Reservation | None]] | None = None,
+) -> Any:
+    if reserve is not None:
+        try:
+            rec.reservation = await reserve()
+        except BaseException:  # refused (BudgetExceeded) or cancelled: nothing is sent
+            rec.discard()
+            close = getattr(request, "close", None)
+            if close is not None:  # the SDK's request coroutine, never to be awaited
+                close()
+            raise
     _begin(rec)
     try:
         raw = await request

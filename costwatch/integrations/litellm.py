@@ -14,41 +14,59 @@ made, with LiteLLM's usage mapped exactly: its ``prompt_tokens`` include the cac
 usage the provider did not report (OpenAI without ``stream_options={"include_usage": True}``)
 is estimated by costwatch and marked so.
 
-Budgets: before an async call (``acompletion``, ``aembedding``, the Router's) is sent, the
-logger's ``async_pre_call_deployment_hook`` runs costwatch's budget preflight, so a ``block``
-budget raises ``costwatch.BudgetExceeded`` and nothing is sent.  LiteLLM's synchronous
-``completion``/``embedding`` have no hook that may refuse a call: their cost is charged to the
-budgets when they finish.
+Budgets: costwatch's budget preflight runs before any call is sent, so a ``block`` budget
+raises ``costwatch.BudgetExceeded`` and nothing is sent.  Async calls (``acompletion``,
+``aembedding``, the Router's) reserve in the logger's ``async_pre_call_deployment_hook``,
+through ``redis.asyncio`` (never blocking the loop).  LiteLLM has no synchronous hook that may
+refuse a call, so creating a ``CostwatchLogger`` installs :func:`install_sync_preflight`: it
+wraps ``litellm.utils.function_setup``, which LiteLLM's ``@client`` wrapper runs before it sends
+``completion`` (streamed or not), ``text_completion``, ``embedding`` and the Router's sync calls.
+:func:`uninstall_sync_preflight` removes it.  The hold is settled to the call's cost by its
+success or failure event, and released if LiteLLM fails before it sends anything.
 
 With ``costwatch.instrument()`` on as well, a call LiteLLM makes through the OpenAI SDK is
-recorded by the instrumentation (which also runs the budget preflight for it) and the logger
-leaves it alone: never both.
+recorded by the instrumentation and the logger leaves it alone: never both.  The logger's hold
+wins: it is taken before LiteLLM picks its transport, then handed to the SDK call, which
+settles it (the instrumentation takes no second hold for that call).
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
+from costwatch._core import runtime as _runtime
+from costwatch._core.errors import BudgetExceeded
 from costwatch._core.failopen import errors
 from costwatch._core.record import TokenUsage
 from costwatch._core.tokens import count_prompt_tokens
+from costwatch.accounting._recorder import CallSpec
 from costwatch.capture._instrument_calls import SdkCalls
 from costwatch.integrations._common import Specs, recorded_by_sdk, require, start_model_call
 
+_litellm: Any = require("litellm", "litellm")
 _CustomLogger: Any = require("litellm.integrations.custom_logger", "litellm").CustomLogger
 
-__all__ = ["CostwatchLogger", "usage_of"]
+__all__ = ["CostwatchLogger", "install_sync_preflight", "uninstall_sync_preflight", "usage_of"]
 
 _COMPONENT = "litellm"
 _MAX_PENDING = 10_000
 """Calls started and not yet finished that the logger keeps (a call LiteLLM never reports
 the end of is dropped past this)."""
 _EMBEDDING_CALLS = frozenset({"embedding", "aembedding"})
+_POSITIONAL = {
+    "completion": ("model", "messages"),
+    "embedding": ("model", "input"),
+    "text_completion": ("prompt", "model"),
+}
+"""The sync calls the preflight runs before (``function_setup``'s ``original_function``; the
+Router's sync calls are ``completion``/``embedding``), with the names of their positional
+arguments.  Other call types (images, audio, ...) are charged when they finish."""
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -144,8 +162,11 @@ def _usage_reported(kwargs: Mapping[str, Any]) -> bool:
 
 
 def _prompt(kwargs: Mapping[str, Any], stage: str) -> Any:
-    """The prompt: the messages, or the embedded input."""
-    return kwargs.get("messages") if stage == "generation" else kwargs.get("input")
+    """The prompt: the messages (a ``text_completion``'s prompt), or the embedded input."""
+    if stage == "generation":
+        messages = kwargs.get("messages")
+        return messages if messages is not None else kwargs.get("prompt")
+    return kwargs.get("input")
 
 
 def _latency(start_time: Any, end_time: Any, call: _Call) -> float:
@@ -174,6 +195,7 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
         self._calls: OrderedDict[str, _Call] = OrderedDict()
         self._lock = threading.Lock()
         self._specs = Specs()
+        install_sync_preflight()
 
     def _call(self, kwargs: Mapping[str, Any], create: bool) -> _Call | None:
         call_id = kwargs.get("litellm_call_id")
@@ -193,44 +215,78 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
             return self._calls.pop(call_id, None) if isinstance(call_id, str) else None
 
     # --- before the call -------------------------------------------------------------------
+    # The two preflights are twins (they differ only by ``await``): the async one is LiteLLM's
+    # hook, the sync one runs from the ``function_setup`` wrapper.
 
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> None:
         """costwatch's budget preflight: ``BudgetExceeded`` propagates and nothing is sent."""
-        from costwatch._core import runtime as _runtime
-        from costwatch._core.errors import BudgetExceeded
-
         try:
             if not _runtime.runtime().budgets.active:
                 return None
-            provider, model = _provider_and_model(kwargs)
-            stage, operation = _stage({"call_type": call_type, **kwargs})
-            spec = self._specs.get(provider, stage, operation)
-            prompt = _prompt(kwargs, stage)
-            max_output = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
-            reservation = spec.preflight(
-                model,
-                count_prompt_tokens(prompt, model),
-                0 if stage == "embedding" else max_output if type(max_output) is int else None,
-            )
-            call = self._call(kwargs, create=True)
-            if call is not None:
-                call.reservation = reservation
-            elif reservation is not None:
-                reservation.settle(None)
+            spec, model, prompt_tokens, max_output = self._request(kwargs, call_type)
+            self._hold(kwargs, await spec.apreflight(model, prompt_tokens, max_output))
         except BudgetExceeded:
             raise
         except Exception as exc:
             errors.report(_COMPONENT, exc)
         return None
 
+    def sync_pre_call(self, kwargs: Mapping[str, Any], call_type: Any) -> None:
+        """The sync twin of :meth:`async_pre_call_deployment_hook` (run by the
+        ``function_setup`` wrapper :func:`install_sync_preflight` installs)."""
+        try:
+            if not _runtime.runtime().budgets.active:
+                return None
+            spec, model, prompt_tokens, max_output = self._request(kwargs, call_type)
+            self._hold(kwargs, spec.preflight(model, prompt_tokens, max_output))
+        except BudgetExceeded:
+            raise
+        except Exception as exc:
+            errors.report(_COMPONENT, exc)
+        return None
+
+    def _request(
+        self, kwargs: Mapping[str, Any], call_type: Any
+    ) -> tuple[CallSpec, str, int, int | None]:
+        """``(spec, model, prompt tokens, max output tokens)`` of the call about to be sent."""
+        provider, model = _provider_and_model(kwargs)
+        stage, operation = _stage({"call_type": call_type, **kwargs})
+        spec = self._specs.get(provider, stage, operation)
+        prompt_tokens = count_prompt_tokens(_prompt(kwargs, stage), model)
+        max_output = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
+        if stage == "embedding":
+            return spec, model, prompt_tokens, 0
+        return spec, model, prompt_tokens, max_output if type(max_output) is int else None
+
+    def _hold(self, kwargs: Mapping[str, Any], reservation: Any) -> None:
+        """Keep the call's reservation until its success or failure event settles it."""
+        if reservation is None:
+            return
+        call = self._call(kwargs, create=True)
+        if call is None:
+            reservation.settle(None)
+        else:
+            call.reservation = reservation
+
+    def release(self, kwargs: Mapping[str, Any]) -> None:
+        """LiteLLM failed before sending the call (no event will come): free its hold."""
+        call = self._finish(kwargs)
+        if call is not None and call.reservation is not None:
+            call.reservation.settle(None)
+
     def log_pre_api_call(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> None:
         """Runs in the caller's context right before the request: remember the context (tags,
-        request) and start counting the SDK calls instrumentation records."""
+        request), start counting the SDK calls instrumentation records and offer them the
+        call's hold (an attempt LiteLLM retries under the same call offers what is left)."""
         try:
             call = self._call(kwargs, create=True)
             if call is not None:
-                call.context = contextvars.copy_context()
+                previous = call.sdk_calls
+                held = call.reservation if previous is None else previous.offered
+                call.reservation = None
                 call.sdk_calls = start_model_call()
+                call.sdk_calls.offered = held
+                call.context = contextvars.copy_context()
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 
@@ -283,9 +339,14 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
 
     def _ended(self, kwargs: Mapping[str, Any]) -> _Call | None:
         """The call LiteLLM reports the end of, unless costwatch's SDK instrumentation
-        recorded it already (its reservation, if the preflight made one, is released)."""
+        recorded it already (which settles the hold it took; one it did not take is freed)."""
         call = self._finish(kwargs)
-        if call is None or not recorded_by_sdk(call.sdk_calls):
+        if call is None:
+            return None
+        calls = call.sdk_calls
+        if calls is not None and calls.offered is not None:  # offered, and no SDK call took it
+            call.reservation, calls.offered = calls.offered, None
+        if not recorded_by_sdk(calls):
             return call
         if call.reservation is not None:
             call.reservation.settle(None)
@@ -319,3 +380,96 @@ def _run_in(call: _Call, fn: Any, *args: Any) -> None:
         fn(*args)
     else:
         call.context.run(fn, *args)
+
+
+# --- the sync preflight ---------------------------------------------------------------------
+
+_install_lock = threading.Lock()
+_sync_preflight_on = False
+"""Cleared by ``uninstall_sync_preflight``: a wrapper another library put on top of costwatch's
+keeps it in the chain, and it then passes calls through."""
+
+
+def install_sync_preflight() -> None:
+    """Let a ``block`` budget refuse LiteLLM's synchronous calls before they are sent.
+
+    Wraps ``litellm.utils.function_setup`` (looked up from that module by LiteLLM's ``@client``
+    wrapper before every sync ``completion``, ``text_completion``, ``embedding`` and the
+    Router's sync calls) so that it runs the budget preflight of the first ``CostwatchLogger``
+    among the call's callbacks and ``litellm.callbacks``; ``costwatch.BudgetExceeded``
+    propagates to the caller.  Idempotent; every ``CostwatchLogger()`` calls it.
+    """
+    global _sync_preflight_on
+    utils: Any = require("litellm.utils", "litellm")
+    with _install_lock:
+        _sync_preflight_on = True
+        if not _is_ours(utils.function_setup):
+            utils.function_setup = _with_preflight(utils.function_setup)
+
+
+def uninstall_sync_preflight() -> None:
+    """Restore ``litellm.utils.function_setup``: sync calls are no longer refused (their cost
+    is still charged to the budgets when they finish)."""
+    global _sync_preflight_on
+    utils: Any = require("litellm.utils", "litellm")
+    with _install_lock:
+        _sync_preflight_on = False
+        current = utils.function_setup
+        if _is_ours(current):
+            utils.function_setup = current.__wrapped__
+
+
+def _is_ours(fn: Any) -> bool:
+    return getattr(fn, "_costwatch_preflight", False) is True
+
+
+def _with_preflight(original: Any) -> Any:
+    @functools.wraps(original)
+    def function_setup(
+        original_function: str, rules_obj: Any, start_time: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        logger = None
+        if (
+            _sync_preflight_on
+            and kwargs.get("is_async_call") is False
+            and original_function in _POSITIONAL
+        ):
+            logger = _preflight(original_function, args, kwargs)
+        try:
+            return original(original_function, rules_obj, start_time, *args, **kwargs)
+        except BaseException:
+            if logger is not None:
+                logger.release(kwargs)
+            raise
+
+    function_setup._costwatch_preflight = True  # type: ignore[attr-defined]
+    return function_setup
+
+
+def _preflight(
+    call_type: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> CostwatchLogger | None:
+    """Run the sync preflight of the logger that will see this call; the logger, if any."""
+    try:
+        logger = _logger_of(kwargs)
+        if logger is None:
+            return None
+        request = dict(kwargs)
+        for name, value in zip(_POSITIONAL.get(call_type, ()), args, strict=False):
+            request.setdefault(name, value)
+    except Exception as exc:
+        errors.report(_COMPONENT, exc)
+        return None
+    logger.sync_pre_call(request, call_type)  # BudgetExceeded propagates
+    return logger
+
+
+def _logger_of(kwargs: Mapping[str, Any]) -> CostwatchLogger | None:
+    """The first ``CostwatchLogger`` among the call's own callbacks and LiteLLM's: the one
+    that records the call (a second one would hold the budget twice)."""
+    for callbacks in (kwargs.get("callbacks"), _litellm.callbacks):
+        if isinstance(callbacks, list | tuple):
+            for callback in callbacks:
+                if isinstance(callback, CostwatchLogger):
+                    return callback
+    return None

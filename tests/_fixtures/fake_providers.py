@@ -830,6 +830,9 @@ def _sse_frame(name: str | None, payload: dict[str, Any]) -> bytes:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
+    """The listen backlog: tests open tens of connections at once (the default 5 makes the
+    rest wait for a SYN retransmit, a second)."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)

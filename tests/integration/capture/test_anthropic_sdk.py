@@ -8,6 +8,7 @@ $3.75 five-minute cache write, $6 one-hour cache write, $15 output.  Anthropic r
 from __future__ import annotations
 
 import gc
+import warnings
 from decimal import Decimal
 from typing import Any
 
@@ -408,6 +409,28 @@ async def test_async_stream_abandoned_and_closed_is_recorded_once(
 
     record = _only_record(capture)
     assert record.incomplete is True
+
+
+def test_an_async_stream_manager_never_entered_warns_as_without_costwatch_and_is_not_recorded(
+    cw: Any, capture: CaptureSink, fake_provider: FakeProvider
+) -> None:
+    """The SDK's own request coroutine, never awaited, warns once; costwatch adds no second
+    warning for its hook (an awaitable, not a coroutine) and records nothing: no call was made."""
+
+    def never_awaited_warnings(client: anthropic.AsyncAnthropic) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            client.messages.stream(model=MODEL, max_tokens=16, messages=MESSAGES)
+            gc.collect()
+        return [str(w.message) for w in caught if "never awaited" in str(w.message)]
+
+    plain = never_awaited_warnings(_async_client(fake_provider))
+    instrumented = never_awaited_warnings(cw.instrument(_async_client(fake_provider)))
+
+    assert len(plain) == 1
+    assert instrumented == plain
+    drain()
+    assert capture.records == [] and fake_provider.requests == []
 
 
 def test_instrument_twice_is_once_and_uninstrument_restores(
