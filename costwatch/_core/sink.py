@@ -11,10 +11,13 @@ each request (``RequestEnd``), how a request ended (``Outcome``), and the costs 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
+from costwatch._core.failopen import errors
 from costwatch._core.record import CostRecord
 
 
@@ -222,3 +225,94 @@ class BaseSink:
 
     def on_internal_error(self, component: str) -> None:
         return None
+
+
+_FAIL_OPEN_EVENTS = frozenset(
+    name for name in vars(BaseSink) if name.startswith("on_") and name != "on_internal_error"
+)
+"""The events a ``FailOpenSink`` shields.  Not ``on_internal_error``: ``errors.report`` calls it
+(reporting from it would recurse), and ``InternalErrors`` already shields its listeners."""
+
+
+def _fail_open(method: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(method)
+    def shielded(self: FailOpenSink, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception as exc:
+            errors.report(self.component, exc)
+
+    return shielded
+
+
+class FailOpenSink(BaseSink):
+    """A sink whose every event method fails open: an exception is counted under
+    ``component`` (``costwatch_internal_errors_total``), logged rate-limited and swallowed,
+    raised only in strict mode.
+
+    Subclasses override the events as on ``BaseSink``; each override is wrapped once, when the
+    class is defined, so no method repeats the ``try``/``except``.
+    """
+
+    component: ClassVar[str] = "sink"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _FAIL_OPEN_EVENTS & vars(cls).keys():
+            setattr(cls, name, _fail_open(vars(cls)[name]))
+
+
+class SinkTarget(Protocol):
+    """What a ``ForwardingSink`` forwards to: one ``add_*`` (or ``set_budget``) per event."""
+
+    def add_record(self, record: CostRecord) -> object: ...
+
+    def add_request_end(self, event: RequestEnd) -> None: ...
+
+    def add_cache(self, event: CacheEvent) -> None: ...
+
+    def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None: ...
+
+    def add_blocked(self, budget: str) -> None: ...
+
+    def add_outcome(self, event: Outcome) -> None: ...
+
+    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None: ...
+
+    def add_state_lost(self, budget: str) -> None: ...
+
+    def add_internal_error(self, component: str) -> None: ...
+
+
+class ForwardingSink(FailOpenSink):
+    """A fail-open sink that hands each event to ``self._target`` (an exporter's totals)."""
+
+    _target: SinkTarget
+
+    def on_record(self, record: CostRecord) -> None:
+        self._target.add_record(record)
+
+    def on_request_end(self, event: RequestEnd) -> None:
+        self._target.add_request_end(event)
+
+    def on_cache(self, event: CacheEvent) -> None:
+        self._target.add_cache(event)
+
+    def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
+        self._target.set_budget(budget, spent_usd, limit_usd)
+
+    def on_budget_blocked(self, budget: str) -> None:
+        self._target.add_blocked(budget)
+
+    def on_outcome(self, event: Outcome) -> None:
+        self._target.add_outcome(event)
+
+    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        self._target.add_lifecycle(event)
+
+    def on_budget_state_lost(self, budget: str) -> None:
+        self._target.add_state_lost(budget)
+
+    def on_internal_error(self, component: str) -> None:
+        # Not shielded: errors.report calls this (see _FAIL_OPEN_EVENTS).
+        self._target.add_internal_error(component)

@@ -27,7 +27,10 @@ from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
-from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
+from costwatch._core.sink import (
+    ForwardingSink,
+    RequestEnd,
+)
 from costwatch.exporters import names
 from costwatch.exporters._aggregate import SpendAggregate
 from costwatch.exporters._otel_spans import SpanWriter, operation_name
@@ -396,13 +399,16 @@ def _state_for(
         return state
 
 
-class OTelSink(BaseSink):
+class OTelSink(ForwardingSink):
     """Every costwatch event as OpenTelemetry metrics (and, with ``spans=True``, spans).
 
     ``meter_provider`` defaults to ``opentelemetry.metrics.get_meter_provider()``; sinks built on
     the same provider share one set of instruments.  ``label_limits`` caps distinct values of
     free-form attributes like the Prometheus exporter does.  ``flush()`` drains the queue now.
+    Calls and request ends are queued; the other events go to the totals straight away.
     """
+
+    component = "exporter.otel"
 
     def __init__(
         self,
@@ -418,6 +424,7 @@ class OTelSink(BaseSink):
         self.service = service
         self._state = _state_for(provider, service, label_limits, max(1, max_pending))
         self._push = self._state.push
+        self._target = self._state.aggregate
         self._spans: Any = None
         if spans:
             self._spans = SpanWriter(tracer_provider)
@@ -431,55 +438,9 @@ class OTelSink(BaseSink):
         self._state.drain()
 
     def on_record(self, record: CostRecord) -> None:
-        try:
-            self._push(record)
-            if self._spans is not None:
-                self._spans.write(record)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
+        self._push(record)
+        if self._spans is not None:
+            self._spans.write(record)
 
     def on_request_end(self, event: RequestEnd) -> None:
-        try:
-            self._push(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_cache(self, event: CacheEvent) -> None:
-        try:
-            self._state.aggregate.add_cache(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
-        try:
-            self._state.aggregate.set_budget(budget, spent_usd, limit_usd)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_budget_blocked(self, budget: str) -> None:
-        try:
-            self._state.aggregate.add_blocked(budget)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_outcome(self, event: Outcome) -> None:
-        try:
-            self._state.aggregate.add_outcome(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
-        try:
-            self._state.aggregate.add_lifecycle(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_budget_state_lost(self, budget: str) -> None:
-        try:
-            self._state.aggregate.add_state_lost(budget)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_internal_error(self, component: str) -> None:
-        # Called by errors.report itself: must not report (it would recurse).
-        self._state.aggregate.add_internal_error(component)
+        self._push(event)
