@@ -262,57 +262,36 @@ class FailOpenSink(BaseSink):
             setattr(cls, name, _fail_open(vars(cls)[name]))
 
 
-class SinkTarget(Protocol):
-    """What a ``ForwardingSink`` forwards to: one ``add_*`` (or ``set_budget``) per event."""
-
-    def add_record(self, record: CostRecord) -> object: ...
-
-    def add_request_end(self, event: RequestEnd) -> None: ...
-
-    def add_cache(self, event: CacheEvent) -> None: ...
-
-    def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None: ...
-
-    def add_blocked(self, budget: str) -> None: ...
-
-    def add_outcome(self, event: Outcome) -> None: ...
-
-    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None: ...
-
-    def add_state_lost(self, budget: str) -> None: ...
-
-    def add_internal_error(self, component: str) -> None: ...
-
-
 class ForwardingSink(FailOpenSink):
-    """A fail-open sink that hands each event to ``self._target`` (an exporter's totals)."""
+    """A fail-open sink that hands each event to ``self._target``: an exporter's totals, which
+    take the events of a ``Sink`` without failing open themselves."""
 
-    _target: SinkTarget
+    _target: Sink
 
     def on_record(self, record: CostRecord) -> None:
-        self._target.add_record(record)
+        self._target.on_record(record)
 
     def on_request_end(self, event: RequestEnd) -> None:
-        self._target.add_request_end(event)
+        self._target.on_request_end(event)
 
     def on_cache(self, event: CacheEvent) -> None:
-        self._target.add_cache(event)
+        self._target.on_cache(event)
 
     def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
-        self._target.set_budget(budget, spent_usd, limit_usd)
+        self._target.on_budget(budget, spent_usd, limit_usd)
 
     def on_budget_blocked(self, budget: str) -> None:
-        self._target.add_blocked(budget)
+        self._target.on_budget_blocked(budget)
 
     def on_outcome(self, event: Outcome) -> None:
-        self._target.add_outcome(event)
+        self._target.on_outcome(event)
 
     def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
-        self._target.add_lifecycle(event)
+        self._target.on_lifecycle(event)
 
     def on_budget_state_lost(self, budget: str) -> None:
-        self._target.add_state_lost(budget)
+        self._target.on_budget_state_lost(budget)
 
     def on_internal_error(self, component: str) -> None:
         # Not shielded: errors.report calls this (see _FAIL_OPEN_EVENTS).
-        self._target.add_internal_error(component)
+        self._target.on_internal_error(component)

@@ -33,7 +33,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, va
 from costwatch._core.errors import ConfigError
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
-from costwatch._core.sink import ForwardingSink, SinkTarget
+from costwatch._core.sink import ForwardingSink, Sink
 
 if TYPE_CHECKING:
     from costwatch.accounting._tally import Tally
@@ -50,7 +50,7 @@ def is_multiprocess() -> bool:
     return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
-class _Backend(SinkTarget, Protocol):
+class _Backend(Sink, Protocol):
     service: str
     guard: LabelGuard
 
