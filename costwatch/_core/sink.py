@@ -75,8 +75,20 @@ LIFECYCLE_KINDS: tuple[str, ...] = ("training", "indexing", "hosting", "vector_s
 ``other`` are recurring (``FixedCost``), though a one-off of any kind may be recorded too."""
 
 
+@dataclass(slots=True, frozen=True, kw_only=True)
+class _Attributed:
+    """Who a cost that is not a call is attributed to, as a call is (keyword-only fields)."""
+
+    strategy: str = ""
+    pipeline: str = ""
+    service: str = ""
+    feature: str = ""
+    team: str = ""
+    tenant: str = ""
+
+
 @dataclass(slots=True, frozen=True)
-class LifecycleCost:
+class LifecycleCost(_Attributed):
     """A one-off cost that is not a per-request call: a training run, an indexing run.
 
     ``detail`` says how ``cost_usd`` was computed (tokens, epochs, price per million and the
@@ -89,12 +101,6 @@ class LifecycleCost:
     price_source: str
     provider: str = ""
     model: str = ""
-    strategy: str = ""
-    pipeline: str = ""
-    service: str = ""
-    feature: str = ""
-    team: str = ""
-    tenant: str = ""
     timestamp: float = 0.0
     detail: tuple[tuple[str, str], ...] = ()
 
@@ -106,7 +112,7 @@ class LifecycleCost:
 
 
 @dataclass(slots=True, frozen=True)
-class FixedCost:
+class FixedCost(_Attributed):
     """A recurring cost declared by ``costwatch.fixed_cost``: it accrues at ``usd_per_hour``
     over wall-clock time from ``started_at`` (the runtime clock) whatever the traffic.
 
@@ -119,12 +125,6 @@ class FixedCost:
     usd_per_hour: Decimal
     started_at: float
     price_source: str = "user"
-    strategy: str = ""
-    pipeline: str = ""
-    service: str = ""
-    feature: str = ""
-    team: str = ""
-    tenant: str = ""
     usd_per_month: Decimal | None = None
     """As declared, when it was declared per month (``usd_per_hour`` is derived from it)."""
 
