@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
@@ -124,51 +125,38 @@ BROKEN: Done = (None, ERROR)
 """costwatch's own failure (already reported): call through."""
 
 
+@dataclass(slots=True, eq=False)
 class Site:
     """One wrapped function: its key material, in-flight computations and event emission."""
 
-    __slots__ = (
-        "policy",
-        "resolver",
-        "fn",
-        "source",
-        "stage",
-        "own_cost",
-        "name",
-        "flights",
-        "_binder",
-        "_const",
-        "_ns_keys",
-        "_keyed",
-        "_events",
+    policy: CachePolicy
+    resolver: Resolver
+    fn: Callable[..., Any]
+    source: str
+    stage: str
+    own_cost: OwnCost | None
+    name: str = field(init=False)
+    flights: Flights = field(init=False, default_factory=Flights)
+    _binder: Binder = field(init=False)
+    _const: tuple[str, ...] = field(init=False)
+    _ns_keys: dict[tuple[str, str], tuple[str, str]] = field(init=False, default_factory=dict)
+    _keyed: dict[LocalKey, tuple[str, Keys]] = field(init=False, default_factory=dict)
+    """Exact call key -> (namespace, keys): a repeated call is not hashed again."""
+    _events: dict[str, tuple[Mapping[str, str], Decimal, Resolved, CacheEvent, CacheEvent]] = field(
+        init=False, default_factory=dict
     )
+    """Result -> (tags, saved, resolved, event, tally key) of the latest lookup."""
 
-    def __init__(
-        self,
-        policy: CachePolicy,
-        resolver: Resolver,
-        fn: Callable[..., Any],
-        source: str,
-        stage: str,
-        own_cost: OwnCost | None,
-    ) -> None:
-        self.policy = policy
-        self.resolver = resolver
-        self.fn = fn
-        self.source = source
-        self.stage = stage
-        self.own_cost = own_cost
-        self.name = policy.name or source
-        self.flights = Flights()
+    def __post_init__(self) -> None:
+        policy, fn = self.policy, self.fn
+        self.name = policy.name or self.source
         self._binder = Binder(fn)
-        self._const = (source, policy.version, stage, function_identity(fn, policy.key_namespace))
-        self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
-        self._keyed: dict[LocalKey, tuple[str, Keys]] = {}
-        """Exact call key -> (namespace, keys): a repeated call is not hashed again."""
-        self._events: dict[
-            str, tuple[Mapping[str, str], Decimal, Resolved, CacheEvent, CacheEvent]
-        ] = {}
-        """Result -> (tags, saved, resolved, event, tally key) of the latest lookup."""
+        self._const = (
+            self.source,
+            policy.version,
+            self.stage,
+            function_identity(fn, policy.key_namespace),
+        )
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, res: Resolved, tags: Mapping[str, str], result: str, saved: Decimal) -> None:
