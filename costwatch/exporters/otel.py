@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from costwatch._core.sink import (
     RequestEnd,
 )
 from costwatch.exporters import names
-from costwatch.exporters._aggregate import SpendAggregate
+from costwatch.exporters._aggregate import SpendAggregate, SpendSeries
 from costwatch.exporters._otel_spans import SpanWriter, operation_name
 from costwatch.exporters.names import (
     CACHE_LABELS,
@@ -213,49 +213,37 @@ class _OTelState:
 
     # -- collection-time callbacks -----------------------------------------------------------
 
-    def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+    def _per_spend_series(
+        self, extra: str, read: Callable[[SpendSeries], list[tuple[str, float]]]
+    ) -> list[Observation]:
+        """An observation for each ``(extra label value, value)`` that ``read`` takes from a
+        spend series under its lock; ``extra=""``: no extra label (the value is ignored)."""
         self.drain()
+        keys = (*SPEND_LABELS, extra) if extra else SPEND_LABELS
         out = []
         for labels, series in self.aggregate.spend.items():
             with series.lock:
-                spent = series.cost
-            if spent is not None:
-                out.append(_observation(float(spent), SPEND_LABELS, labels))
+                values = read(series)
+            for value_label, value in values:
+                out.append(_observation(value, keys, (*labels, value_label) if extra else labels))
         return out
+
+    def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._per_spend_series("", lambda s: [] if s.cost is None else [("", float(s.cost))])
 
     def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
-        self.drain()
-        out = []
-        for labels, series in self.aggregate.spend.items():
-            with series.lock:
-                counts = list(series.tokens)
-            for token_type, count in zip(TOKEN_TYPE_VALUES, counts, strict=True):
-                if count:
-                    out.append(
-                        _observation(count, (*SPEND_LABELS, "token_type"), (*labels, token_type))
-                    )
-        return out
+        return self._per_spend_series(
+            "token_type",
+            lambda s: [(t, n) for t, n in zip(TOKEN_TYPE_VALUES, s.tokens, strict=True) if n],
+        )
 
     def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        self.drain()
-        out = []
-        for labels, series in self.aggregate.spend.items():
-            with series.lock:
-                ok, error = series.ok, series.error
-            for status, count in (("ok", ok), ("error", error)):
-                if count:
-                    out.append(_observation(count, (*SPEND_LABELS, "status"), (*labels, status)))
-        return out
+        return self._per_spend_series(
+            "status", lambda s: [(k, n) for k, n in (("ok", s.ok), ("error", s.error)) if n]
+        )
 
     def _observe_unpriced(self, options: CallbackOptions) -> Iterable[Observation]:
-        self.drain()
-        out = []
-        for labels, series in self.aggregate.spend.items():
-            with series.lock:
-                count = series.unpriced
-            if count:
-                out.append(_observation(count, SPEND_LABELS, labels))
-        return out
+        return self._per_spend_series("", lambda s: [("", s.unpriced)] if s.unpriced else [])
 
     def _context(self) -> list[tuple[tuple[str, ...], int, Decimal]]:
         self.drain()
