@@ -177,9 +177,10 @@ class BudgetRegistry:
             return None
 
     async def areserve(self, call: BudgetCall) -> Reservation | None:
-        """The asyncio twin of :meth:`reserve` (differs only by ``await``): reserves through
-        ``redis.asyncio`` (the reservations of calls started together share round trips) and
-        never blocks the loop."""
+        """The asyncio twin of :meth:`reserve`, line for line but for ``await``, the asyncio
+        backend (``redis.asyncio``: the reservations of calls started together share round
+        trips), the flush on a worker thread and, when cancelled, releasing the holds it may
+        have been granted.  Never blocks the loop."""
         try:
             plan = self._plan(call)
             if plan is None:
