@@ -16,7 +16,7 @@ Prometheus and OpenTelemetry exporters.
 
 from __future__ import annotations
 
-from costwatch._configure import configure, runtime
+from costwatch._configure import configure, runtime, shutdown
 from costwatch._core.context import context_executor, tags, wrap
 from costwatch._core.errors import BudgetExceeded, ConfigError
 from costwatch._core.record import CostRecord, TokenUsage
@@ -73,6 +73,7 @@ __all__ = [
     "request",
     "retrieval",
     "serve_metrics",
+    "shutdown",
     "summary",
     "tags",
     "uninstrument",

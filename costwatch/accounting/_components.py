@@ -23,7 +23,20 @@ COMPONENTS: tuple[str, ...] = (
 """Per-request (variable) components, in display order."""
 
 _ZERO = Decimal(0)
+_ONE = Decimal(1)
 _BY_STAGE = {"embedding": "embedding", "retrieval": "retrieval", "rerank": "rerank"}
+CONTEXT_SHARE_QUANTUM = Decimal("1e-20")
+"""Dollars of a context share are rounded here (far below a nano-dollar).  A share is a
+quotient: unrounded it has 28 significant digits, and sums of such numbers round differently
+by grouping, so ``summary()`` (sums of rows) and the record log (a split per call) would differ
+in the last digit.  Rounded to a fixed exponent, every sum under $10^8 is exact."""
+
+
+def context_share(input_cost_usd: Decimal, context_tokens: int, prompt_tokens: int) -> Decimal:
+    """The part of a call's input-side cost its ``context_tokens`` of ``prompt_tokens`` made."""
+    share = (input_cost_usd * context_tokens / prompt_tokens).quantize(CONTEXT_SHARE_QUANTUM)
+    # no trailing zeros (they would carry into every figure computed from the share)
+    return share.quantize(_ONE) if share == share.to_integral_value() else share.normalize()
 
 
 def split(

@@ -26,6 +26,7 @@ from costwatch._core.record import (
     UsageSource,
     counts,
 )
+from costwatch.accounting._components import context_share
 from costwatch.accounting._tally import ENTRY_LIMIT
 
 if TYPE_CHECKING:
@@ -590,7 +591,8 @@ def _attribute_context(
     record.context_tokens = {src: n for src, n in counts.items() if n}
     if input_cost is not None:
         record.context_cost_usd = {
-            src: input_cost * n / prompt_total for src, n in record.context_tokens.items()
+            src: context_share(input_cost, n, prompt_total)
+            for src, n in record.context_tokens.items()
         }
 
 

@@ -6,8 +6,12 @@ extrapolation, unlike ``increase()``.  A counter reset inside the range (a resta
 corrected: read such a period from the record log, which is the ledger.  Amounts are floats on
 the way through Prometheus, so figures agree with ``summary()`` and the record log up to float
 rounding.  Fixed costs are rates: ``max by (name)`` of ``costwatch_fixed_cost_usd_per_hour``,
-so processes declaring the same one count it once.  One-off lifecycle costs are the total of
-the runs in the range (their arithmetic detail is only in the record log).
+so processes declaring the same one count it once.  A one-off lifecycle cost is its *latest
+run*, as ``summary()`` and the record log read it (what a run costs, amortised over its
+cadence): the last step of ``costwatch_lifecycle_cost_usd_total`` in the range, over every
+series of that ``(kind, name, pipeline)``.  Prometheus sees a run as a step between two
+scrapes, so two runs of the same name within one scrape interval read as one run of their sum;
+the arithmetic detail of a run is only in the record log.
 """
 
 from __future__ import annotations
@@ -38,18 +42,45 @@ def _key(metric: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in metric.items() if k != "__name__"))
 
 
+def _window(start: float, end: float) -> str:
+    """The range ``(start, end]`` as a PromQL duration, to the millisecond."""
+    return f"{max(int((end - start) * 1000), 1)}ms"
+
+
 def _delta(
     url: str, metric: str, start: float, end: float, timeout_s: float
 ) -> list[tuple[dict[str, str], Decimal]]:
     """Per series: its value at ``end`` minus its value at ``start`` (0 when it did not exist)."""
-    window = f"{max(int(end - start), 1)}s"
-    at_end = _query(url, f"last_over_time({metric}[{window}])", end, timeout_s)
+    at_end = _query(url, f"last_over_time({metric}[{_window(start, end)}])", end, timeout_s)
     at_start = {_key(s["metric"]): s["value"][1] for s in _query(url, metric, start, timeout_s)}
     out = []
     for series in at_end:
         labels = series["metric"]
         before = at_start.get(_key(labels), "0")
         out.append((labels, Decimal(series["value"][1]) - Decimal(before)))
+    return out
+
+
+def _last_steps(
+    url: str, metric: str, start: float, end: float, timeout_s: float
+) -> list[tuple[dict[str, str], float, Decimal]]:
+    """Per series: ``(labels, when, by how much)`` of its last increase in the range, from its
+    raw samples after its value at ``start``; a drop (a restart) counts from zero."""
+    samples = _query(url, f"{metric}[{_window(start, end)}]", end, timeout_s)
+    at_start = {_key(s["metric"]): s["value"][1] for s in _query(url, metric, start, timeout_s)}
+    out = []
+    for series in samples:
+        labels = series["metric"]
+        before = Decimal(at_start.get(_key(labels), "0"))
+        last: tuple[float, Decimal] | None = None
+        for ts, raw in series["values"]:
+            value = Decimal(raw)
+            step = value - before if value >= before else value
+            if step:
+                last = (float(ts), step)
+            before = value
+        if last is not None:
+            out.append((labels, *last))
     return out
 
 
@@ -90,15 +121,18 @@ def traffic_from_prometheus(
         traffic.pipeline(labels["pipeline"]).add_call(
             labels["provider"], labels["model"], labels["component"], usd, tokens.get(key, 0)
         )
-    for labels, usd in delta("costwatch_lifecycle_cost_usd_total"):
-        if labels.get("pipeline"):
-            one_off = OneOff(labels["kind"], labels["name"], usd, "prometheus")
-            traffic.pipeline(labels["pipeline"]).one_offs[(one_off.kind, one_off.name)] = one_off
-    window = f"{max(int(end - start), 1)}s"
+    latest: dict[tuple[str, str, str], tuple[float, Decimal]] = {}
+    lifecycle = "costwatch_lifecycle_cost_usd_total" + selector
+    for labels, when, usd in _last_steps(url, lifecycle, start, end, timeout_s):
+        run = (labels.get("pipeline", ""), labels["kind"], labels["name"])
+        if run[0] and (run not in latest or when >= latest[run][0]):
+            latest[run] = (when, usd)
+    for (pipeline, kind, name), (_, usd) in sorted(latest.items()):
+        traffic.pipeline(pipeline).one_offs[(kind, name)] = OneOff(kind, name, usd, "prometheus")
     rates = _query(
         url,
         f"max by (name, kind, pipeline) (last_over_time(costwatch_fixed_cost_usd_per_hour"
-        f"{selector}[{window}]))",
+        f"{selector}[{_window(start, end)}]))",
         end,
         timeout_s,
     )

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from costwatch._core.record import TokenUsage
+from costwatch.accounting._components import context_share
 from costwatch.accounting._recordlog import read_record_log
 from costwatch.analysis._economics import show
 from costwatch.pricing._catalog import PriceCatalog
@@ -158,7 +159,7 @@ def _reprice(line: dict[str, Any], catalog: PriceCatalog, result: Repricing) -> 
     context = line.get("context_tokens") or {}
     prompt = sum(line.get("usage", {}).get(k, 0) for k in ("input", "cache_read", "cache_write"))
     context_cost = (
-        {src: str(input_cost * int(n) / prompt) for src, n in context.items()}
+        {src: str(context_share(input_cost, int(n), prompt)) for src, n in context.items()}
         if input_cost is not None and prompt
         else {}
     )

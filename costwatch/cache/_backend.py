@@ -155,13 +155,17 @@ class MemoryBackend:
     """Thread-safe in-process storage with the same semantics as the Redis backend.
 
     Used when no Redis is configured.  ``max_entries`` bounds memory: past it, expired entries
-    are swept, then the oldest written are dropped.  ``clock`` is monotonic seconds (injectable).
+    are swept, then the oldest written are dropped.  Generation counters live apart and are
+    never dropped (one per namespace, tenant and source): an evicted counter would read as 0
+    and make entries written before an ``invalidate`` current again.  ``clock`` is monotonic
+    seconds (injectable).
     """
 
     def __init__(
         self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
+        self._generations: dict[str, int] = {}
         self._lock = new_lock()
         self._clock = clock
         self._max_entries = max_entries
@@ -187,14 +191,13 @@ class MemoryBackend:
                 oldest = next(iter(self._data))
                 del self._data[oldest]
 
-    def _generation(self, gen_key: str, now: float) -> int:
-        raw = self._get(gen_key, now)
-        return int(raw) if raw is not None else 0
+    def _generation(self, gen_key: str) -> int:
+        return self._generations.get(gen_key, 0)
 
     def read(self, gen_key: str, key: str, max_bytes: int) -> tuple[int, bytes | None]:
         with self._lock:
             now = self._clock()
-            return self._generation(gen_key, now), _bounded(self._get(key, now), max_bytes)
+            return self._generation(gen_key), _bounded(self._get(key, now), max_bytes)
 
     def read_entry(self, key: str, max_bytes: int) -> bytes | None:
         with self._lock:
@@ -205,7 +208,7 @@ class MemoryBackend:
     ) -> Acquired:
         with self._lock:
             now = self._clock()
-            generation = self._generation(gen_key, now)
+            generation = self._generation(gen_key)
             entry = self._get(key, now)
             if entry_is_current(entry, generation) and len(entry or b"") <= max_bytes:
                 return HAVE_ENTRY, generation, entry
@@ -230,9 +233,7 @@ class MemoryBackend:
 
     def bump(self, gen_key: str) -> int:
         with self._lock:
-            now = self._clock()
-            generation = self._generation(gen_key, now) + 1
-            self._put(gen_key, b"%d" % generation, None, now)
+            generation = self._generations[gen_key] = self._generation(gen_key) + 1
             return generation
 
     def asyncio(self) -> AsyncCacheBackend:

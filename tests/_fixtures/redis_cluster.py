@@ -50,7 +50,16 @@ def _command(port: int, *words: str, timeout: float = 2.0) -> bytes:
         return reply
 
 
-def cluster_node(port: int) -> RedisProcess:
+BUDGET_SAFE = (
+    "--appendonly", "yes",
+    "--appendfsync", "everysec",
+    "--maxmemory-policy", "volatile-lru",
+)  # fmt: skip
+"""The settings docs/scaling.md asks of a Redis that holds budgets: an append-only file, and
+eviction of keys with a TTL only (cache entries, never budget state)."""
+
+
+def cluster_node(port: int, extra_args: tuple[str, ...] = ()) -> RedisProcess:
     """One node: a ``redis-server`` with cluster mode on, its ``nodes.conf`` in its own dir."""
     return RedisProcess(
         port,
@@ -58,19 +67,22 @@ def cluster_node(port: int) -> RedisProcess:
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", "2000",
+            *extra_args,
         ),
     )  # fmt: skip
 
 
 class RedisCluster:
-    """Three masters, no replicas: ``start()``, ``restart(i)``, ``flush()``, ``cleanup()``."""
+    """Three masters, no replicas: ``start()``, ``restart(i)``, ``flush()``, ``cleanup()``.
 
-    def __init__(self, masters: int = 3) -> None:
+    ``node_args`` are more ``redis-server`` options for every node (``BUDGET_SAFE``, say)."""
+
+    def __init__(self, masters: int = 3, node_args: tuple[str, ...] = ()) -> None:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not installed (apt-get install redis-tools)")
         self.cli = cli
-        self.nodes = [cluster_node(free_cluster_port()) for _ in range(masters)]
+        self.nodes = [cluster_node(free_cluster_port(), node_args) for _ in range(masters)]
 
     @property
     def ports(self) -> list[int]:
@@ -129,8 +141,9 @@ class RedisCluster:
         return self.ports.index(port)
 
     def restart(self, index: int, *, down_s: float = 0.0) -> None:
-        """Kill node ``index`` (its data is lost: no persistence) and start it again on the same
-        port; it rejoins from its ``nodes.conf`` with the same slots."""
+        """Kill node ``index`` (``SIGKILL``) and start it again on the same port and data dir;
+        it rejoins from its ``nodes.conf`` with the same slots.  Its data is lost unless the
+        nodes run with an append-only file (``BUDGET_SAFE``), which it then reloads."""
         node = self.nodes[index]
         node.stop()
         if down_s:

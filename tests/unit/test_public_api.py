@@ -41,6 +41,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "request",
         "retrieval",
         "serve_metrics",
+        "shutdown",
         "summary",
         "tags",
         "uninstrument",
