@@ -207,7 +207,7 @@ def render(args: argparse.Namespace) -> None:
     plain = ClientMetrics(bare_registry, LabelGuard({"tenant": 1000}), "bench")
     for record in records:
         sink.on_record(record)
-        plain.add_record(record)
+        plain.on_record(record)
     text = generate_latest(ours)
     assert sorted(text.splitlines()) == sorted(generate_latest(bare_registry).splitlines()), (
         "the two registries must hold the same samples"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -80,6 +81,7 @@ TOKENS_LAYOUT: tuple[str, ...] = (*TOKEN_TYPES, "cache_write_1h", "extras")
 """The names of a ``Tokens`` tuple's positions, in order."""
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class TokenUsage:
     """Billed tokens of one call, partitioned so that the fields sum to the billed total.
 
@@ -96,49 +98,22 @@ class TokenUsage:
     the processing tier the provider says served the call, when it is priced apart (OpenAI
     ``flex``, ``priority``).
 
-    Treated as immutable.  A plain ``__slots__`` class rather than a frozen dataclass: it is built
-    on every wrapped call and a frozen dataclass costs several times more to construct.
+    Treated as immutable, but not a frozen dataclass: it is built on every wrapped call and a
+    frozen dataclass costs several times more to construct.  Its equality, hash and repr are
+    its own (the repr leaves out the zero extras).
     """
 
-    __slots__ = (
-        "input",
-        "cache_read",
-        "cache_write",
-        "output",
-        "reasoning",
-        "cache_write_1h",
-        "web_searches",
-        "file_searches",
-        "input_audio",
-        "output_audio",
-        "service_tier",
-    )
-
-    def __init__(
-        self,
-        input: int = 0,
-        cache_read: int = 0,
-        cache_write: int = 0,
-        output: int = 0,
-        reasoning: int = 0,
-        cache_write_1h: int = 0,
-        web_searches: int = 0,
-        file_searches: int = 0,
-        input_audio: int = 0,
-        output_audio: int = 0,
-        service_tier: str = "",
-    ) -> None:
-        self.input = input
-        self.cache_read = cache_read
-        self.cache_write = cache_write
-        self.output = output
-        self.reasoning = reasoning
-        self.cache_write_1h = cache_write_1h
-        self.web_searches = web_searches
-        self.file_searches = file_searches
-        self.input_audio = input_audio
-        self.output_audio = output_audio
-        self.service_tier = service_tier
+    input: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    output: int = 0
+    reasoning: int = 0
+    cache_write_1h: int = 0
+    web_searches: int = 0
+    file_searches: int = 0
+    input_audio: int = 0
+    output_audio: int = 0
+    service_tier: str = ""
 
     @classmethod
     def of(cls, tokens: Tokens) -> TokenUsage:

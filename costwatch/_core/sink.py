@@ -11,10 +11,13 @@ each request (``RequestEnd``), how a request ended (``Outcome``), and the costs 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
+from costwatch._core.failopen import errors
 from costwatch._core.record import CostRecord
 
 
@@ -72,8 +75,20 @@ LIFECYCLE_KINDS: tuple[str, ...] = ("training", "indexing", "hosting", "vector_s
 ``other`` are recurring (``FixedCost``), though a one-off of any kind may be recorded too."""
 
 
+@dataclass(slots=True, frozen=True, kw_only=True)
+class _Attributed:
+    """Who a cost that is not a call is attributed to, as a call is (keyword-only fields)."""
+
+    strategy: str = ""
+    pipeline: str = ""
+    service: str = ""
+    feature: str = ""
+    team: str = ""
+    tenant: str = ""
+
+
 @dataclass(slots=True, frozen=True)
-class LifecycleCost:
+class LifecycleCost(_Attributed):
     """A one-off cost that is not a per-request call: a training run, an indexing run.
 
     ``detail`` says how ``cost_usd`` was computed (tokens, epochs, price per million and the
@@ -86,12 +101,6 @@ class LifecycleCost:
     price_source: str
     provider: str = ""
     model: str = ""
-    strategy: str = ""
-    pipeline: str = ""
-    service: str = ""
-    feature: str = ""
-    team: str = ""
-    tenant: str = ""
     timestamp: float = 0.0
     detail: tuple[tuple[str, str], ...] = ()
 
@@ -103,7 +112,7 @@ class LifecycleCost:
 
 
 @dataclass(slots=True, frozen=True)
-class FixedCost:
+class FixedCost(_Attributed):
     """A recurring cost declared by ``costwatch.fixed_cost``: it accrues at ``usd_per_hour``
     over wall-clock time from ``started_at`` (the runtime clock) whatever the traffic.
 
@@ -116,12 +125,6 @@ class FixedCost:
     usd_per_hour: Decimal
     started_at: float
     price_source: str = "user"
-    strategy: str = ""
-    pipeline: str = ""
-    service: str = ""
-    feature: str = ""
-    team: str = ""
-    tenant: str = ""
     usd_per_month: Decimal | None = None
     """As declared, when it was declared per month (``usd_per_hour`` is derived from it)."""
 
@@ -222,3 +225,73 @@ class BaseSink:
 
     def on_internal_error(self, component: str) -> None:
         return None
+
+
+_FAIL_OPEN_EVENTS = frozenset(
+    name for name in vars(BaseSink) if name.startswith("on_") and name != "on_internal_error"
+)
+"""The events a ``FailOpenSink`` shields.  Not ``on_internal_error``: ``errors.report`` calls it
+(reporting from it would recurse), and ``InternalErrors`` already shields its listeners."""
+
+
+def _fail_open(method: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(method)
+    def shielded(self: FailOpenSink, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception as exc:
+            errors.report(self.component, exc)
+
+    return shielded
+
+
+class FailOpenSink(BaseSink):
+    """A sink whose every event method fails open: an exception is counted under
+    ``component`` (``costwatch_internal_errors_total``), logged rate-limited and swallowed,
+    raised only in strict mode.
+
+    Subclasses override the events as on ``BaseSink``; each override is wrapped once, when the
+    class is defined, so no method repeats the ``try``/``except``.
+    """
+
+    component: ClassVar[str] = "sink"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _FAIL_OPEN_EVENTS & vars(cls).keys():
+            setattr(cls, name, _fail_open(vars(cls)[name]))
+
+
+class ForwardingSink(FailOpenSink):
+    """A fail-open sink that hands each event to ``self._target``: an exporter's totals, which
+    take the events of a ``Sink`` without failing open themselves."""
+
+    _target: Sink
+
+    def on_record(self, record: CostRecord) -> None:
+        self._target.on_record(record)
+
+    def on_request_end(self, event: RequestEnd) -> None:
+        self._target.on_request_end(event)
+
+    def on_cache(self, event: CacheEvent) -> None:
+        self._target.on_cache(event)
+
+    def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
+        self._target.on_budget(budget, spent_usd, limit_usd)
+
+    def on_budget_blocked(self, budget: str) -> None:
+        self._target.on_budget_blocked(budget)
+
+    def on_outcome(self, event: Outcome) -> None:
+        self._target.on_outcome(event)
+
+    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+        self._target.on_lifecycle(event)
+
+    def on_budget_state_lost(self, budget: str) -> None:
+        self._target.on_budget_state_lost(budget)
+
+    def on_internal_error(self, component: str) -> None:
+        # Not shielded: errors.report calls this (see _FAIL_OPEN_EVENTS).
+        self._target.on_internal_error(component)

@@ -12,14 +12,7 @@ from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import TOKEN_TYPES, CostRecord, TokenUsage
-from costwatch._core.sink import (
-    BaseSink,
-    CacheEvent,
-    FixedCost,
-    LifecycleCost,
-    Outcome,
-    RequestEnd,
-)
+from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.accounting._tally import Tally, TallyCursor
 
 _ZERO = Decimal(0)

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 
 from costwatch._core import runtime as _runtime
+from costwatch._core.asyncwith import AsyncToo
 from costwatch._core.context import STRATEGIES, CostScope, cost_scope, current_tags, tags
 from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
@@ -213,7 +213,7 @@ def fixed_cost(
     return event
 
 
-class indexing:  # noqa: N801 - a context manager used like a function, as ``request``
+class indexing(AsyncToo[CostScope]):  # noqa: N801 - a context manager used like a function, as ``request``
     """An indexing run of a RAG pipeline's knowledge base: the calls inside (embedding the
     corpus) are recorded as usual and their total is one ``indexing`` lifecycle cost of
     ``pipeline`` (``costwatch_lifecycle_cost_usd_total{kind="indexing"}``).
@@ -242,16 +242,11 @@ class indexing:  # noqa: N801 - a context manager used like a function, as ``req
         self._scope = self._scope_cm.__enter__()
         return self._scope
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         scope = self._scope
         attribution = _attribution({"feature": None, "team": None, "tenant": None})
-        self._scope_cm.__exit__(exc_type, exc, tb)
-        self._tags.__exit__(exc_type, exc, tb)
+        self._scope_cm.__exit__(*exc_info)
+        self._tags.__exit__(*exc_info)
         if scope is None:
             return
         try:
@@ -268,18 +263,7 @@ class indexing:  # noqa: N801 - a context manager used like a function, as ``req
                 detail=(("unpriced_calls", str(scope.unpriced)),),
                 **attribution,
             )
-        except Exception as exc_:
-            errors.report("lifecycle", exc_)
+        except Exception as exc:
+            errors.report("lifecycle", exc)
             return
         _emit(self.event)
-
-    async def __aenter__(self) -> CostScope:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)

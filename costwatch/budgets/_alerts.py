@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 logger = logging.getLogger("costwatch.budget")
 
@@ -89,9 +89,58 @@ class BudgetAlert:
 
 AlertCallback = Callable[[BudgetAlert], object]
 
+T = TypeVar("T")
 
-class WebhookSender:
+
+class _AlertQueue(Generic[T]):
+    """A bounded queue worked off by one daemon thread, started on first use (again in a forked
+    child): a full queue drops (and counts) an alert instead of waiting."""
+
+    _thread_name: ClassVar[str]
+    _what: ClassVar[str]
+    """What is queued, for the log line of a dropped alert."""
+
+    def __init__(self, max_queued: int) -> None:
+        self._queue: queue.Queue[T] = queue.Queue(max_queued)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+    def _put(self, item: T, budget: str) -> None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._work, name=self._thread_name, daemon=True
+                    )
+                    self._thread.start()
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            logger.warning("costwatch %s queue full: alert for %r dropped", self._what, budget)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything queued was done with (delivered, given up on, returned or timed
+        out); False on timeout."""
+        return _drained(self._queue, timeout_s)
+
+    def after_fork_in_child(self) -> None:
+        """What was queued before the fork is the parent's to do."""
+        self._lock = threading.Lock()
+        self._queue = queue.Queue(self._queue.maxsize)
+        self._thread = None
+
+
+class WebhookSender(_AlertQueue[tuple[str, bytes] | None]):
     """POSTs alerts as JSON from one daemon thread: timeout per attempt, retries with backoff."""
+
+    _thread_name = "costwatch-budget-webhook"
+    _what = "budget webhook"
 
     def __init__(
         self,
@@ -101,43 +150,21 @@ class WebhookSender:
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        super().__init__(1000)
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
         self._sleep = sleep
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=1000)
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self.delivered = 0
         self.failed = 0
-        self.dropped = 0
         self.on_failure: Callable[[], None] = lambda: None
         """Called (on the webhook thread) for each alert given up on: the settlement worker
         counts it in ``costwatch_internal_errors_total{component="budget_webhook"}``."""
 
     def send(self, url: str, alert: BudgetAlert) -> None:
-        body = json.dumps(alert.to_json()).encode()
-        self._ensure_thread()
-        try:
-            self._queue.put_nowait((url, body))
-        except queue.Full:
-            self.dropped += 1
-            logger.warning(
-                "costwatch budget webhook queue full: alert for %r dropped", alert.budget
-            )
+        self._put((url, json.dumps(alert.to_json()).encode()), alert.budget)
 
-    def _ensure_thread(self) -> None:
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="costwatch-budget-webhook", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
+    def _work(self) -> None:
         while True:
             item = self._queue.get()
             try:
@@ -174,16 +201,6 @@ class WebhookSender:
                     return
                 self._sleep(self.backoff_s * (2**attempt))
 
-    def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every queued alert was delivered or given up on; False on timeout."""
-        return _drained(self._queue, timeout_s)
-
-    def after_fork_in_child(self) -> None:
-        """Alerts queued before the fork are the parent's to post."""
-        self._lock = threading.Lock()
-        self._queue = queue.Queue(maxsize=1000)
-        self._thread = None
-
     def close(self) -> None:
         thread = self._thread
         if thread is not None and thread.is_alive():
@@ -193,11 +210,14 @@ class WebhookSender:
                 return
 
 
-class CallbackRunner:
+class CallbackRunner(_AlertQueue[tuple[AlertCallback, BudgetAlert]]):
     """Runs the user's alert callbacks on a daemon thread, one at a time, each given at most
     ``timeout_s``: a callback that overruns is left behind on its own (daemon) thread, counted
     in ``timed_out`` and reported to ``on_timeout``, and the next callbacks run on a fresh
     thread.  A full queue drops (and counts) an alert instead of waiting."""
+
+    _thread_name = "costwatch-budget-callbacks"
+    _what = "alert callback"
 
     def __init__(
         self,
@@ -206,33 +226,16 @@ class CallbackRunner:
         max_queued: int = 1000,
         on_timeout: Callable[[], None] = lambda: None,
     ) -> None:
+        super().__init__(max_queued)
         self.timeout_s = timeout_s
         self.on_timeout = on_timeout
-        self._queue: queue.Queue[tuple[AlertCallback, BudgetAlert]] = queue.Queue(max_queued)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self._runner: queue.Queue[tuple[AlertCallback, BudgetAlert, threading.Event]] | None = None
         self.timed_out = 0
-        self.dropped = 0
 
     def submit(self, callback: AlertCallback, alert: BudgetAlert) -> None:
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(
-                        target=self._supervise, name="costwatch-budget-callbacks", daemon=True
-                    )
-                    self._thread.start()
-        try:
-            self._queue.put_nowait((callback, alert))
-        except queue.Full:
-            self.dropped += 1
-            logger.warning(
-                "costwatch alert callback queue full: alert for %r dropped", alert.budget
-            )
+        self._put((callback, alert), alert.budget)
 
-    def _supervise(self) -> None:
+    def _work(self) -> None:
         while True:
             callback, alert = self._queue.get()
             try:
@@ -262,14 +265,8 @@ class CallbackRunner:
             finally:
                 self._queue.task_done()
 
-    def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every submitted callback returned or timed out; False on timeout."""
-        return _drained(self._queue, timeout_s)
-
     def after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
-        self._queue = queue.Queue(self._queue.maxsize)
-        self._thread = None
+        super().after_fork_in_child()
         self._runner = None
 
 

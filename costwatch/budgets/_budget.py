@@ -20,17 +20,19 @@ budget status`` and the names other modules import from it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any, ParamSpec
 
 from costwatch._core.errors import ConfigError
 from costwatch._core.money import format_usd
-from costwatch.budgets._alerts import AlertCallback, utc
+from costwatch.budgets._alerts import utc
 from costwatch.budgets._backend import BackendUnavailable, BudgetKeys, MemoryBudgetBackend
 from costwatch.budgets._definition import Action as Action
 from costwatch.budgets._definition import BackendPolicy as BackendPolicy
@@ -52,22 +54,25 @@ from costwatch.budgets._window import ROLLING_BUCKETS as ROLLING_BUCKETS
 from costwatch.budgets._window import Window as Window
 from costwatch.budgets._window import WindowPosition as WindowPosition
 
+P = ParamSpec("P")
 
-def budget(
-    name: str,
-    limit_usd: Decimal | float | int | str,
-    window: str,
-    *,
-    match: Mapping[str, str | Sequence[str]] | None = None,
-    action: Action = "warn",
-    thresholds: Sequence[float] = (0.5, 0.8, 1.0),
-    on_alert: AlertCallback | Sequence[AlertCallback] | None = None,
-    on_backend_error: BackendPolicy = "allow",
-    on_state_lost: StateLostPolicy = "allow",
-    webhook_url: str | None = None,
-    default_max_output_tokens: int = 4096,
-    reservation_ttl_s: float = 600.0,
-) -> Budget:
+
+def _parameters_of(
+    make: Callable[P, Budget],
+) -> Callable[[Callable[..., Budget]], Callable[P, Budget]]:
+    """Give the decorated function the parameters of ``make`` (for type checkers and
+    ``help()``), so that they are written once."""
+
+    def typed(fn: Callable[..., Budget]) -> Callable[P, Budget]:
+        signature = inspect.signature(make)
+        fn.__signature__ = signature.replace(return_annotation=Budget)  # type: ignore[attr-defined]
+        return fn
+
+    return typed
+
+
+@_parameters_of(Budget)
+def budget(*args: Any, **kwargs: Any) -> Budget:
     """Register a budget: ``limit_usd`` per ``window`` for the calls ``match`` selects.
 
     ``window``: rolling ``"1h"``, ``"24h"``/``"1d"``, ``"7d"`` (any ``<n>m|h|d``) or calendar
@@ -87,20 +92,7 @@ def budget(
     """
     from costwatch._core.runtime import runtime
 
-    new = Budget(
-        name,
-        limit_usd,
-        window,
-        match=match,
-        action=action,
-        thresholds=thresholds,
-        on_alert=on_alert,
-        on_backend_error=on_backend_error,
-        on_state_lost=on_state_lost,
-        webhook_url=webhook_url,
-        default_max_output_tokens=default_max_output_tokens,
-        reservation_ttl_s=reservation_ttl_s,
-    )
+    new = Budget(*args, **kwargs)
     rt = runtime()
     registry = rt.budgets
     if not registry.has_backend:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
@@ -70,28 +71,24 @@ class Reservation:
             errors.report("budget", exc)
 
 
+@dataclass(slots=True, eq=False)
 class QueuedSettle:
     """One call's settlement: release hold ``hold_id`` (if any) and charge ``cost``."""
 
-    __slots__ = ("budget", "hold_id", "cost", "now")
-
-    def __init__(self, budget: Budget, hold_id: str, cost: int, now: float) -> None:
-        self.budget = budget
-        self.hold_id = hold_id
-        self.cost = cost
-        self.now = now
+    budget: Budget
+    hold_id: str
+    cost: int
+    now: float
 
 
+@dataclass(slots=True, eq=False)
 class QueuedGroup:
     """Settlements of one budget and bucket, sent as one idempotent batch.  A batch that met
     an unreachable backend is retried as it is, with the same writer and batch number."""
 
-    __slots__ = ("budget", "settlement", "now")
-
-    def __init__(self, budget: Budget, settlement: Settlement, now: float) -> None:
-        self.budget = budget
-        self.settlement = settlement
-        self.now = now
+    budget: Budget
+    settlement: Settlement
+    now: float
 
 
 class RetryLater(Exception):
@@ -100,28 +97,24 @@ class RetryLater(Exception):
         self.items = items
 
 
+@dataclass(slots=True, eq=False)
 class QueuedEvent:
     """An alert-worthy moment seen on the call path (warn budget exceeded, call blocked, state
     found lost), at ``now_ms`` by the backend's clock."""
 
-    __slots__ = ("budget", "kind", "spent", "oldest", "now_ms")
-
-    def __init__(
-        self, budget: Budget, kind: AlertKind, spent: int, oldest: int, now_ms: int
-    ) -> None:
-        self.budget = budget
-        self.kind = kind
-        self.spent = spent
-        self.oldest = oldest
-        self.now_ms = now_ms
+    budget: Budget
+    kind: AlertKind
+    spent: int
+    oldest: int
+    now_ms: int
 
 
+@dataclass(slots=True, eq=False)
 class QueuedRegister:
-    __slots__ = ("budget", "now")
+    """A budget to publish (its definition) and read again."""
 
-    def __init__(self, budget: Budget, now: float) -> None:
-        self.budget = budget
-        self.now = now
+    budget: Budget
+    now: float
 
 
 Pending = QueuedSettle | QueuedGroup | QueuedEvent | QueuedRegister

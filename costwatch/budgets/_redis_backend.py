@@ -181,26 +181,27 @@ class RedisBudgetBackend:
         reload and rerun only those that met NOSCRIPT (a restarted or flushed Redis).  An
         unreachable Redis raises; other error replies are returned in their place.  The
         asyncio twin is ``AsyncRedisBudgetBackend._pipelined`` (differs only by ``await``)."""
+        client, noscript, down = self._client, self._noscript, self._down
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
-            pipe = self._client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for i in todo:
                 sha, numkeys, args = calls[i]
                 pipe.evalsha(sha, numkeys, *args)
             replies = pipe.execute(raise_on_error=False)
             missing = []
             for i, reply in zip(todo, replies, strict=True):
-                if isinstance(reply, self._noscript) and attempt == 0:
+                if isinstance(reply, noscript) and attempt == 0:
                     missing.append(i)
-                elif isinstance(reply, self._down):
+                elif isinstance(reply, down):
                     raise reply
                 else:
                     results[i] = reply
             if not missing:
                 break
             for sha in {calls[i][0] for i in missing}:
-                self._client.script_load(SCRIPTS[sha])
+                client.script_load(SCRIPTS[sha])
             todo = missing
         return results
 
@@ -442,9 +443,9 @@ class AsyncRedisBudgetBackend:
 
     async def _pipelined(self, client: Any, calls: Sequence[Call]) -> list[Any]:
         """The asyncio twin of ``RedisBudgetBackend._pipelined`` (differs only by ``await``)."""
+        noscript, down = self._sync._noscript, self._sync._down
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
-        noscript = self._sync._noscript
         for attempt in range(2):
             pipe = client.pipeline(transaction=False)
             for i in todo:
@@ -455,7 +456,7 @@ class AsyncRedisBudgetBackend:
             for i, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, noscript) and attempt == 0:
                     missing.append(i)
-                elif isinstance(reply, self._sync._down):
+                elif isinstance(reply, down):
                     raise reply
                 else:
                     results[i] = reply

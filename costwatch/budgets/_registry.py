@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 from costwatch._core.errors import BudgetExceeded
 from costwatch._core.failopen import errors
@@ -31,7 +31,7 @@ from costwatch.budgets._match import BudgetCall
 from costwatch.budgets._money import from_nano, to_nano
 from costwatch.budgets._queue import QueuedEvent, QueuedRegister, QueuedSettle, Reservation
 from costwatch.budgets._redis_backend import RedisBudgetBackend
-from costwatch.budgets._settle import SettlementWorker
+from costwatch.budgets._settle import SettlementOptions, SettlementWorker
 
 if TYPE_CHECKING:
     from costwatch._core.sink import Sink
@@ -57,12 +57,7 @@ class BudgetRegistry:
         redis_timeout_s: float = 0.1,
         redis_cluster: bool = False,
         service: str = "",
-        webhooks: WebhookSender | None = None,
-        callback_timeout_s: float = 5.0,
-        retry_interval_s: float = 1.0,
-        gauge_refresh_s: float = 30.0,
-        batch_delay_s: float = 0.005,
-        max_pending: int = 100_000,
+        **settlement: Unpack[SettlementOptions],
     ) -> None:
         if backend is None and redis_url:
             backend = RedisBudgetBackend.from_url(
@@ -81,12 +76,7 @@ class BudgetRegistry:
             sinks_getter,
             clock,
             lambda: self.service,
-            webhooks=webhooks,
-            callback_timeout_s=callback_timeout_s,
-            retry_interval_s=retry_interval_s,
-            gauge_refresh_s=gauge_refresh_s,
-            batch_delay_s=batch_delay_s,
-            max_pending=max_pending,
+            **settlement,
         )
         self._ids = ProcessIds()
         self._last_down_log = 0.0
@@ -187,9 +177,10 @@ class BudgetRegistry:
             return None
 
     async def areserve(self, call: BudgetCall) -> Reservation | None:
-        """The asyncio twin of :meth:`reserve` (differs only by ``await``): reserves through
-        ``redis.asyncio`` (the reservations of calls started together share round trips) and
-        never blocks the loop."""
+        """The asyncio twin of :meth:`reserve`, line for line but for ``await``, the asyncio
+        backend (``redis.asyncio``: the reservations of calls started together share round
+        trips), the flush on a worker thread and, when cancelled, releasing the holds it may
+        have been granted.  Never blocks the loop."""
         try:
             plan = self._plan(call)
             if plan is None:

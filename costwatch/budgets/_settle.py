@@ -21,11 +21,10 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from costwatch._core.failopen import errors
 from costwatch.budgets._alerts import (
-    AlertKind,
     BudgetAlert,
     CallbackRunner,
     WebhookSender,
@@ -51,6 +50,17 @@ if TYPE_CHECKING:
 
 EXIT_FLUSH_S = 2.0
 """How long the exit paths wait for queued settlements to reach the backend."""
+
+
+class SettlementOptions(TypedDict, total=False):
+    """What a ``BudgetRegistry`` passes through to its worker (defaults: ``SettlementWorker``)."""
+
+    webhooks: WebhookSender | None
+    callback_timeout_s: float
+    retry_interval_s: float
+    gauge_refresh_s: float
+    batch_delay_s: float
+    max_pending: int
 
 
 class SettlementWorker:
@@ -291,10 +301,11 @@ class SettlementWorker:
         for budget, spent, oldest, now_ms in readings.values():
             budget.last_spent_nano = spent
             self._publish(sinks, budget, spent)
+            reached = QueuedEvent(budget, "threshold", spent, oldest, now_ms)
             try:
                 for threshold, threshold_nano in budget.threshold_nanos:
                     if spent >= threshold_nano:
-                        self._alert(budget, "threshold", threshold, spent, oldest, now_ms)
+                        self._alert(reached, threshold)
             except BackendUnavailable:
                 pass  # not claimed: the next settlement of this budget evaluates it again
         for i, event in enumerate(events):
@@ -302,7 +313,7 @@ class SettlementWorker:
                 self._state_lost(sinks, event)
                 continue
             try:
-                self._alert(event.budget, event.kind, 1.0, event.spent, event.oldest, event.now_ms)
+                self._alert(event, 1.0)
             except BackendUnavailable:
                 raise RetryLater(list(events[i:])) from None
 
@@ -315,19 +326,12 @@ class SettlementWorker:
                 sink.on_budget_state_lost(budget.name)
             except Exception as exc:
                 errors.report("sink", exc)
-        self._deliver(budget, "state_lost", 1.0, event.spent, event.oldest, event.now_ms)
+        self._deliver(event, 1.0)
         self.pending.append(QueuedRegister(budget, self.clock()))
 
-    def _alert(
-        self,
-        budget: Budget,
-        kind: AlertKind,
-        threshold: float,
-        spent: int,
-        oldest: int,
-        now_ms: int,
-    ) -> None:
+    def _alert(self, event: QueuedEvent, threshold: float) -> None:
         """Fire once per window per budget: a local memo first, then the shared claim."""
+        budget, kind, now_ms = event.budget, event.kind, event.now_ms
         now = now_ms / 1000
         label = f"t{threshold:g}" if kind == "threshold" else kind
         claim, dedupe_ms, ttl_s = budget.window.claim(budget.window.locate(now), label, now)
@@ -337,26 +341,18 @@ class SettlementWorker:
         won = self._backend().claim_alert(budget.keys, claim, now_ms, dedupe_ms, ttl_s)
         budget._fired[claim] = now_ms
         if won:
-            self._deliver(budget, kind, threshold, spent, oldest, now_ms)
+            self._deliver(event, threshold)
 
-    def _deliver(
-        self,
-        budget: Budget,
-        kind: AlertKind,
-        threshold: float,
-        spent: int,
-        oldest: int,
-        now_ms: int,
-    ) -> None:
-        window = budget.window
-        now = now_ms / 1000
+    def _deliver(self, event: QueuedEvent, threshold: float) -> None:
+        budget, window = event.budget, event.budget.window
+        now = event.now_ms / 1000
         position = window.locate(now)
-        resets = window.resets_at(position, oldest)
+        resets = window.resets_at(position, event.oldest)
         alert = BudgetAlert(
             budget=budget.name,
-            kind=kind,
+            kind=event.kind,
             threshold=threshold,
-            spent_usd=from_nano(spent),
+            spent_usd=from_nano(event.spent),
             limit_usd=budget.limit_usd,
             window=window.spec,
             window_id=position.window_id,

@@ -5,6 +5,9 @@ in-process single flight, the cross-process lock (or a bounded poll for its hold
 the computation inside a cost scope, and the write.  The host's function is always called
 outside costwatch's exception handlers, so its own exceptions are never chained to (or
 replaced by) costwatch's.
+
+Each ``_async_*`` step is the twin of its ``_sync_*`` step, the same lines but for ``await``;
+only the miss differs: a thread reads before joining its flight, a task leads the read too.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def _sync_read(lk: Lookup) -> tuple[int, bytes | None]:
 
 
 async def _async_read(lk: Lookup) -> tuple[int, bytes | None]:
-    """:func:`_sync_read` through the asyncio backend."""
+    """Twin of :func:`_sync_read`: the same lines but for ``await`` (the asyncio backend)."""
     res = lk.res
     known = res.trusted(lk.gen_key)
     if known is not None:
@@ -251,7 +254,7 @@ async def _async_miss(
     future, flight = site.flights.ajoin_or_lead(lk.key)
     if future is None:
         try:
-            return await _async_lead(lk, fn, args, kwargs, flight, wait=True, read_first=True)
+            return await _async_read_and_lead(lk, fn, args, kwargs, flight)
         finally:
             site.flights.aland(lk.key, flight)
     try:
@@ -274,9 +277,33 @@ async def _async_miss(
             errors.report("cache", exc)
         else:
             return cast(R, shared_value)
-    return await _async_lead(
-        lk, fn, args, kwargs, None, wait=shared_flight is not None, read_first=False
-    )
+    return await _async_lead(lk, fn, args, kwargs, None, wait=shared_flight is not None)
+
+
+async def _async_read_and_lead(
+    lk: Lookup,
+    fn: Callable[..., Awaitable[R]],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    flight: Flight,
+) -> R:
+    """The leading task makes the read (the sync path reads before its flight); on a miss it
+    leads like a thread does."""
+    try:
+        generation, entry = await _async_read(lk)
+        lk.breaker.record_success()
+        done = lk.site.served(lk, entry, generation, flight)
+    except BackendError as exc:
+        _lead_failed(lk, flight, exc)
+    except Exception as exc:
+        errors.report("cache", exc)
+    else:
+        if done is not None:
+            return cast(R, done[0])
+        return await _async_lead(lk, fn, args, kwargs, flight, wait=True)
+    value = await fn(*args, **kwargs)
+    last_lookup_var.set(ERROR)
+    return value
 
 
 async def _async_lead(
@@ -287,32 +314,23 @@ async def _async_lead(
     flight: Flight | None,
     *,
     wait: bool,
-    read_first: bool,
 ) -> R:
-    """:func:`_sync_lead` for one task per key and event loop, which also makes the read."""
+    """Twin of :func:`_sync_lead`: the same lines but for ``await`` (and asyncio's sleep)."""
     site, res = lk.site, lk.res
-    token = ""
+    token = os.urandom(12).hex()
     locked = failed = False
     try:
-        backend = res.abackend
-        if read_first:
-            generation, entry = await _async_read(lk)
-            lk.breaker.record_success()
-            done = site.served(lk, entry, generation, flight)
-            if done is not None:
-                return cast(R, done[0])
-        token = os.urandom(12).hex()  # a miss: hits never need one
         deadline = time.monotonic() + (site.policy.lock_timeout if wait else 0.0)
         poll = _POLL_FIRST_S
         while not locked:
-            status, generation, entry = await backend.acquire(
+            status, generation, entry = await res.abackend.acquire(
                 lk.gen_key, lk.key, lk.lock_key, token, site.policy.lock_ms, lk.max_bytes
             )
             if status == HAVE_ENTRY:
                 done = site.served(lk, entry, generation, flight)
                 if done is not None:
                     return cast(R, done[0])
-                break
+                break  # garbage behind a plausible prefix: compute and overwrite it
             lk.generation = generation
             res.trust(lk.gen_key, generation)
             if status == LOCKED:
@@ -345,6 +363,7 @@ async def _async_compute(
     locked: bool,
     token: str,
 ) -> R:
+    """Twin of :func:`_sync_compute`: the same lines but for ``await``."""
     site, res = lk.site, lk.res
     try:
         with cost_scope() as scope:
@@ -370,6 +389,7 @@ async def _async_compute(
 
 
 async def _async_release(lk: Lookup, token: str) -> None:
+    """Twin of :func:`_sync_release`: the same lines but for ``await``."""
     try:
         await lk.res.abackend.write_release(lk.key, None, 1, lk.lock_key, token)
     except BackendError as exc:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
 from costwatch._core.breaker import CircuitBreaker
-from costwatch._core.context import ATTRIBUTION_TAGS, tags_var
+from costwatch._core.context import ATTRIBUTION_TAGS, TagSet, tags_var
 from costwatch._core.failopen import errors
 from costwatch._core.sink import CacheEvent
 from costwatch.accounting._tally import cache_key
@@ -82,7 +83,7 @@ class Lookup:
         self,
         site: Site,
         res: Resolved,
-        tags: Mapping[str, str],
+        tags: TagSet,
         keys: Keys,
         local_key: LocalKey | None,
         breaker: CircuitBreaker,
@@ -124,54 +125,41 @@ BROKEN: Done = (None, ERROR)
 """costwatch's own failure (already reported): call through."""
 
 
+@dataclass(slots=True, eq=False)
 class Site:
     """One wrapped function: its key material, in-flight computations and event emission."""
 
-    __slots__ = (
-        "policy",
-        "resolver",
-        "fn",
-        "source",
-        "stage",
-        "own_cost",
-        "name",
-        "flights",
-        "_binder",
-        "_const",
-        "_ns_keys",
-        "_keyed",
-        "_events",
+    policy: CachePolicy
+    resolver: Resolver
+    fn: Callable[..., Any]
+    source: str
+    stage: str
+    own_cost: OwnCost | None
+    name: str = field(init=False)
+    flights: Flights = field(init=False, default_factory=Flights)
+    _binder: Binder = field(init=False)
+    _const: tuple[str, ...] = field(init=False)
+    _ns_keys: dict[tuple[str, str], tuple[str, str]] = field(init=False, default_factory=dict)
+    _keyed: dict[LocalKey, tuple[str, Keys]] = field(init=False, default_factory=dict)
+    """Exact call key -> (namespace, keys): a repeated call is not hashed again."""
+    _events: dict[str, tuple[TagSet, Decimal, Resolved, CacheEvent, CacheEvent]] = field(
+        init=False, default_factory=dict
     )
+    """Result -> (tags, saved, resolved, event, tally key) of the latest lookup."""
 
-    def __init__(
-        self,
-        policy: CachePolicy,
-        resolver: Resolver,
-        fn: Callable[..., Any],
-        source: str,
-        stage: str,
-        own_cost: OwnCost | None,
-    ) -> None:
-        self.policy = policy
-        self.resolver = resolver
-        self.fn = fn
-        self.source = source
-        self.stage = stage
-        self.own_cost = own_cost
-        self.name = policy.name or source
-        self.flights = Flights()
+    def __post_init__(self) -> None:
+        policy, fn = self.policy, self.fn
+        self.name = policy.name or self.source
         self._binder = Binder(fn)
-        self._const = (source, policy.version, stage, function_identity(fn, policy.key_namespace))
-        self._ns_keys: dict[tuple[str, str], tuple[str, str]] = {}
-        self._keyed: dict[LocalKey, tuple[str, Keys]] = {}
-        """Exact call key -> (namespace, keys): a repeated call is not hashed again."""
-        self._events: dict[
-            str, tuple[Mapping[str, str], Decimal, Resolved, CacheEvent, CacheEvent]
-        ] = {}
-        """Result -> (tags, saved, resolved, event, tally key) of the latest lookup."""
+        self._const = (
+            self.source,
+            policy.version,
+            self.stage,
+            function_identity(fn, policy.key_namespace),
+        )
 
     # -- events ----------------------------------------------------------------------------
-    def emit(self, res: Resolved, tags: Mapping[str, str], result: str, saved: Decimal) -> None:
+    def emit(self, res: Resolved, tags: TagSet, result: str, saved: Decimal) -> None:
         """Count one ``CacheEvent`` (in the runtime's tally, and through any other sink) and
         note the result for the decorator.
 
@@ -184,15 +172,8 @@ class Site:
             if memo is not None and memo[0] is tags and memo[1] is saved and memo[2] is res:
                 event, key = memo[3], memo[4]
             else:
-                event = CacheEvent(
-                    self.name,
-                    result,
-                    saved,
-                    res.service,
-                    tags.get("feature", ""),
-                    tags.get("team", ""),
-                    tags.get("tenant", ""),
-                )
+                feature, team, tenant, _ = tags.attribution
+                event = CacheEvent(self.name, result, saved, res.service, feature, team, tenant)
                 key = cache_key(event)
                 self._events[result] = (tags, saved, res, event, key)
             res.tally.add_cache(key, saved)
@@ -272,7 +253,7 @@ class Site:
             return ERRORED
         return Lookup(self, res, tags, keys, local_key, breaker)
 
-    def served_locally(self, res: Resolved, tags: Mapping[str, str], item: LocalEntry) -> Done:
+    def served_locally(self, res: Resolved, tags: TagSet, item: LocalEntry) -> Done:
         """A local LRU hit: a fresh copy of the value."""
         value = item.copy(item.value)
         self.emit(res, tags, HIT, item.cost)

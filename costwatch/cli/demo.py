@@ -6,10 +6,10 @@ import errno
 import importlib.util
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -20,7 +20,15 @@ from costwatch.cli._output import CliError, console, json_option, positive_usd, 
 if TYPE_CHECKING:
     from costwatch.exporters.prometheus import MetricsServer
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 _SDKS = ("openai", "anthropic")
+
+
+def _serve_option(name: str, help: str) -> Callable[[_F], _F]:
+    """A number of seconds that only matters with ``--serve`` (0 by default)."""
+    return click.option(
+        name, type=click.FloatRange(min=0), default=0.0, help=f"with --serve: {help}"
+    )
 
 
 @click.command()
@@ -29,12 +37,7 @@ _SDKS = ("openai", "anthropic")
 @click.option("--service", default="costwatch-demo", show_default=True)
 @click.option("--serve", type=click.IntRange(0, 65535), metavar="PORT", help="serve /metrics")
 @click.option("--addr", default="127.0.0.1", show_default=True, help="address for --serve")
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    help="with --serve: seconds to keep running (0 = until interrupted)",
-)
+@_serve_option("--duration", "seconds to keep running (0 = until interrupted)")
 @click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
@@ -42,12 +45,7 @@ _SDKS = ("openai", "anthropic")
     show_default=True,
     help="with --serve: requests per second",
 )
-@click.option(
-    "--linger",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    help="with --serve: keep serving /metrics this many seconds after the end",
-)
+@_serve_option("--linger", "keep serving /metrics this many seconds after the end")
 @click.option(
     "--budget-usd",
     default="0.02",

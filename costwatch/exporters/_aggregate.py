@@ -221,7 +221,7 @@ class SpendAggregate:
         for calls in cursor.take():
             self.add_tallied(calls)
         for event, count in cursor.take_cache():
-            self.add_cache(event, count)
+            self.on_cache(event, count)
 
     def add_tallied(self, calls: TalliedCalls) -> None:
         tags = calls.tags
@@ -248,7 +248,12 @@ class SpendAggregate:
 
     # -- records and events --------------------------------------------------------------------
 
+    def on_record(self, record: CostRecord) -> None:
+        self.add_record(record)
+
     def add_record(self, record: CostRecord) -> SpendSeries:
+        """Add ``record`` to its spend series and return the series (the OTel exporter reads
+        its admitted labels)."""
         key = (
             record.service or self.service,
             record.provider,
@@ -322,10 +327,10 @@ class SpendAggregate:
             )
         )
 
-    def add_request_end(self, event: RequestEnd) -> None:
+    def on_request_end(self, event: RequestEnd) -> None:
         self.request_series(event).observe(REQUEST_COST_BUCKETS, float(event.cost_usd))
 
-    def add_cache(self, event: CacheEvent, count: int = 1) -> None:
+    def on_cache(self, event: CacheEvent, count: int = 1) -> None:
         """``count`` lookups alike, which saved ``event.saved_usd`` together: one as it happens,
         or what a tally added up."""
         series = self.cache.get(
@@ -337,27 +342,27 @@ class SpendAggregate:
             if event.saved_usd:
                 series.saved += event.saved_usd
 
-    def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
+    def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
         name = self.guard.admit("budget", budget)
         with self._lock:
             self.budget_spent[name] = float(spent_usd)
             self.budget_limit[name] = float(limit_usd)
 
-    def add_blocked(self, budget: str) -> None:
+    def on_budget_blocked(self, budget: str) -> None:
         name = self.guard.admit("budget", budget)
         with self._lock:
             self.budget_blocked[name] = self.budget_blocked.get(name, 0) + 1
 
-    def add_state_lost(self, budget: str) -> None:
+    def on_budget_state_lost(self, budget: str) -> None:
         name = self.guard.admit("budget", budget)
         with self._lock:
             self.budget_state_lost[name] = self.budget_state_lost.get(name, 0) + 1
 
-    def add_internal_error(self, component: str) -> None:
+    def on_internal_error(self, component: str) -> None:
         with self._lock:
             self.internal_errors[component] = self.internal_errors.get(component, 0) + 1
 
-    def add_outcome(self, event: Outcome) -> None:
+    def on_outcome(self, event: Outcome) -> None:
         if event.unmatched:
             with self._lock:
                 self.unmatched[event.unmatched] = self.unmatched.get(event.unmatched, 0) + 1
@@ -380,7 +385,7 @@ class SpendAggregate:
             slot[0] += 1
             slot[1] += event.cost_usd
 
-    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
         key = lifecycle_labels(event, self.service, self.guard)
         with self._lock:
             if isinstance(event, FixedCost):

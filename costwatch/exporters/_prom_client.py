@@ -164,7 +164,7 @@ class ClientMetrics:
     def _count_overflow(self, label: str) -> None:
         self._scalar(self.label_overflow, "overflow", label).inc()
 
-    def add_record(self, record: CostRecord) -> None:
+    def on_record(self, record: CostRecord) -> None:
         children = self.spend.get(
             (
                 record.service or self.service,
@@ -206,7 +206,7 @@ class ClientMetrics:
                 self.pipeline_cost.labels(*head, component).inc(float(usd))
             self.pipeline_tokens.labels(*head, component).inc(tokens)
 
-    def add_request_end(self, event: RequestEnd) -> None:
+    def on_request_end(self, event: RequestEnd) -> None:
         self.request_children.get(
             (
                 event.service or self.service,
@@ -218,7 +218,7 @@ class ClientMetrics:
             )
         ).observe(float(event.cost_usd))
 
-    def add_cache(self, event: CacheEvent) -> None:
+    def on_cache(self, event: CacheEvent) -> None:
         requests, saved = self.cache_children.get(
             (event.service or self.service, event.feature, event.team, event.tenant, event.cache)
         )
@@ -226,22 +226,22 @@ class ClientMetrics:
         if event.saved_usd:
             saved.inc(float(event.saved_usd))
 
-    def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
+    def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
         name = self.guard.admit("budget", budget)
         self._scalar(self.budget_spent, "spent", name).set(float(spent_usd))
         self._scalar(self.budget_limit, "limit", name).set(float(limit_usd))
 
-    def add_blocked(self, budget: str) -> None:
+    def on_budget_blocked(self, budget: str) -> None:
         self._scalar(self.budget_blocked, "blocked", self.guard.admit("budget", budget)).inc()
 
-    def add_state_lost(self, budget: str) -> None:
+    def on_budget_state_lost(self, budget: str) -> None:
         name = self.guard.admit("budget", budget)
         self._scalar(self.budget_state_lost, "state_lost", name).inc()
 
-    def add_internal_error(self, component: str) -> None:
+    def on_internal_error(self, component: str) -> None:
         self._scalar(self.internal_errors, "internal", component).inc()
 
-    def add_outcome(self, event: Outcome) -> None:
+    def on_outcome(self, event: Outcome) -> None:
         if event.unmatched:
             self._scalar(self.unmatched, "unmatched", event.unmatched).inc()
             return
@@ -258,7 +258,7 @@ class ClientMetrics:
         self.outcomes.labels(*labels).inc()
         self.outcome_cost.labels(*labels).inc(float(event.cost_usd))
 
-    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
+    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
         labels = lifecycle_labels(event, self.service, self.guard)
         if isinstance(event, FixedCost):
             with self._lock:

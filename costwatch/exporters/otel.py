@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +27,12 @@ from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
-from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
+from costwatch._core.sink import (
+    ForwardingSink,
+    RequestEnd,
+)
 from costwatch.exporters import names
-from costwatch.exporters._aggregate import SpendAggregate
+from costwatch.exporters._aggregate import SpendAggregate, SpendSeries
 from costwatch.exporters._otel_spans import SpanWriter, operation_name
 from costwatch.exporters.names import (
     CACHE_LABELS,
@@ -210,49 +213,37 @@ class _OTelState:
 
     # -- collection-time callbacks -----------------------------------------------------------
 
-    def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+    def _per_spend_series(
+        self, extra: str, read: Callable[[SpendSeries], list[tuple[str, float]]]
+    ) -> list[Observation]:
+        """An observation for each ``(extra label value, value)`` that ``read`` takes from a
+        spend series under its lock; ``extra=""``: no extra label (the value is ignored)."""
         self.drain()
+        keys = (*SPEND_LABELS, extra) if extra else SPEND_LABELS
         out = []
         for labels, series in self.aggregate.spend.items():
             with series.lock:
-                spent = series.cost
-            if spent is not None:
-                out.append(_observation(float(spent), SPEND_LABELS, labels))
+                values = read(series)
+            for value_label, value in values:
+                out.append(_observation(value, keys, (*labels, value_label) if extra else labels))
         return out
+
+    def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._per_spend_series("", lambda s: [] if s.cost is None else [("", float(s.cost))])
 
     def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
-        self.drain()
-        out = []
-        for labels, series in self.aggregate.spend.items():
-            with series.lock:
-                counts = list(series.tokens)
-            for token_type, count in zip(TOKEN_TYPE_VALUES, counts, strict=True):
-                if count:
-                    out.append(
-                        _observation(count, (*SPEND_LABELS, "token_type"), (*labels, token_type))
-                    )
-        return out
+        return self._per_spend_series(
+            "token_type",
+            lambda s: [(t, n) for t, n in zip(TOKEN_TYPE_VALUES, s.tokens, strict=True) if n],
+        )
 
     def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        self.drain()
-        out = []
-        for labels, series in self.aggregate.spend.items():
-            with series.lock:
-                ok, error = series.ok, series.error
-            for status, count in (("ok", ok), ("error", error)):
-                if count:
-                    out.append(_observation(count, (*SPEND_LABELS, "status"), (*labels, status)))
-        return out
+        return self._per_spend_series(
+            "status", lambda s: [(k, n) for k, n in (("ok", s.ok), ("error", s.error)) if n]
+        )
 
     def _observe_unpriced(self, options: CallbackOptions) -> Iterable[Observation]:
-        self.drain()
-        out = []
-        for labels, series in self.aggregate.spend.items():
-            with series.lock:
-                count = series.unpriced
-            if count:
-                out.append(_observation(count, SPEND_LABELS, labels))
-        return out
+        return self._per_spend_series("", lambda s: [("", s.unpriced)] if s.unpriced else [])
 
     def _context(self) -> list[tuple[tuple[str, ...], int, Decimal]]:
         self.drain()
@@ -396,13 +387,16 @@ def _state_for(
         return state
 
 
-class OTelSink(BaseSink):
+class OTelSink(ForwardingSink):
     """Every costwatch event as OpenTelemetry metrics (and, with ``spans=True``, spans).
 
     ``meter_provider`` defaults to ``opentelemetry.metrics.get_meter_provider()``; sinks built on
     the same provider share one set of instruments.  ``label_limits`` caps distinct values of
     free-form attributes like the Prometheus exporter does.  ``flush()`` drains the queue now.
+    Calls and request ends are queued; the other events go to the totals straight away.
     """
+
+    component = "exporter.otel"
 
     def __init__(
         self,
@@ -418,6 +412,7 @@ class OTelSink(BaseSink):
         self.service = service
         self._state = _state_for(provider, service, label_limits, max(1, max_pending))
         self._push = self._state.push
+        self._target = self._state.aggregate
         self._spans: Any = None
         if spans:
             self._spans = SpanWriter(tracer_provider)
@@ -431,55 +426,9 @@ class OTelSink(BaseSink):
         self._state.drain()
 
     def on_record(self, record: CostRecord) -> None:
-        try:
-            self._push(record)
-            if self._spans is not None:
-                self._spans.write(record)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
+        self._push(record)
+        if self._spans is not None:
+            self._spans.write(record)
 
     def on_request_end(self, event: RequestEnd) -> None:
-        try:
-            self._push(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_cache(self, event: CacheEvent) -> None:
-        try:
-            self._state.aggregate.add_cache(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
-        try:
-            self._state.aggregate.set_budget(budget, spent_usd, limit_usd)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_budget_blocked(self, budget: str) -> None:
-        try:
-            self._state.aggregate.add_blocked(budget)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_outcome(self, event: Outcome) -> None:
-        try:
-            self._state.aggregate.add_outcome(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
-        try:
-            self._state.aggregate.add_lifecycle(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_budget_state_lost(self, budget: str) -> None:
-        try:
-            self._state.aggregate.add_state_lost(budget)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_internal_error(self, component: str) -> None:
-        # Called by errors.report itself: must not report (it would recurse).
-        self._state.aggregate.add_internal_error(component)
+        self._push(event)

@@ -25,26 +25,21 @@ import os
 import threading
 import weakref
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
 
 from costwatch._core.errors import ConfigError
-from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
-from costwatch._core.record import CostRecord
-from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
+from costwatch._core.sink import ForwardingSink, Sink
 
 if TYPE_CHECKING:
     from costwatch.accounting._tally import Tally
     from costwatch.exporters._aggregate import SpendAggregate
 
 __all__ = ["MetricsServer", "PrometheusSink", "is_multiprocess", "serve_metrics"]
-
-_COMPONENT = "exporter.prometheus"
 
 
 def is_multiprocess() -> bool:
@@ -55,27 +50,9 @@ def is_multiprocess() -> bool:
     return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
-class _Backend(Protocol):
+class _Backend(Sink, Protocol):
     service: str
     guard: LabelGuard
-
-    def add_record(self, record: CostRecord) -> object: ...
-
-    def add_request_end(self, event: RequestEnd) -> None: ...
-
-    def add_cache(self, event: CacheEvent) -> None: ...
-
-    def set_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None: ...
-
-    def add_blocked(self, budget: str) -> None: ...
-
-    def add_outcome(self, event: Outcome) -> None: ...
-
-    def add_lifecycle(self, event: LifecycleCost | FixedCost) -> None: ...
-
-    def add_state_lost(self, budget: str) -> None: ...
-
-    def add_internal_error(self, component: str) -> None: ...
 
 
 _states: weakref.WeakKeyDictionary[CollectorRegistry, tuple[bool, _Backend]] = (
@@ -120,13 +97,15 @@ def _backend_for(
         return new
 
 
-class PrometheusSink(BaseSink):
+class PrometheusSink(ForwardingSink):
     """Every costwatch event as Prometheus metrics, under the names of ``names.py``.
 
     ``registry`` defaults to prometheus-client's global ``REGISTRY``.  ``label_limits`` caps the
     distinct values of free-form labels (tenant, feature, model ...; see ``_core.labels``).
     ``multiprocess=None`` follows ``PROMETHEUS_MULTIPROC_DIR``; ``True`` requires it.
     """
+
+    component = "exporter.prometheus"
 
     def __init__(
         self,
@@ -149,8 +128,9 @@ class PrometheusSink(BaseSink):
         self.service = service
         self.multiprocess = multiprocess
         self.registry = REGISTRY if registry is None else registry
-        self._backend = _backend_for(self.registry, multiprocess, service, label_limits)
-        self._add_record = self._backend.add_record
+        self._target = self._backend = _backend_for(
+            self.registry, multiprocess, service, label_limits
+        )
         self._aggregate = None if multiprocess else cast("SpendAggregate", self._backend)
 
     def attach(self, tally: Tally) -> bool:
@@ -169,59 +149,6 @@ class PrometheusSink(BaseSink):
     @property
     def guard(self) -> LabelGuard:
         return self._backend.guard
-
-    def on_record(self, record: CostRecord) -> None:
-        try:
-            self._add_record(record)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_request_end(self, event: RequestEnd) -> None:
-        try:
-            self._backend.add_request_end(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_cache(self, event: CacheEvent) -> None:
-        try:
-            self._backend.add_cache(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_budget(self, budget: str, spent_usd: Decimal, limit_usd: Decimal) -> None:
-        try:
-            self._backend.set_budget(budget, spent_usd, limit_usd)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_budget_blocked(self, budget: str) -> None:
-        try:
-            self._backend.add_blocked(budget)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_outcome(self, event: Outcome) -> None:
-        try:
-            self._backend.add_outcome(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:
-        try:
-            self._backend.add_lifecycle(event)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_budget_state_lost(self, budget: str) -> None:
-        try:
-            self._backend.add_state_lost(budget)
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
-
-    def on_internal_error(self, component: str) -> None:
-        # No errors.report() here: this is called *by* errors.report (it would recurse), and
-        # InternalErrors already shields the reporting path from a failing listener.
-        self._backend.add_internal_error(component)
 
 
 def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:

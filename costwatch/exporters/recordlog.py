@@ -45,15 +45,13 @@ from typing import Any
 
 import orjson
 
-from costwatch._core.failopen import errors
 from costwatch._core.record import CostRecord
-from costwatch._core.sink import BaseSink, FixedCost, LifecycleCost, Outcome, RequestEnd
+from costwatch._core.sink import FailOpenSink, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.accounting._recordlog import SCHEMA, read_record_log, record_log_files
 
 __all__ = ["SCHEMA", "RecordLogSink", "read_record_log", "record_log_files"]
 
 EVENT_NAME = "costwatch.record"
-_COMPONENT = "exporter.recordlog"
 _counter = iter(range(1 << 62))
 _counter_lock = threading.Lock()
 
@@ -66,8 +64,10 @@ def _default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-class RecordLogSink(BaseSink):
+class RecordLogSink(FailOpenSink):
     """Writes every call, request end, outcome and lifecycle cost as one JSON line."""
+
+    component = "exporter.recordlog"
 
     def __init__(
         self,
@@ -113,20 +113,17 @@ class RecordLogSink(BaseSink):
             self._handler = None
 
     def _write(self, kind: str, ts: float, fields: dict[str, Any]) -> None:
-        try:
-            line = {"schema": SCHEMA, "type": kind, "ts": ts or self.clock(), **fields}
-            text = orjson.dumps(line, default=_default).decode()
-            if self._file is not None:
-                self._file.info(text)
-            if self._otel is not None:
-                self._otel.emit(
-                    timestamp=int(line["ts"] * 1e9),
-                    body=text,
-                    attributes={"costwatch.schema": SCHEMA, "costwatch.type": kind},
-                    event_name=EVENT_NAME,
-                )
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
+        line = {"schema": SCHEMA, "type": kind, "ts": ts or self.clock(), **fields}
+        text = orjson.dumps(line, default=_default).decode()
+        if self._file is not None:
+            self._file.info(text)
+        if self._otel is not None:
+            self._otel.emit(
+                timestamp=int(line["ts"] * 1e9),
+                body=text,
+                attributes={"costwatch.schema": SCHEMA, "costwatch.type": kind},
+                event_name=EVENT_NAME,
+            )
 
     def on_record(self, record: CostRecord) -> None:
         fields = record.as_dict()

@@ -134,6 +134,22 @@ def test_an_indexing_run_is_a_lifecycle_cost_of_its_pipeline(
     assert costwatch.summary().lifecycle[("indexing", "kb")].cost_usd == Decimal("0.03")
 
 
+async def test_an_indexing_run_is_an_async_block_too(cwc: Any, capture: CaptureSink) -> None:
+    async with costwatch.indexing("answer_question", knowledge_base="kb", team="search") as scope:
+        costwatch.record(
+            provider="openai",
+            model="text-embedding-3-small",
+            input_tokens=500_000,
+            stage="embedding",
+        )
+        assert capture.records[-1].tags == {"lifecycle": "indexing", "team": "search"}
+
+    event = capture.lifecycle[-1]
+    assert isinstance(event, LifecycleCost)
+    assert (event.kind, event.name, event.team) == ("indexing", "kb", "search")
+    assert event.cost_usd == scope.cost_usd == Decimal("0.01")
+
+
 def test_prometheus_exports_lifecycle_costs_and_fixed_rates_once_per_name(clock: Clock) -> None:
     registry = CollectorRegistry()
     costwatch.configure(service="svc", strict=True, registry=registry, warm_up=False, clock=clock)

@@ -101,3 +101,21 @@ def test_lines_are_also_opentelemetry_log_events() -> None:
     body = json.loads(str(logs[0].log_record.body))
     assert (body["schema"], Decimal(body["cost_usd"])) == (SCHEMA, Decimal("0.00015"))
     assert logs[0].log_record.event_name == "costwatch.record"
+
+
+def test_an_event_that_cannot_be_written_never_reaches_the_host(tmp_path: Path) -> None:
+    from costwatch._core.failopen import errors
+    from costwatch._core.sink import LifecycleCost
+
+    sink = RecordLogSink(tmp_path / "r.jsonl")
+    costwatch.configure(service="svc", strict=False, prometheus=False, warm_up=False, sinks=[sink])
+    before = errors.counts().get("exporter.recordlog", 0)
+    try:
+        # its detail is not (name, value) pairs: building the line's fields fails
+        broken = LifecycleCost("training", "run", Decimal(1), "user", detail=(("epochs",),))  # type: ignore[arg-type]
+        sink.on_lifecycle(broken)
+    finally:
+        costwatch._configure.shutdown()
+        sink.close()
+    assert errors.counts()["exporter.recordlog"] == before + 1
+    assert list(read_record_log(tmp_path / "r.jsonl")) == []

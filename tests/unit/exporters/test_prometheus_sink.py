@@ -362,19 +362,19 @@ def test_the_multiprocess_path_exposes_the_same_samples_as_the_single_process_pa
     client = ClientMetrics(client_registry, LabelGuard({"tenant": 3}), "svc")
     for record in events:
         single.on_record(record)
-        client.add_record(record)
+        client.on_record(record)
     request = RequestEnd("answer", "rag", Decimal("0.004"), 0, 1.0, "ok", "svc", "faq", "", "t9")
     single.on_request_end(request)
-    client.add_request_end(request)
+    client.on_request_end(request)
     cache = CacheEvent("kb", "hit", Decimal("0.002"), "svc", "faq", "", "acme")
     single.on_cache(cache)
-    client.add_cache(cache)
+    client.on_cache(cache)
     single.on_budget("b", Decimal("1.5"), Decimal("3"))
-    client.set_budget("b", Decimal("1.5"), Decimal("3"))
+    client.on_budget("b", Decimal("1.5"), Decimal("3"))
     single.on_budget_blocked("b")
-    client.add_blocked("b")
+    client.on_budget_blocked("b")
     single.on_internal_error("cache")
-    client.add_internal_error("cache")
+    client.on_internal_error("cache")
 
     def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, ...]], float]:
         # Multiprocess files never carry _created; plain metrics on a plain registry do.
