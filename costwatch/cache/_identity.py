@@ -27,6 +27,7 @@ shares them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import functools
@@ -183,7 +184,11 @@ def _local(value: Any, seen: _Description, how: str) -> Any:
 
 
 _tokens_lock = threading.Lock()
-_tokens: dict[int, tuple[weakref.ref[Any], str]] = {}
+_tokens: dict[int, tuple[weakref.KeyedRef[Any, Any], str]] = {}
+# The weak references of named objects that died, by id: appended by the garbage collector,
+# which can run at any allocation, also inside _object_token while this thread holds
+# _tokens_lock (taking the lock there would hang the host's call); dropped under the lock.
+_dead: collections.deque[weakref.KeyedRef[Any, Any]] = collections.deque()
 _counter = itertools.count(1)
 _salt = os.urandom(12).hex()
 _warned: set[str] = set()
@@ -193,20 +198,17 @@ def _object_token(obj: Any) -> str:
     """Unique to this process and to ``obj`` while it lives (then never given again); an
     object that takes no weak reference gets a new token each time it is named."""
     with _tokens_lock:
+        while _dead:
+            ref = _dead.popleft()
+            held = _tokens.get(ref.key)
+            if held is not None and held[0] is ref:
+                del _tokens[ref.key]
         found = _tokens.get(id(obj))
         if found is not None and found[0]() is obj:
             return found[1]
         token = f"{_salt}-{next(_counter)}"
-        ident = id(obj)
-
-        def forget(ref: weakref.ref[Any]) -> None:
-            with _tokens_lock:
-                held = _tokens.get(ident)
-                if held is not None and held[0] is ref:
-                    del _tokens[ident]
-
         with contextlib.suppress(TypeError):
-            _tokens[ident] = (weakref.ref(obj, forget), token)
+            _tokens[id(obj)] = (weakref.KeyedRef(obj, _dead.append, id(obj)), token)
         return token
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -131,3 +132,32 @@ def test_a_forked_child_names_its_new_objects_apart_from_its_parents_and_sibling
     os.close(write)
     assert child != "bad"
     assert child != named(Index().search)
+
+
+class Handle:
+    """An object with no name another process could give it: named by a token of its own."""
+
+
+def test_an_object_collected_while_its_token_table_is_locked_never_hangs_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The garbage collector can finish a named object at any allocation, also inside the
+    # naming code while this very thread holds the token table's lock.
+    from costwatch.cache import _identity
+
+    monkeypatch.setattr(_identity, "_tokens_lock", threading.Lock())
+    held = [Handle()]
+    named(make(held[0]))
+    collected = threading.Event()
+
+    def collect_while_locked() -> None:
+        with _identity._tokens_lock:
+            held.clear()  # the last reference: its weak-reference callback runs right here
+        collected.set()
+
+    threading.Thread(target=collect_while_locked, daemon=True).start()
+    assert collected.wait(5), "the weak-reference callback waited for a lock its thread held"
+
+    alive = Handle()
+    named(make(alive))  # the next naming drops the dead object's token
+    assert all(ref() is not None for ref, _ in _identity._tokens.values())
