@@ -338,7 +338,7 @@ def test_a_call_appended_while_its_entry_is_folded_is_kept() -> None:
 
     tally = Tally(PriceCatalog())
     cursor = tally.cursor()
-    key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0)
+    key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0, "")
     entry = tally.entry(key)
     for _ in range(3):
         entry.extend((100, 0, 0, 20, 0, 0, None, 0.5))
