@@ -20,6 +20,7 @@ from costwatch._core.sink import (
     Outcome,
     RequestEnd,
 )
+from costwatch.accounting._pending import FOLD_EVERY, drain
 from costwatch.accounting._tally import Tally, TallyCursor
 
 _ZERO = Decimal(0)
@@ -277,6 +278,8 @@ class Ledger(BaseSink):
         self._lock = new_lock()
         self._rows: dict[tuple[str, ...], list[Any]] = {}
         self._pipelines: dict[str, PipelineTotals] = {}
+        self._ends: list[RequestEnd] = []
+        """Request ends not yet added to ``_pipelines`` (see ``_pending``)."""
         self._context: dict[str, list[Any]] = {}
         self._cache: dict[str, CacheTotals] = {}
         self._internal: dict[str, int] = {}
@@ -449,9 +452,18 @@ class Ledger(BaseSink):
         return row
 
     def on_request_end(self, event: RequestEnd) -> None:
-        pipeline = self.labels.admit("pipeline", event.pipeline)
-        strategy = self.labels.admit("strategy", event.strategy)
-        with self._lock:
+        ends = self._ends
+        ends.append(event)
+        if len(ends) >= FOLD_EVERY:
+            with self._lock:
+                self._add_request_ends()
+
+    def _add_request_ends(self) -> None:
+        """Holds the lock: the requests ended since the last time, in their pipelines."""
+        admit = self.labels.admit
+        for event in drain(self._ends):
+            pipeline = admit("pipeline", event.pipeline)
+            strategy = admit("strategy", event.strategy)
             totals = self._pipelines.get(pipeline)
             if totals is None:
                 totals = self._pipelines[pipeline] = PipelineTotals()
@@ -516,6 +528,7 @@ class Ledger(BaseSink):
     def summary(self) -> Summary:
         self._absorb_tally()
         with self._lock:
+            self._add_request_ends()
             rows = [(k, list(v)) for k, v in self._rows.items()]
             pipelines = {
                 k: PipelineTotals(

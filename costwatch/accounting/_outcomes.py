@@ -22,6 +22,7 @@ from costwatch._core import runtime as _runtime
 from costwatch._core.context import check_outcome
 from costwatch._core.failopen import errors
 from costwatch._core.sink import Outcome, RequestEnd
+from costwatch.accounting._pending import FOLD_EVERY, drain
 
 _ZERO = Decimal(0)
 DEFAULT_CAPACITY = 10_000
@@ -50,7 +51,8 @@ class OutcomeBook:
     At most ``capacity`` requests are waiting (the oldest is forgotten first) and at most
     ``capacity`` settled or forgotten ids are kept to tell a late duplicate or an expired id
     from an unknown one.  A request older than ``ttl_s`` is expired when its outcome arrives:
-    remembering a request costs one dict insertion on the request path.
+    remembering a request costs one list append on the request path (the book takes the
+    requests in by the batch, and before it is read: see ``_pending``).
     """
 
     def __init__(
@@ -65,17 +67,27 @@ class OutcomeBook:
         self._waiting: OrderedDict[str, tuple[float, RequestEnd]] = OrderedDict()
         self._gone: OrderedDict[str, str] = OrderedDict()
         """Id -> ``expired`` or ``duplicate``: why a late outcome for it matches nothing."""
+        self._ended: list[tuple[float, RequestEnd]] = []
+        """Requests remembered since the book last took them in."""
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
+            self._take_in()
             return len(self._waiting)
 
     def remember(self, event: RequestEnd) -> None:
         """A request ended without an outcome: wait for one."""
-        ended = self.clock()
-        with self._lock:
-            waiting = self._waiting
+        ended = self._ended
+        ended.append((self.clock(), event))
+        if len(ended) >= FOLD_EVERY:
+            with self._lock:
+                self._take_in()
+
+    def _take_in(self) -> None:
+        """Holds the lock: the requests remembered since the last time, oldest first."""
+        waiting = self._waiting
+        for ended, event in drain(self._ended):
             waiting[event.request_id] = (ended, event)
             if len(waiting) > self.capacity:
                 old, _ = waiting.popitem(last=False)
@@ -84,12 +96,14 @@ class OutcomeBook:
     def settled(self, request_id: str) -> None:
         """A request ended with its outcome said: a later one for its id is a duplicate."""
         with self._lock:
+            self._take_in()
             self._forget(request_id, "duplicate")
 
     def settle(self, request_id: str, value: str, service: str) -> Outcome:
         """The outcome of a remembered request, or an unmatched one saying why not."""
         now = self.clock()
         with self._lock:
+            self._take_in()
             waiting = self._waiting.pop(request_id, None)
             if waiting is not None and now - waiting[0] > self.ttl_s:
                 self._forget(request_id, "expired")

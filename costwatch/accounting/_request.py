@@ -85,18 +85,18 @@ def _finish(state: RequestState, status: str) -> None:
         rt = _runtime.runtime()
         strategy = state.strategy or _inferred_strategy(state)
         tags = state.tags
-        event = RequestEnd(
-            pipeline=state.name,
-            strategy=strategy,
-            cost_usd=state.cost_usd,
-            unpriced_calls=state.unpriced,
-            latency_s=time.perf_counter() - state.started,
-            status=status,
-            service=rt.settings.service,
-            feature=tags.get("feature", ""),
-            team=tags.get("team", ""),
-            tenant=tags.get("tenant", ""),
-            request_id=state.request_id,
+        event = RequestEnd(  # positional: a fraction of the cost of keywords
+            state.name,
+            strategy,
+            state.cost_usd,
+            state.unpriced,
+            time.perf_counter() - state.started,
+            status,
+            rt.service,
+            tags.get("feature", ""),
+            tags.get("team", ""),
+            tags.get("tenant", ""),
+            state.request_id,
         )
         for sink in rt.sinks:
             sink.on_request_end(event)
