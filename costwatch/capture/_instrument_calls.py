@@ -26,7 +26,7 @@ from costwatch.capture._streams import (
     watch_generator,
     wrap_stream,
 )
-from costwatch.capture._usage import extract_tokens, record_invalid
+from costwatch.capture._usage import cached_reader, extract_tokens, record_invalid
 from costwatch.capture.providers import openai
 
 
@@ -191,37 +191,15 @@ def _after(
     spec = ep.spec
     try:
         spec = ep.spec_for(kwargs, result)
-        if is_stream(result):
-            wrap_stream(
-                result,
-                spec,
-                model,
-                t0,
-                reservation=reservation,
-                prompt=ep.prompt(kwargs),
-                hide_usage_chunk=hide,
-                probe=probe,
-            )
-            return result
-        if isinstance(result, GeneratorType | AsyncGeneratorType):
-            return watch_generator(
-                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-            )
-        if is_api_response(result):
-            watch_api_response(
-                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-            )
-            return result
         latency = perf_counter() - t0
-        extracted = extract_tokens(result)
-        if extracted is None and type(result).__name__ == "LegacyAPIResponse":
-            # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's own
-            # ``parse()`` gets the same object: the completion (its body was read already), or
-            # for ``stream=True`` the stream, not yet read, which is hooked in place.
-            parsed = result.parse()
-            if is_stream(parsed):
+        # A response class read before is read at once, as the decorators do (a stream's
+        # class reads as no usage: it goes on to the checks below).
+        read = cached_reader(type(result))
+        extracted = read(result) if read is not None else None
+        if extracted is None:
+            if is_stream(result):
                 wrap_stream(
-                    parsed,
+                    result,
                     spec,
                     model,
                     t0,
@@ -231,7 +209,36 @@ def _after(
                     probe=probe,
                 )
                 return result
-            extracted = extract_tokens(parsed)
+            if isinstance(result, GeneratorType | AsyncGeneratorType):
+                return watch_generator(
+                    result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+                )
+            if is_api_response(result):
+                watch_api_response(
+                    result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+                )
+                return result
+            if read is None:
+                extracted = extract_tokens(result)
+            if extracted is None and type(result).__name__ == "LegacyAPIResponse":
+                # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's
+                # own ``parse()`` gets the same object: the completion (its body was read
+                # already), or for ``stream=True`` the stream, not yet read, which is hooked
+                # in place.
+                parsed = result.parse()
+                if is_stream(parsed):
+                    wrap_stream(
+                        parsed,
+                        spec,
+                        model,
+                        t0,
+                        reservation=reservation,
+                        prompt=ep.prompt(kwargs),
+                        hide_usage_chunk=hide,
+                        probe=probe,
+                    )
+                    return result
+                extracted = extract_tokens(parsed)
         if extracted is not None:
             spec.record_usage(
                 _runtime.current or _runtime.runtime(),
