@@ -67,8 +67,8 @@ class OutcomeBook:
         self._waiting: OrderedDict[str, tuple[float, RequestEnd]] = OrderedDict()
         self._gone: OrderedDict[str, str] = OrderedDict()
         """Id -> ``expired`` or ``duplicate``: why a late outcome for it matches nothing."""
-        self._ended: list[tuple[float, RequestEnd]] = []
-        """Requests remembered since the book last took them in."""
+        self._ended: list[tuple[str, tuple[float, RequestEnd]]] = []
+        """Requests remembered since the book last took them in, as ``_waiting`` items."""
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -79,19 +79,23 @@ class OutcomeBook:
     def remember(self, event: RequestEnd) -> None:
         """A request ended without an outcome: wait for one."""
         ended = self._ended
-        ended.append((self.clock(), event))
+        ended.append((event.request_id, (self.clock(), event)))
         if len(ended) >= FOLD_EVERY:
             with self._lock:
                 self._take_in()
 
     def _take_in(self) -> None:
-        """Holds the lock: the requests remembered since the last time, oldest first."""
+        """Holds the lock: the requests remembered since the last time, in one ``update``;
+        past ``capacity``, the oldest are forgotten, as if taken in one at a time."""
         waiting = self._waiting
-        for ended, event in drain(self._ended):
-            waiting[event.request_id] = (ended, event)
-            if len(waiting) > self.capacity:
-                old, _ = waiting.popitem(last=False)
-                self._forget(old, "expired")
+        waiting.update(drain(self._ended))
+        if len(waiting) > self.capacity:
+            gone = self._gone
+            for _ in range(len(waiting) - self.capacity):
+                old, _ended = waiting.popitem(last=False)
+                gone[old] = "expired"
+                gone.move_to_end(old)
+            self._trim_gone()
 
     def settled(self, request_id: str) -> None:
         """A request ended with its outcome said: a later one for its id is a duplicate."""
@@ -121,6 +125,10 @@ class OutcomeBook:
         gone = self._gone
         gone[request_id] = reason
         gone.move_to_end(request_id)
+        self._trim_gone()
+
+    def _trim_gone(self) -> None:
+        gone = self._gone
         while len(gone) > self.capacity:
             gone.popitem(last=False)
 
