@@ -120,7 +120,8 @@ class tags:  # noqa: N801 - a context manager used like a function, as in contex
         else:
             merged = TagSet({**outer, **dict(self._values)})
             _merged.remember(key, (outer, merged))
-        note_tagged()
+        global tagged
+        tagged = True  # note_tagged(), without a call
         self._token = tags_var.set(merged)
         return merged
 
