@@ -129,33 +129,6 @@ class Endpoint:
         return None
 
 
-def _before(
-    ep: Endpoint, kwargs: dict[str, Any], *, reserve: bool = True
-) -> tuple[str, bool, str, Any]:
-    """``(model, hide_usage_chunk, probe, reservation)``; mutates ``kwargs`` (the call's own
-    dict).  ``probe``: the server this stream goes to unasked, to learn whether it sends usage.
-    ``reserve=False``: the caller reserves itself (the async wrapper awaits :func:`_areserve`)."""
-    model = ep.spec.model_for(kwargs)
-    reservation = None
-    if reserve and _runtime.runtime().budgets.active:
-        reservation = ep.spec_for(kwargs).preflight(
-            model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
-        )
-    hide = False
-    probe = ""
-    if ep.inject_usage is not False and kwargs.get("stream") is True and not _raw_mode(kwargs):
-        options = kwargs.get("stream_options")
-        if not (isinstance(options, Mapping) and options.get("include_usage") is True):
-            unasked = None if ep.inject_usage else openai.sends_usage_unasked(ep.server)
-            if ep.inject_usage or unasked is False:
-                base = options if isinstance(options, Mapping) else {}
-                kwargs["stream_options"] = {**base, "include_usage": True}
-                hide = True
-            elif unasked is None and options is None:
-                probe = ep.server  # sent as written: does this server send usage unasked?
-    return model, hide, probe, reservation
-
-
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 
 
@@ -261,14 +234,35 @@ def _after(
 def _prepared(
     ep: Endpoint, kwargs: dict[str, Any], *, reserve: bool = True
 ) -> tuple[str, bool, str, Any] | None:
-    """:func:`_before` for a call wrapper; None: call the SDK untouched (the endpoint was
+    """``(model, hide_usage_chunk, probe, reservation)`` of a call about to be made; mutates
+    ``kwargs`` (the call's own dict).  ``probe``: the server this stream goes to unasked, to
+    learn whether it sends usage.  ``reserve=False``: the caller reserves itself (the async
+    wrapper awaits :func:`_areserve`).  None: call the SDK untouched (the endpoint was
     uninstrumented, or costwatch failed, which is reported).  ``BudgetExceeded`` propagates."""
     if not ep.active:
         return None
     try:
         if watched and (calls := sdk_calls_var.get()) is not None:
             calls.count += 1
-        return _before(ep, kwargs, reserve=reserve)
+        model = ep.spec.model_for(kwargs)
+        reservation = None
+        if reserve and (_runtime.current or _runtime.runtime()).budgets.active:
+            reservation = ep.spec_for(kwargs).preflight(
+                model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
+            )
+        hide = False
+        probe = ""
+        if ep.inject_usage is not False and kwargs.get("stream") is True and not _raw_mode(kwargs):
+            options = kwargs.get("stream_options")
+            if not (isinstance(options, Mapping) and options.get("include_usage") is True):
+                unasked = None if ep.inject_usage else openai.sends_usage_unasked(ep.server)
+                if ep.inject_usage or unasked is False:
+                    base = options if isinstance(options, Mapping) else {}
+                    kwargs["stream_options"] = {**base, "include_usage": True}
+                    hide = True
+                elif unasked is None and options is None:
+                    probe = ep.server  # sent as written: does this server send usage unasked?
+        return model, hide, probe, reservation
     except BudgetExceeded:
         raise
     except Exception as internal:
