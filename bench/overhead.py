@@ -21,7 +21,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from _shared import RESPONSE, bare, per_call
+from _shared import bare, make_response, per_call
 
 import costwatch
 
@@ -61,12 +61,17 @@ def with_reads(fn: Callable[[str], Any], calls: int) -> float:
 
 
 def quickstart_client() -> Any:
-    """An ``openai.OpenAI`` client whose ``chat.completions.create`` returns the prebuilt
-    response: what ``instrument()`` wraps is the SDK method's place, not the network."""
+    """An ``openai.OpenAI`` client whose ``chat.completions.create`` returns a prebuilt
+    response: what ``instrument()`` wraps is the SDK method's place, not the network.
+
+    Each client returns its own response object: an instrumented client notes the response it
+    recorded, and a decorated function returning that same object does not record it again,
+    so sharing ``bare``'s response would let the ``@generation`` variant skip its work."""
     import openai
 
+    response = make_response()
     client = openai.OpenAI(api_key="bench", base_url="http://127.0.0.1:9/v1")
-    client.chat.completions.create = lambda **kwargs: RESPONSE  # type: ignore[method-assign]
+    client.chat.completions.create = lambda **kwargs: response  # type: ignore[method-assign]
     return client
 
 
@@ -77,9 +82,11 @@ def quickstart(client: Any) -> Callable[[str], Any]:
     """The README quickstart: tags, a request, one instrumented call inside."""
 
     def call(prompt: str) -> Any:
-        with costwatch.tags(feature="faq", team="support"):
-            with costwatch.request("answer_question", strategy="rag"):
-                return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        with (
+            costwatch.tags(feature="faq", team="support"),
+            costwatch.request("answer_question", strategy="rag"),
+        ):
+            return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
     return call
 

@@ -23,7 +23,6 @@ from typing import Any, ParamSpec, TypeVar
 
 from costwatch._core.labels import tag_value
 from costwatch._core.memo import BoundedMemo
-from costwatch._core.record import CostRecord
 
 STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
 
@@ -121,7 +120,8 @@ class tags:  # noqa: N801 - a context manager used like a function, as in contex
         else:
             merged = TagSet({**outer, **dict(self._values)})
             _merged.remember(key, (outer, merged))
-        note_tagged()
+        global tagged
+        tagged = True  # note_tagged(), without a call
         self._token = tags_var.set(merged)
         return merged
 
@@ -229,15 +229,17 @@ class RequestState:
             pending, self.pending_context = self.pending_context, {}
         return pending
 
-    def add_record(self, record: CostRecord) -> None:
+    def add_call(self, stage: str, strategy: str, cost: Decimal | None) -> None:
+        """One call made inside the request: its stage, resolved strategy and cost (``None``:
+        unpriced)."""
         with self._lock:
             self.calls += 1
-            if record.stage == "generation":
-                self.strategies.add(record.strategy)
-            if record.cost_usd is None:
+            if stage == "generation":
+                self.strategies.add(strategy)
+            if cost is None:
                 self.unpriced += 1
             else:
-                self.cost_usd += record.cost_usd
+                self.cost_usd += cost
 
 
 def check_outcome(value: str) -> None:

@@ -13,6 +13,7 @@ from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
 from costwatch._core.record import TOKEN_TYPES, CostRecord, TokenUsage
 from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
+from costwatch.accounting._pending import FOLD_EVERY, drain
 from costwatch.accounting._tally import Tally, TallyCursor
 
 _ZERO = Decimal(0)
@@ -270,6 +271,8 @@ class Ledger(BaseSink):
         self._lock = new_lock()
         self._rows: dict[tuple[str, ...], list[Any]] = {}
         self._pipelines: dict[str, PipelineTotals] = {}
+        self._ends: list[RequestEnd] = []
+        """Request ends not yet added to ``_pipelines`` (see ``_pending``)."""
         self._context: dict[str, list[Any]] = {}
         self._cache: dict[str, CacheTotals] = {}
         self._internal: dict[str, int] = {}
@@ -314,6 +317,17 @@ class Ledger(BaseSink):
                     calls.usage,
                     calls.latency_s,
                 )
+                if calls.pipeline:
+                    self._add_pipeline_calls(
+                        calls.pipeline,
+                        (calls.stage, calls.provider, calls.model),
+                        calls.calls,
+                        0,
+                        calls.cost_usd,
+                        calls.input_cost_usd,
+                        calls.usage,
+                        calls.latency_s,
+                    )
 
     def on_record(self, record: CostRecord) -> None:
         labels = self.labels
@@ -345,7 +359,19 @@ class Ledger(BaseSink):
                 record.latency_s,
             )
             if record.pipeline:
-                self._add_pipeline_call(record)
+                calls = self._add_pipeline_calls(
+                    record.pipeline,
+                    (record.stage, record.provider, record.model),
+                    1,
+                    int(record.status != "ok"),
+                    record.cost_usd,
+                    record.input_cost_usd,
+                    record.usage,
+                    record.latency_s,
+                )
+                for source, tokens in record.context_tokens.items():
+                    calls.context_tokens += tokens
+                    calls.context_cost_usd += record.context_cost_usd.get(source, _ZERO)
             for label, source, tokens in sources:
                 cost = record.context_cost_usd.get(source, _ZERO)
                 ctx = self._context.get(label)
@@ -356,29 +382,37 @@ class Ledger(BaseSink):
                 row[_CTX_T] += tokens
                 row[_CTX_C] += cost
 
-    def _add_pipeline_call(self, record: CostRecord) -> None:
-        """Holds the lock: the call in its pipeline's traffic profile."""
-        totals = self._pipelines.get(record.pipeline)
+    def _add_pipeline_calls(
+        self,
+        pipeline: str,
+        key: tuple[str, str, str],
+        calls: int,
+        errors: int,
+        cost: Decimal | None,
+        input_cost: Decimal | None,
+        usage: TokenUsage,
+        latency_s: float,
+    ) -> Totals:
+        """Holds the lock: calls in their pipeline's traffic profile, by ``(stage, provider,
+        model)`` (``cost`` None: the calls were unpriced); returns their row."""
+        totals = self._pipelines.get(pipeline)
         if totals is None:
-            totals = self._pipelines[record.pipeline] = PipelineTotals()
-        key = (record.stage, record.provider, record.model)
+            totals = self._pipelines[pipeline] = PipelineTotals()
         row = totals.calls.get(key)
         if row is None:
             row = totals.calls[key] = Totals()
-        row.calls += 1
-        row.errors += int(record.status != "ok")
-        if record.cost_usd is None:
-            row.unpriced += 1
+        row.calls += calls
+        row.errors += errors
+        if cost is None:
+            row.unpriced += calls
         else:
-            row.cost_usd += record.cost_usd
-        for token_type, count in record.usage.by_type().items():
+            row.cost_usd += cost
+        for token_type, count in usage.by_type().items():
             row.tokens[token_type] += count
-        row.latency_s += record.latency_s
-        if record.input_cost_usd is not None:
-            row.input_cost_usd += record.input_cost_usd
-        for source, tokens in record.context_tokens.items():
-            row.context_tokens += tokens
-            row.context_cost_usd += record.context_cost_usd.get(source, _ZERO)
+        row.latency_s += latency_s
+        if input_cost is not None:
+            row.input_cost_usd += input_cost
+        return row
 
     def _add(
         self,
@@ -411,9 +445,18 @@ class Ledger(BaseSink):
         return row
 
     def on_request_end(self, event: RequestEnd) -> None:
-        pipeline = self.labels.admit("pipeline", event.pipeline)
-        strategy = self.labels.admit("strategy", event.strategy)
-        with self._lock:
+        ends = self._ends
+        ends.append(event)
+        if len(ends) >= FOLD_EVERY:
+            with self._lock:
+                self._add_request_ends()
+
+    def _add_request_ends(self) -> None:
+        """Holds the lock: the requests ended since the last time, in their pipelines."""
+        admit = self.labels.admit
+        for event in drain(self._ends):
+            pipeline = admit("pipeline", event.pipeline)
+            strategy = admit("strategy", event.strategy)
             totals = self._pipelines.get(pipeline)
             if totals is None:
                 totals = self._pipelines[pipeline] = PipelineTotals()
@@ -478,6 +521,7 @@ class Ledger(BaseSink):
     def summary(self) -> Summary:
         self._absorb_tally()
         with self._lock:
+            self._add_request_ends()
             rows = [(k, list(v)) for k, v in self._rows.items()]
             pipelines = {
                 k: PipelineTotals(

@@ -22,6 +22,7 @@ from costwatch._core import runtime as _runtime
 from costwatch._core.context import check_outcome
 from costwatch._core.failopen import errors
 from costwatch._core.sink import Outcome, RequestEnd
+from costwatch.accounting._pending import FOLD_EVERY, drain
 
 _ZERO = Decimal(0)
 DEFAULT_CAPACITY = 10_000
@@ -50,7 +51,8 @@ class OutcomeBook:
     At most ``capacity`` requests are waiting (the oldest is forgotten first) and at most
     ``capacity`` settled or forgotten ids are kept to tell a late duplicate or an expired id
     from an unknown one.  A request older than ``ttl_s`` is expired when its outcome arrives:
-    remembering a request costs one dict insertion on the request path.
+    remembering a request costs one list append on the request path (the book takes the
+    requests in by the batch, and before it is read: see ``_pending``).
     """
 
     def __init__(
@@ -65,31 +67,47 @@ class OutcomeBook:
         self._waiting: OrderedDict[str, tuple[float, RequestEnd]] = OrderedDict()
         self._gone: OrderedDict[str, str] = OrderedDict()
         """Id -> ``expired`` or ``duplicate``: why a late outcome for it matches nothing."""
+        self._ended: list[tuple[str, tuple[float, RequestEnd]]] = []
+        """Requests remembered since the book last took them in, as ``_waiting`` items."""
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
+            self._take_in()
             return len(self._waiting)
 
     def remember(self, event: RequestEnd) -> None:
         """A request ended without an outcome: wait for one."""
-        ended = self.clock()
-        with self._lock:
-            waiting = self._waiting
-            waiting[event.request_id] = (ended, event)
-            if len(waiting) > self.capacity:
-                old, _ = waiting.popitem(last=False)
-                self._forget(old, "expired")
+        ended = self._ended
+        ended.append((event.request_id, (self.clock(), event)))
+        if len(ended) >= FOLD_EVERY:
+            with self._lock:
+                self._take_in()
+
+    def _take_in(self) -> None:
+        """Holds the lock: the requests remembered since the last time, in one ``update``;
+        past ``capacity``, the oldest are forgotten, as if taken in one at a time."""
+        waiting = self._waiting
+        waiting.update(drain(self._ended))
+        if len(waiting) > self.capacity:
+            gone = self._gone
+            for _ in range(len(waiting) - self.capacity):
+                old, _ended = waiting.popitem(last=False)
+                gone[old] = "expired"
+                gone.move_to_end(old)
+            self._trim_gone()
 
     def settled(self, request_id: str) -> None:
         """A request ended with its outcome said: a later one for its id is a duplicate."""
         with self._lock:
+            self._take_in()
             self._forget(request_id, "duplicate")
 
     def settle(self, request_id: str, value: str, service: str) -> Outcome:
         """The outcome of a remembered request, or an unmatched one saying why not."""
         now = self.clock()
         with self._lock:
+            self._take_in()
             waiting = self._waiting.pop(request_id, None)
             if waiting is not None and now - waiting[0] > self.ttl_s:
                 self._forget(request_id, "expired")
@@ -107,6 +125,10 @@ class OutcomeBook:
         gone = self._gone
         gone[request_id] = reason
         gone.move_to_end(request_id)
+        self._trim_gone()
+
+    def _trim_gone(self) -> None:
+        gone = self._gone
         while len(gone) > self.capacity:
             gone.popitem(last=False)
 

@@ -77,23 +77,32 @@ class _Priced:
 
 
 class _Kept:
-    """The tally entry the last plain call of a site added to, kept for the next call like it
-    (same tally, model and attribution) when the entry does not depend on the call's tokens
-    (a price without long-context tiers): that call skips building and hashing its key."""
+    """The tally entry the last tallied call of a site added to, kept for the next call like it
+    (same tally, model, attribution, request name and resolved strategy) when the entry does
+    not depend on the call's tokens (a price without long-context tiers): that call skips
+    building and hashing its key."""
 
-    __slots__ = ("tally", "model", "attribution", "entry")
+    __slots__ = ("tally", "model", "attribution", "pipeline", "strategy", "entry")
 
     def __init__(
-        self, tally: Tally | None, model: str, attribution: tuple[str, ...], entry: list[Any]
+        self,
+        tally: Tally | None,
+        model: str,
+        attribution: tuple[str, ...],
+        pipeline: str,
+        strategy: str,
+        entry: list[Any],
     ) -> None:
         self.tally = tally
         self.model = model
         self.attribution = attribution
+        self.pipeline = pipeline
+        self.strategy = strategy
         self.entry = entry
 
 
 _NOTHING_PRICED = _Priced(None, "", "", "", None)
-_NOTHING_KEPT = _Kept(None, "", (), [])
+_NOTHING_KEPT = _Kept(None, "", (), "", "", [])
 
 
 class CallSpec:
@@ -439,21 +448,26 @@ class CallSpec:
         attribution: tuple[str, ...],
         tokens: Tokens,
         price: Price | None,
+        pipeline: str = "",
+        strategy: str = "",
     ) -> list[Any] | None:
-        """The tally entry a plain call of ``model`` (priced at ``price``; unpriced ones are
+        """The tally entry a call of ``model`` (priced at ``price``; unpriced ones are
         counted when read) adds to; kept for the next call when it does not depend on the
-        call's tokens (no long-context tiers).  ``None`` when the call is not tallied: its
-        model or provider is past its label limit (see ``Tally.guarded_entry``), or its model
-        name cannot be exported as it is (``build`` repairs it)."""
+        call's tokens (no long-context tiers).  Inside a request (``pipeline``), the key holds
+        the ``strategy`` the call resolved to in place of the tags' one.  ``None`` when the
+        call is not tallied: its model or provider is past its label limit (see
+        ``Tally.guarded_entry``), or its model name cannot be exported as it is (``build``
+        repairs it)."""
         if not is_clean(model):
             return None
         tally = rt.tally
+        keyed = (*attribution[:3], strategy) if pipeline else attribution
+        tier = 0
         if price is not None and price.tiers:
             tier = price.tier_index(tokens[0] + tokens[1] + tokens[2])
-            return tally.guarded_entry(self.provider, self.stage, model, attribution, tier)
-        entry = tally.guarded_entry(self.provider, self.stage, model, attribution, 0)
-        if entry is not None:
-            self._kept = _Kept(tally, model, attribution, entry)
+        entry = tally.guarded_entry(self.provider, self.stage, model, keyed, tier, pipeline)
+        if entry is not None and not (price is not None and price.tiers):
+            self._kept = _Kept(tally, model, attribution, pipeline, strategy, entry)
         return entry
 
     def deliver(
@@ -472,7 +486,7 @@ class CallSpec:
                 req.add_context(self.source or "default", list(context_texts))
             elif self.stage == "generation" and req.pending_context:
                 _attribute_context(record, req.take_context(), record.input_cost_usd)
-            req.add_record(record)
+            req.add_call(record.stage, record.strategy, record.cost_usd)
         cost = record.cost_usd
         scopes = scopes_var.get()
         if scopes:
@@ -497,26 +511,56 @@ class CallSpec:
         """The common case: a successful call that reported its usage (``extracted``: what
         ``extract_tokens`` read from its response, its tokens and the model it names).
 
-        Inside a request, budget, cache scope, with a fixed price or at the batch rate:
-        ``deliver(build(...))``.
-        Otherwise (a plain call) the ledger and the in-process Prometheus exporter get it
-        through ``rt.tally``, priced when read; a ``CostRecord`` is built only for the other
-        sinks, if any.
+        With a budget, in a cache scope, with a fixed price, at the batch rate or a processing
+        tier, or inside a request with retrieved context waiting: ``deliver(build(...))``.
+        Otherwise the ledger and the in-process Prometheus exporter get it through
+        ``rt.tally``, priced when read (a request's calls under its name, the request adding
+        their cost as it goes); a ``CostRecord`` is built only for the other sinks, if any.
         """
         tokens, response_model = extracted
         model = model or response_model or "unknown"
+        req = request_var.get() if _context.scoped else None
         if (
             reservation is not None
             or rt.budgets.active
             or self._untallied
-            or (_context.scoped and (request_var.get() is not None or scopes_var.get()))
             or (tokens[6] is not None and tokens[6].service_tier)
+            or (_context.scoped and (scopes_var.get() or (req is not None and req.pending_context)))
         ):
             self._deliver_usage(rt, model, tokens, latency_s, response_model, reservation)
             return
         attribution = tags_var.get().attribution if _context.tagged else NO_ATTRIBUTION
         kept = self._kept
-        if kept.tally is rt.tally and kept.attribution is attribution and kept.model == model:
+        if req is not None:
+            priced_as, price = self.price_for(rt, model, response_model)
+            if self._priced.timed:  # a timed price bills each call at its own time
+                self._deliver_usage(rt, model, tokens, latency_s, response_model, None)
+                return
+            fine_tuned = price.fine_tuned if price is not None else rt.catalog.is_fine_tuned(model)
+            strategy = resolve_strategy(fine_tuned, req, tags_var.get())
+            if (
+                kept.tally is rt.tally
+                and kept.attribution is attribution
+                and kept.model == priced_as
+                and kept.pipeline == req.name
+                and kept.strategy == strategy
+            ):
+                entry = kept.entry
+            else:
+                found = self._entry(rt, priced_as, attribution, tokens, price, req.name, strategy)
+                if found is None:  # a model or provider past its label limit: on its own
+                    self._deliver_usage(rt, model, tokens, latency_s, response_model, None)
+                    return
+                entry = found
+            model = priced_as
+            cost = None if price is None else price.cost_split(TokenUsage.of(tokens))[0]
+            req.add_call(self.stage, strategy, cost)
+        elif (
+            kept.tally is rt.tally
+            and kept.attribution is attribution
+            and kept.model == model
+            and not kept.pipeline
+        ):
             entry = kept.entry
         else:
             priced_as, price = self.price_for(rt, model, response_model)
@@ -533,6 +577,9 @@ class CallSpec:
             record = self.build(
                 rt, model, TokenUsage.of(tokens), latency_s, "ok", response_model, "reported"
             )
+            if req is not None:
+                record.pipeline = req.name
+                record.request_id = req.request_id
             for sink in rt.untallied_sinks:
                 sink.on_record(record)
 

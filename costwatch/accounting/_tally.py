@@ -1,8 +1,9 @@
 """Totals of the common call and of cache lookups, kept without a lock on the call path.
 
 Most wrapped calls are alike: they succeeded, reported their usage, and ran outside any
-``costwatch.request``, budget or cache scope.  The ledger behind ``summary()`` and the
-single-process Prometheus exporter only need totals of such calls, so the recorder adds the
+budget or cache scope (inside a ``costwatch.request`` or not: a request's calls are kept apart
+by its name, and the request keeps its own running cost).  The ledger behind ``summary()`` and
+the single-process Prometheus exporter only need totals of such calls, so the recorder adds the
 call's tokens and latency to a ``Tally`` instead of building, pricing and fanning out a
 ``CostRecord`` to them (other sinks, if any, still get one).  Pricing waits until the totals
 are read: a price is linear in tokens (tiers are kept apart in the key), so pricing a sum of
@@ -48,9 +49,11 @@ from costwatch._core.sink import CacheEvent
 if TYPE_CHECKING:
     from costwatch.pricing import PriceCatalog
 
-TallyKey = tuple[str, str, str, tuple[str, ...], int]
-"""``(provider, stage, model, attribution tags in force, price tier index)``: values, never
-objects, so call sites made on the fly (a function decorated per request) share totals."""
+TallyKey = tuple[str, str, str, tuple[str, ...], int, str]
+"""``(provider, stage, model, attribution tags in force, price tier index, pipeline)``: values,
+never objects, so call sites made on the fly (a function decorated per request) share totals.
+``pipeline`` is the name of the ``costwatch.request`` the calls ran in ("" outside one); the
+attribution's strategy is then the one the calls resolved to in their request."""
 
 _ZERO = Decimal(0)
 
@@ -82,6 +85,8 @@ class TalliedCalls:
     latency_s: float
     buckets: list[int]
     """Calls per duration bucket (``Tally.bounds`` plus +Inf); empty when not kept."""
+    pipeline: str = ""
+    """The ``costwatch.request`` the calls ran in ("" outside one)."""
 
 
 class Tally:
@@ -118,17 +123,25 @@ class Tally:
         return entry
 
     def guarded_entry(
-        self, provider: str, stage: str, model: str, attribution: tuple[str, ...], tier: int
+        self,
+        provider: str,
+        stage: str,
+        model: str,
+        attribution: tuple[str, ...],
+        tier: int,
+        pipeline: str = "",
     ) -> list[Any] | None:
         """The entry of a call, its label values guarded; ``None`` when ``provider`` or
         ``model`` is not admitted as it is (past its limit, or repaired): such a call is priced
         on its own, since the tally prices a key by its model."""
-        admit = self.labels.admit
+        labels = self.labels
+        admit = labels.admit
         if admit("provider", provider) is not provider or admit("model", model) is not model:
             return None
-        return self.entry(
-            (provider, stage, model, self.labels.guard(ATTRIBUTION_TAGS, attribution), tier)
-        )
+        if pipeline:
+            pipeline = admit("pipeline", pipeline)
+        attribution = labels.guard(ATTRIBUTION_TAGS, attribution)
+        return self.entry((provider, stage, model, attribution, tier, pipeline))
 
     def fold(self, entry: list[Any]) -> None:
         """Fold the calls an entry holds into its row.
@@ -283,7 +296,7 @@ def cache_key(event: CacheEvent) -> CacheEvent:
 
 
 def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCalls:
-    provider, stage, model, attribution, tier = key
+    provider, stage, model, attribution, tier, pipeline = key
     calls = row[_CALLS]
     usage = TokenUsage(*row[1:_LATENCY])
     price = catalog.resolve(provider, model)
@@ -307,4 +320,5 @@ def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCall
         input_cost,
         row[_LATENCY],
         row[_BUCKETS:],
+        pipeline,
     )

@@ -26,7 +26,7 @@ from costwatch.capture._streams import (
     watch_generator,
     wrap_stream,
 )
-from costwatch.capture._usage import extract_tokens, record_invalid
+from costwatch.capture._usage import cached_reader, extract_tokens, record_invalid
 from costwatch.capture.providers import openai
 
 if TYPE_CHECKING:
@@ -135,34 +135,6 @@ class Endpoint:
         return None
 
 
-def _before(
-    ep: Endpoint, kwargs: dict[str, Any], *, reserve: bool = True, held: Any = None
-) -> tuple[str, bool, str, Any]:
-    """``(model, hide_usage_chunk, probe, reservation)``; mutates ``kwargs`` (the call's own
-    dict).  ``probe``: the server this stream goes to unasked, to learn whether it sends usage.
-    ``reserve=False``: the caller reserves itself (the async wrapper awaits :func:`_areserve`).
-    ``held``: the hold a framework took for this call, used instead of a new one."""
-    model = ep.spec.model_for(kwargs)
-    reservation = held
-    if reserve and held is None and _runtime.runtime().budgets.active:
-        reservation = ep.spec_for(kwargs).preflight(
-            model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
-        )
-    hide = False
-    probe = ""
-    if ep.inject_usage is not False and kwargs.get("stream") is True and not _raw_mode(kwargs):
-        options = kwargs.get("stream_options")
-        if not (isinstance(options, Mapping) and options.get("include_usage") is True):
-            unasked = None if ep.inject_usage else openai.sends_usage_unasked(ep.server)
-            if ep.inject_usage or unasked is False:
-                base = options if isinstance(options, Mapping) else {}
-                kwargs["stream_options"] = {**base, "include_usage": True}
-                hide = True
-            elif unasked is None and options is None:
-                probe = ep.server  # sent as written: does this server send usage unasked?
-    return model, hide, probe, reservation
-
-
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 
 
@@ -198,37 +170,15 @@ def _after(
     spec = ep.spec
     try:
         spec = ep.spec_for(kwargs, result)
-        if is_stream(result):
-            wrap_stream(
-                result,
-                spec,
-                model,
-                t0,
-                reservation=reservation,
-                prompt=ep.prompt(kwargs),
-                hide_usage_chunk=hide,
-                probe=probe,
-            )
-            return result
-        if isinstance(result, GeneratorType | AsyncGeneratorType):
-            return watch_generator(
-                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-            )
-        if is_api_response(result):
-            watch_api_response(
-                result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-            )
-            return result
         latency = perf_counter() - t0
-        extracted = extract_tokens(result)
-        if extracted is None and type(result).__name__ == "LegacyAPIResponse":
-            # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's own
-            # ``parse()`` gets the same object: the completion (its body was read already), or
-            # for ``stream=True`` the stream, not yet read, which is hooked in place.
-            parsed = result.parse()
-            if is_stream(parsed):
+        # A response class read before is read at once, as the decorators do (a stream's
+        # class reads as no usage: it goes on to the checks below).
+        read = cached_reader(type(result))
+        extracted = read(result) if read is not None else None
+        if extracted is None:
+            if is_stream(result):
                 wrap_stream(
-                    parsed,
+                    result,
                     spec,
                     model,
                     t0,
@@ -238,7 +188,36 @@ def _after(
                     probe=probe,
                 )
                 return result
-            extracted = extract_tokens(parsed)
+            if isinstance(result, GeneratorType | AsyncGeneratorType):
+                return watch_generator(
+                    result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+                )
+            if is_api_response(result):
+                watch_api_response(
+                    result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+                )
+                return result
+            if read is None:
+                extracted = extract_tokens(result)
+            if extracted is None and type(result).__name__ == "LegacyAPIResponse":
+                # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's
+                # own ``parse()`` gets the same object: the completion (its body was read
+                # already), or for ``stream=True`` the stream, not yet read, which is hooked
+                # in place.
+                parsed = result.parse()
+                if is_stream(parsed):
+                    wrap_stream(
+                        parsed,
+                        spec,
+                        model,
+                        t0,
+                        reservation=reservation,
+                        prompt=ep.prompt(kwargs),
+                        hide_usage_chunk=hide,
+                        probe=probe,
+                    )
+                    return result
+                extracted = extract_tokens(parsed)
         if extracted is not None:
             spec.record_usage(
                 _runtime.current or _runtime.runtime(),
@@ -261,7 +240,11 @@ def _after(
 def _prepared(
     ep: Endpoint, kwargs: dict[str, Any], *, reserve: bool = True
 ) -> tuple[str, bool, str, Any] | None:
-    """:func:`_before` for a call wrapper; None: call the SDK untouched (the endpoint was
+    """``(model, hide_usage_chunk, probe, reservation)`` of a call about to be made; mutates
+    ``kwargs`` (the call's own dict).  ``probe``: the server this stream goes to unasked, to
+    learn whether it sends usage.  ``reserve=False``: the caller reserves itself (the async
+    wrapper awaits :func:`_areserve`); a hold a framework took for this call (``SdkCalls.offered``)
+    is used instead of a new one.  None: call the SDK untouched (the endpoint was
     uninstrumented, or costwatch failed, which is reported).  ``BudgetExceeded`` propagates."""
     if not ep.active:
         return None
@@ -270,7 +253,25 @@ def _prepared(
         if watched and (calls := sdk_calls_var.get()) is not None:
             calls.count += 1
             held, calls.offered = calls.offered, None
-        return _before(ep, kwargs, reserve=reserve, held=held)
+        model = ep.spec.model_for(kwargs)
+        reservation = held
+        if reserve and held is None and (_runtime.current or _runtime.runtime()).budgets.active:
+            reservation = ep.spec_for(kwargs).preflight(
+                model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
+            )
+        hide = False
+        probe = ""
+        if ep.inject_usage is not False and kwargs.get("stream") is True and not _raw_mode(kwargs):
+            options = kwargs.get("stream_options")
+            if not (isinstance(options, Mapping) and options.get("include_usage") is True):
+                unasked = None if ep.inject_usage else openai.sends_usage_unasked(ep.server)
+                if ep.inject_usage or unasked is False:
+                    base = options if isinstance(options, Mapping) else {}
+                    kwargs["stream_options"] = {**base, "include_usage": True}
+                    hide = True
+                elif unasked is None and options is None:
+                    probe = ep.server  # sent as written: does this server send usage unasked?
+        return model, hide, probe, reservation
     except BudgetExceeded:
         raise
     except Exception as internal:

@@ -245,6 +245,12 @@ class SpendAggregate:
                 for i, count in enumerate(calls.buckets):
                     series.buckets[i] += count
                 series.dur_sum += calls.latency_s
+        if calls.pipeline:  # calls inside requests (none of them had retrieved context)
+            head = (self.service, calls.pipeline, calls.strategy, calls.provider, calls.model)
+            usage = calls.usage.by_type()
+            self._add_pipeline_parts(
+                head, split(calls.stage, calls.cost_usd, calls.input_cost_usd, usage, 0, _ZERO)
+            )
 
     # -- records and events --------------------------------------------------------------------
 
@@ -288,7 +294,11 @@ class SpendAggregate:
         return series
 
     def _add_pipeline_call(self, record: CostRecord, model: str) -> None:
-        head, parts = pipeline_call(record, model, self.service, self.guard)
+        self._add_pipeline_parts(*pipeline_call(record, model, self.service, self.guard))
+
+    def _add_pipeline_parts(
+        self, head: tuple[str, ...], parts: list[tuple[str, Decimal | None, int]]
+    ) -> None:
         with self._lock:
             for component, usd, tokens in parts:
                 slot = self.pipeline_calls.get((*head, component))

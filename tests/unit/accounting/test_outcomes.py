@@ -151,3 +151,27 @@ def test_outcomes_reach_prometheus_and_opentelemetry() -> None:
     assert [v for _, v in points["costwatch.outcome.cost.usd"]] == [0.3]
     assert points["costwatch.outcomes"][0][0]["outcome"] == "success"
     assert points["costwatch.outcomes.unmatched"] == [({"service": "svc", "reason": "unknown"}, 1)]
+
+
+def test_requests_ended_on_many_threads_are_each_counted_once_and_each_awaits_its_outcome(
+    cw: Any,
+) -> None:
+    import threading
+
+    ids: list[list[str]] = [[] for _ in range(8)]
+
+    def requests(mine: list[str]) -> None:
+        for _ in range(700):  # past the batch the ledger and the book take in at once
+            with costwatch.request("answer", strategy="rag") as state:
+                pass
+            mine.append(state.request_id)
+
+    threads = [threading.Thread(target=requests, args=(mine,)) for mine in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert costwatch.summary().by_pipeline["answer"].requests == 8 * 700
+    assert all(costwatch.outcome(request_id, "success") for mine in ids for request_id in mine)
+    assert costwatch.summary().by_pipeline["answer"].outcomes == {"success": 8 * 700}

@@ -338,7 +338,7 @@ def test_a_call_appended_while_its_entry_is_folded_is_kept() -> None:
 
     tally = Tally(PriceCatalog())
     cursor = tally.cursor()
-    key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0)
+    key = ("openai", "generation", "gpt-4o-mini", ("", "", "", ""), 0, "")
     entry = tally.entry(key)
     for _ in range(3):
         entry.extend((100, 0, 0, 20, 0, 0, None, 0.5))
@@ -525,3 +525,68 @@ def test_entries_of_many_different_costs_share_one_row(configured: Any) -> None:
     assert sorted(n for n, _ in rows.values()) == [500, 500]  # one hit row, one miss row
     saved = sum(len(q) for q in questions) * Decimal("0.02") / M
     assert costwatch.summary().cache_saved_usd == saved
+
+
+def _run_in_requests(times: int = 3) -> None:
+    """``CALLS``, each inside a request: declared strategies, an inferred one, request tags."""
+    sites = {(p, m): _site(p, m) for p, m, _, _ in CALLS}
+    for _ in range(times):
+        for i, (provider, model, tags, usage) in enumerate(CALLS):
+            if i % 3 == 0:
+                block = costwatch.request("answer", strategy="rag", **tags)
+            elif i % 3 == 1:
+                block = costwatch.request("triage", strategy="hybrid", **tags)
+            else:
+                block = costwatch.request("classify", **tags)
+            with block:
+                sites[provider, model](usage)
+
+
+def test_calls_inside_requests_are_tallied_to_the_same_samples_and_summary_as_their_records(
+    configured: Any, capture: CaptureSink, registry: CollectorRegistry
+) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from costwatch.exporters.prometheus import PrometheusSink
+
+    _run_in_requests()
+    records, requests = capture.records, capture.requests
+    assert len(records) == len(requests) == 3 * len(CALLS)
+    # The same calls fed one record at a time to an exporter of their own.
+    reference = CollectorRegistry()
+    sink = PrometheusSink(reference, service="test")
+    for record in records:
+        sink.on_record(record)
+    for request in requests:
+        sink.on_request_end(request)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, ...]], float]:
+        text = generate_latest(registry).decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if not s.name.endswith("_created")
+        }
+
+    tallied = samples(registry)
+    assert any(name == "costwatch_pipeline_cost_usd_total" for name, _ in tallied)
+    assert tallied == pytest.approx(samples(reference))
+
+    summary = costwatch.summary()
+    for name, pipeline in summary.by_pipeline.items():
+        mine = [r for r in records if r.pipeline == name]
+        assert pipeline.requests == sum(1 for e in requests if e.pipeline == name)
+        assert pipeline.cost_usd == sum((e.cost_usd for e in requests if e.pipeline == name), 0)
+        assert sum(t.calls for t in pipeline.calls.values()) == len(mine)
+        for (stage, provider, model), totals in pipeline.calls.items():
+            these = [r for r in mine if (r.stage, r.provider, r.model) == (stage, provider, model)]
+            assert totals.calls == len(these)
+            assert totals.cost_usd == sum((r.cost_usd or 0 for r in these), Decimal(0))
+            assert totals.unpriced == sum(1 for r in these if r.cost_usd is None)
+            assert totals.input_cost_usd == sum((r.input_cost_usd or 0 for r in these), Decimal(0))
+            assert totals.tokens["reasoning"] == sum(r.usage.reasoning for r in these)
+            assert totals.tokens["input"] == sum(r.usage.input for r in these)
+    assert summary.by_pipeline["triage"].strategies == {"hybrid": 4 * 3}
+    assert summary.by_strategy["rag"].calls == sum(1 for r in records if r.strategy == "rag")
