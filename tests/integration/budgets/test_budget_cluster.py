@@ -227,3 +227,24 @@ def test_a_plain_url_to_one_cluster_node_applies_deny_and_keeps_settlements(
     finally:
         registry.worker.pending.clear()
         registry.close()
+
+
+def test_a_cluster_with_no_reachable_node_denies_every_call_under_deny(
+    redis_cluster: RedisCluster, registry: BudgetRegistry, backend: RedisBudgetBackend
+) -> None:
+    names = names_on_nodes(redis_cluster, backend)
+    registry.add(Budget(names[0], 10, "day", action="block", on_backend_error="deny"))
+    assert registry.reserve(call()) is not None
+    for node in redis_cluster.nodes:
+        node.stop()
+    try:
+        # redis-py's topology refresh then reaches no node and raises its own cluster errors
+        # (not ConnectionError): each is an unreachable backend, never a call let through
+        for _ in range(5):
+            with pytest.raises(BudgetExceeded, match="on_backend_error='deny'"):
+                registry.reserve(call())
+            time.sleep(0.3)
+    finally:
+        for node in redis_cluster.nodes:
+            node.start()
+        redis_cluster.wait_ok()
