@@ -248,7 +248,7 @@ class MemoryBudgetBackend:
                 reserved = state.held
                 over = spent + reserved + req.amount > req.limit or spent + reserved >= req.limit
                 granted = not (over and req.enforce)
-                if granted and req.amount > 0:
+                if granted and req.amount > 0 and req.hold_id not in state.holds:  # held once
                     state.holds[req.hold_id] = (req.amount, req.now_ms + req.hold_ms)
                     state.held += req.amount
                 results.append(

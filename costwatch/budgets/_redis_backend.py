@@ -45,9 +45,19 @@ Call = tuple[str, int, tuple[Any, ...]]
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    """What an unreachable Redis raises.  redis-py's own cluster errors (no node reachable
+    by a topology refresh, a slot no node covers) are ``RedisClusterException``, not
+    ``RedisError``: they too must reach ``on_backend_error``, never let a call through
+    without a hold."""
     import redis
 
-    return (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError, OSError)
+    return (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        redis.exceptions.ClusterError,
+        redis.exceptions.RedisClusterException,
+        OSError,
+    )
 
 
 def _reserve_call(req: ReserveRequest, now: Any, new_epoch: str) -> Call:

@@ -12,6 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Unpack
 
@@ -166,6 +167,7 @@ class BudgetRegistry:
                 results = self.backend.reserve(plan[1])
                 if self._retry_after_flush(plan, results):
                     self.worker.flush()
+                    plan = self._renew(plan)
                     results = self.backend.reserve(plan[1])
             except BackendUnavailable as exc:
                 return self._backend_down(plan, exc)
@@ -192,6 +194,7 @@ class BudgetRegistry:
                 results = await backend.reserve(plan[1])
                 if self._retry_after_flush(plan, results):
                     await asyncio.to_thread(self.worker.flush)
+                    plan = self._renew(plan)
                     results = await backend.reserve(plan[1])
             except BackendUnavailable as exc:
                 return self._backend_down(plan, exc)
@@ -253,9 +256,16 @@ class BudgetRegistry:
             return False
         now = plan[3]
         for budget, request, result in zip(plan[0], plan[1], results, strict=True):
-            if result.granted:  # released before asking again (the same ids are reused)
+            if result.granted:  # released before asking again
                 worker.pending.append(QueuedSettle(budget, request.hold_id, 0, now))
         return True
+
+    def _renew(self, plan: _Plan) -> _Plan:
+        """``plan`` with new hold ids, for asking again: a release of the first holds that
+        the flush could not apply (a node unreachable) is applied later, and must not drop
+        a hold the second attempt was granted."""
+        requests = [replace(request, hold_id=self._ids.new()) for request in plan[1]]
+        return plan[0], requests, plan[2], plan[3]
 
     def _conclude(self, plan: _Plan, results: list[ReserveResult]) -> Reservation:
         matched, requests, free, now = plan

@@ -121,9 +121,10 @@ if spent + reserved + amount > limit or spent + reserved >= limit then over = 1 
 if (over == 1 and ARGV[9] == '1') or (lost > 0 and ARGV[12] == '1') then
   return {0, over, spent, reserved, oldest, ms, epoch, lost}
 end
-if amount > 0 then
+-- a hold id already held (the same reservation run again: redis-py resends a command whose
+-- reply timed out) is held once, or the total would keep a phantom hold for good
+if amount > 0 and redis.call('HSETNX', KEYS[3], ARGV[7], ARGV[6]) == 1 then
   redis.call('ZADD', KEYS[2], ms + tonumber(ARGV[8]), ARGV[7])
-  redis.call('HSET', KEYS[3], ARGV[7], ARGV[6])
   redis.call('HINCRBY', KEYS[3], '_t', ARGV[6])
 end
 return {1, over, spent, reserved, oldest, ms, epoch, lost}

@@ -169,13 +169,24 @@ def _is_str_list(value: object) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
 
 
+def _is_token_ids(value: object) -> bool:
+    """Pre-tokenised input: a list of token ids, or a batch of such lists."""
+    if not isinstance(value, list) or not value:
+        return False
+    if all(type(v) is int for v in value):
+        return True
+    return all(isinstance(v, list) and v and all(type(t) is int for t in v) for v in value)
+
+
 def _prompt_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """The prompt a call's reservation and estimated usage count (``count_prompt_tokens``):
+    a prompt keyword, else the first positional text, texts, chat messages or token ids."""
     for key in _PROMPT_KWARGS:
         value = kwargs.get(key)
         if value is not None:
             return value
     for value in args:
-        if isinstance(value, str) or _is_str_list(value):
+        if isinstance(value, str) or _is_str_list(value) or _is_token_ids(value):
             return value
         if isinstance(value, list) and value and isinstance(value[0], Mapping):
             return value

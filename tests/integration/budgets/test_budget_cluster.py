@@ -227,3 +227,85 @@ def test_a_plain_url_to_one_cluster_node_applies_deny_and_keeps_settlements(
     finally:
         registry.worker.pending.clear()
         registry.close()
+
+
+def test_a_cluster_with_no_reachable_node_denies_every_call_under_deny(
+    redis_cluster: RedisCluster, registry: BudgetRegistry, backend: RedisBudgetBackend
+) -> None:
+    names = names_on_nodes(redis_cluster, backend)
+    registry.add(Budget(names[0], 10, "day", action="block", on_backend_error="deny"))
+    assert registry.reserve(call()) is not None
+    for node in redis_cluster.nodes:
+        node.stop()
+    try:
+        # redis-py's topology refresh then reaches no node and raises its own cluster errors
+        # (not ConnectionError): each is an unreachable backend, never a call let through
+        for _ in range(5):
+            with pytest.raises(BudgetExceeded, match="on_backend_error='deny'"):
+                registry.reserve(call())
+            time.sleep(0.3)
+    finally:
+        for node in redis_cluster.nodes:
+            node.start()
+        redis_cluster.wait_ok()
+
+
+def test_a_release_queued_while_a_node_is_down_never_drops_the_hold_of_the_call_asking_again(
+    redis_cluster: RedisCluster, sink: CaptureSink
+) -> None:
+    """A call refused while its process has settlements queued releases what it was granted,
+    flushes and asks again.  With a node down the flush cannot apply that release; if another
+    process frees room meanwhile, the second attempt is granted, and the release applied
+    later must not take the hold of the call now in flight."""
+    url = redis_cluster.url
+    registry = BudgetRegistry(
+        RedisBudgetBackend.from_url(url, timeout_s=1.0), time.time, lambda: (sink,),
+        retry_interval_s=60,
+    )  # fmt: skip
+    other = BudgetRegistry(RedisBudgetBackend.from_url(url, timeout_s=1.0), time.time)
+    try:
+        names = names_on_nodes(redis_cluster, registry.backend)  # type: ignore[arg-type]
+        held, gate, elsewhere = names[0], names[1], names[2]
+        hot, cold = {"team": "hot"}, {"team": "cold"}
+        deny: dict[str, Any] = {"action": "block", "match": hot, "on_backend_error": "deny"}
+        registry.add(Budget(held, 10, "day", **deny))
+        registry.add(Budget(gate, "0.004", "day", **deny))
+        registry.add(Budget(elsewhere, 10, "day", match=cold))
+        other.add(Budget(gate, "0.004", "day", action="block", match=hot))
+        assert registry.flush() and other.flush()
+        rival = other.reserve(call(hot))  # another process holds $0.003 of the gate's $0.004
+        assert rival is not None
+
+        redis_cluster.nodes[2].stop()
+        registry.charge(call(cold), Decimal("0.001"))  # queued for the node that is down
+
+        real_flush = registry.worker.flush
+
+        def flush_then_the_rival_settles(timeout_s: float = 5.0) -> bool:
+            done = real_flush(timeout_s)
+            rival.settle(Decimal(0))
+            # its worker retries until redis-py has routed around the stopped node
+            assert any(other.flush() for _ in range(5))
+            return done
+
+        registry.worker.flush = flush_then_the_rival_settles  # type: ignore[method-assign]
+        reservation = registry.reserve(call(hot))  # refused by the gate, then granted
+        registry.worker.flush = real_flush  # type: ignore[method-assign]
+        assert reservation is not None
+
+        redis_cluster.nodes[2].start()
+        redis_cluster.wait_ok()
+        assert registry.flush()  # the first attempt's release reaches Redis now
+        assert registry.status(held).reserved_usd == WORST  # the call in flight is still held
+        assert registry.status(gate).reserved_usd == WORST
+
+        reservation.settle(WORST)
+        assert registry.flush()
+        assert registry.status(held).spent_usd == WORST
+        assert registry.status(held).reserved_usd == 0
+    finally:
+        if redis_cluster.nodes[2].proc is None or redis_cluster.nodes[2].proc.poll() is not None:
+            redis_cluster.nodes[2].start()
+            redis_cluster.wait_ok()
+        registry.close()
+        other.close()

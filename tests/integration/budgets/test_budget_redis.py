@@ -27,7 +27,7 @@ import costwatch
 from costwatch._core.errors import BudgetExceeded
 from costwatch._core.record import TokenUsage
 from costwatch.budgets._alerts import BudgetAlert
-from costwatch.budgets._backend import BUDGET_INDEX_KEY, BudgetKeys, Settlement
+from costwatch.budgets._backend import BUDGET_INDEX_KEY, BudgetKeys, ReserveRequest, Settlement
 from costwatch.budgets._budget import (
     Budget,
     BudgetCall,
@@ -479,3 +479,33 @@ def test_configured_redis_backs_public_budgets(cw_redis: Any, client: Any) -> No
     assert cw_redis.runtime().budgets.flush()
     assert client.hget("{cw:b:support}:spent", "t") == "150000000"  # $0.15 in nano-dollars
     assert "support" in client.hgetall(BUDGET_INDEX_KEY)
+
+
+def test_a_reservation_run_twice_holds_once_and_its_release_frees_it_all(
+    registry: BudgetRegistry,
+) -> None:
+    """redis-py resends a cluster command whose reply timed out, so one reservation can run
+    twice with the same hold id: it is held once, and releasing it leaves no phantom hold."""
+    registry.add(Budget("twice", "0.006", "day", action="block"))  # two calls' worst case
+    assert registry.flush()
+    budget = registry.get("twice")
+    now_ms = int(registry.clock() * 1000)
+    request = ReserveRequest(
+        budget.keys, budget.window, now_ms, budget.limit_nano, 3_000_000, "p.0",
+        budget.hold_ms, True, budget.epoch, False,
+    )  # fmt: skip
+    first, again = registry.backend.reserve([request, request])
+    assert first.granted and again.granted
+    assert registry.status("twice").reserved_usd == WORST
+    release = Settlement(budget.keys, budget.window, "proc-a", 1, ["p.0"], 0, now_ms, 0)
+    registry.backend.settle([release])
+
+    granted = 0
+    for _ in range(3):
+        try:
+            held = registry.reserve(call())
+        except BudgetExceeded:
+            continue
+        assert held is not None
+        granted += 1
+    assert granted == 2  # the whole limit is free again

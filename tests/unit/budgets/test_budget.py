@@ -18,7 +18,7 @@ import pytest
 from costwatch._core.errors import BudgetExceeded, ConfigError
 from costwatch._core.record import TokenUsage
 from costwatch.budgets._alerts import BudgetAlert
-from costwatch.budgets._backend import BudgetKeys, MemoryBudgetBackend, Settlement
+from costwatch.budgets._backend import BudgetKeys, MemoryBudgetBackend, ReserveRequest, Settlement
 from costwatch.budgets._budget import (
     Budget,
     BudgetCall,
@@ -610,3 +610,23 @@ def test_idle_processes_refresh_their_gauges_so_they_follow_window_resets(
         time.sleep(0.01)
     assert sink.budgets[-1] == ("daily", Decimal(0), Decimal(10))
     registry.close()
+
+
+def test_the_memory_twin_holds_a_reservation_run_twice_once(registry: Any) -> None:
+    """As the Redis script does: the same hold id reserved again is held once, so releasing
+    it frees the whole limit (tests/integration/budgets/test_budget_redis.py)."""
+    registry.add(Budget("twice", "0.006", "day", action="block"))
+    budget = registry.get("twice")
+    now_ms = int(registry.clock() * 1000)
+    request = ReserveRequest(
+        budget.keys, budget.window, now_ms, budget.limit_nano, 3_000_000, "p.0",
+        budget.hold_ms, True, budget.epoch, False,
+    )  # fmt: skip
+    first, again = registry.backend.reserve([request, request])
+    assert first.granted and again.granted
+    registry.backend.settle(
+        [Settlement(budget.keys, budget.window, "proc-a", 1, ["p.0"], 0, now_ms, 0)]
+    )
+    assert registry.status("twice").reserved_usd == 0
+    assert registry.reserve(call()) is not None
+    assert registry.reserve(call()) is not None  # the whole $0.006 is free again
