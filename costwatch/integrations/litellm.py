@@ -37,6 +37,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import datetime
 from time import perf_counter
 from typing import Any
 
@@ -51,6 +52,7 @@ from costwatch.integrations._common import Specs, recorded_by_sdk, require, star
 
 _litellm: Any = require("litellm", "litellm")
 _CustomLogger: Any = require("litellm.integrations.custom_logger", "litellm").CustomLogger
+_pydantic: Any = require("pydantic", "litellm")
 
 __all__ = ["CostwatchLogger", "install_sync_preflight", "uninstall_sync_preflight", "usage_of"]
 
@@ -69,11 +71,51 @@ Router's sync calls are ``completion``/``embedding``), with the names of their p
 arguments.  Other call types (images, audio, ...) are charged when they finish."""
 
 
+_OBJECT, _MAPPING, _MODEL = 0, 1, 2
+_kinds: dict[type, int] = {}
+"""Per type: read as a mapping, a pydantic model or a plain object (``isinstance`` against
+``Mapping`` and pydantic's ABC metaclass is slow on every read)."""
+_class_attrs: dict[tuple[type, str], bool] = {}
+_MISSING: Any = object()
+
+
+def _kind(cls: type) -> int:
+    if issubclass(cls, Mapping):
+        kind = _MAPPING
+    elif issubclass(cls, _pydantic.BaseModel):
+        kind = _MODEL
+    else:
+        kind = _OBJECT
+    _kinds[cls] = kind
+    return kind
+
+
 def _get(obj: Any, name: str) -> Any:
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    cls = type(obj)
+    if cls is dict:
         return obj.get(name)
+    kind = _kinds.get(cls)
+    if kind is None:
+        kind = _kind(cls)
+    if kind == _MAPPING:
+        return obj.get(name)
+    if kind == _MODEL:
+        # A field LiteLLM's model does not have raises inside pydantic's __getattr__: read the
+        # fields and extras directly, and ask getattr only for what the class defines.
+        value = obj.__dict__.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+        extra = obj.__pydantic_extra__
+        if extra and name in extra:
+            return extra[name]
+        key = (cls, name)
+        on_class = _class_attrs.get(key)
+        if on_class is None:
+            on_class = _class_attrs[key] = any(name in c.__dict__ for c in cls.__mro__)
+        if not on_class:
+            return None
     return getattr(obj, name, None)
 
 
@@ -170,10 +212,9 @@ def _prompt(kwargs: Mapping[str, Any], stage: str) -> Any:
 
 
 def _latency(start_time: Any, end_time: Any, call: _Call) -> float:
-    try:
-        return float((end_time - start_time).total_seconds())
-    except Exception:  # LiteLLM gave no datetimes: from when costwatch saw the call start
-        return perf_counter() - call.t0
+    if isinstance(start_time, datetime) and isinstance(end_time, datetime):
+        return (end_time - start_time).total_seconds()
+    return perf_counter() - call.t0  # LiteLLM gave no datetimes: from when costwatch saw it start
 
 
 def _text_of(response: Any) -> str:
