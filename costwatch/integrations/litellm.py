@@ -36,7 +36,7 @@ import contextvars
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from time import perf_counter
 from typing import Any
@@ -123,6 +123,47 @@ def _int(value: Any) -> int:
     return value if type(value) is int else 0
 
 
+_USAGE_NAMES = (
+    "prompt_tokens_details",
+    "completion_tokens_details",
+    "cached_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_tokens",
+    "cache_creation_token_details",
+    "ephemeral_1h_input_tokens",
+    "reasoning_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "audio_tokens",
+)
+"""What :func:`usage_of` reads."""
+_plain_models: dict[type, bool] = {}
+
+
+def _none(name: str) -> None:
+    return None
+
+
+def _reader(obj: Any) -> Callable[[str], Any]:
+    """``_get`` bound to ``obj``: its own ``dict.get`` when that reads the same (a dict, or a
+    pydantic model without extras whose class defines none of ``_USAGE_NAMES``)."""
+    if obj is None:
+        return _none
+    cls = type(obj)
+    if cls is dict:
+        return obj.get  # type: ignore[no-any-return]
+    if (_kinds.get(cls) or _kind(cls)) == _MODEL and not obj.__pydantic_extra__:
+        plain = _plain_models.get(cls)
+        if plain is None:
+            plain = _plain_models[cls] = not any(
+                name in c.__dict__ for c in cls.__mro__ for name in _USAGE_NAMES
+            )
+        if plain:
+            return obj.__dict__.get  # type: ignore[no-any-return]
+    return functools.partial(_get, obj)
+
+
 def usage_of(usage: Any) -> TokenUsage:
     """costwatch's partition of a LiteLLM ``Usage``.
 
@@ -132,27 +173,26 @@ def usage_of(usage: Any) -> TokenUsage:
     ``prompt_tokens_details.cache_creation_token_details``) are inside it;
     ``completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``.
     """
-    prompt_details = _get(usage, "prompt_tokens_details")
-    completion_details = _get(usage, "completion_tokens_details")
-    cache_read = _int(_get(prompt_details, "cached_tokens")) or _int(
-        _get(usage, "cache_read_input_tokens")
-    )
-    cache_write = _int(_get(usage, "cache_creation_input_tokens")) or _int(
-        _get(prompt_details, "cache_creation_tokens")
+    get = _reader(usage)
+    prompt_details = _reader(get("prompt_tokens_details"))
+    completion_details = _reader(get("completion_tokens_details"))
+    cache_read = _int(prompt_details("cached_tokens")) or _int(get("cache_read_input_tokens"))
+    cache_write = _int(get("cache_creation_input_tokens")) or _int(
+        prompt_details("cache_creation_tokens")
     )
     write_1h = _int(
-        _get(_get(prompt_details, "cache_creation_token_details"), "ephemeral_1h_input_tokens")
+        _reader(prompt_details("cache_creation_token_details"))("ephemeral_1h_input_tokens")
     )
-    reasoning = _int(_get(completion_details, "reasoning_tokens"))
+    reasoning = _int(completion_details("reasoning_tokens"))
     return TokenUsage(
-        input=_int(_get(usage, "prompt_tokens")) - cache_read - cache_write,
+        input=_int(get("prompt_tokens")) - cache_read - cache_write,
         cache_read=cache_read,
         cache_write=cache_write,
-        output=_int(_get(usage, "completion_tokens")) - reasoning,
+        output=_int(get("completion_tokens")) - reasoning,
         reasoning=reasoning,
         cache_write_1h=write_1h,
-        input_audio=_int(_get(prompt_details, "audio_tokens")),
-        output_audio=_int(_get(completion_details, "audio_tokens")),
+        input_audio=_int(prompt_details("audio_tokens")),
+        output_audio=_int(completion_details("audio_tokens")),
     )
 
 
@@ -492,6 +532,8 @@ def _preflight(
 ) -> CostwatchLogger | None:
     """Run the sync preflight of the logger that will see this call; the logger, if any."""
     try:
+        if not _runtime.runtime().budgets.active:  # nothing to hold: copy nothing
+            return None
         logger = _logger_of(kwargs)
         if logger is None:
             return None
