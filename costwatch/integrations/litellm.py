@@ -449,8 +449,8 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
             usage_of(usage) if reported else None,
             latency_s,
             response_model=response_model if isinstance(response_model, str) else "",
-            prompt=_prompt(kwargs, stage),
-            estimate_text=_text_of(response),
+            prompt=None if reported else _prompt(kwargs, stage),  # only an estimate reads them
+            estimate_text=None if reported else _text_of(response),
             reservation=call.reservation,
         )
 

@@ -146,7 +146,8 @@ class CostwatchEventHandler(_BaseEventHandler):  # type: ignore[misc]
 def _handle(state: _State, kind: int, event: Any) -> None:
     span = str(event.span_id or "")
     if kind == _CHAT:
-        _start(state, span, event.model_dict, "chat", _messages(event.messages))
+        # the messages are read into the estimator's form only if the call reports no usage
+        _start(state, span, event.model_dict, "chat", event.messages)
     elif kind == _COMPLETION:
         _start(state, span, event.model_dict, "text_completion", event.prompt)
     elif kind == _EMBED:
@@ -195,16 +196,22 @@ def _generation(state: _State, run: ModelRun, response: Any) -> None:
     if extracted is not None:
         usage = TokenUsage.of(extracted[0])
         response_model = extracted[1]
-    message = getattr(response, "message", None)
-    text = getattr(message, "content", None) if message is not None else None
-    if text is None:
-        text = getattr(response, "text", None)
+    prompt: object = None
+    text: object = None
+    if usage is None:  # only an estimate reads the prompt and the answer
+        prompt = run.prompt
+        if run.operation == "chat":
+            prompt = _messages(run.prompt)  # type: ignore[arg-type]
+        message = getattr(response, "message", None)
+        text = getattr(message, "content", None) if message is not None else None
+        if text is None:
+            text = getattr(response, "text", None)
     spec.emit(
         run.model or response_model,
         usage,
         perf_counter() - run.t0,
         response_model=response_model,
-        prompt=run.prompt,
+        prompt=prompt,
         estimate_text=text if isinstance(text, str) else None,
     )
 
