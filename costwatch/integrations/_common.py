@@ -64,7 +64,8 @@ class ModelRun:
         self.model = model
         self.operation = operation
         self.prompt = prompt
-        """What the recorder estimates the input from when the framework reports no usage."""
+        """What the recorder estimates the input from when the framework reports no usage, as
+        the framework gave it (converted for the estimator only then)."""
         self.sdk_calls = start_model_call()
 
 

@@ -72,8 +72,10 @@ def _model_of(metadata: Mapping[str, Any] | None, params: Mapping[str, Any] | No
     return ""
 
 
-def _messages(messages: Sequence[Any]) -> list[dict[str, str]]:
+def _messages(messages: Sequence[Any] | None) -> list[dict[str, str]] | None:
     """LangChain messages as the recorder's estimator takes them (text parts only)."""
+    if messages is None:
+        return None
     out: list[dict[str, str]] = []
     for message in messages:
         content = getattr(message, "content", "")
@@ -84,6 +86,13 @@ def _messages(messages: Sequence[Any]) -> list[dict[str, str]]:
             )
         out.append({"role": str(getattr(message, "type", "user")), "content": str(content)})
     return out
+
+
+def _prompt_of(run: ModelRun) -> object:
+    """The run's prompt as the estimator takes it, from what its start callback was given."""
+    if run.operation == "chat":
+        return _messages(run.prompt)  # type: ignore[arg-type]
+    return "\n".join(run.prompt)  # type: ignore[arg-type]
 
 
 class CostwatchCallbackHandler(_BaseCallbackHandler):  # type: ignore[misc]
@@ -131,8 +140,8 @@ class CostwatchCallbackHandler(_BaseCallbackHandler):  # type: ignore[misc]
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        prompt = _messages(messages[0]) if messages else None
-        self._start(run_id, "chat", prompt, metadata, kwargs)
+        # the messages are read into the estimator's form only if the run reports no usage
+        self._start(run_id, "chat", messages[0] if messages else None, metadata, kwargs)
 
     def on_llm_start(
         self,
@@ -143,7 +152,7 @@ class CostwatchCallbackHandler(_BaseCallbackHandler):  # type: ignore[misc]
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(run_id, "text_completion", "\n".join(prompts), metadata, kwargs)
+        self._start(run_id, "text_completion", prompts, metadata, kwargs)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._runs.pop(run_id, None)
@@ -179,14 +188,19 @@ class CostwatchCallbackHandler(_BaseCallbackHandler):  # type: ignore[misc]
             token_usage = (response.llm_output or {}).get("token_usage")
             if token_usage:
                 usage = extract_provider_usage(run.provider, token_usage)
+        if usage is not None:
+            prompt, text = None, None  # only an estimate reads them
+        else:
+            prompt = _prompt_of(run)
+            text = "".join(getattr(g, "text", "") for g in generations)
         spec.emit(
             run.model or response_model,
             usage,
             latency,
             response_model=response_model if isinstance(response_model, str) else "",
             usage_source="reported" if usage is not None else "estimated",
-            prompt=run.prompt,
-            estimate_text="".join(getattr(g, "text", "") for g in generations),
+            prompt=prompt,
+            estimate_text=text,
         )
 
     # --- retrievers ------------------------------------------------------------------------

@@ -36,7 +36,8 @@ import contextvars
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from time import perf_counter
 from typing import Any
 
@@ -51,6 +52,7 @@ from costwatch.integrations._common import Specs, recorded_by_sdk, require, star
 
 _litellm: Any = require("litellm", "litellm")
 _CustomLogger: Any = require("litellm.integrations.custom_logger", "litellm").CustomLogger
+_pydantic: Any = require("pydantic", "litellm")
 
 __all__ = ["CostwatchLogger", "install_sync_preflight", "uninstall_sync_preflight", "usage_of"]
 
@@ -69,16 +71,97 @@ Router's sync calls are ``completion``/``embedding``), with the names of their p
 arguments.  Other call types (images, audio, ...) are charged when they finish."""
 
 
+_OBJECT, _MAPPING, _MODEL = 0, 1, 2
+_kinds: dict[type, int] = {}
+"""Per type: read as a mapping, a pydantic model or a plain object (``isinstance`` against
+``Mapping`` and pydantic's ABC metaclass is slow on every read)."""
+_class_attrs: dict[tuple[type, str], bool] = {}
+_MISSING: Any = object()
+
+
+def _kind(cls: type) -> int:
+    if issubclass(cls, Mapping):
+        kind = _MAPPING
+    elif issubclass(cls, _pydantic.BaseModel):
+        kind = _MODEL
+    else:
+        kind = _OBJECT
+    _kinds[cls] = kind
+    return kind
+
+
 def _get(obj: Any, name: str) -> Any:
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    cls = type(obj)
+    if cls is dict:
         return obj.get(name)
+    kind = _kinds.get(cls)
+    if kind is None:
+        kind = _kind(cls)
+    if kind == _MAPPING:
+        return obj.get(name)
+    if kind == _MODEL:
+        # A field LiteLLM's model does not have raises inside pydantic's __getattr__: read the
+        # fields and extras directly, and ask getattr only for what the class defines.
+        value = obj.__dict__.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+        extra = obj.__pydantic_extra__
+        if extra and name in extra:
+            return extra[name]
+        key = (cls, name)
+        on_class = _class_attrs.get(key)
+        if on_class is None:
+            on_class = _class_attrs[key] = any(name in c.__dict__ for c in cls.__mro__)
+        if not on_class:
+            return None
     return getattr(obj, name, None)
 
 
 def _int(value: Any) -> int:
     return value if type(value) is int else 0
+
+
+_USAGE_NAMES = (
+    "prompt_tokens_details",
+    "completion_tokens_details",
+    "cached_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_tokens",
+    "cache_creation_token_details",
+    "ephemeral_1h_input_tokens",
+    "reasoning_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "audio_tokens",
+)
+"""What :func:`usage_of` reads."""
+_plain_models: dict[type, bool] = {}
+
+
+def _none(name: str) -> None:
+    return None
+
+
+def _reader(obj: Any) -> Callable[[str], Any]:
+    """``_get`` bound to ``obj``: its own ``dict.get`` when that reads the same (a dict, or a
+    pydantic model without extras whose class defines none of ``_USAGE_NAMES``)."""
+    if obj is None:
+        return _none
+    cls = type(obj)
+    if cls is dict:
+        return obj.get  # type: ignore[no-any-return]
+    if (_kinds.get(cls) or _kind(cls)) == _MODEL and not obj.__pydantic_extra__:
+        plain = _plain_models.get(cls)
+        if plain is None:
+            plain = _plain_models[cls] = not any(
+                name in c.__dict__ for c in cls.__mro__ for name in _USAGE_NAMES
+            )
+        if plain:
+            return obj.__dict__.get  # type: ignore[no-any-return]
+    return functools.partial(_get, obj)
 
 
 def usage_of(usage: Any) -> TokenUsage:
@@ -90,27 +173,26 @@ def usage_of(usage: Any) -> TokenUsage:
     ``prompt_tokens_details.cache_creation_token_details``) are inside it;
     ``completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``.
     """
-    prompt_details = _get(usage, "prompt_tokens_details")
-    completion_details = _get(usage, "completion_tokens_details")
-    cache_read = _int(_get(prompt_details, "cached_tokens")) or _int(
-        _get(usage, "cache_read_input_tokens")
-    )
-    cache_write = _int(_get(usage, "cache_creation_input_tokens")) or _int(
-        _get(prompt_details, "cache_creation_tokens")
+    get = _reader(usage)
+    prompt_details = _reader(get("prompt_tokens_details"))
+    completion_details = _reader(get("completion_tokens_details"))
+    cache_read = _int(prompt_details("cached_tokens")) or _int(get("cache_read_input_tokens"))
+    cache_write = _int(get("cache_creation_input_tokens")) or _int(
+        prompt_details("cache_creation_tokens")
     )
     write_1h = _int(
-        _get(_get(prompt_details, "cache_creation_token_details"), "ephemeral_1h_input_tokens")
+        _reader(prompt_details("cache_creation_token_details"))("ephemeral_1h_input_tokens")
     )
-    reasoning = _int(_get(completion_details, "reasoning_tokens"))
+    reasoning = _int(completion_details("reasoning_tokens"))
     return TokenUsage(
-        input=_int(_get(usage, "prompt_tokens")) - cache_read - cache_write,
+        input=_int(get("prompt_tokens")) - cache_read - cache_write,
         cache_read=cache_read,
         cache_write=cache_write,
-        output=_int(_get(usage, "completion_tokens")) - reasoning,
+        output=_int(get("completion_tokens")) - reasoning,
         reasoning=reasoning,
         cache_write_1h=write_1h,
-        input_audio=_int(_get(prompt_details, "audio_tokens")),
-        output_audio=_int(_get(completion_details, "audio_tokens")),
+        input_audio=_int(prompt_details("audio_tokens")),
+        output_audio=_int(completion_details("audio_tokens")),
     )
 
 
@@ -170,10 +252,9 @@ def _prompt(kwargs: Mapping[str, Any], stage: str) -> Any:
 
 
 def _latency(start_time: Any, end_time: Any, call: _Call) -> float:
-    try:
-        return float((end_time - start_time).total_seconds())
-    except Exception:  # LiteLLM gave no datetimes: from when costwatch saw the call start
-        return perf_counter() - call.t0
+    if isinstance(start_time, datetime) and isinstance(end_time, datetime):
+        return (end_time - start_time).total_seconds()
+    return perf_counter() - call.t0  # LiteLLM gave no datetimes: from when costwatch saw it start
 
 
 def _text_of(response: Any) -> str:
@@ -368,8 +449,8 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
             usage_of(usage) if reported else None,
             latency_s,
             response_model=response_model if isinstance(response_model, str) else "",
-            prompt=_prompt(kwargs, stage),
-            estimate_text=_text_of(response),
+            prompt=None if reported else _prompt(kwargs, stage),  # only an estimate reads them
+            estimate_text=None if reported else _text_of(response),
             reservation=call.reservation,
         )
 
@@ -451,6 +532,8 @@ def _preflight(
 ) -> CostwatchLogger | None:
     """Run the sync preflight of the logger that will see this call; the logger, if any."""
     try:
+        if not _runtime.runtime().budgets.active:  # nothing to hold: copy nothing
+            return None
         logger = _logger_of(kwargs)
         if logger is None:
             return None

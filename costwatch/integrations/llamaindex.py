@@ -74,6 +74,45 @@ def _retriever_of(span_id: str) -> str:
     return span_id.partition(".")[0] or "retriever"
 
 
+_IGNORED, _CHAT, _COMPLETION, _EMBED, _MODEL_END, _EMBED_END, _RETRIEVE, _RETRIEVED = range(8)
+
+
+def _kind_of(cls: type) -> int:
+    """What the handler does with an event of this class (``issubclass`` against pydantic's
+    ABC metaclass is slow: asked once per class)."""
+    if issubclass(cls, _llm.LLMChatStartEvent):
+        return _CHAT
+    if issubclass(cls, _llm.LLMCompletionStartEvent):
+        return _COMPLETION
+    if issubclass(cls, _embedding.EmbeddingStartEvent):
+        return _EMBED
+    if issubclass(cls, _llm.LLMChatEndEvent | _llm.LLMCompletionEndEvent):
+        return _MODEL_END
+    if issubclass(cls, _embedding.EmbeddingEndEvent):
+        return _EMBED_END
+    if issubclass(cls, _retrieval.RetrievalStartEvent):
+        return _RETRIEVE
+    if issubclass(cls, _retrieval.RetrievalEndEvent):
+        return _RETRIEVED
+    return _IGNORED
+
+
+_kinds: dict[type, int] = {}
+
+
+class _State:
+    """The handler's state, one pydantic private attribute (each read of one goes through
+    pydantic's ``__getattr__``)."""
+
+    __slots__ = ("provider", "runs", "retrievals", "specs")
+
+    def __init__(self) -> None:
+        self.provider: str | None = None
+        self.runs: dict[str, ModelRun] = {}
+        self.retrievals: dict[str, float] = {}
+        self.specs = Specs()
+
+
 class CostwatchEventHandler(_BaseEventHandler):  # type: ignore[misc]
     """Records LlamaIndex retrievals, LLM calls and embeddings in costwatch (see the module).
 
@@ -81,85 +120,100 @@ class CostwatchEventHandler(_BaseEventHandler):  # type: ignore[misc]
     LlamaIndex class, ``OpenAI`` -> ``openai``).
     """
 
-    _provider: str | None = _pydantic.PrivateAttr(default=None)
-    _runs: dict[str, ModelRun] = _pydantic.PrivateAttr(default_factory=dict)
-    _retrievals: dict[str, float] = _pydantic.PrivateAttr(default_factory=dict)
-    _specs: Specs = _pydantic.PrivateAttr(default_factory=Specs)
+    _state: _State = _pydantic.PrivateAttr(default_factory=_State)
 
     def __init__(self, *, provider: str | None = None, **data: Any) -> None:
         super().__init__(**data)
-        self._provider = provider
+        self._state.provider = provider
 
     @classmethod
     def class_name(cls) -> str:
         return "CostwatchEventHandler"
 
     def handle(self, event: Any, **kwargs: Any) -> None:
+        cls = type(event)
+        kind = _kinds.get(cls)
+        if kind is None:
+            kind = _kinds[cls] = _kind_of(cls)
+        if kind == _IGNORED:
+            return
         try:
-            self._handle(event)
+            _handle(self.__pydantic_private__["_state"], kind, event)  # not via __getattr__
         except Exception as exc:
             errors.report(_COMPONENT, exc)
 
-    def _handle(self, event: Any) -> None:
-        span = str(event.span_id or "")
-        if isinstance(event, _llm.LLMChatStartEvent):
-            self._start(span, event.model_dict, "chat", _messages(event.messages))
-        elif isinstance(event, _llm.LLMCompletionStartEvent):
-            self._start(span, event.model_dict, "text_completion", event.prompt)
-        elif isinstance(event, _embedding.EmbeddingStartEvent):
-            self._start(span, event.model_dict, "embeddings", None)
-        elif isinstance(event, _llm.LLMChatEndEvent | _llm.LLMCompletionEndEvent):
-            run = self._runs.pop(span, None)
-            if run is not None and not recorded_by_sdk(run.sdk_calls):
-                self._generation(run, event.response)
-        elif isinstance(event, _embedding.EmbeddingEndEvent):
-            run = self._runs.pop(span, None)
-            if run is not None and not recorded_by_sdk(run.sdk_calls):
-                spec = self._specs.get(run.provider, "embedding", "embeddings")
-                spec.emit(run.model, None, perf_counter() - run.t0, prompt="\n".join(event.chunks))
-        elif isinstance(event, _retrieval.RetrievalStartEvent):
-            self._retrievals[span] = perf_counter()
-            if len(self._retrievals) > _MAX_OPEN:
-                self._retrievals.pop(next(iter(self._retrievals)))
-        elif isinstance(event, _retrieval.RetrievalEndEvent):
-            t0 = self._retrievals.pop(span, None)
-            if t0 is not None:
-                source = _retriever_of(span)
-                spec = self._specs.get("vectorstore", "retrieval", "retrieval", source)
-                texts = [n.node.get_content() for n in event.nodes]
-                spec.emit(source, EMPTY_USAGE, perf_counter() - t0, context_texts=texts)
 
-    def _start(self, span: str, model_dict: dict[str, Any], operation: str, prompt: object) -> None:
-        self._runs[span] = ModelRun(
-            _provider_of(model_dict, self._provider),
-            _model_of(model_dict),
-            operation,
-            prompt,
-        )
-        if len(self._runs) > _MAX_OPEN:
-            self._runs.pop(next(iter(self._runs)))
+def _handle(state: _State, kind: int, event: Any) -> None:
+    span = str(event.span_id or "")
+    if kind == _CHAT:
+        # the messages are read into the estimator's form only if the call reports no usage
+        _start(state, span, event.model_dict, "chat", event.messages)
+    elif kind == _COMPLETION:
+        _start(state, span, event.model_dict, "text_completion", event.prompt)
+    elif kind == _EMBED:
+        _start(state, span, event.model_dict, "embeddings", None)
+    elif kind == _MODEL_END:
+        run = state.runs.pop(span, None)
+        if run is not None and not recorded_by_sdk(run.sdk_calls):
+            _generation(state, run, event.response)
+    elif kind == _EMBED_END:
+        run = state.runs.pop(span, None)
+        if run is not None and not recorded_by_sdk(run.sdk_calls):
+            spec = state.specs.get(run.provider, "embedding", "embeddings")
+            spec.emit(run.model, None, perf_counter() - run.t0, prompt="\n".join(event.chunks))
+    elif kind == _RETRIEVE:
+        state.retrievals[span] = perf_counter()
+        if len(state.retrievals) > _MAX_OPEN:
+            state.retrievals.pop(next(iter(state.retrievals)))
+    else:  # _RETRIEVED
+        t0 = state.retrievals.pop(span, None)
+        if t0 is not None:
+            source = _retriever_of(span)
+            spec = state.specs.get("vectorstore", "retrieval", "retrieval", source)
+            texts = [n.node.get_content() for n in event.nodes]
+            spec.emit(source, EMPTY_USAGE, perf_counter() - t0, context_texts=texts)
 
-    def _generation(self, run: ModelRun, response: Any) -> None:
-        spec = self._specs.get(run.provider, "generation", run.operation)
-        raw = getattr(response, "raw", None)
-        extracted = extract_tokens(raw) if raw is not None else None
-        usage: TokenUsage | None = None
-        response_model = ""
-        if extracted is not None:
-            usage = TokenUsage.of(extracted[0])
-            response_model = extracted[1]
+
+def _start(
+    state: _State, span: str, model_dict: dict[str, Any], operation: str, prompt: object
+) -> None:
+    state.runs[span] = ModelRun(
+        _provider_of(model_dict, state.provider),
+        _model_of(model_dict),
+        operation,
+        prompt,
+    )
+    if len(state.runs) > _MAX_OPEN:
+        state.runs.pop(next(iter(state.runs)))
+
+
+def _generation(state: _State, run: ModelRun, response: Any) -> None:
+    spec = state.specs.get(run.provider, "generation", run.operation)
+    raw = getattr(response, "raw", None)
+    extracted = extract_tokens(raw) if raw is not None else None
+    usage: TokenUsage | None = None
+    response_model = ""
+    if extracted is not None:
+        usage = TokenUsage.of(extracted[0])
+        response_model = extracted[1]
+    prompt: object = None
+    text: object = None
+    if usage is None:  # only an estimate reads the prompt and the answer
+        prompt = run.prompt
+        if run.operation == "chat":
+            prompt = _messages(run.prompt)  # type: ignore[arg-type]
         message = getattr(response, "message", None)
         text = getattr(message, "content", None) if message is not None else None
         if text is None:
             text = getattr(response, "text", None)
-        spec.emit(
-            run.model or response_model,
-            usage,
-            perf_counter() - run.t0,
-            response_model=response_model,
-            prompt=run.prompt,
-            estimate_text=text if isinstance(text, str) else None,
-        )
+    spec.emit(
+        run.model or response_model,
+        usage,
+        perf_counter() - run.t0,
+        response_model=response_model,
+        prompt=prompt,
+        estimate_text=text if isinstance(text, str) else None,
+    )
 
 
 def instrument_llamaindex(*, provider: str | None = None) -> CostwatchEventHandler:
