@@ -23,7 +23,7 @@ def test_the_cluster_load_bench_meets_every_goal_across_a_master_restart() -> No
             "--threads", "2",
             "--seconds", "6",
             "--restart-at", "2",
-            "--limit", "0.25",
+            "--limit", "0.10",  # reached within the first seconds, also on a loaded machine
             "--json",
         ],
         capture_output=True,
