@@ -153,7 +153,10 @@ def _reader(obj: Any) -> Callable[[str], Any]:
     cls = type(obj)
     if cls is dict:
         return obj.get  # type: ignore[no-any-return]
-    if (_kinds.get(cls) or _kind(cls)) == _MODEL and not obj.__pydantic_extra__:
+    kind = _kinds.get(cls)
+    if kind is None:
+        kind = _kind(cls)
+    if kind == _MODEL and not obj.__pydantic_extra__:
         plain = _plain_models.get(cls)
         if plain is None:
             plain = _plain_models[cls] = not any(
