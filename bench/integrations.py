@@ -14,7 +14,7 @@ that work is off the caller's path and not in its figure.
 Then costwatch's callbacks alone, replayed without the framework: its own work per call,
 which machine noise on the framework's hundreds of microseconds cannot hide.
 
-    python bench/integrations.py [--calls 200] [--rounds 7]
+    python bench/integrations.py [--calls 200] [--rounds 7] [--cpu]
 """
 
 from __future__ import annotations
@@ -214,11 +214,14 @@ FRAMEWORKS = {
 }
 
 
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def per_call(fn: Callable[[], Any], calls: int) -> float:
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for _ in range(calls):
         fn()
-    return (time.perf_counter() - t0) / calls
+    return (CLOCK() - t0) / calls
 
 
 def main() -> None:
@@ -226,11 +229,20 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--only", choices=sorted(FRAMEWORKS), action="append")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="time the calling thread's CPU (time.thread_time) instead of the wall clock: "
+        "steadier on a shared machine; what other threads do (LiteLLM's logging) is left out",
+    )
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.thread_time if args.cpu else time.perf_counter
     costwatch.configure(service="bench", prometheus=False, otel=False, warm_up=True)
     print(
         f"median per call over {args.rounds} interleaved rounds of {args.calls} calls "
-        "(prebuilt gpt-4o-mini completion from an in-process transport)"
+        "(prebuilt gpt-4o-mini completion from an in-process transport; "
+        f"{'thread CPU time' if args.cpu else 'wall clock'})"
     )
     print(
         f"{'framework':<11} {'bare':>11} {'+ no-op handler':>22} {'+ costwatch handler':>22} "

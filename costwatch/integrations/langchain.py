@@ -65,11 +65,12 @@ def usage_from_metadata(usage: Mapping[str, Any]) -> TokenUsage:
 
 
 def _model_of(metadata: Mapping[str, Any] | None, params: Mapping[str, Any] | None) -> str:
-    for source, key in ((metadata, "ls_model_name"), (params, "model"), (params, "model_name")):
-        value = source.get(key) if source else None
-        if isinstance(value, str) and value:
-            return value
-    return ""
+    value = metadata.get("ls_model_name") if metadata else None
+    if not (isinstance(value, str) and value) and params:
+        value = params.get("model")
+        if not (isinstance(value, str) and value):
+            value = params.get("model_name")
+    return value if isinstance(value, str) else ""
 
 
 def _messages(messages: Sequence[Any] | None) -> list[dict[str, str]] | None:

@@ -153,7 +153,10 @@ def _reader(obj: Any) -> Callable[[str], Any]:
     cls = type(obj)
     if cls is dict:
         return obj.get  # type: ignore[no-any-return]
-    if (_kinds.get(cls) or _kind(cls)) == _MODEL and not obj.__pydantic_extra__:
+    kind = _kinds.get(cls)
+    if kind is None:
+        kind = _kind(cls)
+    if kind == _MODEL and not obj.__pydantic_extra__:
         plain = _plain_models.get(cls)
         if plain is None:
             plain = _plain_models[cls] = not any(
@@ -223,9 +226,8 @@ def _provider_and_model(kwargs: Mapping[str, Any]) -> tuple[str, str]:
     return (provider if isinstance(provider, str) and provider else "unknown"), model
 
 
-def _stage(kwargs: Mapping[str, Any]) -> tuple[str, str]:
-    call_type = str(kwargs.get("call_type") or "")
-    call_type = call_type.rpartition(".")[2]  # CallTypes.aembedding -> aembedding
+def _stage(call_type: Any) -> tuple[str, str]:
+    call_type = str(call_type or "").rpartition(".")[2]  # CallTypes.aembedding -> aembedding
     if call_type in _EMBEDDING_CALLS:
         return "embedding", "embeddings"
     return "generation", "chat"
@@ -331,7 +333,7 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
     ) -> tuple[CallSpec, str, int, int | None]:
         """``(spec, model, prompt tokens, max output tokens)`` of the call about to be sent."""
         provider, model = _provider_and_model(kwargs)
-        stage, operation = _stage({"call_type": call_type, **kwargs})
+        stage, operation = _stage(kwargs.get("call_type", call_type))
         spec = self._specs.get(provider, stage, operation)
         prompt_tokens = count_prompt_tokens(_prompt(kwargs, stage), model)
         max_output = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
@@ -410,7 +412,7 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
             if call is None:
                 return
             provider, model = _provider_and_model(kwargs)
-            spec = self._specs.get(provider, *_stage(kwargs))
+            spec = self._specs.get(provider, *_stage(kwargs.get("call_type")))
             exc = kwargs.get("exception")
             error = exc if isinstance(exc, BaseException) else RuntimeError("litellm call failed")
             latency = _latency(start_time, end_time, call)
@@ -437,7 +439,7 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
         self, call: _Call, kwargs: Mapping[str, Any], response: Any, latency_s: float
     ) -> None:
         provider, model = _provider_and_model(kwargs)
-        stage, operation = _stage(kwargs)
+        stage, operation = _stage(kwargs.get("call_type"))
         spec = self._specs.get(provider, stage, operation)
         streamed = kwargs.get("complete_streaming_response")
         response = streamed if streamed is not None else response
