@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from costwatch._core.breaker import CircuitBreaker
+from costwatch._core.forks import new_lock
 from costwatch._core.redis import LoopClients, connect, connect_async, is_cluster_client
 from costwatch.budgets._backend import (
     BUDGET_INDEX_KEY,
@@ -135,11 +136,16 @@ class RedisBudgetBackend:
         breaker: CircuitBreaker | None = None,
         server_time: bool = True,
         async_factory: Callable[[], Any] | None = None,
+        connect_later: Callable[[], Any] | None = None,
     ) -> None:
+        """``client`` None with ``connect_later``: a Redis Cluster client built on first use
+        (see :meth:`from_url`)."""
         import redis
 
         self._client = client
-        self.cluster = is_cluster_client(client)
+        self._connect_later = connect_later
+        self._connect_lock = new_lock()
+        self.cluster = connect_later is not None or is_cluster_client(client)
         self.server_time = server_time
         self._breaker = breaker or CircuitBreaker(failure_threshold=3, cooldown_s=1.0)
         self._down = _errors()
@@ -158,15 +164,34 @@ class RedisBudgetBackend:
     ) -> RedisBudgetBackend:
         """A client with short socket timeouts and no retries (the breaker handles outages);
         ``redis+cluster://`` or ``cluster=True`` for a Redis Cluster."""
+
+        def connect_now() -> Any:
+            return connect(url, timeout_s=timeout_s, cluster=cluster)
+
+        try:
+            client, later = connect_now(), None
+        except _errors():
+            # redis-py's RedisCluster reaches a node while it is built: with none reachable
+            # (a cluster down as the host starts) build it on first use, inside the breaker,
+            # so on_backend_error applies instead of an exception in the host's start-up.
+            client, later = None, connect_now
         return cls(
-            connect(url, timeout_s=timeout_s, cluster=cluster),
+            client,
             server_time=server_time,
             async_factory=lambda: connect_async(url, timeout_s=timeout_s, cluster=cluster),
+            connect_later=later,
         )
 
     @property
     def client(self) -> Any:
-        return self._client
+        client = self._client
+        if client is None:
+            with self._connect_lock:
+                if self._client is None:
+                    assert self._connect_later is not None
+                    self._client = self._connect_later()
+                client = self._client
+        return client
 
     def _now(self, now_ms: int) -> Any:
         return "" if self.server_time else now_ms
@@ -191,7 +216,7 @@ class RedisBudgetBackend:
         reload and rerun only those that met NOSCRIPT (a restarted or flushed Redis).  An
         unreachable Redis raises; other error replies are returned in their place.  The
         asyncio twin is ``AsyncRedisBudgetBackend._pipelined`` (differs only by ``await``)."""
-        client, noscript, down = self._client, self._noscript, self._down
+        client, noscript, down = self.client, self._noscript, self._down
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
@@ -342,10 +367,10 @@ class RedisBudgetBackend:
         return bool(reply == 1)
 
     def register(self, name: str, definition_json: str) -> None:
-        self._run(lambda: self._client.hset(BUDGET_INDEX_KEY, name, definition_json))
+        self._run(lambda: self.client.hset(BUDGET_INDEX_KEY, name, definition_json))
 
     def definitions(self) -> dict[str, str]:
-        raw = self._run(lambda: self._client.hgetall(BUDGET_INDEX_KEY))
+        raw = self._run(lambda: self.client.hgetall(BUDGET_INDEX_KEY))
         return {_text(k): _text(v) for k, v in raw.items()}
 
     def asyncio(self) -> AsyncBudgetBackend:
@@ -359,8 +384,9 @@ class RedisBudgetBackend:
         for conn in idle:
             with contextlib.suppress(*self._down):
                 conn.disconnect()
-        with contextlib.suppress(*self._down):
-            self._client.close()
+        if self._client is not None:
+            with contextlib.suppress(*self._down):
+                self._client.close()
 
     def after_fork_in_child(self) -> None:
         self._idle = []

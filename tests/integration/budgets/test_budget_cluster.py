@@ -309,3 +309,45 @@ def test_a_release_queued_while_a_node_is_down_never_drops_the_hold_of_the_call_
             redis_cluster.wait_ok()
         registry.close()
         other.close()
+
+
+def test_a_cluster_down_as_the_host_starts_applies_deny_then_serves_budgets_once_up(
+    redis_cluster: RedisCluster, capture: CaptureSink
+) -> None:
+    """redis-py builds its cluster client by reaching a node: with none reachable while the
+    host configures costwatch and registers its budgets, that is an unreachable backend, not
+    an exception in the host's start-up; the budget applies once a node answers."""
+    for node in redis_cluster.nodes:
+        node.stop()
+    try:
+        costwatch.configure(
+            service="t", prometheus=False, otel=False, warm_up=False,
+            redis_url=redis_cluster.url, sinks=[capture],
+        )  # fmt: skip
+        costwatch.budget("boot", "0.005", "day", action="block", on_backend_error="deny")
+
+        @costwatch.generation(provider="openai", model="gpt-4o-mini")
+        def answer(prompt: str, max_tokens: int = 500) -> dict[str, Any]:
+            return {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+        with pytest.raises(BudgetExceeded, match="on_backend_error='deny'"):
+            answer("hi")
+        assert "budget_backend" in capture.internal_errors
+    finally:
+        for node in redis_cluster.nodes:
+            node.start()
+        redis_cluster.wait_ok()
+    try:
+        rt = costwatch.runtime()
+        deadline = time.monotonic() + 10
+        while True:  # the breaker lets a probe through after its cool-down
+            try:
+                answer("hi")
+                break
+            except BudgetExceeded:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert rt.budgets.flush()
+        assert rt.budgets.status("boot").spent_usd > 0
+    finally:
+        costwatch._configure.shutdown()
