@@ -336,21 +336,32 @@ def async_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]
     return call
 
 
+def _open_manager(
+    ep: Endpoint, original: Callable[..., Any], args: Any, kwargs: dict[str, Any], reserve: bool
+) -> tuple[Any, str | None, Any]:
+    """``(manager, model, reservation)`` of a ``messages.stream(...)`` call; ``model`` None:
+    costwatch stays out of this one (see :func:`_prepared`)."""
+    prepared = _prepared(ep, kwargs, reserve=reserve)
+    if prepared is None:
+        return original(*args, **kwargs), None, None
+    model, _, _, reservation = prepared
+    try:
+        manager = original(*args, **kwargs)
+    except BaseException:
+        if reservation is not None:  # the SDK refused the arguments: nothing was sent
+            reservation.settle(None)
+        raise
+    return manager, model, reservation
+
+
 def stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
     """``messages.stream(...)``: returns a manager; the request is made on ``__enter__``."""
 
     @functools.wraps(original)
     def call(*args: Any, **kwargs: Any) -> Any:
-        prepared = _prepared(ep, kwargs)
-        if prepared is None:
-            return original(*args, **kwargs)
-        model, _, _, reservation = prepared
-        try:
-            manager = original(*args, **kwargs)
-        except BaseException:
-            if reservation is not None:  # the SDK refused the arguments: nothing was sent
-                reservation.settle(None)
-            raise
+        manager, model, reservation = _open_manager(ep, original, args, kwargs, reserve=True)
+        if model is None:
+            return manager
         try:
             wrap_stream(
                 manager,
@@ -374,16 +385,9 @@ def async_stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Cal
 
     @functools.wraps(original)
     def call(*args: Any, **kwargs: Any) -> Any:
-        prepared = _prepared(ep, kwargs, reserve=False)
-        if prepared is None:
-            return original(*args, **kwargs)
-        model, _, _, reservation = prepared
-        try:
-            manager = original(*args, **kwargs)
-        except BaseException:
-            if reservation is not None:  # the SDK refused the arguments: nothing was sent
-                reservation.settle(None)
-            raise
+        manager, model, reservation = _open_manager(ep, original, args, kwargs, reserve=False)
+        if model is None:
+            return manager
         try:
             wrap_stream(
                 manager,
