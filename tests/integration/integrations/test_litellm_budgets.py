@@ -242,13 +242,24 @@ def test_with_instrumentation_too_an_openai_backed_call_holds_the_budget_once(
             messages=MESSAGES, max_tokens=100_000, **_openai(fake_provider)
         )
 
+    def settled() -> None:
+        """The call before has let go of its hold (LiteLLM may report a call's end from its
+        logging thread a moment after the call returned)."""
+        budgets = costwatch.runtime().budgets
+        deadline = time.monotonic() + 5
+        while budgets.flush() and budgets.status("daily").holds and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     first = litellm.completion(messages=MESSAGES, max_tokens=100_000, **_openai(fake_provider))
+    settled()
     second = asyncio.run(acompletion())
+    settled()
     chunks = list(
         litellm.completion(
             messages=MESSAGES, max_tokens=100_000, stream=True, **_openai(fake_provider)
         )
     )
+    settled()
     litellm.embedding(input=["refunds"], **_openai(fake_provider, EMBEDDER))
 
     assert first.choices[0].message.content == second.choices[0].message.content == REPLY
