@@ -7,7 +7,6 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any
 
-from costwatch._core import context as _context
 from costwatch._core import runtime as _runtime
 from costwatch._core.context import (
     STRATEGIES,
@@ -50,8 +49,7 @@ class request:  # noqa: N801 - used like a function: ``with costwatch.request("a
         tag_values = self._tags.__enter__() if self._tags is not None else tags_var.get()
         state = RequestState(self._name, self._strategy, tag_values)
         self._state = state
-        if not _context.scoped:
-            note_scoped()
+        note_scoped()
         self._req_token = request_var.set(state)
         return state
 
@@ -87,18 +85,18 @@ def _finish(state: RequestState, status: str) -> None:
         rt = _runtime.current or _runtime.runtime()
         strategy = state.strategy or _inferred_strategy(state)
         tags = state.tags
-        event = RequestEnd(  # positional: a fraction of the cost of keywords
-            state.name,
-            strategy,
-            state.cost_usd,
-            state.unpriced,
-            time.perf_counter() - state.started,
-            status,
-            rt.service,
-            tags.get("feature", ""),
-            tags.get("team", ""),
-            tags.get("tenant", ""),
-            state.request_id,
+        event = RequestEnd(
+            pipeline=state.name,
+            strategy=strategy,
+            cost_usd=state.cost_usd,
+            unpriced_calls=state.unpriced,
+            latency_s=time.perf_counter() - state.started,
+            status=status,
+            service=rt.service,
+            feature=tags.get("feature", ""),
+            team=tags.get("team", ""),
+            tenant=tags.get("tenant", ""),
+            request_id=state.request_id,
         )
         for sink in rt.sinks:
             sink.on_request_end(event)
