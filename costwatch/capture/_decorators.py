@@ -22,6 +22,7 @@ from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
 from costwatch._core.record import EMPTY_USAGE, InvalidUsage
 from costwatch.accounting._recorder import CallSpec
+from costwatch.capture._failopen import FailOpen
 from costwatch.capture._streams import is_stream, watch_generator, wrap_stream
 from costwatch.capture._usage import cached_reader, extract_tokens, extract_usage, record_invalid
 
@@ -35,6 +36,7 @@ R = TypeVar("R")
 _PROMPT_KWARGS = ("messages", "prompt", "input", "query", "text", "texts", "question")
 _MAX_OUTPUT_KWARGS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _DOC_TEXT_KEYS = ("page_content", "text", "content", "document", "chunk", "body")
+_BUDGET_FAILS_OPEN = FailOpen("budget")
 
 
 class _Site:
@@ -77,16 +79,22 @@ class _Site:
 
     # -- before the call -------------------------------------------------------------------
     def preflight(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
-        """Budget reservation; only reached when a budget is registered."""
-        call = self._budget_args(args, kwargs)
-        return None if call is None else self.spec.preflight(*call)
+        """Budget reservation; only reached when a budget is registered.  ``BudgetExceeded``
+        propagates; costwatch's own failure is reported and reserves nothing."""
+        with _BUDGET_FAILS_OPEN:
+            call = self._budget_args(args, kwargs)
+            return None if call is None else self.spec.preflight(*call)
+        return None
 
     async def apreflight(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Reservation | None:
-        """The asyncio twin of :meth:`preflight` (never blocks the event loop)."""
-        call = self._budget_args(args, kwargs)
-        return None if call is None else await self.spec.apreflight(*call)
+        """The asyncio twin of :meth:`preflight`: differs only by ``await`` (through
+        ``redis.asyncio``, never blocking the event loop)."""
+        with _BUDGET_FAILS_OPEN:
+            call = self._budget_args(args, kwargs)
+            return None if call is None else await self.spec.apreflight(*call)
+        return None
 
     def _budget_args(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -251,34 +259,6 @@ def _wrap(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
     return _wrap_plain(site, fn)
 
 
-def _preflight(site: _Site, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
-    """Only called when a budget is registered."""
-    from costwatch._core.errors import BudgetExceeded
-
-    try:
-        return site.preflight(args, kwargs)
-    except BudgetExceeded:
-        raise
-    except Exception as exc:
-        errors.report("budget", exc)
-        return None
-
-
-async def _apreflight(
-    site: _Site, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> Reservation | None:
-    """The asyncio twin of :func:`_preflight` (differs only by ``await``)."""
-    from costwatch._core.errors import BudgetExceeded
-
-    try:
-        return await site.apreflight(args, kwargs)
-    except BudgetExceeded:
-        raise
-    except Exception as exc:
-        errors.report("budget", exc)
-        return None
-
-
 def _cache_hit(site: _Site) -> bool:
     if not site.cache_name:
         return False
@@ -291,7 +271,7 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.current or _runtime.runtime()
-        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = site.preflight(args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
             result = fn(*args, **kwargs)
@@ -307,7 +287,7 @@ def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, A
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.current or _runtime.runtime()
-        reservation = await _apreflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = await site.apreflight(args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
             result = await fn(*args, **kwargs)
@@ -424,7 +404,7 @@ def _wrap_gen(
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
         rt = _runtime.current or _runtime.runtime()
-        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = site.preflight(args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         return (yield from _watch(site, fn(*args, **kwargs), args, kwargs, t0, reservation))
 
@@ -437,7 +417,7 @@ def _wrap_async_gen(
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
         rt = _runtime.current or _runtime.runtime()
-        reservation = await _apreflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = await site.apreflight(args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         watched = _watch(site, fn(*args, **kwargs), args, kwargs, t0, reservation)
         # An async generator cannot ``yield from``: forward to the watcher by hand.
