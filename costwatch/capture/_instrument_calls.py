@@ -159,9 +159,32 @@ def _after(
         read = cached_reader(type(result))
         extracted = read(result) if read is not None else None
         if extracted is None:
-            if is_stream(result):
+            stream = result if is_stream(result) else None
+            if stream is None:
+                if isinstance(result, GeneratorType | AsyncGeneratorType):
+                    return watch_generator(
+                        result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+                    )
+                if is_api_response(result):
+                    watch_api_response(
+                        result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+                    )
+                    return result
+                if read is None:
+                    extracted = extract_tokens(result)
+                if extracted is None and type(result).__name__ == "LegacyAPIResponse":
+                    # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's
+                    # own ``parse()`` gets the same object: the completion (its body was read
+                    # already), or for ``stream=True`` the stream, not yet read, which is hooked
+                    # in place.
+                    parsed = result.parse()
+                    if is_stream(parsed):
+                        stream = parsed
+                    else:
+                        extracted = extract_tokens(parsed)
+            if stream is not None:
                 wrap_stream(
-                    result,
+                    stream,
                     spec,
                     model,
                     t0,
@@ -171,36 +194,6 @@ def _after(
                     probe=probe,
                 )
                 return result
-            if isinstance(result, GeneratorType | AsyncGeneratorType):
-                return watch_generator(
-                    result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-                )
-            if is_api_response(result):
-                watch_api_response(
-                    result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-                )
-                return result
-            if read is None:
-                extracted = extract_tokens(result)
-            if extracted is None and type(result).__name__ == "LegacyAPIResponse":
-                # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's
-                # own ``parse()`` gets the same object: the completion (its body was read
-                # already), or for ``stream=True`` the stream, not yet read, which is hooked
-                # in place.
-                parsed = result.parse()
-                if is_stream(parsed):
-                    wrap_stream(
-                        parsed,
-                        spec,
-                        model,
-                        t0,
-                        reservation=reservation,
-                        prompt=ep.prompt(kwargs),
-                        hide_usage_chunk=hide,
-                        probe=probe,
-                    )
-                    return result
-                extracted = extract_tokens(parsed)
         if extracted is not None:
             spec.record_usage(
                 _runtime.current or _runtime.runtime(),
