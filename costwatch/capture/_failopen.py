@@ -3,8 +3,6 @@ budget's refusal stops it."""
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from costwatch._core.errors import BudgetExceeded
 from costwatch._core.failopen import errors
 
@@ -27,12 +25,7 @@ class FailOpen:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool:
+    def __exit__(self, kind: object, exc: object, traceback: object) -> bool:
         if not isinstance(exc, Exception) or isinstance(exc, BudgetExceeded):
             return False
         errors.report(self.component, exc)
