@@ -270,6 +270,8 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+# The asyncio twin of _wrap_plain(): differs only by await (of the call, and of the site's
+# asyncio preflight, itself the twin of preflight()).
 def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -374,6 +374,8 @@ def _watch_sync(inner: Iterator[Any], rec: StreamRecording) -> Generator[Any, An
         raise
 
 
+# The asyncio twin of _watch_sync(): differs only by await and the asynchronous iteration
+# protocol's names (asend/athrow/aclose, StopAsyncIteration, which carries no return value).
 async def _watch_async(inner: AsyncIterator[Any], rec: StreamRecording) -> AsyncGenerator[Any, Any]:
     if not isinstance(inner, AsyncGenerator):
         inner = _as_async_generator(inner)
@@ -438,6 +440,7 @@ def _close_sync(ref: weakref.ref[Any], close: Callable[[Any], None], rec: Stream
         rec.finish(_CLOSED)
 
 
+# The asyncio twin of _close_sync(): differs only by await.
 async def _close_async(
     ref: weakref.ref[Any], close: Callable[[Any], Awaitable[None]], rec: StreamRecording
 ) -> None:
@@ -749,6 +752,7 @@ def _parse_sync(
     return parsed
 
 
+# The asyncio twin of _parse_sync(): differs only by await.
 async def _parse_async(
     response: Any,
     parse: Callable[..., Any],
