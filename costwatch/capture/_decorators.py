@@ -22,6 +22,7 @@ from costwatch._core.errors import ConfigError
 from costwatch._core.failopen import errors
 from costwatch._core.record import EMPTY_USAGE, InvalidUsage
 from costwatch.accounting._recorder import CallSpec
+from costwatch.capture._failopen import FailOpen
 from costwatch.capture._streams import is_stream, watch_generator, wrap_stream
 from costwatch.capture._usage import cached_reader, extract_tokens, extract_usage, record_invalid
 
@@ -35,6 +36,7 @@ R = TypeVar("R")
 _PROMPT_KWARGS = ("messages", "prompt", "input", "query", "text", "texts", "question")
 _MAX_OUTPUT_KWARGS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _DOC_TEXT_KEYS = ("page_content", "text", "content", "document", "chunk", "body")
+_BUDGET_FAILS_OPEN = FailOpen("budget")
 
 
 class _Site:
@@ -77,16 +79,22 @@ class _Site:
 
     # -- before the call -------------------------------------------------------------------
     def preflight(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
-        """Budget reservation; only reached when a budget is registered."""
-        call = self._budget_args(args, kwargs)
-        return None if call is None else self.spec.preflight(*call)
+        """Budget reservation; only reached when a budget is registered.  ``BudgetExceeded``
+        propagates; costwatch's own failure is reported and reserves nothing."""
+        with _BUDGET_FAILS_OPEN:
+            call = self._budget_args(args, kwargs)
+            return None if call is None else self.spec.preflight(*call)
+        return None
 
     async def apreflight(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Reservation | None:
-        """The asyncio twin of :meth:`preflight` (never blocks the event loop)."""
-        call = self._budget_args(args, kwargs)
-        return None if call is None else await self.spec.apreflight(*call)
+        """The asyncio twin of :meth:`preflight`: differs only by ``await`` (through
+        ``redis.asyncio``, never blocking the event loop)."""
+        with _BUDGET_FAILS_OPEN:
+            call = self._budget_args(args, kwargs)
+            return None if call is None else await self.spec.apreflight(*call)
+        return None
 
     def _budget_args(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -120,48 +128,38 @@ class _Site:
         cache_hit: bool = False,
     ) -> None:
         spec = self.spec
-        if cache_hit:
-            self.hit_spec.emit(
-                self.spec.model_for(kwargs),
-                EMPTY_USAGE,
-                latency_s,
-                usage_source="none",
-                reservation=reservation,
-                cache_hit=True,
-                context_texts=_document_texts(result) if self.retrieval else (),
-            )
-            return
-        if self.retrieval:
-            spec.emit(
-                self.spec.model_for(kwargs),
+        model = spec.model_for(kwargs)
+        if cache_hit or self.retrieval:
+            # No tokens: a cache hit called no provider (and is recorded with no price of its
+            # own); a retrieval's documents become the request's context.
+            (self.hit_spec if cache_hit else spec).emit(
+                model,
                 EMPTY_USAGE,
                 latency_s,
                 usage_source="none",
                 reservation=reservation,
                 cache_hit=cache_hit,
-                context_texts=_document_texts(result),
+                context_texts=_document_texts(result) if self.retrieval else (),
             )
             return
         extracted = extract_usage(result)
         if extracted is not None:
             usage, response_model = extracted
             spec.emit(
-                self.spec.model_for(kwargs),
+                model,
                 usage,
                 latency_s,
                 response_model=response_model,
                 reservation=reservation,
-                cache_hit=cache_hit,
             )
             return
         spec.emit(
-            self.spec.model_for(kwargs),
+            model,
             None,
             latency_s,
             prompt=_prompt_of(args, kwargs),
             estimate_text=result if isinstance(result, str) and not self.embedding else None,
             reservation=reservation,
-            cache_hit=cache_hit,
         )
 
 
@@ -217,27 +215,24 @@ def _document_texts(result: object) -> list[str]:
             continue
         if isinstance(item, tuple) and item:  # (document, score) pairs
             item = item[0]
-        if isinstance(item, Mapping):
-            for key in _DOC_TEXT_KEYS:
-                value = item.get(key)
-                if isinstance(value, str):
-                    texts.append(value)
-                    break
-            else:
-                metadata = item.get("metadata")
-                if isinstance(metadata, Mapping):
-                    for key in _DOC_TEXT_KEYS:
-                        value = metadata.get(key)
-                        if isinstance(value, str):
-                            texts.append(value)
-                            break
-            continue
-        for key in _DOC_TEXT_KEYS:
-            value = getattr(item, key, None)
-            if isinstance(value, str):
-                texts.append(value)
-                break
+        text = _text_of(item)
+        if text is None and isinstance(item, Mapping):
+            metadata = item.get("metadata")
+            if isinstance(metadata, Mapping):
+                text = _text_of(metadata)
+        if text is not None:
+            texts.append(text)
     return texts
+
+
+def _text_of(document: object) -> str | None:
+    """The first str a document holds under one of ``_DOC_TEXT_KEYS``: a mapping's keys, or
+    another object's attributes (LangChain's ``page_content``)."""
+    if isinstance(document, Mapping):
+        values = (document.get(key) for key in _DOC_TEXT_KEYS)
+    else:
+        values = (getattr(document, key, None) for key in _DOC_TEXT_KEYS)
+    return next((value for value in values if isinstance(value, str)), None)
 
 
 def _wrap(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
@@ -249,34 +244,6 @@ def _wrap(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
     if inspect.iscoroutinefunction(fn):
         return cast(Callable[P, R], _wrap_coroutine(site, cast(Any, fn)))
     return _wrap_plain(site, fn)
-
-
-def _preflight(site: _Site, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Reservation | None:
-    """Only called when a budget is registered."""
-    from costwatch._core.errors import BudgetExceeded
-
-    try:
-        return site.preflight(args, kwargs)
-    except BudgetExceeded:
-        raise
-    except Exception as exc:
-        errors.report("budget", exc)
-        return None
-
-
-async def _apreflight(
-    site: _Site, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> Reservation | None:
-    """The asyncio twin of :func:`_preflight` (differs only by ``await``)."""
-    from costwatch._core.errors import BudgetExceeded
-
-    try:
-        return await site.apreflight(args, kwargs)
-    except BudgetExceeded:
-        raise
-    except Exception as exc:
-        errors.report("budget", exc)
-        return None
 
 
 def _cache_hit(site: _Site) -> bool:
@@ -291,7 +258,7 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.current or _runtime.runtime()
-        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = site.preflight(args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
             result = fn(*args, **kwargs)
@@ -303,11 +270,13 @@ def _wrap_plain(site: _Site, fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+# The asyncio twin of _wrap_plain(): differs only by await (of the call, and of the site's
+# asyncio preflight, itself the twin of preflight()).
 def _wrap_coroutine(site: _Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         rt = _runtime.current or _runtime.runtime()
-        reservation = await _apreflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = await site.apreflight(args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         try:
             result = await fn(*args, **kwargs)
@@ -343,10 +312,10 @@ def _returned(
             if extracted is not None:
                 spec.record_usage(rt, spec.model_for(kwargs), extracted, latency, reservation)
                 return result
-        if is_stream(result):
-            return cast(R, _stream(site, result, args, kwargs, t0, reservation))
-        if not site.retrieval and isinstance(result, GeneratorType | AsyncGeneratorType):
-            # a plain generator of chunks (google-genai's streams)
+        # An SDK stream, or a plain generator of chunks (google-genai's streams).
+        if is_stream(result) or (
+            not site.retrieval and isinstance(result, GeneratorType | AsyncGeneratorType)
+        ):
             return cast(R, _watch(site, result, args, kwargs, t0, reservation))
         site.finish(args, kwargs, result, latency, reservation, _cache_hit(site))
     except InvalidUsage as invalid:
@@ -379,43 +348,24 @@ def _release(reservation: Reservation | None) -> None:
         reservation.settle(Decimal(0))
 
 
-def _stream(
-    site: _Site,
-    result: object,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    t0: float,
-    reservation: Reservation | None,
-) -> object:
-    """A returned SDK stream: recorded once, when it ends or is abandoned."""
-    wrapped = wrap_stream(
-        result,
-        site.spec,
-        site.spec.model_for(kwargs),
-        t0,
-        reservation=reservation,
-        prompt=_prompt_of(args, kwargs),
-    )
-    return result if wrapped is None else wrapped
-
-
 def _watch(
     site: _Site,
-    items: Any,
+    result: Any,
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     t0: float,
     reservation: Reservation | None,
 ) -> Any:
-    """What a generator yields, recorded once when it ends, fails or is closed."""
-    return watch_generator(
-        items,
-        site.spec,
-        site.spec.model_for(kwargs),
-        t0,
-        reservation=reservation,
-        prompt=_prompt_of(args, kwargs),
-    )
+    """A streamed call, recorded once when it ends, fails or is closed: a generator is watched
+    by the one stream watcher (a generator returned in its place), an SDK stream is hooked in
+    place (returned as is)."""
+    spec = site.spec
+    model = spec.model_for(kwargs)
+    prompt = _prompt_of(args, kwargs)
+    if isinstance(result, GeneratorType | AsyncGeneratorType):
+        return watch_generator(result, spec, model, t0, reservation=reservation, prompt=prompt)
+    wrap_stream(result, spec, model, t0, reservation=reservation, prompt=prompt)
+    return result
 
 
 def _wrap_gen(
@@ -424,7 +374,7 @@ def _wrap_gen(
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
         rt = _runtime.current or _runtime.runtime()
-        reservation = _preflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = site.preflight(args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         return (yield from _watch(site, fn(*args, **kwargs), args, kwargs, t0, reservation))
 
@@ -437,7 +387,7 @@ def _wrap_async_gen(
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
         rt = _runtime.current or _runtime.runtime()
-        reservation = await _apreflight(site, args, kwargs) if rt.budgets.active else None
+        reservation = await site.apreflight(args, kwargs) if rt.budgets.active else None
         t0 = perf_counter()
         watched = _watch(site, fn(*args, **kwargs), args, kwargs, t0, reservation)
         # An async generator cannot ``yield from``: forward to the watcher by hand.
@@ -496,11 +446,7 @@ def generation(
     _strings(provider=provider, model=model, stage=stage, operation=operation)
     _flag("batch", batch)
     spec = CallSpec(provider, model, stage, operation, price_usd=_money(price_usd), batch=batch)
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        return _wrap(_Site(spec), _callable("generation", fn))
-
-    return decorate
+    return _decorator("generation", spec)
 
 
 @overload
@@ -530,17 +476,7 @@ def embedding(
     _flag("batch", batch)
     _cache(cache)
     spec = CallSpec(provider, model, "embedding", operation, batch=batch)
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        fn = _callable("embedding", fn)
-        if cache is None:
-            return _wrap(_Site(spec), fn)
-        name = cache.name or model or fn.__qualname__
-        site = _Site(spec, cache_name=name)
-        fn = cache.wrap(fn, source=name, stage="embedding", own_cost=site.own_cost)
-        return _wrap(site, fn)
-
-    return decorate
+    return _decorator("embedding", spec, cache)
 
 
 def retrieval(
@@ -574,14 +510,24 @@ def retrieval(
         source=source,
         price_usd=_money(price_usd) if price_usd is not None else Decimal(0),
     )
+    return _decorator("retrieval", spec, cache)
+
+
+def _decorator(
+    name: str, spec: CallSpec, cache: RetrievalCache | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """What ``@generation(...)``, ``@embedding(...)`` and ``@retrieval(...)`` return: records
+    each call of the function it decorates; with a ``cache``, the cache sits inside the
+    recording (a hit is recorded as one, with the cost it saved), named by the cache's name,
+    else by ``spec.model`` (the model, or the retrieval's source), else by the function."""
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        fn = _callable("retrieval", fn)
+        fn = _callable(name, fn)
         if cache is None:
             return _wrap(_Site(spec), fn)
-        name = cache.name or source
-        site = _Site(spec, cache_name=name)
-        fn = cache.wrap(fn, source=name, stage="retrieval", own_cost=site.own_cost)
+        cache_name = cache.name or spec.model or fn.__qualname__
+        site = _Site(spec, cache_name=cache_name)
+        fn = cache.wrap(fn, source=cache_name, stage=spec.stage, own_cost=site.own_cost)
         return _wrap(site, fn)
 
     return decorate

@@ -31,7 +31,6 @@ from costwatch.accounting._recorder import CallSpec
 from costwatch.capture._instrument_calls import (
     Endpoint,
     async_call,
-    async_stream_manager_call,
     stream_manager_call,
     sync_call,
 )
@@ -272,7 +271,7 @@ def instrument(client: C, *, inject_stream_usage: bool | None = None) -> C:
     sdk, asynchronous, default_provider = _client_kind(client)
     provider = _provider_behind(client, default_provider)
     call = async_call if asynchronous else sync_call
-    manager_call = async_stream_manager_call if asynchronous else stream_manager_call
+    manager_call = functools.partial(stream_manager_call, asynchronous=asynchronous)
     patches: list[_Patch] = []
     target: Any = client
     if sdk == "google-genai":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import KW_ONLY, dataclass, field
 from time import perf_counter
 from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from costwatch._core.failopen import errors
 from costwatch._core.record import InvalidUsage
 from costwatch._core.tokens import count_prompt_tokens
 from costwatch.accounting._recorder import CallSpec
+from costwatch.capture._failopen import FailOpen
 from costwatch.capture._streams import (
     is_api_response,
     is_stream,
@@ -61,45 +63,25 @@ def watch_sdk_calls() -> SdkCalls:
     return calls
 
 
+@dataclass(slots=True, eq=False)
 class Endpoint:
     """One patched method: what it records and how to read its request."""
 
-    __slots__ = (
-        "spec",
-        "service_tiers",
-        "prompt_key",
-        "extra_prompt_key",
-        "max_keys",
-        "inject_usage",
-        "server",
-        "active",
-    )
-
-    def __init__(
-        self,
-        spec: CallSpec,
-        prompt_key: str,
-        max_keys: tuple[str, ...],
-        *,
-        extra_prompt_key: str = "",
-        inject_usage: bool | None = False,
-        server: str = "",
-        service_tiers: bool = False,
-    ) -> None:
-        self.spec = spec
-        self.service_tiers = service_tiers
-        """OpenAI: a call may ask for a processing tier (``service_tier=``)."""
-        self.prompt_key = prompt_key
-        self.extra_prompt_key = extra_prompt_key
-        """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
-        self.max_keys = max_keys
-        self.inject_usage = inject_usage
-        """OpenAI chat/completions streams: True, ask for the usage chunk and hide it; None, do
-        so where ``server`` is known to send it only when asked (and learn that); False, never."""
-        self.server = server
-        """The client's base URL."""
-        self.active = True
-        """Cleared by ``uninstrument``: SDK helpers may still hold the patched method."""
+    spec: CallSpec
+    prompt_key: str
+    max_keys: tuple[str, ...]
+    _: KW_ONLY
+    extra_prompt_key: str = ""
+    """A second prompt part: ``system`` (Anthropic) or ``instructions`` (Responses)."""
+    inject_usage: bool | None = False
+    """OpenAI chat/completions streams: True, ask for the usage chunk and hide it; None, do
+    so where ``server`` is known to send it only when asked (and learn that); False, never."""
+    server: str = ""
+    """The client's base URL."""
+    service_tiers: bool = False
+    """OpenAI: a call may ask for a processing tier (``service_tier=``)."""
+    active: bool = field(default=True, init=False)
+    """Cleared by ``uninstrument``: SDK helpers may still hold the patched method."""
 
     def prompt(self, kwargs: Mapping[str, Any]) -> Any:
         """The prompt in a form the recorder's estimator takes (text or a message list)."""
@@ -136,6 +118,7 @@ class Endpoint:
 
 
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+_FAILS_OPEN = FailOpen("instrument")
 
 
 def _raw_mode(kwargs: Mapping[str, Any]) -> bool:
@@ -176,9 +159,32 @@ def _after(
         read = cached_reader(type(result))
         extracted = read(result) if read is not None else None
         if extracted is None:
-            if is_stream(result):
+            stream = result if is_stream(result) else None
+            if stream is None:
+                if isinstance(result, GeneratorType | AsyncGeneratorType):
+                    return watch_generator(
+                        result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+                    )
+                if is_api_response(result):
+                    watch_api_response(
+                        result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
+                    )
+                    return result
+                if read is None:
+                    extracted = extract_tokens(result)
+                if extracted is None and type(result).__name__ == "LegacyAPIResponse":
+                    # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's
+                    # own ``parse()`` gets the same object: the completion (its body was read
+                    # already), or for ``stream=True`` the stream, not yet read, which is hooked
+                    # in place.
+                    parsed = result.parse()
+                    if is_stream(parsed):
+                        stream = parsed
+                    else:
+                        extracted = extract_tokens(parsed)
+            if stream is not None:
                 wrap_stream(
-                    result,
+                    stream,
                     spec,
                     model,
                     t0,
@@ -188,36 +194,6 @@ def _after(
                     probe=probe,
                 )
                 return result
-            if isinstance(result, GeneratorType | AsyncGeneratorType):
-                return watch_generator(
-                    result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-                )
-            if is_api_response(result):
-                watch_api_response(
-                    result, spec, model, t0, reservation=reservation, prompt=ep.prompt(kwargs)
-                )
-                return result
-            if read is None:
-                extracted = extract_tokens(result)
-            if extracted is None and type(result).__name__ == "LegacyAPIResponse":
-                # ``with_raw_response``: ``parse()`` caches what it returns, so the caller's
-                # own ``parse()`` gets the same object: the completion (its body was read
-                # already), or for ``stream=True`` the stream, not yet read, which is hooked
-                # in place.
-                parsed = result.parse()
-                if is_stream(parsed):
-                    wrap_stream(
-                        parsed,
-                        spec,
-                        model,
-                        t0,
-                        reservation=reservation,
-                        prompt=ep.prompt(kwargs),
-                        hide_usage_chunk=hide,
-                        probe=probe,
-                    )
-                    return result
-                extracted = extract_tokens(parsed)
         if extracted is not None:
             spec.record_usage(
                 _runtime.current or _runtime.runtime(),
@@ -287,15 +263,11 @@ async def _areserve(ep: Endpoint, kwargs: dict[str, Any], model: str) -> Any:
     loop).  ``BudgetExceeded`` propagates; costwatch's own failures are reported."""
     if not _runtime.runtime().budgets.active:
         return None
-    try:
+    with _FAILS_OPEN:
         return await ep.spec_for(kwargs).apreflight(
             model, count_prompt_tokens(ep.prompt(kwargs), model), ep.max_output(kwargs)
         )
-    except BudgetExceeded:
-        raise
-    except Exception as internal:
-        errors.report("instrument", internal)
-        return None
+    return None
 
 
 def sync_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -354,12 +326,19 @@ def _open_manager(
     return manager, model, reservation
 
 
-def stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
-    """``messages.stream(...)``: returns a manager; the request is made on ``__enter__``."""
+def stream_manager_call(
+    ep: Endpoint, original: Callable[..., Any], *, asynchronous: bool
+) -> Callable[..., Any]:
+    """``messages.stream(...)``: returns a manager; the request is made on ``__enter__``.  The
+    async client's ``.stream()`` is sync too and returns a manager whose ``async with`` makes
+    the request, so the budget is reserved there, through ``redis.asyncio``
+    (``BudgetExceeded`` raises at ``async with``, before anything is sent)."""
 
     @functools.wraps(original)
     def call(*args: Any, **kwargs: Any) -> Any:
-        manager, model, reservation = _open_manager(ep, original, args, kwargs, reserve=True)
+        manager, model, reservation = _open_manager(
+            ep, original, args, kwargs, reserve=not asynchronous
+        )
         if model is None:
             return manager
         try:
@@ -369,35 +348,9 @@ def stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[
                 model,
                 perf_counter(),
                 reservation=reservation,
-                prompt=ep.prompt(kwargs),
-            )
-        except Exception as internal:
-            errors.report("instrument", internal)
-        return manager
-
-    return call
-
-
-def async_stream_manager_call(ep: Endpoint, original: Callable[..., Any]) -> Callable[..., Any]:
-    """The async client's ``messages.stream(...)``: ``.stream()`` itself is sync and returns a
-    manager whose ``async with`` makes the request, so the budget is reserved there, through
-    ``redis.asyncio`` (``BudgetExceeded`` raises at ``async with``, before anything is sent)."""
-
-    @functools.wraps(original)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        manager, model, reservation = _open_manager(ep, original, args, kwargs, reserve=False)
-        if model is None:
-            return manager
-        try:
-            wrap_stream(
-                manager,
-                ep.spec,
-                model,
-                perf_counter(),
-                reservation=reservation,
-                reserve=None
-                if reservation is not None
-                else functools.partial(_areserve, ep, kwargs, model),
+                reserve=functools.partial(_areserve, ep, kwargs, model)
+                if asynchronous and reservation is None
+                else None,
                 prompt=ep.prompt(kwargs),
             )
         except Exception as internal:

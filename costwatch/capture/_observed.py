@@ -26,7 +26,7 @@ class Observed:
         "probe",
     )
 
-    def __init__(self, hide_usage_chunk: bool = False) -> None:
+    def __init__(self, hide_usage_chunk: bool = False, probe: str = "") -> None:
         self.hide_usage_chunk = hide_usage_chunk
         """costwatch asked for OpenAI's usage-only chunk on the caller's behalf: hide it."""
         self.tokens: Tokens | None = None
@@ -40,7 +40,7 @@ class Observed:
         """A provider's own running counts (Anthropic reports usage in parts)."""
         self.invalid: InvalidUsage | None = None
         """A usage report the stream carried that was not a valid count: recorded as invalid."""
-        self.probe = ""
+        self.probe = probe
         """The server (OpenAI-compatible base URL) this stream was sent to without asking for
         usage, to learn whether it sends its usage chunk unasked; "" when not a probe."""
 

@@ -40,6 +40,7 @@ from collections.abc import (
     Generator,
     Iterator,
 )
+from dataclasses import KW_ONLY, dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -147,53 +148,27 @@ def _outcome(obs: Observed, model: str, estimate: bool) -> tuple[TokenUsage | No
 _COMPLETE, _CLOSED, _FAILED = 0, 1, 2
 
 
+@dataclass(slots=True, eq=False)
 class StreamRecording:
     """One streamed call: records it exactly once, in the context where it started."""
 
-    __slots__ = (
-        "spec",
-        "model",
-        "t0",
-        "reservation",
-        "prompt",
-        "context",
-        "observed",
-        "defer_close",
-        "started",
-        "ended",
-        "_done",
-        "_lock",
-    )
-
-    def __init__(
-        self,
-        spec: CallSpec,
-        model: str,
-        t0: float,
-        *,
-        reservation: Reservation | None = None,
-        prompt: object = None,
-        hide_usage_chunk: bool = False,
-        probe: str = "",
-        started: bool = True,
-    ) -> None:
-        self.spec = spec
-        self.model = model
-        self.t0 = t0
-        self.reservation = reservation
-        self.prompt = prompt
-        self.context = contextvars.copy_context()
-        self.observed = Observed(hide_usage_chunk)
-        self.observed.probe = probe
-        self.defer_close = False
-        """A close of the watched items may come from the garbage collector (a hooked SDK
-        iterator, whose explicit ``close()`` records through its own hook): record it later."""
-        self.started = started
-        """False until a stream manager actually makes its request."""
-        self.ended = 0.0
-        """When a stream dropped by the garbage collector ended (its record is deferred)."""
-        self._done = False
-        self._lock = threading.Lock()
+    spec: CallSpec
+    model: str
+    t0: float
+    _: KW_ONLY
+    reservation: Reservation | None = None
+    prompt: object = None
+    observed: Observed = field(default_factory=Observed)
+    started: bool = True
+    """False until a stream manager actually makes its request."""
+    context: contextvars.Context = field(default_factory=contextvars.copy_context, init=False)
+    defer_close: bool = field(default=False, init=False)
+    """A close of the watched items may come from the garbage collector (a hooked SDK
+    iterator, whose explicit ``close()`` records through its own hook): record it later."""
+    ended: float = field(default=0.0, init=False)
+    """When a stream dropped by the garbage collector ended (its record is deferred)."""
+    _done: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @property
     def done(self) -> bool:
@@ -399,6 +374,8 @@ def _watch_sync(inner: Iterator[Any], rec: StreamRecording) -> Generator[Any, An
         raise
 
 
+# The asyncio twin of _watch_sync(): differs only by await and the asynchronous iteration
+# protocol's names (asend/athrow/aclose, StopAsyncIteration, which carries no return value).
 async def _watch_async(inner: AsyncIterator[Any], rec: StreamRecording) -> AsyncGenerator[Any, Any]:
     if not isinstance(inner, AsyncGenerator):
         inner = _as_async_generator(inner)
@@ -463,6 +440,7 @@ def _close_sync(ref: weakref.ref[Any], close: Callable[[Any], None], rec: Stream
         rec.finish(_CLOSED)
 
 
+# The asyncio twin of _close_sync(): differs only by await.
 async def _close_async(
     ref: weakref.ref[Any], close: Callable[[Any], Awaitable[None]], rec: StreamRecording
 ) -> None:
@@ -567,8 +545,7 @@ def wrap_stream(
         t0,
         reservation=reservation,
         prompt=prompt,
-        hide_usage_chunk=hide_usage_chunk,
-        probe=probe,
+        observed=Observed(hide_usage_chunk, probe),
         started=kind not in (_MANAGER, _ASYNC_MANAGER),
     )
     try:
@@ -775,6 +752,7 @@ def _parse_sync(
     return parsed
 
 
+# The asyncio twin of _parse_sync(): differs only by await.
 async def _parse_async(
     response: Any,
     parse: Callable[..., Any],

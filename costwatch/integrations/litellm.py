@@ -42,11 +42,11 @@ from time import perf_counter
 from typing import Any
 
 from costwatch._core import runtime as _runtime
-from costwatch._core.errors import BudgetExceeded
 from costwatch._core.failopen import errors
 from costwatch._core.record import TokenUsage
 from costwatch._core.tokens import count_prompt_tokens
 from costwatch.accounting._recorder import CallSpec
+from costwatch.capture._failopen import FailOpen
 from costwatch.capture._instrument_calls import SdkCalls
 from costwatch.integrations._common import Specs, recorded_by_sdk, require, start_model_call
 
@@ -57,6 +57,7 @@ _pydantic: Any = require("pydantic", "litellm")
 __all__ = ["CostwatchLogger", "install_sync_preflight", "uninstall_sync_preflight", "usage_of"]
 
 _COMPONENT = "litellm"
+_FAILS_OPEN = FailOpen(_COMPONENT)
 _MAX_PENDING = 10_000
 """Calls started and not yet finished that the logger keeps (a call LiteLLM never reports
 the end of is dropped past this)."""
@@ -303,29 +304,21 @@ class CostwatchLogger(_CustomLogger):  # type: ignore[misc]
 
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> None:
         """costwatch's budget preflight: ``BudgetExceeded`` propagates and nothing is sent."""
-        try:
+        with _FAILS_OPEN:
             if not _runtime.runtime().budgets.active:
                 return None
             spec, model, prompt_tokens, max_output = self._request(kwargs, call_type)
             self._hold(kwargs, await spec.apreflight(model, prompt_tokens, max_output))
-        except BudgetExceeded:
-            raise
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
         return None
 
     def sync_pre_call(self, kwargs: Mapping[str, Any], call_type: Any) -> None:
         """The sync twin of :meth:`async_pre_call_deployment_hook` (run by the
         ``function_setup`` wrapper :func:`install_sync_preflight` installs)."""
-        try:
+        with _FAILS_OPEN:
             if not _runtime.runtime().budgets.active:
                 return None
             spec, model, prompt_tokens, max_output = self._request(kwargs, call_type)
             self._hold(kwargs, spec.preflight(model, prompt_tokens, max_output))
-        except BudgetExceeded:
-            raise
-        except Exception as exc:
-            errors.report(_COMPONENT, exc)
         return None
 
     def _request(

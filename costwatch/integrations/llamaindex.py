@@ -77,23 +77,24 @@ def _retriever_of(span_id: str) -> str:
 _IGNORED, _CHAT, _COMPLETION, _EMBED, _MODEL_END, _EMBED_END, _RETRIEVE, _RETRIEVED = range(8)
 
 
+_EVENT_KINDS: tuple[tuple[Any, int], ...] = (
+    (_llm.LLMChatStartEvent, _CHAT),
+    (_llm.LLMCompletionStartEvent, _COMPLETION),
+    (_embedding.EmbeddingStartEvent, _EMBED),
+    (_llm.LLMChatEndEvent | _llm.LLMCompletionEndEvent, _MODEL_END),
+    (_embedding.EmbeddingEndEvent, _EMBED_END),
+    (_retrieval.RetrievalStartEvent, _RETRIEVE),
+    (_retrieval.RetrievalEndEvent, _RETRIEVED),
+)
+"""The event classes the handler follows, first match wins, and what it does with each."""
+
+
 def _kind_of(cls: type) -> int:
     """What the handler does with an event of this class (``issubclass`` against pydantic's
     ABC metaclass is slow: asked once per class)."""
-    if issubclass(cls, _llm.LLMChatStartEvent):
-        return _CHAT
-    if issubclass(cls, _llm.LLMCompletionStartEvent):
-        return _COMPLETION
-    if issubclass(cls, _embedding.EmbeddingStartEvent):
-        return _EMBED
-    if issubclass(cls, _llm.LLMChatEndEvent | _llm.LLMCompletionEndEvent):
-        return _MODEL_END
-    if issubclass(cls, _embedding.EmbeddingEndEvent):
-        return _EMBED_END
-    if issubclass(cls, _retrieval.RetrievalStartEvent):
-        return _RETRIEVE
-    if issubclass(cls, _retrieval.RetrievalEndEvent):
-        return _RETRIEVED
+    for event_class, kind in _EVENT_KINDS:
+        if issubclass(cls, event_class):
+            return kind
     return _IGNORED
 
 
