@@ -1,8 +1,13 @@
-"""A bounded memo: a dict that stops remembering past a size limit.
+"""A bounded memo: a dict that never grows past a size limit.
 
-Per-class caches (readers, stream handlers, kinds) are keyed by types that a host may create on
-the fly; past the limit a new key is answered but not remembered, so memory stays bounded and
-the common classes, seen first, stay cached.
+Two policies, chosen by the method a memo is filled with:
+
+- ``remember``: past the limit a new key is answered but not remembered.  For per-class caches
+  (readers, stream handlers, kinds), keyed by types a host may create on the fly: the common
+  classes, seen first, stay cached.
+- ``keep``: a full memo forgets everything, then keeps the new key.  For entries that go stale
+  or are only worth having while they are recent (generations read, key prefixes, prices by
+  identity): the newest are the ones worth keeping.
 """
 
 from __future__ import annotations
@@ -28,4 +33,12 @@ class BoundedMemo(dict[K, V]):
         """Keep ``value`` for ``key`` while there is room; returns ``value`` either way."""
         if len(self) < self.limit:
             self[key] = value
+        return value
+
+    def keep(self, key: K, value: V) -> V:
+        """Keep ``value`` for ``key``, forgetting everything else first when the memo is full;
+        returns ``value``."""
+        if len(self) >= self.limit and key not in self:
+            self.clear()
+        self[key] = value
         return value
