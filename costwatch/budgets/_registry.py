@@ -66,19 +66,12 @@ class BudgetRegistry:
             )
         self._backend = backend
         self.clock = clock
-        self._sinks_getter = sinks_getter
+        self.sinks = sinks_getter
         self.service = service
         self.active = False
         self._budgets: tuple[Budget, ...] = ()
         self._lock = threading.Lock()
-        self.worker = SettlementWorker(
-            lambda: self.backend,
-            lambda: self._budgets,
-            sinks_getter,
-            clock,
-            lambda: self.service,
-            **settlement,
-        )
+        self.worker = SettlementWorker(self, **settlement)
         self._ids = ProcessIds()
         self._last_down_log = 0.0
         self.backend_errors = 0
@@ -350,7 +343,7 @@ class BudgetRegistry:
         )
 
     def _blocked(self, budget: Budget) -> None:
-        for sink in self._sinks_getter():
+        for sink in self.sinks():
             try:
                 sink.on_budget_blocked(budget.name)
             except Exception as exc:
@@ -380,7 +373,7 @@ class BudgetRegistry:
                 "(further occurrences are counted and logged at most once a minute)",
                 exc,
             )
-        for sink in self._sinks_getter():
+        for sink in self.sinks():
             try:
                 sink.on_internal_error("budget_backend")
             except Exception as sink_exc:
