@@ -194,6 +194,8 @@ class AsyncBudgetBackend(Protocol):
 
 
 class _MemoryBudget:
+    """One budget's state in the in-memory twin (the caller holds the backend's lock)."""
+
     __slots__ = ("buckets", "holds", "held", "applied", "alerts")
 
     def __init__(self) -> None:
@@ -217,6 +219,23 @@ class _MemoryBudget:
             return 0, -1
         return sum(self.buckets.values()), min(self.buckets)
 
+    def settle(self, item: Settlement) -> SettleResult:
+        """The settlement script's work: release the batch's holds and charge its cost, once
+        per writer and batch number."""
+        position = item.window.locate(item.now_ms / 1000)
+        duplicate = item.seq <= self.applied.get(item.writer, 0)
+        if not duplicate:
+            self.applied[item.writer] = item.seq
+            for hold_id in item.hold_ids:
+                hold = self.holds.pop(hold_id, None)
+                if hold is not None:
+                    self.held -= hold[0]
+            bucket = item.window.locate((item.now_ms - item.age_ms) / 1000).cur
+            if item.cost > 0 and bucket >= position.min:
+                self.buckets[bucket] = self.buckets.get(bucket, 0) + item.cost
+        spent, oldest = self.window(position.min)
+        return SettleResult(spent, self.held, oldest, duplicate, item.now_ms)
+
 
 _MEMORY_EPOCH = "memory"
 
@@ -239,6 +258,8 @@ class MemoryBudgetBackend:
         return state
 
     def reserve(self, requests: Sequence[ReserveRequest]) -> list[ReserveResult]:
+        # The reservation script's work, inline: it runs on the host's call path (a method
+        # of _MemoryBudget per request, as settle has, costs ~0.3 us a call).
         results = []
         with self._lock:
             for req in requests:
@@ -259,24 +280,8 @@ class MemoryBudgetBackend:
         return results
 
     def settle(self, settlements: Sequence[Settlement]) -> list[SettleResult]:
-        results = []
         with self._lock:
-            for item in settlements:
-                state = self._state(item.keys)
-                position = item.window.locate(item.now_ms / 1000)
-                duplicate = item.seq <= state.applied.get(item.writer, 0)
-                if not duplicate:
-                    state.applied[item.writer] = item.seq
-                    for hold_id in item.hold_ids:
-                        hold = state.holds.pop(hold_id, None)
-                        if hold is not None:
-                            state.held -= hold[0]
-                    bucket = item.window.locate((item.now_ms - item.age_ms) / 1000).cur
-                    if item.cost > 0 and bucket >= position.min:
-                        state.buckets[bucket] = state.buckets.get(bucket, 0) + item.cost
-                spent, oldest = state.window(position.min)
-                results.append(SettleResult(spent, state.held, oldest, duplicate, item.now_ms))
-        return results
+            return [self._state(item.keys).settle(item) for item in settlements]
 
     def read(self, keys: BudgetKeys, window: Window, now_ms: int) -> BudgetReading:
         with self._lock:

@@ -119,16 +119,22 @@ class BudgetStatusError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class BudgetReading:
-    """One budget as ``costwatch budget status`` shows it; ``window`` is ``None`` when the
-    definition stored in Redis cannot be read."""
+    """One budget as ``costwatch budget status`` shows it."""
 
     name: str
     window: str | None = None
+    """The window as defined (``"day"``, ``"1h"``...); ``None``, as every field below, when
+    the definition stored in Redis cannot be read."""
     action: str | None = None
+    """``"warn"`` or ``"block"``."""
     spent_usd: Decimal | None = None
+    """Spent in the current window."""
     reserved_usd: Decimal | None = None
+    """Held by calls in flight (reserved, not settled yet)."""
     limit_usd: Decimal | None = None
     resets_at: datetime | None = None
+    """UTC.  Calendar window: the end of the period; rolling: when the oldest counted spend
+    ages out (``None`` when nothing is counted)."""
 
     @property
     def used(self) -> Decimal | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Unpack
 
 from costwatch._core.errors import BudgetExceeded
 from costwatch._core.failopen import errors
-from costwatch.budgets._alerts import CallbackRunner, WebhookSender, logger, utc
+from costwatch.budgets._alerts import logger, utc
 from costwatch.budgets._backend import (
     BackendUnavailable,
     BudgetBackend,
@@ -66,19 +66,12 @@ class BudgetRegistry:
             )
         self._backend = backend
         self.clock = clock
-        self._sinks_getter = sinks_getter
+        self.sinks = sinks_getter
         self.service = service
         self.active = False
         self._budgets: tuple[Budget, ...] = ()
         self._lock = threading.Lock()
-        self.worker = SettlementWorker(
-            lambda: self.backend,
-            lambda: self._budgets,
-            sinks_getter,
-            clock,
-            lambda: self.service,
-            **settlement,
-        )
+        self.worker = SettlementWorker(self, **settlement)
         self._ids = ProcessIds()
         self._last_down_log = 0.0
         self.backend_errors = 0
@@ -93,12 +86,15 @@ class BudgetRegistry:
     @property
     def backend(self) -> BudgetBackend:
         backend = self._backend
-        if backend is None:
-            with self._lock:
-                if self._backend is None:
-                    self._backend = MemoryBudgetBackend()
-                backend = self._backend
-        return backend
+        return backend if backend is not None else self._default_backend()
+
+    def _default_backend(self) -> BudgetBackend:
+        """Asked for a backend before one was chosen: the in-memory one, for good (one
+        instance even when threads ask together)."""
+        with self._lock:
+            if self._backend is None:
+                self._backend = MemoryBudgetBackend()
+            return self._backend
 
     @property
     def has_backend(self) -> bool:
@@ -110,14 +106,6 @@ class BudgetRegistry:
             if self._budgets:
                 raise RuntimeError("the budget backend cannot change once budgets are registered")
             self._backend = backend
-
-    @property
-    def webhooks(self) -> WebhookSender:
-        return self.worker.webhooks
-
-    @property
-    def callbacks(self) -> CallbackRunner:
-        return self.worker.callbacks
 
     def add(self, budget: Budget) -> Budget:
         """Register ``budget`` (replacing one of the same name) and publish its definition."""
@@ -163,15 +151,7 @@ class BudgetRegistry:
                 return None
             if not plan[1]:
                 return self._free(plan)
-            try:
-                results = self.backend.reserve(plan[1])
-                if self._retry_after_flush(plan, results):
-                    self.worker.flush()
-                    plan = self._renew(plan)
-                    results = self.backend.reserve(plan[1])
-            except BackendUnavailable as exc:
-                return self._backend_down(plan, exc)
-            return self._conclude(plan, results)
+            return self._hold(plan)
         except BudgetExceeded:
             raise
         except Exception as exc:
@@ -179,34 +159,52 @@ class BudgetRegistry:
             return None
 
     async def areserve(self, call: BudgetCall) -> Reservation | None:
-        """The asyncio twin of :meth:`reserve`, line for line but for ``await``, the asyncio
-        backend (``redis.asyncio``: the reservations of calls started together share round
-        trips), the flush on a worker thread and, when cancelled, releasing the holds it may
-        have been granted.  Never blocks the loop."""
+        """The asyncio twin of :meth:`reserve`: the same lines but for ``await`` (its round
+        trip, :meth:`_ahold`, never blocks the loop)."""
         try:
             plan = self._plan(call)
             if plan is None:
                 return None
             if not plan[1]:
                 return self._free(plan)
-            backend = self.backend.asyncio()
-            try:
-                results = await backend.reserve(plan[1])
-                if self._retry_after_flush(plan, results):
-                    await asyncio.to_thread(self.worker.flush)
-                    plan = self._renew(plan)
-                    results = await backend.reserve(plan[1])
-            except BackendUnavailable as exc:
-                return self._backend_down(plan, exc)
-            except asyncio.CancelledError:  # the holds may have been granted: release them
-                self._release(plan)
-                raise
-            return self._conclude(plan, results)
+            return await self._ahold(plan)
         except BudgetExceeded:
             raise
         except Exception as exc:
             errors.report("budget", exc)
             return None
+
+    def _hold(self, plan: _Plan) -> Reservation | None:
+        """Ask the backend to hold ``plan``'s amounts (again once, with new hold ids, when
+        :meth:`_retry_after_flush` says so) and conclude; an unreachable backend:
+        :meth:`_backend_down`.  :meth:`_ahold` is its asyncio face."""
+        try:
+            results = self.backend.reserve(plan[1])
+            if self._retry_after_flush(plan, results):
+                self.worker.flush()
+                plan = self._renew(plan)
+                results = self.backend.reserve(plan[1])
+        except BackendUnavailable as exc:
+            return self._backend_down(plan, exc)
+        return self._conclude(plan, results)
+
+    async def _ahold(self, plan: _Plan) -> Reservation | None:
+        """:meth:`_hold` on the asyncio backend (``redis.asyncio``: the reservations of
+        calls started together share round trips), with the flush on a worker thread and,
+        when cancelled, the release of the holds it may have been granted."""
+        backend = self.backend.asyncio()
+        try:
+            results = await backend.reserve(plan[1])
+            if self._retry_after_flush(plan, results):
+                await asyncio.to_thread(self.worker.flush)
+                plan = self._renew(plan)
+                results = await backend.reserve(plan[1])
+        except BackendUnavailable as exc:
+            return self._backend_down(plan, exc)
+        except asyncio.CancelledError:  # the holds may have been granted: release them
+            self._release(plan)
+            raise
+        return self._conclude(plan, results)
 
     def _plan(self, call: BudgetCall) -> _Plan | None:
         matched = [b for b in self._budgets if b.matches(call)]
@@ -345,7 +343,7 @@ class BudgetRegistry:
         )
 
     def _blocked(self, budget: Budget) -> None:
-        for sink in self._sinks_getter():
+        for sink in self.sinks():
             try:
                 sink.on_budget_blocked(budget.name)
             except Exception as exc:
@@ -375,7 +373,7 @@ class BudgetRegistry:
                 "(further occurrences are counted and logged at most once a minute)",
                 exc,
             )
-        for sink in self._sinks_getter():
+        for sink in self.sinks():
             try:
                 sink.on_internal_error("budget_backend")
             except Exception as sink_exc:

@@ -21,7 +21,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from costwatch._core.failopen import errors
 from costwatch.budgets._alerts import (
@@ -63,16 +63,33 @@ class SettlementOptions(TypedDict, total=False):
     max_pending: int
 
 
+class Owner(Protocol):
+    """What the worker reads from the registry that owns it, each time it needs it: the
+    backend (which may be chosen until a budget is registered), the budgets, the sinks and the
+    service name may all change while it runs."""
+
+    @property
+    def backend(self) -> BudgetBackend: ...
+
+    @property
+    def budgets(self) -> tuple[Budget, ...]: ...
+
+    @property
+    def sinks(self) -> Callable[[], Sequence[Sink]]: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def service(self) -> str: ...
+
+
 class SettlementWorker:
     """The settlement queue and the daemon thread that applies it."""
 
     def __init__(
         self,
-        backend: Callable[[], BudgetBackend],
-        budgets: Callable[[], tuple[Budget, ...]],
-        sinks: Callable[[], Sequence[Sink]],
-        clock: Callable[[], float],
-        service: Callable[[], str],
+        owner: Owner,
         *,
         webhooks: WebhookSender | None = None,
         callback_timeout_s: float = 5.0,
@@ -81,11 +98,8 @@ class SettlementWorker:
         batch_delay_s: float = 0.005,
         max_pending: int = 100_000,
     ) -> None:
-        self._backend = backend
-        self._budgets = budgets
-        self._sinks = sinks
-        self.clock = clock
-        self._service = service
+        self._owner = owner
+        self.clock = owner.clock
         self.webhooks = webhooks or WebhookSender()
         self.webhooks.on_failure = lambda: self._count_internal("budget_webhook")
         self.callbacks = CallbackRunner(
@@ -116,7 +130,7 @@ class SettlementWorker:
 
     def _count_internal(self, component: str) -> None:
         """A user's callback or webhook that timed out or failed: counted, never raised."""
-        for sink in self._sinks():
+        for sink in self._owner.sinks():
             try:
                 sink.on_internal_error(component)
             except Exception as exc:
@@ -181,9 +195,9 @@ class SettlementWorker:
         ``gauge_refresh_s`` while idle, so an idle process's gauges follow window resets and
         other processes' spend)."""
         now_ms = int(self.clock() * 1000)
-        sinks = self._sinks()
-        backend = self._backend()
-        for budget in self._budgets():
+        sinks = self._owner.sinks()
+        backend = self._owner.backend
+        for budget in self._owner.budgets:
             try:
                 reading = backend.read(budget.keys, budget.window, now_ms)
             except BackendUnavailable:
@@ -269,7 +283,7 @@ class SettlementWorker:
         Raises ``RetryLater`` with what still has to be done when the backend is unreachable;
         settlement batches are idempotent, so retrying one that did reach Redis is safe.
         """
-        backend = self._backend()
+        backend = self._owner.backend
         groups = self._group(batch, self.clock())
         registers = [item for item in batch if isinstance(item, QueuedRegister)]
         events = [item for item in batch if isinstance(item, QueuedEvent)]
@@ -286,7 +300,7 @@ class SettlementWorker:
                     result.oldest_bucket,
                     result.now_ms,
                 )
-        service = self._service()
+        service = self._owner.service
         for i, entry in enumerate(registers):
             budget = entry.budget
             try:
@@ -297,7 +311,7 @@ class SettlementWorker:
             readings.setdefault(
                 id(budget), (budget, reading.spent, reading.oldest_bucket, reading.now_ms)
             )
-        sinks = self._sinks()
+        sinks = self._owner.sinks()
         for budget, spent, oldest, now_ms in readings.values():
             budget.last_spent_nano = spent
             self._publish(sinks, budget, spent)
@@ -338,7 +352,7 @@ class SettlementWorker:
         seen = budget._fired.get(claim)
         if seen is not None and (dedupe_ms < 0 or now_ms - seen < dedupe_ms):
             return
-        won = self._backend().claim_alert(budget.keys, claim, now_ms, dedupe_ms, ttl_s)
+        won = self._owner.backend.claim_alert(budget.keys, claim, now_ms, dedupe_ms, ttl_s)
         budget._fired[claim] = now_ms
         if won:
             self._deliver(event, threshold)
@@ -358,7 +372,7 @@ class SettlementWorker:
             window_id=position.window_id,
             resets_at=utc(resets) if resets is not None else None,
             action=budget.action,
-            service=self._service(),
+            service=self._owner.service,
             fired_at=utc(now),
         )
         deliver(alert, budget.on_alert, budget.webhook_url, self.webhooks, self.callbacks)

@@ -436,14 +436,20 @@ class RedisBackend:
         self._slots: BoundedMemo[str, int] = BoundedMemo(4096)
         """Key -> cluster hash slot (a pure function of the key: computing it costs µs)."""
         self._errors = _redis_errors()
-        self._async: AsyncRedisBackend | None = None
-        self._async_lock = new_lock()
         self.tracker: GenerationTracker | None = None
         if track_generations and not self.cluster:
             from costwatch.cache._tracking import GenerationTracker
 
             self.tracker = GenerationTracker(client.connection_pool)
         self._known: dict[str, int] = self.tracker.known if self.tracker is not None else {}
+        self._async = (
+            None  # an injected client: no URL to build redis.asyncio clients from
+            if url is None
+            else AsyncRedisBackend(
+                url, timeout_s=timeout_s, tracker=self.tracker, cluster=self.cluster
+            )
+        )
+        """The asyncio twin (it connects in each event loop on first use, not here)."""
 
     def node_of(self, key: str) -> str:
         """The cluster node that serves ``key`` now (``host:port``), from the client's slot
@@ -512,23 +518,12 @@ class RedisBackend:
                 self.tracker.forget(gen_key)
 
     def asyncio(self) -> AsyncCacheBackend:
-        backend = self._async
-        if backend is None:
-            with self._async_lock:
-                backend = self._async
-                if backend is None:
-                    if self.url is None:
-                        raise ValueError(
-                            "RedisBackend(client=...) has no async twin: pass "
-                            "AsyncRedisBackend(client=<redis.asyncio client>) for async functions"
-                        )
-                    backend = self._async = AsyncRedisBackend(
-                        self.url,
-                        timeout_s=self.timeout_s,
-                        tracker=self.tracker,
-                        cluster=self.cluster,
-                    )
-        return backend
+        if self._async is None:
+            raise ValueError(
+                "RedisBackend(client=...) has no async twin: pass "
+                "AsyncRedisBackend(client=<redis.asyncio client>) for async functions"
+            )
+        return self._async
 
     def close(self) -> None:
         if self.tracker is not None:

@@ -25,7 +25,17 @@ from costwatch._core.context import cost_scope
 from costwatch._core.failopen import errors
 from costwatch.cache._backend import HAVE_ENTRY, LOCKED, BackendError, tracked_entry
 from costwatch.cache._flight import Flight
-from costwatch.cache._lookup import BROKEN, ERROR, HIT, ZERO, Lookup, Site, last_lookup_var
+from costwatch.cache._lookup import (
+    BROKEN,
+    ERROR,
+    ERRORED,
+    HIT,
+    ZERO,
+    Done,
+    Lookup,
+    Site,
+    last_lookup_var,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,6 +60,7 @@ def sync_wrapper(site: Site, fn: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:
             errors.report("cache", exc)
             step = BROKEN
+        # From here on the twin of async_wrapper's: the same lines but for ``await``.
         if isinstance(step, Lookup):
             return _sync_miss(step, fn, args, kwargs)
         value, result = step
@@ -66,7 +77,7 @@ def _sync_read(lk: Lookup) -> tuple[int, bytes | None]:
     """The namespace generation and the entry: the backend's ``read`` (one ``GETRANGE`` while
     Redis tracks the generation, else one script call), or one ``GETRANGE`` while the
     generation read recently is trusted (``generation_ttl``) and the entry does not claim a
-    newer one."""
+    newer one.  Its asyncio twin :func:`_async_read` differs only by ``await``."""
     res = lk.res
     known = res.trusted(lk.gen_key)
     if known is not None:
@@ -104,23 +115,43 @@ def _sync_miss(
             site.flights.land(lk.key, flight)
     assert flight.event is not None
     arrived = flight.event.wait(site.policy.lock_timeout)
-    if arrived and flight.through:
-        site.emit(lk.res, lk.tags, ERROR, ZERO)
-        value = fn(*args, **kwargs)
-        last_lookup_var.set(ERROR)
-        return value
-    if arrived and flight.shared is not None:
+    done = _from_leader(lk, flight) if arrived else None
+    if done is None:
+        # The leader failed (its exception is its own) or is too slow: compute ourselves,
+        # without waiting for a lock again when we already waited our time.
+        return _sync_lead(lk, fn, args, kwargs, None, wait=arrived)
+    if done[1] is HIT:
+        return cast(R, done[0])
+    return _sync_call_through(fn, args, kwargs)
+
+
+def _from_leader(lk: Lookup, flight: Flight) -> Done | None:
+    """What a waiter takes from the leader it waited for (thread or task): ``ERRORED`` to
+    call through when the backend failed the leader, ``(value, HIT)`` for the value the leader
+    shared (decoded again: a copy of its own for each waiter), or None to compute itself (the
+    leader's function raised, or what it shared cannot be read)."""
+    if flight.through:
+        lk.site.emit(lk.res, lk.tags, ERROR, ZERO)
+        return ERRORED
+    if flight.shared is not None:
         body, cost = flight.shared
         try:
-            shared_value = orjson.loads(body)  # a copy of its own for each waiter
-            site.emit(lk.res, lk.tags, HIT, cost)
+            value = orjson.loads(body)
+            lk.site.emit(lk.res, lk.tags, HIT, cost)
         except Exception as exc:
             errors.report("cache", exc)
         else:
-            return cast(R, shared_value)
-    # The leader failed (its exception is its own) or is too slow: compute ourselves, without
-    # waiting for a lock again when we already waited our time.
-    return _sync_lead(lk, fn, args, kwargs, None, wait=arrived)
+            return value, HIT
+    return None
+
+
+def _sync_call_through(fn: Callable[..., R], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> R:
+    """The cache could not serve the call (already counted as an error): call the function,
+    outside costwatch's exception handlers.  Its asyncio twin :func:`_async_call_through`
+    differs only by ``await``."""
+    value = fn(*args, **kwargs)
+    last_lookup_var.set(ERROR)
+    return value
 
 
 def _sync_lead(
@@ -136,7 +167,8 @@ def _sync_lead(
 
     The lock is taken only by the acquire script, which re-reads the entry in the same atomic
     step: another process may have stored it (and released its lock) since this one read it
-    missing, and then it is a hit, not a second computation.
+    missing, and then it is a hit, not a second computation.  Its asyncio twin
+    :func:`_async_lead` differs only by ``await`` (on the asyncio backend and sleep).
     """
     site, res = lk.site, lk.res
     token = os.urandom(12).hex()
@@ -169,9 +201,7 @@ def _sync_lead(
         errors.report("cache", exc)
         failed = True
     if failed:
-        value = fn(*args, **kwargs)
-        last_lookup_var.set(ERROR)
-        return value
+        return _sync_call_through(fn, args, kwargs)
     return _sync_compute(lk, fn, args, kwargs, flight, locked=locked, token=token)
 
 
@@ -192,7 +222,8 @@ def _sync_compute(
     locked: bool,
     token: str,
 ) -> R:
-    """Run the function inside a cost scope and store its value with what it cost."""
+    """Run the function inside a cost scope and store its value with what it cost.  Its
+    asyncio twin :func:`_async_compute` differs only by ``await``."""
     site, res = lk.site, lk.res
     try:
         with cost_scope() as scope:
@@ -216,7 +247,8 @@ def _sync_compute(
 
 
 def _sync_release(lk: Lookup, token: str) -> None:
-    """The function raised: free the lock at once so other processes need not wait it out."""
+    """The function raised: free the lock at once so other processes need not wait it out.
+    Its asyncio twin :func:`_async_release` differs only by ``await``."""
     try:
         lk.res.backend.write_release(lk.key, None, 1, lk.lock_key, token)
     except BackendError as exc:
@@ -233,6 +265,7 @@ def async_wrapper(site: Site, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awai
         except Exception as exc:
             errors.report("cache", exc)
             step = BROKEN
+        # The twin of sync_wrapper's last lines: the same but for ``await``.
         if isinstance(step, Lookup):
             return await _async_miss(step, fn, args, kwargs)
         value, result = step
@@ -263,21 +296,21 @@ async def _async_miss(
         )
     except TimeoutError:
         shared_flight = None
-    if shared_flight is not None and shared_flight.through:
-        site.emit(lk.res, lk.tags, ERROR, ZERO)
-        value = await fn(*args, **kwargs)
-        last_lookup_var.set(ERROR)
-        return value
-    if shared_flight is not None and shared_flight.shared is not None:
-        body, cost = shared_flight.shared
-        try:
-            shared_value = orjson.loads(body)
-            site.emit(lk.res, lk.tags, HIT, cost)
-        except Exception as exc:
-            errors.report("cache", exc)
-        else:
-            return cast(R, shared_value)
-    return await _async_lead(lk, fn, args, kwargs, None, wait=shared_flight is not None)
+    done = _from_leader(lk, shared_flight) if shared_flight is not None else None
+    if done is None:
+        return await _async_lead(lk, fn, args, kwargs, None, wait=shared_flight is not None)
+    if done[1] is HIT:
+        return cast(R, done[0])
+    return await _async_call_through(fn, args, kwargs)
+
+
+async def _async_call_through(
+    fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> R:
+    """Twin of :func:`_sync_call_through`: the same lines but for ``await``."""
+    value = await fn(*args, **kwargs)
+    last_lookup_var.set(ERROR)
+    return value
 
 
 async def _async_read_and_lead(
@@ -301,9 +334,7 @@ async def _async_read_and_lead(
         if done is not None:
             return cast(R, done[0])
         return await _async_lead(lk, fn, args, kwargs, flight, wait=True)
-    value = await fn(*args, **kwargs)
-    last_lookup_var.set(ERROR)
-    return value
+    return await _async_call_through(fn, args, kwargs)
 
 
 async def _async_lead(
@@ -347,9 +378,7 @@ async def _async_lead(
         errors.report("cache", exc)
         failed = True
     if failed:
-        value = await fn(*args, **kwargs)
-        last_lookup_var.set(ERROR)
-        return value
+        return await _async_call_through(fn, args, kwargs)
     return await _async_compute(lk, fn, args, kwargs, flight, locked=locked, token=token)
 
 

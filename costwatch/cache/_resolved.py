@@ -57,20 +57,13 @@ class Resolved:
         "_lock",
     )
 
-    def __init__(
-        self,
-        rt: _runtime.Runtime,
-        backend: CacheBackend,
-        breaker: CircuitBreaker,
-        policy: CachePolicy,
-        local: LocalLRU | None,
-        *,
-        owner: Resolver,
-    ) -> None:
+    def __init__(self, rt: _runtime.Runtime, backend: CacheBackend, *, owner: Resolver) -> None:
+        """``owner``'s cache under ``rt``, on the ``backend`` it chose there."""
+        policy = owner.policy
         self.rt = rt
         self.backend = backend
         self._abackend: AsyncCacheBackend | None = None
-        self.breaker = breaker
+        self.breaker = owner._breaker_arg or CircuitBreaker()
         """Guards the backend; on a Redis Cluster, the template of one breaker per node."""
         self._node_of = (
             backend.node_of if isinstance(backend, RedisBackend) and backend.cluster else None
@@ -82,7 +75,11 @@ class Resolved:
         """The other sinks, which get each lookup's ``CacheEvent``."""
         self.service = rt.settings.service
         self.namespace = policy.namespace or self.service
-        self.local = local
+        self.local = (
+            LocalLRU(policy.local_size, policy.local_ttl, owner.clock)
+            if policy.local_size
+            else None
+        )
         self.gens: dict[str, tuple[float, int]] = {}
         """Namespace generations read recently: generation key -> (trusted until, generation)."""
         self._generation_ttl = policy.generation_ttl
@@ -191,14 +188,7 @@ class Resolver:
                 backend = shared_redis_backend(rt.redis_url, timeout, cluster)
             else:
                 backend = memory_twin(rt)
-            policy = self.policy
-            breaker = self._breaker_arg or CircuitBreaker()
-            local = (
-                LocalLRU(policy.local_size, policy.local_ttl, self.clock)
-                if policy.local_size
-                else None
-            )
-            res = Resolved(rt, backend, breaker, policy, local, owner=self)
+            res = Resolved(rt, backend, owner=self)
             self._resolved = res
             return res
 

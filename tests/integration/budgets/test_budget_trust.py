@@ -350,7 +350,7 @@ def test_a_hanging_on_alert_never_delays_settlement_and_is_counted(
     assert registry.flush(timeout_s=5)
     assert allowed == 30 and time.monotonic() - t0 < 5
     assert registry.status("alerting").spent_usd == Decimal("0.090")
-    assert registry.callbacks.timed_out == 3
+    assert registry.worker.callbacks.timed_out == 3
     assert sink.internal_errors.count("budget_callback") == 3
     stuck.set()
 

@@ -138,7 +138,7 @@ def test_a_budget_threshold_reaches_its_webhook(receiver: Receiver) -> None:
         Decimal("0.6"),
     )
     assert registry.flush()
-    assert registry.webhooks.flush(5)
+    assert registry.worker.webhooks.flush(5)
     assert [(b["budget"], b["threshold"], b["service"]) for b in receiver.bodies] == [
         ("b", 0.5, "bot")
     ]

@@ -16,8 +16,11 @@ import pytest
 import costwatch
 from costwatch._core.errors import ConfigError
 from costwatch.cache._backend import MemoryBackend
+from costwatch.cache._calls import _from_leader
 from costwatch.cache._codec import decode_entry, entry_body
+from costwatch.cache._flight import Flight
 from costwatch.cache._local import LocalLRU
+from costwatch.cache._lookup import Lookup, Site
 from costwatch.cache._retrieval_cache import RetrievalCache, last_lookup_var
 from tests._fixtures.capture import CaptureSink as Capture
 from tests._fixtures.threads import all_at_once
@@ -491,6 +494,24 @@ def test_waiters_compute_themselves_when_the_leader_fails(sink: Capture) -> None
         t.join()
     assert sum(isinstance(o, RuntimeError) for o in outcomes) == 1
     assert outcomes.count(["doc"]) == 3
+
+
+def test_a_waiter_takes_a_copy_of_what_its_leader_shared_or_calls_through_after_a_failure(
+    sink: Capture,
+) -> None:
+    cache = RetrievalCache(ttl=60)
+    site = Site(cache.policy, cache._resolver, lambda query: [query], "kb", "retrieval", None)
+    lookup = site.begin(("q",), {})
+    assert isinstance(lookup, Lookup)
+    flight = Flight(threads=True)
+    assert _from_leader(lookup, flight) is None  # nothing shared: the waiter computes itself
+    flight.shared = (orjson.dumps(["doc"]), Decimal("0.002"))
+    first, second = _from_leader(lookup, flight), _from_leader(lookup, flight)
+    assert first == second == (["doc"], "hit")
+    assert first is not None and second is not None and first[0] is not second[0]
+    flight.through = True  # the backend failed the leader: its waiters call through
+    assert _from_leader(lookup, flight) == (None, "error")
+    assert sink.results() == ["hit", "hit", "error"]
 
 
 async def test_a_cancelled_leader_lets_waiting_tasks_compute(sink: Capture) -> None:
