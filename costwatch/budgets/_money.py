@@ -7,6 +7,8 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING
 
+from costwatch._core.memo import BoundedMemo
+
 if TYPE_CHECKING:
     from costwatch.budgets._match import PriceLike
 
@@ -30,7 +32,8 @@ def from_nano(value: int) -> Decimal:
 
 
 _FEMTO = Decimal(10**15)
-_femto_cache: dict[int, tuple[object, tuple[int, int, int] | None]] = {}
+_femto_cache: BoundedMemo[int, tuple[object, tuple[int, int, int] | None]] = BoundedMemo(4096)
+"""id(price) -> (that price, its femto prices): the price is kept so its id is not reused."""
 
 
 def femto_prices(price: PriceLike) -> tuple[int, int, int] | None:
@@ -51,7 +54,5 @@ def femto_prices(price: PriceLike) -> tuple[int, int, int] | None:
                 exact = (int(values[0]), int(values[1]), int(values[2]))
     except (AttributeError, TypeError, ArithmeticError):
         exact = None
-    if len(_femto_cache) > 4096:
-        _femto_cache.clear()
-    _femto_cache[id(price)] = (price, exact)
+    _femto_cache.keep(id(price), (price, exact))
     return exact

@@ -18,6 +18,7 @@ from typing import Any, Final, NamedTuple
 from costwatch._core.breaker import CircuitBreaker
 from costwatch._core.context import ATTRIBUTION_TAGS, TagSet, tags_var
 from costwatch._core.failopen import errors
+from costwatch._core.memo import BoundedMemo
 from costwatch._core.sink import CacheEvent
 from costwatch.accounting._tally import cache_key
 from costwatch.cache._codec import (
@@ -51,6 +52,7 @@ ZERO = Decimal(0)
 TENANT = ATTRIBUTION_TAGS.index("tenant")
 
 _MAX_KEYED = 4096
+"""At most this many namespace key prefixes, and as many exact local keys, are memoised."""
 
 OwnCost = Callable[[Any], Decimal | None]
 """Given a miss's result, the cost of the wrapping decorator's own record (priced retrieval,
@@ -139,8 +141,12 @@ class Site:
     flights: Flights = field(init=False, default_factory=Flights)
     _binder: Binder = field(init=False)
     _const: tuple[str, ...] = field(init=False)
-    _ns_keys: dict[tuple[str, str], tuple[str, str]] = field(init=False, default_factory=dict)
-    _keyed: dict[LocalKey, tuple[str, Keys]] = field(init=False, default_factory=dict)
+    _ns_keys: BoundedMemo[tuple[str, str], tuple[str, str]] = field(
+        init=False, default_factory=lambda: BoundedMemo(_MAX_KEYED)
+    )
+    _keyed: BoundedMemo[LocalKey, tuple[str, Keys]] = field(
+        init=False, default_factory=lambda: BoundedMemo(_MAX_KEYED)
+    )
     """Exact call key -> (namespace, keys): a repeated call is not hashed again."""
     _events: dict[str, tuple[TagSet, Decimal, Resolved, CacheEvent, CacheEvent]] = field(
         init=False, default_factory=dict
@@ -204,10 +210,7 @@ class Site:
         ns = self._ns_keys.get((res.namespace, tenant))
         if ns is None:
             tag = namespace_tag(res.namespace, tenant, self.source)
-            ns = (tag + "gen", tag)
-            if len(self._ns_keys) > 4096:
-                self._ns_keys.clear()
-            self._ns_keys[(res.namespace, tenant)] = ns
+            ns = self._ns_keys.keep((res.namespace, tenant), (tag + "gen", tag))
         return ns
 
     # -- lookup ----------------------------------------------------------------------------
@@ -244,9 +247,7 @@ class Site:
             gen_key, prefix = self.keys(res, tenant)
             keys = (prefix + digest, gen_key, prefix, digest)
             if exact:
-                if len(self._keyed) >= _MAX_KEYED:
-                    self._keyed.clear()
-                self._keyed[local_key] = (res.namespace, keys)
+                self._keyed.keep(local_key, (res.namespace, keys))
         breaker = res.breaker_for(keys[1])
         if not breaker.allow():
             self.emit(res, tags, ERROR, ZERO)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from costwatch._core import runtime as _runtime
 from costwatch._core.breaker import CircuitBreaker
 from costwatch._core.forks import new_lock
+from costwatch._core.memo import BoundedMemo
 from costwatch.cache._backend import (
     AsyncCacheBackend,
     BackendError,
@@ -80,7 +81,7 @@ class Resolved:
             if policy.local_size
             else None
         )
-        self.gens: dict[str, tuple[float, int]] = {}
+        self.gens: BoundedMemo[str, tuple[float, int]] = BoundedMemo(_MAX_TRUSTED)
         """Namespace generations read recently: generation key -> (trusted until, generation)."""
         self._generation_ttl = policy.generation_ttl
         self._clock = owner.clock
@@ -101,9 +102,7 @@ class Resolved:
     def trust(self, gen_key: str, generation: int) -> None:
         """Remember a generation just read or written, for ``generation_ttl`` seconds."""
         if self._generation_ttl:
-            if len(self.gens) > _MAX_TRUSTED:
-                self.gens.clear()
-            self.gens[gen_key] = (self._clock() + self._generation_ttl, generation)
+            self.gens.keep(gen_key, (self._clock() + self._generation_ttl, generation))
 
     def trusted(self, gen_key: str) -> int | None:
         """The generation read less than ``generation_ttl`` ago, or None."""
