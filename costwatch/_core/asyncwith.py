@@ -15,7 +15,7 @@ class AsyncToo(Generic[T]):
     def __enter__(self) -> T:
         raise NotImplementedError
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object, /) -> None:
         raise NotImplementedError
 
     async def __aenter__(self) -> T:

@@ -18,7 +18,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from decimal import Decimal
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar
 
 from costwatch._core.labels import tag_value
@@ -125,12 +125,7 @@ class tags:  # noqa: N801 - a context manager used like a function, as in contex
         self._token = tags_var.set(merged)
         return merged
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self._token is not None:
             tags_var.reset(self._token)
             self._token = None

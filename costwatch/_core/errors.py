@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -28,27 +29,25 @@ class ConfigError(ValueError):
         super().__init__(f"costwatch: invalid {field}={value!r}: {reason}")
 
 
+@dataclass(eq=False, repr=False)
 class BudgetExceeded(RuntimeError):
-    """A ``block`` budget refused a call before it reached the provider."""
+    """A ``block`` budget refused a call before it reached the provider.
 
-    def __init__(
-        self,
-        budget: str,
-        *,
-        spent_usd: Decimal,
-        limit_usd: Decimal,
-        window: str,
-        resets_at: datetime | None,
-        reason: str = "limit",
-    ) -> None:
-        self.budget = budget
-        self.spent_usd = spent_usd
-        self.limit_usd = limit_usd
-        self.window = window
-        self.resets_at = resets_at
-        self.reason = reason
-        when = resets_at.isoformat() if resets_at is not None else "unknown"
+    A dataclass for its fields only: compared by identity, with the message (its ``args`` and
+    ``str``) and ``repr`` of an exception.
+    """
+
+    budget: str
+    _: KW_ONLY
+    spent_usd: Decimal
+    limit_usd: Decimal
+    window: str
+    resets_at: datetime | None
+    reason: str = "limit"
+
+    def __post_init__(self) -> None:
+        when = self.resets_at.isoformat() if self.resets_at is not None else "unknown"
         super().__init__(
-            f"costwatch budget {budget!r} ({window}) refused the call: {reason}; "
-            f"spent ${spent_usd} of ${limit_usd}, resets at {when}"
+            f"costwatch budget {self.budget!r} ({self.window}) refused the call: {self.reason}; "
+            f"spent ${self.spent_usd} of ${self.limit_usd}, resets at {when}"
         )

@@ -214,8 +214,9 @@ _NO_TAGS: Mapping[str, str] = MappingProxyType({})
 class CostRecord:
     """One priced call.  Built once per call and handed, unchanged, to every sink.
 
-    A plain class with class-level defaults for the rarely set fields: it is built on every
-    wrapped call, and this costs a tenth of an equivalent dataclass.
+    A plain class with class-level defaults for the rarely set fields (the others are set by
+    ``__init__``, whose signature holds their defaults): it is built on every wrapped call, and
+    this costs a tenth of an equivalent dataclass.
     """
 
     provider: str
@@ -225,20 +226,20 @@ class CostRecord:
     cost_usd: Decimal | None
     """``None`` when the model has no price: never reported as $0."""
     latency_s: float
-    status: Status = "ok"
-    input_cost_usd: Decimal | None = None
+    status: Status
+    input_cost_usd: Decimal | None
     """The input-side part of ``cost_usd`` (fresh input, cache reads and writes)."""
-    strategy: str = "base"
-    service: str = ""
-    feature: str = ""
-    team: str = ""
-    tenant: str = ""
-    operation: str = ""
+    strategy: str
+    service: str
+    feature: str
+    team: str
+    tenant: str
+    operation: str
     """GenAI operation name: ``chat``, ``embeddings``, ``retrieval`` ..."""
-    response_model: str = ""
-    price_source: str | None = None
+    response_model: str
+    price_source: str | None
     """Where the price came from: ``user``, ``bundled``, ``genai-prices``, ``fixed`` or ``None``."""
-    usage_source: UsageSource = "reported"
+    usage_source: UsageSource
     incomplete: bool = False
     """A stream abandoned early or interrupted: recorded once, with what was known."""
     error_type: str = ""
@@ -257,8 +258,8 @@ class CostRecord:
     without a published flex price)."""
     service_tier: str = ""
     """The processing tier the call was priced at (OpenAI ``flex``, ``priority``), if any."""
-    timestamp: float = 0.0
-    tags: Mapping[str, str] = _NO_TAGS
+    timestamp: float
+    tags: Mapping[str, str]
     """Every tag in force (including feature/team/tenant), for budget matching."""
 
     def __init__(

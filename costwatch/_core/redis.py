@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import weakref
 from collections.abc import AsyncGenerator, Callable
@@ -97,37 +98,25 @@ def connect(
     timeout_s: float,
     cluster: bool = False,
     max_connections: int | None = MAX_CONNECTIONS,
+    asyncio: bool = False,
 ) -> Any:
-    """A sync client for ``url``: ``redis.Redis`` or ``redis.cluster.RedisCluster``.
+    """A client for ``url``: ``redis.Redis`` or ``redis.cluster.RedisCluster``, or with
+    ``asyncio=True`` their asyncio twins (bound to the loop they first run on).
 
     Raises ``ValueError`` for a URL redis-py cannot parse.
     """
-    options = client_options(timeout_s, asyncio=False, max_connections=max_connections)
-    if wants_cluster(url, cluster):
-        from redis.cluster import RedisCluster
-
-        return RedisCluster.from_url(node_url(url), **options)
+    options = client_options(timeout_s, asyncio=asyncio, max_connections=max_connections)
     import redis
-
-    return redis.Redis.from_url(url, retry_on_timeout=False, **options)
-
-
-def connect_async(
-    url: str,
-    *,
-    timeout_s: float,
-    cluster: bool = False,
-    max_connections: int | None = MAX_CONNECTIONS,
-) -> Any:
-    """The asyncio twin of :func:`connect` (bound to the loop it first runs on)."""
-    options = client_options(timeout_s, asyncio=True, max_connections=max_connections)
-    if wants_cluster(url, cluster):
-        from redis.asyncio.cluster import RedisCluster
-
-        return RedisCluster.from_url(node_url(url), **options)
     import redis.asyncio
 
-    return redis.asyncio.Redis.from_url(url, retry_on_timeout=False, **options)
+    clients = redis.asyncio if asyncio else redis
+    if wants_cluster(url, cluster):
+        return clients.RedisCluster.from_url(node_url(url), **options)
+    return clients.Redis.from_url(url, retry_on_timeout=False, **options)
+
+
+connect_async = functools.partial(connect, asyncio=True)
+"""``connect(url, ..., asyncio=True)``: an asyncio client for ``url``."""
 
 
 async def _close_with_loop(client: Any, abandoned: list[bool]) -> AsyncGenerator[None, None]:

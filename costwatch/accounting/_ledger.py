@@ -6,15 +6,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
-from costwatch._core.record import TOKEN_TYPES, CostRecord, TokenUsage
+from costwatch._core.record import TOKEN_TYPES, CostRecord
 from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.accounting._pending import FOLD_EVERY, drain
-from costwatch.accounting._tally import Tally, TallyCursor
+from costwatch.accounting._tally import TalliedCalls, Tally, TallyCursor
 
 _ZERO = Decimal(0)
 
@@ -251,6 +252,66 @@ def _new_row() -> list[Any]:
 _LEDGER_LABELS = ("strategy", "stage", "provider", "model", "feature", "team", "tenant")
 """A ledger row's key, in order: label values passed through the guard."""
 
+_ledger_key = attrgetter(*_LEDGER_LABELS)
+"""The ``_LEDGER_LABELS`` values of a ``CostRecord`` or of ``TalliedCalls``, as a tuple."""
+
+_profile_key = attrgetter("pipeline", "stage", "provider", "model")
+"""The row of a call inside a request in its pipeline's traffic profile: the request's name,
+then the ``(stage, provider, model)`` that ``PipelineTotals.calls`` is keyed by."""
+
+
+def _add_calls(
+    rows: dict[tuple[str, ...], list[Any]],
+    key: tuple[str, ...],
+    calls: int,
+    errors: int,
+    priced: CostRecord | TalliedCalls,
+) -> list[Any]:
+    """Add ``calls`` calls (``errors`` of them failed) to the row of ``key`` in ``rows``, with
+    the cost, tokens and latency of ``priced`` (one record, or tallied calls; a cost of None:
+    the calls were unpriced), and return the row.  The caller holds the ledger's lock."""
+    row = rows.get(key)
+    if row is None:
+        row = rows[key] = _new_row()
+    row[_CALLS] += calls
+    row[_ERRORS] += errors
+    cost = priced.cost_usd
+    if cost is None:
+        row[_UNPRICED] += calls
+    else:
+        row[_COST] += cost
+    usage = priced.usage
+    row[_IN] += usage.input
+    row[_CR] += usage.cache_read
+    row[_CW] += usage.cache_write
+    row[_OUT] += usage.output
+    row[_REASON] += usage.reasoning
+    row[_LAT] += priced.latency_s
+    if priced.input_cost_usd is not None:
+        row[_IN_COST] += priced.input_cost_usd
+    return row
+
+
+def _totals(row: list[Any]) -> Totals:
+    """A ledger row as ``Totals``."""
+    return Totals(
+        calls=row[_CALLS],
+        errors=row[_ERRORS],
+        cost_usd=row[_COST],
+        unpriced=row[_UNPRICED],
+        tokens={
+            "input": row[_IN],
+            "cache_read": row[_CR],
+            "cache_write": row[_CW],
+            "output": row[_OUT],
+            "reasoning": row[_REASON],
+        },
+        latency_s=row[_LAT],
+        context_tokens=row[_CTX_T],
+        context_cost_usd=row[_CTX_C],
+        input_cost_usd=row[_IN_COST],
+    )
+
 
 class Ledger(BaseSink):
     """Aggregates records by their full attribution key; ``summary()`` rolls the keys up.
@@ -271,6 +332,9 @@ class Ledger(BaseSink):
         self._lock = new_lock()
         self._rows: dict[tuple[str, ...], list[Any]] = {}
         self._pipelines: dict[str, PipelineTotals] = {}
+        """Requests and outcomes by pipeline (their calls are in ``_profiles``)."""
+        self._profiles: dict[tuple[str, ...], list[Any]] = {}
+        """Rows of the calls inside requests, by ``_profile_key``."""
         self._ends: list[RequestEnd] = []
         """Request ends not yet added to ``_pipelines`` (see ``_pending``)."""
         self._context: dict[str, list[Any]] = {}
@@ -297,81 +361,27 @@ class Ledger(BaseSink):
             for event, count in lookups:
                 self._add_cache(event, count)
         for calls in taken:
-            tags = calls.tags
-            key = (
-                calls.strategy,
-                calls.stage,
-                calls.provider,
-                calls.model,
-                tags.get("feature", ""),
-                tags.get("team", ""),
-                tags.get("tenant", ""),
-            )
             with self._lock:
-                self._add(
-                    key,
-                    calls.calls,
-                    0,
-                    calls.cost_usd,
-                    calls.input_cost_usd,
-                    calls.usage,
-                    calls.latency_s,
-                )
+                _add_calls(self._rows, _ledger_key(calls), calls.calls, 0, calls)
                 if calls.pipeline:
-                    self._add_pipeline_calls(
-                        calls.pipeline,
-                        (calls.stage, calls.provider, calls.model),
-                        calls.calls,
-                        0,
-                        calls.cost_usd,
-                        calls.input_cost_usd,
-                        calls.usage,
-                        calls.latency_s,
-                    )
+                    _add_calls(self._profiles, _profile_key(calls), calls.calls, 0, calls)
 
     def on_record(self, record: CostRecord) -> None:
         labels = self.labels
-        key = labels.guard(
-            _LEDGER_LABELS,
-            (
-                record.strategy,
-                record.stage,
-                record.provider,
-                record.model,
-                record.feature,
-                record.team,
-                record.tenant,
-            ),
-        )
+        key = labels.guard(_LEDGER_LABELS, _ledger_key(record))
         sources = (
             [(labels.admit("source", src), src, n) for src, n in record.context_tokens.items()]
             if record.context_tokens
             else ()
         )
+        failed = int(record.status != "ok")
         with self._lock:
-            row = self._add(
-                key,
-                1,
-                int(record.status != "ok"),
-                record.cost_usd,
-                record.input_cost_usd,
-                record.usage,
-                record.latency_s,
-            )
+            row = _add_calls(self._rows, key, 1, failed, record)
             if record.pipeline:
-                calls = self._add_pipeline_calls(
-                    record.pipeline,
-                    (record.stage, record.provider, record.model),
-                    1,
-                    int(record.status != "ok"),
-                    record.cost_usd,
-                    record.input_cost_usd,
-                    record.usage,
-                    record.latency_s,
-                )
+                profile = _add_calls(self._profiles, _profile_key(record), 1, failed, record)
                 for source, tokens in record.context_tokens.items():
-                    calls.context_tokens += tokens
-                    calls.context_cost_usd += record.context_cost_usd.get(source, _ZERO)
+                    profile[_CTX_T] += tokens
+                    profile[_CTX_C] += record.context_cost_usd.get(source, _ZERO)
             for label, source, tokens in sources:
                 cost = record.context_cost_usd.get(source, _ZERO)
                 ctx = self._context.get(label)
@@ -381,68 +391,6 @@ class Ledger(BaseSink):
                 ctx[1] += cost
                 row[_CTX_T] += tokens
                 row[_CTX_C] += cost
-
-    def _add_pipeline_calls(
-        self,
-        pipeline: str,
-        key: tuple[str, str, str],
-        calls: int,
-        errors: int,
-        cost: Decimal | None,
-        input_cost: Decimal | None,
-        usage: TokenUsage,
-        latency_s: float,
-    ) -> Totals:
-        """Holds the lock: calls in their pipeline's traffic profile, by ``(stage, provider,
-        model)`` (``cost`` None: the calls were unpriced); returns their row."""
-        totals = self._pipelines.get(pipeline)
-        if totals is None:
-            totals = self._pipelines[pipeline] = PipelineTotals()
-        row = totals.calls.get(key)
-        if row is None:
-            row = totals.calls[key] = Totals()
-        row.calls += calls
-        row.errors += errors
-        if cost is None:
-            row.unpriced += calls
-        else:
-            row.cost_usd += cost
-        for token_type, count in usage.by_type().items():
-            row.tokens[token_type] += count
-        row.latency_s += latency_s
-        if input_cost is not None:
-            row.input_cost_usd += input_cost
-        return row
-
-    def _add(
-        self,
-        key: tuple[str, ...],
-        calls: int,
-        errors: int,
-        cost: Decimal | None,
-        input_cost: Decimal | None,
-        usage: TokenUsage,
-        latency_s: float,
-    ) -> list[Any]:
-        """Add to the row of ``key`` (``cost`` None: the calls were unpriced); holds the lock."""
-        row = self._rows.get(key)
-        if row is None:
-            row = self._rows[key] = _new_row()
-        row[_CALLS] += calls
-        row[_ERRORS] += errors
-        if cost is None:
-            row[_UNPRICED] += calls
-        else:
-            row[_COST] += cost
-        row[_IN] += usage.input
-        row[_CR] += usage.cache_read
-        row[_CW] += usage.cache_write
-        row[_OUT] += usage.output
-        row[_REASON] += usage.reasoning
-        row[_LAT] += latency_s
-        if input_cost is not None:
-            row[_IN_COST] += input_cost
-        return row
 
     def on_request_end(self, event: RequestEnd) -> None:
         ends = self._ends
@@ -531,10 +479,10 @@ class Ledger(BaseSink):
                     dict(v.strategies),
                     dict(v.outcomes),
                     dict(v.outcome_cost_usd),
-                    {c: _copy(t) for c, t in v.calls.items()},
                 )
                 for k, v in self._pipelines.items()
             }
+            profiles = [(k, list(v)) for k, v in self._profiles.items()]
             now = self._clock()
             lifecycle = {
                 k: LifecycleTotals(
@@ -550,26 +498,15 @@ class Ledger(BaseSink):
                 for k, v in self._cache.items()
             }
             internal = dict(self._internal)
+        for (pipeline, stage, provider, model), row in profiles:
+            totals = pipelines.get(pipeline)
+            if totals is None:
+                totals = pipelines[pipeline] = PipelineTotals()
+            totals.calls[stage, provider, model] = _totals(row)
         total = Totals()
         groups: tuple[dict[str, Totals], ...] = ({}, {}, {}, {}, {}, {}, {})
         for (strategy, stage, _provider, model, feature, team, tenant), row in rows:
-            t = Totals(
-                calls=row[_CALLS],
-                errors=row[_ERRORS],
-                cost_usd=row[_COST],
-                unpriced=row[_UNPRICED],
-                tokens={
-                    "input": row[_IN],
-                    "cache_read": row[_CR],
-                    "cache_write": row[_CW],
-                    "output": row[_OUT],
-                    "reasoning": row[_REASON],
-                },
-                latency_s=row[_LAT],
-                context_tokens=row[_CTX_T],
-                context_cost_usd=row[_CTX_C],
-                input_cost_usd=row[_IN_COST],
-            )
+            t = _totals(row)
             total.merge(t)
             # A retrieval call's "model" is its source (``@retrieval(source="kb")``).
             model_group = groups[6] if stage == "retrieval" else groups[2]
@@ -601,9 +538,3 @@ class Ledger(BaseSink):
             unmatched,
             now - self._started,
         )
-
-
-def _copy(totals: Totals) -> Totals:
-    out = Totals()
-    out.merge(totals)
-    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -49,56 +50,36 @@ _UNRESOLVED = _Unresolved()
 _MAX_ALIASES = 256
 
 
+@dataclass(slots=True, eq=False)
 class _Priced:
     """The price a site resolved for its last model: most sites call one model, so the next call
     of the same model (and the same catalog) reuses it instead of resolving again."""
 
-    __slots__ = ("catalog", "model", "response_model", "priced_as", "price", "timed")
-
-    def __init__(
-        self,
-        catalog: object,
-        model: str,
-        response_model: str,
-        priced_as: str,
-        price: Price | None,
-        timed: bool = False,
-    ) -> None:
-        self.catalog = catalog
-        self.model = model
-        self.response_model = response_model
-        self.priced_as = priced_as
-        """The model the call is priced as: the requested one, or the model its response named
-        when only that one has a price (an Azure deployment name, a proxy's alias)."""
-        self.price = price
-        self.timed = timed
-        """The price changes with time (an effective date ahead, a time-of-day window): it is
-        resolved again for each call, at the call's time, and never summed in the tally."""
+    catalog: object
+    model: str
+    response_model: str
+    priced_as: str
+    """The model the call is priced as: the requested one, or the model its response named
+    when only that one has a price (an Azure deployment name, a proxy's alias)."""
+    price: Price | None
+    timed: bool = False
+    """The price changes with time (an effective date ahead, a time-of-day window): it is
+    resolved again for each call, at the call's time, and never summed in the tally."""
 
 
+@dataclass(slots=True, eq=False)
 class _Kept:
     """The tally entry the last tallied call of a site added to, kept for the next call like it
     (same tally, model, attribution, request name and resolved strategy) when the entry does
     not depend on the call's tokens (a price without long-context tiers): that call skips
     building and hashing its key."""
 
-    __slots__ = ("tally", "model", "attribution", "pipeline", "strategy", "entry")
-
-    def __init__(
-        self,
-        tally: Tally | None,
-        model: str,
-        attribution: tuple[str, ...],
-        pipeline: str,
-        strategy: str,
-        entry: list[Any],
-    ) -> None:
-        self.tally = tally
-        self.model = model
-        self.attribution = attribution
-        self.pipeline = pipeline
-        self.strategy = strategy
-        self.entry = entry
+    tally: Tally | None
+    model: str
+    attribution: tuple[str, ...]
+    pipeline: str
+    strategy: str
+    entry: list[Any]
 
 
 _NOTHING_PRICED = _Priced(None, "", "", "", None)

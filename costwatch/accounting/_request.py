@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from contextvars import Token
-from types import TracebackType
 from typing import Any
 
 from costwatch._core import runtime as _runtime
+from costwatch._core.asyncwith import AsyncToo
 from costwatch._core.context import (
     STRATEGIES,
     RequestState,
@@ -22,7 +22,7 @@ from costwatch._core.sink import RequestEnd
 from costwatch.accounting._outcomes import outcome_of
 
 
-class request:  # noqa: N801 - used like a function: ``with costwatch.request("answer"):``
+class request(AsyncToo[RequestState]):  # noqa: N801 - used like a function: ``with costwatch.request("answer"):``
     """Group the calls of one user-facing request: cost per request and context attribution.
 
     Usable as ``with`` and ``async with``.  ``strategy`` is ``rag``, ``fine_tuned``, ``hybrid``
@@ -53,12 +53,7 @@ class request:  # noqa: N801 - used like a function: ``with costwatch.request("a
         self._req_token = request_var.set(state)
         return state
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         state = self._state
         if self._req_token is not None:
             request_var.reset(self._req_token)
@@ -67,17 +62,6 @@ class request:  # noqa: N801 - used like a function: ``with costwatch.request("a
             self._tags.__exit__(exc_type, exc, tb)
         if state is not None:
             _finish(state, "error" if exc_type is not None else "ok")
-
-    async def __aenter__(self) -> RequestState:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
 
 
 def _finish(state: RequestState, status: str) -> None:

@@ -76,7 +76,10 @@ class TalliedCalls:
     model: str
     stage: str
     strategy: str
-    tags: dict[str, str]
+    feature: str
+    team: str
+    tenant: str
+    """The attribution tags the calls ran under ("" where unset), as a ``CostRecord`` has them."""
     usage: TokenUsage
     calls: int
     cost_usd: Decimal | None
@@ -313,7 +316,9 @@ def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCall
         model,
         stage,
         resolve_strategy(fine_tuned, None, tags),
-        tags,
+        tags.get("feature", ""),
+        tags.get("team", ""),
+        tags.get("tenant", ""),
         usage,
         calls,
         cost,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping
 from decimal import Decimal
+from operator import attrgetter
 
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
@@ -29,6 +30,13 @@ from costwatch.exporters.names import (
 )
 
 _ZERO = Decimal(0)
+
+spend_values = attrgetter(*SPEND_LABELS[1:])
+"""The ``SPEND_LABELS`` values after ``service`` of a ``CostRecord`` or of ``TalliedCalls``."""
+request_values = attrgetter(*REQUEST_LABELS[1:])
+"""The ``REQUEST_LABELS`` values after ``service`` of a ``RequestEnd`` (or an ``Outcome``)."""
+_outcome_values = attrgetter(*OUTCOME_LABELS[1:])
+"""The ``OUTCOME_LABELS`` values after ``service`` of an ``Outcome``."""
 
 
 class SpendSeries:
@@ -224,20 +232,7 @@ class SpendAggregate:
             self.on_cache(event, count)
 
     def add_tallied(self, calls: TalliedCalls) -> None:
-        tags = calls.tags
-        series = self.spend.get(
-            (
-                self.service,
-                calls.provider,
-                calls.model,
-                calls.stage,
-                calls.strategy,
-                tags.get("feature", ""),
-                tags.get("team", ""),
-                tags.get("tenant", ""),
-            ),
-            calls.calls,
-        )
+        series = self.spend.get((self.service, *spend_values(calls)), calls.calls)
         with series.lock:
             series.add_spend(calls.cost_usd, calls.calls, calls.usage)
             series.ok += calls.calls
@@ -260,16 +255,7 @@ class SpendAggregate:
     def add_record(self, record: CostRecord) -> SpendSeries:
         """Add ``record`` to its spend series and return the series (the OTel exporter reads
         its admitted labels)."""
-        key = (
-            record.service or self.service,
-            record.provider,
-            record.model,
-            record.stage,
-            record.strategy,
-            record.feature,
-            record.team,
-            record.tenant,
-        )
+        key = (record.service or self.service, *spend_values(record))
         series = self._spend_cached(key)
         if series is None:
             series = self.spend.get(key)
@@ -326,16 +312,7 @@ class SpendAggregate:
                 slot[1] += costs.get(source, _ZERO)
 
     def request_series(self, event: RequestEnd) -> HistogramSeries:
-        return self.requests.get(
-            (
-                event.service or self.service,
-                event.strategy,
-                event.feature,
-                event.team,
-                event.tenant,
-                event.pipeline,
-            )
-        )
+        return self.requests.get((event.service or self.service, *request_values(event)))
 
     def on_request_end(self, event: RequestEnd) -> None:
         self.request_series(event).observe(REQUEST_COST_BUCKETS, float(event.cost_usd))
@@ -377,17 +354,7 @@ class SpendAggregate:
             with self._lock:
                 self.unmatched[event.unmatched] = self.unmatched.get(event.unmatched, 0) + 1
             return
-        series = self.outcomes.get(
-            (
-                event.service or self.service,
-                event.strategy,
-                event.feature,
-                event.team,
-                event.tenant,
-                event.pipeline,
-                event.outcome,
-            )
-        )
+        series = self.outcomes.get((event.service or self.service, *_outcome_values(event)))
         with series.lock:
             slot = series.by_outcome.get(event.outcome)
             if slot is None:

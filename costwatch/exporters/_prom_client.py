@@ -21,7 +21,12 @@ from costwatch._core.labels import LabelGuard
 from costwatch._core.record import CostRecord
 from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.exporters import names
-from costwatch.exporters._aggregate import lifecycle_labels, pipeline_call
+from costwatch.exporters._aggregate import (
+    lifecycle_labels,
+    pipeline_call,
+    request_values,
+    spend_values,
+)
 from costwatch.exporters._cardinality import GuardedTable
 from costwatch.exporters.names import CACHE_LABELS, REQUEST_LABELS, SPEND_LABELS, MetricSpec
 
@@ -165,18 +170,7 @@ class ClientMetrics:
         self._scalar(self.label_overflow, "overflow", label).inc()
 
     def on_record(self, record: CostRecord) -> None:
-        children = self.spend.get(
-            (
-                record.service or self.service,
-                record.provider,
-                record.model,
-                record.stage,
-                record.strategy,
-                record.feature,
-                record.team,
-                record.tenant,
-            )
-        )
+        children = self.spend.get((record.service or self.service, *spend_values(record)))
         cost = record.cost_usd
         if cost is None:
             children.unpriced_child().inc()
@@ -207,16 +201,8 @@ class ClientMetrics:
             self.pipeline_tokens.labels(*head, component).inc(tokens)
 
     def on_request_end(self, event: RequestEnd) -> None:
-        self.request_children.get(
-            (
-                event.service or self.service,
-                event.strategy,
-                event.feature,
-                event.team,
-                event.tenant,
-                event.pipeline,
-            )
-        ).observe(float(event.cost_usd))
+        labels = (event.service or self.service, *request_values(event))
+        self.request_children.get(labels).observe(float(event.cost_usd))
 
     def on_cache(self, event: CacheEvent) -> None:
         requests, saved = self.cache_children.get(
