@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Unpack
 
 from costwatch._core.errors import BudgetExceeded
-from costwatch._core.failopen import errors
+from costwatch._core.failopen import FailOpen, errors
 from costwatch.budgets._alerts import logger, utc
 from costwatch.budgets._backend import (
     BackendUnavailable,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 _Plan = tuple[list[Budget], list[ReserveRequest], list[Budget], float]
 """(budgets to reserve on, their requests, budgets matched at $0, now) for one call."""
+_FAILS_OPEN = FailOpen("budget")
 
 
 class BudgetRegistry:
@@ -145,34 +146,26 @@ class BudgetRegistry:
         Returns ``None`` when no budget matches (or the backend is down and every matching
         budget allows).  :meth:`areserve` is its asyncio twin, differing only by ``await``.
         """
-        try:
+        with _FAILS_OPEN:
             plan = self._plan(call)
             if plan is None:
                 return None
             if not plan[1]:
                 return self._free(plan)
             return self._hold(plan)
-        except BudgetExceeded:
-            raise
-        except Exception as exc:
-            errors.report("budget", exc)
-            return None
+        return None
 
     async def areserve(self, call: BudgetCall) -> Reservation | None:
         """The asyncio twin of :meth:`reserve`: the same lines but for ``await`` (its round
         trip, :meth:`_ahold`, never blocks the loop)."""
-        try:
+        with _FAILS_OPEN:
             plan = self._plan(call)
             if plan is None:
                 return None
             if not plan[1]:
                 return self._free(plan)
             return await self._ahold(plan)
-        except BudgetExceeded:
-            raise
-        except Exception as exc:
-            errors.report("budget", exc)
-            return None
+        return None
 
     def _hold(self, plan: _Plan) -> Reservation | None:
         """Ask the backend to hold ``plan``'s amounts (again once, with new hold ids, when

@@ -19,10 +19,9 @@ from costwatch._core import context as _context
 from costwatch._core import runtime as _runtime
 from costwatch._core.context import recorded_var
 from costwatch._core.errors import ConfigError
-from costwatch._core.failopen import errors
+from costwatch._core.failopen import FailOpen, errors
 from costwatch._core.record import EMPTY_USAGE, InvalidUsage
 from costwatch.accounting._recorder import CallSpec
-from costwatch.capture._failopen import FailOpen
 from costwatch.capture._streams import is_stream, watch_generator, wrap_stream
 from costwatch.capture._usage import cached_reader, extract_tokens, extract_usage, record_invalid
 

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 from costwatch._core import runtime as _runtime
 from costwatch._core.context import set_recorded
 from costwatch._core.errors import BudgetExceeded
-from costwatch._core.failopen import errors
+from costwatch._core.failopen import FailOpen, errors
 from costwatch._core.record import InvalidUsage
 from costwatch._core.tokens import count_prompt_tokens
 from costwatch.accounting._recorder import CallSpec
-from costwatch.capture._failopen import FailOpen
 from costwatch.capture._streams import (
     is_api_response,
     is_stream,

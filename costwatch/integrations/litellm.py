@@ -42,11 +42,10 @@ from time import perf_counter
 from typing import Any
 
 from costwatch._core import runtime as _runtime
-from costwatch._core.failopen import errors
+from costwatch._core.failopen import FailOpen, errors
 from costwatch._core.record import TokenUsage
 from costwatch._core.tokens import count_prompt_tokens
 from costwatch.accounting._recorder import CallSpec
-from costwatch.capture._failopen import FailOpen
 from costwatch.capture._instrument_calls import SdkCalls
 from costwatch.integrations._common import Specs, recorded_by_sdk, require, start_model_call
 

@@ -9,8 +9,7 @@ from decimal import Decimal
 import pytest
 
 from costwatch._core.errors import BudgetExceeded
-from costwatch._core.failopen import errors
-from costwatch.capture._failopen import FailOpen
+from costwatch._core.failopen import FailOpen, errors
 
 
 @pytest.fixture
