@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from costwatch._core.labels import tag_value
 from costwatch._core.memo import BoundedMemo
+from costwatch._core.record import ZERO
 
 STRATEGIES = ("rag", "fine_tuned", "hybrid", "base")
 
@@ -141,7 +142,7 @@ class CostScope:
     __slots__ = ("cost_usd", "unpriced", "_lock")
 
     def __init__(self) -> None:
-        self.cost_usd = Decimal(0)
+        self.cost_usd = ZERO
         self.unpriced = 0
         self._lock = threading.Lock()
 
@@ -188,7 +189,7 @@ class RequestState:
         self.strategy = strategy
         self.request_id = f"{name}-{next(_request_ids)}"
         self.tags = tags
-        self.cost_usd = Decimal(0)
+        self.cost_usd = ZERO
         self.unpriced = 0
         self.calls = 0
         self.started = time.perf_counter()

@@ -43,6 +43,9 @@ Tokens = tuple[int, int, int, int, int, int, Extras | None]
 an object to build.  ``extras`` (searches, audio, processing tier) is None for nearly every call.
 The layout is ``TOKENS_LAYOUT``; ``TokenUsage.of`` reads it."""
 
+ZERO = Decimal(0)
+"""No dollars: the one zero every sum of money starts from."""
+
 MAX_COUNT = 2**40 - 1
 """The largest token (or search) count accepted, about 1.1 x 10^12: a call reporting more is a
 broken report.  One less than a power of two, so that a bitwise OR of counts checks them all:

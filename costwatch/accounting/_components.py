@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
+from costwatch._core.record import ZERO
+
 COMPONENTS: tuple[str, ...] = (
     "fresh_input",
     "retrieved_context",
@@ -22,7 +24,6 @@ COMPONENTS: tuple[str, ...] = (
 )
 """Per-request (variable) components, in display order."""
 
-_ZERO = Decimal(0)
 _ONE = Decimal(1)
 _BY_STAGE = {"embedding": "embedding", "retrieval": "retrieval", "rerank": "rerank"}
 CONTEXT_SHARE_QUANTUM = Decimal("1e-20")
@@ -61,7 +62,7 @@ def split(
                 ("retrieved_context", None, context_tokens),
                 ("output", None, out_tokens),
             ]
-        input_side = input_cost_usd if input_cost_usd is not None else _ZERO
+        input_side = input_cost_usd if input_cost_usd is not None else ZERO
         return [
             ("fresh_input", input_side - context_cost_usd, prompt - context_tokens),
             ("retrieved_context", context_cost_usd, context_tokens),

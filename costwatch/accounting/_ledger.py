@@ -12,12 +12,10 @@ from typing import Any
 from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
-from costwatch._core.record import TOKEN_TYPES, CostRecord
+from costwatch._core.record import TOKEN_TYPES, ZERO, CostRecord
 from costwatch._core.sink import BaseSink, CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.accounting._pending import FOLD_EVERY, drain
 from costwatch.accounting._tally import TalliedCalls, Tally, TallyCursor
-
-_ZERO = Decimal(0)
 
 
 @dataclass
@@ -26,13 +24,13 @@ class Totals:
 
     calls: int = 0
     errors: int = 0
-    cost_usd: Decimal = _ZERO
+    cost_usd: Decimal = ZERO
     unpriced: int = 0
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_TYPES, 0))
     latency_s: float = 0.0
     context_tokens: int = 0
-    context_cost_usd: Decimal = _ZERO
-    input_cost_usd: Decimal = _ZERO
+    context_cost_usd: Decimal = ZERO
+    input_cost_usd: Decimal = ZERO
 
     def merge(self, other: Totals) -> None:
         self.calls += other.calls
@@ -66,7 +64,7 @@ class PipelineTotals:
 
     requests: int = 0
     errors: int = 0
-    cost_usd: Decimal = _ZERO
+    cost_usd: Decimal = ZERO
     strategies: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     """Requests by the outcome they were given (``success``, ``failure``)."""
@@ -77,7 +75,7 @@ class PipelineTotals:
 
     @property
     def cost_per_request_usd(self) -> Decimal:
-        return self.cost_usd / self.requests if self.requests else _ZERO
+        return self.cost_usd / self.requests if self.requests else ZERO
 
     @property
     def successes(self) -> int:
@@ -113,7 +111,7 @@ class LifecycleTotals:
     strategy: str
     pipeline: str
     runs: int = 0
-    cost_usd: Decimal = _ZERO
+    cost_usd: Decimal = ZERO
     last: LifecycleCost | None = None
     """The latest run, with the detail of its arithmetic."""
 
@@ -132,7 +130,7 @@ class CacheTotals:
     misses: int = 0
     errors: int = 0
     skips: int = 0
-    saved_usd: Decimal = _ZERO
+    saved_usd: Decimal = ZERO
 
     @property
     def hit_rate(self) -> float:
@@ -170,8 +168,8 @@ class Summary:
     @property
     def lifecycle_usd(self) -> Decimal:
         """One-off lifecycle costs plus the fixed costs accrued so far."""
-        one_off = sum((t.cost_usd for t in self.lifecycle.values()), _ZERO)
-        return one_off + sum((f.accrued_usd for f in self.fixed_costs.values()), _ZERO)
+        one_off = sum((t.cost_usd for t in self.lifecycle.values()), ZERO)
+        return one_off + sum((f.accrued_usd for f in self.fixed_costs.values()), ZERO)
 
     @property
     def total_usd(self) -> Decimal:
@@ -179,7 +177,7 @@ class Summary:
 
     @property
     def cache_saved_usd(self) -> Decimal:
-        return sum((c.saved_usd for c in self.cache.values()), _ZERO)
+        return sum((c.saved_usd for c in self.cache.values()), ZERO)
 
     @property
     def context_share_of_input_cost(self) -> float:
@@ -246,7 +244,7 @@ _CALLS, _ERRORS, _COST, _UNPRICED, _IN, _CR, _CW, _OUT, _REASON, _LAT, _CTX_T, _
 
 
 def _new_row() -> list[Any]:
-    return [0, 0, _ZERO, 0, 0, 0, 0, 0, 0, 0.0, 0, _ZERO, _ZERO]
+    return [0, 0, ZERO, 0, 0, 0, 0, 0, 0, 0.0, 0, ZERO, ZERO]
 
 
 _LEDGER_LABELS = ("strategy", "stage", "provider", "model", "feature", "team", "tenant")
@@ -381,12 +379,12 @@ class Ledger(BaseSink):
                 profile = _add_calls(self._profiles, _profile_key(record), 1, failed, record)
                 for source, tokens in record.context_tokens.items():
                     profile[_CTX_T] += tokens
-                    profile[_CTX_C] += record.context_cost_usd.get(source, _ZERO)
+                    profile[_CTX_C] += record.context_cost_usd.get(source, ZERO)
             for label, source, tokens in sources:
-                cost = record.context_cost_usd.get(source, _ZERO)
+                cost = record.context_cost_usd.get(source, ZERO)
                 ctx = self._context.get(label)
                 if ctx is None:
-                    ctx = self._context[label] = [0, _ZERO]
+                    ctx = self._context[label] = [0, ZERO]
                 ctx[0] += tokens
                 ctx[1] += cost
                 row[_CTX_T] += tokens
@@ -430,7 +428,7 @@ class Ledger(BaseSink):
             if totals is None:
                 totals = self._pipelines[event.pipeline] = PipelineTotals()
             totals.outcomes[event.outcome] = totals.outcomes.get(event.outcome, 0) + 1
-            spent = totals.outcome_cost_usd.get(event.outcome, _ZERO)
+            spent = totals.outcome_cost_usd.get(event.outcome, ZERO)
             totals.outcome_cost_usd[event.outcome] = spent + event.cost_usd
 
     def on_lifecycle(self, event: LifecycleCost | FixedCost) -> None:

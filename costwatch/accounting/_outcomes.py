@@ -14,17 +14,17 @@ reach that process.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from decimal import Decimal
+from itertools import islice
+from typing import Any
 
 from costwatch._core import runtime as _runtime
 from costwatch._core.context import check_outcome
 from costwatch._core.failopen import errors
+from costwatch._core.record import ZERO
 from costwatch._core.sink import Outcome, RequestEnd
 from costwatch.accounting._pending import FOLD_EVERY, drain
 
-_ZERO = Decimal(0)
 DEFAULT_CAPACITY = 10_000
 """Requests remembered for a late outcome; the oldest is forgotten first."""
 DEFAULT_TTL_S = 24 * 3600.0
@@ -64,8 +64,9 @@ class OutcomeBook:
         self.clock = clock
         self.capacity = capacity
         self.ttl_s = ttl_s
-        self._waiting: OrderedDict[str, tuple[float, RequestEnd]] = OrderedDict()
-        self._gone: OrderedDict[str, str] = OrderedDict()
+        self._waiting: dict[str, tuple[float, RequestEnd]] = {}
+        """Id -> (when it ended, how), oldest first (a dict keeps insertion order)."""
+        self._gone: dict[str, str] = {}
         """Id -> ``expired`` or ``duplicate``: why a late outcome for it matches nothing."""
         self._ended: list[tuple[str, tuple[float, RequestEnd]]] = []
         """Requests remembered since the book last took them in, as ``_waiting`` items."""
@@ -89,12 +90,11 @@ class OutcomeBook:
         past ``capacity``, the oldest are forgotten, as if taken in one at a time."""
         waiting = self._waiting
         waiting.update(drain(self._ended))
-        if len(waiting) > self.capacity:
-            gone = self._gone
-            for _ in range(len(waiting) - self.capacity):
-                old, _ended = waiting.popitem(last=False)
-                gone[old] = "expired"
-                gone.move_to_end(old)
+        forgotten = _oldest(waiting, len(waiting) - self.capacity)
+        if forgotten:
+            for request_id in forgotten:
+                del waiting[request_id]
+            self._gone.update(dict.fromkeys(forgotten, "expired"))
             self._trim_gone()
 
     def settled(self, request_id: str) -> None:
@@ -118,19 +118,24 @@ class OutcomeBook:
             else:
                 self._forget(request_id, "duplicate")
             if waiting is None:
-                return Outcome(value, "", "", _ZERO, request_id, service, unmatched=reason)
+                return Outcome(value, "", "", ZERO, request_id, service, unmatched=reason)
         return outcome_of(waiting[1], value, service)
 
     def _forget(self, request_id: str, reason: str) -> None:
         gone = self._gone
+        gone.pop(request_id, None)  # said again: now the newest
         gone[request_id] = reason
-        gone.move_to_end(request_id)
         self._trim_gone()
 
     def _trim_gone(self) -> None:
         gone = self._gone
-        while len(gone) > self.capacity:
-            gone.popitem(last=False)
+        for request_id in _oldest(gone, len(gone) - self.capacity):
+            del gone[request_id]
+
+
+def _oldest(ids: dict[str, Any], count: int) -> list[str]:
+    """The ``count`` oldest keys of ``ids`` (none when ``count`` is not positive)."""
+    return list(islice(ids, count)) if count > 0 else []
 
 
 def outcome(request_id: str, value: str) -> bool:

@@ -21,6 +21,7 @@ from costwatch._core.labels import clean_value, is_clean
 from costwatch._core.record import (
     EMPTY_USAGE,
     SERVICE_TIERS,
+    ZERO,
     CostRecord,
     Status,
     TokenUsage,
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     from costwatch.accounting._tally import Tally
     from costwatch.budgets._budget import BudgetCall, Reservation
     from costwatch.pricing import Price
-
-_ZERO = Decimal(0)
 
 
 class _Unresolved:
@@ -344,7 +343,7 @@ class CallSpec:
         batch = self.batch
         if fixed is not None:
             cost: Decimal | None = fixed
-            input_cost: Decimal | None = _ZERO
+            input_cost: Decimal | None = ZERO
             price_source: str | None = "fixed"
             fine_tuned = False
         else:

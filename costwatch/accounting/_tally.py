@@ -43,7 +43,7 @@ from costwatch._core.context import ATTRIBUTION_TAGS, resolve_strategy
 from costwatch._core.failopen import errors
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
-from costwatch._core.record import TokenUsage
+from costwatch._core.record import ZERO, TokenUsage
 from costwatch._core.sink import CacheEvent
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ never objects, so call sites made on the fly (a function decorated per request) 
 ``pipeline`` is the name of the ``costwatch.request`` the calls ran in ("" outside one); the
 attribution's strategy is then the one the calls resolved to in their request."""
 
-_ZERO = Decimal(0)
 
 _CALLS, _LATENCY, _BUCKETS = 0, 11, 12
 """Row layout: calls, the six token counts (1-6), the four ``Extras`` counts (7-10), latency
@@ -183,10 +182,10 @@ class Tally:
             tenant=admit("tenant", key.tenant),
         )
         if guarded == key:
-            row: list[Any] = [0, _ZERO]
+            row: list[Any] = [0, ZERO]
             table[key] = row
             return row
-        return table.setdefault(guarded, [0, _ZERO])
+        return table.setdefault(guarded, [0, ZERO])
 
     def _new_row(self) -> list[Any]:
         row: list[Any] = [0] * self._width
@@ -295,7 +294,7 @@ class TallyCursor:
 
 def cache_key(event: CacheEvent) -> CacheEvent:
     """The tally row of a lookup: its event without the amount saved."""
-    return event._replace(saved_usd=_ZERO) if event.saved_usd else event
+    return event._replace(saved_usd=ZERO) if event.saved_usd else event
 
 
 def _priced(catalog: PriceCatalog, key: TallyKey, row: list[Any]) -> TalliedCalls:

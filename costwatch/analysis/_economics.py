@@ -23,12 +23,12 @@ from decimal import Decimal
 from typing import Any
 
 from costwatch._core.errors import ConfigError
+from costwatch._core.record import ZERO
 from costwatch.analysis._scenarios import Candidate, Current, Scenarios
 from costwatch.analysis._traffic import PipelineTraffic, Traffic
 from costwatch.pricing import Price, PriceCatalog
 from costwatch.pricing._training_prices import base_model_name, training_price
 
-_ZERO = Decimal(0)
 _ONE = Decimal(1)
 _MTOK = Decimal(1_000_000)
 DAYS_PER_MONTH = Decimal(30)
@@ -75,19 +75,19 @@ class Option:
     success_rate: Decimal
     success_assumed: bool
     success_note: str
-    training_run_usd: Decimal = _ZERO
+    training_run_usd: Decimal = ZERO
     """One training run's cost (what a payback pays back)."""
 
     @property
     def variable_per_request(self) -> Decimal:
-        return sum((f.usd for f in self.variable), _ZERO)
+        return sum((f.usd for f in self.variable), ZERO)
 
     @property
     def fixed_per_month(self) -> Decimal:
-        return sum((f.usd for f in self.fixed), _ZERO)
+        return sum((f.usd for f in self.fixed), ZERO)
 
     def fixed_item(self, label: str) -> Decimal:
-        return sum((f.usd for f in self.fixed if f.label == label), _ZERO)
+        return sum((f.usd for f in self.fixed if f.label == label), ZERO)
 
     def monthly(self, volume: Decimal) -> Decimal:
         return self.fixed_per_month + self.variable_per_request * volume
@@ -176,7 +176,7 @@ def _observed(p: PipelineTraffic, current: Current) -> Option:
             )
         )
     fixed = _observed_fixed(p, current)
-    training = sum((o.cost_usd for o in p.one_offs.values() if o.kind == "training"), _ZERO)
+    training = sum((o.cost_usd for o in p.one_offs.values() if o.kind == "training"), ZERO)
     rate = p.success_rate
     if rate is not None:
         said = sum(p.outcomes.values())
@@ -357,7 +357,7 @@ def _store(c: Candidate, catalog: PriceCatalog) -> list[Figure]:
         figures.append(Figure("vector_store", usd, f"${show(usd)} a month (given)", "scenario"))
     if c.documents:
         emb = _price(catalog, c.embedding_provider, c.embedding_model, "embedding_model")
-        per_doc = c.tokens_per_document or _ZERO
+        per_doc = c.tokens_per_document or ZERO
         tokens = c.documents * per_doc
         run = tokens * emb.input
         every = c.reindex_every_days
@@ -379,7 +379,7 @@ def _candidate(
     avg = _Averages(p)
     current_model = avg.model[1] if avg.model is not None else ""
     fixed: list[Figure] = []
-    run = _ZERO
+    run = ZERO
     if c.kind in ("fine_tuned", "hybrid"):
         base = base_model_name(c.base_model or c.model or "")
         model = c.model or f"ft:{base}"

@@ -23,9 +23,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from costwatch._core.record import ZERO
 from costwatch.analysis._traffic import OneOff, Recurring, Traffic
-
-_ZERO = Decimal(0)
 
 
 def _query(url: str, expr: str, at: float, timeout_s: float) -> list[dict[str, Any]]:
@@ -117,7 +116,7 @@ def traffic_from_prometheus(
     }
     for key in sorted(set(tokens) | set(costs)):
         labels = dict(key)
-        usd = costs[key][1] if key in costs else _ZERO
+        usd = costs[key][1] if key in costs else ZERO
         traffic.pipeline(labels["pipeline"]).add_call(
             labels["provider"], labels["model"], labels["component"], usd, tokens.get(key, 0)
         )

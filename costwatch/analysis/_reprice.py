@@ -16,13 +16,11 @@ from typing import Any
 
 import orjson
 
-from costwatch._core.record import TokenUsage
+from costwatch._core.record import ZERO, TokenUsage
 from costwatch.accounting._components import context_share
 from costwatch.accounting._recordlog import read_record_log
 from costwatch.analysis._economics import show
 from costwatch.pricing._catalog import PriceCatalog
-
-_ZERO = Decimal(0)
 
 
 @dataclass
@@ -30,8 +28,8 @@ class RepricedModel:
     provider: str
     model: str
     calls: int = 0
-    recorded_usd: Decimal = _ZERO
-    repriced_usd: Decimal = _ZERO
+    recorded_usd: Decimal = ZERO
+    repriced_usd: Decimal = ZERO
     unpriced_before: int = 0
     unpriced_after: int = 0
     sources_before: set[str] = field(default_factory=set)
@@ -50,11 +48,11 @@ class Repricing:
 
     @property
     def recorded_usd(self) -> Decimal:
-        return sum((m.recorded_usd for m in self.models.values()), _ZERO)
+        return sum((m.recorded_usd for m in self.models.values()), ZERO)
 
     @property
     def repriced_usd(self) -> Decimal:
-        return sum((m.repriced_usd for m in self.models.values()), _ZERO)
+        return sum((m.repriced_usd for m in self.models.values()), ZERO)
 
     def render_text(self) -> str:
         rows = [
@@ -140,7 +138,7 @@ def _reprice(line: dict[str, Any], catalog: PriceCatalog, result: Repricing) -> 
     row.sources_before.add(str(line.get("price_source")))
     if line.get("price_source") == "fixed":
         cost: Decimal | None = Decimal(before) if before is not None else None
-        input_cost: Decimal | None = _ZERO
+        input_cost: Decimal | None = ZERO
         source = "fixed"
     else:
         price = catalog.resolve(line["provider"], line["model"])

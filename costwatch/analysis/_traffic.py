@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from costwatch._core.record import ZERO
 from costwatch._core.sink import HOURS_PER_MONTH
 from costwatch.accounting._components import COMPONENTS, split
 
 if TYPE_CHECKING:
     from costwatch.accounting._ledger import Summary
 
-_ZERO = Decimal(0)
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
 _GENERATION = frozenset({"fresh_input", "retrieved_context", "output"})
 
@@ -58,7 +58,7 @@ class PipelineTraffic:
 
     pipeline: str
     requests: int = 0
-    cost_usd: Decimal = _ZERO
+    cost_usd: Decimal = ZERO
     strategies: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     calls: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
@@ -79,13 +79,13 @@ class PipelineTraffic:
     ) -> None:
         slot = self.calls.get((provider, model, component))
         if slot is None:
-            slot = self.calls[(provider, model, component)] = [_ZERO, 0]
+            slot = self.calls[(provider, model, component)] = [ZERO, 0]
         slot[0] += usd
         slot[1] += tokens
 
     def component(self, name: str) -> tuple[Decimal, int]:
         """Total ``(dollars, tokens)`` of one cost component."""
-        usd, tokens = _ZERO, 0
+        usd, tokens = ZERO, 0
         for (_, _, comp), (u, t) in self.calls.items():
             if comp == name:
                 usd += u
@@ -156,7 +156,7 @@ def traffic_from_summary(summary: Summary) -> Traffic:
                 row.context_tokens,
                 row.context_cost_usd,
             ):
-                p.add_call(provider, model, comp, usd if usd is not None else _ZERO, tokens)
+                p.add_call(provider, model, comp, usd if usd is not None else ZERO, tokens)
     for life in summary.lifecycle.values():
         last = life.last
         if last is not None:
@@ -183,7 +183,7 @@ def _dec(value: object) -> Decimal | None:
 
 def traffic_from_lines(lines: Iterable[Mapping[str, Any]], source: str) -> Traffic:
     """The traffic of record-log lines (``costwatch.exporters.recordlog``)."""
-    traffic = Traffic({}, _ZERO, source)
+    traffic = Traffic({}, ZERO, source)
     first: float | None = None
     last: float | None = None
     for line in lines:
@@ -201,11 +201,11 @@ def traffic_from_lines(lines: Iterable[Mapping[str, Any]], source: str) -> Traff
                 _dec(line.get("input_cost_usd")),
                 line.get("usage") or {},
                 sum(int(v) for v in context.values()),
-                sum((Decimal(str(v)) for v in context_cost.values()), _ZERO),
+                sum((Decimal(str(v)) for v in context_cost.values()), ZERO),
             )
             p = traffic.pipeline(line["pipeline"])
             for comp, usd, tokens in parts:
-                p.add_call(line["provider"], line["model"], comp, usd or _ZERO, tokens)
+                p.add_call(line["provider"], line["model"], comp, usd or ZERO, tokens)
         elif kind == "request":
             p = traffic.pipeline(line["pipeline"])
             p.requests += 1

@@ -23,6 +23,7 @@ import orjson
 
 from costwatch._core.context import cost_scope
 from costwatch._core.failopen import errors
+from costwatch._core.record import ZERO
 from costwatch.cache._backend import HAVE_ENTRY, LOCKED, BackendError, tracked_entry
 from costwatch.cache._flight import Flight
 from costwatch.cache._lookup import (
@@ -30,7 +31,6 @@ from costwatch.cache._lookup import (
     ERROR,
     ERRORED,
     HIT,
-    ZERO,
     Done,
     Lookup,
     Site,

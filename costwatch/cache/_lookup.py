@@ -19,6 +19,7 @@ from costwatch._core.breaker import CircuitBreaker
 from costwatch._core.context import ATTRIBUTION_TAGS, TagSet, tags_var
 from costwatch._core.failopen import errors
 from costwatch._core.memo import BoundedMemo
+from costwatch._core.record import ZERO
 from costwatch._core.sink import CacheEvent
 from costwatch.accounting._tally import cache_key
 from costwatch.cache._codec import (
@@ -48,7 +49,6 @@ MISS: Final = "miss"
 ERROR: Final = "error"
 SKIP: Final = "skip"
 
-ZERO = Decimal(0)
 TENANT = ATTRIBUTION_TAGS.index("tenant")
 
 _MAX_KEYED = 4096

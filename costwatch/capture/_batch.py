@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
 from typing import Any
 
 from costwatch._core.failopen import errors
-from costwatch._core.record import EMPTY_USAGE, CostRecord, InvalidUsage, TokenUsage
+from costwatch._core.record import EMPTY_USAGE, ZERO, CostRecord, InvalidUsage, TokenUsage
 from costwatch.accounting._recorder import DEFAULT_OPERATION, CallSpec
 from costwatch.capture._usage import extract_tokens, record_invalid
 
 _SPECS: dict[tuple[str, str, bool], CallSpec] = {}
-_ZERO = Decimal(0)
 
 
 def record_batch_results(results: Iterable[Any]) -> list[CostRecord]:
@@ -108,7 +106,7 @@ def _spec(provider: str, stage: str, *, failed: bool = False) -> CallSpec:
             "",
             stage,
             DEFAULT_OPERATION[stage],
-            price_usd=_ZERO if failed else None,
+            price_usd=ZERO if failed else None,
             batch=True,
         )
     return spec

@@ -15,7 +15,7 @@ from operator import attrgetter
 
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
-from costwatch._core.record import CostRecord, TokenUsage
+from costwatch._core.record import ZERO, CostRecord, TokenUsage
 from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.accounting._components import split
 from costwatch.accounting._tally import TalliedCalls, Tally, TallyCursor
@@ -28,8 +28,6 @@ from costwatch.exporters.names import (
     REQUEST_LABELS,
     SPEND_LABELS,
 )
-
-_ZERO = Decimal(0)
 
 spend_values = attrgetter(*SPEND_LABELS[1:])
 """The ``SPEND_LABELS`` values after ``service`` of a ``CostRecord`` or of ``TalliedCalls``."""
@@ -111,7 +109,7 @@ class CacheSeries:
     def __init__(self) -> None:
         self.lock = new_lock()
         self.results: dict[str, int] = {}
-        self.saved = _ZERO
+        self.saved = ZERO
 
 
 def lifecycle_labels(
@@ -142,7 +140,7 @@ def pipeline_call(
         record.input_cost_usd,
         record.usage.by_type(),
         sum(record.context_tokens.values()) if record.context_tokens else 0,
-        sum(record.context_cost_usd.values(), _ZERO),
+        sum(record.context_cost_usd.values(), ZERO),
     )
     head = (
         record.service or service,
@@ -244,7 +242,7 @@ class SpendAggregate:
             head = (self.service, calls.pipeline, calls.strategy, calls.provider, calls.model)
             usage = calls.usage.by_type()
             self._add_pipeline_parts(
-                head, split(calls.stage, calls.cost_usd, calls.input_cost_usd, usage, 0, _ZERO)
+                head, split(calls.stage, calls.cost_usd, calls.input_cost_usd, usage, 0, ZERO)
             )
 
     # -- records and events --------------------------------------------------------------------
@@ -289,7 +287,7 @@ class SpendAggregate:
             for component, usd, tokens in parts:
                 slot = self.pipeline_calls.get((*head, component))
                 if slot is None:
-                    slot = self.pipeline_calls[(*head, component)] = [_ZERO, 0]
+                    slot = self.pipeline_calls[(*head, component)] = [ZERO, 0]
                 if usd is not None:
                     slot[0] += usd
                 slot[1] += tokens
@@ -307,9 +305,9 @@ class SpendAggregate:
             with series.lock:
                 slot = series.context.get(label)
                 if slot is None:
-                    slot = series.context[label] = [0, _ZERO]
+                    slot = series.context[label] = [0, ZERO]
                 slot[0] += count
-                slot[1] += costs.get(source, _ZERO)
+                slot[1] += costs.get(source, ZERO)
 
     def request_series(self, event: RequestEnd) -> HistogramSeries:
         return self.requests.get((event.service or self.service, *request_values(event)))
@@ -358,7 +356,7 @@ class SpendAggregate:
         with series.lock:
             slot = series.by_outcome.get(event.outcome)
             if slot is None:
-                slot = series.by_outcome[event.outcome] = [0, _ZERO]
+                slot = series.by_outcome[event.outcome] = [0, ZERO]
             slot[0] += 1
             slot[1] += event.cost_usd
 
@@ -372,7 +370,7 @@ class SpendAggregate:
                 self._fixed_keys[event.name] = key
                 self.fixed[key] = float(event.usd_per_hour)
             else:
-                self.lifecycle[key] = self.lifecycle.get(key, _ZERO) + event.cost_usd
+                self.lifecycle[key] = self.lifecycle.get(key, ZERO) + event.cost_usd
 
     def snapshot_lifecycle(
         self,

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from costwatch._core.forks import new_lock
 from costwatch._core.labels import LabelGuard
-from costwatch._core.record import CostRecord
+from costwatch._core.record import ZERO, CostRecord
 from costwatch._core.sink import CacheEvent, FixedCost, LifecycleCost, Outcome, RequestEnd
 from costwatch.exporters import names
 from costwatch.exporters._aggregate import (
@@ -29,8 +29,6 @@ from costwatch.exporters._aggregate import (
 )
 from costwatch.exporters._cardinality import GuardedTable
 from costwatch.exporters.names import CACHE_LABELS, REQUEST_LABELS, SPEND_LABELS, MetricSpec
-
-_ZERO = Decimal(0)
 
 
 def _metric(spec: MetricSpec, registry: CollectorRegistry) -> Any:
@@ -189,7 +187,7 @@ class ClientMetrics:
             for source, count in record.context_tokens.items():
                 label = admit("source", source)
                 children.ctx_tokens.get(label).inc(count)
-                children.ctx_cost.get(label).inc(float(record.context_cost_usd.get(source, _ZERO)))
+                children.ctx_cost.get(label).inc(float(record.context_cost_usd.get(source, ZERO)))
         if record.pipeline:
             self._add_pipeline_call(record, children.labels[2])
 

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from costwatch._core.record import SERVICE_TIERS
+from costwatch._core.record import SERVICE_TIERS, ZERO
 from costwatch.pricing._names import model_candidates
-from costwatch.pricing._price import CTX, HALF, ZERO, Price, PriceTier, per_token
+from costwatch.pricing._price import CTX, HALF, Price, PriceTier, per_token
 from costwatch.pricing._timeline import Condition, Conditional, Fixed
 
 _KEYS = {

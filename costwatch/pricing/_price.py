@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from decimal import Context, Decimal
 
-from costwatch._core.record import TokenUsage
+from costwatch._core.record import ZERO, TokenUsage
 from costwatch.pricing._gaps import AUDIO_AT_TEXT_RATE, gaps
 
-ZERO = Decimal(0)
 MTOK = Decimal(1_000_000)
 HALF = Decimal("0.5")
 CTX = Context(prec=34)

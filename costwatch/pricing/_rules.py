@@ -21,8 +21,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costwatch._core.errors import ConfigError
+from costwatch._core.record import ZERO
 from costwatch.pricing._names import canonical_provider, looks_fine_tuned
-from costwatch.pricing._price import CTX, HALF, ZERO, Price, PriceTier, per_token
+from costwatch.pricing._price import CTX, HALF, Price, PriceTier, per_token
 
 _PerMillion = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 _Positive = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
