@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 _URL_CREDENTIALS = re.compile(r"://[^\s]*@")
 
@@ -28,6 +30,11 @@ class ConfigError(ValueError):
         self.reason = reason
         super().__init__(f"costwatch: invalid {field}={value!r}: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled from its fields (a pool's worker raising into its parent, a task queue):
+        # the default would call it with the message alone.
+        return type(self), (self.field, self.value, self.reason)
+
 
 @dataclass(eq=False, repr=False)
 class BudgetExceeded(RuntimeError):
@@ -44,6 +51,10 @@ class BudgetExceeded(RuntimeError):
     window: str
     resets_at: datetime | None
     reason: str = "limit"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled from its fields, as ConfigError: the default would call it with the message.
+        return functools.partial(type(self), **asdict(self)), ()
 
     def __post_init__(self) -> None:
         when = self.resets_at.isoformat() if self.resets_at is not None else "unknown"
