@@ -67,7 +67,7 @@ class BudgetRegistry:
             )
         self._backend = backend
         self.clock = clock
-        self.sinks = sinks_getter
+        self._sinks_getter = sinks_getter
         self.service = service
         self.active = False
         self._budgets: tuple[Budget, ...] = ()
@@ -133,6 +133,11 @@ class BudgetRegistry:
     @property
     def budgets(self) -> tuple[Budget, ...]:
         return self._budgets
+
+    @property
+    def sinks(self) -> Sequence[Sink]:
+        """The runtime's sinks as they are now (they may change while budgets run)."""
+        return self._sinks_getter()
 
     # -- the call path (sync and async twins) -------------------------------------------------
 
@@ -336,7 +341,7 @@ class BudgetRegistry:
         )
 
     def _blocked(self, budget: Budget) -> None:
-        for sink in self.sinks():
+        for sink in self.sinks:
             try:
                 sink.on_budget_blocked(budget.name)
             except Exception as exc:
@@ -366,7 +371,7 @@ class BudgetRegistry:
                 "(further occurrences are counted and logged at most once a minute)",
                 exc,
             )
-        for sink in self.sinks():
+        for sink in self.sinks:
             try:
                 sink.on_internal_error("budget_backend")
             except Exception as sink_exc:

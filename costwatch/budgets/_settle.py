@@ -75,7 +75,7 @@ class Owner(Protocol):
     def budgets(self) -> tuple[Budget, ...]: ...
 
     @property
-    def sinks(self) -> Callable[[], Sequence[Sink]]: ...
+    def sinks(self) -> Sequence[Sink]: ...
 
     @property
     def clock(self) -> Callable[[], float]: ...
@@ -130,7 +130,7 @@ class SettlementWorker:
 
     def _count_internal(self, component: str) -> None:
         """A user's callback or webhook that timed out or failed: counted, never raised."""
-        for sink in self._owner.sinks():
+        for sink in self._owner.sinks:
             try:
                 sink.on_internal_error(component)
             except Exception as exc:
@@ -195,7 +195,7 @@ class SettlementWorker:
         ``gauge_refresh_s`` while idle, so an idle process's gauges follow window resets and
         other processes' spend)."""
         now_ms = int(self.clock() * 1000)
-        sinks = self._owner.sinks()
+        sinks = self._owner.sinks
         backend = self._owner.backend
         for budget in self._owner.budgets:
             try:
@@ -311,7 +311,7 @@ class SettlementWorker:
             readings.setdefault(
                 id(budget), (budget, reading.spent, reading.oldest_bucket, reading.now_ms)
             )
-        sinks = self._owner.sinks()
+        sinks = self._owner.sinks
         for budget, spent, oldest, now_ms in readings.values():
             budget.last_spent_nano = spent
             self._publish(sinks, budget, spent)
